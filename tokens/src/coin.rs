@@ -1,0 +1,353 @@
+//! Coins: bearer tokens of fixed denominations, each with a UUID the issuer accepts once.
+//!
+//! *Blind coins* (default, private): the wallet picks the UUID and blinds the coin
+//! message; the issuer signs it blind with the denomination's RFC 9474 key and cannot link
+//! the withdrawal to the redemption. Flow: [`PendingCoin::new`] (wallet) →
+//! [`DenominationSigningKey::sign_blinded`](crate::DenominationSigningKey::sign_blinded)
+//! (issuer) → [`PendingCoin::finalize`] (wallet) → [`BlindCoin::verify`] (anyone).
+//!
+//! *Identified coins*: the issuer picks the UUID, writes the holder's virtual id and signs
+//! openly with RSA-PSS; traceable and revocable.
+
+use std::fmt;
+
+use blind_rsa_signatures::{BlindMessage, BlindingResult, MessageRandomizer, Secret};
+use rand_core::CryptoRng;
+use serde::{Deserialize, Serialize};
+
+use crate::certificates::MerchantCertificatePayload;
+use crate::codec;
+use crate::keys::{
+    BlindSignature, BlindedMessage, DenominationVerifyingKey, IdentifiedCoinIssuer, Merchant,
+    Signature,
+};
+use crate::payment::PaymentRequest;
+use crate::signed::{message, signed_token};
+use crate::{
+    Amount, CoinId, Error, KeyDirectory, KeyId, Keyset, KeysetId, MerchantId, Result, Timestamp,
+    VirtualId,
+};
+
+/// The message a blind coin's signature covers (RFC 9474 `msg`; the signature covers
+/// `randomizer || encode(BlindCoinMessage)`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlindCoinMessage {
+    /// The coin id, chosen by the wallet.
+    pub coin_id: CoinId,
+    /// The face value.
+    pub amount: Amount,
+    /// The keyset of the signing key.
+    pub keyset_id: KeysetId,
+    /// The denomination key that signs it.
+    pub key_id: KeyId,
+}
+message!(BlindCoinMessage, tag: "blind-coin");
+
+/// A blind-signed coin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlindCoin {
+    /// The coin id, chosen by the wallet.
+    pub coin_id: CoinId,
+    /// The face value.
+    pub amount: Amount,
+    /// The keyset of the signing key.
+    pub keyset_id: KeysetId,
+    /// The denomination key that signed it.
+    pub key_id: KeyId,
+    /// RFC 9474 message randomizer (prefix of the signed message).
+    #[serde(with = "crate::bytes::array")]
+    pub randomizer: [u8; 32],
+    /// RSABSSA-SHA384-PSS-Randomized signature.
+    pub signature: Signature,
+}
+
+impl BlindCoin {
+    /// The message the signature covers.
+    pub fn message(&self) -> BlindCoinMessage {
+        BlindCoinMessage {
+            coin_id: self.coin_id,
+            amount: self.amount,
+            keyset_id: self.keyset_id,
+            key_id: self.key_id,
+        }
+    }
+
+    /// Checks the signature under `key`, which must be the key the coin names.
+    pub fn verify_with(&self, key: &DenominationVerifyingKey) -> Result<()> {
+        if key.key_id() != self.key_id {
+            return Err(Error::UnknownKey(self.key_id));
+        }
+        key.verify(
+            &self.signature,
+            self.randomizer,
+            &codec::encode(&self.message())?,
+        )
+    }
+
+    /// Checks the coin against the directory: known keyset valid at `now`, currency and
+    /// denomination of that keyset, signature by that denomination's key.
+    pub fn verify(&self, directory: &KeyDirectory, now: Timestamp) -> Result<()> {
+        let keyset = directory.keyset(self.keyset_id)?;
+        keyset.validity().check(now)?;
+        if keyset.currency() != self.amount.currency {
+            return Err(Error::CurrencyMismatch {
+                expected: keyset.currency(),
+                found: self.amount.currency,
+            });
+        }
+        self.verify_with(keyset.key_for(self.amount.minor_units)?)
+    }
+}
+
+/// The wallet's half-made blind coin between the withdrawal request and the issuer's
+/// answer. Persist it (it is a [`codec::Message`]): without the blinding secret the
+/// issuer's blind signature is worthless. `Debug` hides the secret, which is wiped from
+/// memory on drop.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingCoin {
+    /// The coin id the wallet chose.
+    pub coin_id: CoinId,
+    /// The face value.
+    pub amount: Amount,
+    /// The keyset withdrawn from.
+    pub keyset_id: KeysetId,
+    /// The denomination key.
+    pub key_id: KeyId,
+    /// What the issuer signs.
+    pub blinded: BlindedMessage,
+    #[serde(with = "crate::bytes::vec")]
+    secret: Vec<u8>,
+    #[serde(with = "crate::bytes::array")]
+    randomizer: [u8; 32],
+}
+message!(PendingCoin, tag: "pending-coin");
+
+impl PendingCoin {
+    /// Picks a fresh coin id and blinds a coin worth `amount` for the matching
+    /// denomination of `keyset`. Send [`PendingCoin::blinded`] to the issuer.
+    pub fn new<G: CryptoRng + ?Sized>(
+        rng: &mut G,
+        keyset: &Keyset,
+        amount: Amount,
+    ) -> Result<Self> {
+        if amount.currency != keyset.currency() {
+            return Err(Error::CurrencyMismatch {
+                expected: keyset.currency(),
+                found: amount.currency,
+            });
+        }
+        let key = keyset.key_for(amount.minor_units)?;
+        let message = BlindCoinMessage {
+            coin_id: CoinId::random(rng),
+            amount,
+            keyset_id: keyset.id(),
+            key_id: key.key_id(),
+        };
+        let blinding = key.blind(rng, &codec::encode(&message)?)?;
+        let randomizer = blinding
+            .msg_randomizer
+            .map(|r| r.0)
+            .ok_or_else(|| Error::Blind("randomized variant returned no randomizer".into()))?;
+        Ok(PendingCoin {
+            coin_id: message.coin_id,
+            amount,
+            keyset_id: message.keyset_id,
+            key_id: message.key_id,
+            blinded: BlindedMessage(blinding.blind_message.0.clone()),
+            secret: blinding.secret.0.clone(),
+            randomizer,
+        })
+    }
+
+    fn message(&self) -> BlindCoinMessage {
+        BlindCoinMessage {
+            coin_id: self.coin_id,
+            amount: self.amount,
+            keyset_id: self.keyset_id,
+            key_id: self.key_id,
+        }
+    }
+
+    /// Unblinds the issuer's answer into a coin and checks it (fails with
+    /// [`Error::BadSignature`] if the issuer signed with another key or sent garbage).
+    pub fn finalize(
+        &self,
+        key: &DenominationVerifyingKey,
+        blind_signature: &BlindSignature,
+    ) -> Result<BlindCoin> {
+        if key.key_id() != self.key_id {
+            return Err(Error::UnknownKey(self.key_id));
+        }
+        let blinding = BlindingResult {
+            blind_message: BlindMessage(self.blinded.0.clone()),
+            secret: Secret(self.secret.clone()),
+            msg_randomizer: Some(MessageRandomizer(self.randomizer)),
+        };
+        let signature =
+            key.finalize(blind_signature, &blinding, &codec::encode(&self.message())?)?;
+        Ok(BlindCoin {
+            coin_id: self.coin_id,
+            amount: self.amount,
+            keyset_id: self.keyset_id,
+            key_id: self.key_id,
+            randomizer: self.randomizer,
+            signature,
+        })
+    }
+}
+
+impl Drop for PendingCoin {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.secret.zeroize();
+    }
+}
+
+impl fmt::Debug for PendingCoin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PendingCoin")
+            .field("coin_id", &self.coin_id)
+            .field("amount", &self.amount)
+            .field("keyset_id", &self.keyset_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The content of an identified coin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentifiedCoinPayload {
+    /// The coin id, chosen by the issuer.
+    pub coin_id: CoinId,
+    /// The face value.
+    pub amount: Amount,
+    /// The holder's virtual id (names the holder at the issuer).
+    pub holder: VirtualId,
+    /// When the issuer signed it.
+    pub issued_at: Timestamp,
+}
+
+signed_token!(
+    /// An [`IdentifiedCoinPayload`] signed openly by the issuer's identified-coin key.
+    IdentifiedCoin = IdentifiedCoinPayload,
+    signer: IdentifiedCoinIssuer,
+    tag: "identified-coin"
+);
+
+/// Which kind of coin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CoinVariant {
+    /// Blind-signed, unlinkable.
+    Blind,
+    /// Openly signed, carries the holder's virtual id.
+    Identified,
+}
+
+/// A coin of either variant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Coin {
+    /// A blind-signed coin.
+    Blind(BlindCoin),
+    /// An identified coin.
+    Identified(IdentifiedCoin),
+}
+message!(Coin, tag: "coin");
+
+impl Coin {
+    /// The coin id (what the issuer accepts once).
+    pub fn id(&self) -> CoinId {
+        match self {
+            Coin::Blind(c) => c.coin_id,
+            Coin::Identified(c) => c.payload.coin_id,
+        }
+    }
+
+    /// The face value.
+    pub fn amount(&self) -> Amount {
+        match self {
+            Coin::Blind(c) => c.amount,
+            Coin::Identified(c) => c.payload.amount,
+        }
+    }
+
+    /// Blind or identified.
+    pub fn variant(&self) -> CoinVariant {
+        match self {
+            Coin::Blind(_) => CoinVariant::Blind,
+            Coin::Identified(_) => CoinVariant::Identified,
+        }
+    }
+
+    /// The holder's virtual id (identified coins only).
+    pub fn holder(&self) -> Option<VirtualId> {
+        match self {
+            Coin::Blind(_) => None,
+            Coin::Identified(c) => Some(c.payload.holder),
+        }
+    }
+
+    /// Checks the issuer's signature against the directory at `now`.
+    pub fn verify(&self, directory: &KeyDirectory, now: Timestamp) -> Result<()> {
+        match self {
+            Coin::Blind(c) => c.verify(directory, now),
+            Coin::Identified(c) => c.verify_in(directory, now).map(|_| ()),
+        }
+    }
+}
+
+/// Coins handed to a merchant for one payment request (exact amount: no change can be
+/// given offline).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoinPayment {
+    /// The merchant's signed request being paid.
+    pub request: PaymentRequest,
+    /// The coins.
+    pub coins: Vec<Coin>,
+}
+message!(CoinPayment, tag: "coin-payment");
+
+impl CoinPayment {
+    /// Sum of the coins, in the request's currency (fails on a coin of another currency).
+    pub fn total(&self) -> Result<Amount> {
+        Amount::checked_sum(
+            self.request.payload.amount.currency,
+            self.coins.iter().map(Coin::amount),
+        )
+    }
+}
+
+/// The merchant's endorsement of a coin payment: the customer's receipt, and what the
+/// merchant redeems.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndorsedCoinPaymentPayload {
+    /// The payment as received.
+    pub payment: CoinPayment,
+    /// The endorsing merchant.
+    pub merchant_id: MerchantId,
+    /// When the merchant accepted it.
+    pub endorsed_at: Timestamp,
+}
+
+signed_token!(
+    /// An [`EndorsedCoinPaymentPayload`] signed by the merchant's key.
+    EndorsedCoinPayment = EndorsedCoinPaymentPayload,
+    signer: Merchant,
+    tag: "endorsed-coin-payment"
+);
+
+impl EndorsedCoinPayment {
+    /// Checks the merchant's endorsement under the key of `merchant` (whose certificate
+    /// the caller has verified), and that both the endorsement and the paid request are
+    /// that merchant's. The coins and the request signature are checked separately.
+    pub fn verify(
+        &self,
+        merchant: &MerchantCertificatePayload,
+    ) -> Result<&EndorsedCoinPaymentPayload> {
+        let payload = self.verify_with(&merchant.merchant_key)?;
+        if payload.merchant_id != merchant.merchant_id
+            || payload.payment.request.payload.merchant_id != merchant.merchant_id
+        {
+            return Err(Error::WrongMerchant);
+        }
+        Ok(payload)
+    }
+}

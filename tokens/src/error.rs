@@ -1,0 +1,173 @@
+//! The one error type of this crate.
+
+use crate::{Currency, KeyId, KeysetId, Timestamp};
+
+/// Everything that can go wrong while building, encoding, decoding, signing or verifying
+/// a token. Variants are precise so that callers (merchant rejections, issuer answers)
+/// can map them to machine-readable reasons without parsing strings.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    // --- money -------------------------------------------------------------------------
+    /// Two amounts of different currencies were combined or compared.
+    #[error("currency mismatch: expected {expected}, found {found}")]
+    CurrencyMismatch {
+        /// The currency the operation expected.
+        expected: Currency,
+        /// The currency it got.
+        found: Currency,
+    },
+    /// An addition exceeded `u64::MAX` minor units.
+    #[error("amount overflow")]
+    AmountOverflow,
+    /// A subtraction would go below zero.
+    #[error("amount underflow: {minuend} - {subtrahend} is negative")]
+    AmountUnderflow {
+        /// Left operand, in minor units.
+        minuend: u64,
+        /// Right operand, in minor units.
+        subtrahend: u64,
+    },
+    /// A currency code that is not three ASCII upper-case letters.
+    #[error("invalid currency code")]
+    InvalidCurrency,
+    /// A field value outside its documented domain (region code, category, list length...).
+    #[error("invalid field {field}: {reason}")]
+    InvalidField {
+        /// Which field.
+        field: &'static str,
+        /// Why it is invalid.
+        reason: &'static str,
+    },
+
+    // --- codec -------------------------------------------------------------------------
+    /// The input is longer than the decoder accepts.
+    #[error("message too large: {len} bytes, limit {limit}")]
+    TooLarge {
+        /// Input length in bytes.
+        len: usize,
+        /// The limit that applied.
+        limit: usize,
+    },
+    /// The input carries another type's domain tag (or none at all).
+    #[error("wrong message type: expected {expected}")]
+    WrongType {
+        /// The tag the decoder expected.
+        expected: &'static str,
+    },
+    /// The input carries a format version this release cannot read.
+    #[error("unsupported version {found} of {tag} (this release reads {supported})")]
+    UnsupportedVersion {
+        /// The type's domain tag.
+        tag: &'static str,
+        /// The version found in the input.
+        found: u16,
+        /// The version this release reads.
+        supported: u16,
+    },
+    /// Bytes left over after a complete message.
+    #[error("{count} trailing bytes after the message")]
+    TrailingBytes {
+        /// How many bytes were left over.
+        count: usize,
+    },
+    /// The input decodes but is not in canonical form (re-encoding differs).
+    #[error("non-canonical encoding")]
+    NonCanonical,
+    /// The input is not a valid encoding of the expected type.
+    #[error("malformed input: {0}")]
+    Malformed(String),
+    /// Encoding failed (only possible for values that violate their own invariants).
+    #[error("encoding failed: {0}")]
+    Encoding(String),
+
+    // --- keys --------------------------------------------------------------------------
+    /// Key bytes or PEM text that do not parse as an RSA key of the accepted kind.
+    #[error("invalid key: {0}")]
+    InvalidKey(String),
+    /// An RSA modulus outside 2048..=4096 bits.
+    #[error("unsupported RSA modulus size: {bits} bits (accepted: 2048..=4096)")]
+    UnsupportedKeySize {
+        /// Modulus size in bits.
+        bits: usize,
+    },
+    /// No key with this id is known (in the key directory, or it is not the key given).
+    #[error("unknown key {0}")]
+    UnknownKey(KeyId),
+    /// The key exists but belongs to another role than the token requires.
+    #[error("key {key_id} has role {found}, expected {expected}")]
+    WrongKeyRole {
+        /// The key in question.
+        key_id: KeyId,
+        /// The role the token requires.
+        expected: &'static str,
+        /// The role the directory lists for it.
+        found: &'static str,
+    },
+    /// The signing key is past its validity window.
+    #[error("key {key_id} expired at {not_after}")]
+    KeyExpired {
+        /// The key in question.
+        key_id: KeyId,
+        /// End of its validity window.
+        not_after: Timestamp,
+    },
+    /// The signing key's validity window has not started.
+    #[error("key {key_id} not valid before {not_before}")]
+    KeyNotYetValid {
+        /// The key in question.
+        key_id: KeyId,
+        /// Start of its validity window.
+        not_before: Timestamp,
+    },
+    /// No keyset with this id is known.
+    #[error("unknown keyset {0}")]
+    UnknownKeyset(KeysetId),
+    /// The keyset has no key for this denomination.
+    #[error("keyset {keyset_id} has no denomination of {minor_units} minor units")]
+    UnknownDenomination {
+        /// The keyset.
+        keyset_id: KeysetId,
+        /// The denomination asked for.
+        minor_units: u64,
+    },
+
+    // --- verification ------------------------------------------------------------------
+    /// The signature does not verify for the claimed key over the claimed content.
+    #[error("bad signature")]
+    BadSignature,
+    /// The token is past its validity window.
+    #[error("expired at {not_after} (now {now})")]
+    Expired {
+        /// End of the validity window.
+        not_after: Timestamp,
+        /// The time of the check.
+        now: Timestamp,
+    },
+    /// The token's validity window has not started.
+    #[error("not valid before {not_before} (now {now})")]
+    NotYetValid {
+        /// Start of the validity window.
+        not_before: Timestamp,
+        /// The time of the check.
+        now: Timestamp,
+    },
+    /// The token belongs to another account than the one it is checked against.
+    #[error("token belongs to another account")]
+    WrongAccount,
+    /// The token belongs to another device of the account.
+    #[error("token belongs to another device")]
+    WrongDevice,
+    /// The token belongs to another merchant.
+    #[error("token belongs to another merchant")]
+    WrongMerchant,
+    /// A blind-signature operation failed (blinding, signing or finalizing).
+    #[error("blind signature operation failed: {0}")]
+    Blind(String),
+    /// Signing failed inside the RSA implementation.
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,194 @@
+//! Pre-generated 2048-bit RSA keys for tests (this crate's and every other crate's), so
+//! no test pays for key generation. Generated once with
+//! `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048`; never use them for
+//! anything real: the private keys are public.
+
+// The PEM documents are compiled into the binary; failing to parse one is a bug in the
+// fixture files, not an input error, so panicking is the right answer.
+#![allow(clippy::expect_used)]
+
+use crate::keys::{
+    AccountCertifier, BalanceCertifier, DenominationSigningKey, DepositIssuer, Device,
+    IdentifiedCoinIssuer, IssuerKeyRole, Merchant, MerchantCertifier, Role, SigningKey,
+};
+use crate::{
+    Currency, DenominationKeyEntry, IssuerKeyEntry, KeyDirectory, Keyset, Timestamp, Validity,
+};
+
+macro_rules! pem {
+    ($name:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/",
+            $name,
+            ".pem"
+        ))
+    };
+}
+
+fn key<R: Role>(pem: &str) -> SigningKey<R> {
+    SigningKey::from_pem(pem).expect("fixture key parses")
+}
+
+/// The issuer's account-certificate key.
+pub fn account_certifier() -> SigningKey<AccountCertifier> {
+    key(pem!("account-certifier"))
+}
+
+/// The issuer's merchant-certificate key.
+pub fn merchant_certifier() -> SigningKey<MerchantCertifier> {
+    key(pem!("merchant-certifier"))
+}
+
+/// The issuer's balance-certificate key.
+pub fn balance_certifier() -> SigningKey<BalanceCertifier> {
+    key(pem!("balance-certifier"))
+}
+
+/// The issuer's deposit key.
+pub fn deposit_issuer() -> SigningKey<DepositIssuer> {
+    key(pem!("deposit-issuer"))
+}
+
+/// The issuer's identified-coin key.
+pub fn identified_coin_issuer() -> SigningKey<IdentifiedCoinIssuer> {
+    key(pem!("identified-coin-issuer"))
+}
+
+/// Device key number `n` (1 or 2).
+pub fn device(n: u8) -> SigningKey<Device> {
+    match n {
+        1 => key(pem!("device-1")),
+        _ => key(pem!("device-2")),
+    }
+}
+
+/// Merchant key number `n` (1 or 2).
+pub fn merchant(n: u8) -> SigningKey<Merchant> {
+    match n {
+        1 => key(pem!("merchant-1")),
+        _ => key(pem!("merchant-2")),
+    }
+}
+
+/// A key that belongs to no one, for "wrong key" tests, as PKCS#8 PEM.
+pub fn unrelated_key_pem() -> &'static str {
+    pem!("other")
+}
+
+/// The denominations that have fixture keys, in minor units.
+pub const DENOMINATIONS: [u64; 4] = [1, 2, 5, 10];
+
+/// The blind-signature key of denomination `minor_units` (one of [`DENOMINATIONS`]).
+pub fn denomination(minor_units: u64) -> Option<DenominationSigningKey> {
+    let pem = match minor_units {
+        1 => pem!("denomination-1"),
+        2 => pem!("denomination-2"),
+        5 => pem!("denomination-5"),
+        10 => pem!("denomination-10"),
+        _ => return None,
+    };
+    Some(DenominationSigningKey::from_pem(pem).expect("fixture key parses"))
+}
+
+/// Every issuer key, a keyset over [`DENOMINATIONS`] and the matching directory.
+pub struct TestIssuer {
+    /// Account-certificate key.
+    pub account_certifier: SigningKey<AccountCertifier>,
+    /// Merchant-certificate key.
+    pub merchant_certifier: SigningKey<MerchantCertifier>,
+    /// Balance-certificate key.
+    pub balance_certifier: SigningKey<BalanceCertifier>,
+    /// Deposit key.
+    pub deposit_issuer: SigningKey<DepositIssuer>,
+    /// Identified-coin key.
+    pub identified_coin_issuer: SigningKey<IdentifiedCoinIssuer>,
+    /// Denomination keys, by increasing value.
+    pub denominations: Vec<(u64, DenominationSigningKey)>,
+    /// The keyset of `denominations`.
+    pub keyset: Keyset,
+    /// The public directory: all keys valid during `validity`.
+    pub directory: KeyDirectory,
+}
+
+impl TestIssuer {
+    /// All keys, valid during `validity`, coins in `currency`.
+    pub fn new(currency: Currency, validity: Validity) -> Self {
+        let denominations: Vec<(u64, DenominationSigningKey)> = DENOMINATIONS
+            .iter()
+            .filter_map(|&v| denomination(v).map(|k| (v, k)))
+            .collect();
+        let keyset = Keyset::new(
+            currency,
+            validity,
+            denominations
+                .iter()
+                .map(|(v, k)| DenominationKeyEntry {
+                    minor_units: *v,
+                    key: k.verifying_key().clone(),
+                })
+                .collect(),
+        )
+        .expect("fixture keyset is valid");
+        let issuer = TestIssuer {
+            account_certifier: account_certifier(),
+            merchant_certifier: merchant_certifier(),
+            balance_certifier: balance_certifier(),
+            deposit_issuer: deposit_issuer(),
+            identified_coin_issuer: identified_coin_issuer(),
+            denominations,
+            keyset,
+            directory: KeyDirectory {
+                issued_at: validity.not_before,
+                issuer_keys: vec![],
+                keysets: vec![],
+            },
+        };
+        let entry = |role, key: &crate::PublicKey| IssuerKeyEntry {
+            role,
+            key: key.clone(),
+            validity,
+        };
+        let issuer_keys = vec![
+            entry(
+                IssuerKeyRole::AccountCertificate,
+                issuer.account_certifier.verifying_key().public_key(),
+            ),
+            entry(
+                IssuerKeyRole::MerchantCertificate,
+                issuer.merchant_certifier.verifying_key().public_key(),
+            ),
+            entry(
+                IssuerKeyRole::BalanceCertificate,
+                issuer.balance_certifier.verifying_key().public_key(),
+            ),
+            entry(
+                IssuerKeyRole::Deposit,
+                issuer.deposit_issuer.verifying_key().public_key(),
+            ),
+            entry(
+                IssuerKeyRole::IdentifiedCoin,
+                issuer.identified_coin_issuer.verifying_key().public_key(),
+            ),
+        ];
+        TestIssuer {
+            directory: KeyDirectory {
+                issued_at: validity.not_before,
+                issuer_keys,
+                keysets: vec![issuer.keyset.clone()],
+            },
+            ..issuer
+        }
+    }
+
+    /// The denomination signing key worth `minor_units`.
+    pub fn denomination_key(&self, minor_units: u64) -> Option<&DenominationSigningKey> {
+        self.denominations
+            .iter()
+            .find(|(v, _)| *v == minor_units)
+            .map(|(_, k)| k)
+    }
+}
+
+/// A fixed "now" for tests: 2026-01-01T00:00:00Z.
+pub const NOW: Timestamp = Timestamp::from_unix_millis(1_767_225_600_000);

@@ -1,0 +1,231 @@
+//! Blind-signature keys of one coin denomination: RFC 9474 RSABSSA-SHA384-PSS-Randomized
+//! (`blind-rsa-signatures`). The raw blind-RSA calls stay inside this crate; wallets and
+//! the issuer use [`PendingCoin`](crate::PendingCoin) and
+//! [`DenominationSigningKey::sign_blinded`].
+
+use std::fmt;
+
+use blind_rsa_signatures::{BlindingResult, MessageRandomizer, Randomized, Sha384, PSS};
+use rand_core::CryptoRng;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroizing;
+
+use super::pss::{
+    generate_private, parse_private_der, parse_private_pem, private_to_der, private_to_pem,
+    PublicKey, Signature,
+};
+use crate::{Error, KeyId, Result};
+
+type BrsaPublicKey = blind_rsa_signatures::PublicKey<Sha384, PSS, Randomized>;
+type BrsaSecretKey = blind_rsa_signatures::SecretKey<Sha384, PSS, Randomized>;
+
+/// A blinded coin message, as the wallet sends it to the issuer (modulus-sized).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BlindedMessage(#[serde(with = "crate::bytes::vec")] pub Vec<u8>);
+
+impl fmt::Debug for BlindedMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlindedMessage({} bytes)", self.0.len())
+    }
+}
+
+/// The issuer's signature over a [`BlindedMessage`]; the wallet finalizes it into the
+/// coin's signature.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BlindSignature(#[serde(with = "crate::bytes::vec")] pub Vec<u8>);
+
+impl fmt::Debug for BlindSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "BlindSignature({} bytes)", self.0.len())
+    }
+}
+
+fn blind_err(e: blind_rsa_signatures::Error) -> Error {
+    Error::Blind(e.to_string())
+}
+
+/// The public key of one denomination: verifies coins, and lets wallets blind coin
+/// messages for it.
+#[derive(Clone)]
+pub struct DenominationVerifyingKey {
+    key: PublicKey,
+    brsa: BrsaPublicKey,
+}
+
+impl DenominationVerifyingKey {
+    fn from_public(key: PublicKey) -> Self {
+        let brsa = BrsaPublicKey::new(key.rsa().clone());
+        DenominationVerifyingKey { key, brsa }
+    }
+
+    /// Parses a SubjectPublicKeyInfo DER (`rsaEncryption`).
+    pub fn from_spki_der(der: &[u8]) -> Result<Self> {
+        PublicKey::from_spki_der(der).map(Self::from_public)
+    }
+
+    /// Parses a `-----BEGIN PUBLIC KEY-----` PEM document.
+    pub fn from_pem(pem: &str) -> Result<Self> {
+        PublicKey::from_pem(pem).map(Self::from_public)
+    }
+
+    /// The role-less key (SPKI DER, PEM, key id).
+    pub fn public_key(&self) -> &PublicKey {
+        &self.key
+    }
+
+    /// SHA-256 of the SPKI DER.
+    pub fn key_id(&self) -> KeyId {
+        self.key.key_id()
+    }
+
+    /// The RFC 9474 `id-RSASSA-PSS` SubjectPublicKeyInfo (SHA-384, MGF1-SHA-384, 48-byte
+    /// salt) that other RFC 9474 implementations import.
+    pub fn to_rfc9474_spki(&self) -> Result<Vec<u8>> {
+        self.brsa.to_spki().map_err(blind_err)
+    }
+
+    pub(crate) fn blind<G: CryptoRng + ?Sized>(
+        &self,
+        rng: &mut G,
+        message: &[u8],
+    ) -> Result<BlindingResult> {
+        self.brsa.blind(rng, message).map_err(blind_err)
+    }
+
+    pub(crate) fn finalize(
+        &self,
+        blind_signature: &BlindSignature,
+        blinding: &BlindingResult,
+        message: &[u8],
+    ) -> Result<Signature> {
+        let sig = self
+            .brsa
+            .finalize(
+                &blind_rsa_signatures::BlindSignature(blind_signature.0.clone()),
+                blinding,
+                message,
+            )
+            .map_err(|_| Error::BadSignature)?;
+        Ok(Signature(sig.0))
+    }
+
+    pub(crate) fn verify(
+        &self,
+        signature: &Signature,
+        randomizer: [u8; 32],
+        message: &[u8],
+    ) -> Result<()> {
+        self.brsa
+            .verify(
+                &blind_rsa_signatures::Signature(signature.0.clone()),
+                Some(MessageRandomizer(randomizer)),
+                message,
+            )
+            .map_err(|_| Error::BadSignature)
+    }
+}
+
+impl PartialEq for DenominationVerifyingKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key
+    }
+}
+impl Eq for DenominationVerifyingKey {}
+
+impl fmt::Debug for DenominationVerifyingKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DenominationVerifyingKey({})", self.key_id())
+    }
+}
+
+impl Serialize for DenominationVerifyingKey {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.key.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for DenominationVerifyingKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        PublicKey::deserialize(d).map(Self::from_public)
+    }
+}
+
+/// The issuer's private key of one denomination. Signs blinded messages without seeing
+/// the coin id, so it cannot link a withdrawal to a later redemption. `Debug` shows the
+/// key id only.
+pub struct DenominationSigningKey {
+    secret: BrsaSecretKey,
+    public: DenominationVerifyingKey,
+}
+
+impl DenominationSigningKey {
+    fn from_rsa(mut key: rsa::RsaPrivateKey) -> Result<Self> {
+        key.validate()
+            .map_err(|e| Error::InvalidKey(e.to_string()))?;
+        key.precompute()
+            .map_err(|e| Error::InvalidKey(e.to_string()))?;
+        let public =
+            DenominationVerifyingKey::from_public(PublicKey::from_rsa(key.to_public_key())?);
+        Ok(DenominationSigningKey {
+            secret: BrsaSecretKey::new(key),
+            public,
+        })
+    }
+
+    /// A fresh key of `bits` bits (2048 to 4096).
+    pub fn generate<G: CryptoRng + ?Sized>(rng: &mut G, bits: usize) -> Result<Self> {
+        Self::from_rsa(generate_private(rng, bits)?)
+    }
+
+    /// Parses a PKCS#8 or PKCS#1 PEM document.
+    pub fn from_pem(pem: &str) -> Result<Self> {
+        Self::from_rsa(parse_private_pem(pem)?)
+    }
+
+    /// Parses a PKCS#8 or PKCS#1 DER encoding.
+    pub fn from_der(der: &[u8]) -> Result<Self> {
+        Self::from_rsa(parse_private_der(der)?)
+    }
+
+    /// The key as a PKCS#8 PEM document (wiped from memory when dropped).
+    pub fn to_pem(&self) -> Result<Zeroizing<String>> {
+        private_to_pem(self.secret.as_ref())
+    }
+
+    /// The key as PKCS#8 DER (wiped from memory when dropped).
+    pub fn to_der(&self) -> Result<Zeroizing<Vec<u8>>> {
+        private_to_der(self.secret.as_ref())
+    }
+
+    /// The matching public key.
+    pub fn verifying_key(&self) -> &DenominationVerifyingKey {
+        &self.public
+    }
+
+    /// The key id of the matching public key.
+    pub fn key_id(&self) -> KeyId {
+        self.public.key_id()
+    }
+
+    /// Signs a wallet's blinded message (issuer side of the blind flow). `rng` drives the
+    /// RSA blinding that protects the private-key operation against timing attacks.
+    ///
+    /// The issuer must have debited the account for this denomination before calling.
+    pub fn sign_blinded<G: CryptoRng + ?Sized>(
+        &self,
+        rng: &mut G,
+        blinded: &BlindedMessage,
+    ) -> Result<BlindSignature> {
+        let sig = self
+            .secret
+            .blind_sign_with_rng(rng, &blinded.0)
+            .map_err(blind_err)?;
+        Ok(BlindSignature(sig.0))
+    }
+}
+
+impl fmt::Debug for DenominationSigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DenominationSigningKey({})", self.key_id())
+    }
+}

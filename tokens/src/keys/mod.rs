@@ -1,0 +1,15 @@
+//! Keys, typed by role: RSA-PSS signing and verifying keys for certificates, requests,
+//! records and identified coins; RFC 9474 blind-signature keys for coin denominations.
+
+mod denomination;
+mod pss;
+mod role;
+
+pub use denomination::{
+    BlindSignature, BlindedMessage, DenominationSigningKey, DenominationVerifyingKey,
+};
+pub use pss::{PublicKey, Signature, SigningKey, VerifyingKey, DEFAULT_RSA_BITS, RSA_BITS};
+pub use role::{
+    AccountCertifier, BalanceCertifier, DepositIssuer, Device, IdentifiedCoinIssuer, IssuerKeyRole,
+    IssuerRole, Merchant, MerchantCertifier, Role,
+};

@@ -1,0 +1,52 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod codec;
+pub mod keys;
+
+mod amount;
+mod bytes;
+mod certificates;
+mod coin;
+mod deposit;
+mod directory;
+mod error;
+mod ids;
+mod payment;
+mod signed;
+
+#[cfg(any(test, feature = "test-fixtures"))]
+pub mod fixtures;
+
+pub use amount::{Amount, Currency};
+pub use certificates::{
+    AccountCertificate, AccountCertificatePayload, Allowed, BalanceCertificate,
+    BalanceCertificatePayload, MerchantCategory, MerchantCertificate, MerchantCertificatePayload,
+    Region,
+};
+pub use codec::Message;
+pub use coin::{
+    BlindCoin, BlindCoinMessage, Coin, CoinPayment, CoinVariant, EndorsedCoinPayment,
+    EndorsedCoinPaymentPayload, IdentifiedCoin, IdentifiedCoinPayload, PendingCoin,
+};
+pub use deposit::{
+    DepositConfirmation, DepositConfirmationPayload, DepositRecord, DepositRecordPayload,
+    DepositRequest, DepositRequestPayload,
+};
+pub use directory::{
+    DenominationKeyEntry, IssuerKeyEntry, KeyDirectory, Keyset, MAX_DENOMINATIONS,
+};
+pub use error::{Error, Result};
+pub use ids::{
+    random_uuid, AccountId, CertificateSerial, CoinId, ContentDigest, DepositId, DeviceId, KeyId,
+    KeysetId, MerchantId, RecordId, RequestId, Timestamp, Validity, VirtualId,
+};
+pub use keys::{
+    BlindSignature, BlindedMessage, DenominationSigningKey, DenominationVerifyingKey, PublicKey,
+    Signature, SigningKey, VerifyingKey,
+};
+pub use payment::{
+    CountersignedRecord, CountersignedRecordPayload, PaymentRequest, PaymentRequestPayload,
+    WithdrawalRecord, WithdrawalRecordPayload,
+};
+pub use signed::{Signed, SignedPayload};
