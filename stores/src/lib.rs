@@ -1,5 +1,129 @@
-//! scrip-stores: the persistence under the issuer, so that the same coin or withdrawal
-//! record can never be redeemed twice.
-//!
-//! One async `RecordStore` trait with memory, file and redb backends and a shared
-//! conformance suite. Not built yet: see the stores issue.
+#![doc = include_str!("../README.md")]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod engine;
+mod error;
+mod file;
+mod group;
+mod memory;
+mod model;
+mod redb;
+mod tables;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+use async_trait::async_trait;
+use scrip_tokens::Currency;
+
+pub use error::{Result, StoreError};
+pub use file::{FileStore, FileStoreOptions, RecoveryReport};
+pub use memory::MemoryStore;
+pub use model::{
+    ClaimId, ClaimRequest, Claimant, Collection, CommitOutcome, ExistingClaim, Floor,
+    LedgerAccount, LedgerEntry, Posting, Unit, Write, MAX_CLAIMS_PER_UNIT, MAX_ITEMS_PER_UNIT,
+    MAX_KEY_LEN, MAX_VALUE_LEN,
+};
+pub use redb::RedbStore;
+
+/// Counters a store keeps about its commits (for metrics and for showing group commit at
+/// work).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Units processed (any outcome).
+    pub units: u64,
+    /// Batches: each is applied and made durable with one write (one fsync, one
+    /// transaction commit). With group commit, concurrent units share a batch. The memory
+    /// backend counts each call as a batch.
+    pub batches: u64,
+    /// Total time spent applying and writing batches, in microseconds.
+    pub batch_micros: u64,
+}
+
+/// The issuer's persistent state: claimed ids (the double-spend guard), the double-entry
+/// ledger, and documents. Every backend (memory, file, redb; PostgreSQL next) implements
+/// these contracts, and the conformance suite ([`conformance`], feature `conformance`)
+/// checks them.
+///
+/// Contracts that hold for every method of every backend:
+/// - **Atomic units.** A [`Unit`]'s claims, postings and writes are applied together or not
+///   at all, whatever else runs concurrently and whenever the process dies.
+/// - **Durable before `Ok`.** When `commit` returns `Ok(Committed)` the unit survives a
+///   crash (file and redb fsync; memory obviously not). Reads never show data that is not
+///   yet durable.
+/// - **Serializable.** Concurrent units behave as if applied one after another: of N
+///   concurrent units claiming one id, exactly one returns `Committed`, the others see its
+///   claim.
+/// - **Unknown outcome on error.** An `Err` from `commit` means the unit may or may not
+///   have been applied; retrying it is safe (an applied unit comes back `Repeated`).
+/// - **No in-process locks for correctness across processes.** The checks run inside the
+///   backend's own write transaction (or under its exclusive file lock), so a backend
+///   shared by several processes (a database server) keeps every contract.
+#[async_trait]
+pub trait RecordStore: Send + Sync {
+    /// Commits one unit: see [`RecordStore::commit_many`].
+    async fn commit(&self, unit: Unit) -> Result<CommitOutcome> {
+        let mut outcomes = self.commit_many(vec![unit]).await?;
+        outcomes.pop().ok_or(StoreError::Corrupted(
+            "backend returned no outcome for a unit".into(),
+        ))
+    }
+
+    /// Commits each unit atomically, in order, and returns one outcome per unit:
+    /// - every claim fresh and every floor holds: `Committed` (claims, postings, writes
+    ///   all applied);
+    /// - every claim already held by this unit's claimant with the same digest:
+    ///   `Repeated` (nothing applied again);
+    /// - otherwise, if any claim is held: `Conflict`, with the existing claim (claimant,
+    ///   time, digest) or `None` for each of the unit's ids; nothing applied;
+    /// - otherwise, if a floor fails: `InsufficientFunds`; nothing applied.
+    ///
+    /// A unit without claims is never `Repeated`: idempotency comes from claims.
+    /// Later units of the call see the effects of earlier ones. Units of concurrent calls
+    /// share durable writes (group commit). Invalid units fail the whole call before
+    /// anything is applied.
+    async fn commit_many(&self, units: Vec<Unit>) -> Result<Vec<CommitOutcome>>;
+
+    /// The existing claim of each id, or `None` if it is free.
+    async fn claims(&self, ids: &[ClaimId]) -> Result<Vec<Option<ExistingClaim>>>;
+
+    /// The balance of `account` in `currency` (zero if it never moved), in minor units.
+    async fn balance(&self, account: &LedgerAccount, currency: Currency) -> Result<i128>;
+
+    /// All non-default balances, ordered by account then currency, starting after `after`,
+    /// at most `limit`. Summing every balance of a currency gives zero.
+    async fn balances(
+        &self,
+        after: Option<(LedgerAccount, Currency)>,
+        limit: usize,
+    ) -> Result<Vec<(LedgerAccount, Currency, i128)>>;
+
+    /// The ledger of `account` in `currency`, oldest first, entries with `seq > after_seq`,
+    /// at most `limit`.
+    async fn ledger_entries(
+        &self,
+        account: &LedgerAccount,
+        currency: Currency,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>>;
+
+    /// The document `key` of `collection`.
+    async fn get(&self, collection: Collection, key: &[u8]) -> Result<Option<Vec<u8>>>;
+
+    /// Documents of `collection` in key order, keys greater than `after`, at most `limit`.
+    async fn scan(
+        &self,
+        collection: Collection,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Commit counters.
+    fn stats(&self) -> StoreStats;
+
+    /// Waits for in-flight commits, makes everything durable and refuses further commits
+    /// (`Closed`); reads keep working. Files are released when the store is dropped.
+    /// Idempotent.
+    async fn close(&self) -> Result<()>;
+}

@@ -6,6 +6,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::keys::VerifyingKey;
 use crate::keys::{AccountCertifier, BalanceCertifier, Device, Merchant, MerchantCertifier};
+use crate::payment::WithdrawalRecordPayload;
 use crate::signed::signed_token;
 use crate::{
     AccountId, Amount, CertificateSerial, DeviceId, Error, KeyDirectory, MerchantId, Result,
@@ -245,11 +246,12 @@ pub struct BalanceCertificatePayload {
     pub issued_at: Timestamp,
     /// End of validity; the issuer releases the reservation after this.
     pub expires_at: Timestamp,
-    /// Highest sequence number of a payment under this certificate, counted from the
-    /// device's sequence number at issuance (see `first_sequence`).
+    /// How many payments the certificate allows: records under it carry sequence numbers
+    /// `first_sequence .. first_sequence + max_payments`.
     pub max_payments: u32,
-    /// The device's sequence counter at issuance: records under this certificate carry
-    /// sequence numbers in `first_sequence .. first_sequence + max_payments`.
+    /// The first sequence number a record under this certificate may carry (one past the
+    /// highest the issuer had seen from the device when it signed). A device's counter
+    /// never restarts, so the range, not the count alone, is what a merchant checks.
     pub first_sequence: u64,
     /// Largest single payment.
     pub per_payment_cap: Amount,
@@ -279,6 +281,52 @@ impl BalanceCertificatePayload {
     pub fn covers_sequence(&self, sequence: u64) -> bool {
         sequence >= self.first_sequence
             && sequence - self.first_sequence < u64::from(self.max_payments)
+    }
+
+    /// Checks a withdrawal record (whose signature the caller has verified) against this
+    /// certificate's rules: made under this certificate by its account and device, signed
+    /// within its validity, sequence in range, payment within the per-payment cap,
+    /// cumulative within the available amount, merchant category and region allowed.
+    /// Merchants (offline) and the issuer (at redemption) run the same check.
+    pub fn authorize(&self, record: &WithdrawalRecordPayload) -> Result<()> {
+        if record.certificate_serial != self.serial {
+            return Err(Error::WrongCertificate);
+        }
+        if record.account_id != self.account_id {
+            return Err(Error::WrongAccount);
+        }
+        if record.device_id != self.device_id {
+            return Err(Error::WrongDevice);
+        }
+        self.validity().check(record.signed_at)?;
+        if !self.covers_sequence(record.sequence) {
+            return Err(Error::SequenceOutOfRange {
+                sequence: record.sequence,
+                first: self.first_sequence,
+                max_payments: self.max_payments,
+            });
+        }
+        let amount = record.amount();
+        if amount.checked_cmp(&self.per_payment_cap)? == std::cmp::Ordering::Greater {
+            return Err(Error::PaymentCapExceeded {
+                amount,
+                cap: self.per_payment_cap,
+            });
+        }
+        if record.cumulative.checked_cmp(&self.available)? == std::cmp::Ordering::Greater {
+            return Err(Error::AvailableExceeded {
+                cumulative: record.cumulative,
+                available: self.available,
+            });
+        }
+        let request = &record.payment_request.payload;
+        if !self.allowed_categories.permits(request.category) {
+            return Err(Error::CategoryNotAllowed(request.category));
+        }
+        if !self.allowed_regions.permits(&request.region) {
+            return Err(Error::RegionNotAllowed(request.region.clone()));
+        }
+        Ok(())
     }
 }
 

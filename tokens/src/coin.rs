@@ -73,7 +73,7 @@ impl BlindCoin {
     }
 
     /// Checks the signature under `key`, which must be the key the coin names.
-    pub fn verify_with(&self, key: &DenominationVerifyingKey) -> Result<()> {
+    pub fn verify_signature(&self, key: &DenominationVerifyingKey) -> Result<()> {
         if key.key_id() != self.key_id {
             return Err(Error::UnknownKey(self.key_id));
         }
@@ -95,7 +95,7 @@ impl BlindCoin {
                 found: self.amount.currency,
             });
         }
-        self.verify_with(keyset.key_for(self.amount.minor_units)?)
+        self.verify_signature(keyset.key_for(self.amount.minor_units)?)
     }
 }
 
@@ -105,16 +105,11 @@ impl BlindCoin {
 /// memory on drop.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PendingCoin {
-    /// The coin id the wallet chose.
-    pub coin_id: CoinId,
-    /// The face value.
-    pub amount: Amount,
-    /// The keyset withdrawn from.
-    pub keyset_id: KeysetId,
-    /// The denomination key.
-    pub key_id: KeyId,
-    /// What the issuer signs.
-    pub blinded: BlindedMessage,
+    coin_id: CoinId,
+    amount: Amount,
+    keyset_id: KeysetId,
+    key_id: KeyId,
+    blinded: BlindedMessage,
     #[serde(with = "crate::bytes::vec")]
     secret: Vec<u8>,
     #[serde(with = "crate::bytes::array")]
@@ -143,7 +138,7 @@ impl PendingCoin {
             keyset_id: keyset.id(),
             key_id: key.key_id(),
         };
-        let blinding = key.blind(rng, &codec::encode(&message)?)?;
+        let mut blinding = key.blind(rng, &codec::encode(&message)?)?;
         let randomizer = blinding
             .msg_randomizer
             .map(|r| r.0)
@@ -153,10 +148,36 @@ impl PendingCoin {
             amount,
             keyset_id: message.keyset_id,
             key_id: message.key_id,
-            blinded: BlindedMessage(blinding.blind_message.0.clone()),
-            secret: blinding.secret.0.clone(),
+            blinded: BlindedMessage(std::mem::take(&mut blinding.blind_message.0)),
+            // Moved, not copied: the only copy of the secret is the one wiped on drop.
+            secret: std::mem::take(&mut blinding.secret.0),
             randomizer,
         })
+    }
+
+    /// The coin id the wallet chose.
+    pub fn coin_id(&self) -> CoinId {
+        self.coin_id
+    }
+
+    /// The face value.
+    pub fn amount(&self) -> Amount {
+        self.amount
+    }
+
+    /// The keyset withdrawn from.
+    pub fn keyset_id(&self) -> KeysetId {
+        self.keyset_id
+    }
+
+    /// The denomination key the coin was blinded for.
+    pub fn key_id(&self) -> KeyId {
+        self.key_id
+    }
+
+    /// What to send the issuer to sign.
+    pub fn blinded(&self) -> &BlindedMessage {
+        &self.blinded
     }
 
     fn message(&self) -> BlindCoinMessage {
@@ -277,6 +298,23 @@ impl Coin {
         }
     }
 
+    /// The key that signed it (a denomination key, or the identified-coin key).
+    pub fn key_id(&self) -> KeyId {
+        match self {
+            Coin::Blind(c) => c.key_id,
+            Coin::Identified(c) => c.key_id,
+        }
+    }
+
+    /// The keyset (blind coins only; identified coins are signed by an issuer key listed
+    /// in the directory on its own).
+    pub fn keyset_id(&self) -> Option<KeysetId> {
+        match self {
+            Coin::Blind(c) => Some(c.keyset_id),
+            Coin::Identified(_) => None,
+        }
+    }
+
     /// The holder's virtual id (identified coins only).
     pub fn holder(&self) -> Option<VirtualId> {
         match self {
@@ -306,12 +344,43 @@ pub struct CoinPayment {
 message!(CoinPayment, tag: "coin-payment");
 
 impl CoinPayment {
-    /// Sum of the coins, in the request's currency (fails on a coin of another currency).
+    /// Sum of the coins, in the request's currency. Fails on a coin of another currency
+    /// and on a coin listed twice (which would count twice but redeem once).
     pub fn total(&self) -> Result<Amount> {
+        let mut ids: Vec<CoinId> = self.coins.iter().map(Coin::id).collect();
+        ids.sort_unstable();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::DuplicateCoin(w[0]));
+        }
         Amount::checked_sum(
             self.request.payload.amount.currency,
             self.coins.iter().map(Coin::amount),
         )
+    }
+
+    /// Everything a merchant checks offline about a coin payment to it: the request is
+    /// its own (signature under `merchant`'s key), no coin appears twice, every coin is
+    /// signed by a key of `directory` valid at `now`, and the coins add up to exactly the
+    /// requested amount. (Whether a coin was already seen or spent is the merchant's and
+    /// the issuer's state, not the token's.)
+    pub fn verify(
+        &self,
+        merchant: &MerchantCertificatePayload,
+        directory: &KeyDirectory,
+        now: Timestamp,
+    ) -> Result<&Self> {
+        let request = self.request.verify(merchant)?;
+        let total = self.total()?;
+        if total != request.amount {
+            return Err(Error::AmountMismatch {
+                expected: request.amount,
+                found: total,
+            });
+        }
+        for coin in &self.coins {
+            coin.verify(directory, now)?;
+        }
+        Ok(self)
     }
 }
 
@@ -342,7 +411,7 @@ impl EndorsedCoinPayment {
         &self,
         merchant: &MerchantCertificatePayload,
     ) -> Result<&EndorsedCoinPaymentPayload> {
-        let payload = self.verify_with(&merchant.merchant_key)?;
+        let payload = self.verify_signature(&merchant.merchant_key)?;
         if payload.merchant_id != merchant.merchant_id
             || payload.payment.request.payload.merchant_id != merchant.merchant_id
         {

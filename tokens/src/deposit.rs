@@ -4,9 +4,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::certificates::AccountCertificatePayload;
-use crate::keys::{DepositIssuer, Device, Signature};
+use crate::keys::{DepositIssuer, Device};
 use crate::signed::signed_token;
-use crate::{AccountId, Amount, ContentDigest, DepositId, DeviceId, Error, Result, Timestamp};
+use crate::{
+    AccountId, Amount, ContentDigest, DepositId, DeviceId, Error, KeyDirectory, Result, Timestamp,
+};
 
 /// A device's request to credit its account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,7 +36,7 @@ impl DepositRequest {
     /// Checks the device's signature under the key of `account` and that the request is
     /// for that account and device.
     pub fn verify(&self, account: &AccountCertificatePayload) -> Result<&DepositRequestPayload> {
-        let payload = self.verify_with(&account.device_key)?;
+        let payload = self.verify_signature(&account.device_key)?;
         if payload.account_id != account.account_id {
             return Err(Error::WrongAccount);
         }
@@ -45,21 +47,15 @@ impl DepositRequest {
     }
 }
 
-/// The issuer's record of a credited deposit, carrying the device's request signature.
+/// The issuer's record of a credited deposit. It carries the device's signed request (the
+/// "session signature" of the pending-deposit design) whole, so anyone holding the record
+/// can check both signatures.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DepositRecordPayload {
-    /// The deposit (as in the request).
-    pub deposit_id: DepositId,
-    /// The credited account.
-    pub account_id: AccountId,
-    /// The requesting device.
-    pub device_id: DeviceId,
-    /// The credited amount.
-    pub amount: Amount,
+    /// The device's signed request: deposit id, account, device, amount.
+    pub request: DepositRequest,
     /// When the issuer credited the account.
     pub credited_at: Timestamp,
-    /// The device's signature over its [`DepositRequest`] (the session signature).
-    pub device_signature: Signature,
 }
 
 signed_token!(
@@ -68,6 +64,33 @@ signed_token!(
     signer: DepositIssuer,
     tag: "deposit-record"
 );
+
+impl DepositRecordPayload {
+    /// The deposit id.
+    pub fn deposit_id(&self) -> DepositId {
+        self.request.payload.deposit_id
+    }
+
+    /// The credited amount.
+    pub fn amount(&self) -> Amount {
+        self.request.payload.amount
+    }
+}
+
+impl DepositRecord {
+    /// Checks the issuer's signature (key from `directory`, valid at `now`) and the
+    /// embedded request's device signature under the key of `account`.
+    pub fn verify(
+        &self,
+        directory: &KeyDirectory,
+        account: &AccountCertificatePayload,
+        now: Timestamp,
+    ) -> Result<&DepositRecordPayload> {
+        let payload = self.verify_in(directory, now)?;
+        payload.request.verify(account)?;
+        Ok(payload)
+    }
+}
 
 /// The device's confirmation that it received and stored a deposit record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +121,7 @@ impl DepositConfirmation {
         &self,
         account: &AccountCertificatePayload,
     ) -> Result<&DepositConfirmationPayload> {
-        let payload = self.verify_with(&account.device_key)?;
+        let payload = self.verify_signature(&account.device_key)?;
         if payload.account_id != account.account_id {
             return Err(Error::WrongAccount);
         }

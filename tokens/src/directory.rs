@@ -1,11 +1,14 @@
 //! The issuer's key directory: every public key wallets and merchants need to verify
-//! tokens offline, with validity windows, and the blind-coin keysets.
+//! tokens offline, with validity windows, and the blind-coin keysets. The issuer signs it
+//! with its root key ([`SignedKeyDirectory`]); wallets and merchants pin the root key.
 
 use serde::{Deserialize, Serialize};
 
 use crate::codec;
-use crate::keys::{DenominationVerifyingKey, IssuerKeyRole, IssuerRole, PublicKey, VerifyingKey};
-use crate::signed::message;
+use crate::keys::{
+    DenominationVerifyingKey, DirectoryRoot, IssuerKeyRole, IssuerRole, PublicKey, VerifyingKey,
+};
+use crate::signed::{message, signed_token};
 use crate::{Currency, Error, KeyId, KeysetId, Result, Timestamp, Validity};
 
 /// Most denominations one keyset may have.
@@ -35,12 +38,17 @@ pub struct DenominationKeyEntry {
 /// A set of blind-signature keys, one per denomination of one currency, issued and
 /// retired together. Its id is derived from its contents, so a keyset cannot be altered
 /// without changing its id.
+///
+/// Two windows: wallets withdraw from a keyset until `issue_until`; its coins are
+/// accepted during `validity`, which runs past `issue_until` so coins withdrawn on the
+/// last day still have time to be spent and redeemed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "KeysetFields", into = "KeysetFields")]
 pub struct Keyset {
     id: KeysetId,
     currency: Currency,
     validity: Validity,
+    issue_until: Timestamp,
     denominations: Vec<DenominationKeyEntry>,
 }
 
@@ -49,6 +57,7 @@ struct KeysetFields {
     id: KeysetId,
     currency: Currency,
     validity: Validity,
+    issue_until: Timestamp,
     denominations: Vec<DenominationKeyEntry>,
 }
 
@@ -57,24 +66,28 @@ struct KeysetFields {
 pub(crate) struct KeysetIdInput {
     currency: Currency,
     validity: Validity,
+    issue_until: Timestamp,
     denominations: Vec<(u64, KeyId)>,
 }
 message!(KeysetIdInput, tag: "keyset-id");
 
 impl Keyset {
-    /// Builds a keyset; denominations are sorted by value and must be distinct, non-zero
-    /// and at most [`MAX_DENOMINATIONS`].
+    /// Builds a keyset; denominations are sorted by value and must be distinct, non-zero,
+    /// at most [`MAX_DENOMINATIONS`], each with its own key; `issue_until` must lie in
+    /// `validity`.
     pub fn new(
         currency: Currency,
         validity: Validity,
+        issue_until: Timestamp,
         mut denominations: Vec<DenominationKeyEntry>,
     ) -> Result<Self> {
         denominations.sort_by_key(|d| d.minor_units);
-        let id = Self::derive_id(currency, validity, &denominations)?;
+        let id = Self::derive_id(currency, validity, issue_until, &denominations)?;
         Ok(Keyset {
             id,
             currency,
             validity,
+            issue_until,
             denominations,
         })
     }
@@ -82,6 +95,7 @@ impl Keyset {
     fn derive_id(
         currency: Currency,
         validity: Validity,
+        issue_until: Timestamp,
         denominations: &[DenominationKeyEntry],
     ) -> Result<KeysetId> {
         let invalid = |reason| Error::InvalidField {
@@ -100,9 +114,20 @@ impl Keyset {
         {
             return Err(invalid("denominations must be distinct and sorted"));
         }
+        if !validity.contains(issue_until) {
+            return Err(invalid("issue_until outside the validity window"));
+        }
+        // One key per denomination: a key shared by 1 and 1000 would let a wallet pay for
+        // a 1 and finalize a 1000.
+        let mut key_ids: Vec<KeyId> = denominations.iter().map(|d| d.key.key_id()).collect();
+        key_ids.sort_unstable();
+        if let Some(w) = key_ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::DuplicateKey(w[0]));
+        }
         let input = KeysetIdInput {
             currency,
             validity,
+            issue_until,
             denominations: denominations
                 .iter()
                 .map(|d| (d.minor_units, d.key.key_id()))
@@ -124,6 +149,11 @@ impl Keyset {
     /// When coins of this keyset are accepted.
     pub fn validity(&self) -> Validity {
         self.validity
+    }
+
+    /// Last instant wallets may withdraw coins of this keyset.
+    pub fn issue_until(&self) -> Timestamp {
+        self.issue_until
     }
 
     /// The denominations, by increasing value.
@@ -148,7 +178,7 @@ impl Keyset {
 impl TryFrom<KeysetFields> for Keyset {
     type Error = Error;
     fn try_from(f: KeysetFields) -> Result<Self> {
-        let id = Self::derive_id(f.currency, f.validity, &f.denominations)?;
+        let id = Self::derive_id(f.currency, f.validity, f.issue_until, &f.denominations)?;
         if id != f.id {
             return Err(Error::InvalidField {
                 field: "keyset.id",
@@ -159,6 +189,7 @@ impl TryFrom<KeysetFields> for Keyset {
             id,
             currency: f.currency,
             validity: f.validity,
+            issue_until: f.issue_until,
             denominations: f.denominations,
         })
     }
@@ -170,25 +201,91 @@ impl From<Keyset> for KeysetFields {
             id: k.id,
             currency: k.currency,
             validity: k.validity,
+            issue_until: k.issue_until,
             denominations: k.denominations,
         }
     }
 }
 
 /// Every issuer public key with its validity window, and every blind-coin keyset.
-/// Wallets and merchants cache it to verify offline.
+/// Wallets and merchants cache it to verify offline; they obtain it as a
+/// [`SignedKeyDirectory`] and check it against the pinned root key.
+///
+/// Every key appears exactly once: a key serves one role (or one denomination), so no
+/// signature made for one purpose is accepted for another.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "KeyDirectoryFields", into = "KeyDirectoryFields")]
 pub struct KeyDirectory {
-    /// When the issuer produced this directory (lets a cache show its age).
-    pub issued_at: Timestamp,
-    /// The issuer's RSA-PSS keys.
-    pub issuer_keys: Vec<IssuerKeyEntry>,
-    /// The blind-coin keysets.
-    pub keysets: Vec<Keyset>,
+    issued_at: Timestamp,
+    issuer_keys: Vec<IssuerKeyEntry>,
+    keysets: Vec<Keyset>,
 }
-message!(KeyDirectory, tag: "key-directory");
+
+#[derive(Clone, Serialize, Deserialize)]
+struct KeyDirectoryFields {
+    issued_at: Timestamp,
+    issuer_keys: Vec<IssuerKeyEntry>,
+    keysets: Vec<Keyset>,
+}
+
+signed_token!(
+    /// A [`KeyDirectory`] signed by the issuer's root key.
+    SignedKeyDirectory = KeyDirectory,
+    signer: DirectoryRoot,
+    tag: "key-directory"
+);
 
 impl KeyDirectory {
+    /// A directory; fails with [`Error::DuplicateKey`] if any key is listed twice (as two
+    /// roles, two denominations, or both) and if two keysets share an id.
+    pub fn new(
+        issued_at: Timestamp,
+        issuer_keys: Vec<IssuerKeyEntry>,
+        keysets: Vec<Keyset>,
+    ) -> Result<Self> {
+        let mut key_ids: Vec<KeyId> = issuer_keys
+            .iter()
+            .map(|e| e.key.key_id())
+            .chain(
+                keysets
+                    .iter()
+                    .flat_map(|k| k.denominations.iter().map(|d| d.key.key_id())),
+            )
+            .collect();
+        key_ids.sort_unstable();
+        if let Some(w) = key_ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::DuplicateKey(w[0]));
+        }
+        let mut keyset_ids: Vec<KeysetId> = keysets.iter().map(Keyset::id).collect();
+        keyset_ids.sort_unstable();
+        if keyset_ids.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Error::InvalidField {
+                field: "keysets",
+                reason: "a keyset is listed twice",
+            });
+        }
+        Ok(KeyDirectory {
+            issued_at,
+            issuer_keys,
+            keysets,
+        })
+    }
+
+    /// When the issuer produced this directory (lets a cache show its age).
+    pub fn issued_at(&self) -> Timestamp {
+        self.issued_at
+    }
+
+    /// The issuer's RSA-PSS keys.
+    pub fn issuer_keys(&self) -> &[IssuerKeyEntry] {
+        &self.issuer_keys
+    }
+
+    /// The blind-coin keysets.
+    pub fn keysets(&self) -> &[Keyset] {
+        &self.keysets
+    }
+
     /// The key `key_id` as a verifying key of role `R`, provided the directory lists it for
     /// that role and it is valid at `now`.
     pub fn issuer_key<R: IssuerRole>(
@@ -196,17 +293,16 @@ impl KeyDirectory {
         key_id: KeyId,
         now: Timestamp,
     ) -> Result<VerifyingKey<R>> {
-        let mut with_id = self.issuer_keys.iter().filter(|e| e.key.key_id() == key_id);
-        let Some(first) = with_id.clone().next() else {
+        let Some(entry) = self.issuer_keys.iter().find(|e| e.key.key_id() == key_id) else {
             return Err(Error::UnknownKey(key_id));
         };
-        let entry = with_id
-            .find(|e| e.role == R::KIND)
-            .ok_or(Error::WrongKeyRole {
+        if entry.role != R::KIND {
+            return Err(Error::WrongKeyRole {
                 key_id,
                 expected: R::NAME,
-                found: first.role.name(),
-            })?;
+                found: entry.role.name(),
+            });
+        }
         if now < entry.validity.not_before {
             return Err(Error::KeyNotYetValid {
                 key_id,
@@ -230,22 +326,39 @@ impl KeyDirectory {
             .ok_or(Error::UnknownKeyset(id))
     }
 
-    /// The keyset a wallet should withdraw `currency` coins from at `now`: of those valid
-    /// at `now`, the one that became valid last.
+    /// The keyset a wallet should withdraw `currency` coins from at `now`: of those open
+    /// for issuance at `now`, the one that became valid last.
     pub fn current_keyset(&self, currency: Currency, now: Timestamp) -> Option<&Keyset> {
         self.keysets
             .iter()
-            .filter(|k| k.currency == currency && k.validity.contains(now))
+            .filter(|k| {
+                k.currency == currency && k.validity.not_before <= now && now <= k.issue_until
+            })
             .max_by_key(|k| k.validity.not_before)
     }
+}
 
-    /// Canonical encoding (see [`codec::encode`]).
-    pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        codec::encode(self)
+impl TryFrom<KeyDirectoryFields> for KeyDirectory {
+    type Error = Error;
+    fn try_from(f: KeyDirectoryFields) -> Result<Self> {
+        KeyDirectory::new(f.issued_at, f.issuer_keys, f.keysets)
     }
+}
 
-    /// Decodes a directory from untrusted bytes; every key in it is parsed and checked.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
-        codec::decode(bytes)
+impl From<KeyDirectory> for KeyDirectoryFields {
+    fn from(d: KeyDirectory) -> Self {
+        KeyDirectoryFields {
+            issued_at: d.issued_at,
+            issuer_keys: d.issuer_keys,
+            keysets: d.keysets,
+        }
+    }
+}
+
+impl SignedKeyDirectory {
+    /// Checks the root signature and returns the directory. `root` is the issuer's root
+    /// key as pinned by the wallet or merchant (configuration, not the network).
+    pub fn verify(&self, root: &VerifyingKey<DirectoryRoot>) -> Result<&KeyDirectory> {
+        self.verify_signature(root)
     }
 }

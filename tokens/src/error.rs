@@ -1,6 +1,6 @@
 //! The one error type of this crate.
 
-use crate::{Currency, KeyId, KeysetId, Timestamp};
+use crate::{Amount, CoinId, Currency, KeyId, KeysetId, MerchantCategory, Region, Timestamp};
 
 /// Everything that can go wrong while building, encoding, decoding, signing or verifying
 /// a token. Variants are precise so that callers (merchant rejections, issuer answers)
@@ -161,6 +161,56 @@ pub enum Error {
     /// The token belongs to another merchant.
     #[error("token belongs to another merchant")]
     WrongMerchant,
+    /// The record names another balance certificate than the one it is checked against.
+    #[error("record was made under another balance certificate")]
+    WrongCertificate,
+    /// The record's sequence number is outside the certificate's range.
+    #[error("sequence {sequence} outside the certificate's range {first}..{first}+{max_payments}")]
+    SequenceOutOfRange {
+        /// The record's sequence number.
+        sequence: u64,
+        /// The certificate's first sequence number.
+        first: u64,
+        /// The certificate's payment count.
+        max_payments: u32,
+    },
+    /// A single payment above the certificate's per-payment cap.
+    #[error("payment of {amount} exceeds the per-payment cap of {cap}")]
+    PaymentCapExceeded {
+        /// The payment.
+        amount: Amount,
+        /// The cap.
+        cap: Amount,
+    },
+    /// Payments under the certificate would add up to more than it makes available.
+    #[error("cumulative {cumulative} exceeds the certificate's available {available}")]
+    AvailableExceeded {
+        /// Total of the records under the certificate, this one included.
+        cumulative: Amount,
+        /// What the certificate makes available.
+        available: Amount,
+    },
+    /// The certificate does not allow this merchant category.
+    #[error("merchant category {0} not allowed by the certificate")]
+    CategoryNotAllowed(MerchantCategory),
+    /// The certificate does not allow payments in this region.
+    #[error("region {0} not allowed by the certificate")]
+    RegionNotAllowed(Region),
+    /// The same coin appears twice in one payment.
+    #[error("coin {0} appears twice in the payment")]
+    DuplicateCoin(CoinId),
+    /// The coins do not add up to the requested amount (no change can be given offline).
+    #[error("coins add up to {found}, the request is for {expected}")]
+    AmountMismatch {
+        /// The requested amount.
+        expected: Amount,
+        /// The coins' total.
+        found: Amount,
+    },
+    /// One key appears twice in a key directory or keyset (a key must serve one purpose:
+    /// a blind key that also signed certificates would sign anything a wallet sends).
+    #[error("key {0} is listed more than once in the directory")]
+    DuplicateKey(KeyId),
     /// A blind-signature operation failed (blinding, signing or finalizing).
     #[error("blind signature operation failed: {0}")]
     Blind(String),

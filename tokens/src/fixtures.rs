@@ -9,10 +9,12 @@
 
 use crate::keys::{
     AccountCertifier, BalanceCertifier, DenominationSigningKey, DepositIssuer, Device,
-    IdentifiedCoinIssuer, IssuerKeyRole, Merchant, MerchantCertifier, Role, SigningKey,
+    DirectoryRoot, IdentifiedCoinIssuer, IssuerKeyRole, Merchant, MerchantCertifier, Role,
+    SigningKey,
 };
 use crate::{
-    Currency, DenominationKeyEntry, IssuerKeyEntry, KeyDirectory, Keyset, Timestamp, Validity,
+    Currency, DenominationKeyEntry, IssuerKeyEntry, KeyDirectory, Keyset, SignedKeyDirectory,
+    Timestamp, Validity,
 };
 
 macro_rules! pem {
@@ -28,6 +30,11 @@ macro_rules! pem {
 
 fn key<R: Role>(pem: &str) -> SigningKey<R> {
     SigningKey::from_pem(pem).expect("fixture key parses")
+}
+
+/// The issuer's root key (signs the key directory).
+pub fn directory_root() -> SigningKey<DirectoryRoot> {
+    key(pem!("directory-root"))
 }
 
 /// The issuer's account-certificate key.
@@ -93,6 +100,8 @@ pub fn denomination(minor_units: u64) -> Option<DenominationSigningKey> {
 
 /// Every issuer key, a keyset over [`DENOMINATIONS`] and the matching directory.
 pub struct TestIssuer {
+    /// Root key (signs the directory).
+    pub directory_root: SigningKey<DirectoryRoot>,
     /// Account-certificate key.
     pub account_certifier: SigningKey<AccountCertifier>,
     /// Merchant-certificate key.
@@ -111,6 +120,28 @@ pub struct TestIssuer {
     pub directory: KeyDirectory,
 }
 
+/// The blind keys of [`DENOMINATIONS`] as a keyset open for issuance during all of
+/// `validity`.
+pub fn keyset(
+    currency: Currency,
+    validity: Validity,
+    denominations: &[(u64, DenominationSigningKey)],
+) -> Keyset {
+    Keyset::new(
+        currency,
+        validity,
+        validity.not_after,
+        denominations
+            .iter()
+            .map(|(v, k)| DenominationKeyEntry {
+                minor_units: *v,
+                key: k.verifying_key().clone(),
+            })
+            .collect(),
+    )
+    .expect("fixture keyset is valid")
+}
+
 impl TestIssuer {
     /// All keys, valid during `validity`, coins in `currency`.
     pub fn new(currency: Currency, validity: Validity) -> Self {
@@ -118,32 +149,12 @@ impl TestIssuer {
             .iter()
             .filter_map(|&v| denomination(v).map(|k| (v, k)))
             .collect();
-        let keyset = Keyset::new(
-            currency,
-            validity,
-            denominations
-                .iter()
-                .map(|(v, k)| DenominationKeyEntry {
-                    minor_units: *v,
-                    key: k.verifying_key().clone(),
-                })
-                .collect(),
-        )
-        .expect("fixture keyset is valid");
-        let issuer = TestIssuer {
-            account_certifier: account_certifier(),
-            merchant_certifier: merchant_certifier(),
-            balance_certifier: balance_certifier(),
-            deposit_issuer: deposit_issuer(),
-            identified_coin_issuer: identified_coin_issuer(),
-            denominations,
-            keyset,
-            directory: KeyDirectory {
-                issued_at: validity.not_before,
-                issuer_keys: vec![],
-                keysets: vec![],
-            },
-        };
+        let keyset = keyset(currency, validity, &denominations);
+        let account_certifier = account_certifier();
+        let merchant_certifier = merchant_certifier();
+        let balance_certifier = balance_certifier();
+        let deposit_issuer = deposit_issuer();
+        let identified_coin_issuer = identified_coin_issuer();
         let entry = |role, key: &crate::PublicKey| IssuerKeyEntry {
             role,
             key: key.clone(),
@@ -152,33 +163,47 @@ impl TestIssuer {
         let issuer_keys = vec![
             entry(
                 IssuerKeyRole::AccountCertificate,
-                issuer.account_certifier.verifying_key().public_key(),
+                account_certifier.verifying_key().public_key(),
             ),
             entry(
                 IssuerKeyRole::MerchantCertificate,
-                issuer.merchant_certifier.verifying_key().public_key(),
+                merchant_certifier.verifying_key().public_key(),
             ),
             entry(
                 IssuerKeyRole::BalanceCertificate,
-                issuer.balance_certifier.verifying_key().public_key(),
+                balance_certifier.verifying_key().public_key(),
             ),
             entry(
                 IssuerKeyRole::Deposit,
-                issuer.deposit_issuer.verifying_key().public_key(),
+                deposit_issuer.verifying_key().public_key(),
             ),
             entry(
                 IssuerKeyRole::IdentifiedCoin,
-                issuer.identified_coin_issuer.verifying_key().public_key(),
+                identified_coin_issuer.verifying_key().public_key(),
             ),
         ];
+        let directory = KeyDirectory::new(validity.not_before, issuer_keys, vec![keyset.clone()])
+            .expect("fixture directory is valid");
         TestIssuer {
-            directory: KeyDirectory {
-                issued_at: validity.not_before,
-                issuer_keys,
-                keysets: vec![issuer.keyset.clone()],
-            },
-            ..issuer
+            directory_root: directory_root(),
+            account_certifier,
+            merchant_certifier,
+            balance_certifier,
+            deposit_issuer,
+            identified_coin_issuer,
+            denominations,
+            keyset,
+            directory,
         }
+    }
+
+    /// The directory signed by the root key.
+    pub fn signed_directory<G: rand_core::CryptoRng + ?Sized>(
+        &self,
+        rng: &mut G,
+    ) -> SignedKeyDirectory {
+        SignedKeyDirectory::sign(self.directory.clone(), &self.directory_root, rng)
+            .expect("fixture directory signs")
     }
 
     /// The denomination signing key worth `minor_units`.

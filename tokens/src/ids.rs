@@ -220,13 +220,37 @@ impl fmt::Debug for Timestamp {
     }
 }
 
-/// A closed validity window `[not_before, not_after]`.
+/// A closed validity window `[not_before, not_after]`, never empty (decoding refuses
+/// `not_before > not_after`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "ValidityFields", into = "ValidityFields")]
 pub struct Validity {
     /// First instant at which the object is valid.
     pub not_before: Timestamp,
     /// Last instant at which the object is valid.
     pub not_after: Timestamp,
+}
+
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct ValidityFields {
+    not_before: Timestamp,
+    not_after: Timestamp,
+}
+
+impl TryFrom<ValidityFields> for Validity {
+    type Error = Error;
+    fn try_from(f: ValidityFields) -> Result<Self> {
+        Validity::new(f.not_before, f.not_after)
+    }
+}
+
+impl From<Validity> for ValidityFields {
+    fn from(v: Validity) -> Self {
+        ValidityFields {
+            not_before: v.not_before,
+            not_after: v.not_after,
+        }
+    }
 }
 
 impl Validity {

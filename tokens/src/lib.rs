@@ -34,7 +34,8 @@ pub use deposit::{
     DepositRequest, DepositRequestPayload,
 };
 pub use directory::{
-    DenominationKeyEntry, IssuerKeyEntry, KeyDirectory, Keyset, MAX_DENOMINATIONS,
+    DenominationKeyEntry, IssuerKeyEntry, KeyDirectory, Keyset, SignedKeyDirectory,
+    MAX_DENOMINATIONS,
 };
 pub use error::{Error, Result};
 pub use ids::{

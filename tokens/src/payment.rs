@@ -41,7 +41,7 @@ impl PaymentRequest {
     /// Checks the merchant's signature under the key of `merchant` (whose certificate the
     /// caller has verified), and that id, category and region agree with the certificate.
     pub fn verify(&self, merchant: &MerchantCertificatePayload) -> Result<&PaymentRequestPayload> {
-        let payload = self.verify_with(&merchant.merchant_key)?;
+        let payload = self.verify_signature(&merchant.merchant_key)?;
         if payload.merchant_id != merchant.merchant_id {
             return Err(Error::WrongMerchant);
         }
@@ -105,7 +105,7 @@ impl WithdrawalRecord {
     /// The balance-certificate rules (cap, available amount, sequence range, category,
     /// region, expiry) are the merchant's and issuer's checks, not this one.
     pub fn verify(&self, account: &AccountCertificatePayload) -> Result<&WithdrawalRecordPayload> {
-        let payload = self.verify_with(&account.device_key)?;
+        let payload = self.verify_signature(&account.device_key)?;
         if payload.account_id != account.account_id {
             return Err(Error::WrongAccount);
         }
@@ -148,7 +148,7 @@ impl CountersignedRecord {
         &self,
         merchant: &MerchantCertificatePayload,
     ) -> Result<&CountersignedRecordPayload> {
-        let payload = self.verify_with(&merchant.merchant_key)?;
+        let payload = self.verify_signature(&merchant.merchant_key)?;
         if payload.record.payload.payment_request.payload.merchant_id != merchant.merchant_id {
             return Err(Error::WrongMerchant);
         }

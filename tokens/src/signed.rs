@@ -8,8 +8,13 @@ use crate::codec::{self, Message};
 use crate::keys::{IssuerRole, Role, Signature, SigningKey, VerifyingKey};
 use crate::{Error, KeyDirectory, KeyId, Result, Timestamp};
 
+pub(crate) mod sealed {
+    pub trait Sealed {}
+}
+
 /// A payload type that is signed. Its [`Message::TAG`] is the signature's domain tag.
-pub trait SignedPayload: Message {
+/// Sealed: every signed type is declared in this crate, so tags cannot collide.
+pub trait SignedPayload: Message + sealed::Sealed {
     /// The role whose key signs this payload.
     type Signer: Role;
     /// Domain tag of the encoded `Signed<Self>` (payload + key id + signature).
@@ -56,10 +61,13 @@ impl<P: SignedPayload> Signed<P> {
         codec::encode(&self.payload)
     }
 
-    /// Checks the signature under `key` and returns the payload. Fails with
+    /// Checks **only the signature** under `key` and returns the payload. Fails with
     /// [`Error::UnknownKey`] if the object names another key, [`Error::BadSignature`] if
     /// the signature does not verify.
-    pub fn verify_with(&self, key: &VerifyingKey<P::Signer>) -> Result<&P> {
+    ///
+    /// Each token type also has a `verify` method that adds what its receiver must check
+    /// (validity window, account and device binding, merchant binding); use that one.
+    pub fn verify_signature(&self, key: &VerifyingKey<P::Signer>) -> Result<&P> {
         if self.key_id != key.key_id() {
             return Err(Error::UnknownKey(self.key_id));
         }
@@ -86,7 +94,7 @@ where
     /// which must be valid at `now`, and returns the payload.
     pub fn verify_in(&self, directory: &KeyDirectory, now: Timestamp) -> Result<&P> {
         let key = directory.issuer_key::<P::Signer>(self.key_id, now)?;
-        self.verify_with(&key)
+        self.verify_signature(&key)
     }
 }
 
@@ -97,6 +105,7 @@ macro_rules! signed_token {
             const TAG: &'static str = concat!("scrip/", $tag, "/v1");
             const VERSION: u16 = 1;
         }
+        impl $crate::signed::sealed::Sealed for $payload {}
         impl $crate::signed::SignedPayload for $payload {
             type Signer = $signer;
             const SIGNED_TAG: &'static str = concat!("scrip/signed/", $tag, "/v1");
@@ -127,7 +136,7 @@ mod tests {
 
     /// Every message type's tag. A new type must be added here: the test below then proves
     /// its tag is distinct and its signatures do not transfer.
-    const ALL_TAGS: [&str; 28] = [
+    const ALL_TAGS: [&str; 29] = [
         AccountCertificatePayload::TAG,
         MerchantCertificatePayload::TAG,
         BalanceCertificatePayload::TAG,
@@ -155,6 +164,7 @@ mod tests {
         CoinPayment::TAG,
         PendingCoin::TAG,
         KeyDirectory::TAG,
+        SignedKeyDirectory::TAG,
         <crate::directory::KeysetIdInput as Message>::TAG,
     ];
 

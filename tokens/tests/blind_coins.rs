@@ -27,9 +27,9 @@ fn wallet_blinds_issuer_signs_wallet_finalizes_merchant_verifies() {
     for value in [1, 2, 5, 10] {
         let pending = PendingCoin::new(&mut rng, keyset, eur(value)).unwrap();
         // The issuer sees a modulus-sized blinded value that does not contain the coin id.
-        assert_eq!(pending.blinded.0.len(), 256);
-        let id_bytes = pending.coin_id.as_bytes();
-        assert!(!pending.blinded.0.windows(16).any(|w| w == id_bytes));
+        assert_eq!(pending.blinded().0.len(), 256);
+        let id_bytes = *pending.coin_id().as_bytes();
+        assert!(!pending.blinded().0.windows(16).any(|w| w == id_bytes));
 
         // The wallet survives a restart between request and answer.
         let stored = codec::encode(&pending).unwrap();
@@ -38,13 +38,13 @@ fn wallet_blinds_issuer_signs_wallet_finalizes_merchant_verifies() {
         let blind_sig = issuer
             .denomination_key(value)
             .unwrap()
-            .sign_blinded(&mut rng, &pending.blinded)
+            .sign_blinded(&mut rng, pending.blinded())
             .unwrap();
         let coin = pending
             .finalize(keyset.key_for(value).unwrap(), &blind_sig)
             .unwrap();
         assert_eq!(coin.amount, eur(value));
-        assert_eq!(coin.coin_id, pending.coin_id);
+        assert_eq!(coin.coin_id, pending.coin_id());
 
         let coin = Coin::Blind(coin);
         let received: Coin = codec::decode(&codec::encode(&coin).unwrap()).unwrap();
@@ -60,8 +60,8 @@ fn blinding_the_same_coin_twice_gives_unrelated_blinded_messages() {
     let mut rng = rng(2);
     let a = PendingCoin::new(&mut rng, &issuer.keyset, eur(5)).unwrap();
     let b = PendingCoin::new(&mut rng, &issuer.keyset, eur(5)).unwrap();
-    assert_ne!(a.coin_id, b.coin_id);
-    assert_ne!(a.blinded, b.blinded);
+    assert_ne!(a.coin_id(), b.coin_id());
+    assert_ne!(a.blinded(), b.blinded());
 }
 
 #[test]
@@ -73,7 +73,7 @@ fn a_blind_signature_from_another_denomination_key_does_not_finalize() {
     let wrong = issuer
         .denomination_key(1)
         .unwrap()
-        .sign_blinded(&mut rng, &pending.blinded)
+        .sign_blinded(&mut rng, pending.blinded())
         .unwrap();
     assert_eq!(
         pending.finalize(issuer.keyset.key_for(10).unwrap(), &wrong),
@@ -83,12 +83,12 @@ fn a_blind_signature_from_another_denomination_key_does_not_finalize() {
     let right = issuer
         .denomination_key(10)
         .unwrap()
-        .sign_blinded(&mut rng, &pending.blinded)
+        .sign_blinded(&mut rng, pending.blinded())
         .unwrap();
     let one_cent = issuer.keyset.key_for(1).unwrap();
     assert_eq!(
         pending.finalize(one_cent, &right),
-        Err(Error::UnknownKey(pending.key_id))
+        Err(Error::UnknownKey(pending.key_id()))
     );
     // Garbage from the network.
     assert!(pending

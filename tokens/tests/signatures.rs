@@ -10,14 +10,14 @@ use std::time::Duration;
 
 use common::*;
 use scrip_tokens::fixtures::{self, NOW};
-use scrip_tokens::keys::{AccountCertifier, BalanceCertifier, Device, IssuerKeyRole};
+use scrip_tokens::keys::{AccountCertifier, BalanceCertifier, IssuerKeyRole};
 use scrip_tokens::*;
 
 #[test]
 fn every_genuine_token_verifies() {
     let w = World::new();
     let objects = w.signed_objects();
-    assert_eq!(objects.len(), 13);
+    assert_eq!(objects.len(), 14);
     for (name, bytes, verify) in &objects {
         verify(&w, bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
     }
@@ -77,14 +77,20 @@ fn a_signature_never_verifies_as_another_type() {
             signature: sig.clone(),
             ..w.record.clone()
         };
-        assert_eq!(forged.verify_with(device_key), Err(Error::BadSignature));
+        assert_eq!(
+            forged.verify_signature(device_key),
+            Err(Error::BadSignature)
+        );
     }
     for sig in [&record_sig, &confirmation_sig] {
         let forged = DepositRequest {
             signature: sig.clone(),
             ..w.deposit_request.clone()
         };
-        assert_eq!(forged.verify_with(device_key), Err(Error::BadSignature));
+        assert_eq!(
+            forged.verify_signature(device_key),
+            Err(Error::BadSignature)
+        );
     }
 
     // The same key listed for two issuer roles (a misconfigured directory) still cannot
@@ -102,10 +108,12 @@ fn a_signature_never_verifies_as_another_type() {
         ..balance_cert.clone()
     };
     assert_eq!(
-        swapped.verify_with(as_balance.verifying_key()),
+        swapped.verify_signature(as_balance.verifying_key()),
         Err(Error::BadSignature)
     );
-    assert!(balance_cert.verify_with(as_balance.verifying_key()).is_ok());
+    assert!(balance_cert
+        .verify_signature(as_balance.verifying_key())
+        .is_ok());
 }
 
 #[test]
@@ -176,35 +184,43 @@ fn certificates_outside_their_validity_window_are_rejected() {
 fn issuer_keys_outside_their_window_or_role_are_rejected() {
     let w = World::new();
     let key_id = w.issuer.account_certifier.key_id();
-    let mut dir = w.directory().clone();
-    let index = dir
-        .issuer_keys
-        .iter()
-        .position(|e| e.role == IssuerKeyRole::AccountCertificate)
-        .unwrap();
-    dir.issuer_keys[index].validity =
-        Validity::new(NOW.saturating_sub(DAY * 10), NOW.saturating_sub(DAY)).unwrap();
+    let with_account_key = |role: IssuerKeyRole, validity: Validity| {
+        let mut keys = w.directory().issuer_keys().to_vec();
+        for entry in keys.iter_mut().filter(|e| e.key.key_id() == key_id) {
+            entry.role = role;
+            entry.validity = validity;
+        }
+        KeyDirectory::new(NOW, keys, w.directory().keysets().to_vec()).unwrap()
+    };
+    let past = Validity::new(NOW.saturating_sub(DAY * 10), NOW.saturating_sub(DAY)).unwrap();
     assert_eq!(
-        w.account_cert.verify(&dir, NOW),
+        w.account_cert.verify(
+            &with_account_key(IssuerKeyRole::AccountCertificate, past),
+            NOW
+        ),
         Err(Error::KeyExpired {
             key_id,
             not_after: NOW.saturating_sub(DAY)
         })
     );
-    dir.issuer_keys[index].validity =
-        Validity::new(NOW.saturating_add(DAY), NOW.saturating_add(DAY * 10)).unwrap();
+    let future = Validity::new(NOW.saturating_add(DAY), NOW.saturating_add(DAY * 10)).unwrap();
     assert_eq!(
-        w.account_cert.verify(&dir, NOW),
+        w.account_cert.verify(
+            &with_account_key(IssuerKeyRole::AccountCertificate, future),
+            NOW
+        ),
         Err(Error::KeyNotYetValid {
             key_id,
             not_before: NOW.saturating_add(DAY)
         })
     );
     // Listed under another role: a balance-certificate key cannot vouch for accounts.
-    dir.issuer_keys[index].validity = w.directory().issuer_keys[index].validity;
-    dir.issuer_keys[index].role = IssuerKeyRole::BalanceCertificate;
+    let current = w.directory().issuer_keys()[0].validity;
     assert_eq!(
-        w.account_cert.verify(&dir, NOW),
+        w.account_cert.verify(
+            &with_account_key(IssuerKeyRole::BalanceCertificate, current),
+            NOW
+        ),
         Err(Error::WrongKeyRole {
             key_id,
             expected: "account-certifier",
@@ -212,7 +228,9 @@ fn issuer_keys_outside_their_window_or_role_are_rejected() {
         })
     );
     // Not listed at all.
-    dir.issuer_keys.retain(|e| e.key.key_id() != key_id);
+    let mut keys = w.directory().issuer_keys().to_vec();
+    keys.retain(|e| e.key.key_id() != key_id);
+    let dir = KeyDirectory::new(NOW, keys, w.directory().keysets().to_vec()).unwrap();
     assert_eq!(
         w.account_cert.verify(&dir, NOW),
         Err(Error::UnknownKey(key_id))
@@ -222,27 +240,130 @@ fn issuer_keys_outside_their_window_or_role_are_rejected() {
 #[test]
 fn rotated_keys_keep_verifying_until_they_expire() {
     let w = World::new();
-    let mut dir = w.directory().clone();
-    let old = dir
-        .issuer_keys
-        .iter()
-        .find(|e| e.role == IssuerKeyRole::BalanceCertificate)
-        .unwrap()
-        .clone();
+    // The old balance key is retired: it verifies until tomorrow. The new one took over
+    // an hour ago.
+    let retiring = Validity::new(NOW.saturating_sub(DAY * 30), NOW.saturating_add(DAY)).unwrap();
+    let mut keys = w.directory().issuer_keys().to_vec();
+    for entry in keys
+        .iter_mut()
+        .filter(|e| e.role == IssuerKeyRole::BalanceCertificate)
+    {
+        entry.validity = retiring;
+    }
     let new_key = SigningKey::<BalanceCertifier>::from_pem(fixtures::unrelated_key_pem()).unwrap();
-    dir.issuer_keys.push(IssuerKeyEntry {
+    keys.push(IssuerKeyEntry {
         role: IssuerKeyRole::BalanceCertificate,
         key: new_key.verifying_key().public_key().clone(),
-        validity: old.validity,
+        validity: Validity::new(
+            NOW.saturating_sub(Duration::from_secs(3600)),
+            NOW.saturating_add(DAY * 30),
+        )
+        .unwrap(),
     });
+    let dir = KeyDirectory::new(NOW, keys, w.directory().keysets().to_vec()).unwrap();
     let mut rng = rng(9);
-    let fresh =
-        BalanceCertificate::sign(w.balance_cert.payload.clone(), &new_key, &mut rng).unwrap();
+    let mut payload = w.balance_cert.payload.clone();
+    payload.expires_at = NOW.saturating_add(DAY * 3);
+    let old =
+        BalanceCertificate::sign(payload.clone(), &w.issuer.balance_certifier, &mut rng).unwrap();
+    let fresh = BalanceCertificate::sign(payload, &new_key, &mut rng).unwrap();
     assert!(
-        w.balance_cert.verify(&dir, w.account(), NOW).is_ok(),
-        "old key"
+        old.verify(&dir, w.account(), NOW).is_ok(),
+        "old key before it expires"
     );
     assert!(fresh.verify(&dir, w.account(), NOW).is_ok(), "new key");
+    let later = NOW.saturating_add(DAY * 2);
+    let old_key_id = w.issuer.balance_certifier.key_id();
+    assert_eq!(
+        old.verify(&dir, w.account(), later),
+        Err(Error::KeyExpired {
+            key_id: old_key_id,
+            not_after: NOW.saturating_add(DAY)
+        })
+    );
+    assert!(
+        fresh.verify(&dir, w.account(), later).is_ok(),
+        "the new key keeps verifying"
+    );
+}
+
+#[test]
+fn a_key_may_serve_only_one_purpose_in_a_directory() {
+    let w = World::new();
+    let keys = w.directory().issuer_keys().to_vec();
+    let keysets = w.directory().keysets().to_vec();
+    // A blind key that also signs balance certificates would be a signing oracle: a wallet
+    // could submit any padded message as a "blinded coin".
+    let blind_key = w.issuer.keyset.key_for(5).unwrap().public_key().clone();
+    let mut reused = keys.clone();
+    reused.push(IssuerKeyEntry {
+        role: IssuerKeyRole::BalanceCertificate,
+        key: blind_key.clone(),
+        validity: keys[0].validity,
+    });
+    assert_eq!(
+        KeyDirectory::new(NOW, reused, keysets.clone()),
+        Err(Error::DuplicateKey(blind_key.key_id()))
+    );
+    // One key under two issuer roles.
+    let mut two_roles = keys.clone();
+    let mut extra = keys[0].clone();
+    extra.role = IssuerKeyRole::Deposit;
+    two_roles.push(extra);
+    assert!(matches!(
+        KeyDirectory::new(NOW, two_roles, keysets.clone()),
+        Err(Error::DuplicateKey(_))
+    ));
+    // The same check runs when a directory is decoded.
+    let mut json = serde_json::to_value(w.directory()).unwrap();
+    let blind_der = serde_json::to_value(&blind_key).unwrap();
+    json["issuer_keys"][0]["key"] = blind_der;
+    let err = serde_json::from_value::<KeyDirectory>(json).unwrap_err();
+    assert!(err.to_string().contains("more than once"), "{err}");
+}
+
+#[test]
+fn a_keyset_may_not_use_one_key_for_two_denominations() {
+    let w = World::new();
+    let key = w.issuer.keyset.key_for(1).unwrap().clone();
+    let entries = vec![
+        DenominationKeyEntry {
+            minor_units: 1,
+            key: key.clone(),
+        },
+        DenominationKeyEntry {
+            minor_units: 1000,
+            key: key.clone(),
+        },
+    ];
+    let validity = w.issuer.keyset.validity();
+    assert_eq!(
+        Keyset::new(EUR, validity, validity.not_after, entries),
+        Err(Error::DuplicateKey(key.key_id()))
+    );
+}
+
+#[test]
+fn the_key_directory_is_signed_by_the_pinned_root() {
+    let w = World::new();
+    let mut rng = rng(10);
+    let signed = w.issuer.signed_directory(&mut rng);
+    let root = w.issuer.directory_root.verifying_key();
+    assert_eq!(signed.verify(root).unwrap(), w.directory());
+    // A directory signed by anyone else (a man in the middle) is refused.
+    let impostor =
+        SigningKey::<scrip_tokens::keys::DirectoryRoot>::from_pem(fixtures::unrelated_key_pem())
+            .unwrap();
+    let forged = SignedKeyDirectory::sign(w.directory().clone(), &impostor, &mut rng).unwrap();
+    assert_eq!(
+        forged.verify(root),
+        Err(Error::UnknownKey(impostor.key_id()))
+    );
+    let relabelled = SignedKeyDirectory {
+        key_id: root.key_id(),
+        ..forged
+    };
+    assert_eq!(relabelled.verify(root), Err(Error::BadSignature));
 }
 
 #[test]
@@ -335,13 +456,167 @@ fn sequence_ranges_of_balance_certificates() {
     assert!(!cert.covers_sequence(u64::MAX));
 }
 
+fn record_with(
+    w: &World,
+    edit: impl FnOnce(&mut WithdrawalRecordPayload),
+) -> WithdrawalRecordPayload {
+    let mut payload = w.record.payload.clone();
+    edit(&mut payload);
+    payload
+}
+
 #[test]
-fn device_keys_verify_only_their_own_role() {
-    // Compile-time role typing: a `VerifyingKey<Device>` is what a record verifies with.
-    // This asserts the run-time half: keys from PEM keep their key id.
-    let key = fixtures::device(1);
-    let public =
-        VerifyingKey::<Device>::from_pem(&key.verifying_key().public_key().to_pem().unwrap())
-            .unwrap();
-    assert_eq!(public, *key.verifying_key());
+fn records_are_checked_against_every_rule_of_their_certificate() {
+    let w = World::new();
+    let cert = &w.balance_cert.payload;
+    assert_eq!(cert.authorize(&w.record.payload), Ok(()));
+    let mut rng = rng(11);
+
+    let other_serial = record_with(&w, |r| {
+        r.certificate_serial = CertificateSerial::random(&mut rng)
+    });
+    assert_eq!(cert.authorize(&other_serial), Err(Error::WrongCertificate));
+
+    let late = record_with(&w, |r| {
+        r.signed_at = cert.expires_at.saturating_add(Duration::from_millis(1))
+    });
+    assert!(matches!(cert.authorize(&late), Err(Error::Expired { .. })));
+
+    let beyond = record_with(&w, |r| {
+        r.sequence = cert.first_sequence + u64::from(cert.max_payments)
+    });
+    assert_eq!(
+        cert.authorize(&beyond),
+        Err(Error::SequenceOutOfRange {
+            sequence: 11,
+            first: 1,
+            max_payments: 10
+        })
+    );
+    let before = record_with(&w, |r| r.sequence = 0);
+    assert!(matches!(
+        cert.authorize(&before),
+        Err(Error::SequenceOutOfRange { .. })
+    ));
+
+    let over_available = record_with(&w, |r| r.cumulative = eur(5_001));
+    assert_eq!(
+        cert.authorize(&over_available),
+        Err(Error::AvailableExceeded {
+            cumulative: eur(5_001),
+            available: eur(5_000)
+        })
+    );
+
+    // Requests signed by the merchant, varied one rule at a time.
+    let request_with = |edit: &dyn Fn(&mut PaymentRequestPayload), rng: &mut rand::rngs::StdRng| {
+        let mut p = w.request.payload.clone();
+        edit(&mut p);
+        let request = PaymentRequest::sign(p, &w.merchant, rng).unwrap();
+        record_with(&w, |r| {
+            r.cumulative = request.payload.amount;
+            r.payment_request = request;
+        })
+    };
+    let big = request_with(&|p| p.amount = eur(2_001), &mut rng);
+    assert_eq!(
+        cert.authorize(&big),
+        Err(Error::PaymentCapExceeded {
+            amount: eur(2_001),
+            cap: eur(2_000)
+        })
+    );
+    let restaurant = request_with(&|p| p.category = MerchantCategory::RESTAURANT, &mut rng);
+    assert_eq!(
+        cert.authorize(&restaurant),
+        Err(Error::CategoryNotAllowed(MerchantCategory::RESTAURANT))
+    );
+    let abroad = request_with(&|p| p.region = Region::new("FR").unwrap(), &mut rng);
+    assert_eq!(
+        cert.authorize(&abroad),
+        Err(Error::RegionNotAllowed(Region::new("FR").unwrap()))
+    );
+    let dollars = request_with(&|p| p.amount = Amount::new(5, Currency::USD), &mut rng);
+    assert!(matches!(
+        cert.authorize(&dollars),
+        Err(Error::CurrencyMismatch { .. })
+    ));
+}
+
+#[test]
+fn sequence_ranges_do_not_overflow_at_the_top() {
+    let w = World::new();
+    let mut cert = w.balance_cert.payload.clone();
+    cert.first_sequence = u64::MAX - 1;
+    cert.max_payments = u32::MAX;
+    assert!(!cert.covers_sequence(u64::MAX - 2));
+    assert!(cert.covers_sequence(u64::MAX - 1));
+    assert!(cert.covers_sequence(u64::MAX));
+    cert.max_payments = 0;
+    assert!(!cert.covers_sequence(u64::MAX - 1));
+}
+
+#[test]
+fn coin_payments_must_add_up_exactly_without_repeats() {
+    let w = World::new();
+    let merchant = w.merchant_payload();
+    assert!(w.coin_payment.verify(merchant, w.directory(), NOW).is_ok());
+
+    // The 10-cent coin listed twice would count twice but redeem once.
+    let mut repeated = w.coin_payment.clone();
+    repeated.coins.push(repeated.coins[0].clone());
+    assert_eq!(
+        repeated.total(),
+        Err(Error::DuplicateCoin(w.blind_coin.coin_id))
+    );
+    assert_eq!(
+        repeated.verify(merchant, w.directory(), NOW).map(|_| ()),
+        Err(Error::DuplicateCoin(w.blind_coin.coin_id))
+    );
+
+    // Short by five cents.
+    let mut short = w.coin_payment.clone();
+    short.coins.pop();
+    assert_eq!(
+        short.verify(merchant, w.directory(), NOW).map(|_| ()),
+        Err(Error::AmountMismatch {
+            expected: eur(15),
+            found: eur(10)
+        })
+    );
+}
+
+#[test]
+fn deposit_records_carry_a_checkable_device_signature() {
+    let w = World::new();
+    let record = w
+        .deposit_record
+        .verify(w.directory(), w.account(), NOW)
+        .unwrap();
+    assert_eq!(record.amount(), eur(10_000));
+    // The issuer cannot credit a different amount than the device asked for: the embedded
+    // request would no longer carry the device's signature.
+    let mut rng = rng(12);
+    let mut forged_request = w.deposit_request.clone();
+    forged_request.payload.amount = eur(1);
+    let forged = DepositRecord::sign(
+        DepositRecordPayload {
+            request: forged_request,
+            credited_at: NOW,
+        },
+        &w.issuer.deposit_issuer,
+        &mut rng,
+    )
+    .unwrap();
+    assert_eq!(
+        forged.verify(w.directory(), w.account(), NOW).map(|_| ()),
+        Err(Error::BadSignature)
+    );
+}
+
+#[test]
+fn empty_validity_windows_are_refused_when_decoding() {
+    let json = r#"{"not_before":20,"not_after":10}"#;
+    assert!(serde_json::from_str::<Validity>(json).is_err());
+    assert!(serde_json::from_str::<Validity>(r#"{"not_before":10,"not_after":10}"#).is_ok());
 }

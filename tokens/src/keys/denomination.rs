@@ -52,20 +52,34 @@ pub struct DenominationVerifyingKey {
     brsa: BrsaPublicKey,
 }
 
+/// Modulus sizes accepted for blind keys. RFC 9474 interoperability and the blinding code
+/// assume whole-byte moduli of the usual sizes.
+const BLIND_KEY_BITS: [usize; 3] = [2048, 3072, 4096];
+
 impl DenominationVerifyingKey {
-    fn from_public(key: PublicKey) -> Self {
-        let brsa = BrsaPublicKey::new(key.rsa().clone());
-        DenominationVerifyingKey { key, brsa }
+    fn from_public(key: PublicKey) -> Result<Self> {
+        let bits = key.modulus_bits();
+        if !BLIND_KEY_BITS.contains(&bits) {
+            return Err(Error::UnsupportedKeySize { bits });
+        }
+        if key.public_exponent_is_65537() {
+            let brsa = BrsaPublicKey::new(key.rsa().clone());
+            Ok(DenominationVerifyingKey { key, brsa })
+        } else {
+            Err(Error::InvalidKey(
+                "blind keys must use the public exponent 65537".into(),
+            ))
+        }
     }
 
     /// Parses a SubjectPublicKeyInfo DER (`rsaEncryption`).
     pub fn from_spki_der(der: &[u8]) -> Result<Self> {
-        PublicKey::from_spki_der(der).map(Self::from_public)
+        Self::from_public(PublicKey::from_spki_der(der)?)
     }
 
     /// Parses a `-----BEGIN PUBLIC KEY-----` PEM document.
     pub fn from_pem(pem: &str) -> Result<Self> {
-        PublicKey::from_pem(pem).map(Self::from_public)
+        Self::from_public(PublicKey::from_pem(pem)?)
     }
 
     /// The role-less key (SPKI DER, PEM, key id).
@@ -146,7 +160,7 @@ impl Serialize for DenominationVerifyingKey {
 
 impl<'de> Deserialize<'de> for DenominationVerifyingKey {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        PublicKey::deserialize(d).map(Self::from_public)
+        Self::from_public(PublicKey::deserialize(d)?).map_err(serde::de::Error::custom)
     }
 }
 
@@ -165,7 +179,7 @@ impl DenominationSigningKey {
         key.precompute()
             .map_err(|e| Error::InvalidKey(e.to_string()))?;
         let public =
-            DenominationVerifyingKey::from_public(PublicKey::from_rsa(key.to_public_key())?);
+            DenominationVerifyingKey::from_public(PublicKey::from_rsa(key.to_public_key())?)?;
         Ok(DenominationSigningKey {
             secret: BrsaSecretKey::new(key),
             public,

@@ -124,6 +124,10 @@ impl PublicKey {
         self.rsa().n().as_ref().bits() as usize
     }
 
+    pub(crate) fn public_exponent_is_65537(&self) -> bool {
+        self.rsa().e() == &rsa::BoxedUint::from(65_537u32)
+    }
+
     pub(crate) fn rsa(&self) -> &RsaPublicKey {
         self.0.pss.as_ref()
     }

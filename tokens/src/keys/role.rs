@@ -87,6 +87,11 @@ role!(
     IdentifiedCoinIssuer, "identified-coin-issuer", issuer: IdentifiedCoin
 );
 role!(
+    /// The issuer's root key: signs the [`KeyDirectory`](crate::KeyDirectory). Wallets and
+    /// merchants pin its public key out of band; it is not listed in the directory.
+    DirectoryRoot, "directory-root"
+);
+role!(
     /// A customer device: signs withdrawal records, deposit requests and confirmations.
     Device, "device"
 );

@@ -151,12 +151,8 @@ impl World {
         .unwrap();
         let deposit_record = DepositRecord::sign(
             DepositRecordPayload {
-                deposit_id: deposit_request.payload.deposit_id,
-                account_id,
-                device_id,
-                amount: deposit_request.payload.amount,
+                request: deposit_request.clone(),
                 credited_at: NOW,
-                device_signature: deposit_request.signature.clone(),
             },
             &issuer.deposit_issuer,
             rng,
@@ -164,7 +160,7 @@ impl World {
         .unwrap();
         let deposit_confirmation = DepositConfirmation::sign(
             DepositConfirmationPayload {
-                deposit_id: deposit_record.payload.deposit_id,
+                deposit_id: deposit_record.payload.deposit_id(),
                 account_id,
                 device_id,
                 deposit_record_digest: codec::digest(&deposit_record).unwrap(),
@@ -317,6 +313,11 @@ impl World {
                 codec::encode(&self.endorsed).unwrap(),
                 verify_endorsed,
             ),
+            (
+                "signed key directory",
+                codec::encode(&self.issuer.signed_directory(&mut rng(8))).unwrap(),
+                verify_directory,
+            ),
         ]
     }
 }
@@ -371,7 +372,7 @@ fn verify_deposit_request(w: &World, b: &[u8]) -> Result<()> {
 
 fn verify_deposit_record(w: &World, b: &[u8]) -> Result<()> {
     codec::decode::<DepositRecord>(b)?
-        .verify_in(w.directory(), NOW)
+        .verify(w.directory(), w.account(), NOW)
         .map(|_| ())
 }
 
@@ -386,11 +387,9 @@ fn verify_coin(w: &World, b: &[u8]) -> Result<()> {
 }
 
 fn check_coin_payment(w: &World, payment: &CoinPayment) -> Result<()> {
-    payment.request.verify(w.merchant_payload())?;
-    for coin in &payment.coins {
-        coin.verify(w.directory(), NOW)?;
-    }
-    Ok(())
+    payment
+        .verify(w.merchant_payload(), w.directory(), NOW)
+        .map(|_| ())
 }
 
 fn verify_coin_payment(w: &World, b: &[u8]) -> Result<()> {
@@ -403,6 +402,16 @@ fn verify_endorsed(w: &World, b: &[u8]) -> Result<()> {
     check_coin_payment(w, &payload.payment)
 }
 
+fn verify_directory(w: &World, b: &[u8]) -> Result<()> {
+    let root = w.issuer.directory_root.verifying_key();
+    let directory = codec::decode::<SignedKeyDirectory>(b)?;
+    if directory.verify(root)? == w.directory() {
+        Ok(())
+    } else {
+        Err(Error::BadSignature)
+    }
+}
+
 /// Runs the blind withdrawal of one coin worth `minor_units` against the fixture issuer.
 pub fn withdraw_blind(issuer: &TestIssuer, rng: &mut StdRng, minor_units: u64) -> BlindCoin {
     let keyset = &issuer.keyset;
@@ -410,7 +419,7 @@ pub fn withdraw_blind(issuer: &TestIssuer, rng: &mut StdRng, minor_units: u64) -
     let blind_signature = issuer
         .denomination_key(minor_units)
         .unwrap()
-        .sign_blinded(rng, &pending.blinded)
+        .sign_blinded(rng, pending.blinded())
         .unwrap();
     pending
         .finalize(keyset.key_for(minor_units).unwrap(), &blind_signature)

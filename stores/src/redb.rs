@@ -1,0 +1,250 @@
+//! `RedbStore`: the embedded default. Each group-committed batch is one redb write
+//! transaction (durability `Immediate`: fsynced before commit returns); the engine's checks
+//! run inside that transaction, so they hold even if several processes share the file in
+//! redb's multi-writer mode. Reads use redb's MVCC read transactions and never block
+//! writes.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use redb::{
+    Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+use scrip_tokens::Currency;
+
+use crate::engine::{self, apply_unit, check_format, KvGet, KvPut, KvRead, Pairs, Table};
+use crate::group::{BatchCommitter, GroupCommit};
+use crate::model::{ClaimId, CommitOutcome, ExistingClaim, LedgerAccount, LedgerEntry, Unit};
+use crate::{Collection, RecordStore, Result, StoreError, StoreStats};
+
+type Bytes = &'static [u8];
+
+fn definition(table: Table) -> TableDefinition<'static, Bytes, Bytes> {
+    TableDefinition::new(table.name())
+}
+
+fn backend(e: impl Into<redb::Error>) -> StoreError {
+    let e: redb::Error = e.into();
+    match e {
+        redb::Error::DatabaseAlreadyOpen => StoreError::Locked(e.to_string()),
+        other => StoreError::backend(other),
+    }
+}
+
+/// Every table of a write transaction, open at once.
+struct WriteTables<'txn> {
+    tables: Vec<redb::Table<'txn, Bytes, Bytes>>,
+}
+
+impl<'txn> WriteTables<'txn> {
+    fn open(txn: &'txn WriteTransaction) -> Result<Self> {
+        let tables = Table::ALL
+            .iter()
+            .map(|t| txn.open_table(definition(*t)).map_err(backend))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(WriteTables { tables })
+    }
+
+    fn table(&self, table: Table) -> Result<&redb::Table<'txn, Bytes, Bytes>> {
+        self.tables
+            .get(table as usize)
+            .ok_or(StoreError::Corrupted("missing table".into()))
+    }
+}
+
+impl KvGet for WriteTables<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .table(table)?
+            .get(key)
+            .map_err(backend)?
+            .map(|v| v.value().to_vec()))
+    }
+}
+
+impl KvPut for WriteTables<'_> {
+    fn put(&mut self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<()> {
+        let t = self
+            .tables
+            .get_mut(table as usize)
+            .ok_or(StoreError::Corrupted("missing table".into()))?;
+        match value {
+            Some(v) => {
+                t.insert(key.as_slice(), v.as_slice()).map_err(backend)?;
+            }
+            None => {
+                t.remove(key.as_slice()).map_err(backend)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Every table of a read transaction.
+struct ReadTables {
+    tables: Vec<ReadOnlyTable<Bytes, Bytes>>,
+}
+
+impl ReadTables {
+    fn open(txn: &ReadTransaction) -> Result<Self> {
+        let tables = Table::ALL
+            .iter()
+            .map(|t| txn.open_table(definition(*t)).map_err(backend))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ReadTables { tables })
+    }
+
+    fn table(&self, table: Table) -> Result<&ReadOnlyTable<Bytes, Bytes>> {
+        self.tables
+            .get(table as usize)
+            .ok_or(StoreError::Corrupted("missing table".into()))
+    }
+}
+
+impl KvGet for ReadTables {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .table(table)?
+            .get(key)
+            .map_err(backend)?
+            .map(|v| v.value().to_vec()))
+    }
+}
+
+impl KvRead for ReadTables {
+    fn range(&self, table: Table, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs> {
+        let t = self.table(table)?;
+        let iter = match end {
+            Some(end) => t.range::<&[u8]>(start..end),
+            None => t.range::<&[u8]>(start..),
+        }
+        .map_err(backend)?;
+        iter.take(limit)
+            .map(|item| {
+                let (k, v) = item.map_err(backend)?;
+                Ok((k.value().to_vec(), v.value().to_vec()))
+            })
+            .collect()
+    }
+}
+
+struct RedbCommitter {
+    db: Arc<Database>,
+}
+
+impl BatchCommitter for RedbCommitter {
+    fn commit_batch(&mut self, units: &[Unit]) -> Result<Vec<CommitOutcome>> {
+        let txn = self.db.begin_write().map_err(backend)?;
+        let outcomes = {
+            let mut tables = WriteTables::open(&txn)?;
+            units
+                .iter()
+                .map(|unit| apply_unit(&mut tables, unit))
+                .collect::<Result<Vec<_>>>()?
+        };
+        // Nothing of the batch is visible (or durable) before this returns `Ok`; an error
+        // anywhere above drops the transaction, which aborts it.
+        txn.commit().map_err(backend)?;
+        Ok(outcomes)
+    }
+}
+
+/// A durable store in one redb file: the server's default.
+pub struct RedbStore {
+    db: Arc<Database>,
+    group: GroupCommit,
+}
+
+impl RedbStore {
+    /// Opens (or creates) the store at `path` (a file). Blocking: run it before serving,
+    /// or in `spawn_blocking`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::io("creating the store directory", e))?;
+        }
+        let db = Database::create(path).map_err(backend)?;
+        {
+            let txn = db.begin_write().map_err(backend)?;
+            {
+                let mut tables = WriteTables::open(&txn)?;
+                check_format(&mut tables)?;
+            }
+            txn.commit().map_err(backend)?;
+        }
+        let db = Arc::new(db);
+        let committer = RedbCommitter {
+            db: Arc::clone(&db),
+        };
+        Ok(RedbStore {
+            group: GroupCommit::start("redb", committer)?,
+            db,
+        })
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&ReadTables) -> Result<T>) -> Result<T> {
+        let txn = self.db.begin_read().map_err(backend)?;
+        let tables = ReadTables::open(&txn)?;
+        f(&tables)
+    }
+}
+
+#[async_trait]
+impl RecordStore for RedbStore {
+    async fn commit_many(&self, units: Vec<Unit>) -> Result<Vec<CommitOutcome>> {
+        for unit in &units {
+            unit.validate()?;
+        }
+        self.group.submit(units).await
+    }
+
+    async fn claims(&self, ids: &[ClaimId]) -> Result<Vec<Option<ExistingClaim>>> {
+        self.read(|t| engine::claims(t, ids))
+    }
+
+    async fn balance(&self, account: &LedgerAccount, currency: Currency) -> Result<i128> {
+        self.read(|t| engine::balance(t, account, currency))
+    }
+
+    async fn balances(
+        &self,
+        after: Option<(LedgerAccount, Currency)>,
+        limit: usize,
+    ) -> Result<Vec<(LedgerAccount, Currency, i128)>> {
+        self.read(|t| engine::balances(t, after.as_ref(), limit))
+    }
+
+    async fn ledger_entries(
+        &self,
+        account: &LedgerAccount,
+        currency: Currency,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>> {
+        self.read(|t| engine::ledger_entries(t, account, currency, after_seq, limit))
+    }
+
+    async fn get(&self, collection: Collection, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.read(|t| engine::document(t, collection, key))
+    }
+
+    async fn scan(
+        &self,
+        collection: Collection,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Pairs> {
+        self.read(|t| engine::documents(t, collection, after, limit))
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.group.stats()
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.group.close().await
+    }
+}
