@@ -3,10 +3,12 @@
 //!
 //! Files in the store's directory:
 //! - `scrip.log`: a 24-byte header (magic `SCRIPLOG`, format version, generation, CRC-32)
-//!   then frames. A frame is `len: u32 LE | crc32(body): u32 LE | body`; a body is kind `1`
-//!   then a count and that many changes `table: u8 | key_len: u32 | key | value_len: u32
-//!   (u32::MAX deletes) | value`. One frame per group-committed batch, fsynced before any
-//!   unit of the batch is acknowledged.
+//!   then frames. A frame is `len: u32 LE | crc32(body): u32 LE | crc32(first 8 bytes):
+//!   u32 LE | body`; a body is kind `1` then a count and that many changes `table: u8 |
+//!   key_len: u32 | key | value_len: u32 (u32::MAX deletes) | value`. One frame per
+//!   group-committed batch, fsynced before any unit of the batch is acknowledged. The
+//!   header checksum protects the length, so a damaged length is recognised as damage
+//!   rather than read as a (torn) frame boundary.
 //! - `scrip.snapshot`: the same header with magic `SCRIPSNP`, then frames holding the whole
 //!   state, then an end frame (kind `2`, entry count). Written to a temporary file, fsynced
 //!   and renamed, so it is either complete or absent.
@@ -16,8 +18,9 @@
 //! (a log of an older generation is a leftover of an interrupted compaction and is
 //! discarded: the snapshot contains it). A crash can only tear the frame being written,
 //! whose batch was never acknowledged: replay stops at the first frame that is incomplete
-//! or fails its checksum, and the file is truncated there. A damaged frame followed by a
-//! valid one is not a torn tail but corruption, and opening fails.
+//! or fails a checksum, and the file is truncated there. But if a valid frame starts
+//! anywhere after the damaged one, the damage is not a torn tail but corruption of
+//! acknowledged data, and opening fails (nothing is truncated) so an operator can look.
 //!
 //! Compaction: when the log is larger than both `compact_after_bytes` and the last
 //! snapshot, the writer thread writes a snapshot of generation G+1 and starts an empty log
@@ -40,7 +43,7 @@ use crate::{Collection, RecordStore, Result, StoreError, StoreStats};
 const LOG_MAGIC: &[u8; 8] = b"SCRIPLOG";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"SCRIPSNP";
 const HEADER_LEN: u64 = 24;
-const FRAME_HEADER_LEN: usize = 8;
+const FRAME_HEADER_LEN: usize = 12;
 const KIND_CHANGES: u8 = 1;
 const KIND_SNAPSHOT_END: u8 = 2;
 const DELETED: u32 = u32::MAX;
@@ -125,6 +128,8 @@ fn frame(body: Vec<u8>) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(FRAME_HEADER_LEN + body.len());
     push_u32(&mut out, body.len())?;
     out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    let header_crc = crc32fast::hash(&out[..8]);
+    out.extend_from_slice(&header_crc.to_le_bytes());
     out.extend_from_slice(&body);
     Ok(out)
 }
@@ -218,9 +223,12 @@ fn read_frame(bytes: &[u8]) -> std::result::Result<(Body, usize), FrameEnd> {
         return Err(FrameEnd::Clean);
     }
     let mut c = Cursor(bytes);
-    let (Some(len), Some(crc)) = (c.u32(), c.u32()) else {
+    let (Some(len), Some(crc), Some(header_crc)) = (c.u32(), c.u32(), c.u32()) else {
         return Err(FrameEnd::Damaged);
     };
+    if bytes.get(..8).map(crc32fast::hash) != Some(header_crc) {
+        return Err(FrameEnd::Damaged);
+    }
     let body = c.take(len as usize).ok_or(FrameEnd::Damaged)?;
     if crc32fast::hash(body) != crc {
         return Err(FrameEnd::Damaged);
@@ -584,19 +592,15 @@ impl FileStore {
         Ok((file, offset as u64))
     }
 
-    /// True if the damaged frame at the start of `rest` has a plausible length and a
-    /// complete, valid frame follows it: that is corruption inside the log, not a tear.
+    /// True if a valid log frame starts anywhere after the first byte of `rest` (whose
+    /// first frame is damaged): then the damage is inside acknowledged data, not a torn
+    /// tail. The header checksum makes a false match in arbitrary bytes a 1-in-2^32 event
+    /// per position before the body checksum is even looked at.
     fn valid_frame_follows(rest: &[u8]) -> bool {
-        let Some(len) = rest
-            .get(..4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes)
-        else {
-            return false;
-        };
-        let next = FRAME_HEADER_LEN + len as usize;
-        rest.get(next..)
-            .is_some_and(|after| matches!(read_frame(after), Ok((Body::Changes(_), _))))
+        (1..rest.len().saturating_sub(FRAME_HEADER_LEN - 1)).any(|at| {
+            rest.get(at..)
+                .is_some_and(|tail| matches!(read_frame(tail), Ok((Body::Changes(_), _))))
+        })
     }
 
     /// What opening the store found and repaired.

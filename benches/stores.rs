@@ -1,0 +1,130 @@
+//! Claims per second through each record-store backend.
+//!
+//! - `unit_size/<backend>/<n>`: one task commits units of `n` fresh coin claims (plus the
+//!   merchant credit posting), one after another: the cost of one durable write and how it
+//!   amortizes over larger units.
+//! - `concurrent_tasks/<backend>/<t>`: `t` tasks each commit a one-claim unit at the same
+//!   time: how group commit shares durable writes between concurrent requests.
+//!
+//! Throughput is reported in claims (elements) per second. Run with
+//! `cargo bench --bench stores`; `BENCH_QUICK=1` shortens measurement for CI smoke runs.
+
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use scrip_stores::{
+    ClaimId, Claimant, FileStore, LedgerAccount, MemoryStore, Posting, RecordStore, RedbStore, Unit,
+};
+use scrip_tokens::{Amount, CoinId, ContentDigest, Currency, MerchantId, Timestamp};
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn unit(claims: u64) -> Unit {
+    let merchant = MerchantId(uuid::Uuid::from_u128(7));
+    let mut unit = Unit::new(
+        Claimant::Merchant(merchant),
+        Timestamp::from_unix_millis(1_767_225_600_000),
+    );
+    let first = NEXT_ID.fetch_add(claims, Ordering::Relaxed);
+    for id in first..first + claims {
+        unit = unit.claim(
+            ClaimId::Coin(CoinId(uuid::Uuid::from_u128(u128::from(id)))),
+            ContentDigest::of(&id.to_le_bytes()),
+        );
+    }
+    unit.post(Posting::transfer(
+        LedgerAccount::System("coins-outstanding".into()),
+        LedgerAccount::Merchant(merchant),
+        Amount::new(claims, Currency::EUR),
+        "redeem",
+    ))
+}
+
+struct Backends {
+    _dir: tempfile::TempDir,
+    stores: Vec<(&'static str, Arc<dyn RecordStore>)>,
+}
+
+fn backends() -> Backends {
+    let dir = tempfile::tempdir().unwrap();
+    let stores: Vec<(&'static str, Arc<dyn RecordStore>)> = vec![
+        ("memory", Arc::new(MemoryStore::new())),
+        (
+            "file",
+            Arc::new(FileStore::open(dir.path().join("file")).unwrap()),
+        ),
+        (
+            "redb",
+            Arc::new(RedbStore::open(dir.path().join("scrip.redb")).unwrap()),
+        ),
+    ];
+    Backends { _dir: dir, stores }
+}
+
+fn settings() -> (Duration, usize) {
+    if std::env::var_os("BENCH_QUICK").is_some() {
+        (Duration::from_millis(500), 10)
+    } else {
+        (Duration::from_secs(3), 20)
+    }
+}
+
+fn unit_size(c: &mut Criterion) {
+    let (measure, samples) = settings();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let backends = backends();
+    let mut group = c.benchmark_group("unit_size");
+    group
+        .measurement_time(measure)
+        .warm_up_time(measure / 3)
+        .sample_size(samples);
+    for (name, store) in &backends.stores {
+        for claims in [1u64, 64, 1024] {
+            group.throughput(Throughput::Elements(claims));
+            group.bench_with_input(BenchmarkId::new(*name, claims), &claims, |b, &claims| {
+                b.to_async(&runtime).iter(|| async {
+                    let outcome = store.commit(unit(claims)).await.unwrap();
+                    assert_eq!(outcome, scrip_stores::CommitOutcome::Committed);
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+fn concurrent_tasks(c: &mut Criterion) {
+    let (measure, samples) = settings();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let backends = backends();
+    let mut group = c.benchmark_group("concurrent_tasks");
+    group
+        .measurement_time(measure)
+        .warm_up_time(measure / 3)
+        .sample_size(samples);
+    for (name, store) in &backends.stores {
+        for tasks in [1u64, 16, 256] {
+            group.throughput(Throughput::Elements(tasks));
+            group.bench_with_input(BenchmarkId::new(*name, tasks), &tasks, |b, &tasks| {
+                b.to_async(&runtime).iter(|| async {
+                    let handles: Vec<_> = (0..tasks)
+                        .map(|_| {
+                            let store = Arc::clone(store);
+                            tokio::spawn(async move { store.commit(unit(1)).await.unwrap() })
+                        })
+                        .collect();
+                    for h in handles {
+                        assert_eq!(h.await.unwrap(), scrip_stores::CommitOutcome::Committed);
+                    }
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, unit_size, concurrent_tasks);
+criterion_main!(benches);
