@@ -2,7 +2,7 @@
 //! in-memory image of its log. Plus the overlay the file backend applies a batch to before
 //! the batch is durable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 
 use crate::engine::{KvGet, KvPut, KvRead, Pairs, Table};
@@ -10,46 +10,68 @@ use crate::StoreError;
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 
-/// One ordered map per [`Table`].
+/// One map per [`Table`]. Claims are only ever looked up by key (and are by far the
+/// largest table), so they live in a hash map; the other tables are scanned in key order.
 #[derive(Default, Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MemTables {
-    maps: [Map; 5],
+    claims: HashMap<Vec<u8>, Vec<u8>>,
+    ordered: [Map; 4],
 }
 
 impl MemTables {
-    fn map(&self, table: Table) -> &Map {
-        // Table discriminants are 0..5, the array's indices.
-        &self.maps[table as usize]
+    fn ordered(&self, table: Table) -> Option<&Map> {
+        // Discriminants: Claims = 0, then the ordered tables 1..5.
+        (table as usize)
+            .checked_sub(1)
+            .and_then(|i| self.ordered.get(i))
     }
 
     pub(crate) fn apply(&mut self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>) {
-        let map = &mut self.maps[table as usize];
-        match value {
-            Some(v) => {
-                map.insert(key, v);
+        match (table, value) {
+            (Table::Claims, Some(v)) => {
+                self.claims.insert(key, v);
             }
-            None => {
-                map.remove(&key);
+            (Table::Claims, None) => {
+                self.claims.remove(&key);
+            }
+            (t, value) => {
+                if let Some(map) = (t as usize)
+                    .checked_sub(1)
+                    .and_then(|i| self.ordered.get_mut(i))
+                {
+                    match value {
+                        Some(v) => map.insert(key, v),
+                        None => map.remove(&key),
+                    };
+                }
             }
         }
     }
 
-    /// Every (table, key, value), table by table in key order.
+    /// Every (table, key, value): claims in no particular order, then the other tables in
+    /// key order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = (Table, &Vec<u8>, &Vec<u8>)> {
-        Table::ALL
-            .into_iter()
-            .flat_map(move |t| self.map(t).iter().map(move |(k, v)| (t, k, v)))
+        let claims = self.claims.iter().map(|(k, v)| (Table::Claims, k, v));
+        let ordered = Table::ALL.into_iter().flat_map(move |t| {
+            self.ordered(t)
+                .into_iter()
+                .flat_map(move |m| m.iter().map(move |(k, v)| (t, k, v)))
+        });
+        claims.chain(ordered)
     }
 
     /// Number of entries in all tables.
     pub(crate) fn len(&self) -> usize {
-        self.maps.iter().map(BTreeMap::len).sum()
+        self.claims.len() + self.ordered.iter().map(BTreeMap::len).sum::<usize>()
     }
 }
 
 impl KvGet for MemTables {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.map(table).get(key).cloned())
+        Ok(match table {
+            Table::Claims => self.claims.get(key).cloned(),
+            t => self.ordered(t).and_then(|m| m.get(key)).cloned(),
+        })
     }
 }
 
@@ -73,9 +95,21 @@ impl KvRead for MemTables {
         end: Option<&[u8]>,
         limit: usize,
     ) -> Result<Pairs, StoreError> {
+        let in_range = |k: &[u8]| k >= start && end.is_none_or(|e| k < e);
+        let Some(map) = self.ordered(table) else {
+            // Claims are never scanned by the engine; answer correctly anyway.
+            let mut pairs: Pairs = self
+                .claims
+                .iter()
+                .filter(|(k, _)| in_range(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            pairs.sort_unstable();
+            pairs.truncate(limit);
+            return Ok(pairs);
+        };
         let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
-        Ok(self
-            .map(table)
+        Ok(map
             .range::<[u8], _>((Bound::Included(start), upper))
             .take(limit)
             .map(|(k, v)| (k.clone(), v.clone()))
