@@ -1,5 +1,174 @@
-//! scrip-issuer: the account management system. Accounts, certificates, deposits, coin
-//! issuance, redemption and reconciliation, generic over the record store; the warp
-//! `scrip-server` binary lives here too.
-//!
-//! Not built yet: see the issuer-core and server issues.
+#![doc = include_str!("../README.md")]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+mod certificates;
+mod coins;
+mod deposits;
+pub mod docs;
+mod error;
+mod fraud;
+pub mod funding;
+mod keyring;
+pub mod keyring_files;
+mod redemption;
+mod registry;
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use scrip_stores::{Collection, LedgerAccount, LedgerEntry, RecordStore};
+use scrip_tokens::{codec, AccountId, Currency, Message, SignedKeyDirectory, Timestamp};
+
+pub use certificates::Released;
+pub use error::{IssuerError, Result};
+pub use funding::{FundingError, FundingSource, InMemoryFunding};
+pub use keyring::{one_two_five, IssuerKey, Keyring, KeyringConfig, KeysetKeys, RoleKeys};
+pub use registry::AccountOpened;
+
+/// Limits and lifetimes the issuer applies.
+#[derive(Clone, Debug)]
+pub struct IssuerConfig {
+    /// Lifetime of account (device) certificates.
+    pub account_certificate_lifetime: Duration,
+    /// Lifetime of merchant certificates.
+    pub merchant_certificate_lifetime: Duration,
+    /// Lifetime of balance certificates (their reservation is released at expiry).
+    pub balance_certificate_lifetime: Duration,
+    /// Most payments one balance certificate allows.
+    pub max_payments_per_certificate: u32,
+    /// Largest per-payment cap, in minor units.
+    pub max_per_payment_cap: u64,
+    /// Largest amount one balance certificate makes available, in minor units.
+    pub max_certificate_amount: u64,
+    /// Most coins in one withdrawal.
+    pub max_coins_per_withdrawal: usize,
+    /// Most items in one redemption batch.
+    pub max_batch_items: usize,
+}
+
+impl Default for IssuerConfig {
+    fn default() -> Self {
+        IssuerConfig {
+            account_certificate_lifetime: Duration::from_secs(365 * 86_400),
+            merchant_certificate_lifetime: Duration::from_secs(365 * 86_400),
+            balance_certificate_lifetime: Duration::from_secs(86_400),
+            max_payments_per_certificate: 100,
+            max_per_payment_cap: 50_000,
+            max_certificate_amount: 100_000,
+            max_coins_per_withdrawal: 200,
+            max_batch_items: 1_000,
+        }
+    }
+}
+
+/// The account management system: registration, deposits, balance certificates, coin
+/// issuance, redemption, reconciliation and the fraud log, over any [`RecordStore`].
+///
+/// Every method takes the current time (`now`) and, where it signs, an RNG: the core reads
+/// no clock and owns no randomness. All state lives in the store, so several `Issuer`s
+/// (processes) over one shared store behave as one.
+pub struct Issuer<S, F> {
+    store: S,
+    funding: F,
+    keyring: RwLock<Arc<Keyring>>,
+    config: IssuerConfig,
+}
+
+impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
+    /// An issuer over `store`, crediting deposits from `funding`, signing with `keyring`.
+    pub fn new(store: S, funding: F, keyring: Keyring, config: IssuerConfig) -> Self {
+        Issuer {
+            store,
+            funding,
+            keyring: RwLock::new(Arc::new(keyring)),
+            config,
+        }
+    }
+
+    /// The record store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The funding source.
+    pub fn funding(&self) -> &F {
+        &self.funding
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &IssuerConfig {
+        &self.config
+    }
+
+    /// A snapshot of the keyring (rotation swaps in a new one).
+    pub fn keys(&self) -> Arc<Keyring> {
+        match self.keyring.read() {
+            Ok(k) => Arc::clone(&k),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// Replaces the keyring (after a rotation). Tokens signed by keys that are still
+    /// listed keep verifying.
+    pub fn replace_keyring(&self, keyring: Keyring) {
+        let new = Arc::new(keyring);
+        match self.keyring.write() {
+            Ok(mut k) => *k = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
+    }
+
+    /// The signed key directory at `now`.
+    pub fn key_directory<G: rand_core::CryptoRng + ?Sized>(
+        &self,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<SignedKeyDirectory> {
+        self.keys().signed_directory(now, rng)
+    }
+
+    /// An account's spendable balance in `currency` (minor units; negative if the account
+    /// owes money after overspending).
+    pub async fn balance(&self, account: AccountId, currency: Currency) -> Result<i128> {
+        Ok(self
+            .store
+            .balance(&LedgerAccount::Customer(account), currency)
+            .await?)
+    }
+
+    /// An account's ledger in `currency`, oldest first, after `after_seq`.
+    pub async fn statement(
+        &self,
+        account: AccountId,
+        currency: Currency,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>> {
+        Ok(self
+            .store
+            .ledger_entries(
+                &LedgerAccount::Customer(account),
+                currency,
+                after_seq,
+                limit,
+            )
+            .await?)
+    }
+
+    async fn doc<T: Message>(&self, collection: Collection, key: &[u8]) -> Result<Option<T>> {
+        match self.store.get(collection, key).await? {
+            None => Ok(None),
+            Some(bytes) => codec::decode(&bytes)
+                .map(Some)
+                .map_err(|e| IssuerError::Corrupted(format!("{}: {e}", collection.name()))),
+        }
+    }
+}
+
+fn encode<T: Message>(value: &T) -> Result<Vec<u8>> {
+    Ok(codec::encode(value)?)
+}
+
+/// How many times an operation re-reads and retries after losing a race with a
+/// concurrent one (the store's atomic checks make the retry safe).
+const RETRIES: usize = 16;

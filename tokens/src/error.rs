@@ -221,3 +221,49 @@ pub enum Error {
 
 /// Result alias of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A stable, machine-readable code for the error (snake_case), for rejection reasons
+    /// that point-of-sale software and wallets act on without parsing messages.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::CurrencyMismatch { .. } => "currency_mismatch",
+            Error::AmountOverflow => "amount_overflow",
+            Error::AmountUnderflow { .. } => "amount_underflow",
+            Error::InvalidCurrency => "invalid_currency",
+            Error::InvalidField { .. } => "invalid_field",
+            Error::TooLarge { .. } => "too_large",
+            Error::WrongType { .. } => "wrong_type",
+            Error::UnsupportedVersion { .. } => "unsupported_version",
+            Error::TrailingBytes { .. } => "trailing_bytes",
+            Error::NonCanonical => "non_canonical",
+            Error::Malformed(_) => "malformed",
+            Error::Encoding(_) => "encoding",
+            Error::InvalidKey(_) => "invalid_key",
+            Error::UnsupportedKeySize { .. } => "unsupported_key_size",
+            Error::UnknownKey(_) => "unknown_key",
+            Error::WrongKeyRole { .. } => "wrong_key_role",
+            Error::KeyExpired { .. } => "key_expired",
+            Error::KeyNotYetValid { .. } => "key_not_yet_valid",
+            Error::UnknownKeyset(_) => "unknown_keyset",
+            Error::UnknownDenomination { .. } => "unknown_denomination",
+            Error::BadSignature => "bad_signature",
+            Error::Expired { .. } => "expired",
+            Error::NotYetValid { .. } => "not_yet_valid",
+            Error::WrongAccount => "wrong_account",
+            Error::WrongDevice => "wrong_device",
+            Error::WrongMerchant => "wrong_merchant",
+            Error::WrongCertificate => "wrong_certificate",
+            Error::SequenceOutOfRange { .. } => "sequence_out_of_range",
+            Error::PaymentCapExceeded { .. } => "payment_cap_exceeded",
+            Error::AvailableExceeded { .. } => "available_exceeded",
+            Error::CategoryNotAllowed(_) => "category_not_allowed",
+            Error::RegionNotAllowed(_) => "region_not_allowed",
+            Error::DuplicateCoin(_) => "duplicate_coin",
+            Error::AmountMismatch { .. } => "amount_mismatch",
+            Error::DuplicateKey(_) => "duplicate_key",
+            Error::Blind(_) => "blind_signature_failed",
+            Error::Signing(_) => "signing_failed",
+        }
+    }
+}

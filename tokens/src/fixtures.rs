@@ -62,19 +62,32 @@ pub fn identified_coin_issuer() -> SigningKey<IdentifiedCoinIssuer> {
     key(pem!("identified-coin-issuer"))
 }
 
-/// Device key number `n` (1 or 2).
+/// How many device fixture keys there are ([`device`] takes `1..=DEVICES`).
+pub const DEVICES: u8 = 8;
+/// How many merchant fixture keys there are ([`merchant`] takes `1..=MERCHANTS`).
+pub const MERCHANTS: u8 = 4;
+
+/// Device key number `n` (1 to [`DEVICES`]; others wrap around).
 pub fn device(n: u8) -> SigningKey<Device> {
-    match n {
+    match (n.max(1) - 1) % DEVICES + 1 {
         1 => key(pem!("device-1")),
-        _ => key(pem!("device-2")),
+        2 => key(pem!("device-2")),
+        3 => key(pem!("device-3")),
+        4 => key(pem!("device-4")),
+        5 => key(pem!("device-5")),
+        6 => key(pem!("device-6")),
+        7 => key(pem!("device-7")),
+        _ => key(pem!("device-8")),
     }
 }
 
-/// Merchant key number `n` (1 or 2).
+/// Merchant key number `n` (1 to [`MERCHANTS`]; others wrap around).
 pub fn merchant(n: u8) -> SigningKey<Merchant> {
-    match n {
+    match (n.max(1) - 1) % MERCHANTS + 1 {
         1 => key(pem!("merchant-1")),
-        _ => key(pem!("merchant-2")),
+        2 => key(pem!("merchant-2")),
+        3 => key(pem!("merchant-3")),
+        _ => key(pem!("merchant-4")),
     }
 }
 

@@ -12,6 +12,7 @@ mod deposit;
 mod directory;
 mod error;
 mod ids;
+mod messages;
 mod payment;
 mod signed;
 
@@ -45,6 +46,15 @@ pub use ids::{
 pub use keys::{
     BlindSignature, BlindedMessage, DenominationSigningKey, DenominationVerifyingKey, PublicKey,
     Signature, SigningKey, VerifyingKey,
+};
+pub use messages::{
+    BalanceCertificateRequest, BalanceCertificateRequestPayload, BlindWithdrawalRequest,
+    BlindWithdrawalRequestPayload, BlindWithdrawalResponse, DeviceApproval, DeviceApprovalPayload,
+    DeviceRegistration, DeviceRegistrationPayload, IdentifiedWithdrawalRequest,
+    IdentifiedWithdrawalRequestPayload, IdentifiedWithdrawalResponse, LockRules,
+    MerchantRegistration, MerchantRegistrationPayload, Nonce, RedemptionBatch,
+    RedemptionBatchPayload, RedemptionItem, RedemptionOutcome, RedemptionReport, RejectReason,
+    UserLock,
 };
 pub use payment::{
     CountersignedRecord, CountersignedRecordPayload, PaymentRequest, PaymentRequestPayload,

@@ -136,7 +136,7 @@ mod tests {
 
     /// Every message type's tag. A new type must be added here: the test below then proves
     /// its tag is distinct and its signatures do not transfer.
-    const ALL_TAGS: [&str; 29] = [
+    const ALL_TAGS: [&str; 46] = [
         AccountCertificatePayload::TAG,
         MerchantCertificatePayload::TAG,
         BalanceCertificatePayload::TAG,
@@ -165,6 +165,23 @@ mod tests {
         PendingCoin::TAG,
         KeyDirectory::TAG,
         SignedKeyDirectory::TAG,
+        DeviceRegistrationPayload::TAG,
+        DeviceRegistration::TAG,
+        DeviceApprovalPayload::TAG,
+        DeviceApproval::TAG,
+        MerchantRegistrationPayload::TAG,
+        MerchantRegistration::TAG,
+        BalanceCertificateRequestPayload::TAG,
+        BalanceCertificateRequest::TAG,
+        BlindWithdrawalRequestPayload::TAG,
+        BlindWithdrawalRequest::TAG,
+        BlindWithdrawalResponse::TAG,
+        IdentifiedWithdrawalRequestPayload::TAG,
+        IdentifiedWithdrawalRequest::TAG,
+        IdentifiedWithdrawalResponse::TAG,
+        RedemptionBatchPayload::TAG,
+        RedemptionBatch::TAG,
+        RedemptionReport::TAG,
         <crate::directory::KeysetIdInput as Message>::TAG,
     ];
 

@@ -1,0 +1,92 @@
+//! The one error type of this crate.
+
+use scrip_stores::StoreError;
+use scrip_tokens::{AccountId, Amount, CertificateSerial, DeviceId, MerchantId};
+
+use crate::funding::FundingError;
+
+/// Why the issuer refused or failed a request.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum IssuerError {
+    /// The request or a token in it does not verify (signature, binding, validity, rule).
+    #[error("invalid request: {0}")]
+    Invalid(#[from] scrip_tokens::Error),
+    /// No such account.
+    #[error("unknown account {0}")]
+    UnknownAccount(AccountId),
+    /// No such device.
+    #[error("unknown device {0}")]
+    UnknownDevice(DeviceId),
+    /// No such merchant.
+    #[error("unknown merchant {0}")]
+    UnknownMerchant(MerchantId),
+    /// The issuer never signed this balance certificate.
+    #[error("unknown balance certificate {0}")]
+    UnknownCertificate(CertificateSerial),
+    /// The device was revoked (lost or stolen).
+    #[error("device {0} is revoked")]
+    DeviceRevoked(DeviceId),
+    /// The account is frozen (equivocation or overspending was detected).
+    #[error("account {0} is frozen")]
+    AccountFrozen(AccountId),
+    /// The key is already registered.
+    #[error("this key is already registered")]
+    AlreadyRegistered,
+    /// Not enough spendable balance for the request.
+    #[error("insufficient funds: {requested} requested")]
+    InsufficientFunds {
+        /// What the request needed.
+        requested: Amount,
+    },
+    /// The lock rules leave nothing to put on a certificate.
+    #[error("nothing available for a balance certificate after locks")]
+    NothingAvailable,
+    /// The idempotency key was used before for a different request.
+    #[error("idempotency key reused for a different request")]
+    IdempotencyKeyReused,
+    /// The request asks for something the issuer does not offer (denomination, currency,
+    /// an empty or oversized list).
+    #[error("unsupported request: {0}")]
+    Unsupported(&'static str),
+    /// The funding source refused or failed.
+    #[error("funding failed: {0}")]
+    Funding(#[from] FundingError),
+    /// The record store failed; the outcome of the request is unknown and it may be
+    /// retried.
+    #[error("store error: {0}")]
+    Store(#[from] StoreError),
+    /// Keyring files could not be read or written.
+    #[error("keyring: {0}")]
+    Keyring(String),
+    /// Stored issuer state does not decode.
+    #[error("corrupted issuer state: {0}")]
+    Corrupted(String),
+}
+
+impl IssuerError {
+    /// A stable, machine-readable code (snake_case) for answers to clients.
+    pub fn code(&self) -> &'static str {
+        match self {
+            IssuerError::Invalid(e) => e.code(),
+            IssuerError::UnknownAccount(_) => "unknown_account",
+            IssuerError::UnknownDevice(_) => "unknown_device",
+            IssuerError::UnknownMerchant(_) => "unknown_merchant",
+            IssuerError::UnknownCertificate(_) => "unknown_certificate",
+            IssuerError::DeviceRevoked(_) => "device_revoked",
+            IssuerError::AccountFrozen(_) => "account_frozen",
+            IssuerError::AlreadyRegistered => "already_registered",
+            IssuerError::InsufficientFunds { .. } => "insufficient_funds",
+            IssuerError::NothingAvailable => "nothing_available",
+            IssuerError::IdempotencyKeyReused => "idempotency_key_reused",
+            IssuerError::Unsupported(_) => "unsupported",
+            IssuerError::Funding(_) => "funding_failed",
+            IssuerError::Store(_) => "store_error",
+            IssuerError::Keyring(_) => "keyring_error",
+            IssuerError::Corrupted(_) => "corrupted_state",
+        }
+    }
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = IssuerError> = std::result::Result<T, E>;

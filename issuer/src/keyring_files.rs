@@ -1,0 +1,219 @@
+//! Keyring persistence: one PKCS#8 PEM file per private key (mode 0600, written
+//! atomically) and a JSON manifest (`keyring.json`, format version 1) naming each file's
+//! role and validity window.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::Path;
+
+use rand_core::CryptoRng;
+use scrip_tokens::keys::IssuerRole;
+use scrip_tokens::{Currency, DenominationSigningKey, SigningKey, Timestamp, Validity};
+use serde::{Deserialize, Serialize};
+
+use crate::keyring::{IssuerKey, KeysetKeys, RoleKeys};
+use crate::{IssuerError, Keyring, KeyringConfig, Result};
+
+const MANIFEST: &str = "keyring.json";
+const MANIFEST_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Manifest {
+    version: u32,
+    root: String,
+    account_certifier: Vec<KeyFile>,
+    merchant_certifier: Vec<KeyFile>,
+    balance_certifier: Vec<KeyFile>,
+    deposit_issuer: Vec<KeyFile>,
+    identified_coin_issuer: Vec<KeyFile>,
+    keysets: Vec<KeysetFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyFile {
+    file: String,
+    validity: Validity,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeysetFile {
+    currency: Currency,
+    validity: Validity,
+    issue_until: Timestamp,
+    denominations: Vec<DenominationFile>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct DenominationFile {
+    minor_units: u64,
+    file: String,
+}
+
+fn err(context: &str, e: impl std::fmt::Display) -> IssuerError {
+    IssuerError::Keyring(format!("{context}: {e}"))
+}
+
+/// Writes `contents` to `dir/name` with mode 0600, via a temporary file and a rename, so a
+/// crash never leaves a half-written key.
+fn write_private(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| err("creating a key file", e))?;
+    file.write_all(contents)
+        .and_then(|()| file.sync_all())
+        .map_err(|e| err("writing a key file", e))?;
+    fs::rename(&tmp, dir.join(name)).map_err(|e| err("renaming a key file", e))
+}
+
+fn read(dir: &Path, name: &str) -> Result<String> {
+    if name.contains('/') || name.contains("..") {
+        return Err(err("manifest", format!("bad file name {name:?}")));
+    }
+    fs::read_to_string(dir.join(name)).map_err(|e| err(name, e))
+}
+
+fn save_role<R: IssuerRole>(dir: &Path, prefix: &str, keys: &RoleKeys<R>) -> Result<Vec<KeyFile>> {
+    keys.all()
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let file = format!("{prefix}-{i}.pem");
+            write_private(dir, &file, k.key.to_pem()?.as_bytes())?;
+            Ok(KeyFile {
+                file,
+                validity: k.validity,
+            })
+        })
+        .collect()
+}
+
+fn load_role<R: IssuerRole>(dir: &Path, files: &[KeyFile]) -> Result<RoleKeys<R>> {
+    let keys = files
+        .iter()
+        .map(|f| {
+            Ok(IssuerKey {
+                key: SigningKey::from_pem(&read(dir, &f.file)?)?,
+                validity: f.validity,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    RoleKeys::new(keys)
+}
+
+/// Saves every key of `keyring` into `dir` (created if needed, mode 0700).
+pub fn save(keyring: &Keyring, dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::PermissionsExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| err("creating the key directory", e))?;
+    // An existing directory may have been created with looser permissions.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        .map_err(|e| err("restricting the key directory", e))?;
+    write_private(dir, "root.pem", keyring.root.to_pem()?.as_bytes())?;
+    let mut keysets = Vec::new();
+    for (n, set) in keyring.keysets.iter().enumerate() {
+        let mut denominations = Vec::new();
+        for (v, key) in &set.keys {
+            let file = format!(
+                "keyset-{n}-{}-{}.pem",
+                set.keyset.currency().as_str().to_lowercase(),
+                v
+            );
+            write_private(dir, &file, key.to_pem()?.as_bytes())?;
+            denominations.push(DenominationFile {
+                minor_units: *v,
+                file,
+            });
+        }
+        keysets.push(KeysetFile {
+            currency: set.keyset.currency(),
+            validity: set.keyset.validity(),
+            issue_until: set.keyset.issue_until(),
+            denominations,
+        });
+    }
+    let manifest = Manifest {
+        version: MANIFEST_VERSION,
+        root: "root.pem".into(),
+        account_certifier: save_role(dir, "account-certifier", &keyring.account_certifier)?,
+        merchant_certifier: save_role(dir, "merchant-certifier", &keyring.merchant_certifier)?,
+        balance_certifier: save_role(dir, "balance-certifier", &keyring.balance_certifier)?,
+        deposit_issuer: save_role(dir, "deposit-issuer", &keyring.deposit_issuer)?,
+        identified_coin_issuer: save_role(
+            dir,
+            "identified-coin-issuer",
+            &keyring.identified_coin_issuer,
+        )?,
+        keysets,
+    };
+    let json = serde_json::to_vec_pretty(&manifest).map_err(|e| err("manifest", e))?;
+    // The manifest holds no secret, but 0600 keeps the directory uniform. Written last:
+    // a crash before it leaves no manifest, and the next start generates afresh.
+    write_private(dir, MANIFEST, &json)?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| err("syncing the key directory", e))
+}
+
+/// Loads a keyring saved by [`save`].
+pub fn load(dir: &Path) -> Result<Keyring> {
+    let manifest: Manifest =
+        serde_json::from_str(&read(dir, MANIFEST)?).map_err(|e| err("manifest", e))?;
+    if manifest.version != MANIFEST_VERSION {
+        return Err(err(
+            "manifest",
+            format!("version {} not supported", manifest.version),
+        ));
+    }
+    let keysets = manifest
+        .keysets
+        .iter()
+        .map(|set| {
+            let keys = set
+                .denominations
+                .iter()
+                .map(|d| {
+                    Ok((
+                        d.minor_units,
+                        DenominationSigningKey::from_pem(&read(dir, &d.file)?)?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            KeysetKeys::new(set.currency, set.validity, set.issue_until, keys)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Keyring {
+        root: SigningKey::from_pem(&read(dir, &manifest.root)?)?,
+        account_certifier: load_role(dir, &manifest.account_certifier)?,
+        merchant_certifier: load_role(dir, &manifest.merchant_certifier)?,
+        balance_certifier: load_role(dir, &manifest.balance_certifier)?,
+        deposit_issuer: load_role(dir, &manifest.deposit_issuer)?,
+        identified_coin_issuer: load_role(dir, &manifest.identified_coin_issuer)?,
+        keysets,
+    })
+}
+
+/// Loads the keyring in `dir`, or generates one with `config` and saves it there if `dir`
+/// holds none (first start). Returns whether keys were generated.
+pub fn load_or_generate<G: CryptoRng + ?Sized>(
+    dir: &Path,
+    config: &KeyringConfig,
+    now: Timestamp,
+    rng: &mut G,
+) -> Result<(Keyring, bool)> {
+    if dir.join(MANIFEST).exists() {
+        return Ok((load(dir)?, false));
+    }
+    let keyring = Keyring::generate(config, now, rng)?;
+    save(&keyring, dir)?;
+    Ok((keyring, true))
+}

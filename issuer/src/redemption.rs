@@ -1,0 +1,533 @@
+//! Redemption of merchant batches and reconciliation of withdrawal records.
+//!
+//! **Coins**: one unit per coin payment claims every coin id (digest = the payment's
+//! encoding, request included) and credits the merchant from `coins-outstanding`, so a
+//! payment is all or nothing, a retry of the same payment comes back `Repeated`
+//! (`AlreadyAccepted`), and the coin in any other payment is `DoubleSpent`.
+//!
+//! **Records**: every copy of a record, whether the merchant's upload or the customer's
+//! sync, is recorded by one unit with the *merchant* as claimant and the digest of the
+//! device-signed record, claiming the record id and the (device, sequence) pair. The
+//! second copy is therefore always a `Repeated`: recorded once. The merchant is paid from
+//! the certificate's reservation, and from the account's balance for what the
+//! reservation no longer covers.
+//!
+//! **Overspend policy** (records beyond their certificate): a record that breaks a rule
+//! the merchant could check offline (signature, certificate serial, validity, sequence
+//! range, per-payment cap, its own cumulative against `available`, category, region) is
+//! `Invalid`: the merchant should have refused it and is not paid. A record that passed
+//! every such check is honoured even when the certificate's records together exceed
+//! `available` (the device lied about its cumulative amount, or a cloned device paid
+//! twice): the merchant did everything right offline, and a payment system that makes
+//! honest merchants carry device fraud is not one merchants accept. The excess is taken
+//! from the account's balance, which may go negative (a debt), the overspend is logged in
+//! the fraud log and the account is frozen. A record arriving after its certificate's
+//! reservation was released is paid from the balance the same way, without fraud if the
+//! certificate's records stay within `available`.
+//!
+//! **Equivocation**: a second, different record with an existing (device, sequence) is
+//! recorded as evidence next to the first, honoured under the same policy, logged, and the
+//! account is frozen.
+
+use scrip_stores::{
+    ClaimId, Claimant, CommitOutcome, Floor, LedgerAccount, Posting, RecordStore, Unit, Write,
+};
+use scrip_tokens::{
+    codec, Amount, Coin, ContentDigest, CountersignedRecord, Message, RedemptionBatch,
+    RedemptionItem, RedemptionOutcome, RedemptionReport, RejectReason, Timestamp, WithdrawalRecord,
+};
+
+use crate::docs::{
+    coins_outstanding_account, key2, record_digest, CoinHolder, FraudEntry, FraudKind, Mark,
+    MerchantDoc, RecordDoc, RecordSource, CERTIFICATE_RECORDS, FRAUD_LOG, FROZEN, RECORDS,
+    SEQUENCE_RECORDS,
+};
+use crate::{encode, FundingSource, Issuer, IssuerError, Result, RETRIES};
+
+/// A copy of a withdrawal record reaching the issuer.
+pub(crate) enum RecordSubmission<'a> {
+    /// The merchant's countersigned copy, in its (verified) batch.
+    Merchant {
+        merchant: &'a MerchantDoc,
+        receipt: &'a CountersignedRecord,
+    },
+    /// The customer device's own copy, in its certificate request.
+    Customer(&'a WithdrawalRecord),
+}
+
+fn invalid(e: &IssuerError) -> RedemptionOutcome {
+    let reason = match e {
+        IssuerError::Invalid(token_error) => RejectReason::from(token_error),
+        other => RejectReason {
+            code: other.code().to_owned(),
+            message: other.to_string(),
+        },
+    };
+    RedemptionOutcome::Invalid { reason }
+}
+
+impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
+    /// Redeems a merchant's batch: one outcome per item, in order. Verifies the batch
+    /// signature first; an unverifiable batch is refused as a whole.
+    pub async fn redeem(
+        &self,
+        batch: &RedemptionBatch,
+        now: Timestamp,
+    ) -> Result<RedemptionReport> {
+        let merchant = self.merchant(batch.payload.merchant_id).await?;
+        batch.verify_signature(&merchant.certificate.payload.merchant_key)?;
+        if batch.payload.items.len() > self.config.max_batch_items {
+            return Err(IssuerError::Unsupported("too many items in one batch"));
+        }
+        let directory = self.keys().directory(now)?;
+        let merchant_id = batch.payload.merchant_id;
+
+        // Coin payments: verify, then commit all of them in one call (one durable write).
+        let mut outcomes: Vec<Option<RedemptionOutcome>> = vec![None; batch.payload.items.len()];
+        let mut coin_units = Vec::new();
+        for (i, item) in batch.payload.items.iter().enumerate() {
+            let RedemptionItem::Coins(endorsed) = item else {
+                continue;
+            };
+            let checked = endorsed
+                .verify(&merchant.certificate.payload)
+                .map_err(IssuerError::from)
+                .and_then(|p| {
+                    p.payment
+                        .verify(&merchant.certificate.payload, &directory, now)?;
+                    Ok(&p.payment)
+                });
+            match checked {
+                Err(e) => outcomes[i] = Some(invalid(&e)),
+                Ok(payment) => {
+                    let total = payment.total()?;
+                    let mut unit =
+                        Unit::new(Claimant::Merchant(merchant_id), now).post(Posting::transfer(
+                            coins_outstanding_account(),
+                            LedgerAccount::Merchant(merchant_id),
+                            total,
+                            "coins redeemed",
+                        ));
+                    // Every coin is claimed with the digest of the payment it was spent
+                    // in: a retry of this payment is a repeat, the coin in any other
+                    // payment (even by this merchant) is a double spend.
+                    let payment_digest = codec::digest(payment)?;
+                    for coin in &payment.coins {
+                        unit = unit.claim(ClaimId::Coin(coin.id()), payment_digest);
+                    }
+                    coin_units.push((i, total, unit));
+                }
+            }
+        }
+        let results = self
+            .store
+            .commit_many(coin_units.iter().map(|(_, _, u)| u.clone()).collect())
+            .await?;
+        let mut double_spends = Vec::new();
+        for ((i, total, _), result) in coin_units.iter().zip(results) {
+            outcomes[*i] = Some(match result {
+                CommitOutcome::Committed => RedemptionOutcome::Accepted { credited: *total },
+                CommitOutcome::Repeated { first_claimed_at } => {
+                    RedemptionOutcome::AlreadyAccepted {
+                        first_accepted_at: first_claimed_at,
+                    }
+                }
+                CommitOutcome::Conflict(report) => {
+                    let held: Vec<_> = report
+                        .into_iter()
+                        .filter_map(|(id, held)| match (id, held) {
+                            (ClaimId::Coin(coin), Some(h)) => Some((coin, h.claimed_at)),
+                            _ => None,
+                        })
+                        .collect();
+                    let first_redeemed_at = held.iter().map(|(_, t)| *t).min().unwrap_or(now);
+                    let coins: Vec<_> = held.into_iter().map(|(c, _)| c).collect();
+                    double_spends.push((*i, coins.clone(), first_redeemed_at));
+                    RedemptionOutcome::DoubleSpent {
+                        first_redeemed_at,
+                        coins,
+                    }
+                }
+                CommitOutcome::InsufficientFunds { .. } => {
+                    return Err(IssuerError::Corrupted("floor on a coin redemption".into()))
+                }
+            });
+        }
+        for (i, coins, first_redeemed_at) in double_spends {
+            if let Some(RedemptionItem::Coins(endorsed)) = batch.payload.items.get(i) {
+                self.log_double_spend(
+                    merchant_id,
+                    &endorsed.payload.payment.coins,
+                    coins,
+                    first_redeemed_at,
+                    now,
+                )
+                .await?;
+            }
+        }
+
+        // Records, one by one (each may need a second unit when the reservation is short).
+        for (i, item) in batch.payload.items.iter().enumerate() {
+            let RedemptionItem::Record(receipt) = item else {
+                continue;
+            };
+            let submission = RecordSubmission::Merchant {
+                merchant: &merchant,
+                receipt,
+            };
+            outcomes[i] = Some(match self.record_withdrawal(submission, now).await {
+                Ok(outcome) => outcome,
+                Err(IssuerError::Store(e)) => return Err(IssuerError::Store(e)),
+                Err(e) => invalid(&e),
+            });
+        }
+        Ok(RedemptionReport {
+            outcomes: outcomes
+                .into_iter()
+                .map(|o| {
+                    o.unwrap_or_else(|| {
+                        invalid(&IssuerError::Corrupted("item not processed".into()))
+                    })
+                })
+                .collect(),
+        })
+    }
+
+    async fn log_double_spend(
+        &self,
+        merchant: scrip_tokens::MerchantId,
+        presented: &[Coin],
+        spent: Vec<scrip_tokens::CoinId>,
+        first_redeemed_at: Timestamp,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut holders = Vec::new();
+        for coin in presented.iter().filter(|c| spent.contains(&c.id())) {
+            if let Some(virtual_id) = coin.holder() {
+                holders.push(CoinHolder {
+                    coin_id: coin.id(),
+                    virtual_id,
+                    account_id: self.account_of_virtual_id(virtual_id).await?,
+                });
+            }
+        }
+        let entry = FraudEntry {
+            at: now,
+            kind: FraudKind::DoubleSpend {
+                merchant,
+                coins: spent,
+                first_redeemed_at,
+                holders,
+            },
+        };
+        self.log_fraud(&entry, now).await
+    }
+
+    /// Appends `entry` to the fraud log once (a retried batch does not log twice).
+    pub(crate) async fn log_fraud(&self, entry: &FraudEntry, now: Timestamp) -> Result<()> {
+        // The identity of an entry is what it says, not when it was noticed.
+        let identity = ContentDigest::of(&encode(&entry.kind_only())?);
+        let unit = Unit::new(Claimant::Issuer, now)
+            .claim(
+                ClaimId::Custom {
+                    namespace: "fraud-entry".into(),
+                    key: identity.as_bytes().to_vec(),
+                },
+                identity,
+            )
+            .write(Write::put(
+                FRAUD_LOG,
+                key2(&now.as_unix_millis().to_be_bytes(), identity.as_bytes()),
+                encode(entry)?,
+            ));
+        self.store.commit(unit).await?;
+        Ok(())
+    }
+
+    /// Freezes an account once (the first reason stands).
+    pub(crate) async fn freeze(
+        &self,
+        account: scrip_tokens::AccountId,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<()> {
+        let unit = Unit::new(Claimant::Issuer, now)
+            .claim(
+                ClaimId::Custom {
+                    namespace: "freeze".into(),
+                    key: account.as_bytes().to_vec(),
+                },
+                ContentDigest::of(account.as_bytes()),
+            )
+            .write(Write::put(
+                FROZEN,
+                account.as_bytes().to_vec(),
+                encode(&Mark {
+                    at: now,
+                    reason: reason.to_owned(),
+                })?,
+            ));
+        self.store.commit(unit).await?;
+        Ok(())
+    }
+
+    /// Records one copy of a withdrawal record (see the module documentation for the
+    /// policy). Verification failures are errors; the caller turns them into `Invalid`.
+    pub(crate) async fn record_withdrawal(
+        &self,
+        submission: RecordSubmission<'_>,
+        now: Timestamp,
+    ) -> Result<RedemptionOutcome> {
+        let (record, source, merchant, accepted_at) = match submission {
+            RecordSubmission::Merchant { merchant, receipt } => {
+                receipt.verify(&merchant.certificate.payload)?;
+                (
+                    &receipt.payload.record,
+                    RecordSource::Merchant,
+                    Some(merchant),
+                    Some(receipt.payload.accepted_at),
+                )
+            }
+            RecordSubmission::Customer(record) => (record, RecordSource::Customer, None, None),
+        };
+        let p = &record.payload;
+        let device = self.device(p.device_id).await?;
+        record.verify(&device.certificate.payload)?;
+        device.certificate.payload.validity.check(p.signed_at)?;
+        let merchant_id = p.payment_request.payload.merchant_id;
+        let merchant = match merchant {
+            Some(m) => m.clone(),
+            None => self.merchant(merchant_id).await?,
+        };
+        p.payment_request.verify(&merchant.certificate.payload)?;
+        let certificate = self.certificate(p.certificate_serial).await?;
+        let cert = &certificate.payload;
+        cert.authorize(p)?;
+        if let Some(revoked) = self.revoked(p.device_id).await? {
+            // The device's own clock can be set back by a thief; the merchant's acceptance
+            // time (signed by the merchant) cannot. Both must precede the revocation.
+            let paid_at = accepted_at.map_or(p.signed_at, |t| t.max(p.signed_at));
+            if revoked.at <= paid_at {
+                return Err(IssuerError::DeviceRevoked(p.device_id));
+            }
+        }
+
+        let digest = record_digest(record)?;
+        let amount = p.amount();
+        let serial = p.certificate_serial;
+        let mut equivocation: Option<Option<scrip_tokens::RecordId>> = None;
+        for _ in 0..RETRIES {
+            let reservation = LedgerAccount::Reservation(serial);
+            let left = self.store.balance(&reservation, amount.currency).await?;
+            let from_reservation = u64::try_from(left).unwrap_or(0).min(amount.minor_units);
+            let from_balance = amount.minor_units - from_reservation;
+            let doc = RecordDoc {
+                record: record.clone(),
+                recorded_at: now,
+                source,
+                paid_from_balance: from_balance,
+                equivocation: equivocation.is_some(),
+            };
+            let mut unit = Unit::new(Claimant::Merchant(merchant_id), now)
+                .claim(ClaimId::Record(p.record_id), digest)
+                .floor(Floor::non_negative(reservation.clone(), amount.currency))
+                .write(Write::put(
+                    RECORDS,
+                    p.record_id.as_bytes().to_vec(),
+                    encode(&doc)?,
+                ))
+                .write(Write::put(
+                    CERTIFICATE_RECORDS,
+                    key2(serial.as_bytes(), p.record_id.as_bytes()),
+                    amount.minor_units.to_le_bytes().to_vec(),
+                ));
+            unit = match equivocation {
+                None => unit
+                    .claim(
+                        ClaimId::DeviceSequence {
+                            device: p.device_id,
+                            sequence: p.sequence,
+                        },
+                        digest,
+                    )
+                    .write(Write::put(
+                        SEQUENCE_RECORDS,
+                        key2(p.device_id.as_bytes(), &p.sequence.to_be_bytes()),
+                        p.record_id.as_bytes().to_vec(),
+                    )),
+                // The (device, sequence) pair is taken by the first record; this one is
+                // claimed under its own digest and kept as evidence.
+                Some(_) => unit.claim(
+                    ClaimId::Custom {
+                        namespace: "equivocating-record".into(),
+                        key: key2(
+                            &key2(p.device_id.as_bytes(), &p.sequence.to_be_bytes()),
+                            digest.as_bytes(),
+                        ),
+                    },
+                    digest,
+                ),
+            };
+            if from_reservation > 0 {
+                unit = unit.post(Posting::transfer(
+                    reservation.clone(),
+                    LedgerAccount::Merchant(merchant_id),
+                    Amount::new(from_reservation, amount.currency),
+                    "withdrawal record",
+                ));
+            }
+            if from_balance > 0 {
+                unit = unit.post(Posting::transfer(
+                    LedgerAccount::Customer(p.account_id),
+                    LedgerAccount::Merchant(merchant_id),
+                    Amount::new(from_balance, amount.currency),
+                    "withdrawal record beyond its reservation",
+                ));
+            }
+            match self.store.commit(unit).await? {
+                CommitOutcome::Committed => {
+                    if let Some(first) = equivocation {
+                        self.on_equivocation(record, first, now).await?;
+                    }
+                    if from_balance > 0 {
+                        self.check_overspend(cert, now).await?;
+                    }
+                    return Ok(RedemptionOutcome::Accepted { credited: amount });
+                }
+                CommitOutcome::Repeated { first_claimed_at } => {
+                    return Ok(RedemptionOutcome::AlreadyAccepted {
+                        first_accepted_at: first_claimed_at,
+                    })
+                }
+                CommitOutcome::InsufficientFunds { .. } => continue,
+                CommitOutcome::Conflict(report) => {
+                    let record_held = report.first().and_then(|(_, held)| held.clone());
+                    if let Some(held) = record_held {
+                        if held.digest == digest {
+                            // Recorded before under this digest (cannot normally conflict
+                            // then; kept for robustness).
+                            return Ok(RedemptionOutcome::AlreadyAccepted {
+                                first_accepted_at: held.claimed_at,
+                            });
+                        }
+                        return Err(scrip_tokens::Error::InvalidField {
+                            field: "record_id",
+                            reason: "already used by a different record",
+                        }
+                        .into());
+                    }
+                    if equivocation.is_some() {
+                        continue;
+                    }
+                    let first = self
+                        .store
+                        .get(
+                            SEQUENCE_RECORDS,
+                            &key2(p.device_id.as_bytes(), &p.sequence.to_be_bytes()),
+                        )
+                        .await?
+                        .and_then(|raw| <[u8; 16]>::try_from(raw.as_slice()).ok())
+                        .map(|b| scrip_tokens::RecordId(uuid::Uuid::from_bytes(b)));
+                    equivocation = Some(first);
+                }
+            }
+        }
+        Err(IssuerError::Store(scrip_stores::StoreError::Corrupted(
+            "record kept losing races".into(),
+        )))
+    }
+
+    async fn on_equivocation(
+        &self,
+        second: &WithdrawalRecord,
+        first: Option<scrip_tokens::RecordId>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let p = &second.payload;
+        let entry = FraudEntry {
+            at: now,
+            kind: FraudKind::Equivocation {
+                account_id: p.account_id,
+                device_id: p.device_id,
+                sequence: p.sequence,
+                first,
+                second: p.record_id,
+            },
+        };
+        self.log_fraud(&entry, now).await?;
+        self.freeze(
+            p.account_id,
+            "equivocation: two records with one sequence number",
+            now,
+        )
+        .await
+    }
+
+    /// After a record was paid partly from the balance: if the certificate's records now
+    /// add up to more than it made available, that is overspending.
+    async fn check_overspend(
+        &self,
+        cert: &scrip_tokens::BalanceCertificatePayload,
+        now: Timestamp,
+    ) -> Result<()> {
+        let mut total: u64 = 0;
+        let mut after = cert.serial.as_bytes().to_vec();
+        loop {
+            let page = self
+                .store
+                .scan(CERTIFICATE_RECORDS, Some(&after), 256)
+                .await?;
+            let mut done = page.len() < 256;
+            for (key, value) in &page {
+                if !key.starts_with(cert.serial.as_bytes()) {
+                    done = true;
+                    break;
+                }
+                let v: [u8; 8] = value
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| IssuerError::Corrupted("certificate record amount".into()))?;
+                total = total.saturating_add(u64::from_le_bytes(v));
+            }
+            match page.last() {
+                Some((key, _)) if !done => after = key.clone(),
+                _ => break,
+            }
+        }
+        let available = cert.available.minor_units;
+        if total <= available {
+            return Ok(());
+        }
+        let entry = FraudEntry {
+            at: now,
+            kind: FraudKind::Overspend {
+                account_id: cert.account_id,
+                device_id: cert.device_id,
+                certificate: cert.serial,
+                excess: Amount::new(total - available, cert.available.currency),
+            },
+        };
+        self.log_fraud(&entry, now).await?;
+        self.freeze(cert.account_id, "overspent a balance certificate", now)
+            .await
+    }
+
+    /// The recorded copy of a withdrawal record.
+    pub async fn record(&self, record_id: scrip_tokens::RecordId) -> Result<Option<RecordDoc>> {
+        self.doc(RECORDS, record_id.as_bytes()).await
+    }
+}
+
+impl FraudEntry {
+    /// The entry without its time: what identifies it.
+    fn kind_only(&self) -> FraudIdentity {
+        FraudIdentity(self.kind.clone())
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FraudIdentity(FraudKind);
+impl Message for FraudIdentity {
+    const TAG: &'static str = "scrip/issuer/fraud-identity/v1";
+    const VERSION: u16 = 1;
+}

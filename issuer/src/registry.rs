@@ -1,0 +1,362 @@
+//! Registration of accounts, devices and merchants; lookups of who is active.
+
+use rand_core::CryptoRng;
+use scrip_stores::{ClaimId, Claimant, CommitOutcome, RecordStore, Unit, Write};
+use scrip_tokens::{
+    codec, AccountCertificate, AccountCertificatePayload, AccountId, DeviceApproval, DeviceId,
+    DeviceRegistration, MerchantCertificate, MerchantCertificatePayload, MerchantId,
+    MerchantRegistration, Timestamp, Validity, VirtualId,
+};
+
+use crate::docs::{
+    key2, AccountDoc, DeviceDoc, Mark, MerchantDoc, ACCOUNTS, ACCOUNT_DEVICES, DEVICES,
+    DEVICE_KEYS, FROZEN, MERCHANTS, MERCHANT_KEYS, REVOKED_DEVICES, VIRTUAL_IDS,
+};
+use crate::{encode, FundingSource, Issuer, IssuerError, Result};
+
+/// What opening an account gives the new device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountOpened {
+    /// The new account.
+    pub account_id: AccountId,
+    /// The registered device.
+    pub device_id: DeviceId,
+    /// The account's virtual id (written into identified coins).
+    pub virtual_id: VirtualId,
+    /// The device's account certificate.
+    pub certificate: AccountCertificate,
+}
+
+impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
+    /// Opens an account for the device whose (self-signed) registration this is, and
+    /// certifies the device's key. A replayed registration returns the same account; a key
+    /// registered before is refused.
+    pub async fn open_account<G: CryptoRng + Send + ?Sized>(
+        &self,
+        registration: &DeviceRegistration,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<AccountOpened> {
+        let payload = registration.verify()?;
+        if payload.account_id.is_some() {
+            return Err(IssuerError::Unsupported(
+                "opening an account: the registration must not name an account",
+            ));
+        }
+        let account_id = AccountId::random(rng);
+        let virtual_id = VirtualId::random(rng);
+        let account = AccountDoc {
+            account_id,
+            virtual_id,
+            opened_at: now,
+        };
+        let (device_id, certificate, unit) =
+            self.device_unit(registration, account_id, now, rng)?;
+        let unit = unit
+            .write(Write::put(
+                ACCOUNTS,
+                account_id.as_bytes().to_vec(),
+                encode(&account)?,
+            ))
+            .write(Write::put(
+                VIRTUAL_IDS,
+                virtual_id.as_bytes().to_vec(),
+                account_id.as_bytes().to_vec(),
+            ));
+        match self.store.commit(unit).await? {
+            CommitOutcome::Committed => Ok(AccountOpened {
+                account_id,
+                device_id,
+                virtual_id,
+                certificate,
+            }),
+            CommitOutcome::Repeated { .. } => {
+                let device = self.device_by_key(registration).await?;
+                let account = self.account(device.certificate.payload.account_id).await?;
+                Ok(AccountOpened {
+                    account_id: account.account_id,
+                    device_id: device.certificate.payload.device_id,
+                    virtual_id: account.virtual_id,
+                    certificate: device.certificate,
+                })
+            }
+            _ => Err(IssuerError::AlreadyRegistered),
+        }
+    }
+
+    /// Adds a device to an account: the new key's self-signed registration naming the
+    /// account, approved by a registered, active device of that account.
+    pub async fn add_device<G: CryptoRng + Send + ?Sized>(
+        &self,
+        registration: &DeviceRegistration,
+        approval: &DeviceApproval,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<AccountCertificate> {
+        let payload = registration.verify()?;
+        let Some(account_id) = payload.account_id else {
+            return Err(IssuerError::Unsupported(
+                "adding a device: name the account",
+            ));
+        };
+        let approver = self
+            .active_device(approval.payload.approving_device, account_id, now)
+            .await?;
+        let approved = approval.verify_signature(&approver.certificate.payload.device_key)?;
+        if approved.account_id != account_id {
+            return Err(scrip_tokens::Error::WrongAccount.into());
+        }
+        if approved.new_device_key != payload.device_key.key_id() {
+            return Err(scrip_tokens::Error::UnknownKey(approved.new_device_key).into());
+        }
+        let (_, certificate, unit) = self.device_unit(registration, account_id, now, rng)?;
+        match self.store.commit(unit).await? {
+            CommitOutcome::Committed => Ok(certificate),
+            CommitOutcome::Repeated { .. } => {
+                Ok(self.device_by_key(registration).await?.certificate)
+            }
+            _ => Err(IssuerError::AlreadyRegistered),
+        }
+    }
+
+    /// Registers a device for an account on the operator's authority, without approval
+    /// by another device: the recovery path when every device of the account is lost
+    /// (the operator has checked the holder's identity out of band).
+    pub async fn recover_account<G: CryptoRng + Send + ?Sized>(
+        &self,
+        registration: &DeviceRegistration,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<AccountCertificate> {
+        let payload = registration.verify()?;
+        let Some(account_id) = payload.account_id else {
+            return Err(IssuerError::Unsupported(
+                "account recovery: name the account",
+            ));
+        };
+        self.account(account_id).await?;
+        let (_, certificate, unit) = self.device_unit(registration, account_id, now, rng)?;
+        match self.store.commit(unit).await? {
+            CommitOutcome::Committed => Ok(certificate),
+            CommitOutcome::Repeated { .. } => {
+                Ok(self.device_by_key(registration).await?.certificate)
+            }
+            _ => Err(IssuerError::AlreadyRegistered),
+        }
+    }
+
+    /// The unit registering a device key under `account_id`, and its new certificate.
+    fn device_unit<G: CryptoRng + ?Sized>(
+        &self,
+        registration: &DeviceRegistration,
+        account_id: AccountId,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<(DeviceId, AccountCertificate, Unit)> {
+        let keys = self.keys();
+        let device_id = DeviceId::random(rng);
+        let key = &registration.payload.device_key;
+        let signer = keys.account_certifier.current(now)?;
+        let not_after = signer.cap(now.saturating_add(self.config.account_certificate_lifetime));
+        let certificate = AccountCertificate::sign(
+            AccountCertificatePayload {
+                account_id,
+                device_id,
+                device_key: key.clone(),
+                validity: Validity::new(now, not_after)?,
+            },
+            &signer.key,
+            rng,
+        )?;
+        let device = DeviceDoc {
+            certificate: certificate.clone(),
+            registered_at: now,
+        };
+        let key_id = key.key_id();
+        let unit = Unit::new(Claimant::Issuer, now)
+            .claim(
+                ClaimId::Custom {
+                    namespace: "device-key".into(),
+                    key: key_id.as_bytes().to_vec(),
+                },
+                codec::digest(registration)?,
+            )
+            .write(Write::put(
+                DEVICES,
+                device_id.as_bytes().to_vec(),
+                encode(&device)?,
+            ))
+            .write(Write::put(
+                DEVICE_KEYS,
+                key_id.as_bytes().to_vec(),
+                device_id.as_bytes().to_vec(),
+            ))
+            .write(Write::put(
+                ACCOUNT_DEVICES,
+                key2(account_id.as_bytes(), device_id.as_bytes()),
+                Vec::new(),
+            ));
+        Ok((device_id, certificate, unit))
+    }
+
+    async fn device_by_key(&self, registration: &DeviceRegistration) -> Result<DeviceDoc> {
+        let key_id = registration.payload.device_key.key_id();
+        let raw = self
+            .store
+            .get(DEVICE_KEYS, key_id.as_bytes())
+            .await?
+            .ok_or(IssuerError::Corrupted(
+                "registered key without device".into(),
+            ))?;
+        let id: [u8; 16] = raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| IssuerError::Corrupted("device id".into()))?;
+        self.device(DeviceId(uuid::Uuid::from_bytes(id))).await
+    }
+
+    /// Registers a merchant (the operator authorizes this call) and certifies its key,
+    /// category and region.
+    pub async fn register_merchant<G: CryptoRng + Send + ?Sized>(
+        &self,
+        registration: &MerchantRegistration,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<MerchantCertificate> {
+        let payload = registration.verify()?;
+        let keys = self.keys();
+        let merchant_id = MerchantId::random(rng);
+        let signer = keys.merchant_certifier.current(now)?;
+        let not_after = signer.cap(now.saturating_add(self.config.merchant_certificate_lifetime));
+        let certificate = MerchantCertificate::sign(
+            MerchantCertificatePayload {
+                merchant_id,
+                merchant_key: payload.merchant_key.clone(),
+                category: payload.category,
+                region: payload.region.clone(),
+                validity: Validity::new(now, not_after)?,
+            },
+            &signer.key,
+            rng,
+        )?;
+        let doc = MerchantDoc {
+            certificate: certificate.clone(),
+            registered_at: now,
+        };
+        let key_id = payload.merchant_key.key_id();
+        let unit = Unit::new(Claimant::Issuer, now)
+            .claim(
+                ClaimId::Custom {
+                    namespace: "merchant-key".into(),
+                    key: key_id.as_bytes().to_vec(),
+                },
+                codec::digest(registration)?,
+            )
+            .write(Write::put(
+                MERCHANTS,
+                merchant_id.as_bytes().to_vec(),
+                encode(&doc)?,
+            ))
+            .write(Write::put(
+                MERCHANT_KEYS,
+                key_id.as_bytes().to_vec(),
+                merchant_id.as_bytes().to_vec(),
+            ));
+        match self.store.commit(unit).await? {
+            CommitOutcome::Committed => Ok(certificate),
+            CommitOutcome::Repeated { .. } => {
+                let raw = self
+                    .store
+                    .get(MERCHANT_KEYS, key_id.as_bytes())
+                    .await?
+                    .ok_or(IssuerError::Corrupted(
+                        "registered key without merchant".into(),
+                    ))?;
+                let id: [u8; 16] = raw
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| IssuerError::Corrupted("merchant id".into()))?;
+                Ok(self
+                    .merchant(MerchantId(uuid::Uuid::from_bytes(id)))
+                    .await?
+                    .certificate)
+            }
+            _ => Err(IssuerError::AlreadyRegistered),
+        }
+    }
+
+    /// An account.
+    pub async fn account(&self, account_id: AccountId) -> Result<AccountDoc> {
+        self.doc(ACCOUNTS, account_id.as_bytes())
+            .await?
+            .ok_or(IssuerError::UnknownAccount(account_id))
+    }
+
+    /// The account behind a virtual id (names the holder of identified coins).
+    pub async fn account_of_virtual_id(&self, virtual_id: VirtualId) -> Result<Option<AccountId>> {
+        Ok(self
+            .store
+            .get(VIRTUAL_IDS, virtual_id.as_bytes())
+            .await?
+            .and_then(|raw| <[u8; 16]>::try_from(raw.as_slice()).ok())
+            .map(|b| AccountId(uuid::Uuid::from_bytes(b))))
+    }
+
+    /// A registered device.
+    pub async fn device(&self, device_id: DeviceId) -> Result<DeviceDoc> {
+        self.doc(DEVICES, device_id.as_bytes())
+            .await?
+            .ok_or(IssuerError::UnknownDevice(device_id))
+    }
+
+    /// A registered merchant.
+    pub async fn merchant(&self, merchant_id: MerchantId) -> Result<MerchantDoc> {
+        self.doc(MERCHANTS, merchant_id.as_bytes())
+            .await?
+            .ok_or(IssuerError::UnknownMerchant(merchant_id))
+    }
+
+    /// Why the account is frozen, if it is.
+    pub async fn frozen(&self, account_id: AccountId) -> Result<Option<Mark>> {
+        self.doc(FROZEN, account_id.as_bytes()).await
+    }
+
+    /// When the device was revoked, if it was.
+    pub async fn revoked(&self, device_id: DeviceId) -> Result<Option<Mark>> {
+        self.doc(REVOKED_DEVICES, device_id.as_bytes()).await
+    }
+
+    /// The device, provided it belongs to `account_id`, is not revoked and its certificate
+    /// is valid at `now` (whether or not the account is frozen).
+    pub(crate) async fn unrevoked_device(
+        &self,
+        device_id: DeviceId,
+        account_id: AccountId,
+        now: Timestamp,
+    ) -> Result<DeviceDoc> {
+        let device = self.device(device_id).await?;
+        if device.certificate.payload.account_id != account_id {
+            return Err(scrip_tokens::Error::WrongAccount.into());
+        }
+        device.certificate.payload.validity.check(now)?;
+        if self.revoked(device_id).await?.is_some() {
+            return Err(IssuerError::DeviceRevoked(device_id));
+        }
+        Ok(device)
+    }
+
+    /// [`Self::unrevoked_device`], and the account is not frozen: the device may get
+    /// certificates and coins.
+    pub(crate) async fn active_device(
+        &self,
+        device_id: DeviceId,
+        account_id: AccountId,
+        now: Timestamp,
+    ) -> Result<DeviceDoc> {
+        let device = self.unrevoked_device(device_id, account_id, now).await?;
+        if self.frozen(account_id).await?.is_some() {
+            return Err(IssuerError::AccountFrozen(account_id));
+        }
+        Ok(device)
+    }
+}
