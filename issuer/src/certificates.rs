@@ -14,7 +14,7 @@ use scrip_stores::{
 };
 use scrip_tokens::{
     codec, Amount, BalanceCertificate, BalanceCertificatePayload, BalanceCertificateRequest,
-    CertificateSerial, Timestamp,
+    CertificateSerial, SyncReport, SyncRequest, Timestamp,
 };
 
 use crate::docs::{
@@ -217,6 +217,45 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             }
         }
         Err(IssuerError::NothingAvailable)
+    }
+
+    /// Records what a device hands in without asking for a certificate: its copies of the
+    /// records it paid with (recorded once, whoever's copy arrives first) and its deposit
+    /// confirmations. Allowed for frozen accounts (the hand-ins settle merchants).
+    pub async fn sync(&self, request: &SyncRequest, now: Timestamp) -> Result<SyncReport> {
+        let payload = &request.payload;
+        let device = self
+            .unrevoked_device(payload.device_id, payload.account_id, now)
+            .await?;
+        request.verify_signature(&device.certificate.payload.device_key)?;
+        let mut records = Vec::with_capacity(payload.unsent_records.len());
+        for record in &payload.unsent_records {
+            if record.payload.device_id != payload.device_id {
+                return Err(scrip_tokens::Error::WrongDevice.into());
+            }
+            records.push(
+                match self
+                    .record_withdrawal(RecordSubmission::Customer(record), now)
+                    .await
+                {
+                    Ok(outcome) => outcome,
+                    Err(IssuerError::Store(e)) => return Err(IssuerError::Store(e)),
+                    Err(e) => crate::redemption::invalid(&e),
+                },
+            );
+        }
+        let mut confirmations_recorded = 0;
+        for confirmation in &payload.deposit_confirmations {
+            match self.confirm_deposit(confirmation, now).await {
+                Ok(()) => confirmations_recorded += 1,
+                Err(IssuerError::Store(e)) => return Err(IssuerError::Store(e)),
+                Err(e) => tracing::warn!(error = %e, "deposit confirmation in a sync refused"),
+            }
+        }
+        Ok(SyncReport {
+            records,
+            confirmations_recorded,
+        })
     }
 
     async fn stored_certificate(&self, response_key: &[u8]) -> Result<BalanceCertificate> {

@@ -55,7 +55,7 @@ pub(crate) enum RecordSubmission<'a> {
     Customer(&'a WithdrawalRecord),
 }
 
-fn invalid(e: &IssuerError) -> RedemptionOutcome {
+pub(crate) fn invalid(e: &IssuerError) -> RedemptionOutcome {
     let reason = match e {
         IssuerError::Invalid(token_error) => RejectReason::from(token_error),
         other => RejectReason {

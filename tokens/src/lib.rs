@@ -51,10 +51,11 @@ pub use messages::{
     BalanceCertificateRequest, BalanceCertificateRequestPayload, BlindWithdrawalRequest,
     BlindWithdrawalRequestPayload, BlindWithdrawalResponse, DeviceApproval, DeviceApprovalPayload,
     DeviceRegistration, DeviceRegistrationPayload, IdentifiedWithdrawalRequest,
-    IdentifiedWithdrawalRequestPayload, IdentifiedWithdrawalResponse, LockRules,
-    MerchantRegistration, MerchantRegistrationPayload, Nonce, RedemptionBatch,
+    IdentifiedWithdrawalRequestPayload, IdentifiedWithdrawalResponse, LockRules, MerchantOffer,
+    MerchantRegistration, MerchantRegistrationPayload, MerchantReply, Nonce, PaymentAnswer,
+    PaymentReceipt, PaymentRejection, PaymentRejectionPayload, RedemptionBatch,
     RedemptionBatchPayload, RedemptionItem, RedemptionOutcome, RedemptionReport, RejectReason,
-    UserLock,
+    SyncReport, SyncRequest, SyncRequestPayload, UserLock,
 };
 pub use payment::{
     CountersignedRecord, CountersignedRecordPayload, PaymentRequest, PaymentRequestPayload,

@@ -198,6 +198,43 @@ signed_token!(
     tag: "balance-certificate-request"
 );
 
+/// A device hands in what the issuer has not seen from it (records it paid with, deposit
+/// confirmations) without asking for a certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncRequestPayload {
+    /// The account.
+    pub account_id: AccountId,
+    /// The device.
+    pub device_id: DeviceId,
+    /// Records the device signed that it has not seen uploaded.
+    pub unsent_records: Vec<WithdrawalRecord>,
+    /// Deposit confirmations from the device's history.
+    pub deposit_confirmations: Vec<DepositConfirmation>,
+    /// When the device created the request.
+    pub created_at: Timestamp,
+    /// Random per request.
+    #[serde(with = "crate::bytes::array")]
+    pub nonce: Nonce,
+}
+
+signed_token!(
+    /// A [`SyncRequestPayload`] signed by the device's key.
+    SyncRequest = SyncRequestPayload,
+    signer: Device,
+    tag: "sync-request"
+);
+
+/// What the issuer did with a device's hand-ins: one outcome per record, in order, and
+/// how many deposit confirmations it recorded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncReport {
+    /// One per handed-in record.
+    pub records: Vec<RedemptionOutcome>,
+    /// Deposit confirmations recorded.
+    pub confirmations_recorded: u32,
+}
+message!(SyncReport, tag: "sync-report");
+
 /// A device withdraws blind coins: one blinded message per coin, by denomination.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlindWithdrawalRequestPayload {
@@ -360,3 +397,75 @@ pub struct RedemptionReport {
     pub outcomes: Vec<RedemptionOutcome>,
 }
 message!(RedemptionReport, tag: "redemption-report");
+
+/// What a merchant shows a wallet to get paid (over NFC, BLE, QR): its signed request and
+/// its certificate, so the wallet can check both offline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantOffer {
+    /// The merchant's signed payment request.
+    pub request: crate::PaymentRequest,
+    /// The merchant's certificate.
+    pub merchant_certificate: crate::MerchantCertificate,
+}
+message!(MerchantOffer, tag: "merchant-offer");
+
+/// How a wallet pays an offer.
+// A message built once per payment and sent away: the size of the larger variant does not
+// matter, and unboxed fields keep it a plain serde type.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentAnswer {
+    /// A withdrawal record, with the certificates a merchant needs to check it offline.
+    ByRecord {
+        /// The device-signed record.
+        record: WithdrawalRecord,
+        /// The paying device's account certificate.
+        account_certificate: crate::AccountCertificate,
+        /// The balance certificate the record is made under.
+        balance_certificate: crate::BalanceCertificate,
+    },
+    /// Coins adding up exactly to the requested amount.
+    ByCoins(crate::CoinPayment),
+}
+message!(PaymentAnswer, tag: "payment-answer");
+
+/// The merchant's receipt: the record countersigned, or the coin payment endorsed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaymentReceipt {
+    /// For a payment by record.
+    Record(CountersignedRecord),
+    /// For a payment by coins.
+    Coins(EndorsedCoinPayment),
+}
+message!(PaymentReceipt, tag: "payment-receipt");
+
+/// A merchant's refusal of a payment answer, with a machine-readable reason. Signed, so
+/// a wallet only takes coins back on the merchant's word, and keeps that word as evidence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRejectionPayload {
+    /// The request the answer was for.
+    pub request_id: crate::RequestId,
+    /// Digest of the refused answer ([`crate::codec::digest`] of the [`PaymentAnswer`]).
+    pub answer_digest: crate::ContentDigest,
+    /// Why.
+    pub reason: RejectReason,
+    /// When the merchant refused.
+    pub rejected_at: Timestamp,
+}
+
+signed_token!(
+    /// A [`PaymentRejectionPayload`] signed by the merchant's key.
+    PaymentRejection = PaymentRejectionPayload,
+    signer: Merchant,
+    tag: "payment-rejection"
+);
+
+/// The merchant's reply to a payment answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MerchantReply {
+    /// Accepted: the receipt.
+    Receipt(PaymentReceipt),
+    /// Refused.
+    Rejection(PaymentRejection),
+}
+message!(MerchantReply, tag: "merchant-reply");

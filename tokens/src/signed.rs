@@ -136,7 +136,7 @@ mod tests {
 
     /// Every message type's tag. A new type must be added here: the test below then proves
     /// its tag is distinct and its signatures do not transfer.
-    const ALL_TAGS: [&str; 46] = [
+    const ALL_TAGS: [&str; 55] = [
         AccountCertificatePayload::TAG,
         MerchantCertificatePayload::TAG,
         BalanceCertificatePayload::TAG,
@@ -182,6 +182,15 @@ mod tests {
         RedemptionBatchPayload::TAG,
         RedemptionBatch::TAG,
         RedemptionReport::TAG,
+        MerchantOffer::TAG,
+        PaymentAnswer::TAG,
+        PaymentReceipt::TAG,
+        PaymentRejectionPayload::TAG,
+        PaymentRejection::TAG,
+        MerchantReply::TAG,
+        SyncRequestPayload::TAG,
+        SyncRequest::TAG,
+        SyncReport::TAG,
         <crate::directory::KeysetIdInput as Message>::TAG,
     ];
 

@@ -1,0 +1,48 @@
+//! The one error type of this crate.
+
+use scrip_stores::StoreError;
+
+/// Why the issuer could not be reached or refused a call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The network or the server failed; retry later (syncing is safe to repeat).
+    #[error("transport: {0}")]
+    Transport(String),
+    /// The issuer answered with an error.
+    #[error("issuer refused ({code}): {message}")]
+    Refused {
+        /// Machine-readable code.
+        code: String,
+        /// Detail.
+        message: String,
+    },
+}
+
+/// Why a merchant operation failed. Refusing a wallet's payment is not an error: it is a
+/// signed rejection reply.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum MerchantError {
+    /// A token or message does not verify or decode.
+    #[error("invalid: {0}")]
+    Invalid(#[from] scrip_tokens::Error),
+    /// No key directory is cached yet: sync once before accepting payments.
+    #[error("no key directory: sync with the issuer first")]
+    NoDirectory,
+    /// The local store failed; the operation may be retried.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    /// Talking to the issuer failed; nothing was lost, sync again later.
+    #[error("issuer: {0}")]
+    Client(#[from] ClientError),
+    /// Local state does not decode.
+    #[error("corrupted merchant state: {0}")]
+    Corrupted(String),
+    /// The amount or currency is not one this merchant takes.
+    #[error("unsupported: {0}")]
+    Unsupported(&'static str),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = MerchantError> = std::result::Result<T, E>;

@@ -1,0 +1,149 @@
+//! Everything a wallet remembers, as one serde value sealed at rest.
+
+use scrip_tokens::keys::DirectoryRoot;
+use scrip_tokens::{
+    AccountCertificate, BalanceCertificate, BalanceCertificateRequest, BlindWithdrawalRequest,
+    CertificateSerial, Coin, ContentDigest, DepositConfirmation, DepositRecord, DepositRequest,
+    IdentifiedWithdrawalRequest, MerchantCertificate, Message, PaymentReceipt, PendingCoin,
+    RequestId, SignedKeyDirectory, Timestamp, VerifyingKey, WithdrawalRecord,
+};
+use serde::{Deserialize, Serialize};
+
+/// The wallet's whole state. Format version 1 (`scrip/wallet/state/v1`).
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct WalletState {
+    /// The device's private key, PKCS#8 DER.
+    #[serde(with = "serde_bytes_vec")]
+    pub device_key: Vec<u8>,
+    /// The issuer's root key, pinned at setup.
+    pub root: VerifyingKey<DirectoryRoot>,
+    /// The account certificate once registered.
+    pub account: Option<AccountCertificate>,
+    /// The cached key directory and when it was fetched.
+    pub directory: Option<(SignedKeyDirectory, Timestamp)>,
+    /// The next sequence number to sign with. Only ever increases.
+    pub next_sequence: u64,
+    /// Balance certificates and what has been spent under each.
+    pub certificates: Vec<CertificateState>,
+    /// Coins held.
+    pub coins: Vec<Coin>,
+    /// Coins handed to a merchant, awaiting its reply.
+    pub coins_in_flight: Vec<CoinsInFlight>,
+    /// Withdrawals sent, awaiting the issuer's answer.
+    pub blind_withdrawals: Vec<PendingBlindWithdrawal>,
+    /// Identified withdrawals sent, awaiting the issuer's answer.
+    pub identified_withdrawals: Vec<IdentifiedWithdrawalRequest>,
+    /// Deposits requested, awaiting the issuer's record.
+    pub pending_deposits: Vec<DepositRequest>,
+    /// Deposit records received, with the confirmation the issuer has not acknowledged.
+    pub deposits: Vec<DepositState>,
+    /// Records released to a merchant, awaiting its reply.
+    pub awaiting_receipt: Vec<RecordInFlight>,
+    /// Receipts of completed payments.
+    pub receipts: Vec<PaymentReceipt>,
+    /// Receipted records the issuer has not seen from this wallet yet.
+    pub outbox: Vec<WithdrawalRecord>,
+    /// The certificate request sent last, awaiting its answer.
+    pub pending_certificate_request: Option<BalanceCertificateRequest>,
+    /// Requests paid (so a request is never paid twice), most recent last.
+    pub paid_requests: Vec<RequestId>,
+    /// Bumped by every change that must be saved before a message leaves the wallet.
+    pub generation: u64,
+}
+
+impl Drop for WalletState {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        self.device_key.zeroize();
+    }
+}
+
+impl Message for WalletState {
+    const TAG: &'static str = "scrip/wallet/state/v1";
+    const VERSION: u16 = 1;
+}
+
+/// A balance certificate and the wallet's bookkeeping under it.
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct CertificateState {
+    pub certificate: BalanceCertificate,
+    /// Total of the records signed under it (minor units), rejected ones included: a
+    /// merchant that refused may still upload, so the wallet never reuses that headroom.
+    pub spent: u64,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct CoinsInFlight {
+    pub request_id: RequestId,
+    pub answer_digest: ContentDigest,
+    pub merchant: MerchantCertificate,
+    pub coins: Vec<Coin>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct RecordInFlight {
+    pub request_id: RequestId,
+    pub answer_digest: ContentDigest,
+    pub merchant: MerchantCertificate,
+    pub record: WithdrawalRecord,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct PendingBlindWithdrawal {
+    pub request: BlindWithdrawalRequest,
+    pub coins: Vec<PendingCoin>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct DepositState {
+    pub record: DepositRecord,
+    pub confirmation: DepositConfirmation,
+    /// The confirmation reached the issuer (inside a certificate request it answered).
+    pub acknowledged: bool,
+}
+
+/// The certificate `serial` in `certificates`.
+pub(crate) fn certificate_mut(
+    certificates: &mut [CertificateState],
+    serial: CertificateSerial,
+) -> Option<&mut CertificateState> {
+    certificates
+        .iter_mut()
+        .find(|c| c.certificate.payload.serial == serial)
+}
+
+/// Raw bytes in the binary codec (the device key never goes to JSON).
+mod serde_bytes_vec {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::new();
+                while let Some(b) = seq.next_element()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
