@@ -33,6 +33,13 @@ pub struct Released {
     pub amount: Amount,
 }
 
+fn check_hand_ins(records: usize, confirmations: usize) -> Result<()> {
+    if records > crate::MAX_HAND_INS || confirmations > crate::MAX_HAND_INS {
+        return Err(IssuerError::Unsupported("too many hand-ins in one request"));
+    }
+    Ok(())
+}
+
 fn expiry_key(expires_at: Timestamp, serial: CertificateSerial) -> Vec<u8> {
     key2(
         &expires_at.as_unix_millis().to_be_bytes(),
@@ -80,6 +87,10 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             return self.stored_certificate(&response_key).await;
         }
 
+        check_hand_ins(
+            payload.unsent_records.len(),
+            payload.deposit_confirmations.len(),
+        )?;
         // Hand-ins first: they may consume balance (late records) or freeze the account.
         for record in &payload.unsent_records {
             if record.payload.device_id != device_id {
@@ -228,6 +239,10 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             .unrevoked_device(payload.device_id, payload.account_id, now)
             .await?;
         request.verify_signature(&device.certificate.payload.device_key)?;
+        check_hand_ins(
+            payload.unsent_records.len(),
+            payload.deposit_confirmations.len(),
+        )?;
         let mut records = Vec::with_capacity(payload.unsent_records.len());
         for record in &payload.unsent_records {
             if record.payload.device_id != payload.device_id {
@@ -294,7 +309,10 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     /// their records did not consume goes back to the account. Returns what was released.
     /// Safe to run concurrently and repeatedly (each release is claimed once).
     pub async fn release_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<Released>> {
-        let due = self.store.scan(CERTIFICATE_EXPIRY, None, limit).await?;
+        let due = self
+            .store
+            .scan(CERTIFICATE_EXPIRY, None, limit.min(crate::MAX_PAGE))
+            .await?;
         let mut released = Vec::new();
         for (key, _) in due {
             let (Some(at), Some(serial)) = (key.get(..8), key.get(8..24)) else {

@@ -38,7 +38,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             return Err(IssuerError::Unsupported("currency not served"));
         }
         let claim = ClaimId::Deposit(payload.deposit_id);
-        let digest = codec::digest(request)?;
+        // The payload, not the signed bytes: PSS signatures are randomized, so a device
+        // that signs its retry again must still be recognised.
+        let digest = codec::digest(payload)?;
         if let Some(Some(existing)) = self.store.claims(std::slice::from_ref(&claim)).await?.pop() {
             return if existing.digest == digest {
                 self.stored_deposit(request).await

@@ -186,6 +186,9 @@ pub struct CoinHolder {
     pub virtual_id: VirtualId,
     /// The account behind the virtual id.
     pub account_id: Option<AccountId>,
+    /// The coin had been revoked (its device reported lost): the holder named is the
+    /// victim, and whoever presented it is likely the thief.
+    pub revoked: bool,
 }
 
 /// What kind of fraud (or attempt).
@@ -214,6 +217,15 @@ pub enum FraudKind {
         first: Option<RecordId>,
         /// The second, different record.
         second: RecordId,
+    },
+    /// A device used one record id for two different records.
+    RecordIdReuse {
+        /// The account (now frozen).
+        account_id: AccountId,
+        /// The device.
+        device_id: DeviceId,
+        /// The reused id.
+        record_id: RecordId,
     },
     /// Records under a certificate added up to more than it made available.
     Overspend {

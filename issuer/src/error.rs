@@ -81,6 +81,10 @@ impl IssuerError {
             IssuerError::IdempotencyKeyReused => "idempotency_key_reused",
             IssuerError::Unsupported(_) => "unsupported",
             IssuerError::Funding(_) => "funding_failed",
+            IssuerError::Store(
+                scrip_stores::StoreError::InvalidUnit(_)
+                | scrip_stores::StoreError::UnbalancedPostings { .. },
+            ) => "invalid_request",
             IssuerError::Store(_) => "store_error",
             IssuerError::Keyring(_) => "keyring_error",
             IssuerError::Corrupted(_) => "corrupted_state",

@@ -23,7 +23,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, FraudEntry)>> {
         self.store
-            .scan(FRAUD_LOG, after, limit)
+            .scan(FRAUD_LOG, after, limit.min(crate::MAX_PAGE))
             .await?
             .into_iter()
             .map(|(k, v)| {

@@ -169,6 +169,12 @@ fn encode<T: Message>(value: &T) -> Result<Vec<u8>> {
     Ok(codec::encode(value)?)
 }
 
+/// Most items any listing call returns (callers page with `after`).
+pub const MAX_PAGE: usize = 1_000;
+
+/// Most records or deposit confirmations one device may hand in at once.
+pub const MAX_HAND_INS: usize = 1_000;
+
 /// How many times an operation re-reads and retries after losing a race with a
 /// concurrent one (the store's atomic checks make the retry safe).
 const RETRIES: usize = 16;

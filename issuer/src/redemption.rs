@@ -208,6 +208,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                     coin_id: coin.id(),
                     virtual_id,
                     account_id: self.account_of_virtual_id(virtual_id).await?,
+                    revoked: self.revoked_coin(coin.id()).await?.is_some(),
                 });
             }
         }
@@ -225,8 +226,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
 
     /// Appends `entry` to the fraud log once (a retried batch does not log twice).
     pub(crate) async fn log_fraud(&self, entry: &FraudEntry, now: Timestamp) -> Result<()> {
-        // The identity of an entry is what it says, not when it was noticed.
-        let identity = ContentDigest::of(&encode(&entry.kind_only())?);
+        let identity = fraud_identity(entry)?;
         let unit = Unit::new(Claimant::Issuer, now)
             .claim(
                 ClaimId::Custom {
@@ -237,7 +237,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             )
             .write(Write::put(
                 FRAUD_LOG,
-                key2(&now.as_unix_millis().to_be_bytes(), identity.as_bytes()),
+                fraud_key(entry, now)?,
                 encode(entry)?,
             ));
         self.store.commit(unit).await?;
@@ -303,10 +303,20 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         let certificate = self.certificate(p.certificate_serial).await?;
         let cert = &certificate.payload;
         cert.authorize(p)?;
+        // The device's clock can be set back by a thief; the merchant's request time and
+        // acceptance time (both signed by the merchant) cannot. The payment happened no
+        // earlier than any of them.
+        let paid_at = [
+            Some(p.signed_at),
+            Some(p.payment_request.payload.created_at),
+            accepted_at,
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or(p.signed_at);
+        cert.validity().check(paid_at)?;
         if let Some(revoked) = self.revoked(p.device_id).await? {
-            // The device's own clock can be set back by a thief; the merchant's acceptance
-            // time (signed by the merchant) cannot. Both must precede the revocation.
-            let paid_at = accepted_at.map_or(p.signed_at, |t| t.max(p.signed_at));
             if revoked.at <= paid_at {
                 return Err(IssuerError::DeviceRevoked(p.device_id));
             }
@@ -315,59 +325,106 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         let digest = record_digest(record)?;
         let amount = p.amount();
         let serial = p.certificate_serial;
-        let mut equivocation: Option<Option<scrip_tokens::RecordId>> = None;
+        let sequence_key = key2(p.device_id.as_bytes(), &p.sequence.to_be_bytes());
+        // Set when the record id, or the (device, sequence) pair, turns out to be taken by
+        // a different record: then this one is claimed under its own digest instead, kept
+        // as evidence, honoured, logged, and the account frozen.
+        let mut id_taken = false;
+        let mut sequence_taken: Option<Option<scrip_tokens::RecordId>> = None;
         for _ in 0..RETRIES {
             let reservation = LedgerAccount::Reservation(serial);
             let left = self.store.balance(&reservation, amount.currency).await?;
             let from_reservation = u64::try_from(left).unwrap_or(0).min(amount.minor_units);
             let from_balance = amount.minor_units - from_reservation;
+            let equivocation = id_taken || sequence_taken.is_some();
             let doc = RecordDoc {
                 record: record.clone(),
                 recorded_at: now,
                 source,
                 paid_from_balance: from_balance,
-                equivocation: equivocation.is_some(),
+                equivocation,
+            };
+            let record_key = if id_taken {
+                key2(p.record_id.as_bytes(), digest.as_bytes())
+            } else {
+                p.record_id.as_bytes().to_vec()
             };
             let mut unit = Unit::new(Claimant::Merchant(merchant_id), now)
-                .claim(ClaimId::Record(p.record_id), digest)
-                .floor(Floor::non_negative(reservation.clone(), amount.currency))
-                .write(Write::put(
-                    RECORDS,
-                    p.record_id.as_bytes().to_vec(),
-                    encode(&doc)?,
-                ))
-                .write(Write::put(
-                    CERTIFICATE_RECORDS,
-                    key2(serial.as_bytes(), p.record_id.as_bytes()),
-                    amount.minor_units.to_le_bytes().to_vec(),
-                ));
-            unit = match equivocation {
-                None => unit
-                    .claim(
+                .claim(
+                    if id_taken {
+                        ClaimId::Custom {
+                            namespace: "reused-record-id".into(),
+                            key: record_key.clone(),
+                        }
+                    } else {
+                        ClaimId::Record(p.record_id)
+                    },
+                    digest,
+                )
+                .claim(
+                    if sequence_taken.is_some() {
+                        ClaimId::Custom {
+                            namespace: "equivocating-record".into(),
+                            key: key2(&sequence_key, digest.as_bytes()),
+                        }
+                    } else {
                         ClaimId::DeviceSequence {
                             device: p.device_id,
                             sequence: p.sequence,
-                        },
-                        digest,
-                    )
-                    .write(Write::put(
-                        SEQUENCE_RECORDS,
-                        key2(p.device_id.as_bytes(), &p.sequence.to_be_bytes()),
-                        p.record_id.as_bytes().to_vec(),
-                    )),
-                // The (device, sequence) pair is taken by the first record; this one is
-                // claimed under its own digest and kept as evidence.
-                Some(_) => unit.claim(
-                    ClaimId::Custom {
-                        namespace: "equivocating-record".into(),
-                        key: key2(
-                            &key2(p.device_id.as_bytes(), &p.sequence.to_be_bytes()),
-                            digest.as_bytes(),
-                        ),
+                        }
                     },
                     digest,
-                ),
-            };
+                )
+                .floor(Floor::non_negative(reservation.clone(), amount.currency))
+                .write(Write::put(RECORDS, record_key, encode(&doc)?))
+                .write(Write::put(
+                    CERTIFICATE_RECORDS,
+                    key2(serial.as_bytes(), digest.as_bytes()),
+                    amount.minor_units.to_le_bytes().to_vec(),
+                ));
+            if sequence_taken.is_none() {
+                unit = unit.write(Write::put(
+                    SEQUENCE_RECORDS,
+                    sequence_key.clone(),
+                    p.record_id.as_bytes().to_vec(),
+                ));
+            }
+            if equivocation {
+                // Logged and frozen in the same unit as the payment, so a crash or a retry
+                // can never leave the payment without them.
+                let entry = FraudEntry {
+                    at: now,
+                    kind: if id_taken {
+                        FraudKind::RecordIdReuse {
+                            account_id: p.account_id,
+                            device_id: p.device_id,
+                            record_id: p.record_id,
+                        }
+                    } else {
+                        FraudKind::Equivocation {
+                            account_id: p.account_id,
+                            device_id: p.device_id,
+                            sequence: p.sequence,
+                            first: sequence_taken.flatten(),
+                            second: p.record_id,
+                        }
+                    },
+                };
+                unit = unit
+                    .write(Write::put(
+                        FRAUD_LOG,
+                        fraud_key(&entry, now)?,
+                        encode(&entry)?,
+                    ))
+                    .write(Write::put(
+                        FROZEN,
+                        p.account_id.as_bytes().to_vec(),
+                        encode(&Mark {
+                            at: now,
+                            reason: "a record reused a sequence number or record id".into(),
+                        })?,
+                    ));
+            }
             if from_reservation > 0 {
                 unit = unit.post(Posting::transfer(
                     reservation.clone(),
@@ -386,81 +443,49 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             }
             match self.store.commit(unit).await? {
                 CommitOutcome::Committed => {
-                    if let Some(first) = equivocation {
-                        self.on_equivocation(record, first, now).await?;
-                    }
                     if from_balance > 0 {
                         self.check_overspend(cert, now).await?;
                     }
                     return Ok(RedemptionOutcome::Accepted { credited: amount });
                 }
                 CommitOutcome::Repeated { first_claimed_at } => {
+                    // The overspend check runs after the payment's unit; a crash between
+                    // the two must not skip it, so every repeat runs it again (it is
+                    // idempotent).
+                    self.check_overspend(cert, now).await?;
                     return Ok(RedemptionOutcome::AlreadyAccepted {
                         first_accepted_at: first_claimed_at,
-                    })
+                    });
                 }
                 CommitOutcome::InsufficientFunds { .. } => continue,
                 CommitOutcome::Conflict(report) => {
-                    let record_held = report.first().and_then(|(_, held)| held.clone());
-                    if let Some(held) = record_held {
-                        if held.digest == digest {
-                            // Recorded before under this digest (cannot normally conflict
-                            // then; kept for robustness).
+                    let held = |i: usize| report.get(i).and_then(|(_, h)| h.clone());
+                    if let Some(h) = held(0) {
+                        if h.digest == digest {
+                            self.check_overspend(cert, now).await?;
                             return Ok(RedemptionOutcome::AlreadyAccepted {
-                                first_accepted_at: held.claimed_at,
+                                first_accepted_at: h.claimed_at,
                             });
                         }
-                        return Err(scrip_tokens::Error::InvalidField {
-                            field: "record_id",
-                            reason: "already used by a different record",
+                        id_taken = true;
+                    }
+                    if let Some(h) = held(1) {
+                        if h.digest != digest && sequence_taken.is_none() {
+                            let first = self
+                                .store
+                                .get(SEQUENCE_RECORDS, &sequence_key)
+                                .await?
+                                .and_then(|raw| <[u8; 16]>::try_from(raw.as_slice()).ok())
+                                .map(|b| scrip_tokens::RecordId(uuid::Uuid::from_bytes(b)));
+                            sequence_taken = Some(first);
                         }
-                        .into());
                     }
-                    if equivocation.is_some() {
-                        continue;
-                    }
-                    let first = self
-                        .store
-                        .get(
-                            SEQUENCE_RECORDS,
-                            &key2(p.device_id.as_bytes(), &p.sequence.to_be_bytes()),
-                        )
-                        .await?
-                        .and_then(|raw| <[u8; 16]>::try_from(raw.as_slice()).ok())
-                        .map(|b| scrip_tokens::RecordId(uuid::Uuid::from_bytes(b)));
-                    equivocation = Some(first);
                 }
             }
         }
         Err(IssuerError::Store(scrip_stores::StoreError::Corrupted(
             "record kept losing races".into(),
         )))
-    }
-
-    async fn on_equivocation(
-        &self,
-        second: &WithdrawalRecord,
-        first: Option<scrip_tokens::RecordId>,
-        now: Timestamp,
-    ) -> Result<()> {
-        let p = &second.payload;
-        let entry = FraudEntry {
-            at: now,
-            kind: FraudKind::Equivocation {
-                account_id: p.account_id,
-                device_id: p.device_id,
-                sequence: p.sequence,
-                first,
-                second: p.record_id,
-            },
-        };
-        self.log_fraud(&entry, now).await?;
-        self.freeze(
-            p.account_id,
-            "equivocation: two records with one sequence number",
-            now,
-        )
-        .await
     }
 
     /// After a record was paid partly from the balance: if the certificate's records now
@@ -518,11 +543,19 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     }
 }
 
-impl FraudEntry {
-    /// The entry without its time: what identifies it.
-    fn kind_only(&self) -> FraudIdentity {
-        FraudIdentity(self.kind.clone())
-    }
+/// What identifies a fraud entry: what it says, not when it was noticed.
+fn fraud_identity(entry: &FraudEntry) -> Result<ContentDigest> {
+    Ok(ContentDigest::of(&encode(&FraudIdentity(
+        entry.kind.clone(),
+    ))?))
+}
+
+/// The fraud log key: time first (the log reads oldest first), then the identity.
+fn fraud_key(entry: &FraudEntry, now: Timestamp) -> Result<Vec<u8>> {
+    Ok(key2(
+        &now.as_unix_millis().to_be_bytes(),
+        fraud_identity(entry)?.as_bytes(),
+    ))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

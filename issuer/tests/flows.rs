@@ -388,3 +388,19 @@ async fn deposit_confirmations_arrive_inside_the_synced_history() {
         Err(IssuerError::Invalid(Error::BadSignature))
     ));
 }
+
+#[tokio::test]
+async fn a_deposit_retried_with_a_fresh_signature_is_credited_once() {
+    let issuer = issuer(MemoryStore::new());
+    let mut rng = rng(7);
+    let wallet = Wallet::open(&issuer, 1, &mut rng).await;
+    let request = wallet.deposit_request(2_500, &mut rng);
+    let first = issuer.deposit(&request, NOW, &mut rng).await.unwrap();
+    // The device lost the answer and signs the same deposit again (PSS signatures are
+    // randomized, so the bytes differ).
+    let resigned = DepositRequest::sign(request.payload.clone(), &wallet.key, &mut rng).unwrap();
+    assert_ne!(resigned.signature, request.signature);
+    let again = issuer.deposit(&resigned, NOW, &mut rng).await.unwrap();
+    assert_eq!(again, first);
+    assert_eq!(issuer.balance(wallet.account_id, EUR).await.unwrap(), 2_500);
+}

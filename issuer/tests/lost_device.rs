@@ -255,6 +255,7 @@ async fn the_fraud_log_names_double_spenders_equivocators_and_overspenders() {
                     coin_id: identified[0].id(),
                     virtual_id: alice_virtual_id,
                     account_id: Some(alice.account_id),
+                    revoked: false,
                 }]
             );
         }

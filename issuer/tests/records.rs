@@ -392,7 +392,9 @@ async fn overspending_by_a_lying_device_is_paid_from_the_balance_logged_and_froz
 }
 
 #[tokio::test]
-async fn a_record_id_reused_for_another_record_is_refused() {
+async fn a_record_id_reused_for_another_record_is_honoured_logged_and_frozen() {
+    // The merchant cannot see offline that a device reused a record id: like
+    // equivocation, the second record is paid, kept, logged, and the account frozen.
     let mut s = scene(4).await;
     let cert = s.cert.clone();
     let shop = Shop {
@@ -415,7 +417,33 @@ async fn a_record_id_reused_for_another_record_is_refused() {
     payload.sequence = 2;
     payload.cumulative = eur(200);
     let reuse = WithdrawalRecord::sign(payload, &s.wallet.key, &mut s.rng).unwrap();
-    assert_eq!(code(&upload(&mut s, &shop, &reuse).await), "invalid_field");
+    assert_eq!(
+        upload(&mut s, &shop, &reuse).await,
+        RedemptionOutcome::Accepted { credited: eur(100) }
+    );
+    assert!(matches!(
+        upload(&mut s, &shop, &reuse).await,
+        RedemptionOutcome::AlreadyAccepted { .. }
+    ));
+    assert_eq!(
+        s.issuer
+            .store()
+            .balance(&LedgerAccount::Merchant(shop.id()), EUR)
+            .await
+            .unwrap(),
+        200
+    );
+    assert!(s
+        .issuer
+        .frozen(s.wallet.account_id)
+        .await
+        .unwrap()
+        .is_some());
+    let log = s.issuer.fraud_log(None, 10).await.unwrap();
+    assert!(
+        log.iter().any(|(_, e)| matches!(e.kind, FraudKind::RecordIdReuse { record_id, .. } if record_id == first.payload.record_id)),
+        "{log:?}"
+    );
 }
 
 #[tokio::test]
@@ -568,4 +596,43 @@ async fn a_batch_not_signed_by_the_merchant_is_refused_whole() {
         s.issuer.redeem(&batch, NOW).await,
         Err(IssuerError::Invalid(Error::UnknownKey(_)))
     ));
+}
+
+#[tokio::test]
+async fn a_record_backdated_into_the_certificates_validity_is_judged_by_the_merchants_clock() {
+    let mut s = scene(7).await;
+    let cert = s.cert.clone();
+    let shop = Shop {
+        key: scrip_tokens::fixtures::merchant(1),
+        certificate: s.shop.certificate.clone(),
+    };
+    // The device claims it signed while the certificate was valid, but the merchant
+    // accepted the payment (and signed that) a day after the certificate expired.
+    let record = s.wallet.sign_record(
+        &cert,
+        &shop.request(100, &mut s.rng),
+        1,
+        100,
+        NOW,
+        &mut s.rng,
+    );
+    let late = cert.payload.expires_at.saturating_add(DAY);
+    let receipt = CountersignedRecord::sign(
+        CountersignedRecordPayload {
+            record,
+            accepted_at: late,
+        },
+        &shop.key,
+        &mut s.rng,
+    )
+    .unwrap();
+    let outcomes = shop
+        .redeem(
+            &s.issuer,
+            vec![RedemptionItem::Record(receipt)],
+            late,
+            &mut s.rng,
+        )
+        .await;
+    assert_eq!(code(&outcomes[0]), "expired");
 }

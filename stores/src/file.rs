@@ -18,9 +18,10 @@
 //! (a log of an older generation is a leftover of an interrupted compaction and is
 //! discarded: the snapshot contains it). A crash can only tear the frame being written,
 //! whose batch was never acknowledged: replay stops at the first frame that is incomplete
-//! or fails a checksum, and the file is truncated there. But if a valid frame starts
-//! anywhere after the damaged one, the damage is not a torn tail but corruption of
-//! acknowledged data, and opening fails (nothing is truncated) so an operator can look.
+//! or fails a checksum, and the file is truncated there. But if valid frames start
+//! somewhere after the damaged one and run back to back to the end of the file, the damage
+//! is not a torn tail but corruption of acknowledged data, and opening fails (nothing is
+//! truncated) so an operator can look.
 //!
 //! Compaction: when the log is larger than both `compact_after_bytes` and the last
 //! snapshot, the writer thread writes a snapshot of generation G+1 and starts an empty log
@@ -187,6 +188,10 @@ fn parse_body(body: &[u8]) -> Option<Body> {
     match c.u8()? {
         KIND_CHANGES => {
             let count = c.u32()? as usize;
+            // The store never writes an empty frame; one found is not ours.
+            if count == 0 {
+                return None;
+            }
             // Each change takes at least 9 bytes: never pre-allocate more than the body holds.
             let mut changes = Vec::with_capacity(count.min(body.len() / 9));
             for _ in 0..count {
@@ -243,12 +248,12 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(io("syncing the store directory"))
 }
 
-/// Writes `contents` to `dir/name` atomically: temporary file, fsync, rename, fsync dir.
-fn write_atomically(
+/// Writes a temporary file beside `dir/name` and fsyncs it; returns its path.
+fn write_temporary(
     dir: &Path,
     name: &str,
     write: impl FnOnce(&mut BufWriter<&File>) -> Result<()>,
-) -> Result<()> {
+) -> Result<PathBuf> {
     let tmp = dir.join(format!("{name}.tmp"));
     let file = File::create(&tmp).map_err(io("creating a temporary file"))?;
     {
@@ -257,6 +262,16 @@ fn write_atomically(
         out.flush().map_err(io("writing a temporary file"))?;
     }
     file.sync_all().map_err(io("syncing a temporary file"))?;
+    Ok(tmp)
+}
+
+/// Writes `dir/name` atomically: temporary file, fsync, rename, fsync of the directory.
+fn write_atomically(
+    dir: &Path,
+    name: &str,
+    write: impl FnOnce(&mut BufWriter<&File>) -> Result<()>,
+) -> Result<()> {
+    let tmp = write_temporary(dir, name, write)?;
     fs::rename(&tmp, dir.join(name)).map_err(io("renaming a temporary file"))?;
     sync_dir(dir)
 }
@@ -339,11 +354,11 @@ impl FileCommitter {
 
     fn compact(&mut self) -> Result<()> {
         let next = self.generation + 1;
-        {
+        let tmp = {
             let tables = self.tables.read().map_err(|_| StoreError::Poisoned)?;
             let total = tables.len() as u64;
             let mut entries = tables.iter().peekable();
-            write_atomically(&self.dir, FileStore::SNAPSHOT_FILE, |out| {
+            write_temporary(&self.dir, FileStore::SNAPSHOT_FILE, |out| {
                 out.write_all(&header(SNAPSHOT_MAGIC, next))
                     .map_err(io("writing the snapshot"))?;
                 while entries.peek().is_some() {
@@ -359,11 +374,16 @@ impl FileCommitter {
                 end.extend_from_slice(&total.to_le_bytes());
                 out.write_all(&frame(end)?)
                     .map_err(io("writing the snapshot"))
-            })?;
-        }
-        // The snapshot of generation `next` is in place: from here on, the old log is stale
-        // and must never receive another acknowledged batch.
-        match new_log(&self.dir, next) {
+            })?
+        };
+        // Until the rename, a failure leaves the store exactly as it was.
+        fs::rename(&tmp, self.dir.join(FileStore::SNAPSHOT_FILE))
+            .map_err(io("installing the snapshot"))?;
+        // The snapshot of generation `next` is in place: the old log is stale from now on
+        // and must never receive another acknowledged batch. If switching to the new log
+        // fails, the store refuses further commits (reopening recovers from the snapshot).
+        let switched = sync_dir(&self.dir).and_then(|()| new_log(&self.dir, next));
+        match switched {
             Ok(log) => {
                 self.log = log;
                 self.log_len = HEADER_LEN;
@@ -592,14 +612,29 @@ impl FileStore {
         Ok((file, offset as u64))
     }
 
-    /// True if a valid log frame starts anywhere after the first byte of `rest` (whose
-    /// first frame is damaged): then the damage is inside acknowledged data, not a torn
-    /// tail. The header checksum makes a false match in arbitrary bytes a 1-in-2^32 event
-    /// per position before the body checksum is even looked at.
+    /// True if, somewhere after the first byte of `rest` (whose first frame is damaged),
+    /// valid log frames start and run back to back exactly to the end of the file: then
+    /// the damage is inside acknowledged data, not a torn tail. Requiring the whole rest to
+    /// chain keeps frame-shaped bytes inside a torn write (a client's key, say) from
+    /// blocking recovery; the header checksum makes a false start a 1-in-2^32 event per
+    /// position before anything else is looked at.
     fn valid_frame_follows(rest: &[u8]) -> bool {
+        let chains_to_end = |mut tail: &[u8]| loop {
+            if tail.is_empty() {
+                return true;
+            }
+            match read_frame(tail) {
+                Ok((Body::Changes(_), len)) => match tail.get(len..) {
+                    Some(after) => tail = after,
+                    None => return false,
+                },
+                _ => return false,
+            }
+        };
         (1..rest.len().saturating_sub(FRAME_HEADER_LEN - 1)).any(|at| {
-            rest.get(at..)
-                .is_some_and(|tail| matches!(read_frame(tail), Ok((Body::Changes(_), _))))
+            rest.get(at..).is_some_and(|tail| {
+                matches!(read_frame(tail), Ok((Body::Changes(_), _))) && chains_to_end(tail)
+            })
         })
     }
 

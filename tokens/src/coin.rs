@@ -332,6 +332,9 @@ impl Coin {
     }
 }
 
+/// Most coins one payment may hold (a bound on the work and the claims one payment costs).
+pub const MAX_COINS_PER_PAYMENT: usize = 1_000;
+
 /// Coins handed to a merchant for one payment request (exact amount: no change can be
 /// given offline).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -347,6 +350,12 @@ impl CoinPayment {
     /// Sum of the coins, in the request's currency. Fails on a coin of another currency
     /// and on a coin listed twice (which would count twice but redeem once).
     pub fn total(&self) -> Result<Amount> {
+        if self.coins.len() > MAX_COINS_PER_PAYMENT {
+            return Err(Error::InvalidField {
+                field: "coins",
+                reason: "more coins than one payment may hold",
+            });
+        }
         let mut ids: Vec<CoinId> = self.coins.iter().map(Coin::id).collect();
         ids.sort_unstable();
         if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {

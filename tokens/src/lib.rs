@@ -29,6 +29,7 @@ pub use codec::Message;
 pub use coin::{
     BlindCoin, BlindCoinMessage, Coin, CoinPayment, CoinVariant, EndorsedCoinPayment,
     EndorsedCoinPaymentPayload, IdentifiedCoin, IdentifiedCoinPayload, PendingCoin,
+    MAX_COINS_PER_PAYMENT,
 };
 pub use deposit::{
     DepositConfirmation, DepositConfirmationPayload, DepositRecord, DepositRecordPayload,
