@@ -414,6 +414,17 @@ impl<S: RecordStore> Merchant<S> {
                 None => None,
             };
         let Some(open) = open else {
+            // Paid requests leave the open list: tell a second answer so.
+            let paid = ClaimId::Custom {
+                namespace: "request-paid".into(),
+                key: request_id.as_bytes().to_vec(),
+            };
+            if let Some(Some(_)) = self.store.claims(std::slice::from_ref(&paid)).await?.pop() {
+                return Ok(Err(reject(
+                    "request_already_paid",
+                    "this request was paid with another answer",
+                )));
+            }
             return Ok(Err(reject(
                 "unknown_request",
                 "not an open request of this terminal",

@@ -41,10 +41,12 @@ impl PaymentRequest {
     /// Checks the merchant's signature under the key of `merchant` (whose certificate the
     /// caller has verified), and that id, category and region agree with the certificate.
     pub fn verify(&self, merchant: &MerchantCertificatePayload) -> Result<&PaymentRequestPayload> {
-        let payload = self.verify_signature(&merchant.merchant_key)?;
-        if payload.merchant_id != merchant.merchant_id {
+        // Named first (nothing is acted on yet): a request of another merchant is
+        // `WrongMerchant`, not a confusing `UnknownKey`.
+        if self.payload.merchant_id != merchant.merchant_id {
             return Err(Error::WrongMerchant);
         }
+        let payload = self.verify_signature(&merchant.merchant_key)?;
         if payload.category != merchant.category {
             return Err(Error::InvalidField {
                 field: "category",

@@ -45,12 +45,15 @@ const PAID_REQUESTS_KEPT: usize = 1_000;
 pub struct Unreleased<T> {
     message: T,
     generation: u64,
+    instance: u64,
 }
 
 impl<T> Unreleased<T> {
     /// The message, provided `saved` includes the change that produced it.
     pub fn release(self, saved: &SavedWallet) -> Result<T> {
-        if saved.generation < self.generation {
+        // Generations count per loaded wallet: a save of another wallet object (or of a
+        // reloaded copy whose history diverged) says nothing about this message.
+        if saved.instance != self.instance || saved.generation < self.generation {
             return Err(WalletError::NotPersisted {
                 needed: self.generation,
                 saved: saved.generation,
@@ -69,6 +72,7 @@ impl<T> Unreleased<T> {
 pub struct SavedWallet {
     bytes: Vec<u8>,
     generation: u64,
+    instance: u64,
 }
 
 impl SavedWallet {
@@ -138,6 +142,13 @@ pub struct Wallet {
     state: WalletState,
     key: SigningKey<Device>,
     directory: Option<KeyDirectory>,
+    /// Identifies this in-memory wallet among all created or loaded in the process.
+    instance: u64,
+}
+
+fn next_instance() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn nonce<G: CryptoRng + ?Sized>(rng: &mut G) -> Nonce {
@@ -174,6 +185,7 @@ impl Wallet {
             state,
             key: device_key,
             directory: None,
+            instance: next_instance(),
         })
     }
 
@@ -199,6 +211,7 @@ impl Wallet {
         Ok(SavedWallet {
             bytes: storage::seal(key, storage::Kind::WalletState, &plaintext, rng)?,
             generation: self.state.generation,
+            instance: self.instance,
         })
     }
 
@@ -216,6 +229,7 @@ impl Wallet {
             state,
             key: device_key,
             directory,
+            instance: next_instance(),
         })
     }
 
@@ -229,6 +243,7 @@ impl Wallet {
         Unreleased {
             message,
             generation,
+            instance: self.instance,
         }
     }
 
@@ -564,7 +579,10 @@ impl Wallet {
             .iter()
             .filter(|c| {
                 let p = &c.certificate.payload;
-                p.available.currency == currency && p.validity().contains(now)
+                // Only certificates whose sequence range the counter is still in can pay.
+                p.available.currency == currency
+                    && p.validity().contains(now)
+                    && p.covers_sequence(self.state.next_sequence)
             })
             .map(|c| {
                 c.certificate
@@ -750,6 +768,39 @@ impl Wallet {
         Ok(ids)
     }
 
+    /// Takes identified coins the issuer reissued to this device (after another device of
+    /// the account was lost): keeps those that verify and are not held yet.
+    pub fn accept_reissued_coins(
+        &mut self,
+        coins: &[scrip_tokens::IdentifiedCoin],
+        now: Timestamp,
+    ) -> Result<Vec<CoinId>> {
+        let directory = self.directory()?;
+        let mut added = Vec::new();
+        for coin in coins {
+            let coin = Coin::Identified(coin.clone());
+            coin.verify(directory, now)
+                .map_err(|_| WalletError::BadCoin(coin.id()))?;
+            if !self.holds(coin.id()) {
+                added.push(coin);
+            }
+        }
+        let ids = added.iter().map(Coin::id).collect();
+        self.state.coins.extend(added);
+        self.touch();
+        Ok(ids)
+    }
+
+    /// True if the coin is held or in flight to a merchant.
+    pub(crate) fn holds(&self, id: CoinId) -> bool {
+        self.state.coins.iter().any(|c| c.id() == id)
+            || self
+                .state
+                .coins_in_flight
+                .iter()
+                .any(|f| f.coins.iter().any(|c| c.id() == id))
+    }
+
     /// The coins held (not counting coins handed to a merchant awaiting its reply).
     pub fn coins(&self) -> &[Coin] {
         &self.state.coins
@@ -932,6 +983,7 @@ impl Wallet {
         Ok(Unreleased {
             message: codec::encode(&answer.message)?,
             generation: answer.generation,
+            instance: answer.instance,
         })
     }
 

@@ -69,17 +69,25 @@ impl Wallet {
         Ok(sheet)
     }
 
-    /// The blind coins held, sealed with `key`, for a backup kept off the device.
+    /// The blind coins held (and in flight), sealed with `key`, for a backup kept off the
+    /// device.
     pub fn backup_blind_coins<G: CryptoRng + ?Sized>(
         &self,
         key: &StorageKey,
         rng: &mut G,
     ) -> Result<Vec<u8>> {
         let backup = BlindCoinBackup {
+            // Coins in flight too: if the merchant never took them, they are the user's.
             coins: self
                 .state
                 .coins
                 .iter()
+                .chain(
+                    self.state
+                        .coins_in_flight
+                        .iter()
+                        .flat_map(|f| f.coins.iter()),
+                )
                 .filter_map(|c| match c {
                     Coin::Blind(b) => Some(b.clone()),
                     Coin::Identified(_) => None,
@@ -105,8 +113,7 @@ impl Wallet {
         let mut added = 0;
         for coin in backup.coins {
             let coin = Coin::Blind(coin);
-            let held = self.state.coins.iter().any(|c| c.id() == coin.id());
-            if !held && coin.verify(directory, now).is_ok() {
+            if !self.holds(coin.id()) && coin.verify(directory, now).is_ok() {
                 self.state.coins.push(coin);
                 added += 1;
             }
