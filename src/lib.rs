@@ -6,7 +6,11 @@
 //! - [`issuer`]: the account management system and its HTTP server;
 //! - [`wallet`]: the library wallet vendors embed;
 //! - [`merchant`]: the library point-of-sale integrators embed;
-//! - [`interop`]: wire-format documentation and golden vectors.
+//! - [`interop`]: wire-format documentation and golden vectors;
+//! - [`client`] (feature `client`, on by default): a typed HTTP client of the server;
+//! - [`demo`] (feature `client`): the whole story over HTTP, as `scrip demo` runs it.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub use scrip_interop as interop;
 pub use scrip_issuer as issuer;
@@ -14,3 +18,12 @@ pub use scrip_merchant as merchant;
 pub use scrip_stores as stores;
 pub use scrip_tokens as tokens;
 pub use scrip_wallet as wallet;
+
+#[cfg(feature = "client")]
+pub mod client;
+#[cfg(feature = "client")]
+pub mod demo;
+#[cfg(feature = "client")]
+mod error;
+#[cfg(feature = "client")]
+pub use error::Error;

@@ -12,6 +12,19 @@ use scrip_tokens::{
 use crate::docs::{funding_account, DEPOSITS, DEPOSIT_CONFIRMATIONS};
 use crate::{encode, FundingSource, Issuer, IssuerError, Result};
 
+/// What a deposit id stands for (its idempotency digest).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct DepositIdentity {
+    deposit_id: scrip_tokens::DepositId,
+    account_id: scrip_tokens::AccountId,
+    device_id: scrip_tokens::DeviceId,
+    amount: scrip_tokens::Amount,
+}
+impl scrip_tokens::Message for DepositIdentity {
+    const TAG: &'static str = "scrip/issuer/deposit-identity/v1";
+    const VERSION: u16 = 1;
+}
+
 impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     /// Credits a deposit: verifies the device's signed request, collects the funds from
     /// the [`FundingSource`], credits the account and returns the signed deposit record.
@@ -38,9 +51,15 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             return Err(IssuerError::Unsupported("currency not served"));
         }
         let claim = ClaimId::Deposit(payload.deposit_id);
-        // The payload, not the signed bytes: PSS signatures are randomized, so a device
-        // that signs its retry again must still be recognised.
-        let digest = codec::digest(payload)?;
+        // What the deposit is, not when it was signed: PSS signatures are randomized and
+        // the transport refuses replayed requests, so a retry is signed again (new time)
+        // and must still be recognised as the same deposit.
+        let digest = codec::digest(&DepositIdentity {
+            deposit_id: payload.deposit_id,
+            account_id: payload.account_id,
+            device_id: payload.device_id,
+            amount: payload.amount,
+        })?;
         if let Some(Some(existing)) = self.store.claims(std::slice::from_ref(&claim)).await?.pop() {
             return if existing.digest == digest {
                 self.stored_deposit(request).await

@@ -59,6 +59,9 @@ pub enum IssuerError {
     /// Keyring files could not be read or written.
     #[error("keyring: {0}")]
     Keyring(String),
+    /// A file or socket operation of the server failed (data directory, listener).
+    #[error("i/o: {0}")]
+    Io(String),
     /// Stored issuer state does not decode.
     #[error("corrupted issuer state: {0}")]
     Corrupted(String),
@@ -87,6 +90,7 @@ impl IssuerError {
             ) => "invalid_request",
             IssuerError::Store(_) => "store_error",
             IssuerError::Keyring(_) => "keyring_error",
+            IssuerError::Io(_) => "io_error",
             IssuerError::Corrupted(_) => "corrupted_state",
         }
     }

@@ -97,3 +97,16 @@ impl FundingSource for InMemoryFunding {
         }
     }
 }
+
+/// A shared funding source is a funding source (the server holds `Arc<dyn FundingSource>`).
+#[async_trait]
+impl<T: FundingSource + ?Sized> FundingSource for std::sync::Arc<T> {
+    async fn collect(
+        &self,
+        deposit: DepositId,
+        account: AccountId,
+        amount: Amount,
+    ) -> Result<(), FundingError> {
+        (**self).collect(deposit, account, amount).await
+    }
+}

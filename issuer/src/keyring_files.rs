@@ -55,7 +55,7 @@ fn err(context: &str, e: impl std::fmt::Display) -> IssuerError {
 
 /// Writes `contents` to `dir/name` with mode 0600, via a temporary file and a rename, so a
 /// crash never leaves a half-written key.
-fn write_private(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
+pub(crate) fn write_private(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = dir.join(format!("{name}.tmp"));
     let mut file = fs::OpenOptions::new()

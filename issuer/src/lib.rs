@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod api;
 mod certificates;
 mod coins;
 mod deposits;
@@ -12,6 +13,8 @@ mod keyring;
 pub mod keyring_files;
 mod redemption;
 mod registry;
+#[cfg(feature = "server")]
+pub mod server;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -22,6 +25,7 @@ use scrip_tokens::{codec, AccountId, Currency, Message, SignedKeyDirectory, Time
 pub use certificates::Released;
 pub use error::{IssuerError, Result};
 pub use funding::{FundingError, FundingSource, InMemoryFunding};
+
 pub use keyring::{one_two_five, IssuerKey, Keyring, KeyringConfig, KeysetKeys, RoleKeys};
 pub use registry::AccountOpened;
 

@@ -127,3 +127,65 @@ pub trait RecordStore: Send + Sync {
     /// Idempotent.
     async fn close(&self) -> Result<()>;
 }
+
+/// A shared store is a store: the server holds its backend as `Arc<dyn RecordStore>` and
+/// picks memory, file or redb at start-up.
+#[async_trait]
+impl<T: RecordStore + ?Sized> RecordStore for std::sync::Arc<T> {
+    async fn commit(&self, unit: Unit) -> Result<CommitOutcome> {
+        (**self).commit(unit).await
+    }
+
+    async fn commit_many(&self, units: Vec<Unit>) -> Result<Vec<CommitOutcome>> {
+        (**self).commit_many(units).await
+    }
+
+    async fn claims(&self, ids: &[ClaimId]) -> Result<Vec<Option<ExistingClaim>>> {
+        (**self).claims(ids).await
+    }
+
+    async fn balance(&self, account: &LedgerAccount, currency: Currency) -> Result<i128> {
+        (**self).balance(account, currency).await
+    }
+
+    async fn balances(
+        &self,
+        after: Option<(LedgerAccount, Currency)>,
+        limit: usize,
+    ) -> Result<Vec<(LedgerAccount, Currency, i128)>> {
+        (**self).balances(after, limit).await
+    }
+
+    async fn ledger_entries(
+        &self,
+        account: &LedgerAccount,
+        currency: Currency,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<LedgerEntry>> {
+        (**self)
+            .ledger_entries(account, currency, after_seq, limit)
+            .await
+    }
+
+    async fn get(&self, collection: Collection, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        (**self).get(collection, key).await
+    }
+
+    async fn scan(
+        &self,
+        collection: Collection,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        (**self).scan(collection, after, limit).await
+    }
+
+    fn stats(&self) -> StoreStats {
+        (**self).stats()
+    }
+
+    async fn close(&self) -> Result<()> {
+        (**self).close().await
+    }
+}

@@ -56,7 +56,8 @@ pub use messages::{
     MerchantRegistration, MerchantRegistrationPayload, MerchantReply, Nonce, PaymentAnswer,
     PaymentReceipt, PaymentRejection, PaymentRejectionPayload, RedemptionBatch,
     RedemptionBatchPayload, RedemptionItem, RedemptionOutcome, RedemptionReport, RejectReason,
-    SyncReport, SyncRequest, SyncRequestPayload, UserLock,
+    StatementRequest, StatementRequestPayload, SyncReport, SyncRequest, SyncRequestPayload,
+    UserLock,
 };
 pub use payment::{
     CountersignedRecord, CountersignedRecordPayload, PaymentRequest, PaymentRequestPayload,

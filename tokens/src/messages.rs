@@ -224,6 +224,33 @@ signed_token!(
     tag: "sync-request"
 );
 
+/// A device asks for its account's statement (ledger entries) in one currency.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementRequestPayload {
+    /// The account.
+    pub account_id: AccountId,
+    /// The asking device (one of the account's).
+    pub device_id: DeviceId,
+    /// The currency.
+    pub currency: Currency,
+    /// Entries after this ledger sequence number (paging), or from the start.
+    pub after_seq: Option<u64>,
+    /// Most entries wanted (the issuer caps it).
+    pub limit: u32,
+    /// When the device created the request.
+    pub created_at: Timestamp,
+    /// Random per request.
+    #[serde(with = "crate::bytes::array")]
+    pub nonce: Nonce,
+}
+
+signed_token!(
+    /// A [`StatementRequestPayload`] signed by the device's key.
+    StatementRequest = StatementRequestPayload,
+    signer: Device,
+    tag: "statement-request"
+);
+
 /// What the issuer did with a device's hand-ins: one outcome per record, in order, and
 /// how many deposit confirmations it recorded.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

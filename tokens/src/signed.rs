@@ -136,7 +136,7 @@ mod tests {
 
     /// Every message type's tag. A new type must be added here: the test below then proves
     /// its tag is distinct and its signatures do not transfer.
-    const ALL_TAGS: [&str; 55] = [
+    const ALL_TAGS: [&str; 57] = [
         AccountCertificatePayload::TAG,
         MerchantCertificatePayload::TAG,
         BalanceCertificatePayload::TAG,
@@ -191,6 +191,8 @@ mod tests {
         SyncRequestPayload::TAG,
         SyncRequest::TAG,
         SyncReport::TAG,
+        StatementRequestPayload::TAG,
+        StatementRequest::TAG,
         <crate::directory::KeysetIdInput as Message>::TAG,
     ];
 

@@ -20,8 +20,8 @@ use scrip_tokens::{
     DeviceRegistrationPayload, IdentifiedWithdrawalRequest, IdentifiedWithdrawalRequestPayload,
     IdentifiedWithdrawalResponse, KeyDirectory, KeyId, LockRules, MerchantOffer, MerchantReply,
     Nonce, PaymentAnswer, PaymentReceipt, PaymentRequestPayload, PendingCoin, RejectReason,
-    RequestId, SigningKey, SyncReport, SyncRequest, SyncRequestPayload, Timestamp, VerifyingKey,
-    WithdrawalRecord, WithdrawalRecordPayload,
+    RequestId, SigningKey, StatementRequest, StatementRequestPayload, SyncReport, SyncRequest,
+    SyncRequestPayload, Timestamp, VerifyingKey, WithdrawalRecord, WithdrawalRecordPayload,
 };
 
 pub use error::{Result, WalletError};
@@ -536,6 +536,32 @@ impl Wallet {
                 device_id: account.device_id,
                 unsent_records: self.state.outbox.clone(),
                 deposit_confirmations: self.unacknowledged_confirmations(),
+                created_at: now,
+                nonce: nonce(rng),
+            },
+            &self.key,
+            rng,
+        )?)
+    }
+
+    /// A signed request for the account's statement in `currency` (entries after
+    /// `after_seq`, at most `limit`). Reading changes nothing, so it needs no save first.
+    pub fn statement_request<G: CryptoRng + ?Sized>(
+        &self,
+        currency: Currency,
+        after_seq: Option<u64>,
+        limit: u32,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<StatementRequest> {
+        let account = self.registered()?.payload.clone();
+        Ok(StatementRequest::sign(
+            StatementRequestPayload {
+                account_id: account.account_id,
+                device_id: account.device_id,
+                currency,
+                after_seq,
+                limit,
                 created_at: now,
                 nonce: nonce(rng),
             },

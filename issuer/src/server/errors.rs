@@ -1,0 +1,169 @@
+//! Every refusal the server gives: an HTTP status and a JSON `{code, message}` body. The
+//! one rejection handler ([`recover`]) maps warp's own rejections (unknown route, wrong
+//! method, oversized body) to the same shape, so clients parse one error format.
+
+use std::convert::Infallible;
+
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::Reply;
+
+use crate::api::ErrorBody;
+use crate::IssuerError;
+
+/// A refusal: status, stable code, message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable snake_case code.
+    pub code: &'static str,
+    /// Detail for people.
+    pub message: String,
+}
+
+impl ApiError {
+    /// A refusal with `status`, `code` and `message`.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn stale(message: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "stale_request", message)
+    }
+
+    pub(crate) fn replayed() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "replayed",
+            "this request (nonce) was already received; sign a new one",
+        )
+    }
+
+    pub(crate) fn busy() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many requests in the replay window; retry later",
+        )
+    }
+
+    pub(crate) fn malformed(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "malformed_body", message)
+    }
+
+    pub(crate) fn unauthorized_operator() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "operator_token_required",
+            "this route needs the operator token (Authorization: Bearer <token>)",
+        )
+    }
+
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// The JSON error response.
+    pub fn into_response(self) -> Response {
+        let body = ErrorBody {
+            code: self.code.to_owned(),
+            message: self.message,
+        };
+        let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
+        let mut response = Response::new(json.into());
+        *response.status_mut() = self.status;
+        response.headers_mut().insert(
+            warp::http::header::CONTENT_TYPE,
+            warp::http::HeaderValue::from_static(crate::api::JSON),
+        );
+        response
+    }
+}
+
+impl From<IssuerError> for ApiError {
+    fn from(e: IssuerError) -> Self {
+        use scrip_tokens::Error as T;
+        let status = match &e {
+            IssuerError::Invalid(t) => match t {
+                T::BadSignature | T::UnknownKey(_) => StatusCode::UNAUTHORIZED,
+                T::WrongAccount | T::WrongDevice | T::WrongMerchant => StatusCode::FORBIDDEN,
+                T::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                T::Signing(_) | T::Encoding(_) | T::Blind(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
+            },
+            IssuerError::UnknownDevice(_) | IssuerError::UnknownMerchant(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            IssuerError::UnknownAccount(_) | IssuerError::UnknownCertificate(_) => {
+                StatusCode::NOT_FOUND
+            }
+            IssuerError::DeviceRevoked(_) | IssuerError::AccountFrozen(_) => StatusCode::FORBIDDEN,
+            IssuerError::AlreadyRegistered | IssuerError::IdempotencyKeyReused => {
+                StatusCode::CONFLICT
+            }
+            IssuerError::InsufficientFunds { .. } | IssuerError::NothingAvailable => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            IssuerError::Unsupported(_) => StatusCode::BAD_REQUEST,
+            IssuerError::Funding(_) => StatusCode::BAD_GATEWAY,
+            IssuerError::Store(
+                scrip_stores::StoreError::InvalidUnit(_)
+                | scrip_stores::StoreError::UnbalancedPostings { .. },
+            ) => StatusCode::BAD_REQUEST,
+            IssuerError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status.is_server_error() {
+            tracing::error!(error = %e, "request failed");
+        }
+        ApiError::new(status, e.code(), e.to_string())
+    }
+}
+
+impl Reply for ApiError {
+    fn into_response(self) -> Response {
+        ApiError::into_response(self)
+    }
+}
+
+/// The one rejection handler: warp's rejections become JSON errors.
+pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible> {
+    let error = if rejection.is_not_found() {
+        ApiError::not_found("no such route")
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "the request body exceeds the server's limit",
+        )
+    } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
+        ApiError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "length_required",
+            "send a Content-Length header",
+        )
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "this route does not take that method",
+        )
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
+    } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", e.to_string())
+    } else {
+        tracing::warn!(?rejection, "unhandled rejection");
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("{rejection:?}"),
+        )
+    };
+    Ok(error.into_response())
+}

@@ -1,0 +1,318 @@
+//! The routes. Each signed route: `POST`, body decoded by [`Body`], freshness checked by
+//! the [`ReplayGuard`](super::ReplayGuard), then its handler; answers are encoded in the
+//! negotiated format and refusals are JSON `{code, message}`.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use scrip_stores::RecordStore;
+use scrip_tokens::{AccountId, CoinId, DeviceId, Message, Timestamp};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
+use warp::Filter;
+
+use super::errors::{self, ApiError};
+use super::handlers;
+use super::models::{reply, Body, Format};
+use super::replay::Fresh;
+use super::{now, AppState};
+
+/// Whether a route needs the operator token.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Devices and merchants: the signed body is the authentication.
+    Signed,
+    /// The operator token, and the body is fresh and signed where it is a token.
+    Operator,
+}
+
+/// Every route, with the rejection handler and request metrics.
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = Infallible> + Clone + Send + Sync + 'static
+{
+    let s = &state;
+    let metrics = Arc::clone(&state.metrics);
+    let log = warp::log::custom(move |info: warp::log::Info<'_>| {
+        metrics.request(info.method().as_str(), info.path(), info.status().as_u16());
+        tracing::info!(
+            method = %info.method(),
+            path = info.path(),
+            status = info.status().as_u16(),
+            micros = u64::try_from(info.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "request"
+        );
+    });
+
+    let health = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| reply(&crate::api::Done { ok: true }, Format::Json))
+        .boxed();
+    let metrics_route = warp::path!("metrics")
+        .and(warp::get())
+        .and(with(s))
+        .map(|state: Arc<AppState>| {
+            let text = state.metrics.render(&state.issuer.store().stats());
+            let mut response = Response::new(text.into());
+            response.headers_mut().insert(
+                warp::http::header::CONTENT_TYPE,
+                warp::http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            response
+        })
+        .boxed();
+    let keys = warp::path!("v1" / "keys")
+        .and(warp::get())
+        .and(accept())
+        .and(with(s))
+        .then(handlers::key_directory)
+        .boxed();
+    let root_key = warp::path!("v1" / "root-key")
+        .and(warp::get())
+        .and(accept())
+        .and(with(s))
+        .map(|accept: Format, state: Arc<AppState>| {
+            let key = state.issuer.keys().root.verifying_key().clone();
+            reply(&crate::api::RootKey { key }, accept)
+        })
+        .boxed();
+    let coin = warp::path!("v1" / "coins" / CoinId)
+        .and(warp::get())
+        .and(accept())
+        .and(with(s))
+        .then(handlers::coin_state)
+        .boxed();
+    let fraud_log = warp::path!("v1" / "fraud-log")
+        .and(warp::get())
+        .and(warp::query::<handlers::FraudLogQuery>())
+        .and(accept())
+        .and(operator_token())
+        .and(with(s))
+        .then(handlers::fraud_log)
+        .boxed();
+    let revoke = warp::path!("v1" / "devices" / DeviceId / "revoke")
+        .and(warp::post())
+        .and(accept())
+        .and(operator_token())
+        .and(with(s))
+        .then(handlers::revoke_device)
+        .boxed();
+    let reissue = warp::path!("v1" / "devices" / DeviceId / "reissue")
+        .and(warp::post())
+        .and(body(s))
+        .and(with(s))
+        .then(handlers::reissue)
+        .boxed();
+    let statement = warp::path!("v1" / "accounts" / AccountId / "statement")
+        .and(warp::post())
+        .and(body(s))
+        .and(with(s))
+        .then(handlers::statement)
+        .boxed();
+
+    let signed_routes = signed(
+        s,
+        warp::path!("v1" / "accounts").boxed(),
+        Access::Signed,
+        handlers::open_account,
+    )
+    .or(signed(
+        s,
+        warp::path!("v1" / "devices").boxed(),
+        Access::Signed,
+        handlers::enroll_device,
+    ))
+    .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "recoveries").boxed(),
+        Access::Operator,
+        handlers::recover_account,
+    ))
+    .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "merchants").boxed(),
+        Access::Operator,
+        handlers::register_merchant,
+    ))
+    .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "deposits").boxed(),
+        Access::Signed,
+        handlers::deposit,
+    ))
+    .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "deposit-confirmations").boxed(),
+        Access::Signed,
+        handlers::confirm_deposit,
+    ))
+    .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "balance-certificates").boxed(),
+        Access::Signed,
+        handlers::balance_certificate,
+    ))
+    .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "sync").boxed(),
+        Access::Signed,
+        handlers::sync,
+    ))
+    .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "withdrawals" / "blind").boxed(),
+        Access::Signed,
+        handlers::withdraw_blind,
+    ))
+    .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "withdrawals" / "identified").boxed(),
+        Access::Signed,
+        handlers::withdraw_identified,
+    ))
+    .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "redemptions").boxed(),
+        Access::Signed,
+        handlers::redeem,
+    ))
+    .unify()
+    .boxed();
+
+    health
+        .or(metrics_route)
+        .unify()
+        .or(keys)
+        .unify()
+        .or(root_key)
+        .unify()
+        .or(coin)
+        .unify()
+        .or(fraud_log)
+        .unify()
+        .or(revoke)
+        .unify()
+        .or(reissue)
+        .unify()
+        .or(statement)
+        .unify()
+        .or(signed_routes)
+        .unify()
+        .recover(errors::recover)
+        .unify()
+        .with(log)
+}
+
+fn with(
+    state: &Arc<AppState>,
+) -> impl Filter<Extract = (Arc<AppState>,), Error = Infallible> + Clone {
+    let state = Arc::clone(state);
+    warp::any().map(move || Arc::clone(&state))
+}
+
+fn accept() -> impl Filter<Extract = (Format,), Error = Infallible> + Clone {
+    warp::header::optional::<String>("accept")
+        .or(warp::any().map(|| None))
+        .unify()
+        .map(|h: Option<String>| Format::of_accept(h.as_deref()))
+}
+
+/// The operator token, from `Authorization: Bearer` or `X-Scrip-Operator`.
+fn operator_token() -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
+    let authorization = warp::header::optional::<String>("authorization")
+        .or(warp::any().map(|| None))
+        .unify();
+    let custom = warp::header::optional::<String>(crate::api::OPERATOR_HEADER)
+        .or(warp::any().map(|| None))
+        .unify();
+    authorization
+        .and(custom)
+        .map(|auth: Option<String>, custom: Option<String>| {
+            auth.and_then(|a| a.strip_prefix("Bearer ").map(|t| t.trim().to_owned()))
+                .or(custom.map(|c| c.trim().to_owned()))
+        })
+}
+
+fn body(state: &Arc<AppState>) -> BoxedFilter<(Body, Option<String>)> {
+    let limit = state.max_body_bytes;
+    let content_type = warp::header::optional::<String>("content-type")
+        .or(warp::any().map(|| None))
+        .unify();
+    content_type
+        .and(accept())
+        .and(operator_token())
+        .and(warp::body::content_length_limit(limit as u64))
+        .and(warp::body::bytes())
+        .map(
+            move |ct: Option<String>, accept: Format, op: Option<String>, bytes: bytes::Bytes| {
+                (
+                    Body {
+                        content: Format::of_content_type(ct.as_deref()),
+                        accept,
+                        bytes,
+                        limit,
+                    },
+                    op,
+                )
+            },
+        )
+        .untuple_one()
+        .boxed()
+}
+
+/// A signed `POST` route: decode, check freshness (and the operator token), handle.
+fn signed<Req, Resp, H, Fut>(
+    state: &Arc<AppState>,
+    path: BoxedFilter<()>,
+    access: Access,
+    handler: H,
+) -> BoxedFilter<(Response,)>
+where
+    Req: Message + DeserializeOwned + Fresh + Send + 'static,
+    Resp: Message + Serialize + Send + 'static,
+    H: Fn(Arc<AppState>, Req, Timestamp) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, ApiError>> + Send + 'static,
+{
+    path.and(warp::post())
+        .and(body(state))
+        .and(with(state))
+        .then(
+            move |body: Body, operator: Option<String>, state: Arc<AppState>| {
+                let handler = handler.clone();
+                async move {
+                    if access == Access::Operator && !state.is_operator(operator.as_deref()) {
+                        return ApiError::unauthorized_operator().into_response();
+                    }
+                    let request: Req = match body.decode() {
+                        Ok(r) => r,
+                        Err(e) => return e.into_response(),
+                    };
+                    let now = now();
+                    if let Err(e) =
+                        state
+                            .replay
+                            .admit(request.created_at(), &request.replay_id(), now)
+                    {
+                        return e.into_response();
+                    }
+                    match handler(state, request, now).await {
+                        Ok(answer) => reply(&answer, body.accept),
+                        Err(e) => e.into_response(),
+                    }
+                }
+            },
+        )
+        .boxed()
+}

@@ -1,0 +1,307 @@
+//! One handler per route: a decoded, fresh request in, one issuer-core call, an answer out.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scrip_tokens::{
+    AccountCertificate, AccountId, BalanceCertificate, BalanceCertificateRequest,
+    BlindWithdrawalRequest, BlindWithdrawalResponse, CoinId, DepositConfirmation, DepositRecord,
+    DepositRequest, DeviceId, DeviceRegistration, IdentifiedWithdrawalRequest,
+    IdentifiedWithdrawalResponse, MerchantCertificate, MerchantRegistration, RedemptionBatch,
+    RedemptionReport, StatementRequest, SyncReport, SyncRequest, Timestamp,
+};
+use serde::Deserialize;
+use warp::http::StatusCode;
+use warp::reply::Response;
+
+use super::errors::ApiError;
+use super::models::{reply, Body, Format};
+use super::replay::Fresh;
+use super::{now, request_rng, AppState};
+use crate::api::{
+    AccountOpenedBody, DeviceEnrollment, DeviceRevoked, Done, FraudLogItem, FraudLogPage,
+    ReissueRequest, ReissuedCoins,
+};
+
+/// How long a signed key directory is served before it is signed again.
+const DIRECTORY_TTL: Duration = Duration::from_secs(60);
+
+pub async fn key_directory(accept: Format, state: Arc<AppState>) -> Response {
+    let now = now();
+    {
+        let cached = match state.directory.lock() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        if let Some((at, directory)) = cached {
+            if now < at.saturating_add(DIRECTORY_TTL) && now >= at {
+                return reply(&directory, accept);
+            }
+        }
+    }
+    let mut rng = request_rng();
+    match state.issuer.key_directory(now, &mut rng) {
+        Ok(directory) => {
+            match state.directory.lock() {
+                Ok(mut c) => *c = Some((now, directory.clone())),
+                Err(p) => *p.into_inner() = Some((now, directory.clone())),
+            }
+            reply(&directory, accept)
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+pub async fn open_account(
+    state: Arc<AppState>,
+    request: DeviceRegistration,
+    now: Timestamp,
+) -> Result<AccountOpenedBody, ApiError> {
+    let mut rng = request_rng();
+    let opened = state.issuer.open_account(&request, now, &mut rng).await?;
+    tracing::info!(account = %opened.account_id, device = %opened.device_id, "account opened");
+    Ok(opened.into())
+}
+
+pub async fn enroll_device(
+    state: Arc<AppState>,
+    request: DeviceEnrollment,
+    now: Timestamp,
+) -> Result<AccountCertificate, ApiError> {
+    let mut rng = request_rng();
+    Ok(state
+        .issuer
+        .add_device(&request.registration, &request.approval, now, &mut rng)
+        .await?)
+}
+
+pub async fn recover_account(
+    state: Arc<AppState>,
+    request: DeviceRegistration,
+    now: Timestamp,
+) -> Result<AccountCertificate, ApiError> {
+    let mut rng = request_rng();
+    Ok(state
+        .issuer
+        .recover_account(&request, now, &mut rng)
+        .await?)
+}
+
+pub async fn register_merchant(
+    state: Arc<AppState>,
+    request: MerchantRegistration,
+    now: Timestamp,
+) -> Result<MerchantCertificate, ApiError> {
+    let mut rng = request_rng();
+    let certificate = state
+        .issuer
+        .register_merchant(&request, now, &mut rng)
+        .await?;
+    tracing::info!(merchant = %certificate.payload.merchant_id, "merchant registered");
+    Ok(certificate)
+}
+
+pub async fn deposit(
+    state: Arc<AppState>,
+    request: DepositRequest,
+    now: Timestamp,
+) -> Result<DepositRecord, ApiError> {
+    let mut rng = request_rng();
+    Ok(state.issuer.deposit(&request, now, &mut rng).await?)
+}
+
+pub async fn confirm_deposit(
+    state: Arc<AppState>,
+    request: DepositConfirmation,
+    now: Timestamp,
+) -> Result<Done, ApiError> {
+    state.issuer.confirm_deposit(&request, now).await?;
+    Ok(Done { ok: true })
+}
+
+pub async fn balance_certificate(
+    state: Arc<AppState>,
+    request: BalanceCertificateRequest,
+    now: Timestamp,
+) -> Result<BalanceCertificate, ApiError> {
+    let mut rng = request_rng();
+    Ok(state
+        .issuer
+        .issue_balance_certificate(&request, now, &mut rng)
+        .await?)
+}
+
+pub async fn sync(
+    state: Arc<AppState>,
+    request: SyncRequest,
+    now: Timestamp,
+) -> Result<SyncReport, ApiError> {
+    Ok(state.issuer.sync(&request, now).await?)
+}
+
+pub async fn withdraw_blind(
+    state: Arc<AppState>,
+    request: BlindWithdrawalRequest,
+    now: Timestamp,
+) -> Result<BlindWithdrawalResponse, ApiError> {
+    let mut rng = request_rng();
+    Ok(state.issuer.withdraw_blind(&request, now, &mut rng).await?)
+}
+
+pub async fn withdraw_identified(
+    state: Arc<AppState>,
+    request: IdentifiedWithdrawalRequest,
+    now: Timestamp,
+) -> Result<IdentifiedWithdrawalResponse, ApiError> {
+    let mut rng = request_rng();
+    Ok(state
+        .issuer
+        .withdraw_identified(&request, now, &mut rng)
+        .await?)
+}
+
+pub async fn redeem(
+    state: Arc<AppState>,
+    request: RedemptionBatch,
+    now: Timestamp,
+) -> Result<RedemptionReport, ApiError> {
+    let report = state.issuer.redeem(&request, now).await?;
+    state.metrics.redemptions(&report.outcomes);
+    tracing::info!(
+        merchant = %request.payload.merchant_id,
+        items = report.outcomes.len(),
+        "redemption batch"
+    );
+    Ok(report)
+}
+
+pub async fn statement(
+    account_id: AccountId,
+    body: Body,
+    _operator: Option<String>,
+    state: Arc<AppState>,
+) -> Response {
+    let request: StatementRequest = match body.decode() {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    if request.payload.account_id != account_id {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "path_mismatch",
+            "the request names another account than the path",
+        )
+        .into_response();
+    }
+    let now = now();
+    if let Err(e) = state
+        .replay
+        .admit(request.created_at(), &request.replay_id(), now)
+    {
+        return e.into_response();
+    }
+    match state.issuer.statement_for(&request, now).await {
+        Ok(statement) => reply(&statement, body.accept),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+pub async fn coin_state(coin_id: CoinId, accept: Format, state: Arc<AppState>) -> Response {
+    match state.issuer.coin_state(coin_id).await {
+        Ok(s) => reply(&s, accept),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// `?after=<hex key>&limit=<n>`.
+#[derive(Deserialize)]
+pub struct FraudLogQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn fraud_log(
+    query: FraudLogQuery,
+    accept: Format,
+    operator: Option<String>,
+    state: Arc<AppState>,
+) -> Response {
+    if !state.is_operator(operator.as_deref()) {
+        return ApiError::unauthorized_operator().into_response();
+    }
+    let after = match query.after.as_deref().map(hex::decode).transpose() {
+        Ok(a) => a,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "after must be a hex key",
+            )
+            .into_response()
+        }
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, crate::MAX_PAGE);
+    match state.issuer.fraud_log(after.as_deref(), limit).await {
+        Ok(entries) => reply(
+            &FraudLogPage {
+                entries: entries
+                    .into_iter()
+                    .map(|(key, entry)| FraudLogItem {
+                        key: hex::encode(key),
+                        entry,
+                    })
+                    .collect(),
+            },
+            accept,
+        ),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+pub async fn revoke_device(
+    device_id: DeviceId,
+    accept: Format,
+    operator: Option<String>,
+    state: Arc<AppState>,
+) -> Response {
+    if !state.is_operator(operator.as_deref()) {
+        return ApiError::unauthorized_operator().into_response();
+    }
+    match state.issuer.revoke_device(device_id, now()).await {
+        Ok(revoked_at) => {
+            tracing::warn!(device = %device_id, "device revoked");
+            reply(
+                &DeviceRevoked {
+                    device_id,
+                    revoked_at,
+                },
+                accept,
+            )
+        }
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+pub async fn reissue(
+    device_id: DeviceId,
+    body: Body,
+    operator: Option<String>,
+    state: Arc<AppState>,
+) -> Response {
+    if !state.is_operator(operator.as_deref()) {
+        return ApiError::unauthorized_operator().into_response();
+    }
+    let request: ReissueRequest = match body.decode() {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    let mut rng = request_rng();
+    match state
+        .issuer
+        .reissue_identified_coins(device_id, request.to, now(), &mut rng)
+        .await
+    {
+        Ok(coins) => reply(&ReissuedCoins { coins }, body.accept),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}

@@ -1,0 +1,345 @@
+//! The warp issuer and redeem server (feature `server`).
+//!
+//! Layout follows warp's examples: [`filters`] builds the routes, [`handlers`] turns a
+//! decoded, fresh request into a call of the issuer core, [`models`] negotiates JSON or
+//! bincode bodies, [`errors`] is the one place that turns refusals and warp rejections into
+//! `{code, message}` answers. The issuer core stays pure; the clock, randomness, the store
+//! and the network live here.
+//!
+//! Authentication: every request from a device or merchant is a token signed by its key
+//! that carries `created_at` and a random `nonce` (see `scrip_tokens::messages`). The
+//! server refuses requests created outside the allowed clock skew or before it started,
+//! and nonces it has seen (the replay window); the issuer core then verifies the signature
+//! before acting. A client that retries signs its request again: business idempotency
+//! (deposit ids, withdrawal idempotency keys, one claim per coin and record) makes the
+//! re-signed retry safe. Operator routes take a bearer token.
+
+mod errors;
+mod filters;
+mod handlers;
+mod metrics;
+mod models;
+mod replay;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::SeedableRng;
+use scrip_stores::{FileStore, MemoryStore, RecordStore, RedbStore};
+use scrip_tokens::Timestamp;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use errors::ApiError;
+pub use metrics::{MeteredStore, Metrics};
+pub use replay::ReplayGuard;
+
+use crate::{FundingSource, InMemoryFunding, Issuer, IssuerConfig, IssuerError, Keyring, Result};
+
+/// The store backend the server runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Embedded redb database `<data-dir>/scrip.redb` (the default).
+    Redb,
+    /// Append-only checksummed log in `<data-dir>/store/`.
+    File,
+    /// In memory: everything is lost when the server stops (tests, demos).
+    Memory,
+}
+
+impl std::str::FromStr for StoreKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "redb" => Ok(StoreKind::Redb),
+            "file" => Ok(StoreKind::File),
+            "memory" => Ok(StoreKind::Memory),
+            other => Err(format!("unknown store {other:?}: use redb, file or memory")),
+        }
+    }
+}
+
+impl std::fmt::Display for StoreKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreKind::Redb => "redb",
+            StoreKind::File => "file",
+            StoreKind::Memory => "memory",
+        })
+    }
+}
+
+/// Where the server's keys come from.
+pub enum KeySource {
+    /// Load `<dir>/keyring.json` and its PEM files, or generate them there on first start
+    /// (files written 0600).
+    Directory {
+        /// The key directory.
+        dir: PathBuf,
+        /// What to generate if nothing is there yet.
+        generate: crate::KeyringConfig,
+    },
+    /// Keys held by the caller (tests, embedding).
+    Provided(Box<Keyring>),
+}
+
+/// Everything the server needs to start.
+pub struct ServerConfig {
+    /// Address to listen on (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Data directory (store files live here).
+    pub data_dir: PathBuf,
+    /// Store backend.
+    pub store: StoreKind,
+    /// Issuer keys.
+    pub keys: KeySource,
+    /// Issuer limits and lifetimes.
+    pub issuer: IssuerConfig,
+    /// Bearer token for operator routes.
+    pub operator_token: String,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// How far a request's `created_at` may be from the server's clock.
+    pub max_clock_skew: Duration,
+    /// How often expired certificates' reservations are released.
+    pub release_interval: Duration,
+    /// Where deposits are collected from.
+    pub funding: Arc<dyn FundingSource>,
+}
+
+impl ServerConfig {
+    /// Defaults: redb in `data_dir`, keys in `<data_dir>/keys`, 8 MiB bodies, 5 minutes of
+    /// clock skew, a demo funding source that accepts every deposit.
+    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>, operator_token: String) -> Self {
+        let data_dir = data_dir.into();
+        ServerConfig {
+            listen,
+            keys: KeySource::Directory {
+                dir: data_dir.join("keys"),
+                generate: crate::KeyringConfig::default(),
+            },
+            data_dir,
+            store: StoreKind::Redb,
+            issuer: IssuerConfig::default(),
+            operator_token,
+            max_body_bytes: 8 << 20,
+            max_clock_skew: Duration::from_secs(300),
+            release_interval: Duration::from_secs(60),
+            funding: Arc::new(InMemoryFunding::new()),
+        }
+    }
+}
+
+/// The issuer as the server runs it.
+pub type ServerIssuer = Issuer<MeteredStore<Arc<dyn RecordStore>>, Arc<dyn FundingSource>>;
+
+/// Shared state of all handlers.
+pub struct AppState {
+    /// The issuer core.
+    pub issuer: ServerIssuer,
+    /// Stale and replayed request guard.
+    pub replay: ReplayGuard,
+    /// Prometheus counters.
+    pub metrics: Arc<Metrics>,
+    operator_token: String,
+    max_body_bytes: usize,
+    directory: std::sync::Mutex<Option<(Timestamp, scrip_tokens::SignedKeyDirectory)>>,
+}
+
+impl AppState {
+    /// Whether `presented` is the operator token (compared in constant time).
+    pub fn is_operator(&self, presented: Option<&str>) -> bool {
+        let Some(presented) = presented else {
+            return false;
+        };
+        let (a, b) = (presented.as_bytes(), self.operator_token.as_bytes());
+        if a.len() != b.len() || b.is_empty() {
+            return false;
+        }
+        a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    }
+}
+
+/// The wall clock as a protocol timestamp.
+pub fn now() -> Timestamp {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0);
+    Timestamp::from_unix_millis(ms)
+}
+
+/// A fresh CSPRNG for one request, seeded from the thread-local generator (which is
+/// seeded from the OS).
+pub(crate) fn request_rng() -> rand::rngs::StdRng {
+    rand::rngs::StdRng::from_rng(&mut rand::rng())
+}
+
+/// Opens the configured store backend.
+pub fn open_store(kind: StoreKind, data_dir: &Path) -> Result<Arc<dyn RecordStore>> {
+    Ok(match kind {
+        StoreKind::Redb => Arc::new(RedbStore::open(data_dir.join("scrip.redb"))?),
+        StoreKind::File => Arc::new(FileStore::open(data_dir.join("store"))?),
+        StoreKind::Memory => Arc::new(MemoryStore::new()),
+    })
+}
+
+/// A started server.
+pub struct RunningServer {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    stop: Option<oneshot::Sender<()>>,
+    serve: JoinHandle<()>,
+    release: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The shared state (issuer, metrics).
+    pub fn state(&self) -> &Arc<AppState> {
+        &self.state
+    }
+
+    /// Graceful shutdown: stops accepting, lets in-flight requests finish, then closes the
+    /// store (everything acknowledged is durable).
+    pub async fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = (&mut self.serve).await;
+        self.release.abort();
+        self.state.issuer.store().close().await?;
+        tracing::info!("store closed; server stopped");
+        Ok(())
+    }
+
+    /// Runs until `signal` completes, then shuts down gracefully.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) -> Result<()> {
+        signal.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        self.shutdown().await
+    }
+}
+
+/// Opens the store and keys, binds the listener and starts serving.
+pub async fn start(config: ServerConfig) -> Result<RunningServer> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| IssuerError::Io(format!("creating {}: {e}", config.data_dir.display())))?;
+    let started = now();
+    let keyring = match config.keys {
+        KeySource::Provided(k) => *k,
+        KeySource::Directory { dir, generate } => {
+            let mut rng = request_rng();
+            let (keyring, generated) =
+                crate::keyring_files::load_or_generate(&dir, &generate, started, &mut rng)?;
+            if generated {
+                tracing::info!(dir = %dir.display(), "generated issuer keys (first start)");
+            } else {
+                tracing::info!(dir = %dir.display(), "loaded issuer keys");
+            }
+            keyring
+        }
+    };
+    // The root key wallets and merchants pin, published next to the data (public).
+    let root_pem = keyring
+        .root
+        .verifying_key()
+        .public_key()
+        .to_pem()
+        .map_err(IssuerError::Invalid)?;
+    let root_path = config.data_dir.join("root-key.pem");
+    std::fs::write(&root_path, root_pem)
+        .map_err(|e| IssuerError::Io(format!("writing {}: {e}", root_path.display())))?;
+    let metrics = Arc::new(Metrics::default());
+    let store = open_store(config.store, &config.data_dir)?;
+    let store = MeteredStore::new(store, Arc::clone(&metrics));
+    let issuer = Issuer::new(store, config.funding, keyring, config.issuer);
+    let state = Arc::new(AppState {
+        issuer,
+        replay: ReplayGuard::new(config.max_clock_skew, started),
+        metrics,
+        operator_token: config.operator_token,
+        max_body_bytes: config.max_body_bytes,
+        directory: std::sync::Mutex::new(None),
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| IssuerError::Io(format!("binding {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| IssuerError::Io(format!("listener address: {e}")))?;
+    let (stop, stopped) = oneshot::channel::<()>();
+    let routes = filters::routes(Arc::clone(&state));
+    let serve = tokio::spawn(
+        warp::serve(routes)
+            .incoming(listener)
+            .graceful(async move {
+                let _ = stopped.await;
+            })
+            .run(),
+    );
+    let release = tokio::spawn(release_expired_loop(
+        Arc::clone(&state),
+        config.release_interval,
+    ));
+    tracing::info!(%addr, store = %config.store, data_dir = %config.data_dir.display(), "listening");
+    Ok(RunningServer {
+        addr,
+        state,
+        stop: Some(stop),
+        serve,
+        release,
+    })
+}
+
+/// Releases the reservations of expired balance certificates, forever.
+async fn release_expired_loop(state: Arc<AppState>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.issuer.release_expired(now(), crate::MAX_PAGE).await {
+            Ok(released) if !released.is_empty() => {
+                tracing::info!(count = released.len(), "released expired certificates")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "releasing expired certificates failed"),
+        }
+    }
+}
+
+/// A random operator token (32 bytes, hex).
+pub fn generate_operator_token() -> String {
+    use rand::Rng;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Reads `<data_dir>/operator-token`, or creates it (0600) with a random token.
+pub fn load_or_create_operator_token(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join("operator-token");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(IssuerError::Io(format!("reading {}: {e}", path.display()))),
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| IssuerError::Io(format!("creating {}: {e}", data_dir.display())))?;
+    let token = generate_operator_token();
+    crate::keyring_files::write_private(data_dir, "operator-token", token.as_bytes())?;
+    Ok(token)
+}

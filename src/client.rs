@@ -1,0 +1,368 @@
+//! A typed async HTTP client of the issuer server (feature `client`), for wallets and
+//! points of sale: every request the `wallet` and `merchant` libraries produce has a
+//! method here, and answers come back typed.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), scrip::Error> {
+//! let issuer = scrip::client::HttpClient::new("http://127.0.0.1:8080")?;
+//! let directory = issuer.key_directory().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Requests are signed tokens that carry their creation time and a nonce; the server
+//! refuses replays, so a caller that retries after a network error builds and signs the
+//! request again (the issuer's idempotency keys make that safe).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+use scrip_issuer::api::{
+    AccountOpenedBody, CoinState, DeviceEnrollment, DeviceRevoked, Done, ErrorBody, FraudLogPage,
+    ReissueRequest, ReissuedCoins, Statement, BINCODE, JSON,
+};
+use scrip_tokens::{
+    codec, AccountCertificate, BalanceCertificate, BalanceCertificateRequest,
+    BlindWithdrawalRequest, BlindWithdrawalResponse, CoinId, DepositConfirmation, DepositRecord,
+    DepositRequest, DeviceId, DeviceRegistration, IdentifiedWithdrawalRequest,
+    IdentifiedWithdrawalResponse, MerchantCertificate, MerchantRegistration, Message,
+    RedemptionBatch, RedemptionReport, SignedKeyDirectory, StatementRequest, SyncReport,
+    SyncRequest,
+};
+
+use crate::Error;
+
+/// Body format on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WireFormat {
+    /// JSON (readable, the default).
+    #[default]
+    Json,
+    /// The canonical binary codec (smaller, faster).
+    Bincode,
+}
+
+/// The issuer's HTTP API.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    base: String,
+    http: reqwest::Client,
+    format: WireFormat,
+    operator_token: Option<String>,
+}
+
+impl HttpClient {
+    /// A client of the server at `base_url` (for example `http://127.0.0.1:8080`).
+    pub fn new(base_url: &str) -> Result<Self, Error> {
+        let base = base_url.trim_end_matches('/').to_owned();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(Error::Usage(format!(
+                "server URL must start with http:// or https://, got {base_url:?}"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        Ok(HttpClient {
+            base,
+            http,
+            format: WireFormat::Json,
+            operator_token: None,
+        })
+    }
+
+    /// Sends and accepts bodies in `format`.
+    pub fn with_format(mut self, format: WireFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Authenticates operator routes with `token`.
+    pub fn with_operator_token(mut self, token: impl Into<String>) -> Self {
+        self.operator_token = Some(token.into());
+        self
+    }
+
+    /// The server's base URL.
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn media(&self) -> &'static str {
+        match self.format {
+            WireFormat::Json => JSON,
+            WireFormat::Bincode => BINCODE,
+        }
+    }
+
+    fn encode<T: Message>(&self, value: &T) -> Result<Vec<u8>, Error> {
+        match self.format {
+            WireFormat::Json => serde_json::to_vec(value).map_err(|e| Error::Decode(e.to_string())),
+            WireFormat::Bincode => Ok(codec::encode(value)?),
+        }
+    }
+
+    fn operator_header(&self) -> Result<HeaderValue, Error> {
+        let token = self.operator_token.as_deref().ok_or_else(|| {
+            Error::Usage("this call needs the operator token (with_operator_token)".into())
+        })?;
+        HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| Error::Usage("the operator token is not a valid header value".into()))
+    }
+
+    async fn answer<T: Message>(&self, response: reqwest::Response) -> Result<T, Error> {
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        if !status.is_success() {
+            let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
+                code: "http_error".into(),
+                message: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+            });
+            return Err(Error::Refused {
+                status: status.as_u16(),
+                code: body.code,
+                message: body.message,
+            });
+        }
+        if content_type.starts_with(BINCODE) {
+            Ok(codec::decode_with_limit(&bytes, 64 << 20)?)
+        } else {
+            serde_json::from_slice(&bytes).map_err(|e| Error::Decode(e.to_string()))
+        }
+    }
+
+    async fn post<Req: Message, Resp: Message>(
+        &self,
+        path: &str,
+        body: &Req,
+        operator: bool,
+    ) -> Result<Resp, Error> {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(CONTENT_TYPE, self.media())
+            .header(ACCEPT, self.media())
+            .body(self.encode(body)?);
+        if operator {
+            request = request.header(AUTHORIZATION, self.operator_header()?);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        self.answer(response).await
+    }
+
+    async fn get<Resp: Message>(&self, path: &str, operator: bool) -> Result<Resp, Error> {
+        let mut request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header(ACCEPT, self.media());
+        if operator {
+            request = request.header(AUTHORIZATION, self.operator_header()?);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        self.answer(response).await
+    }
+
+    /// `GET /healthz`: whether the server answers.
+    pub async fn health(&self) -> Result<(), Error> {
+        let _: Done = self.get("/healthz", false).await?;
+        Ok(())
+    }
+
+    /// `GET /metrics`: the Prometheus text.
+    pub async fn metrics(&self) -> Result<String, Error> {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?
+            .text()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))
+    }
+
+    /// `GET /v1/keys`: the signed key directory (verify it against the pinned root).
+    pub async fn key_directory(&self) -> Result<SignedKeyDirectory, Error> {
+        self.get("/v1/keys", false).await
+    }
+
+    /// `GET /v1/root-key`: the directory root key. Pin it from configuration where you
+    /// can (`<data-dir>/root-key.pem` on the server); fetching it is trust on first use.
+    pub async fn root_key(&self) -> Result<scrip_issuer::api::RootKey, Error> {
+        self.get("/v1/root-key", false).await
+    }
+
+    /// `POST /v1/accounts`: opens an account for a self-signed device registration.
+    pub async fn open_account(
+        &self,
+        registration: &DeviceRegistration,
+    ) -> Result<AccountOpenedBody, Error> {
+        self.post("/v1/accounts", registration, false).await
+    }
+
+    /// `POST /v1/devices`: adds a device approved by one already on the account.
+    pub async fn enroll_device(
+        &self,
+        enrollment: &DeviceEnrollment,
+    ) -> Result<AccountCertificate, Error> {
+        self.post("/v1/devices", enrollment, false).await
+    }
+
+    /// `POST /v1/recoveries` (operator): a new device for an account whose devices are
+    /// all lost, after the operator checked the customer's identity.
+    pub async fn recover_account(
+        &self,
+        registration: &DeviceRegistration,
+    ) -> Result<AccountCertificate, Error> {
+        self.post("/v1/recoveries", registration, true).await
+    }
+
+    /// `POST /v1/merchants` (operator): registers a merchant's self-signed key.
+    pub async fn register_merchant(
+        &self,
+        registration: &MerchantRegistration,
+    ) -> Result<MerchantCertificate, Error> {
+        self.post("/v1/merchants", registration, true).await
+    }
+
+    /// `POST /v1/deposits`.
+    pub async fn deposit(&self, request: &DepositRequest) -> Result<DepositRecord, Error> {
+        self.post("/v1/deposits", request, false).await
+    }
+
+    /// `POST /v1/deposit-confirmations`.
+    pub async fn confirm_deposit(&self, confirmation: &DepositConfirmation) -> Result<(), Error> {
+        let _: Done = self
+            .post("/v1/deposit-confirmations", confirmation, false)
+            .await?;
+        Ok(())
+    }
+
+    /// `POST /v1/balance-certificates`: hands in unsent records and gets a certificate.
+    pub async fn balance_certificate(
+        &self,
+        request: &BalanceCertificateRequest,
+    ) -> Result<BalanceCertificate, Error> {
+        self.post("/v1/balance-certificates", request, false).await
+    }
+
+    /// `POST /v1/sync`: hands in records and confirmations without a certificate.
+    pub async fn sync(&self, request: &SyncRequest) -> Result<SyncReport, Error> {
+        self.post("/v1/sync", request, false).await
+    }
+
+    /// `POST /v1/withdrawals/blind`.
+    pub async fn withdraw_blind(
+        &self,
+        request: &BlindWithdrawalRequest,
+    ) -> Result<BlindWithdrawalResponse, Error> {
+        self.post("/v1/withdrawals/blind", request, false).await
+    }
+
+    /// `POST /v1/withdrawals/identified`.
+    pub async fn withdraw_identified(
+        &self,
+        request: &IdentifiedWithdrawalRequest,
+    ) -> Result<IdentifiedWithdrawalResponse, Error> {
+        self.post("/v1/withdrawals/identified", request, false)
+            .await
+    }
+
+    /// `POST /v1/redemptions`: a merchant's batch.
+    pub async fn redeem(&self, batch: &RedemptionBatch) -> Result<RedemptionReport, Error> {
+        self.post("/v1/redemptions", batch, false).await
+    }
+
+    /// `POST /v1/accounts/{id}/statement`.
+    pub async fn statement(&self, request: &StatementRequest) -> Result<Statement, Error> {
+        let path = format!("/v1/accounts/{}/statement", request.payload.account_id);
+        self.post(&path, request, false).await
+    }
+
+    /// `GET /v1/coins/{id}`.
+    pub async fn coin_state(&self, coin_id: CoinId) -> Result<CoinState, Error> {
+        self.get(&format!("/v1/coins/{coin_id}"), false).await
+    }
+
+    /// `GET /v1/fraud-log` (operator).
+    pub async fn fraud_log(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<FraudLogPage, Error> {
+        let mut path = format!("/v1/fraud-log?limit={limit}");
+        if let Some(after) = after {
+            path.push_str("&after=");
+            path.push_str(after);
+        }
+        self.get(&path, true).await
+    }
+
+    /// `POST /v1/devices/{id}/revoke` (operator).
+    pub async fn revoke_device(&self, device_id: DeviceId) -> Result<DeviceRevoked, Error> {
+        let path = format!("/v1/devices/{device_id}/revoke");
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(ACCEPT, self.media())
+            .header(AUTHORIZATION, self.operator_header()?);
+        request = request.header(reqwest::header::CONTENT_LENGTH, 0);
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        self.answer(response).await
+    }
+
+    /// `POST /v1/devices/{id}/reissue` (operator).
+    pub async fn reissue_coins(
+        &self,
+        device_id: DeviceId,
+        to: DeviceId,
+    ) -> Result<ReissuedCoins, Error> {
+        let path = format!("/v1/devices/{device_id}/reissue");
+        self.post(&path, &ReissueRequest { to }, true).await
+    }
+}
+
+fn merchant_error(e: Error) -> scrip_merchant::ClientError {
+    match e {
+        Error::Refused { code, message, .. } => {
+            scrip_merchant::ClientError::Refused { code, message }
+        }
+        other => scrip_merchant::ClientError::Transport(other.to_string()),
+    }
+}
+
+#[async_trait]
+impl scrip_merchant::IssuerClient for HttpClient {
+    async fn key_directory(&self) -> Result<SignedKeyDirectory, scrip_merchant::ClientError> {
+        HttpClient::key_directory(self)
+            .await
+            .map_err(merchant_error)
+    }
+
+    async fn redeem(
+        &self,
+        batch: &RedemptionBatch,
+    ) -> Result<RedemptionReport, scrip_merchant::ClientError> {
+        HttpClient::redeem(self, batch)
+            .await
+            .map_err(merchant_error)
+    }
+}

@@ -1,0 +1,484 @@
+//! `scrip demo`: the whole story over HTTP, step by step.
+//!
+//! A customer opens an account, deposits, withdraws blind and identified coins and takes a
+//! balance certificate; goes offline and pays merchant A once by withdrawal record and
+//! once by coins; merchant A reconnects and uploads (its first answer is "lost", so it
+//! uploads the same items again); the customer syncs its copy of the record; a copy of the
+//! customer's wallet made before the coin payment spends the same coin at merchant B, who
+//! finds out when it redeems. Expected outcome counts: 2 accepted, 3 already accepted,
+//! 1 double spent, 0 invalid.
+
+use std::io::Write;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use scrip_merchant::{Merchant, MerchantConfig};
+use scrip_stores::MemoryStore;
+use scrip_tokens::keys::{DirectoryRoot, Merchant as MerchantRole};
+use scrip_tokens::{
+    Amount, Currency, MerchantCategory, MerchantRegistration, MerchantRegistrationPayload,
+    PaymentAnswer, RedemptionOutcome, Region, SigningKey, Timestamp, VerifyingKey,
+};
+use scrip_wallet::{CertificateOptions, PaymentStatus, StorageKey, Unreleased, Wallet};
+use serde::Serialize;
+
+use crate::client::HttpClient;
+use crate::Error;
+
+/// Outcome counts of every redemption answer the story saw (merchant uploads and the
+/// customer's sync).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Outcomes {
+    /// Credited now.
+    pub accepted: u32,
+    /// Credited before (retries, the second copy of a record).
+    pub already_accepted: u32,
+    /// Redeemed by someone else first.
+    pub double_spent: u32,
+    /// Refused.
+    pub invalid: u32,
+}
+
+impl Outcomes {
+    fn add(&mut self, outcomes: &[RedemptionOutcome]) {
+        for o in outcomes {
+            match o {
+                RedemptionOutcome::Accepted { .. } => self.accepted += 1,
+                RedemptionOutcome::AlreadyAccepted { .. } => self.already_accepted += 1,
+                RedemptionOutcome::DoubleSpent { .. } => self.double_spent += 1,
+                RedemptionOutcome::Invalid { .. } => self.invalid += 1,
+            }
+        }
+    }
+
+    fn merge(&mut self, other: Outcomes) {
+        self.accepted += other.accepted;
+        self.already_accepted += other.already_accepted;
+        self.double_spent += other.double_spent;
+        self.invalid += other.invalid;
+    }
+
+    /// What the story produces against a correct issuer.
+    pub const EXPECTED: Outcomes = Outcomes {
+        accepted: 2,
+        already_accepted: 3,
+        double_spent: 1,
+        invalid: 0,
+    };
+}
+
+impl std::fmt::Display for Outcomes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "accepted {}, already_accepted {}, double_spent {}, invalid {}",
+            self.accepted, self.already_accepted, self.double_spent, self.invalid
+        )
+    }
+}
+
+/// The wall clock.
+pub fn now() -> Timestamp {
+    scrip_issuer::server::now()
+}
+
+/// A wallet that saves its state before every message leaves (as a real vendor must).
+pub struct Phone {
+    /// The wallet.
+    pub wallet: Wallet,
+    /// Key its state is sealed with.
+    pub storage_key: StorageKey,
+    /// The last saved (sealed) state: what survives a crash.
+    pub saved: Vec<u8>,
+    rng: StdRng,
+}
+
+impl Phone {
+    /// Wraps `wallet`, sealing its state with `storage_key`.
+    pub fn new(wallet: Wallet, storage_key: StorageKey) -> Self {
+        Phone {
+            wallet,
+            storage_key,
+            saved: Vec::new(),
+            rng: StdRng::from_rng(&mut rand::rng()),
+        }
+    }
+
+    /// Saves, then releases the message.
+    pub fn send<T>(&mut self, message: Unreleased<T>) -> Result<T, Error> {
+        let saved = self.wallet.save(&self.storage_key, &mut self.rng)?;
+        let message = message.release(&saved)?;
+        self.saved = saved.bytes().to_vec();
+        Ok(message)
+    }
+
+    /// Saves the wallet now.
+    pub fn save(&mut self) -> Result<(), Error> {
+        self.saved = self
+            .wallet
+            .save(&self.storage_key, &mut self.rng)?
+            .bytes()
+            .to_vec();
+        Ok(())
+    }
+}
+
+/// The root key to trust: pinned from a file when one is given, else fetched (trust on
+/// first use, said out loud).
+pub async fn root_key(
+    client: &HttpClient,
+    pinned: Option<&std::path::Path>,
+    out: &mut dyn Write,
+) -> Result<VerifyingKey<DirectoryRoot>, Error> {
+    if let Some(path) = pinned {
+        let pem = std::fs::read_to_string(path)
+            .map_err(Error::io(format!("reading {}", path.display())))?;
+        return Ok(VerifyingKey::from_pem(&pem)?);
+    }
+    let key = client.root_key().await?.key;
+    say(
+        out,
+        &format!(
+            "  (no --root-key given: trusting the server's root key {} on first use)",
+            key.key_id()
+        ),
+    );
+    Ok(key)
+}
+
+fn say(out: &mut dyn Write, line: &str) {
+    let _ = writeln!(out, "{line}");
+}
+
+fn eur(minor_units: u64) -> Amount {
+    Amount::new(minor_units, Currency::EUR)
+}
+
+/// Registers a new merchant key with the operator token.
+pub async fn register_merchant(
+    client: &HttpClient,
+    key: &SigningKey<MerchantRole>,
+    category: MerchantCategory,
+    region: &str,
+    rng: &mut StdRng,
+) -> Result<scrip_tokens::MerchantCertificate, Error> {
+    use rand::Rng;
+    let mut nonce = [0u8; 16];
+    rng.fill_bytes(&mut nonce);
+    let registration = MerchantRegistration::sign(
+        MerchantRegistrationPayload {
+            merchant_key: key.verifying_key().clone(),
+            category,
+            region: Region::new(region)?,
+            created_at: now(),
+            nonce,
+        },
+        key,
+        rng,
+    )?;
+    client.register_merchant(&registration).await
+}
+
+async fn open_shop(
+    client: &HttpClient,
+    root: &VerifyingKey<DirectoryRoot>,
+    rng: &mut StdRng,
+) -> Result<Merchant<MemoryStore>, Error> {
+    let key = SigningKey::<MerchantRole>::generate(rng, scrip_tokens::keys::DEFAULT_RSA_BITS)?;
+    let certificate =
+        register_merchant(client, &key, MerchantCategory::GROCERY, "DE-BY", rng).await?;
+    let merchant = Merchant::open(
+        MemoryStore::new(),
+        key,
+        certificate,
+        root.clone(),
+        MerchantConfig::new(eur(1_000_000)),
+        now(),
+    )
+    .await?;
+    merchant
+        .refresh_directory(client.key_directory().await?, now())
+        .await?;
+    Ok(merchant)
+}
+
+/// Runs the story against `client`'s server, printing each step to `out`; returns the
+/// outcome counts.
+pub async fn run(
+    client: &HttpClient,
+    root: &VerifyingKey<DirectoryRoot>,
+    out: &mut dyn Write,
+) -> Result<Outcomes, Error> {
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let mut outcomes = Outcomes::default();
+
+    say(out, &format!("1. connecting to {}", client.base_url()));
+    client.health().await?;
+    let directory = client.key_directory().await?;
+    directory.verify(root)?;
+    say(out, "   key directory verified against the root key");
+
+    say(out, "2. the customer's wallet opens an account");
+    let wallet = Wallet::generate(root.clone(), &mut rng)?;
+    let mut phone = Phone::new(wallet, StorageKey::random(&mut rng));
+    phone.wallet.update_directory(directory.clone(), now())?;
+    let registration = phone.wallet.registration_request(None, now(), &mut rng)?;
+    let registration = phone.send(registration)?;
+    let opened = client.open_account(&registration).await?;
+    phone
+        .wallet
+        .on_account_certificate(opened.certificate, now())?;
+    phone.save()?;
+    say(
+        out,
+        &format!(
+            "   account {} device {}",
+            opened.account_id, opened.device_id
+        ),
+    );
+
+    say(out, "3. two merchants register (operator-authorized)");
+    let shop_a = open_shop(client, root, &mut rng).await?;
+    let shop_b = open_shop(client, root, &mut rng).await?;
+    say(
+        out,
+        &format!(
+            "   merchant A {}, merchant B {}",
+            shop_a.certificate().payload.merchant_id,
+            shop_b.certificate().payload.merchant_id
+        ),
+    );
+
+    say(out, "4. the customer deposits EUR 100.00");
+    let request = phone.wallet.deposit_request(eur(10_000), now(), &mut rng)?;
+    let request = phone.send(request)?;
+    let record = client.deposit(&request).await?;
+    let confirmation = phone.wallet.on_deposit_record(record, now(), &mut rng)?;
+    phone.save()?;
+    client.confirm_deposit(&confirmation).await?;
+    say(out, "   deposit credited and confirmed");
+
+    say(
+        out,
+        "5. withdraws blind coins (10, 2, 2, 1) and identified coins (5, 1)",
+    );
+    let request =
+        phone
+            .wallet
+            .blind_withdrawal_request(&[10, 2, 2, 1], Currency::EUR, now(), &mut rng)?;
+    let request = phone.send(request)?;
+    let response = client.withdraw_blind(&request).await?;
+    let blind = phone
+        .wallet
+        .on_blind_withdrawal(&request, &response, now())?;
+    let request =
+        phone
+            .wallet
+            .identified_withdrawal_request(&[5, 1], Currency::EUR, now(), &mut rng)?;
+    let request = phone.send(request)?;
+    let response = client.withdraw_identified(&request).await?;
+    let identified = phone
+        .wallet
+        .on_identified_withdrawal(&request, &response, now())?;
+    phone.save()?;
+    say(
+        out,
+        &format!(
+            "   {} blind coins (the issuer never saw their ids), {} identified coins",
+            blind.len(),
+            identified.len()
+        ),
+    );
+
+    say(out, "6. takes a balance certificate for up to EUR 30.00");
+    let options = CertificateOptions {
+        requested_amount: Some(3_000),
+        ..CertificateOptions::any(Currency::EUR)
+    };
+    let request = phone.wallet.certificate_request(options, now(), &mut rng)?;
+    let request = phone.send(request)?;
+    let certificate = client.balance_certificate(&request).await?;
+    phone
+        .wallet
+        .on_balance_certificate(certificate.clone(), now())?;
+    phone.save()?;
+    say(
+        out,
+        &format!(
+            "   certificate {} makes EUR {} spendable offline",
+            certificate.payload.serial,
+            fmt_minor(certificate.payload.available.minor_units)
+        ),
+    );
+
+    say(
+        out,
+        "7. offline: pays merchant A EUR 7.50 with a signed withdrawal record",
+    );
+    let offer = shop_a.offer(eur(750), now(), &mut rng).await?;
+    let answer = phone.wallet.pay_by_record(&offer, now(), &mut rng)?;
+    let answer = phone.send(answer)?;
+    let reply = shop_a.accept(&answer, now(), &mut rng).await?;
+    expect_completed(phone.wallet.on_merchant_reply(&reply, now())?, "record")?;
+    phone.save()?;
+    say(
+        out,
+        "   merchant A verified it offline and countersigned the receipt",
+    );
+
+    say(
+        out,
+        "8. offline: pays merchant A EUR 0.10 with one blind coin",
+    );
+    // A copy of the wallet before the coin leaves: what a cheater restores later.
+    let copied_state = phone.saved.clone();
+    let offer = shop_a.offer(eur(10), now(), &mut rng).await?;
+    let answer = phone.wallet.pay_by_coins(&offer, now())?;
+    let answer = phone.send(answer)?;
+    let spent_coin = match &answer {
+        PaymentAnswer::ByCoins(p) => p.coins.first().map(|c| c.id()),
+        PaymentAnswer::ByRecord { .. } => None,
+    }
+    .ok_or_else(|| Error::Demo("the coin payment carries no coin".into()))?;
+    let reply = shop_a.accept(&answer, now(), &mut rng).await?;
+    expect_completed(phone.wallet.on_merchant_reply(&reply, now())?, "coins")?;
+    phone.save()?;
+    say(out, &format!("   coin {spent_coin} endorsed by merchant A"));
+
+    say(
+        out,
+        "9. merchant A reconnects and uploads; the answer is lost on the way",
+    );
+    let batch = shop_a
+        .build_batch(now(), &mut rng)
+        .await?
+        .ok_or_else(|| Error::Demo("merchant A has nothing queued".into()))?;
+    let report = client.redeem(&batch).await?;
+    outcomes.add(&report.outcomes);
+    say(
+        out,
+        &format!("   issuer answered: {}", describe(&report.outcomes)),
+    );
+
+    say(out, "10. merchant A uploads the same payments again (sync)");
+    let seen = sync_and_count(&shop_a, client, &mut rng).await?;
+    outcomes.merge(seen);
+    say(
+        out,
+        &format!("   issuer answered: {} (nothing credited twice)", seen),
+    );
+    if seen.accepted != 0 {
+        return Err(Error::Demo("a retried upload was credited again".into()));
+    }
+
+    say(out, "11. the customer syncs its own copy of the record");
+    let request = phone.wallet.sync_request(now(), &mut rng)?;
+    let report = client.sync(&request).await?;
+    phone.wallet.on_sync_report(&request, &report)?;
+    phone.save()?;
+    outcomes.add(&report.records);
+    say(
+        out,
+        &format!("   issuer answered: {}", describe(&report.records)),
+    );
+
+    say(
+        out,
+        "12. a copy of the wallet from before step 8 pays merchant B EUR 0.10",
+    );
+    let mut clone = Phone::new(
+        Wallet::load(&copied_state, &phone.storage_key)?,
+        StorageKey::random(&mut rng),
+    );
+    let offer = shop_b.offer(eur(10), now(), &mut rng).await?;
+    let answer = clone.wallet.pay_by_coins(&offer, now())?;
+    let answer = clone.send(answer)?;
+    let reply = shop_b.accept(&answer, now(), &mut rng).await?;
+    expect_completed(clone.wallet.on_merchant_reply(&reply, now())?, "coins")?;
+    say(
+        out,
+        "   merchant B cannot know offline that the coin was spent: it accepts",
+    );
+
+    say(out, "13. merchant B reconnects and redeems");
+    let seen = sync_and_count(&shop_b, client, &mut rng).await?;
+    outcomes.merge(seen);
+    say(out, &format!("   issuer answered: {seen}"));
+    let state = client.coin_state(spent_coin).await?;
+    say(out, &format!("   coin {spent_coin}: {:?}", state.state));
+
+    say(out, "14. the customer's statement");
+    let statement = statement(client, &mut phone, &mut rng).await?;
+    for entry in &statement.entries {
+        say(
+            out,
+            &format!(
+                "   {:>+10}  balance {:>10}  {}",
+                entry.delta, entry.balance_after, entry.memo
+            ),
+        );
+    }
+    Ok(outcomes)
+}
+
+async fn statement(
+    client: &HttpClient,
+    phone: &mut Phone,
+    rng: &mut StdRng,
+) -> Result<scrip_issuer::api::Statement, Error> {
+    let request = phone
+        .wallet
+        .statement_request(Currency::EUR, None, 100, now(), rng)?;
+    client.statement(&request).await
+}
+
+/// Syncs a merchant: what the issuer answered for its queued payments.
+async fn sync_and_count(
+    merchant: &Merchant<MemoryStore>,
+    client: &HttpClient,
+    rng: &mut StdRng,
+) -> Result<Outcomes, Error> {
+    let summary = merchant.sync(client, now(), rng).await?;
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    Ok(Outcomes {
+        accepted: count(summary.accepted),
+        already_accepted: count(summary.already_accepted),
+        double_spent: count(summary.double_spent),
+        invalid: count(summary.invalid),
+    })
+}
+
+fn expect_completed(status: PaymentStatus, what: &str) -> Result<(), Error> {
+    match status {
+        PaymentStatus::Completed(_) => Ok(()),
+        PaymentStatus::Rejected(reason) => Err(Error::Demo(format!(
+            "the merchant rejected the payment by {what}: {} ({})",
+            reason.message, reason.code
+        ))),
+    }
+}
+
+fn describe(outcomes: &[RedemptionOutcome]) -> String {
+    let parts: Vec<String> = outcomes
+        .iter()
+        .map(|o| match o {
+            RedemptionOutcome::Accepted { credited } => {
+                format!("accepted (EUR {})", fmt_minor(credited.minor_units))
+            }
+            RedemptionOutcome::AlreadyAccepted { .. } => "already_accepted".into(),
+            RedemptionOutcome::DoubleSpent { coins, .. } => {
+                format!("double_spent ({} coin)", coins.len())
+            }
+            RedemptionOutcome::Invalid { reason } => format!("invalid ({})", reason.code),
+        })
+        .collect();
+    if parts.is_empty() {
+        "nothing".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+fn fmt_minor(minor: u64) -> String {
+    format!("{}.{:02}", minor / 100, minor % 100)
+}
