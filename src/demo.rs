@@ -150,6 +150,14 @@ fn say(out: &mut dyn Write, line: &str) {
     let _ = writeln!(out, "{line}");
 }
 
+/// Certificate options: EUR, at most `minor_units`, no other rule.
+pub fn up_to(minor_units: u64) -> CertificateOptions {
+    CertificateOptions {
+        requested_amount: Some(minor_units),
+        ..CertificateOptions::any(Currency::EUR)
+    }
+}
+
 fn eur(minor_units: u64) -> Amount {
     Amount::new(minor_units, Currency::EUR)
 }

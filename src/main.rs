@@ -296,10 +296,15 @@ fn write_output(path: &str, bytes: &[u8]) -> Result<(), Error> {
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
+    // A leftover temporary file could carry wider permissions: start from a new one.
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(format!("removing {}", tmp.display()))(e)),
+    }
     let mut file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(Error::io(format!("creating {}", tmp.display())))?;
@@ -354,7 +359,7 @@ fn store_phone(dir: &Path, phone: &Phone) -> Result<(), Error> {
 }
 
 async fn wallet_step(dir: &Path, step: WalletStep) -> Result<(), Error> {
-    let now = demo::now();
+    let now = demo::now;
     let mut rng = rng();
     if let WalletStep::Init { server, trust } = step {
         std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
@@ -373,14 +378,14 @@ async fn wallet_step(dir: &Path, step: WalletStep) -> Result<(), Error> {
         let mut phone = Phone::new(Wallet::generate(root, &mut rng)?, StorageKey::new(key));
         phone
             .wallet
-            .update_directory(client.key_directory().await?, now)?;
-        let registration = phone.wallet.registration_request(None, now, &mut rng)?;
+            .update_directory(client.key_directory().await?, now())?;
+        let registration = phone.wallet.registration_request(None, now(), &mut rng)?;
         let registration = phone.send(registration)?;
         store_phone(dir, &phone)?;
         let opened = client.open_account(&registration).await?;
         phone
             .wallet
-            .on_account_certificate(opened.certificate, now)?;
+            .on_account_certificate(opened.certificate, now())?;
         phone.save()?;
         store_phone(dir, &phone)?;
         println!("account {} device {}", opened.account_id, opened.device_id);
@@ -391,14 +396,15 @@ async fn wallet_step(dir: &Path, step: WalletStep) -> Result<(), Error> {
     match step {
         WalletStep::Init { .. } => {}
         WalletStep::Deposit { amount } => {
-            let request =
-                phone
-                    .wallet
-                    .deposit_request(Amount::new(amount, Currency::EUR), now, &mut rng)?;
+            let request = phone.wallet.deposit_request(
+                Amount::new(amount, Currency::EUR),
+                now(),
+                &mut rng,
+            )?;
             let request = phone.send(request)?;
             store_phone(dir, &phone)?;
             let record = client.deposit(&request).await?;
-            let confirmation = phone.wallet.on_deposit_record(record, now, &mut rng)?;
+            let confirmation = phone.wallet.on_deposit_record(record, now(), &mut rng)?;
             phone.save()?;
             store_phone(dir, &phone)?;
             client.confirm_deposit(&confirmation).await?;
@@ -407,18 +413,18 @@ async fn wallet_step(dir: &Path, step: WalletStep) -> Result<(), Error> {
         WalletStep::Certificate { amount } => {
             phone
                 .wallet
-                .update_directory(client.key_directory().await?, now)?;
+                .update_directory(client.key_directory().await?, now())?;
             let options = CertificateOptions {
                 requested_amount: amount,
                 ..CertificateOptions::any(Currency::EUR)
             };
-            let request = phone.wallet.certificate_request(options, now, &mut rng)?;
+            let request = phone.wallet.certificate_request(options, now(), &mut rng)?;
             let request = phone.send(request)?;
             store_phone(dir, &phone)?;
             let certificate = client.balance_certificate(&request).await?;
             phone
                 .wallet
-                .on_balance_certificate(certificate.clone(), now)?;
+                .on_balance_certificate(certificate.clone(), now())?;
             phone.save()?;
             store_phone(dir, &phone)?;
             println!(
@@ -430,14 +436,18 @@ async fn wallet_step(dir: &Path, step: WalletStep) -> Result<(), Error> {
         }
         WalletStep::Withdraw { blind, identified } => {
             if !blind.is_empty() {
-                let request =
-                    phone
-                        .wallet
-                        .blind_withdrawal_request(&blind, Currency::EUR, now, &mut rng)?;
+                let request = phone.wallet.blind_withdrawal_request(
+                    &blind,
+                    Currency::EUR,
+                    now(),
+                    &mut rng,
+                )?;
                 let request = phone.send(request)?;
                 store_phone(dir, &phone)?;
                 let response = client.withdraw_blind(&request).await?;
-                let ids = phone.wallet.on_blind_withdrawal(&request, &response, now)?;
+                let ids = phone
+                    .wallet
+                    .on_blind_withdrawal(&request, &response, now())?;
                 phone.save()?;
                 store_phone(dir, &phone)?;
                 println!("{} blind coins", ids.len());
@@ -446,7 +456,7 @@ async fn wallet_step(dir: &Path, step: WalletStep) -> Result<(), Error> {
                 let request = phone.wallet.identified_withdrawal_request(
                     &identified,
                     Currency::EUR,
-                    now,
+                    now(),
                     &mut rng,
                 )?;
                 let request = phone.send(request)?;
@@ -454,7 +464,7 @@ async fn wallet_step(dir: &Path, step: WalletStep) -> Result<(), Error> {
                 let response = client.withdraw_identified(&request).await?;
                 let ids = phone
                     .wallet
-                    .on_identified_withdrawal(&request, &response, now)?;
+                    .on_identified_withdrawal(&request, &response, now())?;
                 phone.save()?;
                 store_phone(dir, &phone)?;
                 println!("{} identified coins", ids.len());
@@ -466,14 +476,14 @@ async fn wallet_step(dir: &Path, step: WalletStep) -> Result<(), Error> {
                 PayMethod::Record => PayWith::Record,
                 PayMethod::Coins => PayWith::Coins,
             };
-            let answer = phone.wallet.pay_bytes(&offer, with, now, &mut rng)?;
+            let answer = phone.wallet.pay_bytes(&offer, with, now(), &mut rng)?;
             let answer = phone.send(answer)?;
             store_phone(dir, &phone)?;
             write_output(&out, &answer)?;
         }
         WalletStep::Reply { reply } => {
             let reply: MerchantReply = codec::decode(&read_input(&reply)?)?;
-            let status = phone.wallet.on_merchant_reply(&reply, now)?;
+            let status = phone.wallet.on_merchant_reply(&reply, now())?;
             phone.save()?;
             store_phone(dir, &phone)?;
             match status {
@@ -484,7 +494,7 @@ async fn wallet_step(dir: &Path, step: WalletStep) -> Result<(), Error> {
             }
         }
         WalletStep::Sync => {
-            let request = phone.wallet.sync_request(now, &mut rng)?;
+            let request = phone.wallet.sync_request(now(), &mut rng)?;
             let report = client.sync(&request).await?;
             phone.wallet.on_sync_report(&request, &report)?;
             phone.save()?;
@@ -500,7 +510,7 @@ async fn wallet_step(dir: &Path, step: WalletStep) -> Result<(), Error> {
             let show = serde_json::json!({
                 "account_id": account.as_ref().map(|a| a.account_id.to_string()),
                 "device_id": account.as_ref().map(|a| a.device_id.to_string()),
-                "offline_spendable": phone.wallet.offline_spendable(Currency::EUR, now).minor_units,
+                "offline_spendable": phone.wallet.offline_spendable(Currency::EUR, now()).minor_units,
                 "coins": phone.wallet.coins().iter().map(|c| c.amount().minor_units).collect::<Vec<_>>(),
                 "unsent_records": phone.wallet.outbox().len(),
                 "receipts": phone.wallet.receipts().len(),
@@ -530,7 +540,7 @@ async fn open_merchant(dir: &Path) -> Result<Merchant<RedbStore>, Error> {
 }
 
 async fn merchant_step(dir: &Path, step: MerchantStep) -> Result<(), Error> {
-    let now = demo::now();
+    let now = demo::now;
     let mut rng = rng();
     match step {
         MerchantStep::Init {
@@ -569,14 +579,14 @@ async fn merchant_step(dir: &Path, step: MerchantStep) -> Result<(), Error> {
                 .map_err(Error::io("writing certificate.bin"))?;
             let merchant = open_merchant(dir).await?;
             merchant
-                .refresh_directory(client.key_directory().await?, now)
+                .refresh_directory(client.key_directory().await?, now())
                 .await?;
             println!("merchant {}", certificate.payload.merchant_id);
         }
         MerchantStep::Offer { amount, out } => {
             let merchant = open_merchant(dir).await?;
             let offer: MerchantOffer = merchant
-                .offer(Amount::new(amount, Currency::EUR), now, &mut rng)
+                .offer(Amount::new(amount, Currency::EUR), now(), &mut rng)
                 .await?;
             write_output(&out, &codec::encode(&offer)?)?;
         }
@@ -589,7 +599,7 @@ async fn merchant_step(dir: &Path, step: MerchantStep) -> Result<(), Error> {
                 Ok(PaymentAnswer::ByCoins(_)) => "coins",
                 Err(_) => "undecodable answer",
             };
-            let reply = merchant.accept_bytes(&answer, now, &mut rng).await?;
+            let reply = merchant.accept_bytes(&answer, now(), &mut rng).await?;
             let decoded: MerchantReply = codec::decode(&reply)?;
             match &decoded {
                 MerchantReply::Receipt(_) => eprintln!("accepted payment by {kind}"),
@@ -603,7 +613,7 @@ async fn merchant_step(dir: &Path, step: MerchantStep) -> Result<(), Error> {
         MerchantStep::Sync => {
             let merchant = open_merchant(dir).await?;
             let client = load_client(dir)?;
-            let summary = merchant.sync(&client, now, &mut rng).await?;
+            let summary = merchant.sync(&client, now(), &mut rng).await?;
             println!(
                 "{}",
                 serde_json::json!({

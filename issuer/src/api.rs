@@ -83,7 +83,8 @@ api_message!(DeviceEnrollment, "device-enrollment");
 
 /// What the issuer knows of a coin id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "snake_case")]
+// Externally tagged: the binary codec cannot decode internally tagged enums.
+#[serde(rename_all = "snake_case")]
 pub enum CoinStatus {
     /// Never redeemed (the issuer cannot tell a blind coin it never saw from no coin).
     NotRedeemed,

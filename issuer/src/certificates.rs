@@ -51,8 +51,8 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     /// Issues a balance certificate (SPEC section 4). First records the withdrawal
     /// records and deposit confirmations the device hands in; then computes
     /// `available = balance - locked` (capped by the request and the issuer's limits) and
-    /// reserves it. A retry of the same request (same signed bytes) returns the same
-    /// certificate and reserves once.
+    /// reserves it. A retry (same nonce and content, signed again at a later time)
+    /// returns the same certificate and reserves once.
     pub async fn issue_balance_certificate<G: CryptoRng + Send + ?Sized>(
         &self,
         request: &BalanceCertificateRequest,
@@ -71,19 +71,29 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         if !self.keys().currencies().contains(&payload.currency) {
             return Err(IssuerError::Unsupported("currency not served"));
         }
-        // A retry re-sends the same signed request (the wallet keeps it until answered).
-        let request_digest = codec::digest(request)?;
+        // The nonce is the request's idempotency key: a retry is signed again (the
+        // transport refuses replayed bytes) with the same nonce and a new time, and gets
+        // the certificate of the first attempt. The same nonce with other content is
+        // refused.
+        let request_digest = {
+            let mut identity = payload.clone();
+            identity.created_at = Timestamp::from_unix_millis(0);
+            codec::digest(&identity)?
+        };
         let idempotency = ClaimId::Idempotency {
             scope: *device_id.as_uuid(),
-            key: request_digest.0,
+            key: scrip_tokens::ContentDigest::of(&payload.nonce).0,
         };
         let response_key = key2(b"certificate/", &idempotency.key_bytes());
-        if let Some(Some(_)) = self
+        if let Some(Some(held)) = self
             .store
             .claims(std::slice::from_ref(&idempotency))
             .await?
             .pop()
         {
+            if held.digest != request_digest {
+                return Err(IssuerError::IdempotencyKeyReused);
+            }
             return self.stored_certificate(&response_key).await;
         }
 

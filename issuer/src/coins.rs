@@ -177,6 +177,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         if let Some(answer) = self.previous_answer(&claim, digest, &response_key).await? {
             return Ok(answer);
         }
+        // Blind signing costs a millisecond per coin: refuse what cannot be paid before
+        // signing anything (the commit still checks the balance atomically).
+        self.check_spendable(payload.account_id, total).await?;
         let signatures = payload
             .coins
             .iter()
@@ -207,6 +210,20 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             extra: Vec::new(),
         };
         self.commit_withdrawal(withdrawal, now).await
+    }
+
+    async fn check_spendable(&self, account: scrip_tokens::AccountId, total: Amount) -> Result<()> {
+        let balance = self
+            .store
+            .balance(
+                &scrip_stores::LedgerAccount::Customer(account),
+                total.currency,
+            )
+            .await?;
+        if balance < i128::from(total.minor_units) {
+            return Err(IssuerError::InsufficientFunds { requested: total });
+        }
+        Ok(())
     }
 
     /// Identified withdrawal: debits the account and returns coins with fresh ids and the

@@ -356,8 +356,8 @@ impl Wallet {
 
     // ---- deposits -------------------------------------------------------------------
 
-    /// A deposit request (kept until the issuer's record arrives; send the same request
-    /// again on a retry: the issuer credits a deposit id once).
+    /// A deposit request (kept until the issuer's record arrives; to retry, sign it again
+    /// with [`Wallet::resign_deposit_request`]: the issuer credits a deposit id once).
     pub fn deposit_request<G: CryptoRng + ?Sized>(
         &mut self,
         amount: Amount,
@@ -383,7 +383,31 @@ impl Wallet {
         Ok(self.unreleased(request))
     }
 
-    /// Deposit requests still waiting for the issuer's record (to send again).
+    /// Signs a pending deposit request again at `now` for a retry after a timeout: the
+    /// issuer refuses replayed bytes, and credits a deposit id once whatever the time it
+    /// was signed at.
+    pub fn resign_deposit_request<G: CryptoRng + ?Sized>(
+        &mut self,
+        deposit_id: DepositId,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<Unreleased<DepositRequest>> {
+        let index = self
+            .state
+            .pending_deposits
+            .iter()
+            .position(|r| r.payload.deposit_id == deposit_id)
+            .ok_or(WalletError::Unexpected("no pending deposit with this id"))?;
+        let mut payload = self.state.pending_deposits[index].payload.clone();
+        payload.created_at = now;
+        let request = DepositRequest::sign(payload, &self.key, rng)?;
+        self.state.pending_deposits[index] = request.clone();
+        self.touch();
+        Ok(self.unreleased(request))
+    }
+
+    /// Deposit requests still waiting for the issuer's record (sign them again with
+    /// [`Wallet::resign_deposit_request`] to retry).
     pub fn pending_deposits(&self) -> &[DepositRequest] {
         &self.state.pending_deposits
     }
@@ -402,7 +426,10 @@ impl Wallet {
             .state
             .pending_deposits
             .iter()
-            .position(|r| *r == payload.request)
+            .position(|r| {
+                r.payload.deposit_id == payload.request.payload.deposit_id
+                    && r.payload.amount == payload.request.payload.amount
+            })
             .ok_or(WalletError::Unexpected(
                 "a deposit record for no pending request",
             ))?;
@@ -439,8 +466,9 @@ impl Wallet {
     // ---- balance certificates and sync ------------------------------------------------
 
     /// A certificate request, handing in the outbox (receipted records the issuer may not
-    /// have seen) and unacknowledged deposit confirmations. Kept until answered: send the
-    /// same request again on a retry.
+    /// have seen) and unacknowledged deposit confirmations. Kept until answered: to retry,
+    /// sign it again with [`Wallet::resign_certificate_request`] (same nonce, so the
+    /// issuer answers with the same certificate).
     pub fn certificate_request<G: CryptoRng + ?Sized>(
         &mut self,
         options: CertificateOptions,
@@ -469,7 +497,28 @@ impl Wallet {
         Ok(self.unreleased(request))
     }
 
-    /// The certificate request waiting for an answer (to send again after a timeout).
+    /// The pending certificate request signed again at `now` for a retry: same nonce
+    /// and content (the issuer's idempotency key), new time (the transport refuses
+    /// replayed bytes).
+    pub fn resign_certificate_request<G: CryptoRng + ?Sized>(
+        &mut self,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<Unreleased<BalanceCertificateRequest>> {
+        let pending = self
+            .state
+            .pending_certificate_request
+            .as_ref()
+            .ok_or(WalletError::Unexpected("no pending certificate request"))?;
+        let mut payload = pending.payload.clone();
+        payload.created_at = now;
+        let request = BalanceCertificateRequest::sign(payload, &self.key, rng)?;
+        self.state.pending_certificate_request = Some(request.clone());
+        self.touch();
+        Ok(self.unreleased(request))
+    }
+
+    /// The certificate request waiting for an answer (to retry after a timeout).
     pub fn pending_certificate_request(&self) -> Option<&BalanceCertificateRequest> {
         self.state.pending_certificate_request.as_ref()
     }

@@ -168,6 +168,10 @@ async fn run(args: Args) -> Result<(), String> {
     };
     config.max_body_bytes = args.max_body_bytes;
     config.max_clock_skew = Duration::from_secs(args.max_clock_skew_secs);
+    tracing::warn!(
+        "deposits are credited from the built-in demo funding source (every deposit is \
+         accepted); embed scrip_issuer::server with your own FundingSource for real money"
+    );
     let running = server::start(config).await.map_err(|e| e.to_string())?;
     running
         .run_until(shutdown_signal())

@@ -64,8 +64,27 @@ impl ApiError {
         )
     }
 
+    /// For operator routes naming a device: an unknown device is a 404 there, not an
+    /// authentication failure.
+    pub(crate) fn operator_lookup(e: IssuerError) -> Self {
+        match e {
+            IssuerError::UnknownDevice(d) => Self::new(
+                StatusCode::NOT_FOUND,
+                "unknown_device",
+                format!("unknown device {d}"),
+            ),
+            other => other.into(),
+        }
+    }
+
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
+    /// The request was not shown to come from the key it names (bad signature, unknown
+    /// key or signer): its nonce should not count as used.
+    pub fn is_authentication_failure(&self) -> bool {
+        self.status == StatusCode::UNAUTHORIZED
     }
 
     /// The JSON error response.
@@ -93,7 +112,9 @@ impl From<IssuerError> for ApiError {
                 T::BadSignature | T::UnknownKey(_) => StatusCode::UNAUTHORIZED,
                 T::WrongAccount | T::WrongDevice | T::WrongMerchant => StatusCode::FORBIDDEN,
                 T::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                T::Signing(_) | T::Encoding(_) | T::Blind(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                // A blinded message of the wrong size fails in the blind signer: the
+                // client's fault, not the server's.
+                T::Signing(_) | T::Encoding(_) => StatusCode::INTERNAL_SERVER_ERROR,
                 _ => StatusCode::BAD_REQUEST,
             },
             IssuerError::UnknownDevice(_) | IssuerError::UnknownMerchant(_) => {
@@ -162,7 +183,7 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
-            format!("{rejection:?}"),
+            "the request could not be read",
         )
     };
     Ok(error.into_response())

@@ -240,8 +240,14 @@ fn operator_token() -> impl Filter<Extract = (Option<String>,), Error = Infallib
     authorization
         .and(custom)
         .map(|auth: Option<String>, custom: Option<String>| {
-            auth.and_then(|a| a.strip_prefix("Bearer ").map(|t| t.trim().to_owned()))
-                .or(custom.map(|c| c.trim().to_owned()))
+            auth.and_then(|a| {
+                // The scheme is case-insensitive (RFC 7235).
+                let (scheme, token) = a.split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| token.trim().to_owned())
+            })
+            .or(custom.map(|c| c.trim().to_owned()))
         })
 }
 
@@ -300,16 +306,18 @@ where
                         Err(e) => return e.into_response(),
                     };
                     let now = now();
-                    if let Err(e) =
-                        state
-                            .replay
-                            .admit(request.created_at(), &request.replay_id(), now)
-                    {
+                    let replay_id = request.replay_id();
+                    if let Err(e) = state.replay.admit(request.created_at(), &replay_id, now) {
                         return e.into_response();
                     }
-                    match handler(state, request, now).await {
+                    match handler(Arc::clone(&state), request, now).await {
                         Ok(answer) => reply(&answer, body.accept),
-                        Err(e) => e.into_response(),
+                        Err(e) => {
+                            if e.is_authentication_failure() {
+                                state.replay.forget(&replay_id);
+                            }
+                            e.into_response()
+                        }
                     }
                 }
             },

@@ -194,15 +194,19 @@ pub async fn statement(
         .into_response();
     }
     let now = now();
-    if let Err(e) = state
-        .replay
-        .admit(request.created_at(), &request.replay_id(), now)
-    {
+    let replay_id = request.replay_id();
+    if let Err(e) = state.replay.admit(request.created_at(), &replay_id, now) {
         return e.into_response();
     }
     match state.issuer.statement_for(&request, now).await {
         Ok(statement) => reply(&statement, body.accept),
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => {
+            let e = ApiError::from(e);
+            if e.is_authentication_failure() {
+                state.replay.forget(&replay_id);
+            }
+            e.into_response()
+        }
     }
 }
 
@@ -278,7 +282,7 @@ pub async fn revoke_device(
                 accept,
             )
         }
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => ApiError::operator_lookup(e).into_response(),
     }
 }
 
@@ -302,6 +306,6 @@ pub async fn reissue(
         .await
     {
         Ok(coins) => reply(&ReissuedCoins { coins }, body.accept),
-        Err(e) => ApiError::from(e).into_response(),
+        Err(e) => ApiError::operator_lookup(e).into_response(),
     }
 }

@@ -71,6 +71,9 @@ impl std::fmt::Display for StoreKind {
     }
 }
 
+/// How long a graceful shutdown waits for in-flight requests.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Where the server's keys come from.
 pub enum KeySource {
     /// Load `<dir>/keyring.json` and its PEM files, or generate them there on first start
@@ -217,7 +220,15 @@ impl RunningServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let _ = (&mut self.serve).await;
+        // In-flight requests get a grace period; a client that never finishes its request
+        // must not keep the store from being closed.
+        if tokio::time::timeout(SHUTDOWN_GRACE, &mut self.serve)
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still open after the grace period; closing anyway");
+            self.serve.abort();
+        }
         self.release.abort();
         self.state.issuer.store().close().await?;
         tracing::info!("store closed; server stopped");
@@ -310,12 +321,22 @@ async fn release_expired_loop(state: Arc<AppState>, every: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match state.issuer.release_expired(now(), crate::MAX_PAGE).await {
-            Ok(released) if !released.is_empty() => {
-                tracing::info!(count = released.len(), "released expired certificates")
+        // Page until a short page: many certificates may expire within one tick.
+        loop {
+            match state.issuer.release_expired(now(), crate::MAX_PAGE).await {
+                Ok(released) => {
+                    if !released.is_empty() {
+                        tracing::info!(count = released.len(), "released expired certificates");
+                    }
+                    if released.len() < crate::MAX_PAGE {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "releasing expired certificates failed");
+                    break;
+                }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "releasing expired certificates failed"),
         }
     }
 }

@@ -85,14 +85,27 @@ impl ReplayGuard {
             .insert(key, created_at.saturating_add(self.skew));
         Ok(())
     }
+
+    /// Forgets an admitted request that turned out not to be signed by whom it claims:
+    /// a forgery must not use up the genuine request's nonce.
+    pub fn forget(&self, id: &[u8]) {
+        let key: [u8; 32] = Sha256::digest(id).into();
+        let mut seen = match self.seen.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        seen.expiry.remove(&key);
+    }
 }
 
 /// A signed request's creation time and replay identity.
 pub trait Fresh {
     /// When the client created it.
     fn created_at(&self) -> Timestamp;
-    /// What makes it unique: its type's tag and its nonce, or for requests without a nonce
-    /// its signature (PSS signatures are randomized, so a re-signed retry differs).
+    /// What makes it unique: its type's tag, nonce and creation time, or for requests
+    /// without a nonce its signature (PSS signatures are randomized). The same bytes
+    /// twice are a replay; a retry signed again at a later time is not (the issuer's
+    /// idempotency keys, which include the nonce, make it return the first answer).
     fn replay_id(&self) -> Vec<u8>;
 }
 
@@ -103,7 +116,12 @@ macro_rules! fresh_by_nonce {
                 self.payload.created_at
             }
             fn replay_id(&self) -> Vec<u8> {
-                [<$ty as Message>::TAG.as_bytes(), &self.payload.nonce].concat()
+                [
+                    <$ty as Message>::TAG.as_bytes(),
+                    &self.payload.nonce,
+                    &self.payload.created_at.as_unix_millis().to_le_bytes(),
+                ]
+                .concat()
             }
         }
     )*};
@@ -150,6 +168,12 @@ impl Fresh for DeviceEnrollment {
         [
             DeviceEnrollment::TAG.as_bytes(),
             &self.approval.payload.nonce,
+            &self
+                .approval
+                .payload
+                .created_at
+                .as_unix_millis()
+                .to_le_bytes(),
         ]
         .concat()
     }
@@ -168,6 +192,8 @@ mod tests {
         assert!(guard.admit(now, b"a", now).is_ok());
         assert_eq!(guard.admit(now, b"a", now).unwrap_err().code, "replayed");
         assert!(guard.admit(now, b"b", now).is_ok());
+        guard.forget(b"a");
+        assert!(guard.admit(now, b"a", now).is_ok());
     }
 
     #[test]

@@ -1,0 +1,400 @@
+//! End to end over HTTP: the real server (warp on a loopback port) over each store backend,
+//! the typed client, the wallet and merchant libraries.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use scrip::client::HttpClient;
+use scrip::demo::{self, Outcomes, Phone};
+use scrip::issuer::api::CoinStatus;
+use scrip::issuer::server::StoreKind;
+use scrip::merchant::{Merchant, MerchantConfig, SyncSummary};
+use scrip::stores::MemoryStore;
+use scrip::tokens::keys::Merchant as MerchantRole;
+use scrip::tokens::{Amount, Currency, MerchantCategory, SigningKey};
+use scrip::wallet::{PaymentStatus, StorageKey, Wallet};
+
+fn eur(v: u64) -> Amount {
+    Amount::new(v, Currency::EUR)
+}
+
+fn rng() -> StdRng {
+    StdRng::from_rng(&mut rand::rng())
+}
+
+async fn demo_story(kind: StoreKind, bincode: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(kind, dir.path()).await;
+    let client = if bincode {
+        common::bincode_client(&server)
+    } else {
+        common::client(&server)
+    };
+    let mut log = Vec::new();
+    let outcomes = demo::run(&client, &common::root(), &mut log).await;
+    let log = String::from_utf8_lossy(&log).into_owned();
+    let outcomes = outcomes.unwrap_or_else(|e| panic!("demo failed: {e}\n{log}"));
+    assert_eq!(outcomes, Outcomes::EXPECTED, "{log}");
+
+    // The server counted what it answered: 2 accepted and a double spend from merchants
+    // (the customer's copy comes through /v1/sync and is not a merchant redemption).
+    let metrics = client.metrics().await.unwrap();
+    assert!(
+        metrics.contains("scrip_redemptions_total{outcome=\"accepted\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("scrip_redemptions_total{outcome=\"already_accepted\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("scrip_redemptions_total{outcome=\"double_spent\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("scrip_store_commit_seconds_count"));
+
+    // The double spend is in the fraud log, for the operator only.
+    let log_page = client.fraud_log(None, 100).await.unwrap();
+    assert!(!log_page.entries.is_empty());
+    let anonymous = HttpClient::new(&server.url())
+        .unwrap()
+        .with_operator_token("not-the-token");
+    assert!(matches!(
+        anonymous.fraud_log(None, 100).await,
+        Err(scrip::Error::Refused { status: 401, .. })
+    ));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_story_over_http_with_the_memory_store() {
+    demo_story(StoreKind::Memory, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_story_over_http_with_the_file_store() {
+    demo_story(StoreKind::File, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_story_over_http_with_the_redb_store() {
+    demo_story(StoreKind::Redb, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_story_with_binary_bodies() {
+    demo_story(StoreKind::Redb, true).await;
+}
+
+/// A registered customer with `deposit` on its account.
+async fn customer(client: &HttpClient, deposit: u64) -> Phone {
+    let mut rng = rng();
+    let now = demo::now;
+    let wallet = Wallet::generate(common::root(), &mut rng).unwrap();
+    let mut phone = Phone::new(wallet, StorageKey::random(&mut rng));
+    phone
+        .wallet
+        .update_directory(client.key_directory().await.unwrap(), now())
+        .unwrap();
+    let registration = phone
+        .wallet
+        .registration_request(None, now(), &mut rng)
+        .unwrap();
+    let registration = phone.send(registration).unwrap();
+    let opened = client.open_account(&registration).await.unwrap();
+    phone
+        .wallet
+        .on_account_certificate(opened.certificate, now())
+        .unwrap();
+    let request = phone
+        .wallet
+        .deposit_request(eur(deposit), now(), &mut rng)
+        .unwrap();
+    let request = phone.send(request).unwrap();
+    let record = client.deposit(&request).await.unwrap();
+    phone
+        .wallet
+        .on_deposit_record(record, now(), &mut rng)
+        .unwrap();
+    phone.save().unwrap();
+    phone
+}
+
+async fn withdraw_blind(phone: &mut Phone, client: &HttpClient, amounts: &[u64]) {
+    let mut rng = rng();
+    let request = phone
+        .wallet
+        .blind_withdrawal_request(amounts, Currency::EUR, demo::now(), &mut rng)
+        .unwrap();
+    let request = phone.send(request).unwrap();
+    let response = client.withdraw_blind(&request).await.unwrap();
+    phone
+        .wallet
+        .on_blind_withdrawal(&request, &response, demo::now())
+        .unwrap();
+    phone.save().unwrap();
+}
+
+async fn shop(client: &HttpClient, key: SigningKey<MerchantRole>) -> Merchant<MemoryStore> {
+    let mut rng = rng();
+    let certificate =
+        demo::register_merchant(client, &key, MerchantCategory::GROCERY, "DE-BY", &mut rng)
+            .await
+            .unwrap();
+    let merchant = Merchant::open(
+        MemoryStore::new(),
+        key,
+        certificate,
+        common::root(),
+        MerchantConfig::new(eur(1_000_000)),
+        demo::now(),
+    )
+    .await
+    .unwrap();
+    merchant
+        .refresh_directory(client.key_directory().await.unwrap(), demo::now())
+        .await
+        .unwrap();
+    merchant
+}
+
+/// The customer pays `merchant` `amount` with coins, offline.
+async fn pay_coins(phone: &mut Phone, merchant: &Merchant<MemoryStore>, amount: u64) {
+    let mut rng = rng();
+    let now = demo::now();
+    let offer = merchant.offer(eur(amount), now, &mut rng).await.unwrap();
+    let answer = phone.wallet.pay_by_coins(&offer, now).unwrap();
+    let answer = phone.send(answer).unwrap();
+    let reply = merchant.accept(&answer, now, &mut rng).await.unwrap();
+    let status = phone.wallet.on_merchant_reply(&reply, now).unwrap();
+    assert!(matches!(status, PaymentStatus::Completed(_)), "{status:?}");
+}
+
+async fn restart_mid_story(kind: StoreKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(kind, dir.path()).await;
+    let client = common::client(&server);
+    let keys_before = client.key_directory().await.unwrap();
+
+    let mut phone = customer(&client, 1_000).await;
+    withdraw_blind(&mut phone, &client, &[10, 5, 2]).await;
+    let merchant = shop(&client, common::merchant_key(1)).await;
+    pay_coins(&mut phone, &merchant, 15).await;
+    let (account, _) = {
+        let a = phone.wallet.account().unwrap();
+        (a.account_id, a.device_id)
+    };
+    let mut rng = rng();
+    let statement_before = client
+        .statement(
+            &phone
+                .wallet
+                .statement_request(Currency::EUR, None, 100, demo::now(), &mut rng)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(statement_before.balance, 1_000 - 17);
+
+    // The issuer restarts while the merchant is offline.
+    server.shutdown().await.unwrap();
+    let server = common::start(kind, dir.path()).await;
+    let client = common::client(&server);
+
+    // Same keys (loaded, not generated again): old tokens keep verifying.
+    let keys_after = client.key_directory().await.unwrap();
+    assert_eq!(
+        keys_before.payload.issuer_keys(),
+        keys_after.payload.issuer_keys()
+    );
+
+    // Nothing lost: the account, its ledger and the customer's device are still there.
+    let statement_after = client
+        .statement(
+            &phone
+                .wallet
+                .statement_request(Currency::EUR, None, 100, demo::now(), &mut rng)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(statement_after.account_id, account);
+    assert_eq!(statement_after.entries, statement_before.entries);
+
+    // The merchant reconnects after the restart: its payment is accepted once.
+    let summary = merchant.sync(&client, demo::now(), &mut rng).await.unwrap();
+    assert_eq!(
+        summary,
+        SyncSummary {
+            accepted: 1,
+            ..SyncSummary::default()
+        }
+    );
+
+    // And after a second restart the redemption is still there.
+    server.shutdown().await.unwrap();
+    let server = common::start(kind, dir.path()).await;
+    let client = common::client(&server);
+    let coin = merchant.settlements(10).await.unwrap()[0]
+        .payment
+        .item
+        .clone();
+    let coin_id = match coin {
+        scrip::tokens::RedemptionItem::Coins(c) => c.payload.payment.coins[0].id(),
+        scrip::tokens::RedemptionItem::Record(_) => panic!("expected coins"),
+    };
+    assert!(matches!(
+        client.coin_state(coin_id).await.unwrap().state,
+        CoinStatus::Redeemed { .. }
+    ));
+    // The customer can keep working against the restarted server.
+    withdraw_blind(&mut phone, &client, &[1]).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_mid_story_with_the_redb_store_loses_nothing() {
+    restart_mid_story(StoreKind::Redb).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_mid_story_with_the_file_store_loses_nothing() {
+    restart_mid_story(StoreKind::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_merchants_race_to_redeem_one_coin_and_exactly_one_wins() {
+    const MERCHANTS: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(StoreKind::Redb, dir.path()).await;
+    let client = common::client(&server);
+
+    let mut phone = customer(&client, 100).await;
+    withdraw_blind(&mut phone, &client, &[10]).await;
+    let copied = phone.saved.clone();
+
+    // 50 points of sale, each paid offline with the same coin by a copy of the wallet.
+    let keys = common::merchant_keys(MERCHANTS).await;
+    let mut merchants = Vec::new();
+    for key in keys {
+        let merchant = shop(&client, key).await;
+        let mut copy = Phone::new(
+            Wallet::load(&copied, &phone.storage_key).unwrap(),
+            StorageKey::random(&mut rng()),
+        );
+        pay_coins(&mut copy, &merchant, 10).await;
+        merchants.push(Arc::new(merchant));
+    }
+
+    // All reconnect at once.
+    let barrier = Arc::new(tokio::sync::Barrier::new(MERCHANTS));
+    let mut tasks = Vec::new();
+    for merchant in &merchants {
+        let merchant = Arc::clone(merchant);
+        let client = client.clone();
+        let barrier = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            let mut rng = rng();
+            let batch = merchant
+                .build_batch(demo::now(), &mut rng)
+                .await
+                .unwrap()
+                .unwrap();
+            barrier.wait().await;
+            let report = client.redeem(&batch).await.unwrap();
+            merchant
+                .apply_report(&batch, &report, demo::now())
+                .await
+                .unwrap()
+        }));
+    }
+    let mut total = SyncSummary::default();
+    for task in tasks {
+        let s = task.await.unwrap();
+        total.accepted += s.accepted;
+        total.already_accepted += s.already_accepted;
+        total.double_spent += s.double_spent;
+        total.invalid += s.invalid;
+    }
+    assert_eq!(
+        total,
+        SyncSummary {
+            accepted: 1,
+            double_spent: MERCHANTS - 1,
+            ..SyncSummary::default()
+        }
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_signed_again_gets_the_first_answer_and_is_not_executed_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(StoreKind::Redb, dir.path()).await;
+    let client = common::client(&server);
+    let mut phone = customer(&client, 1_000).await;
+    let mut rng = rng();
+
+    // A deposit whose answer was lost: the same bytes again are a replay, the request
+    // signed again is credited once and answered with the first record.
+    let request = phone
+        .wallet
+        .deposit_request(eur(500), demo::now(), &mut rng)
+        .unwrap();
+    let request = phone.send(request).unwrap();
+    let first = client.deposit(&request).await.unwrap();
+    assert!(matches!(
+        client.deposit(&request).await,
+        Err(scrip::Error::Refused { status: 409, .. })
+    ));
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    let retry = phone
+        .wallet
+        .resign_deposit_request(request.payload.deposit_id, demo::now(), &mut rng)
+        .unwrap();
+    let retry = phone.send(retry).unwrap();
+    assert_ne!(retry, request);
+    assert_eq!(client.deposit(&retry).await.unwrap(), first);
+    phone
+        .wallet
+        .on_deposit_record(first, demo::now(), &mut rng)
+        .unwrap();
+
+    // A certificate request whose answer was lost: the re-signed retry gets the same
+    // certificate, and the account is reserved once.
+    let request = phone
+        .wallet
+        .certificate_request(demo::up_to(300), demo::now(), &mut rng)
+        .unwrap();
+    let request = phone.send(request).unwrap();
+    let first = client.balance_certificate(&request).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    let retry = phone
+        .wallet
+        .resign_certificate_request(demo::now(), &mut rng)
+        .unwrap();
+    let retry = phone.send(retry).unwrap();
+    assert_eq!(client.balance_certificate(&retry).await.unwrap(), first);
+    phone
+        .wallet
+        .on_balance_certificate(first, demo::now())
+        .unwrap();
+
+    let statement = client
+        .statement(
+            &phone
+                .wallet
+                .statement_request(Currency::EUR, None, 100, demo::now(), &mut rng)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    // 1000 + 500 deposited once, 300 reserved once.
+    assert_eq!(statement.balance, 1_200);
+    server.shutdown().await.unwrap();
+}
