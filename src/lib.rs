@@ -8,7 +8,8 @@
 //! - [`merchant`]: the library point-of-sale integrators embed;
 //! - [`interop`]: wire-format documentation and golden vectors;
 //! - [`client`] (feature `client`, on by default): a typed HTTP client of the server;
-//! - [`demo`] (feature `client`): the whole story over HTTP, as `scrip demo` runs it.
+//! - [`demo`] (feature `client`): the whole story over HTTP, as `scrip demo` runs it;
+//! - [`load`] (feature `client`): the redemption load run of `scrip load`.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -25,5 +26,7 @@ pub mod client;
 pub mod demo;
 #[cfg(feature = "client")]
 mod error;
+#[cfg(feature = "client")]
+pub mod load;
 #[cfg(feature = "client")]
 pub use error::Error;

@@ -42,6 +42,40 @@ enum Command {
         #[command(flatten)]
         trust: Trust,
     },
+    /// Load test: concurrent merchants upload redemption batches of fresh coins for a
+    /// fixed time; prints redemptions/s, batch latency p50/p99 and this machine's
+    /// single-core coin-verification rate, then one JSON line with the figures.
+    Load {
+        /// Server to load (it must issue coins of `--denomination` in EUR).
+        #[arg(long, env = "SCRIP_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// Concurrent merchants.
+        #[arg(long, default_value_t = 8)]
+        merchants: usize,
+        /// Seconds of the timed phase.
+        #[arg(long, default_value_t = 20)]
+        duration: u64,
+        /// Coins minted beforehand (the run stops early when all are redeemed).
+        #[arg(long, default_value_t = 20_000)]
+        coins: usize,
+        /// Coins per payment (one redemption item).
+        #[arg(long, default_value_t = 5)]
+        coins_per_payment: usize,
+        /// Payments per uploaded batch.
+        #[arg(long, default_value_t = 20)]
+        payments_per_batch: usize,
+        /// Coin denomination, minor units.
+        #[arg(long, default_value_t = 1)]
+        denomination: u64,
+        /// Use the bincode codec instead of JSON.
+        #[arg(long)]
+        bincode: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        trust: Trust,
+    },
     /// One wallet step; state in `--dir`.
     Wallet {
         /// Wallet state directory.
@@ -216,6 +250,30 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
         Command::Demo { server, trust } => run_demo(server, trust).await,
+        Command::Load {
+            server,
+            merchants,
+            duration,
+            coins,
+            coins_per_payment,
+            payments_per_batch,
+            denomination,
+            bincode,
+            quiet,
+            trust,
+        } => {
+            let config = scrip::load::LoadConfig {
+                merchants,
+                duration: std::time::Duration::from_secs(duration),
+                coins,
+                coins_per_payment,
+                payments_per_batch,
+                denomination,
+                progress: !quiet,
+                ..scrip::load::LoadConfig::default()
+            };
+            run_load(&server, bincode, trust, config).await
+        }
         Command::Wallet { dir, step } => wallet_step(&dir, step).await,
         Command::Merchant { dir, step } => merchant_step(&dir, step).await,
     }
@@ -261,6 +319,59 @@ async fn run_demo(server_url: Option<String>, trust: Trust) -> Result<(), Error>
         "{}",
         serde_json::to_string(&outcomes).map_err(|e| Error::Decode(e.to_string()))?
     );
+    Ok(())
+}
+
+async fn run_load(
+    server_url: &str,
+    bincode: bool,
+    trust: Trust,
+    config: scrip::load::LoadConfig,
+) -> Result<(), Error> {
+    let token = trust.operator_token().ok_or_else(|| {
+        Error::Usage(
+            "merchant registration needs the operator token: --operator-token, \
+             SCRIP_OPERATOR_TOKEN or <data-dir>/operator-token"
+                .into(),
+        )
+    })?;
+    let mut client = HttpClient::new(server_url)?.with_operator_token(token);
+    if bincode {
+        client = client.with_format(scrip::client::WireFormat::Bincode);
+    }
+    let root = demo::root_key(
+        &client,
+        trust.root_key_path().as_deref(),
+        &mut std::io::stderr(),
+    )
+    .await?;
+    let (report, _) = scrip::load::run(&client, &root, &config).await?;
+    eprintln!(
+        "redeemed {} coins in {:.1} s: {:.0} redemptions/s, {:.0} payments/s, batch latency \
+         p50 {:.1} ms p99 {:.1} ms; one core verifies {:.0} coins/s ({} cores: {:.0}% of \
+         cores x verify); {} retried uploads, {} unexpected outcomes",
+        report.coins_redeemed,
+        report.elapsed_s,
+        report.redemptions_per_s,
+        report.payments_per_s,
+        report.batch_latency.p50_ms,
+        report.batch_latency.p99_ms,
+        report.single_core_verify_per_s,
+        report.cores,
+        report.fraction_of_verify_limit * 100.0,
+        report.retried_uploads,
+        report.unexpected_outcomes,
+    );
+    println!(
+        "{}",
+        serde_json::to_string(&report).map_err(|e| Error::Decode(e.to_string()))?
+    );
+    if report.unexpected_outcomes > 0 {
+        return Err(Error::Demo(format!(
+            "{} payments were not accepted",
+            report.unexpected_outcomes
+        )));
+    }
     Ok(())
 }
 

@@ -398,3 +398,21 @@ async fn a_retry_signed_again_gets_the_first_answer_and_is_not_executed_twice() 
     assert_eq!(statement.balance, 1_200);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_data_directory_is_readable_by_its_owner_only() {
+    // The store holds identified coins: anyone who can copy them can spend them.
+    use std::os::unix::fs::PermissionsExt;
+    let parent = tempfile::tempdir().unwrap();
+    let data_dir = parent.path().join("scrip-data");
+    let mut config = scrip::issuer::server::ServerConfig::new(
+        ([127, 0, 0, 1], 0).into(),
+        &data_dir,
+        common::OPERATOR_TOKEN.to_owned(),
+    );
+    config.keys = scrip::issuer::server::KeySource::Provided(Box::new(common::fixture_keyring()));
+    let server = scrip::issuer::server::start(config).await.unwrap();
+    let mode = std::fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "data directory mode {mode:o}");
+    server.shutdown().await.unwrap();
+}

@@ -6,16 +6,30 @@
 
 mod common;
 
+use std::path::Path;
 use std::time::Duration;
 
 use rand::rngs::StdRng;
-use rand::SeedableRng;
+use rand::{Rng, RngExt, SeedableRng};
 use scrip::client::HttpClient;
 use scrip::demo::{self, Phone};
-use scrip::issuer::api::{ErrorBody, BINCODE, JSON};
-use scrip::issuer::server::{RunningServer, StoreKind};
-use scrip::tokens::{codec, Message, SyncRequest};
-use scrip::wallet::{StorageKey, Wallet};
+use scrip::issuer::api::{DeviceEnrollment, ErrorBody, BINCODE, JSON};
+use scrip::issuer::server::{self, KeySource, RunningServer, ServerConfig, StoreKind};
+use scrip::issuer::{IssuerConfig, Keyring, KeysetKeys};
+use scrip::stores::{LedgerAccount, RecordStore};
+use scrip::tokens::keys::{Device, DEFAULT_RSA_BITS};
+use scrip::tokens::{
+    codec, fixtures, Amount, BalanceCertificateRequest, BalanceCertificateRequestPayload,
+    BlindWithdrawalRequest, BlindWithdrawalRequestPayload, Coin, CoinPayment, Currency,
+    DenominationSigningKey, DepositId, DepositRequest, DepositRequestPayload, DeviceApproval,
+    DeviceApprovalPayload, DeviceRegistration, DeviceRegistrationPayload, EndorsedCoinPayment,
+    EndorsedCoinPaymentPayload, IdentifiedWithdrawalRequest, IdentifiedWithdrawalRequestPayload,
+    KeysetId, LockRules, Message, Nonce, PaymentRequest, PaymentRequestPayload, PendingCoin,
+    RedemptionBatch, RedemptionBatchPayload, RedemptionItem, RedemptionOutcome, RequestId,
+    SigningKey, StatementRequest, StatementRequestPayload, SyncRequest, SyncRequestPayload,
+    Validity,
+};
+use scrip::wallet::{CertificateOptions, StorageKey, Wallet};
 
 struct Harness {
     server: RunningServer,
@@ -29,10 +43,21 @@ struct Harness {
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(StoreKind::Memory, dir.path()).await;
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let key = SigningKey::generate(&mut rng, DEFAULT_RSA_BITS).unwrap();
+    harness_on(server, dir, key).await
+}
+
+/// A harness over `server` whose registered phone signs with `key`.
+async fn harness_on(
+    server: RunningServer,
+    dir: tempfile::TempDir,
+    key: SigningKey<Device>,
+) -> Harness {
     let client = common::client(&server);
     let mut rng = StdRng::from_rng(&mut rand::rng());
     let mut phone = Phone::new(
-        Wallet::generate(common::root(), &mut rng).unwrap(),
+        Wallet::new(key, common::root()).unwrap(),
         StorageKey::random(&mut rng),
     );
     phone
@@ -228,7 +253,7 @@ async fn unsigned_and_wrongly_signed_requests_are_refused() {
     let (status, body) = h
         .post("/v1/sync", JSON, serde_json::to_vec(&request).unwrap())
         .await;
-    assert_eq!(status, 401, "{body:?}");
+    assert_eq!((status, body.code.as_str()), (401, "bad_signature"));
 
     // Signed by a key the issuer does not know for that device.
     let mut rng = StdRng::from_rng(&mut rand::rng());
@@ -334,4 +359,624 @@ async fn a_request_signed_before_a_restart_cannot_be_replayed_after_it() {
     let request = phone.wallet.sync_request(demo::now(), &mut rng).unwrap();
     client.sync(&request).await.unwrap();
     server.shutdown().await.unwrap();
+}
+
+// ---- currencies, expired certificates, expired keysets ---------------------------------
+
+/// A server over the memory store with `keyring` and `issuer` limits.
+async fn start_with(dir: &Path, keyring: Keyring, issuer: IssuerConfig) -> RunningServer {
+    let mut config = ServerConfig::new(
+        ([127, 0, 0, 1], 0).into(),
+        dir,
+        common::OPERATOR_TOKEN.to_owned(),
+    );
+    config.store = StoreKind::Memory;
+    config.keys = KeySource::Provided(Box::new(keyring));
+    config.issuer = issuer;
+    server::start(config).await.unwrap()
+}
+
+/// POSTs `body` as JSON and parses the refusal.
+async fn post_json<T: serde::Serialize>(
+    server: &RunningServer,
+    path: &str,
+    body: &T,
+) -> (u16, ErrorBody) {
+    let response = reqwest::Client::new()
+        .post(format!("{}{path}", server.url()))
+        .header("content-type", JSON)
+        .body(serde_json::to_vec(body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    refusal(response).await
+}
+
+fn nonce(rng: &mut StdRng) -> Nonce {
+    let mut n = Nonce::default();
+    rng.fill_bytes(&mut n);
+    n
+}
+
+fn eur(v: u64) -> Amount {
+    Amount::new(v, Currency::EUR)
+}
+
+impl Harness {
+    async fn balance(&mut self) -> i128 {
+        let request = self
+            .phone
+            .wallet
+            .statement_request(Currency::EUR, None, 100, demo::now(), &mut self.rng)
+            .unwrap();
+        self.client.statement(&request).await.unwrap().balance
+    }
+
+    async fn deposit(&mut self, amount: u64) {
+        let request = self
+            .phone
+            .wallet
+            .deposit_request(eur(amount), demo::now(), &mut self.rng)
+            .unwrap();
+        let request = self.phone.send(request).unwrap();
+        let record = self.client.deposit(&request).await.unwrap();
+        self.phone
+            .wallet
+            .on_deposit_record(record, demo::now(), &mut self.rng)
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_a_currency_the_issuer_does_not_serve_are_refused() {
+    let mut h = harness().await;
+    let now = demo::now;
+
+    // The issuer's keys are EUR only. A deposit in dollars: nothing collected or credited.
+    let request = h
+        .phone
+        .wallet
+        .deposit_request(Amount::new(500, Currency::USD), now(), &mut h.rng)
+        .unwrap();
+    let request = h.phone.send(request).unwrap();
+    let (status, body) = post_json(&h.server, "/v1/deposits", &request).await;
+    assert_eq!((status, body.code.as_str()), (400, "unsupported"));
+
+    // A balance certificate in dollars (there is no dollar balance to reserve).
+    let request = h
+        .phone
+        .wallet
+        .certificate_request(CertificateOptions::any(Currency::USD), now(), &mut h.rng)
+        .unwrap();
+    let request = h.phone.send(request).unwrap();
+    let (status, body) = post_json(&h.server, "/v1/balance-certificates", &request).await;
+    assert_eq!((status, body.code.as_str()), (400, "unsupported"));
+
+    // Identified coins in dollars.
+    let request = h
+        .phone
+        .wallet
+        .identified_withdrawal_request(&[10], Currency::USD, now(), &mut h.rng)
+        .unwrap();
+    let request = h.phone.send(request).unwrap();
+    let (status, body) = post_json(&h.server, "/v1/withdrawals/identified", &request).await;
+    assert_eq!((status, body.code.as_str()), (400, "unsupported"));
+    // Blind dollar coins cannot even be asked for: no keyset to blind them for.
+    assert!(h
+        .phone
+        .wallet
+        .blind_withdrawal_request(&[10], Currency::USD, now(), &mut h.rng)
+        .is_err());
+
+    // Nothing moved: the account's ledger is empty, in euros and in dollars.
+    let account = LedgerAccount::Customer(h.phone.wallet.account().unwrap().account_id);
+    let store = h.server.state().issuer.store();
+    for currency in [Currency::EUR, Currency::USD] {
+        assert_eq!(store.balance(&account, currency).await.unwrap(), 0);
+        assert!(store
+            .ledger_entries(&account, currency, None, 10)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    // The same deposit in euros goes through.
+    h.deposit(500).await;
+    assert_eq!(h.balance().await, 500);
+    h.still_serving().await;
+    h.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_account_certificate_expired_is_refused() {
+    // Account certificates valid for no time at all: each expires the millisecond after
+    // it is issued.
+    let dir = tempfile::tempdir().unwrap();
+    let config = IssuerConfig {
+        account_certificate_lifetime: Duration::ZERO,
+        ..IssuerConfig::default()
+    };
+    let server = start_with(dir.path(), common::fixture_keyring(), config).await;
+    let client = common::client(&server);
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let key = fixtures::device(1);
+    let registration = DeviceRegistration::sign(
+        DeviceRegistrationPayload {
+            device_key: key.verifying_key().clone(),
+            account_id: None,
+            created_at: demo::now(),
+            nonce: nonce(&mut rng),
+        },
+        &key,
+        &mut rng,
+    )
+    .unwrap();
+    let opened = client.open_account(&registration).await.unwrap();
+    let (account_id, device_id) = (opened.account_id, opened.device_id);
+    let validity = opened.certificate.payload.validity;
+    assert_eq!(validity.not_before, validity.not_after);
+    // Waits for the wall clock to pass the end of the certificate (a millisecond or two).
+    while demo::now() <= validity.not_after {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+
+    // Every request the device signs from now on is refused as expired, freshly signed
+    // and otherwise valid as it is.
+    let deposit = DepositRequest::sign(
+        DepositRequestPayload {
+            deposit_id: DepositId::random(&mut rng),
+            account_id,
+            device_id,
+            amount: eur(100),
+            created_at: demo::now(),
+        },
+        &key,
+        &mut rng,
+    )
+    .unwrap();
+    let (status, body) = post_json(&server, "/v1/deposits", &deposit).await;
+    assert_eq!((status, body.code.as_str()), (400, "expired"));
+
+    let certificate = BalanceCertificateRequest::sign(
+        BalanceCertificateRequestPayload {
+            account_id,
+            device_id,
+            currency: Currency::EUR,
+            requested_amount: None,
+            max_payments: None,
+            per_payment_cap: None,
+            lock: LockRules::default(),
+            unsent_records: Vec::new(),
+            deposit_confirmations: Vec::new(),
+            created_at: demo::now(),
+            nonce: nonce(&mut rng),
+        },
+        &key,
+        &mut rng,
+    )
+    .unwrap();
+    let (status, body) = post_json(&server, "/v1/balance-certificates", &certificate).await;
+    assert_eq!((status, body.code.as_str()), (400, "expired"));
+
+    let withdrawal = IdentifiedWithdrawalRequest::sign(
+        IdentifiedWithdrawalRequestPayload {
+            account_id,
+            device_id,
+            currency: Currency::EUR,
+            amounts: vec![1],
+            idempotency_key: rng.random(),
+            created_at: demo::now(),
+            nonce: nonce(&mut rng),
+        },
+        &key,
+        &mut rng,
+    )
+    .unwrap();
+    let (status, body) = post_json(&server, "/v1/withdrawals/identified", &withdrawal).await;
+    assert_eq!((status, body.code.as_str()), (400, "expired"));
+
+    let sync = SyncRequest::sign(
+        SyncRequestPayload {
+            account_id,
+            device_id,
+            unsent_records: Vec::new(),
+            deposit_confirmations: Vec::new(),
+            created_at: demo::now(),
+            nonce: nonce(&mut rng),
+        },
+        &key,
+        &mut rng,
+    )
+    .unwrap();
+    let (status, body) = post_json(&server, "/v1/sync", &sync).await;
+    assert_eq!((status, body.code.as_str()), (400, "expired"));
+
+    let statement = StatementRequest::sign(
+        StatementRequestPayload {
+            account_id,
+            device_id,
+            currency: Currency::EUR,
+            after_seq: None,
+            limit: 10,
+            created_at: demo::now(),
+            nonce: nonce(&mut rng),
+        },
+        &key,
+        &mut rng,
+    )
+    .unwrap();
+    let (status, body) = post_json(
+        &server,
+        &format!("/v1/accounts/{account_id}/statement"),
+        &statement,
+    )
+    .await;
+    assert_eq!((status, body.code.as_str()), (400, "expired"));
+
+    // Nor can it vouch for a new device of the account.
+    let new_key = fixtures::device(2);
+    let registration = DeviceRegistration::sign(
+        DeviceRegistrationPayload {
+            device_key: new_key.verifying_key().clone(),
+            account_id: Some(account_id),
+            created_at: demo::now(),
+            nonce: nonce(&mut rng),
+        },
+        &new_key,
+        &mut rng,
+    )
+    .unwrap();
+    let approval = DeviceApproval::sign(
+        DeviceApprovalPayload {
+            account_id,
+            approving_device: device_id,
+            new_device_key: new_key.key_id(),
+            created_at: demo::now(),
+            nonce: nonce(&mut rng),
+        },
+        &key,
+        &mut rng,
+    )
+    .unwrap();
+    let (status, body) = post_json(
+        &server,
+        "/v1/devices",
+        &DeviceEnrollment {
+            registration,
+            approval,
+        },
+    )
+    .await;
+    assert_eq!((status, body.code.as_str()), (400, "expired"));
+
+    // Nothing was credited; the server keeps serving, and the refused key is free to
+    // open an account of its own.
+    assert_eq!(
+        server
+            .state()
+            .issuer
+            .balance(account_id, Currency::EUR)
+            .await
+            .unwrap(),
+        0
+    );
+    client.health().await.unwrap();
+    let registration = DeviceRegistration::sign(
+        DeviceRegistrationPayload {
+            device_key: new_key.verifying_key().clone(),
+            account_id: None,
+            created_at: demo::now(),
+            nonce: nonce(&mut rng),
+        },
+        &new_key,
+        &mut rng,
+    )
+    .unwrap();
+    let other = client.open_account(&registration).await.unwrap();
+    assert_ne!(other.account_id, account_id);
+    server.shutdown().await.unwrap();
+}
+
+/// A merchant whose certificate was valid for no time at all uploads, after it expired, a
+/// batch of two coin payments: the first requested and endorsed while the certificate was
+/// valid (the merchant signs those times), the second after it expired. Returns the
+/// harness, the merchant, the coins of the two payments and the issuer's report.
+async fn expired_merchant_upload() -> (
+    Harness,
+    scrip::tokens::MerchantId,
+    Vec<Coin>,
+    scrip::tokens::RedemptionReport,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = IssuerConfig {
+        merchant_certificate_lifetime: Duration::ZERO,
+        ..IssuerConfig::default()
+    };
+    let server = start_with(dir.path(), common::fixture_keyring(), config).await;
+    let mut h = harness_on(server, dir, fixtures::device(1)).await;
+    h.deposit(1_000).await;
+    let request = h
+        .phone
+        .wallet
+        .blind_withdrawal_request(&[10, 5], Currency::EUR, demo::now(), &mut h.rng)
+        .unwrap();
+    let request = h.phone.send(request).unwrap();
+    let response = h.client.withdraw_blind(&request).await.unwrap();
+    h.phone
+        .wallet
+        .on_blind_withdrawal(&request, &response, demo::now())
+        .unwrap();
+    let coins = h.phone.wallet.coins().to_vec();
+    assert_eq!(coins.len(), 2);
+
+    let key = fixtures::merchant(1);
+    let certificate = demo::register_merchant(
+        &h.client,
+        &key,
+        scrip::tokens::MerchantCategory::GROCERY,
+        "DE-BY",
+        &mut h.rng,
+    )
+    .await
+    .unwrap();
+    let cert = certificate.payload.clone();
+    let taken_at = cert.validity.not_after;
+    // Waits for the wall clock to pass the end of the certificate (a millisecond or two).
+    while demo::now() <= taken_at {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let mut item = |coin: &Coin, at| {
+        let request = PaymentRequest::sign(
+            PaymentRequestPayload {
+                request_id: RequestId::random(&mut h.rng),
+                merchant_id: cert.merchant_id,
+                amount: coin.amount(),
+                created_at: at,
+                category: cert.category,
+                region: cert.region.clone(),
+            },
+            &key,
+            &mut h.rng,
+        )
+        .unwrap();
+        RedemptionItem::Coins(
+            EndorsedCoinPayment::sign(
+                EndorsedCoinPaymentPayload {
+                    payment: CoinPayment {
+                        request,
+                        coins: vec![coin.clone()],
+                    },
+                    merchant_id: cert.merchant_id,
+                    endorsed_at: at,
+                },
+                &key,
+                &mut h.rng,
+            )
+            .unwrap(),
+        )
+    };
+    let items = vec![item(&coins[0], taken_at), item(&coins[1], demo::now())];
+    let batch = RedemptionBatch::sign(
+        RedemptionBatchPayload {
+            merchant_id: cert.merchant_id,
+            items,
+            created_at: demo::now(),
+            nonce: nonce(&mut h.rng),
+        },
+        &key,
+        &mut h.rng,
+    )
+    .unwrap();
+    let report = h.client.redeem(&batch).await.unwrap();
+    assert_eq!(report.outcomes.len(), 2);
+    (h, cert.merchant_id, coins, report)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_whose_certificate_expired_is_paid_for_what_it_took_while_valid() {
+    let (mut h, _, coins, report) = expired_merchant_upload().await;
+    // Reconnecting late costs the merchant nothing it took while it was certified.
+    assert_eq!(
+        report.outcomes[0],
+        RedemptionOutcome::Accepted {
+            credited: coins[0].amount()
+        }
+    );
+    assert!(matches!(
+        h.client.coin_state(coins[0].id()).await.unwrap().state,
+        scrip::issuer::api::CoinStatus::Redeemed { .. }
+    ));
+    h.still_serving().await;
+    h.server.shutdown().await.unwrap();
+}
+
+/// The issuer judges a merchant's certificate at the times the merchant signed (request
+/// and endorsement): a payment taken after the certificate expired is not credited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_taken_after_the_merchant_certificate_expired_is_not_credited() {
+    let (mut h, merchant_id, coins, report) = expired_merchant_upload().await;
+    match &report.outcomes[1] {
+        RedemptionOutcome::Invalid { reason } => assert_eq!(reason.code, "expired"),
+        other => panic!("a payment taken by an expired merchant was answered {other:?}"),
+    }
+    assert_eq!(
+        h.client.coin_state(coins[1].id()).await.unwrap().state,
+        scrip::issuer::api::CoinStatus::NotRedeemed
+    );
+    assert_eq!(
+        h.server
+            .state()
+            .issuer
+            .store()
+            .balance(&LedgerAccount::Merchant(merchant_id), Currency::EUR)
+            .await
+            .unwrap(),
+        i128::from(coins[0].amount().minor_units)
+    );
+    h.still_serving().await;
+    h.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coins_of_an_expired_keyset_are_neither_issued_nor_redeemed() {
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    // A keyset (one denomination, 10) whose validity ended yesterday, kept in the keyring
+    // as an old keyset is after rotation, and a coin it signed while it was valid.
+    let now = demo::now();
+    let day = Duration::from_secs(86_400);
+    let validity = Validity::new(now.saturating_sub(day * 30), now.saturating_sub(day)).unwrap();
+    let denomination = tokio::task::spawn_blocking(|| {
+        DenominationSigningKey::generate(&mut StdRng::from_rng(&mut rand::rng()), DEFAULT_RSA_BITS)
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let old = KeysetKeys::new(
+        Currency::EUR,
+        validity,
+        now.saturating_sub(day * 2),
+        vec![(10, denomination)],
+    )
+    .unwrap();
+    let keyset = old.keyset.clone();
+    let pending = PendingCoin::new(&mut rng, &keyset, eur(10)).unwrap();
+    let blind_signature = old.keys[0]
+        .1
+        .sign_blinded(&mut rng, pending.blinded())
+        .unwrap();
+    let old_coin = Coin::Blind(
+        pending
+            .finalize(keyset.key_for(10).unwrap(), &blind_signature)
+            .unwrap(),
+    );
+    let mut keyring = common::fixture_keyring();
+    keyring.keysets.insert(0, old);
+    let dir = tempfile::tempdir().unwrap();
+    let server = start_with(dir.path(), keyring, IssuerConfig::default()).await;
+    let mut h = harness_on(server, dir, fixtures::device(1)).await;
+    h.deposit(1_000).await;
+
+    // The published directory no longer lists the old keyset.
+    let directory = h.client.key_directory().await.unwrap();
+    let listed: Vec<KeysetId> = directory.payload.keysets().iter().map(|k| k.id()).collect();
+    assert_eq!(listed.len(), 1);
+    assert!(!listed.contains(&keyset.id()));
+
+    // A blind withdrawal from it is refused before anything is signed or debited; so is
+    // one from a keyset the issuer never had.
+    let key = fixtures::device(1);
+    let account = h.phone.wallet.account().unwrap().clone();
+    let mut withdrawal = |keyset_id| {
+        let coin = PendingCoin::new(&mut h.rng, &keyset, eur(10)).unwrap();
+        BlindWithdrawalRequest::sign(
+            BlindWithdrawalRequestPayload {
+                account_id: account.account_id,
+                device_id: account.device_id,
+                keyset_id,
+                coins: vec![(10, coin.blinded().clone())],
+                idempotency_key: h.rng.random(),
+                created_at: demo::now(),
+                nonce: nonce(&mut h.rng),
+            },
+            &key,
+            &mut h.rng,
+        )
+        .unwrap()
+    };
+    let expired = withdrawal(keyset.id());
+    let unknown = withdrawal(KeysetId([7; 32]));
+    let (status, body) = post_json(&h.server, "/v1/withdrawals/blind", &expired).await;
+    assert_eq!((status, body.code.as_str()), (400, "unsupported"));
+    let (status, body) = post_json(&h.server, "/v1/withdrawals/blind", &unknown).await;
+    assert_eq!((status, body.code.as_str()), (400, "unknown_keyset"));
+    assert_eq!(h.balance().await, 1_000);
+
+    // A merchant redeeming the old coin (its point of sale should have refused it; this
+    // one did not) gets it back as invalid, and is credited nothing.
+    let merchant_key = fixtures::merchant(1);
+    let certificate = demo::register_merchant(
+        &h.client,
+        &merchant_key,
+        scrip::tokens::MerchantCategory::GROCERY,
+        "DE-BY",
+        &mut h.rng,
+    )
+    .await
+    .unwrap();
+    let cert = &certificate.payload;
+    let request = PaymentRequest::sign(
+        PaymentRequestPayload {
+            request_id: RequestId::random(&mut h.rng),
+            merchant_id: cert.merchant_id,
+            amount: eur(10),
+            created_at: demo::now(),
+            category: cert.category,
+            region: cert.region.clone(),
+        },
+        &merchant_key,
+        &mut h.rng,
+    )
+    .unwrap();
+    let endorsed = EndorsedCoinPayment::sign(
+        EndorsedCoinPaymentPayload {
+            payment: CoinPayment {
+                request,
+                coins: vec![old_coin.clone()],
+            },
+            merchant_id: cert.merchant_id,
+            endorsed_at: demo::now(),
+        },
+        &merchant_key,
+        &mut h.rng,
+    )
+    .unwrap();
+    let batch = RedemptionBatch::sign(
+        RedemptionBatchPayload {
+            merchant_id: cert.merchant_id,
+            items: vec![RedemptionItem::Coins(endorsed)],
+            created_at: demo::now(),
+            nonce: nonce(&mut h.rng),
+        },
+        &merchant_key,
+        &mut h.rng,
+    )
+    .unwrap();
+    let report = h.client.redeem(&batch).await.unwrap();
+    match &report.outcomes[..] {
+        [RedemptionOutcome::Invalid { reason }] => {
+            assert_eq!(reason.code, "unknown_keyset", "{reason:?}")
+        }
+        other => panic!("a coin of an expired keyset was not refused: {other:?}"),
+    }
+    assert_eq!(
+        h.client.coin_state(old_coin.id()).await.unwrap().state,
+        scrip::issuer::api::CoinStatus::NotRedeemed
+    );
+    assert_eq!(
+        h.server
+            .state()
+            .issuer
+            .store()
+            .balance(&LedgerAccount::Merchant(cert.merchant_id), Currency::EUR)
+            .await
+            .unwrap(),
+        0
+    );
+
+    // Coins of the current keyset are issued as before.
+    let request = h
+        .phone
+        .wallet
+        .blind_withdrawal_request(&[10], Currency::EUR, demo::now(), &mut h.rng)
+        .unwrap();
+    let request = h.phone.send(request).unwrap();
+    let response = h.client.withdraw_blind(&request).await.unwrap();
+    assert_ne!(response.keyset_id, keyset.id());
+    h.phone
+        .wallet
+        .on_blind_withdrawal(&request, &response, demo::now())
+        .unwrap();
+    assert_eq!(h.balance().await, 990);
+    h.still_serving().await;
+    h.server.shutdown().await.unwrap();
 }

@@ -93,6 +93,12 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 .verify(&merchant.certificate.payload)
                 .map_err(IssuerError::from)
                 .and_then(|p| {
+                    // The merchant must have been certified when it took the payment: at
+                    // the times it signed (request and endorsement), not at upload time,
+                    // so a sale made just before expiry is still paid.
+                    let validity = merchant.certificate.payload.validity;
+                    validity.check(p.payment.request.payload.created_at)?;
+                    validity.check(p.endorsed_at)?;
                     p.payment
                         .verify(&merchant.certificate.payload, &directory, now)?;
                     Ok(&p.payment)
@@ -300,6 +306,12 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             None => self.merchant(merchant_id).await?,
         };
         p.payment_request.verify(&merchant.certificate.payload)?;
+        // As for coins: the merchant's certificate must cover the times it signed.
+        let merchant_validity = merchant.certificate.payload.validity;
+        merchant_validity.check(p.payment_request.payload.created_at)?;
+        if let Some(accepted_at) = accepted_at {
+            merchant_validity.check(accepted_at)?;
+        }
         let certificate = self.certificate(p.certificate_serial).await?;
         let cert = &certificate.payload;
         cert.authorize(p)?;

@@ -30,7 +30,8 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use async_trait::async_trait;
 use scrip_tokens::Currency;
@@ -454,7 +455,9 @@ pub struct FileStore {
     tables: Arc<RwLock<MemTables>>,
     group: GroupCommit,
     recovery: RecoveryReport,
-    _lock: File,
+    /// Held (exclusively locked) until close; `None` after.
+    lock: Mutex<Option<File>>,
+    closed: AtomicBool,
 }
 
 impl FileStore {
@@ -534,7 +537,8 @@ impl FileStore {
             tables,
             group: GroupCommit::start("file", committer)?,
             recovery: report,
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
+            closed: AtomicBool::new(false),
         })
     }
 
@@ -644,6 +648,9 @@ impl FileStore {
     }
 
     fn read<T>(&self, f: impl FnOnce(&MemTables) -> Result<T>) -> Result<T> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
         let tables = self.tables.read().map_err(|_| StoreError::Poisoned)?;
         f(&tables)
     }
@@ -702,7 +709,14 @@ impl RecordStore for FileStore {
     }
 
     async fn close(&self) -> Result<()> {
-        self.group.close().await
+        let closed = self.group.close().await;
+        self.closed.store(true, Ordering::Release);
+        // Dropping the file releases the lock: the directory can be opened again now,
+        // even while handles on this store are still alive.
+        if let Ok(mut lock) = self.lock.lock() {
+            lock.take();
+        }
+        closed
     }
 }
 

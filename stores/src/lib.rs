@@ -122,9 +122,10 @@ pub trait RecordStore: Send + Sync {
     /// Commit counters.
     fn stats(&self) -> StoreStats;
 
-    /// Waits for in-flight commits, makes everything durable and refuses further commits
-    /// (`Closed`); reads keep working. Files are released when the store is dropped.
-    /// Idempotent.
+    /// Waits for in-flight commits, makes everything durable, releases the store's files
+    /// and their lock (so the store can be opened again at once, even while other handles
+    /// on this one are still alive: a server restarting in the same process relies on it),
+    /// and refuses every later call, reads included, with `Closed`. Idempotent.
     async fn close(&self) -> Result<()>;
 }
 

@@ -30,6 +30,9 @@ impl MemoryStore {
     }
 
     fn read<T>(&self, f: impl FnOnce(&MemTables) -> Result<T>) -> Result<T> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
         let tables = self.tables.read().map_err(|_| StoreError::Poisoned)?;
         f(&tables)
     }

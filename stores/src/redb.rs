@@ -5,7 +5,7 @@
 //! writes.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use async_trait::async_trait;
 use redb::{
@@ -131,12 +131,15 @@ impl KvRead for ReadTables {
 }
 
 struct RedbCommitter {
-    db: Arc<Database>,
+    /// `None` once closed: the writer's handle on the database is dropped before `close`
+    /// answers, so the file lock can go with the store's own handle.
+    db: Option<Arc<Database>>,
 }
 
 impl BatchCommitter for RedbCommitter {
     fn commit_batch(&mut self, units: &[Unit]) -> Result<Vec<CommitOutcome>> {
-        let txn = self.db.begin_write().map_err(backend)?;
+        let db = self.db.as_ref().ok_or(StoreError::Closed)?;
+        let txn = db.begin_write().map_err(backend)?;
         let outcomes = {
             let mut tables = WriteTables::open(&txn)?;
             units
@@ -149,11 +152,20 @@ impl BatchCommitter for RedbCommitter {
         txn.commit().map_err(backend)?;
         Ok(outcomes)
     }
+
+    fn close(&mut self) -> Result<()> {
+        self.db = None;
+        Ok(())
+    }
 }
 
 /// A durable store in one redb file: the server's default.
+///
+/// [`RecordStore::close`] releases the database file (and its lock) even while other
+/// handles on the store are still alive, so a restarted server in the same process can
+/// open it again at once; after closing, every call fails with [`StoreError::Closed`].
 pub struct RedbStore {
-    db: Arc<Database>,
+    db: RwLock<Option<Arc<Database>>>,
     group: GroupCommit,
 }
 
@@ -177,16 +189,22 @@ impl RedbStore {
         }
         let db = Arc::new(db);
         let committer = RedbCommitter {
-            db: Arc::clone(&db),
+            db: Some(Arc::clone(&db)),
         };
         Ok(RedbStore {
             group: GroupCommit::start("redb", committer)?,
-            db,
+            db: RwLock::new(Some(db)),
         })
     }
 
     fn read<T>(&self, f: impl FnOnce(&ReadTables) -> Result<T>) -> Result<T> {
-        let txn = self.db.begin_read().map_err(backend)?;
+        let db = self
+            .db
+            .read()
+            .map_err(|_| StoreError::Closed)?
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let txn = db.begin_read().map_err(backend)?;
         let tables = ReadTables::open(&txn)?;
         f(&tables)
     }
@@ -245,6 +263,12 @@ impl RecordStore for RedbStore {
     }
 
     async fn close(&self) -> Result<()> {
-        self.group.close().await
+        let closed = self.group.close().await;
+        // A read in flight holds its own handle for its duration; the file is released
+        // when it finishes.
+        if let Ok(mut db) = self.db.write() {
+            db.take();
+        }
+        closed
     }
 }

@@ -12,10 +12,7 @@ use crate::keys::{
     DirectoryRoot, IdentifiedCoinIssuer, IssuerKeyRole, Merchant, MerchantCertifier, Role,
     SigningKey,
 };
-use crate::{
-    Currency, DenominationKeyEntry, IssuerKeyEntry, KeyDirectory, Keyset, SignedKeyDirectory,
-    Timestamp, Validity,
-};
+use crate::*;
 
 macro_rules! pem {
     ($name:literal) => {
@@ -230,3 +227,284 @@ impl TestIssuer {
 
 /// A fixed "now" for tests: 2026-01-01T00:00:00Z.
 pub const NOW: Timestamp = Timestamp::from_unix_millis(1_767_225_600_000);
+
+const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+fn eur(minor_units: u64) -> Amount {
+    Amount::new(minor_units, Currency::EUR)
+}
+
+/// One of every token, built from the fixture keys: a consistent story (an account,
+/// a merchant, a balance certificate, a payment by record and one by coins, a deposit)
+/// for tests, benchmarks and golden vectors. Deterministic for a given `rng` seed.
+pub struct Specimens {
+    /// Every issuer key and the directory.
+    pub issuer: TestIssuer,
+    /// The device key (device 1).
+    pub device: SigningKey<Device>,
+    /// The merchant key (merchant 1).
+    pub merchant: SigningKey<Merchant>,
+    /// The device's account certificate.
+    pub account_cert: AccountCertificate,
+    /// The merchant's certificate.
+    pub merchant_cert: MerchantCertificate,
+    /// A balance certificate of the account.
+    pub balance_cert: BalanceCertificate,
+    /// A payment request of the merchant.
+    pub request: PaymentRequest,
+    /// A withdrawal record paying `request`.
+    pub record: WithdrawalRecord,
+    /// The merchant's countersignature of `record`.
+    pub countersigned: CountersignedRecord,
+    /// A deposit request of the device.
+    pub deposit_request: DepositRequest,
+    /// The issuer's record of that deposit.
+    pub deposit_record: DepositRecord,
+    /// The device's confirmation of that record.
+    pub deposit_confirmation: DepositConfirmation,
+    /// A blind coin worth 10.
+    pub blind_coin: BlindCoin,
+    /// An identified coin worth 5.
+    pub identified_coin: IdentifiedCoin,
+    /// A payment of 15 in both coins.
+    pub coin_payment: CoinPayment,
+    /// The merchant's endorsement of `coin_payment`.
+    pub endorsed: EndorsedCoinPayment,
+}
+
+impl Specimens {
+    /// Builds every token with keys valid 180 days around [`NOW`] and certificates valid
+    /// a day around it.
+    pub fn new<G: rand_core::CryptoRng + ?Sized>(rng: &mut G) -> Self {
+        // Keys valid for a year around NOW; certificates for a day.
+        let key_validity =
+            Validity::new(NOW.saturating_sub(DAY * 180), NOW.saturating_add(DAY * 180))
+                .expect("fixture token builds");
+        let issuer = TestIssuer::new(Currency::EUR, key_validity);
+        let device = fixtures::device(1);
+        let merchant = fixtures::merchant(1);
+        let cert_validity = Validity::new(NOW.saturating_sub(DAY), NOW.saturating_add(DAY))
+            .expect("fixture token builds");
+        let account_id = AccountId::random(rng);
+        let device_id = DeviceId::random(rng);
+        let merchant_id = MerchantId::random(rng);
+
+        let account_cert = AccountCertificate::sign(
+            AccountCertificatePayload {
+                account_id,
+                device_id,
+                device_key: device.verifying_key().clone(),
+                validity: cert_validity,
+            },
+            &issuer.account_certifier,
+            rng,
+        )
+        .expect("fixture token builds");
+        let region = Region::new("DE-BY").expect("fixture token builds");
+        let merchant_cert = MerchantCertificate::sign(
+            MerchantCertificatePayload {
+                merchant_id,
+                merchant_key: merchant.verifying_key().clone(),
+                category: MerchantCategory::GROCERY,
+                region: Region::new("DE").expect("fixture token builds"),
+                validity: cert_validity,
+            },
+            &issuer.merchant_certifier,
+            rng,
+        )
+        .expect("fixture token builds");
+        let balance_cert = BalanceCertificate::sign(
+            BalanceCertificatePayload {
+                serial: CertificateSerial::random(rng),
+                account_id,
+                device_id,
+                available: eur(5_000),
+                locked: eur(1_000),
+                issued_at: NOW.saturating_sub(std::time::Duration::from_secs(3600)),
+                expires_at: NOW.saturating_add(DAY),
+                max_payments: 10,
+                first_sequence: 1,
+                per_payment_cap: eur(2_000),
+                allowed_categories: Allowed::Only(vec![MerchantCategory::GROCERY]),
+                allowed_regions: Allowed::Only(vec![
+                    Region::new("DE").expect("fixture token builds")
+                ]),
+            },
+            &issuer.balance_certifier,
+            rng,
+        )
+        .expect("fixture token builds");
+        let request = PaymentRequest::sign(
+            PaymentRequestPayload {
+                request_id: RequestId::random(rng),
+                merchant_id,
+                amount: eur(1_250),
+                created_at: NOW,
+                category: MerchantCategory::GROCERY,
+                region: region.clone(),
+            },
+            &merchant,
+            rng,
+        )
+        .expect("fixture token builds");
+        let record = WithdrawalRecord::sign(
+            WithdrawalRecordPayload {
+                record_id: RecordId::random(rng),
+                account_id,
+                device_id,
+                certificate_serial: balance_cert.payload.serial,
+                sequence: 1,
+                cumulative: eur(1_250),
+                signed_at: NOW,
+                payment_request: request.clone(),
+            },
+            &device,
+            rng,
+        )
+        .expect("fixture token builds");
+        let countersigned = CountersignedRecord::sign(
+            CountersignedRecordPayload {
+                record: record.clone(),
+                accepted_at: NOW,
+            },
+            &merchant,
+            rng,
+        )
+        .expect("fixture token builds");
+        let deposit_request = DepositRequest::sign(
+            DepositRequestPayload {
+                deposit_id: DepositId::random(rng),
+                account_id,
+                device_id,
+                amount: eur(10_000),
+                created_at: NOW,
+            },
+            &device,
+            rng,
+        )
+        .expect("fixture token builds");
+        let deposit_record = DepositRecord::sign(
+            DepositRecordPayload {
+                request: deposit_request.clone(),
+                credited_at: NOW,
+            },
+            &issuer.deposit_issuer,
+            rng,
+        )
+        .expect("fixture token builds");
+        let deposit_confirmation = DepositConfirmation::sign(
+            DepositConfirmationPayload {
+                deposit_id: deposit_record.payload.deposit_id(),
+                account_id,
+                device_id,
+                deposit_record_digest: codec::digest(&deposit_record)
+                    .expect("fixture token builds"),
+                confirmed_at: NOW,
+            },
+            &device,
+            rng,
+        )
+        .expect("fixture token builds");
+        let blind_coin = withdraw_blind(&issuer, rng, 10);
+        let identified_coin = IdentifiedCoin::sign(
+            IdentifiedCoinPayload {
+                coin_id: CoinId::random(rng),
+                amount: eur(5),
+                holder: VirtualId::random(rng),
+                issued_at: NOW,
+            },
+            &issuer.identified_coin_issuer,
+            rng,
+        )
+        .expect("fixture token builds");
+        let coin_request = PaymentRequest::sign(
+            PaymentRequestPayload {
+                request_id: RequestId::random(rng),
+                merchant_id,
+                amount: eur(15),
+                created_at: NOW,
+                category: MerchantCategory::GROCERY,
+                region,
+            },
+            &merchant,
+            rng,
+        )
+        .expect("fixture token builds");
+        let coin_payment = CoinPayment {
+            request: coin_request,
+            coins: vec![
+                Coin::Blind(blind_coin.clone()),
+                Coin::Identified(identified_coin.clone()),
+            ],
+        };
+        let endorsed = EndorsedCoinPayment::sign(
+            EndorsedCoinPaymentPayload {
+                payment: coin_payment.clone(),
+                merchant_id,
+                endorsed_at: NOW,
+            },
+            &merchant,
+            rng,
+        )
+        .expect("fixture token builds");
+        Specimens {
+            issuer,
+            device,
+            merchant,
+            account_cert,
+            merchant_cert,
+            balance_cert,
+            request,
+            record,
+            countersigned,
+            deposit_request,
+            deposit_record,
+            deposit_confirmation,
+            blind_coin,
+            identified_coin,
+            coin_payment,
+            endorsed,
+        }
+    }
+
+    /// The issuer's key directory.
+    pub fn directory(&self) -> &KeyDirectory {
+        &self.issuer.directory
+    }
+
+    /// The account certificate's content.
+    pub fn account(&self) -> &AccountCertificatePayload {
+        &self.account_cert.payload
+    }
+
+    /// The merchant certificate's content.
+    pub fn merchant_payload(&self) -> &MerchantCertificatePayload {
+        &self.merchant_cert.payload
+    }
+}
+
+/// Runs the blind withdrawal of one coin worth `minor_units` against the fixture issuer.
+pub fn withdraw_blind<G: rand_core::CryptoRng + ?Sized>(
+    issuer: &TestIssuer,
+    rng: &mut G,
+    minor_units: u64,
+) -> BlindCoin {
+    let keyset = &issuer.keyset;
+    let pending = PendingCoin::new(
+        rng,
+        keyset,
+        Amount::new(minor_units, issuer.keyset.currency()),
+    )
+    .expect("fixture coin withdraws");
+    let blind_signature = issuer
+        .denomination_key(minor_units)
+        .expect("fixture coin withdraws")
+        .sign_blinded(rng, pending.blinded())
+        .expect("fixture coin withdraws");
+    pending
+        .finalize(
+            keyset.key_for(minor_units).expect("fixture coin withdraws"),
+            &blind_signature,
+        )
+        .expect("fixture coin withdraws")
+}

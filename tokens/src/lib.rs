@@ -45,8 +45,8 @@ pub use ids::{
     KeysetId, MerchantId, RecordId, RequestId, Timestamp, Validity, VirtualId,
 };
 pub use keys::{
-    BlindSignature, BlindedMessage, DenominationSigningKey, DenominationVerifyingKey, PublicKey,
-    Signature, SigningKey, VerifyingKey,
+    BlindSignature, BlindedMessage, DenominationSigningKey, DenominationVerifyingKey,
+    MessageBlinding, PublicKey, Signature, SigningKey, VerifyingKey,
 };
 pub use messages::{
     BalanceCertificateRequest, BalanceCertificateRequestPayload, BlindWithdrawalRequest,

@@ -189,7 +189,7 @@ fn coins_of_an_expired_keyset_are_rejected() {
 
 #[test]
 fn identified_coins_carry_the_holder_and_are_signed_openly() {
-    let w = World::new();
+    let w = world();
     let coin = Coin::Identified(w.identified_coin.clone());
     coin.verify(w.directory(), NOW).unwrap();
     assert_eq!(coin.holder(), Some(w.identified_coin.payload.holder));
@@ -211,7 +211,7 @@ fn identified_coins_carry_the_holder_and_are_signed_openly() {
 
 #[test]
 fn coin_payment_totals_are_checked() {
-    let w = World::new();
+    let w = world();
     assert_eq!(w.coin_payment.total(), Ok(eur(15)));
     let mut rng = rng(7);
     let mut mixed = w.coin_payment.clone();

@@ -28,7 +28,7 @@ fn roundtrip<T: Message + PartialEq + Debug>(value: &T) -> Vec<u8> {
 
 #[test]
 fn every_type_roundtrips() {
-    let w = World::new();
+    let w = world();
     roundtrip(&w.account_cert);
     roundtrip(&w.account_cert.payload);
     roundtrip(&w.merchant_cert);
@@ -54,7 +54,7 @@ fn every_type_roundtrips() {
 
 #[test]
 fn the_header_is_tag_nul_version() {
-    let w = World::new();
+    let w = world();
     let bytes = codec::encode(&w.record).unwrap();
     let tag = WithdrawalRecord::TAG.as_bytes();
     assert_eq!(&bytes[..tag.len()], tag);
@@ -67,7 +67,7 @@ fn the_header_is_tag_nul_version() {
 
 #[test]
 fn unknown_versions_are_refused_not_misread() {
-    let w = World::new();
+    let w = world();
     let mut bytes = codec::encode(&w.balance_cert).unwrap();
     let at = BalanceCertificate::TAG.len() + 1;
     bytes[at] = 2;
@@ -83,7 +83,7 @@ fn unknown_versions_are_refused_not_misread() {
 
 #[test]
 fn oversized_input_is_refused_before_parsing() {
-    let w = World::new();
+    let w = world();
     let bytes = codec::encode(&w.countersigned).unwrap();
     assert_eq!(
         codec::decode_with_limit::<CountersignedRecord>(&bytes, bytes.len() - 1),
@@ -103,7 +103,7 @@ fn oversized_input_is_refused_before_parsing() {
 #[test]
 fn forged_length_prefixes_do_not_allocate_or_panic() {
     // A coin payment header followed by a vector length of 2^62 and nothing else.
-    let w = World::new();
+    let w = world();
     let mut bytes = codec::encode(&w.coin_payment).unwrap();
     let request_len =
         codec::encode(&w.coin_payment.request).unwrap().len() - (PaymentRequest::TAG.len() + 3);
@@ -182,7 +182,7 @@ fn field_values_outside_their_domain_are_refused() {
 
 #[test]
 fn keysets_with_a_forged_id_are_refused() {
-    let w = World::new();
+    let w = world();
     let mut json: serde_json::Value = serde_json::to_value(w.directory()).unwrap();
     json["keysets"][0]["id"] = serde_json::Value::String("00".repeat(32));
     let err = serde_json::from_value::<KeyDirectory>(json).unwrap_err();
@@ -369,7 +369,7 @@ proptest! {
 
     #[test]
     fn mutated_genuine_tokens_never_panic(index in any::<prop::sample::Index>(), value in any::<u8>(), cut in any::<prop::sample::Index>()) {
-        let w = world();
+        let w = shared_world();
         for (_, bytes, verify) in w.signed_objects() {
             let mut mutated = bytes.clone();
             let i = index.index(mutated.len());
@@ -381,7 +381,7 @@ proptest! {
     }
 }
 
-fn world() -> &'static World {
+fn shared_world() -> &'static World {
     static WORLD: std::sync::OnceLock<World> = std::sync::OnceLock::new();
-    WORLD.get_or_init(World::new)
+    WORLD.get_or_init(common::world)
 }

@@ -57,7 +57,7 @@ fn signing_keys_roundtrip_through_pem_and_der() {
         .starts_with("-----BEGIN PRIVATE KEY-----"));
 
     // A key re-imported from PEM signs what the original verifies.
-    let w = World::new();
+    let w = world();
     let request = PaymentRequest::sign(w.request.payload.clone(), &from_der, &mut rng).unwrap();
     request.verify_signature(key.verifying_key()).unwrap();
 
@@ -134,7 +134,7 @@ fn keys_below_2048_bits_and_garbage_are_refused() {
 fn a_key_decoded_from_a_token_is_checked_like_any_other() {
     // The device key inside an account certificate is parsed when the certificate is
     // decoded; swapping in a small key fails decoding, not later.
-    let w = World::new();
+    let w = world();
     let mut json: serde_json::Value = serde_json::to_value(&w.account_cert).unwrap();
     let small_der = std::fs::read(format!("{FIXTURES}/too-small-1024.pub.der")).unwrap();
     assert!(PublicKey::from_spki_der(&small_der).is_err());
@@ -167,7 +167,7 @@ fn debug_output_never_shows_private_material() {
     // A pending coin's blinding secret is in its encoding (the wallet must persist it) but
     // never in its Debug output.
     let mut rng = rng(3);
-    let w = World::new();
+    let w = world();
     let pending = PendingCoin::new(&mut rng, &w.issuer.keyset, eur(2)).unwrap();
     let debug = format!("{pending:?}");
     let json: serde_json::Value = serde_json::to_value(&pending).unwrap();

@@ -15,7 +15,7 @@ use scrip_tokens::*;
 
 #[test]
 fn every_genuine_token_verifies() {
-    let w = World::new();
+    let w = world();
     let objects = w.signed_objects();
     assert_eq!(objects.len(), 14);
     for (name, bytes, verify) in &objects {
@@ -25,7 +25,7 @@ fn every_genuine_token_verifies() {
 
 #[test]
 fn altering_any_single_byte_is_detected() {
-    let w = World::new();
+    let w = world();
     let mut checked = 0usize;
     for (name, bytes, verify) in w.signed_objects() {
         for i in 0..bytes.len() {
@@ -46,7 +46,7 @@ fn altering_any_single_byte_is_detected() {
 
 #[test]
 fn truncated_or_extended_tokens_are_rejected() {
-    let w = World::new();
+    let w = world();
     for (name, bytes, verify) in w.signed_objects() {
         for len in [0, 1, bytes.len() / 2, bytes.len() - 1] {
             assert!(
@@ -66,7 +66,7 @@ fn truncated_or_extended_tokens_are_rejected() {
 
 #[test]
 fn a_signature_never_verifies_as_another_type() {
-    let w = World::new();
+    let w = world();
     // The device key signs three types. Move each signature onto the others' payloads.
     let record_sig = w.record.signature.clone();
     let request_sig = w.deposit_request.signature.clone();
@@ -121,7 +121,7 @@ fn decoders_refuse_other_types_by_tag() {
     // Tag uniqueness and raw cross-tag verification are unit tests in `signed.rs`.
     assert_eq!(WithdrawalRecordPayload::TAG, "scrip/withdrawal-record/v1");
     // A decoder for one type refuses another type's bytes by tag, before reading them.
-    let w = World::new();
+    let w = world();
     let bytes = codec::encode(&w.deposit_request).unwrap();
     assert_eq!(
         codec::decode::<DepositConfirmation>(&bytes),
@@ -134,7 +134,7 @@ fn decoders_refuse_other_types_by_tag() {
 
 #[test]
 fn certificates_outside_their_validity_window_are_rejected() {
-    let w = World::new();
+    let w = world();
     let dir = w.directory();
     let validity = w.account_cert.payload.validity;
     let before = validity.not_before.saturating_sub(Duration::from_millis(1));
@@ -182,7 +182,7 @@ fn certificates_outside_their_validity_window_are_rejected() {
 
 #[test]
 fn issuer_keys_outside_their_window_or_role_are_rejected() {
-    let w = World::new();
+    let w = world();
     let key_id = w.issuer.account_certifier.key_id();
     let with_account_key = |role: IssuerKeyRole, validity: Validity| {
         let mut keys = w.directory().issuer_keys().to_vec();
@@ -239,7 +239,7 @@ fn issuer_keys_outside_their_window_or_role_are_rejected() {
 
 #[test]
 fn rotated_keys_keep_verifying_until_they_expire() {
-    let w = World::new();
+    let w = world();
     // The old balance key is retired: it verifies until tomorrow. The new one took over
     // an hour ago.
     let retiring = Validity::new(NOW.saturating_sub(DAY * 30), NOW.saturating_add(DAY)).unwrap();
@@ -289,7 +289,7 @@ fn rotated_keys_keep_verifying_until_they_expire() {
 
 #[test]
 fn a_key_may_serve_only_one_purpose_in_a_directory() {
-    let w = World::new();
+    let w = world();
     let keys = w.directory().issuer_keys().to_vec();
     let keysets = w.directory().keysets().to_vec();
     // A blind key that also signs balance certificates would be a signing oracle: a wallet
@@ -324,7 +324,7 @@ fn a_key_may_serve_only_one_purpose_in_a_directory() {
 
 #[test]
 fn a_keyset_may_not_use_one_key_for_two_denominations() {
-    let w = World::new();
+    let w = world();
     let key = w.issuer.keyset.key_for(1).unwrap().clone();
     let entries = vec![
         DenominationKeyEntry {
@@ -345,7 +345,7 @@ fn a_keyset_may_not_use_one_key_for_two_denominations() {
 
 #[test]
 fn the_key_directory_is_signed_by_the_pinned_root() {
-    let w = World::new();
+    let w = world();
     let mut rng = rng(10);
     let signed = w.issuer.signed_directory(&mut rng);
     let root = w.issuer.directory_root.verifying_key();
@@ -368,7 +368,7 @@ fn the_key_directory_is_signed_by_the_pinned_root() {
 
 #[test]
 fn tokens_bound_to_another_account_device_or_merchant_are_rejected() {
-    let w = World::new();
+    let w = world();
     let mut rng = rng(5);
     let other_device = fixtures::device(2);
     let mut other_account = w.account().clone();
@@ -421,7 +421,7 @@ fn tokens_bound_to_another_account_device_or_merchant_are_rejected() {
 
 #[test]
 fn a_record_whose_cumulative_is_below_its_amount_or_in_another_currency_is_rejected() {
-    let w = World::new();
+    let w = world();
     let mut rng = rng(6);
     let mut payload = w.record.payload.clone();
     payload.cumulative = eur(1);
@@ -446,7 +446,7 @@ fn a_record_whose_cumulative_is_below_its_amount_or_in_another_currency_is_rejec
 
 #[test]
 fn sequence_ranges_of_balance_certificates() {
-    let w = World::new();
+    let w = world();
     let cert = &w.balance_cert.payload;
     assert_eq!((cert.first_sequence, cert.max_payments), (1, 10));
     assert!(!cert.covers_sequence(0));
@@ -467,7 +467,7 @@ fn record_with(
 
 #[test]
 fn records_are_checked_against_every_rule_of_their_certificate() {
-    let w = World::new();
+    let w = world();
     let cert = &w.balance_cert.payload;
     assert_eq!(cert.authorize(&w.record.payload), Ok(()));
     let mut rng = rng(11);
@@ -545,7 +545,7 @@ fn records_are_checked_against_every_rule_of_their_certificate() {
 
 #[test]
 fn sequence_ranges_do_not_overflow_at_the_top() {
-    let w = World::new();
+    let w = world();
     let mut cert = w.balance_cert.payload.clone();
     cert.first_sequence = u64::MAX - 1;
     cert.max_payments = u32::MAX;
@@ -558,7 +558,7 @@ fn sequence_ranges_do_not_overflow_at_the_top() {
 
 #[test]
 fn coin_payments_must_add_up_exactly_without_repeats() {
-    let w = World::new();
+    let w = world();
     let merchant = w.merchant_payload();
     assert!(w.coin_payment.verify(merchant, w.directory(), NOW).is_ok());
 
@@ -588,7 +588,7 @@ fn coin_payments_must_add_up_exactly_without_repeats() {
 
 #[test]
 fn deposit_records_carry_a_checkable_device_signature() {
-    let w = World::new();
+    let w = world();
     let record = w
         .deposit_record
         .verify(w.directory(), w.account(), NOW)
@@ -619,4 +619,34 @@ fn empty_validity_windows_are_refused_when_decoding() {
     let json = r#"{"not_before":20,"not_after":10}"#;
     assert!(serde_json::from_str::<Validity>(json).is_err());
     assert!(serde_json::from_str::<Validity>(r#"{"not_before":10,"not_after":10}"#).is_ok());
+}
+
+#[test]
+fn signatures_must_be_exactly_modulus_sized() {
+    // A signature whose first byte is zero also verifies mathematically without that byte
+    // (or with an extra leading zero); accepting those would give one signed object several
+    // encodings and content digests. Find such a signature, then try both spellings.
+    let w = world();
+    let key = fixtures::device(1);
+    let mut seed = 0u64;
+    let request = loop {
+        let request = DepositRequest::sign(
+            w.deposit_request.payload.clone(),
+            &key,
+            &mut rng(1_000 + seed),
+        )
+        .unwrap();
+        if request.signature.as_bytes()[0] == 0 {
+            break request;
+        }
+        seed += 1;
+        assert!(seed < 5_000, "no signature with a leading zero byte found");
+    };
+    request.verify(w.account()).unwrap();
+    let mut stripped = request.clone();
+    stripped.signature.0.remove(0);
+    assert_eq!(stripped.verify(w.account()), Err(Error::BadSignature));
+    let mut padded = request.clone();
+    padded.signature.0.insert(0, 0);
+    assert_eq!(padded.verify(w.account()), Err(Error::BadSignature));
 }

@@ -243,10 +243,30 @@ impl RunningServer {
     }
 }
 
+/// Creates the data directory owner-only (0700): the store holds identified coins and
+/// deposit records, spendable by whoever copies them. An existing directory is left as
+/// the operator set it, with a warning when others can read it.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| IssuerError::Io(format!("creating {}: {e}", dir.display())))?;
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => tracing::warn!(
+            data_dir = %dir.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the data directory is readable by other users; the store holds spendable coins"
+        ),
+        _ => {}
+    }
+    Ok(())
+}
+
 /// Opens the store and keys, binds the listener and starts serving.
 pub async fn start(config: ServerConfig) -> Result<RunningServer> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| IssuerError::Io(format!("creating {}: {e}", config.data_dir.display())))?;
+    create_private_dir(&config.data_dir)?;
     let started = now();
     let keyring = match config.keys {
         KeySource::Provided(k) => *k,

@@ -134,6 +134,12 @@ impl PublicKey {
 
     /// RSA-PSS-SHA256 verification of `signature` over exactly `message`.
     pub(crate) fn verify_pss(&self, message: &[u8], signature: &Signature) -> Result<()> {
+        // Exactly modulus-sized (RFC 8017 8.1.2 step 1): the rsa crate also accepts
+        // signatures with leading zero bytes stripped, which would give one signed object
+        // two encodings and two content digests.
+        if signature.as_bytes().len() != self.rsa().size() {
+            return Err(Error::BadSignature);
+        }
         let sig =
             rsa::pss::Signature::try_from(signature.as_bytes()).map_err(|_| Error::BadSignature)?;
         self.0
@@ -286,7 +292,10 @@ pub(crate) fn generate_private<G: CryptoRng + ?Sized>(
 /// A private key that signs for role `R` with RSA-PSS-SHA256. Its `Debug` output shows
 /// the key id only; the secret never reaches a log.
 pub struct SigningKey<R: Role> {
-    inner: rsa::pss::SigningKey<Sha256>,
+    /// `BlindedSigningKey`: the private-key operation runs on a randomly blinded input
+    /// (RSA blinding, nothing to do with blind signatures), so its timing does not depend
+    /// on the message; `rsa::pss::SigningKey` skips that. Same signatures either way.
+    inner: rsa::pss::BlindedSigningKey<Sha256>,
     public: VerifyingKey<R>,
 }
 
@@ -298,7 +307,7 @@ impl<R: Role> SigningKey<R> {
             .map_err(|e| Error::InvalidKey(e.to_string()))?;
         let public = VerifyingKey::with_role(PublicKey::from_rsa(key.to_public_key())?);
         Ok(SigningKey {
-            inner: rsa::pss::SigningKey::new(key),
+            inner: rsa::pss::BlindedSigningKey::new(key),
             public,
         })
     }

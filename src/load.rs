@@ -1,0 +1,749 @@
+//! `scrip load`: merchants upload redemption batches of fresh coins to a running server
+//! as fast as it answers, for a fixed time, and the run reports redemptions per second,
+//! batch latency and, measured in the same process, the single-core coin-verification
+//! rate (the hardware limit a redemption server works against).
+//!
+//! Every coin needs one RSA private-key operation to exist, about twenty times the cost of
+//! verifying it, so the coins are minted (blind withdrawals over HTTP) and the payments
+//! signed before the clock starts; the timed phase is uploads only. Each merchant gets its
+//! own coins: every outcome should be `Accepted`, and anything else is counted.
+//!
+//! Uploads that fail in transport or with a 5xx are retried, re-signed (fresh nonce and
+//! time), until the server acknowledges them or the run ends; that is what a merchant
+//! does after a crash, and it is how the crash-under-load test drives a server it kills.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use scrip_tokens::keys::{Device, DirectoryRoot, Merchant as MerchantRole, DEFAULT_RSA_BITS};
+use scrip_tokens::{
+    codec, Amount, BlindCoin, BlindWithdrawalRequest, BlindWithdrawalRequestPayload, Coin, CoinId,
+    CoinPayment, Currency, DepositConfirmation, DepositConfirmationPayload, DepositId,
+    DepositRequest, DepositRequestPayload, DeviceRegistration, DeviceRegistrationPayload,
+    EndorsedCoinPayment, EndorsedCoinPaymentPayload, KeyDirectory, MerchantCategory,
+    MerchantCertificate, MerchantId, PaymentRequest, PaymentRequestPayload, PendingCoin,
+    RedemptionBatch, RedemptionBatchPayload, RedemptionItem, RedemptionOutcome, RequestId,
+    SigningKey, VerifyingKey,
+};
+use serde::Serialize;
+
+use crate::client::HttpClient;
+use crate::demo::{now, register_merchant};
+use crate::Error;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// Concurrent merchants (each uploads one batch at a time).
+    pub merchants: usize,
+    /// Length of the timed phase.
+    pub duration: Duration,
+    /// Coins minted before the timed phase (the run ends early when they are used up).
+    pub coins: usize,
+    /// Coins per payment (one redemption item).
+    pub coins_per_payment: usize,
+    /// Payments per uploaded batch.
+    pub payments_per_batch: usize,
+    /// Denomination of every coin (minor units of the keyset's currency).
+    pub denomination: u64,
+    /// Currency of the keyset to mint from.
+    pub currency: Currency,
+    /// Blind withdrawals in flight at once while minting.
+    pub mint_concurrency: usize,
+    /// How long the single-core verification measurement runs.
+    pub verify_measurement: Duration,
+    /// Draw a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for LoadConfig {
+    fn default() -> Self {
+        LoadConfig {
+            merchants: 8,
+            duration: Duration::from_secs(20),
+            coins: 20_000,
+            coins_per_payment: 5,
+            payments_per_batch: 20,
+            denomination: 1,
+            currency: Currency::EUR,
+            mint_concurrency: 4,
+            verify_measurement: Duration::from_secs(2),
+            progress: true,
+        }
+    }
+}
+
+/// Batch latency percentiles, in milliseconds.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Slowest.
+    pub max_ms: f64,
+}
+
+/// What a run measured (the final JSON line of `scrip load`).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct LoadReport {
+    /// Server URL.
+    pub server: String,
+    /// Concurrent merchants.
+    pub merchants: usize,
+    /// Coins per payment and payments per batch.
+    pub coins_per_payment: usize,
+    /// Payments per batch.
+    pub payments_per_batch: usize,
+    /// Length of the timed phase actually run (shorter when the coins ran out).
+    pub elapsed_s: f64,
+    /// Coins the server acknowledged as redeemed (`Accepted`, or `AlreadyAccepted` on a
+    /// retry) during the timed phase.
+    pub coins_redeemed: u64,
+    /// `coins_redeemed` per second: the headline figure.
+    pub redemptions_per_s: f64,
+    /// Payments (redemption items) acknowledged per second.
+    pub payments_per_s: f64,
+    /// Batches acknowledged.
+    pub batches: u64,
+    /// Latency of acknowledged batch uploads.
+    pub batch_latency: Latency,
+    /// Coin signatures one core of this machine verifies per second (measured in this
+    /// run, on the minted coins, with the directory lookup a server does).
+    pub single_core_verify_per_s: f64,
+    /// Cores of this machine.
+    pub cores: usize,
+    /// `redemptions_per_s / (cores * single_core_verify_per_s)`: the distance to the
+    /// hardware limit when the server runs on this machine.
+    pub fraction_of_verify_limit: f64,
+    /// Upload attempts that failed (transport, 5xx) and were retried.
+    pub retried_uploads: u64,
+    /// Items answered other than `Accepted`/`AlreadyAccepted` (should be 0).
+    pub unexpected_outcomes: u64,
+    /// Seconds spent minting coins and signing payments before the timed phase.
+    pub setup_s: f64,
+}
+
+/// A merchant of the load run: key, certificate, and its payments still to upload.
+struct Shop {
+    key: Arc<SigningKey<MerchantRole>>,
+    certificate: MerchantCertificate,
+    batches: VecDeque<Vec<RedemptionItem>>,
+}
+
+/// The coins one merchant saw acknowledged, per merchant id: what the server must never
+/// lose (the crash test checks them after every restart).
+#[derive(Clone, Debug, Default)]
+pub struct Acknowledged {
+    /// (merchant, coin) pairs acknowledged.
+    pub coins: Vec<(MerchantId, CoinId)>,
+}
+
+fn say(progress: bool, line: &str) {
+    if progress {
+        eprintln!("{line}");
+    }
+}
+
+/// Opens an account, deposits, and mints `config.coins` blind coins over HTTP.
+pub async fn mint(
+    client: &HttpClient,
+    directory: &KeyDirectory,
+    config: &LoadConfig,
+    rng: &mut StdRng,
+) -> Result<Vec<BlindCoin>, Error> {
+    let device = SigningKey::<Device>::generate(rng, DEFAULT_RSA_BITS)?;
+    let registration = DeviceRegistration::sign(
+        DeviceRegistrationPayload {
+            device_key: device.verifying_key().clone(),
+            account_id: None,
+            created_at: now(),
+            nonce: rng.random(),
+        },
+        &device,
+        rng,
+    )?;
+    let opened = client.open_account(&registration).await?;
+    let (account_id, device_id) = (opened.account_id, opened.device_id);
+
+    let total = config
+        .denomination
+        .checked_mul(config.coins as u64)
+        .ok_or_else(|| Error::Usage("coins × denomination overflows".into()))?;
+    let deposit = DepositRequest::sign(
+        DepositRequestPayload {
+            deposit_id: DepositId::random(rng),
+            account_id,
+            device_id,
+            amount: Amount::new(total, config.currency),
+            created_at: now(),
+        },
+        &device,
+        rng,
+    )?;
+    let record = client.deposit(&deposit).await?;
+    let confirmation = DepositConfirmation::sign(
+        DepositConfirmationPayload {
+            deposit_id: record.payload.deposit_id(),
+            account_id,
+            device_id,
+            deposit_record_digest: codec::digest(&record)?,
+            confirmed_at: now(),
+        },
+        &device,
+        rng,
+    )?;
+    client.confirm_deposit(&confirmation).await?;
+
+    let keyset = directory
+        .current_keyset(config.currency, now())
+        .ok_or_else(|| Error::Usage(format!("the server issues no {} coins", config.currency)))?
+        .clone();
+    let key = keyset.key_for(config.denomination)?.clone();
+    let device = Arc::new(device);
+    let minted = Arc::new(Mutex::new(Vec::with_capacity(config.coins)));
+    let remaining = Arc::new(AtomicU64::new(config.coins as u64));
+    const PER_WITHDRAWAL: u64 = 100;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..config.mint_concurrency.max(1) {
+        let (client, device, keyset, key) =
+            (client.clone(), device.clone(), keyset.clone(), key.clone());
+        let (minted, remaining) = (minted.clone(), remaining.clone());
+        let (denomination, currency, progress, goal) = (
+            config.denomination,
+            config.currency,
+            config.progress,
+            config.coins,
+        );
+        let mut rng = StdRng::from_rng(rng);
+        tasks.spawn(async move {
+            loop {
+                let take = remaining
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
+                        r.checked_sub(r.min(PER_WITHDRAWAL)).filter(|_| r > 0)
+                    })
+                    .map(|r| r.min(PER_WITHDRAWAL))
+                    .unwrap_or(0);
+                if take == 0 {
+                    return Ok::<(), Error>(());
+                }
+                let pending = (0..take)
+                    .map(|_| {
+                        PendingCoin::new(&mut rng, &keyset, Amount::new(denomination, currency))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let request = BlindWithdrawalRequest::sign(
+                    BlindWithdrawalRequestPayload {
+                        account_id,
+                        device_id,
+                        keyset_id: keyset.id(),
+                        coins: pending
+                            .iter()
+                            .map(|p| (denomination, p.blinded().clone()))
+                            .collect(),
+                        idempotency_key: rng.random(),
+                        created_at: now(),
+                        nonce: rng.random(),
+                    },
+                    &device,
+                    &mut rng,
+                )?;
+                let response = client.withdraw_blind(&request).await?;
+                if response.signatures.len() != pending.len() {
+                    return Err(Error::Demo("the issuer answered for other coins".into()));
+                }
+                let coins = pending
+                    .iter()
+                    .zip(&response.signatures)
+                    .map(|(p, s)| p.finalize(&key, s))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let done = {
+                    let mut minted = minted.lock().map_err(|_| poisoned())?;
+                    minted.extend(coins);
+                    minted.len()
+                };
+                if progress {
+                    eprint!(
+                        "\r  minting: {} {done}/{goal} coins ({:.0}/s)   ",
+                        bar(done as f64 / goal as f64),
+                        done as f64 / started.elapsed().as_secs_f64()
+                    );
+                }
+            }
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.map_err(|e| Error::Demo(format!("minting task: {e}")))??;
+    }
+    say(config.progress, "");
+    let minted = std::mem::take(&mut *minted.lock().map_err(|_| poisoned())?);
+    Ok(minted)
+}
+
+fn poisoned() -> Error {
+    Error::Demo("a load task panicked".into())
+}
+
+fn bar(fraction: f64) -> String {
+    const WIDTH: usize = 30;
+    let filled = ((fraction.clamp(0.0, 1.0)) * WIDTH as f64) as usize;
+    format!("[{}{}]", "#".repeat(filled), "-".repeat(WIDTH - filled))
+}
+
+/// Registers `count` merchants (operator token required on `client`).
+async fn open_shops(
+    client: &HttpClient,
+    count: usize,
+    rng: &mut StdRng,
+) -> Result<Vec<Shop>, Error> {
+    let mut shops = Vec::with_capacity(count);
+    for _ in 0..count {
+        // Key generation is the slow part; it runs off the async workers.
+        let mut key_rng = StdRng::from_rng(&mut *rng);
+        let key = tokio::task::spawn_blocking(move || {
+            SigningKey::<MerchantRole>::generate(&mut key_rng, DEFAULT_RSA_BITS)
+        })
+        .await
+        .map_err(|e| Error::Demo(format!("key generation: {e}")))??;
+        let certificate =
+            register_merchant(client, &key, MerchantCategory::GROCERY, "DE-BY", rng).await?;
+        shops.push(Shop {
+            key: Arc::new(key),
+            certificate,
+            batches: VecDeque::new(),
+        });
+    }
+    Ok(shops)
+}
+
+/// Signs one payment of `coins` to `shop` (request and endorsement), as its point of sale
+/// would have offline.
+fn payment(
+    key: &SigningKey<MerchantRole>,
+    certificate: &MerchantCertificate,
+    coins: Vec<Coin>,
+    rng: &mut StdRng,
+) -> Result<RedemptionItem, Error> {
+    let merchant_id = certificate.payload.merchant_id;
+    let mut total = Amount::new(
+        0,
+        coins.first().map_or(Currency::EUR, |c| c.amount().currency),
+    );
+    for coin in &coins {
+        total = total.checked_add(coin.amount())?;
+    }
+    let request = PaymentRequest::sign(
+        PaymentRequestPayload {
+            request_id: RequestId::random(rng),
+            merchant_id,
+            amount: total,
+            created_at: now(),
+            category: certificate.payload.category,
+            region: certificate.payload.region.clone(),
+        },
+        key,
+        rng,
+    )?;
+    let endorsed = EndorsedCoinPayment::sign(
+        EndorsedCoinPaymentPayload {
+            payment: CoinPayment { request, coins },
+            merchant_id,
+            endorsed_at: now(),
+        },
+        key,
+        rng,
+    )?;
+    Ok(RedemptionItem::Coins(endorsed))
+}
+
+/// Deals the coins out to the shops and signs every payment (on all cores).
+async fn prepare_payments(
+    shops: &mut [Shop],
+    coins: Vec<BlindCoin>,
+    config: &LoadConfig,
+    rng: &mut StdRng,
+) -> Result<(), Error> {
+    let per_payment = config.coins_per_payment.max(1);
+    let per_batch = config.payments_per_batch.max(1);
+    let mut groups: Vec<Vec<Coin>> = Vec::new();
+    let mut coins = coins.into_iter().map(Coin::Blind).peekable();
+    while coins.peek().is_some() {
+        groups.push(coins.by_ref().take(per_payment).collect());
+    }
+    let shop_count = shops.len().max(1);
+    // Payment i goes to shop i % shops, so every shop has work until the end.
+    let mut per_shop: Vec<Vec<Vec<Coin>>> = (0..shop_count).map(|_| Vec::new()).collect();
+    for (i, group) in groups.into_iter().enumerate() {
+        if let Some(list) = per_shop.get_mut(i % shop_count) {
+            list.push(group);
+        }
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, (shop, groups)) in shops.iter().zip(per_shop).enumerate() {
+        let key = shop.key.clone();
+        let certificate = shop.certificate.clone();
+        let mut rng = StdRng::from_rng(&mut *rng);
+        tasks.spawn_blocking(move || {
+            let items = groups
+                .into_iter()
+                .map(|coins| payment(&key, &certificate, coins, &mut rng))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok::<_, Error>((index, items))
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (index, items) = joined.map_err(|e| Error::Demo(format!("signing task: {e}")))??;
+        if let Some(shop) = shops.get_mut(index) {
+            let mut items = items.into_iter().peekable();
+            while items.peek().is_some() {
+                shop.batches
+                    .push_back(items.by_ref().take(per_batch).collect());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Verifies coin signatures on this thread for `time`; returns verifications per second.
+fn single_core_verify_rate(coins: &[BlindCoin], directory: &KeyDirectory, time: Duration) -> f64 {
+    if coins.is_empty() {
+        return 0.0;
+    }
+    let at = now();
+    let started = Instant::now();
+    let mut verified = 0u64;
+    while started.elapsed() < time {
+        for coin in coins.iter().take(256) {
+            if coin.verify(directory, at).is_ok() {
+                verified += 1;
+            }
+        }
+    }
+    verified as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Shared counters of the timed phase.
+#[derive(Default)]
+struct Counters {
+    coins: AtomicU64,
+    payments: AtomicU64,
+    batches: AtomicU64,
+    retried: AtomicU64,
+    unexpected: AtomicU64,
+}
+
+/// Uploads one batch until the server acknowledges it (re-signing each attempt), the
+/// deadline passes or `stop` is set. Returns the report's outcomes and the latency of the
+/// acknowledged attempt, or `None` when it gave up.
+#[allow(clippy::too_many_arguments)]
+pub async fn upload_until_acknowledged(
+    client: &HttpClient,
+    key: &SigningKey<MerchantRole>,
+    merchant_id: MerchantId,
+    items: &[RedemptionItem],
+    deadline: Instant,
+    stop: &AtomicBool,
+    retried: &AtomicU64,
+    rng: &mut StdRng,
+) -> Result<Option<(Vec<RedemptionOutcome>, Duration)>, Error> {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let batch = RedemptionBatch::sign(
+            RedemptionBatchPayload {
+                merchant_id,
+                items: items.to_vec(),
+                created_at: now(),
+                nonce: rng.random(),
+            },
+            key,
+            rng,
+        )?;
+        let sent = Instant::now();
+        match client.redeem(&batch).await {
+            Ok(report) => return Ok(Some((report.outcomes, sent.elapsed()))),
+            Err(Error::Transport(_)) => {}
+            // A server restarted since the batch was signed refuses it as stale (its
+            // replay cache starts empty); a 5xx is the server's own failure. Re-sign and
+            // try again; every other refusal is final.
+            Err(Error::Refused { status, .. }) if status >= 500 => {}
+            Err(Error::Refused { code, .. }) if code == "stale_request" => {}
+            Err(other) => return Err(other),
+        }
+        retried.fetch_add(1, Ordering::Relaxed);
+        if Instant::now() + backoff > deadline || stop.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// The coins of an item.
+pub fn item_coins(item: &RedemptionItem) -> Vec<CoinId> {
+    match item {
+        RedemptionItem::Coins(endorsed) => endorsed
+            .payload
+            .payment
+            .coins
+            .iter()
+            .map(Coin::id)
+            .collect(),
+        RedemptionItem::Record(_) => Vec::new(),
+    }
+}
+
+/// Everything made before the clock starts: the merchants with their signed payments,
+/// and the single-core verification rate.
+pub struct Prepared {
+    shops: Vec<Shop>,
+    /// Coins minted and dealt out.
+    pub coins: usize,
+    /// Which merchant was given which coin.
+    pub assignment: Vec<(MerchantId, CoinId)>,
+    /// Single-core coin verifications per second.
+    pub verify_rate: f64,
+    /// Seconds the setup took.
+    pub setup_s: f64,
+}
+
+/// Mints the coins, measures single-core verification, registers the merchants and signs
+/// their payments.
+pub async fn prepare(
+    client: &HttpClient,
+    root: &VerifyingKey<DirectoryRoot>,
+    config: &LoadConfig,
+    rng: &mut StdRng,
+) -> Result<Prepared, Error> {
+    let setup_started = Instant::now();
+    client.health().await?;
+    let signed_directory = client.key_directory().await?;
+    let directory = signed_directory.verify(root)?.clone();
+
+    say(
+        config.progress,
+        &format!(
+            "setup: minting {} coins of {} minor units, registering {} merchants",
+            config.coins, config.denomination, config.merchants
+        ),
+    );
+    let coins = mint(client, &directory, config, rng).await?;
+    let minted = coins.len();
+
+    say(config.progress, "measuring single-core coin verification");
+    let sample: Vec<BlindCoin> = coins.iter().take(256).cloned().collect();
+    let measure = config.verify_measurement;
+    let verify_rate =
+        tokio::task::spawn_blocking(move || single_core_verify_rate(&sample, &directory, measure))
+            .await
+            .map_err(|e| Error::Demo(format!("verify measurement: {e}")))?;
+    say(
+        config.progress,
+        &format!("  one core verifies {verify_rate:.0} coins/s"),
+    );
+
+    let mut shops = open_shops(client, config.merchants.max(1), rng).await?;
+    say(config.progress, "signing payments");
+    prepare_payments(&mut shops, coins, config, rng).await?;
+    let assignment = shops
+        .iter()
+        .flat_map(|shop| {
+            let merchant_id = shop.certificate.payload.merchant_id;
+            shop.batches
+                .iter()
+                .flatten()
+                .flat_map(item_coins)
+                .map(move |coin| (merchant_id, coin))
+        })
+        .collect();
+    Ok(Prepared {
+        shops,
+        coins: minted,
+        assignment,
+        verify_rate,
+        setup_s: setup_started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Runs the whole load: [`prepare`], then [`redeem`].
+pub async fn run(
+    client: &HttpClient,
+    root: &VerifyingKey<DirectoryRoot>,
+    config: &LoadConfig,
+) -> Result<(LoadReport, Acknowledged), Error> {
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let prepared = prepare(client, root, config, &mut rng).await?;
+    redeem(client, prepared, config, &mut rng, Arc::default()).await
+}
+
+/// The timed phase: every merchant uploads its batches one at a time, each until it is
+/// acknowledged, until `config.duration` has passed, `stop` is set, or the batches are
+/// all uploaded.
+pub async fn redeem(
+    client: &HttpClient,
+    prepared: Prepared,
+    config: &LoadConfig,
+    rng: &mut StdRng,
+    stop: Arc<AtomicBool>,
+) -> Result<(LoadReport, Acknowledged), Error> {
+    let Prepared {
+        shops,
+        verify_rate,
+        setup_s,
+        ..
+    } = prepared;
+    say(
+        config.progress,
+        &format!(
+            "redeeming for up to {} s with {} merchants",
+            config.duration.as_secs(),
+            shops.len()
+        ),
+    );
+    let counters = Arc::new(Counters::default());
+    let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let acknowledged = Arc::new(Mutex::new(Acknowledged::default()));
+    let finished = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let deadline = started + config.duration;
+
+    let ticker = config.progress.then(|| {
+        let (counters, finished, duration) = (counters.clone(), finished.clone(), config.duration);
+        tokio::spawn(async move {
+            while !finished.load(Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let t = started.elapsed().as_secs_f64();
+                let coins = counters.coins.load(Ordering::Relaxed);
+                eprint!(
+                    "\r  {} {t:5.1}/{} s  {coins} coins  {:.0}/s   ",
+                    bar(t / duration.as_secs_f64()),
+                    duration.as_secs(),
+                    coins as f64 / t.max(1e-9)
+                );
+            }
+        })
+    });
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for shop in shops {
+        let client = client.clone();
+        let (counters, latencies, acknowledged) =
+            (counters.clone(), latencies.clone(), acknowledged.clone());
+        let mut rng = StdRng::from_rng(&mut *rng);
+        let stop = stop.clone();
+        tasks.spawn(async move {
+            let merchant_id = shop.certificate.payload.merchant_id;
+            for items in &shop.batches {
+                if Instant::now() >= deadline || stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                let Some((outcomes, latency)) = upload_until_acknowledged(
+                    &client,
+                    &shop.key,
+                    merchant_id,
+                    items,
+                    deadline,
+                    &stop,
+                    &counters.retried,
+                    &mut rng,
+                )
+                .await?
+                else {
+                    break;
+                };
+                let mut acked = Vec::new();
+                for (item, outcome) in items.iter().zip(&outcomes) {
+                    match outcome {
+                        RedemptionOutcome::Accepted { .. }
+                        | RedemptionOutcome::AlreadyAccepted { .. } => {
+                            let ids = item_coins(item);
+                            counters
+                                .coins
+                                .fetch_add(ids.len() as u64, Ordering::Relaxed);
+                            counters.payments.fetch_add(1, Ordering::Relaxed);
+                            acked.extend(ids.into_iter().map(|id| (merchant_id, id)));
+                        }
+                        _ => {
+                            counters.unexpected.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                counters.batches.fetch_add(1, Ordering::Relaxed);
+                latencies.lock().map_err(|_| poisoned())?.push(latency);
+                acknowledged
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .coins
+                    .extend(acked);
+            }
+            Ok::<(), Error>(())
+        });
+    }
+    let mut first_error = None;
+    while let Some(joined) = tasks.join_next().await {
+        let result = joined.map_err(|e| Error::Demo(format!("merchant task: {e}")));
+        if let Err(e) = result.and_then(|r| r) {
+            first_error.get_or_insert(e);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    finished.store(true, Ordering::Relaxed);
+    if let Some(ticker) = ticker {
+        let _ = ticker.await;
+        eprintln!();
+    }
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+
+    let mut latencies = std::mem::take(&mut *latencies.lock().map_err(|_| poisoned())?);
+    latencies.sort();
+    let percentile = |p: f64| -> f64 {
+        if latencies.is_empty() {
+            return 0.0;
+        }
+        let index = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies
+            .get(index.min(latencies.len() - 1))
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3)
+    };
+    let coins = counters.coins.load(Ordering::Relaxed);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rate = coins as f64 / elapsed.max(1e-9);
+    let report = LoadReport {
+        server: client.base_url().to_owned(),
+        merchants: config.merchants,
+        coins_per_payment: config.coins_per_payment,
+        payments_per_batch: config.payments_per_batch,
+        elapsed_s: round(elapsed, 3),
+        coins_redeemed: coins,
+        redemptions_per_s: round(rate, 1),
+        payments_per_s: round(
+            counters.payments.load(Ordering::Relaxed) as f64 / elapsed.max(1e-9),
+            1,
+        ),
+        batches: counters.batches.load(Ordering::Relaxed),
+        batch_latency: Latency {
+            p50_ms: round(percentile(0.50), 2),
+            p99_ms: round(percentile(0.99), 2),
+            max_ms: round(percentile(1.0), 2),
+        },
+        single_core_verify_per_s: round(verify_rate, 1),
+        cores,
+        fraction_of_verify_limit: round(rate / (cores as f64 * verify_rate).max(1e-9), 3),
+        retried_uploads: counters.retried.load(Ordering::Relaxed),
+        unexpected_outcomes: counters.unexpected.load(Ordering::Relaxed),
+        setup_s: round(setup_s, 1),
+    };
+    let acknowledged = std::mem::take(&mut *acknowledged.lock().map_err(|_| poisoned())?);
+    Ok((report, acknowledged))
+}
+
+fn round(value: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (value * scale).round() / scale
+}

@@ -1,0 +1,283 @@
+//! Crash under load: while merchants upload redemption batches as fast as the server
+//! answers (the `scrip load` engine), the server process is killed with SIGKILL at random
+//! moments and restarted on the same port and data directory; merchants re-sign and retry
+//! whatever was not acknowledged. After the kill cycles, the store is opened directly and
+//! must show:
+//! - every redemption a merchant saw acknowledged, held by that merchant;
+//! - no coin held by a merchant other than the one it was given to (none accepted twice);
+//! - money conserved: every currency sums to zero, funding is minus the deposits, each
+//!   merchant is credited exactly the coins it holds, and the coins-outstanding account
+//!   is exactly the coins no merchant holds.
+//!
+//! The server runs in a child process (this test binary, re-executed to run the ignored
+//! `crash_server_child` test), so SIGKILL hits only the server. `SCRIP_CRASH_CYCLES` sets
+//! the kill count (default 10).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use scrip::client::HttpClient;
+use scrip::issuer::docs::{coins_outstanding_account, funding_account};
+use scrip::issuer::server::{self, KeySource, ServerConfig, StoreKind};
+use scrip::load::{self, LoadConfig};
+use scrip::stores::{ClaimId, Claimant, LedgerAccount, RecordStore};
+use scrip::tokens::{Currency, MerchantId};
+
+const CHILD_ENV: &str = "SCRIP_CRASH_SERVER_CHILD";
+
+/// Not a test of its own: the server process the crash tests start and kill.
+#[test]
+#[ignore = "started (and killed) by the crash_under_load tests"]
+fn crash_server_child() {
+    let Ok(spec) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let mut parts = spec.splitn(3, ':');
+    let kind = match parts.next().unwrap() {
+        "redb" => StoreKind::Redb,
+        "file" => StoreKind::File,
+        other => panic!("unknown store {other}"),
+    };
+    let port: u16 = parts.next().unwrap().parse().unwrap();
+    let dir = std::path::PathBuf::from(parts.next().unwrap());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async move {
+        let keys = dir.join("keys");
+        if !keys.join("keyring.json").exists() {
+            scrip::issuer::keyring_files::save(&common::fixture_keyring(), &keys).unwrap();
+        }
+        let mut config = ServerConfig::new(
+            ([127, 0, 0, 1], port).into(),
+            &dir,
+            common::OPERATOR_TOKEN.to_owned(),
+        );
+        config.store = kind;
+        config.keys = KeySource::Directory {
+            dir: keys,
+            generate: scrip::issuer::KeyringConfig::default(),
+        };
+        let _running = server::start(config).await.unwrap();
+        println!("ready");
+        std::future::pending::<()>().await;
+    });
+}
+
+fn spawn_server(kind: &str, port: u16, dir: &Path) -> Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "crash_server_child", "--ignored", "--nocapture"])
+        .env(CHILD_ENV, format!("{kind}:{port}:{}", dir.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_until_serving(client: &HttpClient, child: &mut Child) {
+    let started = Instant::now();
+    loop {
+        if client.health().await.is_ok() {
+            return;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the server exited while starting: {status}");
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the server did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn kill(child: &mut Child) {
+    // std's kill is SIGKILL on Unix: no shutdown code runs, nothing is flushed.
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+async fn crash_under_load(kind: StoreKind, kind_name: &str) {
+    let cycles: usize = std::env::var("SCRIP_CRASH_CYCLES")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(10);
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = spawn_server(kind_name, port, dir.path());
+    let client = HttpClient::new(&format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .with_operator_token(common::OPERATOR_TOKEN);
+    wait_until_serving(&client, &mut child).await;
+
+    // Tiny batches (many commits, 1 500 of them) and more than the kill cycles can use
+    // up (about 400 in a run here), so the merchants are uploading at every kill.
+    let config = LoadConfig {
+        merchants: 4,
+        duration: Duration::from_secs(600),
+        coins: 3_000,
+        coins_per_payment: 1,
+        payments_per_batch: 2,
+        denomination: 2,
+        mint_concurrency: 2,
+        verify_measurement: Duration::from_millis(50),
+        progress: false,
+        ..LoadConfig::default()
+    };
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let prepared = load::prepare(&client, &common::root(), &config, &mut rng)
+        .await
+        .unwrap();
+    let assignment: HashMap<_, MerchantId> = prepared
+        .assignment
+        .iter()
+        .map(|(merchant, coin)| (*coin, *merchant))
+        .collect();
+    assert_eq!(assignment.len(), config.coins);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = {
+        let (client, config, stop) = (client.clone(), config.clone(), stop.clone());
+        let mut rng = StdRng::from_rng(&mut rng);
+        tokio::spawn(async move { load::redeem(&client, prepared, &config, &mut rng, stop).await })
+    };
+
+    let mut kills_under_load = 0;
+    for _ in 0..cycles {
+        // Let the merchants get going again, then kill at a random moment.
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..400))).await;
+        if !loader.is_finished() {
+            kills_under_load += 1;
+        }
+        kill(&mut child);
+        child = spawn_server(kind_name, port, dir.path());
+        wait_until_serving(&client, &mut child).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (report, acknowledged) = loader.await.unwrap().unwrap();
+    assert_eq!(
+        kills_under_load, cycles,
+        "the load ended before the kills did: {report:?}"
+    );
+    assert_eq!(report.unexpected_outcomes, 0, "{report:?}");
+    assert!(
+        report.retried_uploads > 0,
+        "no upload was interrupted: {report:?}"
+    );
+    assert!(report.coins_redeemed > 0);
+
+    // One last kill, then the store itself is the witness.
+    kill(&mut child);
+    let store = server::open_store(kind, dir.path()).unwrap();
+
+    let acked: HashSet<_> = acknowledged.coins.iter().copied().collect();
+    assert_eq!(
+        acked.len(),
+        acknowledged.coins.len(),
+        "a coin was acknowledged twice"
+    );
+    let ids: Vec<_> = assignment.keys().copied().collect();
+    let claims = store
+        .claims(&ids.iter().map(|c| ClaimId::Coin(*c)).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    let mut held: BTreeMap<MerchantId, i128> = BTreeMap::new();
+    let mut unredeemed = 0i128;
+    for (coin, claim) in ids.iter().zip(&claims) {
+        let given_to = assignment[coin];
+        match claim {
+            Some(claim) => {
+                assert_eq!(
+                    claim.claimant,
+                    Claimant::Merchant(given_to),
+                    "coin {coin} held by someone it was never given to"
+                );
+                *held.entry(given_to).or_default() += 1;
+            }
+            None => {
+                assert!(
+                    !acked.contains(&(given_to, *coin)),
+                    "acknowledged coin {coin} lost"
+                );
+                unredeemed += 1;
+            }
+        }
+    }
+    for (merchant, coin) in &acked {
+        assert_eq!(assignment[coin], *merchant);
+    }
+    let redeemed: i128 = held.values().sum();
+    assert!(redeemed >= acked.len() as i128);
+
+    // Conservation, read from the reopened store.
+    let denomination = i128::from(config.denomination);
+    let deposited = denomination * config.coins as i128;
+    let mut sums: BTreeMap<Currency, i128> = BTreeMap::new();
+    let mut merchants: BTreeMap<MerchantId, i128> = BTreeMap::new();
+    let (mut customers, mut reservations, mut outstanding, mut funding) = (0, 0, 0, 0);
+    for (account, currency, balance) in store.balances(None, usize::MAX).await.unwrap() {
+        *sums.entry(currency).or_default() += balance;
+        match account {
+            LedgerAccount::Customer(_) => customers += balance,
+            LedgerAccount::Reservation(_) => reservations += balance,
+            LedgerAccount::Merchant(m) => *merchants.entry(m).or_default() += balance,
+            a if a == coins_outstanding_account() => outstanding += balance,
+            a if a == funding_account() => funding += balance,
+            other => panic!("unexpected ledger account {other:?}"),
+        }
+    }
+    assert!(sums.values().all(|s| *s == 0), "balances sum to {sums:?}");
+    assert_eq!(funding, -deposited, "funding = -deposits");
+    assert_eq!(customers + reservations, 0, "every deposit became coins");
+    assert_eq!(outstanding, unredeemed * denomination, "coins outstanding");
+    for (merchant, coins) in &held {
+        assert_eq!(
+            merchants.get(merchant).copied().unwrap_or(0),
+            coins * denomination,
+            "merchant {merchant} credited other than the coins it holds"
+        );
+    }
+    assert_eq!(
+        merchants.values().sum::<i128>(),
+        redeemed * denomination,
+        "merchants credited for coins nobody holds"
+    );
+    store.close().await.unwrap();
+    eprintln!(
+        "{kind_name}: {cycles} kills under load, {} coins acknowledged, {redeemed} redeemed, \
+         {} retried uploads",
+        acked.len(),
+        report.retried_uploads
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_with_the_redb_store_loses_nothing() {
+    crash_under_load(StoreKind::Redb, "redb").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_with_the_file_store_loses_nothing() {
+    crash_under_load(StoreKind::File, "file").await;
+}
