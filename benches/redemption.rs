@@ -6,8 +6,8 @@
 //!   the batch, every endorsement, request and coin, then claims all 100 payments in one
 //!   store call.
 //! - `redeem_records_100/<backend>`: 100 fresh countersigned withdrawal records (sequence
-//!   numbers 1 to 100 of a fresh balance certificate). Each record is checked and committed
-//!   on its own (one durable write per record).
+//!   numbers 1 to 100 of a fresh balance certificate). Every record is checked, then the
+//!   100 fresh records are committed in one store call (one durable write).
 //! - `redeem_again_*_100/<backend>`: the same batch uploaded again after it was redeemed
 //!   (a merchant retrying an unacknowledged upload): every item comes back
 //!   `AlreadyAccepted`. This is the repeat path, measured separately on purpose.

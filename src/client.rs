@@ -62,6 +62,9 @@ impl HttpClient {
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
+            // `scrip-server` closes connections silent for its read timeout (30 s by
+            // default); dropping ours first avoids sending on one it is closing.
+            .pool_idle_timeout(Duration::from_secs(20))
             .build()
             .map_err(|e| Error::Transport(e.to_string()))?;
         Ok(HttpClient {

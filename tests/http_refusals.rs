@@ -980,3 +980,68 @@ async fn coins_of_an_expired_keyset_are_neither_issued_nor_redeemed() {
     h.still_serving().await;
     h.server.shutdown().await.unwrap();
 }
+
+// ---- slow senders ------------------------------------------------------------------------
+
+/// Reads until the server closes the connection (or 10 s pass: then it never would).
+async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut response = Vec::new();
+    // An error (a reset) ends the connection too: only the timeout matters.
+    let ended =
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
+    assert!(ended.is_ok(), "the server kept a stalled connection open");
+    String::from_utf8_lossy(&response).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_stall_mid_request_are_cut_off_and_the_server_keeps_serving() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(
+        ([127, 0, 0, 1], 0).into(),
+        dir.path(),
+        common::OPERATOR_TOKEN.to_owned(),
+    );
+    config.store = StoreKind::Memory;
+    config.keys = KeySource::Provided(Box::new(common::fixture_keyring()));
+    config.read_timeout = Duration::from_millis(500);
+    let server = server::start(config).await.unwrap();
+    let addr = server.local_addr();
+
+    // A connection that never sends, headers that never end ("slowloris"), and a body
+    // that stops halfway.
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut headers_stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    headers_stalled
+        .write_all(b"POST /v1/sync HTTP/1.1\r\nhost: scrip\r\ncontent-type: application/json\r\n")
+        .await
+        .unwrap();
+    let mut body_stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    body_stalled
+        .write_all(
+            b"POST /v1/sync HTTP/1.1\r\nhost: scrip\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\n\r\n{\"payload\":",
+        )
+        .await
+        .unwrap();
+
+    // While both hang, others are served.
+    let client = common::client(&server);
+    client.health().await.unwrap();
+
+    let answer = read_until_closed(&mut silent).await;
+    assert!(!answer.starts_with("HTTP/1.1 2"), "{answer}");
+    let answer = read_until_closed(&mut headers_stalled).await;
+    assert!(
+        !answer.starts_with("HTTP/1.1 2"),
+        "a request without its end of headers was answered: {answer}"
+    );
+    let answer = read_until_closed(&mut body_stalled).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+
+    client.health().await.unwrap();
+    client.key_directory().await.unwrap();
+    server.shutdown().await.unwrap();
+}

@@ -102,15 +102,12 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             payload.deposit_confirmations.len(),
         )?;
         // Hand-ins first: they may consume balance (late records) or freeze the account.
-        for record in &payload.unsent_records {
-            if record.payload.device_id != device_id {
-                return Err(scrip_tokens::Error::WrongDevice.into());
-            }
-            if let Err(e) = self
-                .record_withdrawal(RecordSubmission::Customer(record), now)
-                .await
-            {
-                tracing::warn!(error = %e, record = %record.payload.record_id, "customer copy of a record refused");
+        let outcomes = self
+            .hand_in_records(device_id, &payload.unsent_records, now)
+            .await?;
+        for (record, outcome) in payload.unsent_records.iter().zip(&outcomes) {
+            if let scrip_tokens::RedemptionOutcome::Invalid { reason } = outcome {
+                tracing::warn!(code = %reason.code, error = %reason.message, record = %record.payload.record_id, "customer copy of a record refused");
             }
         }
         for confirmation in &payload.deposit_confirmations {
@@ -253,22 +250,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             payload.unsent_records.len(),
             payload.deposit_confirmations.len(),
         )?;
-        let mut records = Vec::with_capacity(payload.unsent_records.len());
-        for record in &payload.unsent_records {
-            if record.payload.device_id != payload.device_id {
-                return Err(scrip_tokens::Error::WrongDevice.into());
-            }
-            records.push(
-                match self
-                    .record_withdrawal(RecordSubmission::Customer(record), now)
-                    .await
-                {
-                    Ok(outcome) => outcome,
-                    Err(IssuerError::Store(e)) => return Err(IssuerError::Store(e)),
-                    Err(e) => crate::redemption::invalid(&e),
-                },
-            );
-        }
+        let records = self
+            .hand_in_records(payload.device_id, &payload.unsent_records, now)
+            .await?;
         let mut confirmations_recorded = 0;
         for confirmation in &payload.deposit_confirmations {
             match self.confirm_deposit(confirmation, now).await {
@@ -281,6 +265,21 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             records,
             confirmations_recorded,
         })
+    }
+
+    /// Records a device's own copies of its records (all of them its own, or none is
+    /// recorded), one outcome each.
+    async fn hand_in_records(
+        &self,
+        device_id: scrip_tokens::DeviceId,
+        records: &[scrip_tokens::WithdrawalRecord],
+        now: Timestamp,
+    ) -> Result<Vec<scrip_tokens::RedemptionOutcome>> {
+        if records.iter().any(|r| r.payload.device_id != device_id) {
+            return Err(scrip_tokens::Error::WrongDevice.into());
+        }
+        let submissions = records.iter().map(RecordSubmission::Customer).collect();
+        self.record_withdrawals(submissions, now).await
     }
 
     async fn stored_certificate(&self, response_key: &[u8]) -> Result<BalanceCertificate> {

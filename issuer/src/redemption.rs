@@ -30,11 +30,15 @@
 //! account is frozen.
 
 use scrip_stores::{
-    ClaimId, Claimant, CommitOutcome, Floor, LedgerAccount, Posting, RecordStore, Unit, Write,
+    ClaimId, Claimant, CommitOutcome, ExistingClaim, Floor, LedgerAccount, Posting, RecordStore,
+    Unit, Write,
 };
+use std::collections::{HashMap, HashSet};
+
 use scrip_tokens::{
-    codec, Amount, Coin, ContentDigest, CountersignedRecord, Message, RedemptionBatch,
-    RedemptionItem, RedemptionOutcome, RedemptionReport, RejectReason, Timestamp, WithdrawalRecord,
+    codec, Amount, BalanceCertificate, CertificateSerial, Coin, ContentDigest, CountersignedRecord,
+    MerchantId, Message, RecordId, RedemptionBatch, RedemptionItem, RedemptionOutcome,
+    RedemptionReport, RejectReason, Timestamp, WithdrawalRecord,
 };
 
 use crate::docs::{
@@ -53,6 +57,51 @@ pub(crate) enum RecordSubmission<'a> {
     },
     /// The customer device's own copy, in its certificate request.
     Customer(&'a WithdrawalRecord),
+}
+
+/// A record's outcome; only store errors stay errors.
+fn outcome_or_store_error(result: Result<RedemptionOutcome>) -> Result<RedemptionOutcome> {
+    match result {
+        Ok(outcome) => Ok(outcome),
+        Err(IssuerError::Store(e)) => Err(IssuerError::Store(e)),
+        Err(e) => Ok(invalid(&e)),
+    }
+}
+
+/// A record copy that passed every check that needs no write.
+pub(crate) struct CheckedRecord<'a> {
+    record: &'a WithdrawalRecord,
+    source: RecordSource,
+    merchant_id: MerchantId,
+    digest: ContentDigest,
+    certificate: BalanceCertificate,
+}
+
+/// What earlier attempts learned: the record id, or the (device, sequence) pair, is taken
+/// by a different record. The record is then claimed under its own digest instead, kept as
+/// evidence, honoured, logged, and the account frozen.
+#[derive(Default)]
+struct RecordConflicts {
+    id_taken: bool,
+    /// `Some(first)` once the pair is known to be taken (by `first`, if it could be read).
+    sequence_taken: Option<Option<RecordId>>,
+}
+
+/// How a record of a call to `record_withdrawals` is committed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Never seen: in a group, counting what it takes from the reservation.
+    Fresh,
+    /// Already recorded as this very record: in a group, taking nothing.
+    Repeat,
+    /// Anything else (a reused id or sequence, a repeat within the call): on its own.
+    Alone,
+}
+
+/// How a record's unit pays the merchant (minor units).
+struct Taken {
+    from_reservation: u64,
+    from_balance: u64,
 }
 
 pub(crate) fn invalid(e: &IssuerError) -> RedemptionOutcome {
@@ -172,20 +221,21 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             }
         }
 
-        // Records, one by one (each may need a second unit when the reservation is short).
+        // Records: the fresh ones share one store call.
+        let mut record_items = Vec::new();
+        let mut submissions = Vec::new();
         for (i, item) in batch.payload.items.iter().enumerate() {
-            let RedemptionItem::Record(receipt) = item else {
-                continue;
-            };
-            let submission = RecordSubmission::Merchant {
-                merchant: &merchant,
-                receipt,
-            };
-            outcomes[i] = Some(match self.record_withdrawal(submission, now).await {
-                Ok(outcome) => outcome,
-                Err(IssuerError::Store(e)) => return Err(IssuerError::Store(e)),
-                Err(e) => invalid(&e),
-            });
+            if let RedemptionItem::Record(receipt) = item {
+                record_items.push(i);
+                submissions.push(RecordSubmission::Merchant {
+                    merchant: &merchant,
+                    receipt,
+                });
+            }
+        }
+        let record_outcomes = self.record_withdrawals(submissions, now).await?;
+        for (i, outcome) in record_items.into_iter().zip(record_outcomes) {
+            outcomes[i] = Some(outcome);
         }
         Ok(RedemptionReport {
             outcomes: outcomes
@@ -277,13 +327,161 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         Ok(())
     }
 
-    /// Records one copy of a withdrawal record (see the module documentation for the
-    /// policy). Verification failures are errors; the caller turns them into `Invalid`.
-    pub(crate) async fn record_withdrawal(
+    /// Records several copies of withdrawal records, one outcome per submission, in order:
+    /// the same outcomes, and the same split between reservation and balance, as recording
+    /// them one by one (see the module documentation for the policy), but consecutive
+    /// fresh records share one store call (one durable write), so a merchant's batch of
+    /// records costs about as much to commit as one record. Copies already recorded,
+    /// repeats within the call and equivocations go one by one, in their place. Checks
+    /// failing give `Invalid`; store errors are errors.
+    ///
+    /// Under a concurrent redemption of the same record or certificate, a record of a
+    /// group can find its reservation short or its id taken: it is then retried on its
+    /// own after the group, which can move part of its payment from the reservation to
+    /// the balance (the reservation is released at expiry): money stays conserved.
+    pub(crate) async fn record_withdrawals(
         &self,
-        submission: RecordSubmission<'_>,
+        submissions: Vec<RecordSubmission<'_>>,
         now: Timestamp,
-    ) -> Result<RedemptionOutcome> {
+    ) -> Result<Vec<RedemptionOutcome>> {
+        let mut outcomes: Vec<Option<RedemptionOutcome>> = vec![None; submissions.len()];
+        let mut checked = Vec::with_capacity(submissions.len());
+        for (i, submission) in submissions.into_iter().enumerate() {
+            match self.check_record(submission).await {
+                Ok(c) => checked.push((i, c)),
+                Err(IssuerError::Store(e)) => return Err(IssuerError::Store(e)),
+                Err(e) => outcomes[i] = Some(invalid(&e)),
+            }
+        }
+
+        // Fresh: neither the record id nor the (device, sequence) pair is claimed yet, nor
+        // used by an earlier record of this call. Repeat: both already claimed for this
+        // very record (its unit will come back `Repeated` and move nothing). Both kinds
+        // go into groups; anything else goes on its own.
+        let ids: Vec<ClaimId> = checked
+            .iter()
+            .flat_map(|(_, c)| {
+                let p = &c.record.payload;
+                [
+                    ClaimId::Record(p.record_id),
+                    ClaimId::DeviceSequence {
+                        device: p.device_id,
+                        sequence: p.sequence,
+                    },
+                ]
+            })
+            .collect();
+        let held = self.store.claims(&ids).await?;
+        let mut seen_ids = HashSet::new();
+        let mut seen_sequences = HashSet::new();
+        let kinds: Vec<Kind> = checked
+            .iter()
+            .zip(held.chunks(2))
+            .map(|((_, c), held)| {
+                let p = &c.record.payload;
+                let new_id = seen_ids.insert(p.record_id);
+                let new_sequence = seen_sequences.insert((p.device_id, p.sequence));
+                let ours = |h: &Option<ExistingClaim>| {
+                    h.as_ref().is_some_and(|h| {
+                        h.digest == c.digest && h.claimant == Claimant::Merchant(c.merchant_id)
+                    })
+                };
+                if !(new_id && new_sequence) {
+                    Kind::Alone
+                } else if held.iter().all(Option::is_none) {
+                    Kind::Fresh
+                } else if held.len() == 2 && held.iter().all(ours) {
+                    Kind::Repeat
+                } else {
+                    Kind::Alone
+                }
+            })
+            .collect();
+
+        let mut group: Vec<(usize, &CheckedRecord<'_>, Unit, u64)> = Vec::new();
+        // What is left of each reservation after the group's units so far.
+        let mut left: HashMap<CertificateSerial, u64> = HashMap::new();
+        for ((i, c), kind) in checked.iter().zip(kinds) {
+            match kind {
+                Kind::Fresh | Kind::Repeat => {
+                    let serial = c.certificate.payload.serial;
+                    let remaining = match left.get(&serial) {
+                        Some(r) => *r,
+                        None => self.reservation_left(c).await?,
+                    };
+                    let (unit, taken) =
+                        self.record_unit(c, &RecordConflicts::default(), remaining, now)?;
+                    if kind == Kind::Fresh {
+                        left.insert(serial, remaining - taken.from_reservation);
+                    } else {
+                        left.insert(serial, remaining);
+                    }
+                    group.push((*i, c, unit, taken.from_balance));
+                }
+                Kind::Alone => {
+                    self.commit_group(std::mem::take(&mut group), &mut outcomes, now)
+                        .await?;
+                    left.clear();
+                    let one = self.commit_record(c, RecordConflicts::default(), now).await;
+                    outcomes[*i] = Some(outcome_or_store_error(one)?);
+                }
+            }
+        }
+        self.commit_group(group, &mut outcomes, now).await?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| invalid(&IssuerError::Corrupted("record not processed".into())))
+            })
+            .collect())
+    }
+
+    /// Commits a group of fresh records in one store call; a record that lost a race is
+    /// retried on its own.
+    async fn commit_group(
+        &self,
+        group: Vec<(usize, &CheckedRecord<'_>, Unit, u64)>,
+        outcomes: &mut [Option<RedemptionOutcome>],
+        now: Timestamp,
+    ) -> Result<()> {
+        if group.is_empty() {
+            return Ok(());
+        }
+        let mut rest = Vec::with_capacity(group.len());
+        let mut units = Vec::with_capacity(group.len());
+        for (i, c, unit, from_balance) in group {
+            rest.push((i, c, from_balance));
+            units.push(unit);
+        }
+        let results = self.store.commit_many(units).await?;
+        if results.len() != rest.len() {
+            return Err(IssuerError::Corrupted(
+                "store answered a different number of units".into(),
+            ));
+        }
+        for ((i, c, from_balance), result) in rest.into_iter().zip(results) {
+            let mut conflicts = RecordConflicts::default();
+            let settled = self
+                .settle_record(c, &mut conflicts, result, from_balance, now)
+                .await;
+            let outcome = match settled {
+                Ok(Some(outcome)) => Ok(outcome),
+                Ok(None) => self.commit_record(c, conflicts, now).await,
+                Err(e) => Err(e),
+            };
+            if let Some(slot) = outcomes.get_mut(i) {
+                *slot = Some(outcome_or_store_error(outcome)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every check of a record copy that needs no write: signatures, certificates,
+    /// rules, times, revocation.
+    async fn check_record<'a>(
+        &self,
+        submission: RecordSubmission<'a>,
+    ) -> Result<CheckedRecord<'a>> {
         let (record, source, merchant, accepted_at) = match submission {
             RecordSubmission::Merchant { merchant, receipt } => {
                 receipt.verify(&merchant.certificate.payload)?;
@@ -301,9 +499,13 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         record.verify(&device.certificate.payload)?;
         device.certificate.payload.validity.check(p.signed_at)?;
         let merchant_id = p.payment_request.payload.merchant_id;
+        let owned_merchant;
         let merchant = match merchant {
-            Some(m) => m.clone(),
-            None => self.merchant(merchant_id).await?,
+            Some(m) => m,
+            None => {
+                owned_merchant = self.merchant(merchant_id).await?;
+                &owned_merchant
+            }
         };
         p.payment_request.verify(&merchant.certificate.payload)?;
         // As for coins: the merchant's certificate must cover the times it signed.
@@ -333,171 +535,238 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 return Err(IssuerError::DeviceRevoked(p.device_id));
             }
         }
+        Ok(CheckedRecord {
+            record,
+            source,
+            merchant_id,
+            digest: record_digest(record)?,
+            certificate,
+        })
+    }
 
-        let digest = record_digest(record)?;
-        let amount = p.amount();
-        let serial = p.certificate_serial;
-        let sequence_key = key2(p.device_id.as_bytes(), &p.sequence.to_be_bytes());
-        // Set when the record id, or the (device, sequence) pair, turns out to be taken by
-        // a different record: then this one is claimed under its own digest instead, kept
-        // as evidence, honoured, logged, and the account frozen.
-        let mut id_taken = false;
-        let mut sequence_taken: Option<Option<scrip_tokens::RecordId>> = None;
+    /// What is left of the reservation of the record's certificate (minor units).
+    async fn reservation_left(&self, c: &CheckedRecord<'_>) -> Result<u64> {
+        let p = &c.record.payload;
+        let reservation = LedgerAccount::Reservation(p.certificate_serial);
+        let left = self
+            .store
+            .balance(&reservation, p.amount().currency)
+            .await?;
+        Ok(u64::try_from(left).unwrap_or(0))
+    }
+
+    /// Commits a checked record, retrying while the reservation moves under it.
+    async fn commit_record(
+        &self,
+        c: &CheckedRecord<'_>,
+        mut conflicts: RecordConflicts,
+        now: Timestamp,
+    ) -> Result<RedemptionOutcome> {
         for _ in 0..RETRIES {
-            let reservation = LedgerAccount::Reservation(serial);
-            let left = self.store.balance(&reservation, amount.currency).await?;
-            let from_reservation = u64::try_from(left).unwrap_or(0).min(amount.minor_units);
-            let from_balance = amount.minor_units - from_reservation;
-            let equivocation = id_taken || sequence_taken.is_some();
-            let doc = RecordDoc {
-                record: record.clone(),
-                recorded_at: now,
-                source,
-                paid_from_balance: from_balance,
-                equivocation,
-            };
-            let record_key = if id_taken {
-                key2(p.record_id.as_bytes(), digest.as_bytes())
-            } else {
-                p.record_id.as_bytes().to_vec()
-            };
-            let mut unit = Unit::new(Claimant::Merchant(merchant_id), now)
-                .claim(
-                    if id_taken {
-                        ClaimId::Custom {
-                            namespace: "reused-record-id".into(),
-                            key: record_key.clone(),
-                        }
-                    } else {
-                        ClaimId::Record(p.record_id)
-                    },
-                    digest,
-                )
-                .claim(
-                    if sequence_taken.is_some() {
-                        ClaimId::Custom {
-                            namespace: "equivocating-record".into(),
-                            key: key2(&sequence_key, digest.as_bytes()),
-                        }
-                    } else {
-                        ClaimId::DeviceSequence {
-                            device: p.device_id,
-                            sequence: p.sequence,
-                        }
-                    },
-                    digest,
-                )
-                .floor(Floor::non_negative(reservation.clone(), amount.currency))
-                .write(Write::put(RECORDS, record_key, encode(&doc)?))
-                .write(Write::put(
-                    CERTIFICATE_RECORDS,
-                    key2(serial.as_bytes(), digest.as_bytes()),
-                    amount.minor_units.to_le_bytes().to_vec(),
-                ));
-            if sequence_taken.is_none() {
-                unit = unit.write(Write::put(
-                    SEQUENCE_RECORDS,
-                    sequence_key.clone(),
-                    p.record_id.as_bytes().to_vec(),
-                ));
-            }
-            if equivocation {
-                // Logged and frozen in the same unit as the payment, so a crash or a retry
-                // can never leave the payment without them.
-                let entry = FraudEntry {
-                    at: now,
-                    kind: if id_taken {
-                        FraudKind::RecordIdReuse {
-                            account_id: p.account_id,
-                            device_id: p.device_id,
-                            record_id: p.record_id,
-                        }
-                    } else {
-                        FraudKind::Equivocation {
-                            account_id: p.account_id,
-                            device_id: p.device_id,
-                            sequence: p.sequence,
-                            first: sequence_taken.flatten(),
-                            second: p.record_id,
-                        }
-                    },
-                };
-                unit = unit
-                    .write(Write::put(
-                        FRAUD_LOG,
-                        fraud_key(&entry, now)?,
-                        encode(&entry)?,
-                    ))
-                    .write(Write::put(
-                        FROZEN,
-                        p.account_id.as_bytes().to_vec(),
-                        encode(&Mark {
-                            at: now,
-                            reason: "a record reused a sequence number or record id".into(),
-                        })?,
-                    ));
-            }
-            if from_reservation > 0 {
-                unit = unit.post(Posting::transfer(
-                    reservation.clone(),
-                    LedgerAccount::Merchant(merchant_id),
-                    Amount::new(from_reservation, amount.currency),
-                    "withdrawal record",
-                ));
-            }
-            if from_balance > 0 {
-                unit = unit.post(Posting::transfer(
-                    LedgerAccount::Customer(p.account_id),
-                    LedgerAccount::Merchant(merchant_id),
-                    Amount::new(from_balance, amount.currency),
-                    "withdrawal record beyond its reservation",
-                ));
-            }
-            match self.store.commit(unit).await? {
-                CommitOutcome::Committed => {
-                    if from_balance > 0 {
-                        self.check_overspend(cert, now).await?;
-                    }
-                    return Ok(RedemptionOutcome::Accepted { credited: amount });
-                }
-                CommitOutcome::Repeated { first_claimed_at } => {
-                    // The overspend check runs after the payment's unit; a crash between
-                    // the two must not skip it, so every repeat runs it again (it is
-                    // idempotent).
-                    self.check_overspend(cert, now).await?;
-                    return Ok(RedemptionOutcome::AlreadyAccepted {
-                        first_accepted_at: first_claimed_at,
-                    });
-                }
-                CommitOutcome::InsufficientFunds { .. } => continue,
-                CommitOutcome::Conflict(report) => {
-                    let held = |i: usize| report.get(i).and_then(|(_, h)| h.clone());
-                    if let Some(h) = held(0) {
-                        if h.digest == digest {
-                            self.check_overspend(cert, now).await?;
-                            return Ok(RedemptionOutcome::AlreadyAccepted {
-                                first_accepted_at: h.claimed_at,
-                            });
-                        }
-                        id_taken = true;
-                    }
-                    if let Some(h) = held(1) {
-                        if h.digest != digest && sequence_taken.is_none() {
-                            let first = self
-                                .store
-                                .get(SEQUENCE_RECORDS, &sequence_key)
-                                .await?
-                                .and_then(|raw| <[u8; 16]>::try_from(raw.as_slice()).ok())
-                                .map(|b| scrip_tokens::RecordId(uuid::Uuid::from_bytes(b)));
-                            sequence_taken = Some(first);
-                        }
-                    }
-                }
+            let left = self.reservation_left(c).await?;
+            let (unit, taken) = self.record_unit(c, &conflicts, left, now)?;
+            let result = self.store.commit(unit).await?;
+            if let Some(outcome) = self
+                .settle_record(c, &mut conflicts, result, taken.from_balance, now)
+                .await?
+            {
+                return Ok(outcome);
             }
         }
         Err(IssuerError::Store(scrip_stores::StoreError::Corrupted(
             "record kept losing races".into(),
         )))
+    }
+
+    /// The unit that records `c`, taking up to `left` from its certificate's reservation
+    /// and the rest from the account's balance.
+    fn record_unit(
+        &self,
+        c: &CheckedRecord<'_>,
+        conflicts: &RecordConflicts,
+        left: u64,
+        now: Timestamp,
+    ) -> Result<(Unit, Taken)> {
+        let p = &c.record.payload;
+        let digest = c.digest;
+        let amount = p.amount();
+        let serial = p.certificate_serial;
+        let merchant_id = c.merchant_id;
+        let id_taken = conflicts.id_taken;
+        let sequence_key = key2(p.device_id.as_bytes(), &p.sequence.to_be_bytes());
+        let reservation = LedgerAccount::Reservation(serial);
+        let from_reservation = left.min(amount.minor_units);
+        let from_balance = amount.minor_units - from_reservation;
+        let equivocation = id_taken || conflicts.sequence_taken.is_some();
+        let doc = RecordDoc {
+            record: c.record.clone(),
+            recorded_at: now,
+            source: c.source,
+            paid_from_balance: from_balance,
+            equivocation,
+        };
+        let record_key = if id_taken {
+            key2(p.record_id.as_bytes(), digest.as_bytes())
+        } else {
+            p.record_id.as_bytes().to_vec()
+        };
+        let mut unit = Unit::new(Claimant::Merchant(merchant_id), now)
+            .claim(
+                if id_taken {
+                    ClaimId::Custom {
+                        namespace: "reused-record-id".into(),
+                        key: record_key.clone(),
+                    }
+                } else {
+                    ClaimId::Record(p.record_id)
+                },
+                digest,
+            )
+            .claim(
+                if conflicts.sequence_taken.is_some() {
+                    ClaimId::Custom {
+                        namespace: "equivocating-record".into(),
+                        key: key2(&sequence_key, digest.as_bytes()),
+                    }
+                } else {
+                    ClaimId::DeviceSequence {
+                        device: p.device_id,
+                        sequence: p.sequence,
+                    }
+                },
+                digest,
+            )
+            .floor(Floor::non_negative(reservation.clone(), amount.currency))
+            .write(Write::put(RECORDS, record_key, encode(&doc)?))
+            .write(Write::put(
+                CERTIFICATE_RECORDS,
+                key2(serial.as_bytes(), digest.as_bytes()),
+                amount.minor_units.to_le_bytes().to_vec(),
+            ));
+        if conflicts.sequence_taken.is_none() {
+            unit = unit.write(Write::put(
+                SEQUENCE_RECORDS,
+                sequence_key,
+                p.record_id.as_bytes().to_vec(),
+            ));
+        }
+        if equivocation {
+            // Logged and frozen in the same unit as the payment, so a crash or a retry can
+            // never leave the payment without them.
+            let entry = FraudEntry {
+                at: now,
+                kind: if id_taken {
+                    FraudKind::RecordIdReuse {
+                        account_id: p.account_id,
+                        device_id: p.device_id,
+                        record_id: p.record_id,
+                    }
+                } else {
+                    FraudKind::Equivocation {
+                        account_id: p.account_id,
+                        device_id: p.device_id,
+                        sequence: p.sequence,
+                        first: conflicts.sequence_taken.flatten(),
+                        second: p.record_id,
+                    }
+                },
+            };
+            unit = unit
+                .write(Write::put(
+                    FRAUD_LOG,
+                    fraud_key(&entry, now)?,
+                    encode(&entry)?,
+                ))
+                .write(Write::put(
+                    FROZEN,
+                    p.account_id.as_bytes().to_vec(),
+                    encode(&Mark {
+                        at: now,
+                        reason: "a record reused a sequence number or record id".into(),
+                    })?,
+                ));
+        }
+        if from_reservation > 0 {
+            unit = unit.post(Posting::transfer(
+                reservation,
+                LedgerAccount::Merchant(merchant_id),
+                Amount::new(from_reservation, amount.currency),
+                "withdrawal record",
+            ));
+        }
+        if from_balance > 0 {
+            unit = unit.post(Posting::transfer(
+                LedgerAccount::Customer(p.account_id),
+                LedgerAccount::Merchant(merchant_id),
+                Amount::new(from_balance, amount.currency),
+                "withdrawal record beyond its reservation",
+            ));
+        }
+        Ok((
+            unit,
+            Taken {
+                from_reservation,
+                from_balance,
+            },
+        ))
+    }
+
+    /// The outcome of a record's unit: `Some` when the record is settled, `None` when it
+    /// needs another attempt (with `conflicts` updated).
+    async fn settle_record(
+        &self,
+        c: &CheckedRecord<'_>,
+        conflicts: &mut RecordConflicts,
+        result: CommitOutcome,
+        from_balance: u64,
+        now: Timestamp,
+    ) -> Result<Option<RedemptionOutcome>> {
+        let cert = &c.certificate.payload;
+        match result {
+            CommitOutcome::Committed => {
+                if from_balance > 0 {
+                    self.check_overspend(cert, now).await?;
+                }
+                Ok(Some(RedemptionOutcome::Accepted {
+                    credited: c.record.payload.amount(),
+                }))
+            }
+            CommitOutcome::Repeated { first_claimed_at } => {
+                // The overspend check runs after the payment's unit; a crash between the
+                // two must not skip it, so every repeat runs it again (it is idempotent).
+                self.check_overspend(cert, now).await?;
+                Ok(Some(RedemptionOutcome::AlreadyAccepted {
+                    first_accepted_at: first_claimed_at,
+                }))
+            }
+            CommitOutcome::InsufficientFunds { .. } => Ok(None),
+            CommitOutcome::Conflict(report) => {
+                let held = |i: usize| report.get(i).and_then(|(_, h)| h.clone());
+                if let Some(h) = held(0) {
+                    if h.digest == c.digest {
+                        self.check_overspend(cert, now).await?;
+                        return Ok(Some(RedemptionOutcome::AlreadyAccepted {
+                            first_accepted_at: h.claimed_at,
+                        }));
+                    }
+                    conflicts.id_taken = true;
+                }
+                if let Some(h) = held(1) {
+                    if h.digest != c.digest && conflicts.sequence_taken.is_none() {
+                        let p = &c.record.payload;
+                        let sequence_key = key2(p.device_id.as_bytes(), &p.sequence.to_be_bytes());
+                        let first = self
+                            .store
+                            .get(SEQUENCE_RECORDS, &sequence_key)
+                            .await?
+                            .and_then(|raw| <[u8; 16]>::try_from(raw.as_slice()).ok())
+                            .map(|b| RecordId(uuid::Uuid::from_bytes(b)));
+                        conflicts.sequence_taken = Some(first);
+                    }
+                }
+                Ok(None)
+            }
+        }
     }
 
     /// After a record was paid partly from the balance: if the certificate's records now

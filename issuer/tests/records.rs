@@ -636,3 +636,122 @@ async fn a_record_backdated_into_the_certificates_validity_is_judged_by_the_merc
         .await;
     assert_eq!(code(&outcomes[0]), "expired");
 }
+
+#[tokio::test]
+async fn a_batch_of_records_is_recorded_as_if_one_by_one() {
+    // Fresh records of one batch share one store call; repeats within the batch,
+    // equivocations and overspends must come out exactly as if uploaded one at a time:
+    // the reservation is used in batch order and only the rest comes from the balance.
+    let mut s = scene(6).await;
+    let cert = s.cert.clone();
+    let shop = Shop {
+        key: scrip_tokens::fixtures::merchant(1),
+        certificate: s.shop.certificate.clone(),
+    };
+    let record = |sequence, amount, cumulative, rng: &mut StdRng| {
+        let request = shop.request(amount, rng);
+        s.wallet
+            .sign_record(&cert, &request, sequence, cumulative, NOW, rng)
+    };
+    let a = record(1, 1_000, 1_000, &mut s.rng);
+    let b = record(2, 1_500, 2_500, &mut s.rng);
+    // Same sequence as b, another record: equivocation.
+    let e = record(2, 500, 2_000, &mut s.rng);
+    // The device lies about its cumulative: the reservation (3 000) is used up by a, b
+    // and e, so c is paid from the balance and overspends the certificate.
+    let c = record(3, 1_000, 2_000, &mut s.rng);
+    let items: Vec<RedemptionItem> = [&a, &b, &a, &e, &c]
+        .into_iter()
+        .map(|r| RedemptionItem::Record(shop.countersign(r, &mut s.rng)))
+        .collect();
+    let outcomes = shop.redeem(&s.issuer, items.clone(), NOW, &mut s.rng).await;
+    assert_eq!(
+        outcomes[0],
+        RedemptionOutcome::Accepted {
+            credited: eur(1_000)
+        }
+    );
+    assert_eq!(
+        outcomes[1],
+        RedemptionOutcome::Accepted {
+            credited: eur(1_500)
+        }
+    );
+    assert!(
+        matches!(outcomes[2], RedemptionOutcome::AlreadyAccepted { .. }),
+        "{:?}",
+        outcomes[2]
+    );
+    assert_eq!(
+        outcomes[3],
+        RedemptionOutcome::Accepted { credited: eur(500) }
+    );
+    assert_eq!(
+        outcomes[4],
+        RedemptionOutcome::Accepted {
+            credited: eur(1_000)
+        }
+    );
+
+    let store = s.issuer.store();
+    let account = s.wallet.account_id;
+    let ledger =
+        |account: LedgerAccount| async move { store.balance(&account, EUR).await.unwrap() };
+    assert_eq!(ledger(LedgerAccount::Merchant(shop.id())).await, 4_000);
+    assert_eq!(
+        ledger(LedgerAccount::Reservation(cert.payload.serial)).await,
+        0
+    );
+    assert_eq!(s.issuer.balance(account, EUR).await.unwrap(), 6_000);
+    let paid_from_balance = |id: RecordId| {
+        let issuer = &s.issuer;
+        async move { issuer.record(id).await.unwrap().unwrap().paid_from_balance }
+    };
+    assert_eq!(paid_from_balance(a.payload.record_id).await, 0);
+    assert_eq!(paid_from_balance(b.payload.record_id).await, 0);
+    assert_eq!(paid_from_balance(e.payload.record_id).await, 0);
+    assert_eq!(paid_from_balance(c.payload.record_id).await, 1_000);
+    assert!(s.issuer.frozen(account).await.unwrap().is_some());
+    let log = s.issuer.fraud_log(None, 10).await.unwrap();
+    assert!(
+        log.iter()
+            .any(|(_, f)| matches!(f.kind, FraudKind::Equivocation { sequence: 2, .. })),
+        "{log:?}"
+    );
+    assert!(
+        log.iter().any(
+            |(_, f)| matches!(&f.kind, FraudKind::Overspend { excess, .. } if *excess == eur(1_000))
+        ),
+        "{log:?}"
+    );
+
+    // The merchant retries the whole batch, then the customer hands in its copies:
+    // nothing moves again.
+    let again = shop.redeem(&s.issuer, items, NOW, &mut s.rng).await;
+    assert!(
+        again
+            .iter()
+            .all(|o| matches!(o, RedemptionOutcome::AlreadyAccepted { .. })),
+        "{again:?}"
+    );
+    let request =
+        s.wallet
+            .certificate_request(None, LockRules::default(), vec![a, b, e, c], &mut s.rng);
+    assert!(matches!(
+        s.issuer
+            .issue_balance_certificate(&request, NOW, &mut s.rng)
+            .await,
+        Err(IssuerError::AccountFrozen(_))
+    ));
+    assert_eq!(ledger(LedgerAccount::Merchant(shop.id())).await, 4_000);
+    assert_eq!(s.issuer.balance(account, EUR).await.unwrap(), 6_000);
+    let overspends = s
+        .issuer
+        .fraud_log(None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|(_, f)| matches!(f.kind, FraudKind::Overspend { .. }))
+        .count();
+    assert_eq!(overspends, 1, "the overspend is logged once");
+}

@@ -80,6 +80,11 @@ struct Args {
     #[arg(long, env = "SCRIP_MAX_CLOCK_SKEW_SECS", default_value_t = 300)]
     max_clock_skew_secs: u64,
 
+    /// Seconds a client may take to send a request's headers, and again its body; slower
+    /// clients are cut off (headers: connection closed; body: 408 request_timeout).
+    #[arg(long, env = "SCRIP_READ_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    read_timeout_secs: u64,
+
     /// RSA modulus size of generated keys.
     #[arg(long, env = "SCRIP_RSA_BITS", default_value_t = scrip_tokens::keys::DEFAULT_RSA_BITS)]
     rsa_bits: usize,
@@ -168,6 +173,7 @@ async fn run(args: Args) -> Result<(), String> {
     };
     config.max_body_bytes = args.max_body_bytes;
     config.max_clock_skew = Duration::from_secs(args.max_clock_skew_secs);
+    config.read_timeout = Duration::from_secs(args.read_timeout_secs);
     tracing::warn!(
         "deposits are credited from the built-in demo funding source (every deposit is \
          accepted); embed scrip_issuer::server with your own FundingSource for real money"

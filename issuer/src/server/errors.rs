@@ -152,15 +152,45 @@ impl Reply for ApiError {
     }
 }
 
+/// The request body did not arrive within the server's read timeout.
+#[derive(Debug)]
+pub(crate) struct BodyTimeout;
+impl warp::reject::Reject for BodyTimeout {}
+
+/// The request body is longer than the server's limit (a client sending more than its
+/// Content-Length said).
+#[derive(Debug)]
+pub(crate) struct BodyTooLarge;
+impl warp::reject::Reject for BodyTooLarge {}
+
+/// The request body could not be read (the client reset or broke the stream).
+#[derive(Debug)]
+pub(crate) struct BodyUnreadable;
+impl warp::reject::Reject for BodyUnreadable {}
+
 /// The one rejection handler: warp's rejections become JSON errors.
 pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible> {
     let error = if rejection.is_not_found() {
         ApiError::not_found("no such route")
-    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some() {
+    } else if rejection.find::<warp::reject::PayloadTooLarge>().is_some()
+        || rejection.find::<BodyTooLarge>().is_some()
+    {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             "the request body exceeds the server's limit",
+        )
+    } else if rejection.find::<BodyTimeout>().is_some() {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time",
+        )
+    } else if rejection.find::<BodyUnreadable>().is_some() {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "body_unreadable",
+            "the request body could not be read",
         )
     } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
         ApiError::new(

@@ -5,14 +5,17 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
+use bytes::{Buf, BufMut};
+use futures_util::StreamExt;
 use scrip_stores::RecordStore;
 use scrip_tokens::{AccountId, CoinId, DeviceId, Message, Timestamp};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
-use warp::Filter;
+use warp::{Filter, Rejection};
 
 use super::errors::{self, ApiError};
 use super::handlers;
@@ -251,8 +254,45 @@ fn operator_token() -> impl Filter<Extract = (Option<String>,), Error = Infallib
         })
 }
 
+/// The whole body, read within `deadline` and at most `limit` bytes (the Content-Length
+/// limit is checked first; this bounds what is buffered whatever the client sends).
+fn body_bytes(
+    limit: usize,
+    deadline: Duration,
+) -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {
+    warp::body::stream().and_then(move |stream| read_body(stream, limit, deadline))
+}
+
+async fn read_body<S, B>(
+    stream: S,
+    limit: usize,
+    deadline: Duration,
+) -> Result<bytes::Bytes, Rejection>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    let read = async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut body = bytes::BytesMut::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| warp::reject::custom(errors::BodyUnreadable))?;
+            if body.len().saturating_add(chunk.remaining()) > limit {
+                return Err(warp::reject::custom(errors::BodyTooLarge));
+            }
+            body.put(chunk);
+        }
+        Ok(body.freeze())
+    };
+    match tokio::time::timeout(deadline, read).await {
+        Ok(result) => result,
+        Err(_) => Err(warp::reject::custom(errors::BodyTimeout)),
+    }
+}
+
 fn body(state: &Arc<AppState>) -> BoxedFilter<(Body, Option<String>)> {
     let limit = state.max_body_bytes;
+    let deadline = state.read_timeout;
     let content_type = warp::header::optional::<String>("content-type")
         .or(warp::any().map(|| None))
         .unify();
@@ -260,7 +300,7 @@ fn body(state: &Arc<AppState>) -> BoxedFilter<(Body, Option<String>)> {
         .and(accept())
         .and(operator_token())
         .and(warp::body::content_length_limit(limit as u64))
-        .and(warp::body::bytes())
+        .and(body_bytes(limit, deadline))
         .map(
             move |ct: Option<String>, accept: Format, op: Option<String>, bytes: bytes::Bytes| {
                 (

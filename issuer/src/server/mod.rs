@@ -14,6 +14,7 @@
 //! (deposit ids, withdrawal idempotency keys, one claim per coin and record) makes the
 //! re-signed retry safe. Operator routes take a bearer token.
 
+mod connections;
 mod errors;
 mod filters;
 mod handlers;
@@ -108,13 +109,17 @@ pub struct ServerConfig {
     pub max_clock_skew: Duration,
     /// How often expired certificates' reservations are released.
     pub release_interval: Duration,
+    /// How long a client may take to send a request's headers, and then its body: a
+    /// slower client is cut off (headers: the connection is closed; body: `408
+    /// request_timeout`), so slow senders cannot hold connections forever.
+    pub read_timeout: Duration,
     /// Where deposits are collected from.
     pub funding: Arc<dyn FundingSource>,
 }
 
 impl ServerConfig {
     /// Defaults: redb in `data_dir`, keys in `<data_dir>/keys`, 8 MiB bodies, 5 minutes of
-    /// clock skew, a demo funding source that accepts every deposit.
+    /// clock skew, 30 seconds to send headers and 30 more to send the body, a demo funding source that accepts every deposit.
     pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>, operator_token: String) -> Self {
         let data_dir = data_dir.into();
         ServerConfig {
@@ -130,6 +135,7 @@ impl ServerConfig {
             max_body_bytes: 8 << 20,
             max_clock_skew: Duration::from_secs(300),
             release_interval: Duration::from_secs(60),
+            read_timeout: Duration::from_secs(30),
             funding: Arc::new(InMemoryFunding::new()),
         }
     }
@@ -148,6 +154,7 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     operator_token: String,
     max_body_bytes: usize,
+    read_timeout: Duration,
     directory: std::sync::Mutex<Option<(Timestamp, scrip_tokens::SignedKeyDirectory)>>,
 }
 
@@ -302,6 +309,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         metrics,
         operator_token: config.operator_token,
         max_body_bytes: config.max_body_bytes,
+        read_timeout: config.read_timeout,
         directory: std::sync::Mutex::new(None),
     });
 
@@ -313,14 +321,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         .map_err(|e| IssuerError::Io(format!("listener address: {e}")))?;
     let (stop, stopped) = oneshot::channel::<()>();
     let routes = filters::routes(Arc::clone(&state));
-    let serve = tokio::spawn(
-        warp::serve(routes)
-            .incoming(listener)
-            .graceful(async move {
-                let _ = stopped.await;
-            })
-            .run(),
-    );
+    let serve = tokio::spawn(connections::serve(
+        listener,
+        routes,
+        config.read_timeout,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     let release = tokio::spawn(release_expired_loop(
         Arc::clone(&state),
         config.release_interval,
