@@ -404,15 +404,28 @@ async fn a_new_data_directory_is_readable_by_its_owner_only() {
     // The store holds identified coins: anyone who can copy them can spend them.
     use std::os::unix::fs::PermissionsExt;
     let parent = tempfile::tempdir().unwrap();
-    let data_dir = parent.path().join("scrip-data");
-    let mut config = scrip::issuer::server::ServerConfig::new(
-        ([127, 0, 0, 1], 0).into(),
-        &data_dir,
-        common::OPERATOR_TOKEN.to_owned(),
-    );
-    config.keys = scrip::issuer::server::KeySource::Provided(Box::new(common::fixture_keyring()));
-    let server = scrip::issuer::server::start(config).await.unwrap();
-    let mode = std::fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o700, "data directory mode {mode:o}");
-    server.shutdown().await.unwrap();
+    let mode = |dir: &std::path::Path| std::fs::metadata(dir).unwrap().permissions().mode() & 0o777;
+    for binary_creates_token_first in [false, true] {
+        let data_dir = parent
+            .path()
+            .join(format!("scrip-data-{binary_creates_token_first}"));
+        let token = if binary_creates_token_first {
+            // What `scrip-server` does without --operator-token, before it starts.
+            scrip::issuer::server::load_or_create_operator_token(&data_dir).unwrap()
+        } else {
+            common::OPERATOR_TOKEN.to_owned()
+        };
+        let mut config =
+            scrip::issuer::server::ServerConfig::new(([127, 0, 0, 1], 0).into(), &data_dir, token);
+        config.keys =
+            scrip::issuer::server::KeySource::Provided(Box::new(common::fixture_keyring()));
+        let server = scrip::issuer::server::start(config).await.unwrap();
+        assert_eq!(
+            mode(&data_dir),
+            0o700,
+            "data directory mode {:o}",
+            mode(&data_dir)
+        );
+        server.shutdown().await.unwrap();
+    }
 }

@@ -254,12 +254,8 @@ impl RunningServer {
 /// deposit records, spendable by whoever copies them. An existing directory is left as
 /// the operator set it, with a warning when others can read it.
 fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| IssuerError::Io(format!("creating {}: {e}", dir.display())))?;
+    use std::os::unix::fs::PermissionsExt;
+    make_private_dir(dir)?;
     match std::fs::metadata(dir) {
         Ok(meta) if meta.permissions().mode() & 0o077 != 0 => tracing::warn!(
             data_dir = %dir.display(),
@@ -269,6 +265,16 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         _ => {}
     }
     Ok(())
+}
+
+/// Creates `dir` (and missing parents) with mode 0700; an existing one is left as it is.
+fn make_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| IssuerError::Io(format!("creating {}: {e}", dir.display())))
 }
 
 /// Opens the store and keys, binds the listener and starts serving.
@@ -386,8 +392,8 @@ pub fn load_or_create_operator_token(data_dir: &Path) -> Result<String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(IssuerError::Io(format!("reading {}: {e}", path.display()))),
     }
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| IssuerError::Io(format!("creating {}: {e}", data_dir.display())))?;
+    // Usually the first thing to create the data directory: owner-only, as `start` would.
+    make_private_dir(data_dir)?;
     let token = generate_operator_token();
     crate::keyring_files::write_private(data_dir, "operator-token", token.as_bytes())?;
     Ok(token)
