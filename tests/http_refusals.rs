@@ -886,7 +886,7 @@ async fn coins_of_an_expired_keyset_are_neither_issued_nor_redeemed() {
     let expired = withdrawal(keyset.id());
     let unknown = withdrawal(KeysetId([7; 32]));
     let (status, body) = post_json(&h.server, "/v1/withdrawals/blind", &expired).await;
-    assert_eq!((status, body.code.as_str()), (400, "unsupported"));
+    assert_eq!((status, body.code.as_str()), (400, "keyset_not_issuing"));
     let (status, body) = post_json(&h.server, "/v1/withdrawals/blind", &unknown).await;
     assert_eq!((status, body.code.as_str()), (400, "unknown_keyset"));
     assert_eq!(h.balance().await, 1_000);
@@ -944,7 +944,7 @@ async fn coins_of_an_expired_keyset_are_neither_issued_nor_redeemed() {
     let report = h.client.redeem(&batch).await.unwrap();
     match &report.outcomes[..] {
         [RedemptionOutcome::Invalid { reason }] => {
-            assert_eq!(reason.code, "unknown_keyset", "{reason:?}")
+            assert_eq!(reason.code, "keyset_expired", "{reason:?}")
         }
         other => panic!("a coin of an expired keyset was not refused: {other:?}"),
     }

@@ -151,7 +151,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             .ok_or(scrip_tokens::Error::UnknownKeyset(payload.keyset_id))?;
         let keyset = &set.keyset;
         if now < keyset.validity().not_before || now > keyset.issue_until() {
-            return Err(IssuerError::Unsupported("keyset not open for issuance"));
+            return Err(IssuerError::KeysetNotIssuing(payload.keyset_id));
         }
         let total = Amount::checked_sum(
             keyset.currency(),

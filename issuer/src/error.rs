@@ -49,6 +49,14 @@ pub enum IssuerError {
     /// an empty or oversized list).
     #[error("unsupported request: {0}")]
     Unsupported(&'static str),
+    /// A withdrawal from a keyset outside its issuance window (not valid yet, or past
+    /// `issue_until`): the wallet should take a fresh key directory.
+    #[error("keyset {0} is not issuing coins now")]
+    KeysetNotIssuing(scrip_tokens::KeysetId),
+    /// A coin of a keyset whose acceptance window has ended: it is no longer redeemable
+    /// (an unknown keyset is `unknown_keyset`).
+    #[error("keyset {0} has expired; its coins are no longer accepted")]
+    KeysetExpired(scrip_tokens::KeysetId),
     /// The funding source refused or failed.
     #[error("funding failed: {0}")]
     Funding(#[from] FundingError),
@@ -83,6 +91,8 @@ impl IssuerError {
             IssuerError::NothingAvailable => "nothing_available",
             IssuerError::IdempotencyKeyReused => "idempotency_key_reused",
             IssuerError::Unsupported(_) => "unsupported",
+            IssuerError::KeysetNotIssuing(_) => "keyset_not_issuing",
+            IssuerError::KeysetExpired(_) => "keyset_expired",
             IssuerError::Funding(_) => "funding_failed",
             IssuerError::Store(
                 scrip_stores::StoreError::InvalidUnit(_)

@@ -153,7 +153,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                     Ok(&p.payment)
                 });
             match checked {
-                Err(e) => outcomes[i] = Some(invalid(&e)),
+                Err(e) => outcomes[i] = Some(invalid(&self.explain_unknown_keyset(e, now))),
                 Ok(payment) => {
                     let total = payment.total()?;
                     let mut unit =
@@ -247,6 +247,20 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 })
                 .collect(),
         })
+    }
+
+    /// A coin of a keyset the directory no longer lists: if the issuer had that keyset and
+    /// its window has ended, say so (`keyset_expired`) rather than `unknown_keyset`, so a
+    /// merchant can tell stale coins from forged ones.
+    fn explain_unknown_keyset(&self, e: IssuerError, now: Timestamp) -> IssuerError {
+        if let IssuerError::Invalid(scrip_tokens::Error::UnknownKeyset(id)) = &e {
+            if let Some(set) = self.keys().keyset(*id) {
+                if set.keyset.validity().not_after < now {
+                    return IssuerError::KeysetExpired(*id);
+                }
+            }
+        }
+        e
     }
 
     async fn log_double_spend(

@@ -130,7 +130,9 @@ impl From<IssuerError> for ApiError {
             IssuerError::InsufficientFunds { .. } | IssuerError::NothingAvailable => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            IssuerError::Unsupported(_) => StatusCode::BAD_REQUEST,
+            IssuerError::Unsupported(_)
+            | IssuerError::KeysetNotIssuing(_)
+            | IssuerError::KeysetExpired(_) => StatusCode::BAD_REQUEST,
             IssuerError::Funding(_) => StatusCode::BAD_GATEWAY,
             IssuerError::Store(
                 scrip_stores::StoreError::InvalidUnit(_)
