@@ -386,6 +386,11 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             })
             .collect();
         let held = self.store.claims(&ids).await?;
+        if held.len() != ids.len() {
+            return Err(IssuerError::Corrupted(
+                "store answered a different number of claims".into(),
+            ));
+        }
         let mut seen_ids = HashSet::new();
         let mut seen_sequences = HashSet::new();
         let kinds: Vec<Kind> = checked
@@ -404,7 +409,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                     Kind::Alone
                 } else if held.iter().all(Option::is_none) {
                     Kind::Fresh
-                } else if held.len() == 2 && held.iter().all(ours) {
+                } else if held.iter().all(ours) {
                     Kind::Repeat
                 } else {
                     Kind::Alone
