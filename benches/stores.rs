@@ -17,9 +17,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use scrip_stores::{
-    ClaimId, Claimant, FileStore, LedgerAccount, MemoryStore, Posting, RecordStore, RedbStore, Unit,
+    Claimant, FileStore, LedgerAccount, MemoryStore, Posting, RecordStore, RedbStore, Unit,
 };
-use scrip_tokens::{Amount, CoinId, ContentDigest, Currency, MerchantId, Timestamp};
+use scrip_tokens::{Amount, ContentDigest, Currency, MerchantId, Timestamp};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -32,7 +32,7 @@ fn unit(claims: u64) -> Unit {
     let first = NEXT_ID.fetch_add(claims, Ordering::Relaxed);
     for id in first..first + claims {
         unit = unit.claim(
-            ClaimId::Coin(CoinId(uuid::Uuid::from_u128(u128::from(id)))),
+            scrip_stores::conformance::coin(u128::from(id)),
             ContentDigest::of(&id.to_le_bytes()),
         );
     }

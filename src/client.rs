@@ -23,8 +23,8 @@ use scrip_issuer::api::{
 };
 use scrip_tokens::{
     codec, AccountCertificate, BalanceCertificate, BalanceCertificateRequest,
-    BlindWithdrawalRequest, BlindWithdrawalResponse, CoinId, DepositConfirmation, DepositRecord,
-    DepositRequest, DeviceId, DeviceRegistration, IdentifiedWithdrawalRequest,
+    BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
+    DepositRecord, DepositRequest, DeviceId, DeviceRegistration, IdentifiedWithdrawalRequest,
     IdentifiedWithdrawalResponse, MerchantCertificate, MerchantRegistration, Message,
     RedemptionBatch, RedemptionReport, SignedKeyDirectory, StatementRequest, SyncReport,
     SyncRequest,
@@ -297,9 +297,10 @@ impl HttpClient {
         self.post(&path, request, false).await
     }
 
-    /// `GET /v1/coins/{id}`.
-    pub async fn coin_state(&self, coin_id: CoinId) -> Result<CoinState, Error> {
-        self.get(&format!("/v1/coins/{coin_id}"), false).await
+    /// `GET /v1/coins/{spend_id}` ([`scrip_tokens::Coin::spend_id`], 64 hex digits).
+    pub async fn coin_state(&self, spend_id: CoinSpendId) -> Result<CoinState, Error> {
+        self.get(&format!("/v1/coins/{}", spend_id.to_hex()), false)
+            .await
     }
 
     /// `GET /v1/fraud-log` (operator).

@@ -344,14 +344,18 @@ pub async fn run(
     let answer = phone.wallet.pay_by_coins(&offer, now())?;
     let answer = phone.send(answer)?;
     let spent_coin = match &answer {
-        PaymentAnswer::ByCoins(p) => p.coins.first().map(|c| c.id()),
+        PaymentAnswer::ByCoins(p) => p.coins.first().cloned(),
         PaymentAnswer::ByRecord { .. } => None,
     }
     .ok_or_else(|| Error::Demo("the coin payment carries no coin".into()))?;
+    let spent_coin_id = spent_coin.id();
     let reply = shop_a.accept(&answer, now(), &mut rng).await?;
     expect_completed(phone.wallet.on_merchant_reply(&reply, now())?, "coins")?;
     phone.save()?;
-    say(out, &format!("   coin {spent_coin} endorsed by merchant A"));
+    say(
+        out,
+        &format!("   coin {spent_coin_id} endorsed by merchant A"),
+    );
 
     say(
         out,
@@ -412,8 +416,8 @@ pub async fn run(
     let seen = sync_and_count(&shop_b, client, &mut rng).await?;
     outcomes.merge(seen);
     say(out, &format!("   issuer answered: {seen}"));
-    let state = client.coin_state(spent_coin).await?;
-    say(out, &format!("   coin {spent_coin}: {:?}", state.state));
+    let state = client.coin_state(spent_coin.spend_id()?).await?;
+    say(out, &format!("   coin {spent_coin_id}: {:?}", state.state));
 
     say(out, "14. the customer's statement");
     let statement = statement(client, &mut phone, &mut rng).await?;

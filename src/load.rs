@@ -21,8 +21,8 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use scrip_tokens::keys::{Device, DirectoryRoot, Merchant as MerchantRole, DEFAULT_RSA_BITS};
 use scrip_tokens::{
-    codec, Amount, BlindCoin, BlindWithdrawalRequest, BlindWithdrawalRequestPayload, Coin, CoinId,
-    CoinPayment, Currency, DepositConfirmation, DepositConfirmationPayload, DepositId,
+    codec, Amount, BlindCoin, BlindWithdrawalRequest, BlindWithdrawalRequestPayload, Coin,
+    CoinPayment, CoinSpendId, Currency, DepositConfirmation, DepositConfirmationPayload, DepositId,
     DepositRequest, DepositRequestPayload, DeviceRegistration, DeviceRegistrationPayload,
     EndorsedCoinPayment, EndorsedCoinPaymentPayload, KeyDirectory, MerchantCategory,
     MerchantCertificate, MerchantId, PaymentRequest, PaymentRequestPayload, PendingCoin,
@@ -140,7 +140,7 @@ struct Shop {
 #[derive(Clone, Debug, Default)]
 pub struct Acknowledged {
     /// (merchant, coin) pairs acknowledged.
-    pub coins: Vec<(MerchantId, CoinId)>,
+    pub coins: Vec<(MerchantId, CoinSpendId)>,
 }
 
 fn say(progress: bool, line: &str) {
@@ -483,17 +483,17 @@ pub async fn upload_until_acknowledged(
     }
 }
 
-/// The coins of an item.
-pub fn item_coins(item: &RedemptionItem) -> Vec<CoinId> {
+/// The spend ids of an item's coins (what the issuer claims them under).
+pub fn item_coins(item: &RedemptionItem) -> Result<Vec<CoinSpendId>, Error> {
     match item {
-        RedemptionItem::Coins(endorsed) => endorsed
+        RedemptionItem::Coins(endorsed) => Ok(endorsed
             .payload
             .payment
             .coins
             .iter()
-            .map(Coin::id)
-            .collect(),
-        RedemptionItem::Record(_) => Vec::new(),
+            .map(Coin::spend_id)
+            .collect::<Result<_, _>>()?),
+        RedemptionItem::Record(_) => Ok(Vec::new()),
     }
 }
 
@@ -504,7 +504,7 @@ pub struct Prepared {
     /// Coins minted and dealt out.
     pub coins: usize,
     /// Which merchant was given which coin.
-    pub assignment: Vec<(MerchantId, CoinId)>,
+    pub assignment: Vec<(MerchantId, CoinSpendId)>,
     /// Single-core coin verifications per second.
     pub verify_rate: f64,
     /// Seconds the setup took.
@@ -549,17 +549,13 @@ pub async fn prepare(
     let mut shops = open_shops(client, config.merchants.max(1), rng).await?;
     say(config.progress, "signing payments");
     prepare_payments(&mut shops, coins, config, rng).await?;
-    let assignment = shops
-        .iter()
-        .flat_map(|shop| {
-            let merchant_id = shop.certificate.payload.merchant_id;
-            shop.batches
-                .iter()
-                .flatten()
-                .flat_map(item_coins)
-                .map(move |coin| (merchant_id, coin))
-        })
-        .collect();
+    let mut assignment = Vec::with_capacity(minted);
+    for shop in &shops {
+        let merchant_id = shop.certificate.payload.merchant_id;
+        for item in shop.batches.iter().flatten() {
+            assignment.extend(item_coins(item)?.into_iter().map(|c| (merchant_id, c)));
+        }
+    }
     Ok(Prepared {
         shops,
         coins: minted,
@@ -660,7 +656,7 @@ pub async fn redeem(
                     match outcome {
                         RedemptionOutcome::Accepted { .. }
                         | RedemptionOutcome::AlreadyAccepted { .. } => {
-                            let ids = item_coins(item);
+                            let ids = item_coins(item)?;
                             counters
                                 .coins
                                 .fetch_add(ids.len() as u64, Ordering::Relaxed);

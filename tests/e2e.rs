@@ -244,12 +244,12 @@ async fn restart_mid_story(kind: StoreKind) {
         .payment
         .item
         .clone();
-    let coin_id = match coin {
-        scrip::tokens::RedemptionItem::Coins(c) => c.payload.payment.coins[0].id(),
+    let spend_id = match coin {
+        scrip::tokens::RedemptionItem::Coins(c) => c.payload.payment.coins[0].spend_id().unwrap(),
         scrip::tokens::RedemptionItem::Record(_) => panic!("expected coins"),
     };
     assert!(matches!(
-        client.coin_state(coin_id).await.unwrap().state,
+        client.coin_state(spend_id).await.unwrap().state,
         CoinStatus::Redeemed { .. }
     ));
     // The customer can keep working against the restarted server.
@@ -410,10 +410,10 @@ async fn a_new_data_directory_is_readable_by_its_owner_only() {
             .path()
             .join(format!("scrip-data-{binary_creates_token_first}"));
         let token = if binary_creates_token_first {
-            // What `scrip-server` does without --operator-token, before it starts.
-            scrip::issuer::server::load_or_create_operator_token(&data_dir).unwrap()
+            // What `scrip-server` does without --operator-token.
+            scrip::issuer::server::OperatorToken::DataDir
         } else {
-            common::OPERATOR_TOKEN.to_owned()
+            common::OPERATOR_TOKEN.to_owned().into()
         };
         let mut config =
             scrip::issuer::server::ServerConfig::new(([127, 0, 0, 1], 0).into(), &data_dir, token);

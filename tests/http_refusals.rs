@@ -55,25 +55,8 @@ async fn harness_on(
     key: SigningKey<Device>,
 ) -> Harness {
     let client = common::client(&server);
-    let mut rng = StdRng::from_rng(&mut rand::rng());
-    let mut phone = Phone::new(
-        Wallet::new(key, common::root()).unwrap(),
-        StorageKey::random(&mut rng),
-    );
-    phone
-        .wallet
-        .update_directory(client.key_directory().await.unwrap(), demo::now())
-        .unwrap();
-    let registration = phone
-        .wallet
-        .registration_request(None, demo::now(), &mut rng)
-        .unwrap();
-    let registration = phone.send(registration).unwrap();
-    let opened = client.open_account(&registration).await.unwrap();
-    phone
-        .wallet
-        .on_account_certificate(opened.certificate, demo::now())
-        .unwrap();
+    let phone = common::register_phone(&client, key).await;
+    let rng = StdRng::from_rng(&mut rand::rng());
     Harness {
         server,
         client,
@@ -783,7 +766,11 @@ async fn a_merchant_whose_certificate_expired_is_paid_for_what_it_took_while_val
         }
     );
     assert!(matches!(
-        h.client.coin_state(coins[0].id()).await.unwrap().state,
+        h.client
+            .coin_state(coins[0].spend_id().unwrap())
+            .await
+            .unwrap()
+            .state,
         scrip::issuer::api::CoinStatus::Redeemed { .. }
     ));
     h.still_serving().await;
@@ -800,7 +787,11 @@ async fn a_payment_taken_after_the_merchant_certificate_expired_is_not_credited(
         other => panic!("a payment taken by an expired merchant was answered {other:?}"),
     }
     assert_eq!(
-        h.client.coin_state(coins[1].id()).await.unwrap().state,
+        h.client
+            .coin_state(coins[1].spend_id().unwrap())
+            .await
+            .unwrap()
+            .state,
         scrip::issuer::api::CoinStatus::NotRedeemed
     );
     assert_eq!(
@@ -949,7 +940,11 @@ async fn coins_of_an_expired_keyset_are_neither_issued_nor_redeemed() {
         other => panic!("a coin of an expired keyset was not refused: {other:?}"),
     }
     assert_eq!(
-        h.client.coin_state(old_coin.id()).await.unwrap().state,
+        h.client
+            .coin_state(old_coin.spend_id().unwrap())
+            .await
+            .unwrap()
+            .state,
         scrip::issuer::api::CoinStatus::NotRedeemed
     );
     assert_eq!(

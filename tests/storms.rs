@@ -94,27 +94,7 @@ async fn keys<R: scrip::tokens::keys::Role>(
 
 /// A registered wallet around `key` (not funded).
 async fn register(client: &HttpClient, key: SigningKey<Device>) -> Phone {
-    let mut rng = rng();
-    let mut phone = Phone::new(
-        Wallet::new(key, common::root()).unwrap(),
-        StorageKey::random(&mut rng),
-    );
-    phone
-        .wallet
-        .update_directory(client.key_directory().await.unwrap(), demo::now())
-        .unwrap();
-    let registration = phone
-        .wallet
-        .registration_request(None, demo::now(), &mut rng)
-        .unwrap();
-    let registration = phone.send(registration).unwrap();
-    let opened = client.open_account(&registration).await.unwrap();
-    phone
-        .wallet
-        .on_account_certificate(opened.certificate, demo::now())
-        .unwrap();
-    phone.save().unwrap();
-    phone
+    common::register_phone(client, key).await
 }
 
 async fn deposit(phone: &mut Phone, client: &HttpClient, amount: u64) {
@@ -234,8 +214,11 @@ async fn ledger(server: &RunningServer) -> BTreeMap<LedgerAccount, i128> {
     out
 }
 
-async fn coin_claims(server: &RunningServer, coins: &[CoinId]) -> Vec<Option<ExistingClaim>> {
-    let ids: Vec<ClaimId> = coins.iter().map(|c| ClaimId::Coin(*c)).collect();
+async fn coin_claims(server: &RunningServer, coins: &[Coin]) -> Vec<Option<ExistingClaim>> {
+    let ids: Vec<ClaimId> = coins
+        .iter()
+        .map(|c| ClaimId::Coin(c.spend_id().unwrap()))
+        .collect();
     server.state().issuer.store().claims(&ids).await.unwrap()
 }
 
@@ -449,7 +432,7 @@ async fn two_hundred_merchants(kind: StoreKind) {
 
     // The store holds each coin for its winner, under the winning payment's digest (so a
     // losing payment left none of its coins claimed: all or nothing).
-    let claims = coin_claims(&server, &coin_ids).await;
+    let claims = coin_claims(&server, &pool).await;
     let mut redeemed_at: HashMap<CoinId, Timestamp> = HashMap::new();
     for (id, claim) in coin_ids.iter().zip(&claims) {
         let claim = claim
@@ -465,10 +448,11 @@ async fn two_hundred_merchants(kind: StoreKind) {
         let earliest = spent.iter().map(|c| redeemed_at[c]).min().unwrap();
         assert_eq!(*first_redeemed_at, earliest, "merchant {m}");
     }
-    // GET /v1/coins/{id} says redeemed, when the winner's claim was made.
-    for id in &coin_ids {
-        let state = client.coin_state(*id).await.unwrap();
-        assert_eq!(state.coin_id, *id);
+    // GET /v1/coins/{spend id} says redeemed, when the winner's claim was made.
+    for (coin, id) in pool.iter().zip(&coin_ids) {
+        let spend_id = coin.spend_id().unwrap();
+        let state = client.coin_state(spend_id).await.unwrap();
+        assert_eq!(state.spend_id, spend_id);
         assert_eq!(
             state.state,
             CoinStatus::Redeemed {
@@ -596,7 +580,7 @@ async fn two_hundred_merchants(kind: StoreKind) {
         summaries.push(summary);
     }
     // Nothing changed: same claims, same books, no new acceptance.
-    assert_eq!(coin_claims(&server, &coin_ids).await, claims);
+    assert_eq!(coin_claims(&server, &pool).await, claims);
     assert_eq!(ledger(&server).await, books);
     let metrics = client.metrics().await.unwrap();
     assert_eq!(redemptions(&metrics, "accepted"), accepted);

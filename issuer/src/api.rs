@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use scrip_stores::{LedgerAccount, LedgerEntry, RecordStore};
 use scrip_tokens::{
-    AccountCertificate, AccountId, CoinId, Currency, DeviceApproval, DeviceId, DeviceRegistration,
-    IdentifiedCoin, Message, StatementRequest, Timestamp, VirtualId,
+    AccountCertificate, AccountId, CoinSpendId, Currency, DeviceApproval, DeviceId,
+    DeviceRegistration, IdentifiedCoin, Message, StatementRequest, Timestamp, VirtualId,
 };
 
+use crate::authentication::Authenticated;
 use crate::docs::FraudEntry;
 use crate::{AccountOpened, FundingSource, Issuer, IssuerError, Result};
 
@@ -81,7 +82,7 @@ pub struct DeviceEnrollment {
 }
 api_message!(DeviceEnrollment, "device-enrollment");
 
-/// What the issuer knows of a coin id.
+/// What the issuer knows of a coin, by its spend id.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 // Externally tagged: the binary codec cannot decode internally tagged enums.
 #[serde(rename_all = "snake_case")]
@@ -93,20 +94,19 @@ pub enum CoinStatus {
         /// When it was redeemed.
         redeemed_at: Timestamp,
     },
-    /// An identified coin revoked after its device was reported lost.
+    /// An identified coin revoked after its device was reported lost. Its replacement
+    /// goes to the holder's new device, and is not named here: this answer is public.
     Revoked {
         /// When it was revoked.
         revoked_at: Timestamp,
-        /// The coin issued in its place.
-        replacement: CoinId,
     },
 }
 
 /// Answer to a coin lookup.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CoinState {
-    /// The coin.
-    pub coin_id: CoinId,
+    /// The coin's spend id ([`scrip_tokens::Coin::spend_id`]).
+    pub spend_id: CoinSpendId,
     /// Its state.
     pub state: CoinStatus,
 }
@@ -223,11 +223,20 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         request: &StatementRequest,
         now: Timestamp,
     ) -> Result<Statement> {
-        let payload = &request.payload;
-        let device = self
-            .unrevoked_device(payload.device_id, payload.account_id, now)
+        let request = self.authenticate(request).await?;
+        self.statement_authenticated(request, now).await
+    }
+
+    /// [`Self::statement_for`] for a request whose signature was checked.
+    pub async fn statement_authenticated(
+        &self,
+        request: Authenticated<'_, StatementRequest>,
+        now: Timestamp,
+    ) -> Result<Statement> {
+        let device = request.signer();
+        let payload = &request.request().payload;
+        self.check_unrevoked(device, payload.account_id, now)
             .await?;
-        request.verify_signature(&device.certificate.payload.device_key)?;
         let limit = payload.limit.clamp(1, MAX_STATEMENT_ENTRIES) as usize;
         let entries = self
             .statement(
@@ -252,27 +261,25 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         })
     }
 
-    /// What the issuer knows of a coin id: revoked (identified coins of lost devices),
-    /// redeemed, or never redeemed.
-    pub async fn coin_state(&self, coin_id: CoinId) -> Result<CoinState> {
-        if let Some(revoked) = self.revoked_coin(coin_id).await? {
-            return Ok(CoinState {
-                coin_id,
-                state: CoinStatus::Revoked {
-                    revoked_at: revoked.at,
-                    replacement: revoked.replacement,
-                },
-            });
-        }
+    /// What the issuer knows of a coin, by its spend id: revoked (an identified coin of a
+    /// lost device, reissued), redeemed, or never redeemed. The lookup is by spend id, which
+    /// only someone who saw the coin can compute, so the answer tells a stranger nothing.
+    /// (Coins redeemed by scrip 0.1, under their bare ids, show as not redeemed here; they
+    /// are still refused at redemption.)
+    pub async fn coin_state(&self, spend_id: CoinSpendId) -> Result<CoinState> {
         let claim = self
             .store()
-            .claims(&[scrip_stores::ClaimId::Coin(coin_id)])
+            .claims(&[scrip_stores::ClaimId::Coin(spend_id)])
             .await?
             .pop()
             .ok_or_else(|| IssuerError::Corrupted("store answered no claim".into()))?;
         Ok(CoinState {
-            coin_id,
+            spend_id,
             state: match claim {
+                // Reissue claims the old coins as the issuer (fraud.rs).
+                Some(c) if c.claimant == scrip_stores::Claimant::Issuer => CoinStatus::Revoked {
+                    revoked_at: c.claimed_at,
+                },
                 Some(c) => CoinStatus::Redeemed {
                     redeemed_at: c.claimed_at,
                 },

@@ -17,6 +17,7 @@ use scrip_tokens::{
     CertificateSerial, SyncReport, SyncRequest, Timestamp,
 };
 
+use crate::authentication::Authenticated;
 use crate::docs::{
     key2, CertificateDoc, ReleaseDoc, CERTIFICATES, CERTIFICATE_EXPIRY, NEXT_SEQUENCE, RELEASED,
     RESPONSES,
@@ -59,13 +60,25 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         now: Timestamp,
         rng: &mut G,
     ) -> Result<BalanceCertificate> {
+        let request = self.authenticate(request).await?;
+        self.issue_balance_certificate_authenticated(request, now, rng)
+            .await
+    }
+
+    /// [`Self::issue_balance_certificate`] for a request whose signature was checked.
+    pub async fn issue_balance_certificate_authenticated<G: CryptoRng + Send + ?Sized>(
+        &self,
+        request: Authenticated<'_, BalanceCertificateRequest>,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<BalanceCertificate> {
+        let device = request.signer();
+        let request = request.request();
         let payload = &request.payload;
         // A frozen account gets no certificate, but its device's hand-ins are still
         // recorded first: they settle merchants and are evidence.
-        let device = self
-            .unrevoked_device(payload.device_id, payload.account_id, now)
+        self.check_unrevoked(device, payload.account_id, now)
             .await?;
-        request.verify_signature(&device.certificate.payload.device_key)?;
         let account_id = payload.account_id;
         let device_id = payload.device_id;
         if !self.keys().currencies().contains(&payload.currency) {
@@ -241,11 +254,20 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     /// records it paid with (recorded once, whoever's copy arrives first) and its deposit
     /// confirmations. Allowed for frozen accounts (the hand-ins settle merchants).
     pub async fn sync(&self, request: &SyncRequest, now: Timestamp) -> Result<SyncReport> {
-        let payload = &request.payload;
-        let device = self
-            .unrevoked_device(payload.device_id, payload.account_id, now)
+        let request = self.authenticate(request).await?;
+        self.sync_authenticated(request, now).await
+    }
+
+    /// [`Self::sync`] for a request whose signature was checked.
+    pub async fn sync_authenticated(
+        &self,
+        request: Authenticated<'_, SyncRequest>,
+        now: Timestamp,
+    ) -> Result<SyncReport> {
+        let device = request.signer();
+        let payload = &request.request().payload;
+        self.check_unrevoked(device, payload.account_id, now)
             .await?;
-        request.verify_signature(&device.certificate.payload.device_key)?;
         check_hand_ins(
             payload.unsent_records.len(),
             payload.deposit_confirmations.len(),

@@ -14,6 +14,7 @@ use scrip_tokens::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::authentication::Authenticated;
 use crate::docs::{
     coins_outstanding_account, key2, IdentifiedCoinDoc, DEVICE_COINS, IDENTIFIED_COINS, RESPONSES,
 };
@@ -139,11 +140,21 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         now: Timestamp,
         rng: &mut G,
     ) -> Result<BlindWithdrawalResponse> {
+        let request = self.authenticate(request).await?;
+        self.withdraw_blind_authenticated(request, now, rng).await
+    }
+
+    /// [`Self::withdraw_blind`] for a request whose signature was checked.
+    pub async fn withdraw_blind_authenticated<G: CryptoRng + Send + ?Sized>(
+        &self,
+        request: Authenticated<'_, BlindWithdrawalRequest>,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<BlindWithdrawalResponse> {
+        let device = request.signer();
+        let request = request.request();
         let payload = &request.payload;
-        let device = self
-            .active_device(payload.device_id, payload.account_id, now)
-            .await?;
-        request.verify_signature(&device.certificate.payload.device_key)?;
+        self.check_active(device, payload.account_id, now).await?;
         self.check_coin_count(payload.coins.len())?;
         let keys = self.keys();
         let set = keys
@@ -235,11 +246,22 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         now: Timestamp,
         rng: &mut G,
     ) -> Result<IdentifiedWithdrawalResponse> {
+        let request = self.authenticate(request).await?;
+        self.withdraw_identified_authenticated(request, now, rng)
+            .await
+    }
+
+    /// [`Self::withdraw_identified`] for a request whose signature was checked.
+    pub async fn withdraw_identified_authenticated<G: CryptoRng + Send + ?Sized>(
+        &self,
+        request: Authenticated<'_, IdentifiedWithdrawalRequest>,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<IdentifiedWithdrawalResponse> {
+        let device = request.signer();
+        let request = request.request();
         let payload = &request.payload;
-        let device = self
-            .active_device(payload.device_id, payload.account_id, now)
-            .await?;
-        request.verify_signature(&device.certificate.payload.device_key)?;
+        self.check_active(device, payload.account_id, now).await?;
         self.check_coin_count(payload.amounts.len())?;
         let keys = self.keys();
         let keyset = keys

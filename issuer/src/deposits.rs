@@ -9,6 +9,7 @@ use scrip_tokens::{
     codec, DepositConfirmation, DepositRecord, DepositRecordPayload, DepositRequest, Timestamp,
 };
 
+use crate::authentication::Authenticated;
 use crate::docs::{funding_account, DEPOSITS, DEPOSIT_CONFIRMATIONS};
 use crate::{encode, FundingSource, Issuer, IssuerError, Result};
 
@@ -37,13 +38,22 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         now: Timestamp,
         rng: &mut G,
     ) -> Result<DepositRecord> {
+        let request = self.authenticate(request).await?;
+        self.deposit_authenticated(request, now, rng).await
+    }
+
+    /// [`Self::deposit`] for a request whose signature was checked.
+    pub async fn deposit_authenticated<G: CryptoRng + Send + ?Sized>(
+        &self,
+        request: Authenticated<'_, DepositRequest>,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<DepositRecord> {
+        let device = request.signer();
+        let request = request.request();
         let payload = &request.payload;
-        let device = self.device(payload.device_id).await?;
-        if self.revoked(payload.device_id).await?.is_some() {
-            return Err(IssuerError::DeviceRevoked(payload.device_id));
-        }
-        device.certificate.payload.validity.check(now)?;
-        request.verify(&device.certificate.payload)?;
+        self.check_unrevoked(device, payload.account_id, now)
+            .await?;
         if payload.amount.is_zero() {
             return Err(IssuerError::Unsupported("a deposit of zero"));
         }
@@ -113,9 +123,22 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         confirmation: &DepositConfirmation,
         now: Timestamp,
     ) -> Result<()> {
+        let confirmation = self.authenticate(confirmation).await?;
+        self.confirm_deposit_authenticated(confirmation, now).await
+    }
+
+    /// [`Self::confirm_deposit`] for a confirmation whose signature was checked.
+    pub async fn confirm_deposit_authenticated(
+        &self,
+        confirmation: Authenticated<'_, DepositConfirmation>,
+        now: Timestamp,
+    ) -> Result<()> {
+        let device = confirmation.signer();
+        let confirmation = confirmation.request();
         let payload = &confirmation.payload;
-        let device = self.device(payload.device_id).await?;
-        confirmation.verify(&device.certificate.payload)?;
+        if device.certificate.payload.account_id != payload.account_id {
+            return Err(scrip_tokens::Error::WrongAccount.into());
+        }
         let record: DepositRecord = self
             .doc(DEPOSITS, payload.deposit_id.as_bytes())
             .await?

@@ -70,6 +70,10 @@ pub enum IssuerError {
     /// A file or socket operation of the server failed (data directory, listener).
     #[error("i/o: {0}")]
     Io(String),
+    /// Another process holds the directory (a server runs on it): one data directory, one
+    /// server.
+    #[error("{0} is in use by another scrip-server process")]
+    DirectoryInUse(std::path::PathBuf),
     /// Stored issuer state does not decode.
     #[error("corrupted issuer state: {0}")]
     Corrupted(String),
@@ -101,6 +105,7 @@ impl IssuerError {
             IssuerError::Store(_) => "store_error",
             IssuerError::Keyring(_) => "keyring_error",
             IssuerError::Io(_) => "io_error",
+            IssuerError::DirectoryInUse(_) => "directory_in_use",
             IssuerError::Corrupted(_) => "corrupted_state",
         }
     }

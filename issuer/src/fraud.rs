@@ -4,7 +4,7 @@
 use rand_core::CryptoRng;
 use scrip_stores::{ClaimId, Claimant, CommitOutcome, RecordStore, Unit, Write};
 use scrip_tokens::{
-    codec, CoinId, ContentDigest, DeviceId, IdentifiedCoin, IdentifiedCoinPayload,
+    codec, Coin, CoinId, ContentDigest, DeviceId, IdentifiedCoin, IdentifiedCoinPayload,
     IdentifiedWithdrawalResponse, Timestamp,
 };
 
@@ -83,7 +83,8 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         let lost = self.device(device_id).await?;
         // Allowed for frozen accounts too: taking the coins out of a thief's hands is
         // protective whatever else the account did.
-        self.unrevoked_device(to, lost.certificate.payload.account_id, now)
+        let heir = self.device(to).await?;
+        self.check_unrevoked(&heir, lost.certificate.payload.account_id, now)
             .await?;
         let response_key = [b"reissue/".as_slice(), device_id.as_bytes()].concat();
         if let Some(done) = self
@@ -119,23 +120,38 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 _ => break,
             }
         }
+        let mut coins = coins
+            .into_iter()
+            .map(|doc| Ok((Coin::Identified(doc.coin.clone()).spend_id()?, doc)))
+            .collect::<Result<Vec<_>>>()?;
         let signer_keys = self.keys();
         for _ in 0..RETRIES {
-            // Skip coins spent meanwhile (claimed by a merchant): they are gone.
+            // Skip coins spent meanwhile (claimed by a merchant, now or by scrip 0.1 under
+            // the bare id): they are gone.
             let ids: Vec<ClaimId> = coins
                 .iter()
-                .map(|c| ClaimId::Coin(c.coin.payload.coin_id))
+                .flat_map(|(spend_id, doc)| {
+                    [
+                        ClaimId::Coin(*spend_id),
+                        ClaimId::LegacyCoinId(doc.coin.payload.coin_id),
+                    ]
+                })
                 .collect();
             let held = self.store.claims(&ids).await?;
+            if held.len() != ids.len() {
+                return Err(IssuerError::Corrupted(
+                    "store answered another number of claims".into(),
+                ));
+            }
             coins = coins
                 .into_iter()
-                .zip(held)
-                .filter_map(|(c, h)| h.is_none().then_some(c))
+                .zip(held.chunks(2))
+                .filter_map(|(c, h)| h.iter().all(Option::is_none).then_some(c))
                 .collect();
             let signer = &signer_keys.identified_coin_issuer.current(now)?.key;
             let mut unit = Unit::new(Claimant::Issuer, now);
             let mut fresh = Vec::new();
-            for old in &coins {
+            for (old_spend_id, old) in &coins {
                 let new = IdentifiedCoin::sign(
                     IdentifiedCoinPayload {
                         coin_id: CoinId::random(rng),
@@ -150,8 +166,8 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 let new_id = new.payload.coin_id;
                 unit = unit
                     .claim(
-                        ClaimId::Coin(old_id),
-                        codec::digest(&scrip_tokens::Coin::Identified(old.coin.clone()))?,
+                        ClaimId::Coin(*old_spend_id),
+                        codec::digest(&Coin::Identified(old.coin.clone()))?,
                     )
                     .write(Write::put(
                         REVOKED_COINS,

@@ -53,22 +53,41 @@ fn err(context: &str, e: impl std::fmt::Display) -> IssuerError {
     IssuerError::Keyring(format!("{context}: {e}"))
 }
 
-/// Writes `contents` to `dir/name` with mode 0600, via a temporary file and a rename, so a
-/// crash never leaves a half-written key.
+/// Writes `contents` to `dir/name` with mode 0600 (see [`write_atomically`]).
 pub(crate) fn write_private(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
+    write_atomically(dir, name, contents, 0o600)
+}
+
+/// Writes `contents` to `dir/name` with `mode` so that a crash at any point leaves either
+/// the old file or the new one whole: a temporary file of this process (created new,
+/// never a stale one), fsync, rename over the target, fsync of the directory (which makes
+/// the rename durable).
+pub(crate) fn write_atomically(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let tmp = dir.join(format!("{name}.tmp"));
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // A leftover of this pid's earlier crash: nobody else writes this name.
+    let _ = fs::remove_file(&tmp);
     let mut file = fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
+        .create_new(true)
+        .mode(mode)
         .open(&tmp)
-        .map_err(|e| err("creating a key file", e))?;
-    file.write_all(contents)
+        .map_err(|e| err(&format!("creating {}", tmp.display()), e))?;
+    let written = file
+        .write_all(contents)
         .and_then(|()| file.sync_all())
-        .map_err(|e| err("writing a key file", e))?;
-    fs::rename(&tmp, dir.join(name)).map_err(|e| err("renaming a key file", e))
+        .and_then(|()| fs::rename(&tmp, dir.join(name)));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(err(&format!("writing {}", dir.join(name).display()), e));
+    }
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| err(&format!("syncing {}", dir.display()), e))
 }
 
 fn read(dir: &Path, name: &str) -> Result<String> {
@@ -158,10 +177,7 @@ pub fn save(keyring: &Keyring, dir: &Path) -> Result<()> {
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| err("manifest", e))?;
     // The manifest holds no secret, but 0600 keeps the directory uniform. Written last:
     // a crash before it leaves no manifest, and the next start generates afresh.
-    write_private(dir, MANIFEST, &json)?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| err("syncing the key directory", e))
+    write_private(dir, MANIFEST, &json)
 }
 
 /// Loads a keyring saved by [`save`].

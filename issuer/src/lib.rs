@@ -2,6 +2,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod api;
+mod authentication;
 mod certificates;
 mod coins;
 mod deposits;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use scrip_stores::{Collection, LedgerAccount, LedgerEntry, RecordStore};
 use scrip_tokens::{codec, AccountId, Currency, Message, SignedKeyDirectory, Timestamp};
 
+pub use authentication::{Authenticated, SignedRequest};
 pub use certificates::Released;
 pub use error::{IssuerError, Result};
 pub use funding::{FundingError, FundingSource, InMemoryFunding};

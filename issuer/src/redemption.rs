@@ -36,11 +36,12 @@ use scrip_stores::{
 use std::collections::{HashMap, HashSet};
 
 use scrip_tokens::{
-    codec, Amount, BalanceCertificate, CertificateSerial, Coin, ContentDigest, CountersignedRecord,
-    MerchantId, Message, RecordId, RedemptionBatch, RedemptionItem, RedemptionOutcome,
-    RedemptionReport, RejectReason, Timestamp, WithdrawalRecord,
+    codec, Amount, BalanceCertificate, CertificateSerial, Coin, CoinId, CoinSpendId, ContentDigest,
+    CountersignedRecord, MerchantId, Message, RecordId, RedemptionBatch, RedemptionItem,
+    RedemptionOutcome, RedemptionReport, RejectReason, Timestamp, WithdrawalRecord,
 };
 
+use crate::authentication::Authenticated;
 use crate::docs::{
     coins_outstanding_account, key2, record_digest, CoinHolder, FraudEntry, FraudKind, Mark,
     MerchantDoc, RecordDoc, RecordSource, CERTIFICATE_RECORDS, FRAUD_LOG, FROZEN, RECORDS,
@@ -98,6 +99,31 @@ enum Kind {
     Alone,
 }
 
+/// A coin payment of a batch found spent: its position, the coins spent before, and
+/// when the first of them was.
+type DoubleSpend = (usize, Vec<CoinId>, Timestamp);
+
+/// One coin payment of a batch, ready to commit.
+struct CoinUnit {
+    /// Its position in the batch.
+    item: usize,
+    total: Amount,
+    /// Digest of the payment: the digest every coin is claimed with.
+    digest: ContentDigest,
+    /// Each coin's spend id and coin id, in the payment's order.
+    spend_ids: Vec<(CoinSpendId, CoinId)>,
+    unit: Unit,
+}
+
+impl CoinUnit {
+    fn coin_of(&self, spend_id: CoinSpendId) -> Option<CoinId> {
+        self.spend_ids
+            .iter()
+            .find(|(s, _)| *s == spend_id)
+            .map(|(_, coin)| *coin)
+    }
+}
+
 /// How a record's unit pays the merchant (minor units).
 struct Taken {
     from_reservation: u64,
@@ -123,8 +149,18 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         batch: &RedemptionBatch,
         now: Timestamp,
     ) -> Result<RedemptionReport> {
-        let merchant = self.merchant(batch.payload.merchant_id).await?;
-        batch.verify_signature(&merchant.certificate.payload.merchant_key)?;
+        let batch = self.authenticate(batch).await?;
+        self.redeem_authenticated(batch, now).await
+    }
+
+    /// [`Self::redeem`] for a batch whose signature was checked.
+    pub async fn redeem_authenticated(
+        &self,
+        batch: Authenticated<'_, RedemptionBatch>,
+        now: Timestamp,
+    ) -> Result<RedemptionReport> {
+        let merchant = batch.signer();
+        let batch = batch.request();
         if batch.payload.items.len() > self.config.max_batch_items {
             return Err(IssuerError::Unsupported("too many items in one batch"));
         }
@@ -163,25 +199,38 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                             total,
                             "coins redeemed",
                         ));
-                    // Every coin is claimed with the digest of the payment it was spent
-                    // in: a retry of this payment is a repeat, the coin in any other
-                    // payment (even by this merchant) is a double spend.
-                    let payment_digest = codec::digest(payment)?;
+                    // Every coin is claimed under its spend id with the digest of the
+                    // payment it was spent in: a retry of this payment is a repeat, the
+                    // coin in any other payment (even by this merchant) is a double spend.
+                    let digest = codec::digest(payment)?;
+                    let mut spend_ids = Vec::with_capacity(payment.coins.len());
                     for coin in &payment.coins {
-                        unit = unit.claim(ClaimId::Coin(coin.id()), payment_digest);
+                        let spend_id = coin.spend_id()?;
+                        unit = unit.claim(ClaimId::Coin(spend_id), digest);
+                        spend_ids.push((spend_id, coin.id()));
                     }
-                    coin_units.push((i, total, unit));
+                    coin_units.push(CoinUnit {
+                        item: i,
+                        total,
+                        digest,
+                        spend_ids,
+                        unit,
+                    });
                 }
             }
         }
+        let (coin_units, mut double_spends) = self
+            .settle_legacy_claims(coin_units, merchant_id, now, &mut outcomes)
+            .await?;
         let results = self
             .store
-            .commit_many(coin_units.iter().map(|(_, _, u)| u.clone()).collect())
+            .commit_many(coin_units.iter().map(|c| c.unit.clone()).collect())
             .await?;
-        let mut double_spends = Vec::new();
-        for ((i, total, _), result) in coin_units.iter().zip(results) {
-            outcomes[*i] = Some(match result {
-                CommitOutcome::Committed => RedemptionOutcome::Accepted { credited: *total },
+        for (coin_unit, result) in coin_units.iter().zip(results) {
+            outcomes[coin_unit.item] = Some(match result {
+                CommitOutcome::Committed => RedemptionOutcome::Accepted {
+                    credited: coin_unit.total,
+                },
                 CommitOutcome::Repeated { first_claimed_at } => {
                     RedemptionOutcome::AlreadyAccepted {
                         first_accepted_at: first_claimed_at,
@@ -191,13 +240,15 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                     let held: Vec<_> = report
                         .into_iter()
                         .filter_map(|(id, held)| match (id, held) {
-                            (ClaimId::Coin(coin), Some(h)) => Some((coin, h.claimed_at)),
+                            (ClaimId::Coin(spend_id), Some(h)) => {
+                                coin_unit.coin_of(spend_id).map(|coin| (coin, h.claimed_at))
+                            }
                             _ => None,
                         })
                         .collect();
                     let first_redeemed_at = held.iter().map(|(_, t)| *t).min().unwrap_or(now);
                     let coins: Vec<_> = held.into_iter().map(|(c, _)| c).collect();
-                    double_spends.push((*i, coins.clone(), first_redeemed_at));
+                    double_spends.push((coin_unit.item, coins.clone(), first_redeemed_at));
                     RedemptionOutcome::DoubleSpent {
                         first_redeemed_at,
                         coins,
@@ -227,10 +278,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         for (i, item) in batch.payload.items.iter().enumerate() {
             if let RedemptionItem::Record(receipt) = item {
                 record_items.push(i);
-                submissions.push(RecordSubmission::Merchant {
-                    merchant: &merchant,
-                    receipt,
-                });
+                submissions.push(RecordSubmission::Merchant { merchant, receipt });
             }
         }
         let record_outcomes = self.record_withdrawals(submissions, now).await?;
@@ -261,6 +309,70 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             }
         }
         e
+    }
+
+    /// Coins claimed by scrip 0.1, under their bare ids, before spend ids existed: a
+    /// payment holding one is answered from that claim (`already_accepted` for this
+    /// merchant's own earlier upload of the same payment, `double_spent` otherwise) and
+    /// not committed. One read for the whole batch; no new claim of this kind is ever
+    /// written, so reading first and committing after cannot race.
+    async fn settle_legacy_claims(
+        &self,
+        coin_units: Vec<CoinUnit>,
+        merchant_id: scrip_tokens::MerchantId,
+        now: Timestamp,
+        outcomes: &mut [Option<RedemptionOutcome>],
+    ) -> Result<(Vec<CoinUnit>, Vec<DoubleSpend>)> {
+        let legacy: Vec<ClaimId> = coin_units
+            .iter()
+            .flat_map(|c| c.spend_ids.iter().map(|(_, id)| ClaimId::LegacyCoinId(*id)))
+            .collect();
+        if legacy.is_empty() {
+            return Ok((coin_units, Vec::new()));
+        }
+        let held = self.store.claims(&legacy).await?;
+        if held.len() != legacy.len() {
+            return Err(IssuerError::Corrupted(
+                "store answered another number of claims".into(),
+            ));
+        }
+        let mut held = held.into_iter();
+        let mut to_commit = Vec::with_capacity(coin_units.len());
+        let mut double_spends = Vec::new();
+        for coin_unit in coin_units {
+            let claims: Vec<_> = coin_unit
+                .spend_ids
+                .iter()
+                .zip(held.by_ref())
+                .filter_map(|((_, coin), claim)| claim.map(|c| (*coin, c)))
+                .collect();
+            if claims.is_empty() {
+                to_commit.push(coin_unit);
+                continue;
+            }
+            let first = claims
+                .iter()
+                .map(|(_, c)| c.claimed_at)
+                .min()
+                .unwrap_or(now);
+            let ours = claims.len() == coin_unit.spend_ids.len()
+                && claims.iter().all(|(_, c)| {
+                    c.claimant == Claimant::Merchant(merchant_id) && c.digest == coin_unit.digest
+                });
+            outcomes[coin_unit.item] = Some(if ours {
+                RedemptionOutcome::AlreadyAccepted {
+                    first_accepted_at: first,
+                }
+            } else {
+                let coins: Vec<_> = claims.into_iter().map(|(coin, _)| coin).collect();
+                double_spends.push((coin_unit.item, coins.clone(), first));
+                RedemptionOutcome::DoubleSpent {
+                    first_redeemed_at: first,
+                    coins,
+                }
+            });
+        }
+        Ok((to_commit, double_spends))
     }
 
     async fn log_double_spend(

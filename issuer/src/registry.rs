@@ -8,6 +8,8 @@ use scrip_tokens::{
     MerchantRegistration, Timestamp, Validity, VirtualId,
 };
 
+use crate::api::DeviceEnrollment;
+use crate::authentication::Authenticated;
 use crate::docs::{
     key2, AccountDoc, DeviceDoc, Mark, MerchantDoc, ACCOUNTS, ACCOUNT_DEVICES, DEVICES,
     DEVICE_KEYS, FROZEN, MERCHANTS, MERCHANT_KEYS, REVOKED_DEVICES, VIRTUAL_IDS,
@@ -37,7 +39,20 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         now: Timestamp,
         rng: &mut G,
     ) -> Result<AccountOpened> {
-        let payload = registration.verify()?;
+        let registration = self.authenticate(registration).await?;
+        self.open_account_authenticated(registration, now, rng)
+            .await
+    }
+
+    /// [`Self::open_account`] for a registration whose signature was checked.
+    pub async fn open_account_authenticated<G: CryptoRng + Send + ?Sized>(
+        &self,
+        registration: Authenticated<'_, DeviceRegistration>,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<AccountOpened> {
+        let registration = registration.request();
+        let payload = &registration.payload;
         if payload.account_id.is_some() {
             return Err(IssuerError::Unsupported(
                 "opening an account: the registration must not name an account",
@@ -93,16 +108,34 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         now: Timestamp,
         rng: &mut G,
     ) -> Result<AccountCertificate> {
-        let payload = registration.verify()?;
+        let enrollment = DeviceEnrollment {
+            registration: registration.clone(),
+            approval: approval.clone(),
+        };
+        let enrollment = self.authenticate(&enrollment).await?;
+        self.add_device_authenticated(enrollment, now, rng).await
+    }
+
+    /// [`Self::add_device`] for an enrollment whose two signatures were checked.
+    pub async fn add_device_authenticated<G: CryptoRng + Send + ?Sized>(
+        &self,
+        enrollment: Authenticated<'_, DeviceEnrollment>,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<AccountCertificate> {
+        let approver = enrollment.signer();
+        let DeviceEnrollment {
+            registration,
+            approval,
+        } = enrollment.request();
+        let payload = &registration.payload;
         let Some(account_id) = payload.account_id else {
             return Err(IssuerError::Unsupported(
                 "adding a device: name the account",
             ));
         };
-        let approver = self
-            .active_device(approval.payload.approving_device, account_id, now)
-            .await?;
-        let approved = approval.verify_signature(&approver.certificate.payload.device_key)?;
+        self.check_active(approver, account_id, now).await?;
+        let approved = &approval.payload;
         if approved.account_id != account_id {
             return Err(scrip_tokens::Error::WrongAccount.into());
         }
@@ -128,7 +161,20 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         now: Timestamp,
         rng: &mut G,
     ) -> Result<AccountCertificate> {
-        let payload = registration.verify()?;
+        let registration = self.authenticate(registration).await?;
+        self.recover_account_authenticated(registration, now, rng)
+            .await
+    }
+
+    /// [`Self::recover_account`] for a registration whose signature was checked.
+    pub async fn recover_account_authenticated<G: CryptoRng + Send + ?Sized>(
+        &self,
+        registration: Authenticated<'_, DeviceRegistration>,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<AccountCertificate> {
+        let registration = registration.request();
+        let payload = &registration.payload;
         let Some(account_id) = payload.account_id else {
             return Err(IssuerError::Unsupported(
                 "account recovery: name the account",
@@ -223,7 +269,20 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         now: Timestamp,
         rng: &mut G,
     ) -> Result<MerchantCertificate> {
-        let payload = registration.verify()?;
+        let registration = self.authenticate(registration).await?;
+        self.register_merchant_authenticated(registration, now, rng)
+            .await
+    }
+
+    /// [`Self::register_merchant`] for a registration whose signature was checked.
+    pub async fn register_merchant_authenticated<G: CryptoRng + Send + ?Sized>(
+        &self,
+        registration: Authenticated<'_, MerchantRegistration>,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<MerchantCertificate> {
+        let registration = registration.request();
+        let payload = &registration.payload;
         let keys = self.keys();
         let merchant_id = MerchantId::random(rng);
         let signer = keys.merchant_certifier.current(now)?;
@@ -326,37 +385,37 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         self.doc(REVOKED_DEVICES, device_id.as_bytes()).await
     }
 
-    /// The device, provided it belongs to `account_id`, is not revoked and its certificate
+    /// Checks that the device belongs to `account_id`, is not revoked and its certificate
     /// is valid at `now` (whether or not the account is frozen).
-    pub(crate) async fn unrevoked_device(
+    pub(crate) async fn check_unrevoked(
         &self,
-        device_id: DeviceId,
+        device: &DeviceDoc,
         account_id: AccountId,
         now: Timestamp,
-    ) -> Result<DeviceDoc> {
-        let device = self.device(device_id).await?;
-        if device.certificate.payload.account_id != account_id {
+    ) -> Result<()> {
+        let certificate = &device.certificate.payload;
+        if certificate.account_id != account_id {
             return Err(scrip_tokens::Error::WrongAccount.into());
         }
-        device.certificate.payload.validity.check(now)?;
-        if self.revoked(device_id).await?.is_some() {
-            return Err(IssuerError::DeviceRevoked(device_id));
+        certificate.validity.check(now)?;
+        if self.revoked(certificate.device_id).await?.is_some() {
+            return Err(IssuerError::DeviceRevoked(certificate.device_id));
         }
-        Ok(device)
+        Ok(())
     }
 
-    /// [`Self::unrevoked_device`], and the account is not frozen: the device may get
+    /// [`Self::check_unrevoked`], and the account is not frozen: the device may get
     /// certificates and coins.
-    pub(crate) async fn active_device(
+    pub(crate) async fn check_active(
         &self,
-        device_id: DeviceId,
+        device: &DeviceDoc,
         account_id: AccountId,
         now: Timestamp,
-    ) -> Result<DeviceDoc> {
-        let device = self.unrevoked_device(device_id, account_id, now).await?;
+    ) -> Result<()> {
+        self.check_unrevoked(device, account_id, now).await?;
         if self.frozen(account_id).await?.is_some() {
             return Err(IssuerError::AccountFrozen(account_id));
         }
-        Ok(device)
+        Ok(())
     }
 }

@@ -276,6 +276,8 @@ enum CoinState {
 
 struct CoinModel {
     value: u64,
+    /// What the issuer claims the coin under.
+    spend_id: CoinSpendId,
     state: CoinState,
     /// The device holding an identified coin (its coins are revoked with it).
     device_of: Option<DeviceId>,
@@ -1044,6 +1046,7 @@ impl World {
                 id,
                 CoinModel {
                     value: coin.amount().minor_units,
+                    spend_id: coin.spend_id().unwrap(),
                     state: CoinState::Outstanding,
                     device_of,
                 },
@@ -1312,7 +1315,11 @@ impl World {
         // Each coin is free, held by its redeeming merchant, or held by the issuer.
         let ids: Vec<CoinId> = m.coins.keys().copied().collect();
         let claims = store
-            .claims(&ids.iter().map(|id| ClaimId::Coin(*id)).collect::<Vec<_>>())
+            .claims(
+                &ids.iter()
+                    .map(|id| ClaimId::Coin(m.coins[id].spend_id))
+                    .collect::<Vec<_>>(),
+            )
             .await
             .unwrap();
         for (id, claim) in ids.iter().zip(claims) {

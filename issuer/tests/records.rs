@@ -493,8 +493,8 @@ async fn coin_payments_are_checked_whole_and_redeemed_all_or_nothing() {
         .issuer
         .store()
         .claims(&[
-            scrip_stores::ClaimId::Coin(coins[0].id()),
-            scrip_stores::ClaimId::Coin(coins[2].id()),
+            scrip_stores::ClaimId::Coin(coins[0].spend_id().unwrap()),
+            scrip_stores::ClaimId::Coin(coins[2].spend_id().unwrap()),
         ])
         .await
         .unwrap();
@@ -574,7 +574,7 @@ async fn coin_payments_are_checked_whole_and_redeemed_all_or_nothing() {
     assert!(s
         .issuer
         .store()
-        .claims(&[scrip_stores::ClaimId::Coin(more[0].id())])
+        .claims(&[scrip_stores::ClaimId::Coin(more[0].spend_id().unwrap())])
         .await
         .unwrap()[0]
         .is_none());

@@ -458,14 +458,39 @@ impl<S: RecordStore> Merchant<S> {
                     },
                 ])
             })(),
-            PaymentAnswer::ByCoins(payment) => payment
-                .verify(me, &directory, now)
-                .map(|p| p.coins.iter().map(|c| ClaimId::Coin(c.id())).collect()),
+            PaymentAnswer::ByCoins(payment) => payment.verify(me, &directory, now).and_then(|p| {
+                p.coins
+                    .iter()
+                    .map(|c| Ok(ClaimId::Coin(c.spend_id()?)))
+                    .collect::<scrip_tokens::Result<Vec<_>>>()
+            }),
         };
-        Ok(match checked {
-            Ok(claims) => Ok((amount, claims)),
-            Err(e) => Err(RejectReason::from(&e)),
-        })
+        let claims = match checked {
+            Ok(claims) => claims,
+            Err(e) => return Ok(Err(RejectReason::from(&e))),
+        };
+        if let PaymentAnswer::ByCoins(payment) = answer {
+            // Coins this terminal took before spend ids, claimed under their bare ids:
+            // read, never written again (so reading before committing cannot race).
+            let legacy: Vec<ClaimId> = payment
+                .coins
+                .iter()
+                .map(|c| ClaimId::LegacyCoinId(c.id()))
+                .collect();
+            let held = self.store.claims(&legacy).await?;
+            if let Some((coin, _)) = payment
+                .coins
+                .iter()
+                .zip(held)
+                .find(|(_, claim)| claim.is_some())
+            {
+                return Ok(Err(reject(
+                    "coin_already_seen",
+                    format!("coin {} was spent at this terminal before", coin.id()),
+                )));
+            }
+        }
+        Ok(Ok((amount, claims)))
     }
 
     async fn commit_acceptance<G: CryptoRng + ?Sized>(
@@ -575,9 +600,9 @@ impl<S: RecordStore> Merchant<S> {
                         "request_already_paid",
                         "this request was paid with another answer",
                     ),
-                    Some(ClaimId::Coin(coin)) => reject(
+                    Some(ClaimId::Coin(spend_id)) => reject(
                         "coin_already_seen",
-                        format!("coin {coin} was spent at this terminal before"),
+                        format!("a coin (spend id {spend_id}) was spent at this terminal before"),
                     ),
                     Some(ClaimId::DeviceSequence { .. }) => reject(
                         "sequence_already_seen",

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use scrip_tokens::{AccountId, CoinId, ContentDigest, Currency, MerchantId, Timestamp};
+use scrip_tokens::{AccountId, CoinSpendId, ContentDigest, Currency, MerchantId, Timestamp};
 
 use crate::{
     ClaimId, Claimant, Collection, CommitOutcome, FileStore, FileStoreOptions, Floor,
@@ -117,8 +117,11 @@ pub fn at(ms: u64) -> Timestamp {
     Timestamp::from_unix_millis(1_767_225_600_000 + ms)
 }
 
+/// The claim of coin `n`, by a spend id made of `n` (real ones are SHA-256 digests).
 pub fn coin(n: u128) -> ClaimId {
-    ClaimId::Coin(CoinId(uuid::Uuid::from_u128(n)))
+    let mut spend_id = [0u8; 32];
+    spend_id[16..].copy_from_slice(&n.to_be_bytes());
+    ClaimId::Coin(CoinSpendId(spend_id))
 }
 
 pub fn digest(n: u64) -> ContentDigest {

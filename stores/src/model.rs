@@ -3,8 +3,8 @@
 use std::fmt;
 
 use scrip_tokens::{
-    AccountId, Amount, CertificateSerial, CoinId, ContentDigest, Currency, DepositId, DeviceId,
-    MerchantId, RecordId, Timestamp,
+    AccountId, Amount, CertificateSerial, CoinId, CoinSpendId, ContentDigest, Currency, DepositId,
+    DeviceId, MerchantId, RecordId, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -23,8 +23,13 @@ pub const MAX_KEY_LEN: usize = 256;
 /// Something that can be claimed once: the double-spend guard's unit of exclusion.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ClaimId {
-    /// A coin, by its UUID: redeemed once.
-    Coin(CoinId),
+    /// A coin, by its spend id (a digest of what the issuer signed, which only a holder
+    /// of the coin can produce): redeemed once.
+    Coin(CoinSpendId),
+    /// A coin claimed by scrip 0.1 under its bare, wallet-chosen UUID. This version never
+    /// writes such claims (anyone who learned the id could take it first); the issuer and
+    /// merchants read them so that coins redeemed before an upgrade stay redeemed.
+    LegacyCoinId(CoinId),
     /// A withdrawal record, by its id: recorded once.
     Record(RecordId),
     /// A device's sequence number: one record per (device, sequence); a second, different
@@ -61,9 +66,13 @@ impl ClaimId {
     pub fn key_bytes(&self) -> Vec<u8> {
         let mut k = Vec::with_capacity(41);
         match self {
-            ClaimId::Coin(id) => {
+            ClaimId::LegacyCoinId(id) => {
                 k.push(1);
                 k.extend_from_slice(id.as_bytes());
+            }
+            ClaimId::Coin(spend_id) => {
+                k.push(8);
+                k.extend_from_slice(spend_id.as_bytes());
             }
             ClaimId::Record(id) => {
                 k.push(2);

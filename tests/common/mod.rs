@@ -8,11 +8,13 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use scrip::client::{HttpClient, WireFormat};
+use scrip::demo::{self, Phone};
 use scrip::issuer::server::{self, KeySource, RunningServer, ServerConfig, StoreKind};
 use scrip::issuer::{IssuerKey, Keyring, KeysetKeys, RoleKeys};
 use scrip::tokens::fixtures;
-use scrip::tokens::keys::{DirectoryRoot, IssuerRole};
+use scrip::tokens::keys::{Device, DirectoryRoot, IssuerRole};
 use scrip::tokens::{Currency, SigningKey, Validity, VerifyingKey};
+use scrip::wallet::{StorageKey, Wallet};
 
 pub const OPERATOR_TOKEN: &str = "e2e-operator-token";
 
@@ -78,6 +80,31 @@ pub async fn start(kind: StoreKind, data_dir: &Path) -> RunningServer {
         generate: scrip::issuer::KeyringConfig::default(),
     };
     server::start(config).await.unwrap()
+}
+
+/// A wallet around `key` with an account opened over `client` (not funded), saved.
+pub async fn register_phone(client: &HttpClient, key: SigningKey<Device>) -> Phone {
+    let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+    let mut phone = Phone::new(
+        Wallet::new(key, root()).unwrap(),
+        StorageKey::random(&mut rng),
+    );
+    phone
+        .wallet
+        .update_directory(client.key_directory().await.unwrap(), demo::now())
+        .unwrap();
+    let registration = phone
+        .wallet
+        .registration_request(None, demo::now(), &mut rng)
+        .unwrap();
+    let registration = phone.send(registration).unwrap();
+    let opened = client.open_account(&registration).await.unwrap();
+    phone
+        .wallet
+        .on_account_certificate(opened.certificate, demo::now())
+        .unwrap();
+    phone.save().unwrap();
+    phone
 }
 
 pub fn client(server: &RunningServer) -> HttpClient {

@@ -24,9 +24,12 @@ use crate::keys::{
 use crate::payment::PaymentRequest;
 use crate::signed::{message, signed_token};
 use crate::{
-    Amount, CoinId, Error, KeyDirectory, KeyId, Keyset, KeysetId, MerchantId, Result, Timestamp,
-    VirtualId,
+    Amount, CoinId, CoinSpendId, Error, KeyDirectory, KeyId, Keyset, KeysetId, MerchantId, Result,
+    Timestamp, VirtualId,
 };
+
+/// Domain tag of [`Coin::spend_id`].
+pub const SPEND_ID_TAG: &str = "scrip/coin-spend-id/v1";
 
 /// The message a blind coin's signature covers (RFC 9474 `msg`; the signature covers
 /// `randomizer || encode(BlindCoinMessage)`).
@@ -329,6 +332,42 @@ impl Coin {
             Coin::Blind(c) => c.verify(directory, now),
             Coin::Identified(c) => c.verify_in(directory, now).map(|_| ()),
         }
+    }
+
+    /// The exact bytes the issuer's key signed: `randomizer || encode(BlindCoinMessage)`
+    /// for a blind coin (RFC 9474's prepared message), `encode(IdentifiedCoinPayload)`
+    /// for an identified one.
+    pub fn signed_bytes(&self) -> Result<Vec<u8>> {
+        match self {
+            Coin::Blind(c) => {
+                let message = codec::encode(&c.message())?;
+                Ok([c.randomizer.as_slice(), &message].concat())
+            }
+            Coin::Identified(c) => c.signed_bytes(),
+        }
+    }
+
+    /// What the coin is spent as: SHA-256 of `"scrip/coin-spend-id/v1" || 0x00 || variant
+    /// (0 blind, 1 identified) || key id (32 bytes) || signed bytes`
+    /// ([`Self::signed_bytes`]).
+    ///
+    /// Only someone who holds the coin (or saw it whole) can compute it: a coin minted
+    /// under the same id with another key, amount, variant or randomizer has another spend
+    /// id, so it cannot make this one `double_spent`. Two signatures over the same signed
+    /// bytes are the same coin.
+    pub fn spend_id(&self) -> Result<CoinSpendId> {
+        use sha2::{Digest, Sha256};
+        let variant: u8 = match self.variant() {
+            CoinVariant::Blind => 0,
+            CoinVariant::Identified => 1,
+        };
+        let digest = Sha256::new()
+            .chain_update(SPEND_ID_TAG.as_bytes())
+            .chain_update([0u8, variant])
+            .chain_update(self.key_id().as_bytes())
+            .chain_update(self.signed_bytes()?)
+            .finalize();
+        Ok(CoinSpendId(digest.into()))
     }
 }
 

@@ -127,6 +127,19 @@ macro_rules! digest_id {
             }
         }
 
+        impl std::str::FromStr for $name {
+            type Err = Error;
+            /// From 64 hex digits.
+            fn from_str(s: &str) -> Result<Self> {
+                let mut bytes = [0u8; 32];
+                hex::decode_to_slice(s, &mut bytes).map_err(|_| Error::InvalidField {
+                    field: stringify!($name),
+                    reason: "not 64 hex digits",
+                })?;
+                Ok($name(bytes))
+            }
+        }
+
         impl fmt::Display for $name {
             /// The first 8 bytes in hex: enough to tell ids apart in logs and errors.
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -156,6 +169,15 @@ digest_id!(
     /// SHA-256 of a message's canonical encoding; stores use it to tell an idempotent
     /// retry of the same item from a different item under the same id.
     ContentDigest
+);
+
+digest_id!(
+    /// What a coin is spent as: SHA-256 over a domain tag, the coin's variant, the key that
+    /// signed it and the exact bytes that key signed (see [`crate::Coin::spend_id`]). The
+    /// issuer and merchants accept each spend id once. Unlike the coin id, which the wallet
+    /// chooses and the issuer publishes after a reissue, it can only be computed from the
+    /// coin itself, so knowing a coin's id gives no way to make it `double_spent`.
+    CoinSpendId
 );
 
 impl KeyId {

@@ -29,7 +29,7 @@ pub use codec::Message;
 pub use coin::{
     BlindCoin, BlindCoinMessage, Coin, CoinPayment, CoinVariant, EndorsedCoinPayment,
     EndorsedCoinPaymentPayload, IdentifiedCoin, IdentifiedCoinPayload, PendingCoin,
-    MAX_COINS_PER_PAYMENT,
+    MAX_COINS_PER_PAYMENT, SPEND_ID_TAG,
 };
 pub use deposit::{
     DepositConfirmation, DepositConfirmationPayload, DepositRecord, DepositRecordPayload,
@@ -41,8 +41,8 @@ pub use directory::{
 };
 pub use error::{Error, Result};
 pub use ids::{
-    random_uuid, AccountId, CertificateSerial, CoinId, ContentDigest, DepositId, DeviceId, KeyId,
-    KeysetId, MerchantId, RecordId, RequestId, Timestamp, Validity, VirtualId,
+    random_uuid, AccountId, CertificateSerial, CoinId, CoinSpendId, ContentDigest, DepositId,
+    DeviceId, KeyId, KeysetId, MerchantId, RecordId, RequestId, Timestamp, Validity, VirtualId,
 };
 pub use keys::{
     BlindSignature, BlindedMessage, DenominationSigningKey, DenominationVerifyingKey,

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use scrip_issuer::server::{self, KeySource, ServerConfig, StoreKind};
+use scrip_issuer::server::{self, KeySource, OperatorToken, ServerConfig, StoreKind};
 use scrip_issuer::{one_two_five, IssuerConfig, KeyringConfig};
 use scrip_tokens::Currency;
 
@@ -138,15 +138,13 @@ async fn run(args: Args) -> Result<(), String> {
         args.denominations.clone()
     };
     let operator_token = match args.operator_token.clone() {
-        Some(t) if !t.is_empty() => t,
+        Some(t) if !t.is_empty() => OperatorToken::Given(t),
         _ => {
-            let token =
-                server::load_or_create_operator_token(&args.data_dir).map_err(|e| e.to_string())?;
             tracing::info!(
-                path = %args.data_dir.join("operator-token").display(),
+                path = %args.data_dir.join(server::OPERATOR_TOKEN_FILE).display(),
                 "operator token file (pass it as Authorization: Bearer <token>)"
             );
-            token
+            OperatorToken::DataDir
         }
     };
     let keys_dir = args

@@ -81,12 +81,6 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    /// The request was not shown to come from the key it names (bad signature, unknown
-    /// key or signer): its nonce should not count as used.
-    pub fn is_authentication_failure(&self) -> bool {
-        self.status == StatusCode::UNAUTHORIZED
-    }
-
     /// The JSON error response.
     pub fn into_response(self) -> Response {
         let body = ErrorBody {

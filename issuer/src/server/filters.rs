@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut};
 use futures_util::StreamExt;
 use scrip_stores::RecordStore;
-use scrip_tokens::{AccountId, CoinId, DeviceId, Message, Timestamp};
+use scrip_tokens::{AccountId, CoinSpendId, DeviceId, Message, Timestamp};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use warp::filters::BoxedFilter;
@@ -20,7 +20,6 @@ use warp::{Filter, Rejection};
 use super::errors::{self, ApiError};
 use super::handlers;
 use super::models::{reply, Body, Format};
-use super::replay::Fresh;
 use super::{now, AppState};
 
 /// Whether a route needs the operator token.
@@ -82,7 +81,7 @@ pub fn routes(
             reply(&crate::api::RootKey { key }, accept)
         })
         .boxed();
-    let coin = warp::path!("v1" / "coins" / CoinId)
+    let coin = warp::path!("v1" / "coins" / CoinSpendId)
         .and(warp::get())
         .and(accept())
         .and(with(s))
@@ -318,7 +317,8 @@ fn body(state: &Arc<AppState>) -> BoxedFilter<(Body, Option<String>)> {
         .boxed()
 }
 
-/// A signed `POST` route: decode, check freshness (and the operator token), handle.
+/// A signed `POST` route: check the operator token where needed, decode, handle. Each
+/// handler starts with [`AppState::admit`] (time, signature, then nonce).
 fn signed<Req, Resp, H, Fut>(
     state: &Arc<AppState>,
     path: BoxedFilter<()>,
@@ -326,7 +326,7 @@ fn signed<Req, Resp, H, Fut>(
     handler: H,
 ) -> BoxedFilter<(Response,)>
 where
-    Req: Message + DeserializeOwned + Fresh + Send + 'static,
+    Req: Message + DeserializeOwned + Send + 'static,
     Resp: Message + Serialize + Send + 'static,
     H: Fn(Arc<AppState>, Req, Timestamp) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, ApiError>> + Send + 'static,
@@ -345,19 +345,9 @@ where
                         Ok(r) => r,
                         Err(e) => return e.into_response(),
                     };
-                    let now = now();
-                    let replay_id = request.replay_id();
-                    if let Err(e) = state.replay.admit(request.created_at(), &replay_id, now) {
-                        return e.into_response();
-                    }
-                    match handler(Arc::clone(&state), request, now).await {
+                    match handler(Arc::clone(&state), request, now()).await {
                         Ok(answer) => reply(&answer, body.accept),
-                        Err(e) => {
-                            if e.is_authentication_failure() {
-                                state.replay.forget(&replay_id);
-                            }
-                            e.into_response()
-                        }
+                        Err(e) => e.into_response(),
                     }
                 }
             },

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use scrip_tokens::{
     AccountCertificate, AccountId, BalanceCertificate, BalanceCertificateRequest,
-    BlindWithdrawalRequest, BlindWithdrawalResponse, CoinId, DepositConfirmation, DepositRecord,
-    DepositRequest, DeviceId, DeviceRegistration, IdentifiedWithdrawalRequest,
+    BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
+    DepositRecord, DepositRequest, DeviceId, DeviceRegistration, IdentifiedWithdrawalRequest,
     IdentifiedWithdrawalResponse, MerchantCertificate, MerchantRegistration, RedemptionBatch,
     RedemptionReport, StatementRequest, SyncReport, SyncRequest, Timestamp,
 };
@@ -16,7 +16,6 @@ use warp::reply::Response;
 
 use super::errors::ApiError;
 use super::models::{reply, Body, Format};
-use super::replay::Fresh;
 use super::{now, request_rng, AppState};
 use crate::api::{
     AccountOpenedBody, DeviceEnrollment, DeviceRevoked, Done, FraudLogItem, FraudLogPage,
@@ -57,8 +56,12 @@ pub async fn open_account(
     request: DeviceRegistration,
     now: Timestamp,
 ) -> Result<AccountOpenedBody, ApiError> {
+    let request = state.admit(&request, now).await?;
     let mut rng = request_rng();
-    let opened = state.issuer.open_account(&request, now, &mut rng).await?;
+    let opened = state
+        .issuer
+        .open_account_authenticated(request, now, &mut rng)
+        .await?;
     tracing::info!(account = %opened.account_id, device = %opened.device_id, "account opened");
     Ok(opened.into())
 }
@@ -68,10 +71,11 @@ pub async fn enroll_device(
     request: DeviceEnrollment,
     now: Timestamp,
 ) -> Result<AccountCertificate, ApiError> {
+    let request = state.admit(&request, now).await?;
     let mut rng = request_rng();
     Ok(state
         .issuer
-        .add_device(&request.registration, &request.approval, now, &mut rng)
+        .add_device_authenticated(request, now, &mut rng)
         .await?)
 }
 
@@ -80,10 +84,11 @@ pub async fn recover_account(
     request: DeviceRegistration,
     now: Timestamp,
 ) -> Result<AccountCertificate, ApiError> {
+    let request = state.admit(&request, now).await?;
     let mut rng = request_rng();
     Ok(state
         .issuer
-        .recover_account(&request, now, &mut rng)
+        .recover_account_authenticated(request, now, &mut rng)
         .await?)
 }
 
@@ -92,10 +97,11 @@ pub async fn register_merchant(
     request: MerchantRegistration,
     now: Timestamp,
 ) -> Result<MerchantCertificate, ApiError> {
+    let request = state.admit(&request, now).await?;
     let mut rng = request_rng();
     let certificate = state
         .issuer
-        .register_merchant(&request, now, &mut rng)
+        .register_merchant_authenticated(request, now, &mut rng)
         .await?;
     tracing::info!(merchant = %certificate.payload.merchant_id, "merchant registered");
     Ok(certificate)
@@ -106,8 +112,12 @@ pub async fn deposit(
     request: DepositRequest,
     now: Timestamp,
 ) -> Result<DepositRecord, ApiError> {
+    let request = state.admit(&request, now).await?;
     let mut rng = request_rng();
-    Ok(state.issuer.deposit(&request, now, &mut rng).await?)
+    Ok(state
+        .issuer
+        .deposit_authenticated(request, now, &mut rng)
+        .await?)
 }
 
 pub async fn confirm_deposit(
@@ -115,7 +125,11 @@ pub async fn confirm_deposit(
     request: DepositConfirmation,
     now: Timestamp,
 ) -> Result<Done, ApiError> {
-    state.issuer.confirm_deposit(&request, now).await?;
+    let request = state.admit(&request, now).await?;
+    state
+        .issuer
+        .confirm_deposit_authenticated(request, now)
+        .await?;
     Ok(Done { ok: true })
 }
 
@@ -124,10 +138,11 @@ pub async fn balance_certificate(
     request: BalanceCertificateRequest,
     now: Timestamp,
 ) -> Result<BalanceCertificate, ApiError> {
+    let request = state.admit(&request, now).await?;
     let mut rng = request_rng();
     Ok(state
         .issuer
-        .issue_balance_certificate(&request, now, &mut rng)
+        .issue_balance_certificate_authenticated(request, now, &mut rng)
         .await?)
 }
 
@@ -136,7 +151,8 @@ pub async fn sync(
     request: SyncRequest,
     now: Timestamp,
 ) -> Result<SyncReport, ApiError> {
-    Ok(state.issuer.sync(&request, now).await?)
+    let request = state.admit(&request, now).await?;
+    Ok(state.issuer.sync_authenticated(request, now).await?)
 }
 
 pub async fn withdraw_blind(
@@ -144,8 +160,12 @@ pub async fn withdraw_blind(
     request: BlindWithdrawalRequest,
     now: Timestamp,
 ) -> Result<BlindWithdrawalResponse, ApiError> {
+    let request = state.admit(&request, now).await?;
     let mut rng = request_rng();
-    Ok(state.issuer.withdraw_blind(&request, now, &mut rng).await?)
+    Ok(state
+        .issuer
+        .withdraw_blind_authenticated(request, now, &mut rng)
+        .await?)
 }
 
 pub async fn withdraw_identified(
@@ -153,10 +173,11 @@ pub async fn withdraw_identified(
     request: IdentifiedWithdrawalRequest,
     now: Timestamp,
 ) -> Result<IdentifiedWithdrawalResponse, ApiError> {
+    let request = state.admit(&request, now).await?;
     let mut rng = request_rng();
     Ok(state
         .issuer
-        .withdraw_identified(&request, now, &mut rng)
+        .withdraw_identified_authenticated(request, now, &mut rng)
         .await?)
 }
 
@@ -165,7 +186,11 @@ pub async fn redeem(
     request: RedemptionBatch,
     now: Timestamp,
 ) -> Result<RedemptionReport, ApiError> {
-    let report = state.issuer.redeem(&request, now).await?;
+    let authenticated = state.admit(&request, now).await?;
+    let report = state
+        .issuer
+        .redeem_authenticated(authenticated, now)
+        .await?;
     state.metrics.redemptions(&report.outcomes);
     tracing::info!(
         merchant = %request.payload.merchant_id,
@@ -194,24 +219,18 @@ pub async fn statement(
         .into_response();
     }
     let now = now();
-    let replay_id = request.replay_id();
-    if let Err(e) = state.replay.admit(request.created_at(), &replay_id, now) {
-        return e.into_response();
-    }
-    match state.issuer.statement_for(&request, now).await {
+    let request = match state.admit(&request, now).await {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match state.issuer.statement_authenticated(request, now).await {
         Ok(statement) => reply(&statement, body.accept),
-        Err(e) => {
-            let e = ApiError::from(e);
-            if e.is_authentication_failure() {
-                state.replay.forget(&replay_id);
-            }
-            e.into_response()
-        }
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
-pub async fn coin_state(coin_id: CoinId, accept: Format, state: Arc<AppState>) -> Response {
-    match state.issuer.coin_state(coin_id).await {
+pub async fn coin_state(spend_id: CoinSpendId, accept: Format, state: Arc<AppState>) -> Response {
+    match state.issuer.coin_state(spend_id).await {
         Ok(s) => reply(&s, accept),
         Err(e) => ApiError::from(e).into_response(),
     }

@@ -141,7 +141,9 @@ impl Metrics {
 fn normalize(path: &str) -> String {
     path.split('/')
         .map(|seg| {
-            if uuid::Uuid::parse_str(seg).is_ok() {
+            // UUIDs, and digests such as coin spend ids (64 hex digits).
+            let digest = seg.len() == 64 && seg.bytes().all(|b| b.is_ascii_hexdigit());
+            if digest || uuid::Uuid::parse_str(seg).is_ok() {
                 "{id}"
             } else {
                 seg

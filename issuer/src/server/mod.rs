@@ -15,6 +15,7 @@
 //! re-signed retry safe. Operator routes take a bearer token.
 
 mod connections;
+mod data_dir;
 mod errors;
 mod filters;
 mod handlers;
@@ -33,6 +34,7 @@ use scrip_tokens::Timestamp;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub use data_dir::{DirectoryLock, LOCK_FILE, OPERATOR_TOKEN_FILE, ROOT_KEY_FILE};
 pub use errors::ApiError;
 pub use metrics::{MeteredStore, Metrics};
 pub use replay::ReplayGuard;
@@ -89,6 +91,21 @@ pub enum KeySource {
     Provided(Box<Keyring>),
 }
 
+/// Where the operator token comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OperatorToken {
+    /// This token.
+    Given(String),
+    /// `<data-dir>/operator-token`, created (0600, random) on first start.
+    DataDir,
+}
+
+impl From<String> for OperatorToken {
+    fn from(token: String) -> Self {
+        OperatorToken::Given(token)
+    }
+}
+
 /// Everything the server needs to start.
 pub struct ServerConfig {
     /// Address to listen on (port 0 picks a free port).
@@ -102,7 +119,7 @@ pub struct ServerConfig {
     /// Issuer limits and lifetimes.
     pub issuer: IssuerConfig,
     /// Bearer token for operator routes.
-    pub operator_token: String,
+    pub operator_token: OperatorToken,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// How far a request's `created_at` may be from the server's clock.
@@ -120,7 +137,11 @@ pub struct ServerConfig {
 impl ServerConfig {
     /// Defaults: redb in `data_dir`, keys in `<data_dir>/keys`, 8 MiB bodies, 5 minutes of
     /// clock skew, 30 seconds to send headers and 30 more to send the body, a demo funding source that accepts every deposit.
-    pub fn new(listen: SocketAddr, data_dir: impl Into<PathBuf>, operator_token: String) -> Self {
+    pub fn new(
+        listen: SocketAddr,
+        data_dir: impl Into<PathBuf>,
+        operator_token: impl Into<OperatorToken>,
+    ) -> Self {
         let data_dir = data_dir.into();
         ServerConfig {
             listen,
@@ -131,7 +152,7 @@ impl ServerConfig {
             data_dir,
             store: StoreKind::Redb,
             issuer: IssuerConfig::default(),
-            operator_token,
+            operator_token: operator_token.into(),
             max_body_bytes: 8 << 20,
             max_clock_skew: Duration::from_secs(300),
             release_interval: Duration::from_secs(60),
@@ -159,6 +180,24 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Admits a signed request, in the order that keeps unauthenticated senders from
+    /// leaving state behind: its time (no work), then its signature (a store read and
+    /// one verification), and only then its nonce, remembered for the replay window.
+    pub async fn admit<'r, R>(
+        &self,
+        request: &'r R,
+        now: Timestamp,
+    ) -> std::result::Result<crate::Authenticated<'r, R>, ApiError>
+    where
+        R: crate::SignedRequest + replay::Fresh,
+    {
+        self.replay.check_time(request.created_at(), now)?;
+        let authenticated = self.issuer.authenticate(request).await?;
+        self.replay
+            .admit(request.created_at(), &request.replay_id(), now)?;
+        Ok(authenticated)
+    }
+
     /// Whether `presented` is the operator token (compared in constant time).
     pub fn is_operator(&self, presented: Option<&str>) -> bool {
         let Some(presented) = presented else {
@@ -203,6 +242,8 @@ pub struct RunningServer {
     stop: Option<oneshot::Sender<()>>,
     serve: JoinHandle<()>,
     release: JoinHandle<()>,
+    /// Released when the server is dropped, after [`Self::shutdown`] closed the store.
+    _locks: Vec<DirectoryLock>,
 }
 
 impl RunningServer {
@@ -250,36 +291,34 @@ impl RunningServer {
     }
 }
 
-/// Creates the data directory owner-only (0700): the store holds identified coins and
-/// deposit records, spendable by whoever copies them. An existing directory is left as
-/// the operator set it, with a warning when others can read it.
-fn create_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    make_private_dir(dir)?;
-    match std::fs::metadata(dir) {
-        Ok(meta) if meta.permissions().mode() & 0o077 != 0 => tracing::warn!(
-            data_dir = %dir.display(),
-            mode = format!("{:o}", meta.permissions().mode() & 0o777),
-            "the data directory is readable by other users; the store holds spendable coins"
-        ),
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Creates `dir` (and missing parents) with mode 0700; an existing one is left as it is.
-fn make_private_dir(dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| IssuerError::Io(format!("creating {}: {e}", dir.display())))
-}
-
-/// Opens the store and keys, binds the listener and starts serving.
+/// Takes the data directory, binds the listener, loads (or on first start generates) the
+/// keys, opens the store and starts serving. In that order: a second server on the same
+/// directory stops at the lock having changed nothing, and a taken port fails before any
+/// key is generated.
 pub async fn start(config: ServerConfig) -> Result<RunningServer> {
-    create_private_dir(&config.data_dir)?;
+    data_dir::create_private_dir(&config.data_dir)?;
+    let mut locks = vec![DirectoryLock::acquire(&config.data_dir)?];
+    if let KeySource::Directory { dir, .. } = &config.keys {
+        // Keys kept outside the data directory are this server's alone too: two issuers
+        // with one keyring and two stores would each accept every coin once.
+        if !dir.starts_with(&config.data_dir) {
+            data_dir::make_private_dir(dir)?;
+            locks.push(DirectoryLock::acquire(dir)?);
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| IssuerError::Io(format!("binding {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| IssuerError::Io(format!("listener address: {e}")))?;
+    let operator_token = match config.operator_token {
+        OperatorToken::Given(token) if !token.is_empty() => token,
+        OperatorToken::Given(_) => {
+            return Err(IssuerError::Io("the operator token is empty".into()));
+        }
+        OperatorToken::DataDir => data_dir::load_or_create_operator_token(&config.data_dir)?,
+    };
     let started = now();
     let keyring = match config.keys {
         KeySource::Provided(k) => *k,
@@ -302,9 +341,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         .public_key()
         .to_pem()
         .map_err(IssuerError::Invalid)?;
-    let root_path = config.data_dir.join("root-key.pem");
-    std::fs::write(&root_path, root_pem)
-        .map_err(|e| IssuerError::Io(format!("writing {}: {e}", root_path.display())))?;
+    data_dir::publish_root_key(&config.data_dir, &root_pem)?;
     let metrics = Arc::new(Metrics::default());
     let store = open_store(config.store, &config.data_dir)?;
     let store = MeteredStore::new(store, Arc::clone(&metrics));
@@ -313,18 +350,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         issuer,
         replay: ReplayGuard::new(config.max_clock_skew, started),
         metrics,
-        operator_token: config.operator_token,
+        operator_token,
         max_body_bytes: config.max_body_bytes,
         read_timeout: config.read_timeout,
         directory: std::sync::Mutex::new(None),
     });
 
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| IssuerError::Io(format!("binding {}: {e}", config.listen)))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| IssuerError::Io(format!("listener address: {e}")))?;
     let (stop, stopped) = oneshot::channel::<()>();
     let routes = filters::routes(Arc::clone(&state));
     let serve = tokio::spawn(connections::serve(
@@ -346,6 +377,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         stop: Some(stop),
         serve,
         release,
+        _locks: locks,
     })
 }
 
@@ -381,20 +413,4 @@ pub fn generate_operator_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     hex::encode(bytes)
-}
-
-/// Reads `<data_dir>/operator-token`, or creates it (0600) with a random token.
-pub fn load_or_create_operator_token(data_dir: &Path) -> Result<String> {
-    let path = data_dir.join("operator-token");
-    match std::fs::read_to_string(&path) {
-        Ok(s) if !s.trim().is_empty() => return Ok(s.trim().to_owned()),
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(IssuerError::Io(format!("reading {}: {e}", path.display()))),
-    }
-    // Usually the first thing to create the data directory: owner-only, as `start` would.
-    make_private_dir(data_dir)?;
-    let token = generate_operator_token();
-    crate::keyring_files::write_private(data_dir, "operator-token", token.as_bytes())?;
-    Ok(token)
 }

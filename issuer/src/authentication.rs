@@ -1,0 +1,166 @@
+//! Who signed a request, proven before anything is remembered of it or done for it.
+//!
+//! Every signed request names its signer (a device, a merchant, or for a registration
+//! the key it carries). [`Issuer::authenticate`] looks that signer up and checks the
+//! signature under its key, and nothing else; the result, an [`Authenticated`] request,
+//! is what the `*_authenticated` methods of the issuer act on. The server checks the
+//! signature first and only then remembers the request's nonce, so a request nobody
+//! signed leaves no trace (SPEC §8: "nothing is remembered for an unauthenticated
+//! request"). Binding checks (the device belongs to the account, is not revoked, its
+//! certificate is valid) come after, in the method that acts.
+
+use async_trait::async_trait;
+use scrip_stores::RecordStore;
+use scrip_tokens::{
+    BalanceCertificateRequest, BlindWithdrawalRequest, DepositConfirmation, DepositRequest,
+    DeviceRegistration, IdentifiedWithdrawalRequest, MerchantRegistration, RedemptionBatch,
+    StatementRequest, SyncRequest,
+};
+
+use crate::api::DeviceEnrollment;
+use crate::docs::{DeviceDoc, MerchantDoc};
+use crate::{FundingSource, Issuer, Result};
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A request type whose signature names its signer. Sealed: the request types of the
+/// API implement it.
+#[async_trait]
+pub trait SignedRequest: sealed::Sealed + Send + Sync + Sized {
+    /// What the store holds of the signer: a device, a merchant, or nothing (`()`) for
+    /// a self-signed registration.
+    type Signer: Send + Sync;
+
+    /// Looks up the signer the request names and checks the signature under its key.
+    #[doc(hidden)]
+    async fn signer<S: RecordStore, F: FundingSource>(
+        &self,
+        issuer: &Issuer<S, F>,
+    ) -> Result<Self::Signer>;
+}
+
+/// A request whose signature verified under the key of the signer it names. Only
+/// [`Issuer::authenticate`] makes one.
+pub struct Authenticated<'r, R: SignedRequest> {
+    request: &'r R,
+    signer: R::Signer,
+}
+
+impl<'r, R: SignedRequest> Authenticated<'r, R> {
+    /// The request.
+    pub fn request(&self) -> &'r R {
+        self.request
+    }
+
+    /// Its signer as the store knows it.
+    pub fn signer(&self) -> &R::Signer {
+        &self.signer
+    }
+}
+
+impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
+    /// Checks `request`'s signature under the key of the signer it names (a store read
+    /// and one signature verification, no write). Unknown signers and bad signatures
+    /// fail here; whether the signer may do what it asks is decided by the method that
+    /// acts on the result.
+    pub async fn authenticate<'r, R: SignedRequest>(
+        &self,
+        request: &'r R,
+    ) -> Result<Authenticated<'r, R>> {
+        let signer = request.signer(self).await?;
+        Ok(Authenticated { request, signer })
+    }
+}
+
+macro_rules! signed_by_device {
+    ($($ty:ty),* $(,)?) => {$(
+        impl sealed::Sealed for $ty {}
+
+        #[async_trait]
+        impl SignedRequest for $ty {
+            type Signer = DeviceDoc;
+
+            async fn signer<S: RecordStore, F: FundingSource>(
+                &self,
+                issuer: &Issuer<S, F>,
+            ) -> Result<DeviceDoc> {
+                let device = issuer.device(self.payload.device_id).await?;
+                self.verify_signature(&device.certificate.payload.device_key)?;
+                Ok(device)
+            }
+        }
+    )*};
+}
+
+signed_by_device!(
+    DepositRequest,
+    DepositConfirmation,
+    BalanceCertificateRequest,
+    SyncRequest,
+    BlindWithdrawalRequest,
+    IdentifiedWithdrawalRequest,
+    StatementRequest,
+);
+
+impl sealed::Sealed for RedemptionBatch {}
+
+#[async_trait]
+impl SignedRequest for RedemptionBatch {
+    type Signer = MerchantDoc;
+
+    async fn signer<S: RecordStore, F: FundingSource>(
+        &self,
+        issuer: &Issuer<S, F>,
+    ) -> Result<MerchantDoc> {
+        let merchant = issuer.merchant(self.payload.merchant_id).await?;
+        self.verify_signature(&merchant.certificate.payload.merchant_key)?;
+        Ok(merchant)
+    }
+}
+
+/// Self-signed: the key that signs is the key being registered. Anyone can make one, so
+/// admitting its nonce costs the sender a signature, not the server a lookup.
+macro_rules! self_signed {
+    ($($ty:ty),* $(,)?) => {$(
+        impl sealed::Sealed for $ty {}
+
+        #[async_trait]
+        impl SignedRequest for $ty {
+            type Signer = ();
+
+            async fn signer<S: RecordStore, F: FundingSource>(
+                &self,
+                _issuer: &Issuer<S, F>,
+            ) -> Result<()> {
+                self.verify()?;
+                Ok(())
+            }
+        }
+    )*};
+}
+
+self_signed!(DeviceRegistration, MerchantRegistration);
+
+impl sealed::Sealed for DeviceEnrollment {}
+
+/// Signed twice: by the new key (its registration) and by the approving device, which
+/// is the signer that matters.
+#[async_trait]
+impl SignedRequest for DeviceEnrollment {
+    type Signer = DeviceDoc;
+
+    async fn signer<S: RecordStore, F: FundingSource>(
+        &self,
+        issuer: &Issuer<S, F>,
+    ) -> Result<DeviceDoc> {
+        self.registration.verify()?;
+        let approver = issuer
+            .device(self.approval.payload.approving_device)
+            .await?;
+        self.approval
+            .verify_signature(&approver.certificate.payload.device_key)?;
+        Ok(approver)
+    }
+}
