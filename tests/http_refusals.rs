@@ -1040,3 +1040,130 @@ async fn clients_that_stall_mid_request_are_cut_off_and_the_server_keeps_serving
     client.key_directory().await.unwrap();
     server.shutdown().await.unwrap();
 }
+
+// ---- below the routes --------------------------------------------------------------------
+
+/// Sends `raw` and reads the whole answer until the server closes the connection.
+async fn exchange(addr: std::net::SocketAddr, raw: &[u8]) -> String {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(raw).await.unwrap();
+    read_until_closed(&mut stream).await
+}
+
+/// The status and `{code, message}` body of a whole answer, which must be JSON.
+fn json_refusal(answer: &str) -> (u16, ErrorBody) {
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{answer}"
+    );
+    let status = head[9..12].parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_below_the_routes_speak_json_and_head_answers_like_get() {
+    let mut h = harness().await;
+    let addr = h.server.local_addr();
+    let huge_header = format!(
+        "GET /healthz HTTP/1.1\r\nhost: x\r\nx-padding: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let long_uri = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
+    let cases: [(&[u8], u16, &str); 5] = [
+        (b"GARBAGE\r\n\r\n", 400, "malformed_request"),
+        (b"GET /healthz HTTP/9.9\r\nhost: x\r\n\r\n", 400, "malformed_request"),
+        (
+            b"POST /v1/sync HTTP/1.1\r\nhost: x\r\ncontent-length: ten\r\n\r\n",
+            400,
+            "malformed_request",
+        ),
+        (huge_header.as_bytes(), 431, "headers_too_large"),
+        (long_uri.as_bytes(), 431, "headers_too_large"),
+    ];
+    for (raw, status, code) in cases {
+        let answer = exchange(addr, raw).await;
+        let (got, body) = json_refusal(&answer);
+        assert_eq!((got, body.code.as_str()), (status, code), "{answer}");
+        assert!(!body.message.is_empty());
+    }
+
+    // HEAD on a GET route: the GET's status and headers, no body.
+    for path in ["/healthz", "/v1/keys", "/v1/root-key"] {
+        let response = h.http.head(h.url(path)).send().await.unwrap();
+        assert_eq!(response.status().as_u16(), 200, "HEAD {path}");
+        let length: usize = response.headers()["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(length > 0);
+        assert!(response.bytes().await.unwrap().is_empty());
+    }
+    // HEAD on a POST route: a JSON 405 like GET.
+    let response = h.http.head(h.url("/v1/sync")).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 405);
+    h.still_serving().await;
+    h.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_and_bodies_over_the_budget_get_503_and_others_are_served() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = ServerConfig::new(
+        ([127, 0, 0, 1], 0).into(),
+        dir.path(),
+        common::OPERATOR_TOKEN.to_owned(),
+    );
+    config.store = StoreKind::Memory;
+    config.keys = KeySource::Provided(Box::new(common::fixture_keyring()));
+    config.max_connections = 6;
+    config.max_body_bytes = 1 << 20;
+    config.body_budget_bytes = 2 << 20;
+    let server = server::start(config).await.unwrap();
+    let addr = server.local_addr();
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let key = SigningKey::generate(&mut rng, DEFAULT_RSA_BITS).unwrap();
+    let mut h = harness_on(server, dir, key).await;
+
+    // Two uploads of 1 MiB that stall after their headers hold the whole 2 MiB budget: a
+    // third large body is refused from its Content-Length, before it is read.
+    let head = "POST /v1/redemptions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
+                content-length: 1048576\r\n\r\n";
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stalled.push(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, body) = json_refusal(&exchange(addr, head.as_bytes()).await);
+    assert_eq!((status, body.code.as_str()), (503, "busy"));
+    // Small bodies need no reservation: a genuine request is served meanwhile.
+    h.still_serving().await;
+
+    // Fill the connection cap (the two stalled uploads, plus idle connections).
+    for _ in 0..4 {
+        stalled.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let answer = exchange(addr, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let (status, body) = json_refusal(&answer);
+    assert_eq!((status, body.code.as_str()), (503, "busy"), "{answer}");
+
+    // Once they go away, everyone is served again.
+    drop(stalled);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    h.still_serving().await;
+    let metrics = h.client.metrics().await.unwrap();
+    let counter = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap();
+        line[name.len()..].trim().parse().unwrap()
+    };
+    assert!(counter("scrip_http_connections_refused_total") >= 1, "{metrics}");
+    assert_eq!(counter("scrip_http_bodies_refused_total"), 1, "{metrics}");
+    h.server.shutdown().await.unwrap();
+}

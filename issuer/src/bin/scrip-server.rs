@@ -85,6 +85,19 @@ struct Args {
     #[arg(long, env = "SCRIP_READ_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     read_timeout_secs: u64,
 
+    /// Most connections served at once; more are answered 503 busy and closed.
+    #[arg(long, env = "SCRIP_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
+
+    /// Largest request head (request line and headers) in bytes; larger heads get 431.
+    #[arg(long, env = "SCRIP_MAX_HEADER_BYTES", default_value_t = 16 << 10)]
+    max_header_bytes: usize,
+
+    /// Bytes of request bodies over 16 KiB held at once, reserved by Content-Length before
+    /// they are read (at least --max-body-bytes); a body that does not fit gets 503 busy.
+    #[arg(long, env = "SCRIP_BODY_BUDGET_BYTES", default_value_t = 64 << 20)]
+    body_budget_bytes: usize,
+
     /// RSA modulus size of generated keys.
     #[arg(long, env = "SCRIP_RSA_BITS", default_value_t = scrip_tokens::keys::DEFAULT_RSA_BITS)]
     rsa_bits: usize,
@@ -172,6 +185,9 @@ async fn run(args: Args) -> Result<(), String> {
     config.max_body_bytes = args.max_body_bytes;
     config.max_clock_skew = Duration::from_secs(args.max_clock_skew_secs);
     config.read_timeout = Duration::from_secs(args.read_timeout_secs);
+    config.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
+    config.max_header_bytes = args.max_header_bytes;
+    config.body_budget_bytes = args.body_budget_bytes;
     tracing::warn!(
         "deposits are credited from the built-in demo funding source (every deposit is \
          accepted); embed scrip_issuer::server with your own FundingSource for real money"

@@ -1,34 +1,69 @@
-//! The server's accept loop: warp's routes as a hyper service, with read deadlines.
+//! The server's accept loop: warp's routes as a hyper service, with read deadlines, a cap
+//! on connections and JSON bodies on hyper's own refusals.
 //!
 //! `warp::serve` gives a client unlimited time to send its request, so a few thousand
 //! connections that trickle a header byte now and then ("slowloris") hold the server's
 //! sockets and tasks forever. Here every connection gets hyper's header read timeout,
 //! which runs from the connection's start and from each answer, so it also closes idle
-//! keep-alive connections; the body deadline is in [`super::filters`] (a request that starts its body and stalls
-//! gets `408 request_timeout`). Graceful shutdown works as warp's does: stop accepting,
-//! let every connection finish its in-flight request, close idle keep-alive connections.
+//! keep-alive connections; the body deadline is in [`super::filters`] (a request that
+//! starts its body and stalls gets `408 request_timeout`). Graceful shutdown works as
+//! warp's does: stop accepting, let every connection finish its in-flight request, close
+//! idle keep-alive connections.
+//!
+//! Memory before authentication is bounded here and in [`super::filters`]: at most
+//! `max_connections` connections are served (more are answered `503 busy` and closed),
+//! each buffers at most `max_header_bytes` of request head (`431` beyond), and request
+//! bodies are budgeted by their `Content-Length` before they are read.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use warp::http::StatusCode;
 use warp::{Filter, Reply};
+
+use super::errors::ApiError;
+use super::metrics::Metrics;
+
+/// Connections refused at the cap that are being answered at once; beyond this a refused
+/// connection is closed without an answer (the answer is a courtesy, not a duty).
+const REFUSALS_IN_FLIGHT: usize = 64;
+
+/// How the accept loop bounds what clients can hold.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct ConnectionLimits {
+    /// Time to send a request head (and, in the filters, its body).
+    pub read_timeout: Duration,
+    /// Connections served at once.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) a connection may buffer.
+    pub max_header_bytes: usize,
+}
 
 /// Serves `routes` on `listener` until `stop` completes, then drains connections.
 pub(super) async fn serve<F, R>(
     listener: TcpListener,
     routes: F,
-    read_timeout: Duration,
+    limits: ConnectionLimits,
+    metrics: Arc<Metrics>,
     stop: impl Future<Output = ()>,
 ) where
     F: Filter<Extract = (R,), Error = Infallible> + Clone + Send + Sync + 'static,
     R: Reply,
 {
     let graceful = GracefulShutdown::new();
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_IN_FLIGHT));
     let mut stop = std::pin::pin!(stop);
     loop {
         let (stream, peer) = tokio::select! {
@@ -41,21 +76,175 @@ pub(super) async fn serve<F, R>(
             },
             () = &mut stop => break,
         };
+        let Ok(slot) = Arc::clone(&connections).try_acquire_owned() else {
+            metrics.connection_refused();
+            if let Ok(permit) = Arc::clone(&refusals).try_acquire_owned() {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(permit);
+                });
+            }
+            continue;
+        };
         let service = TowerToHyperService::new(warp::service(routes.clone()));
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
-            .header_read_timeout(read_timeout)
-            .serve_connection(TokioIo::new(stream), service);
+            .header_read_timeout(limits.read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            // One buffer per write, so hyper's own refusals arrive whole at JsonRefusals.
+            .writev(false)
+            .serve_connection(TokioIo::new(JsonRefusals::new(stream)), service);
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 // Timeouts, resets and malformed requests: the client's doing.
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Answers a connection over the cap with `503 busy` and closes it. The client's request
+/// is read (and dropped) for a moment after the answer, so that closing does not reset the
+/// connection before the client has read why.
+async fn refuse(mut stream: TcpStream) {
+    let answer = ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "the server has too many open connections; retry shortly",
+    );
+    let bytes = raw_response(&answer, &[("retry-after", "1")]);
+    let exchange = async {
+        stream.write_all(&bytes).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), exchange).await;
+}
+
+/// A whole HTTP/1.1 response carrying `error`'s JSON body, closing the connection.
+fn raw_response(error: &ApiError, extra_headers: &[(&str, &str)]) -> Vec<u8> {
+    let body = error.json_body();
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\ncontent-type: {}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        error.status.as_u16(),
+        error.status.canonical_reason().unwrap_or(""),
+        crate::api::JSON,
+        body.len()
+    );
+    for (name, value) in extra_headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    [head.into_bytes(), body].concat()
+}
+
+/// The refusal hyper writes by itself, below the routes (a request it cannot parse: 400
+/// for a malformed request line, header or `Content-Length`, 414 for a URI too long, 431
+/// for a head larger than `max_header_bytes`), is a bare status line with an empty body.
+/// This transport wrapper recognises it as it is written and writes the same status with
+/// the API's `{code, message}` body instead. The routes never answer a 4xx with an empty
+/// body, so nothing else matches.
+struct JsonRefusals<S> {
+    inner: S,
+    /// A replacement being written: the bytes, how many are written, and how many bytes
+    /// of hyper's buffer it stands for.
+    replacing: Option<(Vec<u8>, usize, usize)>,
+}
+
+impl<S> JsonRefusals<S> {
+    fn new(inner: S) -> Self {
+        JsonRefusals {
+            inner,
+            replacing: None,
+        }
+    }
+}
+
+/// The JSON refusal for hyper's automatic answer `head`, if it is one.
+fn replacement_for(head: &[u8]) -> Option<Vec<u8>> {
+    let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let text = std::str::from_utf8(&head[..end]).ok()?.to_ascii_lowercase();
+    if !text.contains("\r\ncontent-length: 0") {
+        return None;
+    }
+    let status = text.strip_prefix("http/1.1 ")?.get(..3)?;
+    let (status, code, message) = match status {
+        "400" => (
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            "the request line, a header or the Content-Length could not be parsed",
+        ),
+        "414" => (
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            "the request URI is longer than the server accepts",
+        ),
+        "431" => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "headers_too_large",
+            "the request headers are larger than the server accepts",
+        ),
+        _ => return None,
+    };
+    Some(raw_response(&ApiError::new(status, code, message), &[]))
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for JsonRefusals<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for JsonRefusals<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.replacing.is_none() {
+            if buf.starts_with(b"HTTP/1.1 4") {
+                if let Some(bytes) = replacement_for(buf) {
+                    this.replacing = Some((bytes, 0, buf.len()));
+                }
+            }
+            if this.replacing.is_none() {
+                return Pin::new(&mut this.inner).poll_write(cx, buf);
+            }
+        }
+        let Some((bytes, written, stands_for)) = this.replacing.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        while *written < bytes.len() {
+            match Pin::new(&mut this.inner).poll_write(cx, &bytes[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let consumed = *stands_for;
+        this.replacing = None;
+        Poll::Ready(Ok(consumed))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 /// Running out of file descriptors makes `accept` fail until connections close: wait
@@ -71,4 +260,23 @@ async fn accept_failed(e: std::io::Error) {
     }
     tracing::error!(error = %e, "accept failed; pausing for a second");
     tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hyper_refusals_get_a_json_body_and_nothing_else_does() {
+        let bare = b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\ndate: Sat, 28 Nov 2026 18:00:00 GMT\r\n\r\n";
+        let replaced = String::from_utf8(replacement_for(bare).unwrap()).unwrap();
+        assert!(replaced.starts_with("HTTP/1.1 431 "), "{replaced}");
+        assert!(replaced.contains("content-type: application/json"));
+        assert!(replaced.ends_with(r#""code":"headers_too_large","message":"the request headers are larger than the server accepts"}"#), "{replaced}");
+        // A route's refusal has a body; a success is left alone.
+        let routed = b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: 52\r\n\r\n";
+        assert!(replacement_for(routed).is_none());
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
+        assert!(replacement_for(ok).is_none());
+    }
 }

@@ -81,14 +81,18 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    /// The JSON error response.
-    pub fn into_response(self) -> Response {
+    /// The `{code, message}` JSON body.
+    pub fn json_body(&self) -> Vec<u8> {
         let body = ErrorBody {
             code: self.code.to_owned(),
-            message: self.message,
+            message: self.message.clone(),
         };
-        let json = serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec());
-        let mut response = Response::new(json.into());
+        serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
+    }
+
+    /// The JSON error response.
+    pub fn into_response(self) -> Response {
+        let mut response = Response::new(self.json_body().into());
         *response.status_mut() = self.status;
         response.headers_mut().insert(
             warp::http::header::CONTENT_TYPE,
@@ -159,6 +163,11 @@ impl warp::reject::Reject for BodyTimeout {}
 pub(crate) struct BodyTooLarge;
 impl warp::reject::Reject for BodyTooLarge {}
 
+/// The bodies being received already hold the server's whole body budget.
+#[derive(Debug)]
+pub(crate) struct BodyBudgetExhausted;
+impl warp::reject::Reject for BodyBudgetExhausted {}
+
 /// The request body could not be read (the client reset or broke the stream).
 #[derive(Debug)]
 pub(crate) struct BodyUnreadable;
@@ -175,6 +184,12 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
             StatusCode::PAYLOAD_TOO_LARGE,
             "body_too_large",
             "the request body exceeds the server's limit",
+        )
+    } else if rejection.find::<BodyBudgetExhausted>().is_some() {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "the server is receiving too many large request bodies; retry shortly",
         )
     } else if rejection.find::<BodyTimeout>().is_some() {
         ApiError::new(

@@ -20,7 +20,8 @@ use warp::{Filter, Rejection};
 use super::errors::{self, ApiError};
 use super::handlers;
 use super::models::{reply, Body, Format};
-use super::{now, AppState};
+use super::{now, AppState, SMALL_BODY_BYTES};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Whether a route needs the operator token.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -50,11 +51,11 @@ pub fn routes(
     });
 
     let health = warp::path!("healthz")
-        .and(warp::get())
+        .and(get_or_head())
         .map(|| reply(&crate::api::Done { ok: true }, Format::Json))
         .boxed();
     let metrics_route = warp::path!("metrics")
-        .and(warp::get())
+        .and(get_or_head())
         .and(with(s))
         .map(|state: Arc<AppState>| {
             let text = state.metrics.render(&state.issuer.store().stats());
@@ -67,13 +68,13 @@ pub fn routes(
         })
         .boxed();
     let keys = warp::path!("v1" / "keys")
-        .and(warp::get())
+        .and(get_or_head())
         .and(accept())
         .and(with(s))
         .then(handlers::key_directory)
         .boxed();
     let root_key = warp::path!("v1" / "root-key")
-        .and(warp::get())
+        .and(get_or_head())
         .and(accept())
         .and(with(s))
         .map(|accept: Format, state: Arc<AppState>| {
@@ -82,13 +83,13 @@ pub fn routes(
         })
         .boxed();
     let coin = warp::path!("v1" / "coins" / CoinSpendId)
-        .and(warp::get())
+        .and(get_or_head())
         .and(accept())
         .and(with(s))
         .then(handlers::coin_state)
         .boxed();
     let fraud_log = warp::path!("v1" / "fraud-log")
-        .and(warp::get())
+        .and(get_or_head())
         .and(warp::query::<handlers::FraudLogQuery>())
         .and(accept())
         .and(operator_token())
@@ -217,6 +218,11 @@ pub fn routes(
         .with(log)
 }
 
+/// `GET`, or `HEAD` for the same route (hyper sends the head of the answer and no body).
+fn get_or_head() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::get().or(warp::head()).unify()
+}
+
 fn with(
     state: &Arc<AppState>,
 ) -> impl Filter<Extract = (Arc<AppState>,), Error = Infallible> + Clone {
@@ -299,15 +305,21 @@ fn body(state: &Arc<AppState>) -> BoxedFilter<(Body, Option<String>)> {
         .and(accept())
         .and(operator_token())
         .and(warp::body::content_length_limit(limit as u64))
+        .and(reserve_body(state))
         .and(body_bytes(limit, deadline))
         .map(
-            move |ct: Option<String>, accept: Format, op: Option<String>, bytes: bytes::Bytes| {
+            move |ct: Option<String>,
+                  accept: Format,
+                  op: Option<String>,
+                  reservation: Option<OwnedSemaphorePermit>,
+                  bytes: bytes::Bytes| {
                 (
                     Body {
                         content: Format::of_content_type(ct.as_deref()),
                         accept,
                         bytes,
                         limit,
+                        _reservation: reservation,
                     },
                     op,
                 )
@@ -315,6 +327,33 @@ fn body(state: &Arc<AppState>) -> BoxedFilter<(Body, Option<String>)> {
         )
         .untuple_one()
         .boxed()
+}
+
+/// Reserves a body's `Content-Length` from the server's body budget before the body is
+/// read (bodies up to [`SMALL_BODY_BYTES`] need none), or refuses it with `503 busy`: what
+/// senders who have not authenticated yet can make the server buffer is bounded. The
+/// reservation lives as long as the [`Body`].
+fn reserve_body(
+    state: &Arc<AppState>,
+) -> impl Filter<Extract = (Option<OwnedSemaphorePermit>,), Error = Rejection> + Clone {
+    let state = Arc::clone(state);
+    // `content_length_limit` ran first: the header is there and within the limit.
+    warp::header::<u64>("content-length").and_then(move |length: u64| {
+        let state = Arc::clone(&state);
+        async move {
+            if length <= SMALL_BODY_BYTES as u64 {
+                return Ok(None);
+            }
+            let permits = u32::try_from(length).unwrap_or(u32::MAX);
+            match Arc::clone(&state.body_budget).try_acquire_many_owned(permits) {
+                Ok(reservation) => Ok(Some(reservation)),
+                Err(_) => {
+                    state.metrics.body_refused();
+                    Err(warp::reject::custom(errors::BodyBudgetExhausted))
+                }
+            }
+        }
+    })
 }
 
 /// A signed `POST` route: check the operator token where needed, decode, handle. Each

@@ -28,6 +28,8 @@ pub struct Metrics {
     commit_count: AtomicU64,
     commit_micros: AtomicU64,
     commit_units: AtomicU64,
+    connections_refused: AtomicU64,
+    bodies_refused: AtomicU64,
 }
 
 const OUTCOMES: [&str; 4] = ["accepted", "already_accepted", "double_spent", "invalid"];
@@ -55,6 +57,16 @@ impl Metrics {
             route
         };
         *map.entry((route, method, status)).or_default() += 1;
+    }
+
+    /// Counts a connection refused at the connection cap.
+    pub fn connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request body refused because the body budget was full.
+    pub fn body_refused(&self) {
+        self.bodies_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts the outcomes of a redemption report (or sync report).
@@ -100,6 +112,20 @@ impl Metrics {
                 escape(route)
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP scrip_http_connections_refused_total Connections refused at the connection cap.\n\
+             # TYPE scrip_http_connections_refused_total counter\n\
+             scrip_http_connections_refused_total {}",
+            self.connections_refused.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP scrip_http_bodies_refused_total Request bodies refused because the body budget was full.\n\
+             # TYPE scrip_http_bodies_refused_total counter\n\
+             scrip_http_bodies_refused_total {}",
+            self.bodies_refused.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP scrip_redemptions_total Redemption items answered, by outcome.\n");
         out.push_str("# TYPE scrip_redemptions_total counter\n");
         for (i, name) in OUTCOMES.iter().enumerate() {

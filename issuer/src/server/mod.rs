@@ -130,13 +130,28 @@ pub struct ServerConfig {
     /// slower client is cut off (headers: the connection is closed; body: `408
     /// request_timeout`), so slow senders cannot hold connections forever.
     pub read_timeout: Duration,
+    /// Most connections served at once; more are answered `503 busy` and closed.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers) a connection may buffer; larger
+    /// heads get `431 headers_too_large`.
+    pub max_header_bytes: usize,
+    /// Bytes of request bodies larger than [`SMALL_BODY_BYTES`] held at once, reserved by
+    /// their `Content-Length` before they are read; a body that does not fit gets `503
+    /// busy`. Smaller bodies need no reservation (they are bounded by the connection cap).
+    pub body_budget_bytes: usize,
     /// Where deposits are collected from.
     pub funding: Arc<dyn FundingSource>,
 }
 
+/// Bodies up to this size are read without a reservation from the body budget: every
+/// connection may hold one, so together they are bounded by `max_connections` times this.
+pub const SMALL_BODY_BYTES: usize = 16 << 10;
+
 impl ServerConfig {
     /// Defaults: redb in `data_dir`, keys in `<data_dir>/keys`, 8 MiB bodies, 5 minutes of
-    /// clock skew, 30 seconds to send headers and 30 more to send the body, a demo funding source that accepts every deposit.
+    /// clock skew, 30 seconds to send headers and 30 more to send the body, 1024
+    /// connections, 16 KiB request heads, 64 MiB of large bodies in flight, a demo funding
+    /// source that accepts every deposit.
     pub fn new(
         listen: SocketAddr,
         data_dir: impl Into<PathBuf>,
@@ -157,6 +172,9 @@ impl ServerConfig {
             max_clock_skew: Duration::from_secs(300),
             release_interval: Duration::from_secs(60),
             read_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+            max_header_bytes: 16 << 10,
+            body_budget_bytes: 64 << 20,
             funding: Arc::new(InMemoryFunding::new()),
         }
     }
@@ -176,6 +194,7 @@ pub struct AppState {
     operator_token: String,
     max_body_bytes: usize,
     read_timeout: Duration,
+    body_budget: Arc<tokio::sync::Semaphore>,
     directory: std::sync::Mutex<Option<(Timestamp, scrip_tokens::SignedKeyDirectory)>>,
 }
 
@@ -353,15 +372,28 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         operator_token,
         max_body_bytes: config.max_body_bytes,
         read_timeout: config.read_timeout,
+        // At least one largest body must fit, or large requests could never be served.
+        body_budget: Arc::new(tokio::sync::Semaphore::new(
+            config
+                .body_budget_bytes
+                .max(config.max_body_bytes)
+                .min(tokio::sync::Semaphore::MAX_PERMITS),
+        )),
         directory: std::sync::Mutex::new(None),
     });
 
     let (stop, stopped) = oneshot::channel::<()>();
     let routes = filters::routes(Arc::clone(&state));
+    let limits = connections::ConnectionLimits {
+        read_timeout: config.read_timeout,
+        max_connections: config.max_connections.max(1),
+        max_header_bytes: config.max_header_bytes,
+    };
     let serve = tokio::spawn(connections::serve(
         listener,
         routes,
-        config.read_timeout,
+        limits,
+        Arc::clone(&state.metrics),
         async move {
             let _ = stopped.await;
         },

@@ -75,6 +75,8 @@ pub struct Body {
     pub bytes: Bytes,
     /// The size limit that applied.
     pub limit: usize,
+    /// Its share of the body budget, given back when the body is dropped.
+    pub(super) _reservation: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl Body {
