@@ -69,7 +69,12 @@ fn data_dir_server_child() {
 
 fn spawn_child(dir: &Path, port: u16) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "data_dir_server_child", "--ignored", "--nocapture"])
+        .args([
+            "--exact",
+            "data_dir_server_child",
+            "--ignored",
+            "--nocapture",
+        ])
         .env(CHILD_ENV, format!("{port}:{}", dir.display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -105,7 +110,10 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, SystemTime)> {
             if meta.is_dir() {
                 stack.push(path);
             } else if path.file_name().unwrap() != server::LOCK_FILE {
-                files.insert(path.clone(), (std::fs::read(&path).unwrap(), meta.modified().unwrap()));
+                files.insert(
+                    path.clone(),
+                    (std::fs::read(&path).unwrap(), meta.modified().unwrap()),
+                );
             }
         }
     }
@@ -124,7 +132,10 @@ async fn two_servers_started_together_on_a_fresh_directory_leave_one_keyring_tha
         // Exactly one serves; the other stops at the lock.
         let started = Instant::now();
         let winner = loop {
-            assert!(started.elapsed() < Duration::from_secs(120), "nobody came up");
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "nobody came up"
+            );
             let exited: Vec<bool> = children
                 .iter_mut()
                 .map(|c| c.try_wait().unwrap().is_some())
@@ -138,7 +149,10 @@ async fn two_servers_started_together_on_a_fresh_directory_leave_one_keyring_tha
             if serving.len() == 1 && exited[1 - serving[0]] {
                 break serving[0];
             }
-            assert!(serving.len() < 2, "attempt {attempt}: two servers run on one directory");
+            assert!(
+                serving.len() < 2,
+                "attempt {attempt}: two servers run on one directory"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let mut winner_child = children.swap_remove(winner);
@@ -178,7 +192,9 @@ async fn two_servers_started_together_on_a_fresh_directory_leave_one_keyring_tha
 async fn a_second_server_on_the_directory_is_refused_whatever_its_store_and_changes_nothing() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("scrip-data");
-    let running = server::start(config(&dir, 0, StoreKind::Redb)).await.unwrap();
+    let running = server::start(config(&dir, 0, StoreKind::Redb))
+        .await
+        .unwrap();
     let before = snapshot(&dir);
     assert!(before.contains_key(&dir.join(server::ROOT_KEY_FILE)));
     assert!(before.contains_key(&dir.join(server::OPERATOR_TOKEN_FILE)));
@@ -192,12 +208,21 @@ async fn a_second_server_on_the_directory_is_refused_whatever_its_store_and_chan
             Ok(_) => panic!("a {store} server started on a directory in use"),
         }
     }
-    assert_eq!(snapshot(&dir), before, "a refused server changed the directory");
-    assert!(!dir.join("store").exists(), "a refused file server created its store");
+    assert_eq!(
+        snapshot(&dir),
+        before,
+        "a refused server changed the directory"
+    );
+    assert!(
+        !dir.join("store").exists(),
+        "a refused file server created its store"
+    );
 
     // Once the first server has stopped, the directory is free again.
     running.shutdown().await.unwrap();
-    let running = server::start(config(&dir, 0, StoreKind::Redb)).await.unwrap();
+    let running = server::start(config(&dir, 0, StoreKind::Redb))
+        .await
+        .unwrap();
     running.shutdown().await.unwrap();
 }
 

@@ -1060,7 +1060,10 @@ fn json_refusal(answer: &str) -> (u16, ErrorBody) {
         "{answer}"
     );
     let status = head[9..12].parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}")))
+    (
+        status,
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}")),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1074,7 +1077,11 @@ async fn refusals_below_the_routes_speak_json_and_head_answers_like_get() {
     let long_uri = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(70_000));
     let cases: [(&[u8], u16, &str); 5] = [
         (b"GARBAGE\r\n\r\n", 400, "malformed_request"),
-        (b"GET /healthz HTTP/9.9\r\nhost: x\r\n\r\n", 400, "malformed_request"),
+        (
+            b"GET /healthz HTTP/9.9\r\nhost: x\r\n\r\n",
+            400,
+            "malformed_request",
+        ),
         (
             b"POST /v1/sync HTTP/1.1\r\nhost: x\r\ncontent-length: ten\r\n\r\n",
             400,
@@ -1163,7 +1170,10 @@ async fn connections_over_the_cap_and_bodies_over_the_budget_get_503_and_others_
         let line = metrics.lines().find(|l| l.starts_with(name)).unwrap();
         line[name.len()..].trim().parse().unwrap()
     };
-    assert!(counter("scrip_http_connections_refused_total") >= 1, "{metrics}");
+    assert!(
+        counter("scrip_http_connections_refused_total") >= 1,
+        "{metrics}"
+    );
     assert_eq!(counter("scrip_http_bodies_refused_total"), 1, "{metrics}");
     h.server.shutdown().await.unwrap();
 }

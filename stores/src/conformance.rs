@@ -746,3 +746,128 @@ macro_rules! store_conformance {
         )*
     };
 }
+
+/// A redb storage backend over a file whose writes fail with `ENOSPC` ("no space left on
+/// device") while its switch is on: a full disk, on demand. Reads keep working, as on a
+/// real full disk. For [`crate::RedbStore::open_with`].
+#[derive(Debug)]
+pub struct FullDiskBackend {
+    inner: redb::backends::FileBackend,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FullDiskBackend {
+    /// Opens (or creates) `path`; writes fail while `full` is set.
+    pub fn open(
+        path: &std::path::Path,
+        full: Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        let inner = redb::backends::FileBackend::new(file).map_err(std::io::Error::other)?;
+        Ok(FullDiskBackend { inner, full })
+    }
+
+    fn space(&self) -> std::io::Result<()> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A [`crate::RedbStore`] on `path` through this backend.
+    pub fn store(
+        path: PathBuf,
+        full: Arc<std::sync::atomic::AtomicBool>,
+    ) -> crate::Result<crate::RedbStore> {
+        crate::RedbStore::open_with(move || {
+            let backend = FullDiskBackend::open(&path, Arc::clone(&full))
+                .map_err(|e| crate::StoreError::io("opening the database file", e))?;
+            redb::Builder::new()
+                .create_with_backend(backend)
+                .map_err(|e| crate::StoreError::Backend(Arc::new(e)))
+        })
+    }
+}
+
+impl redb::StorageBackend for FullDiskBackend {
+    fn len(&self) -> std::io::Result<u64> {
+        self.inner.len()
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read(offset, out)
+    }
+
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.space()?;
+        self.inner.set_len(len)
+    }
+
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.space()?;
+        self.inner.sync_data()
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.space()?;
+        self.inner.write(offset, data)
+    }
+
+    fn close(&self) -> std::io::Result<()> {
+        self.inner.close()
+    }
+
+    fn try_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.inner.lock_range(start, end)
+    }
+
+    fn lock_shared_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.inner.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<(), redb::BackendError> {
+        self.inner.unlock_range(start, end)
+    }
+
+    fn query_lock_range(
+        &self,
+        start: std::ops::Bound<u64>,
+        end: std::ops::Bound<u64>,
+    ) -> Result<bool, redb::BackendError> {
+        self.inner.query_lock_range(start, end)
+    }
+}

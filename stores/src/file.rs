@@ -441,6 +441,29 @@ impl BatchCommitter for FileCommitter {
         Ok(outcomes)
     }
 
+    fn probe(&mut self) -> Result<()> {
+        if self.poisoned {
+            return Err(StoreError::Poisoned);
+        }
+        // A page of zeros appended, made durable, and cut off again: it needs the space a
+        // frame would, and leaves nothing behind. Zeros never read as a frame (the header
+        // checksum fails), so a crash before the cut leaves a damaged tail that recovery
+        // truncates like any torn write.
+        let probed = self
+            .log
+            .write_all(&[0u8; 4096])
+            .and_then(|()| self.log.sync_data());
+        let restored = self
+            .log
+            .set_len(self.log_len)
+            .and_then(|()| self.log.sync_data());
+        if restored.is_err() {
+            self.poisoned = true;
+        }
+        probed.map_err(io("probing the disk"))?;
+        restored.map_err(io("probing the disk"))
+    }
+
     fn close(&mut self) -> Result<()> {
         self.log.sync_data().map_err(io("syncing the log"))
     }
@@ -706,6 +729,10 @@ impl RecordStore for FileStore {
 
     fn stats(&self) -> StoreStats {
         self.group.stats()
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        self.group.check_writable().await
     }
 
     async fn close(&self) -> Result<()> {

@@ -4,11 +4,11 @@
 //! not one fsync per request: under load, a batch holds as many units as arrived during
 //! the previous fsync.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -26,11 +26,19 @@ pub(crate) trait BatchCommitter: Send + 'static {
     /// fails every unit of the batch (none of them may be visible to readers).
     fn commit_batch(&mut self, units: &[Unit]) -> Result<Vec<CommitOutcome>, StoreError>;
 
+    /// Makes one empty write durable (recovering the backend first if a failed write left
+    /// it unusable): how a store that failed to write finds out it can write again.
+    fn probe(&mut self) -> Result<(), StoreError>;
+
     /// Called once when the store closes, after the last batch.
     fn close(&mut self) -> Result<(), StoreError> {
         Ok(())
     }
 }
+
+/// Least time between two probes: a public readiness check cannot make a failing store
+/// fsync more often than this.
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
 
 type Reply = oneshot::Sender<Result<Vec<CommitOutcome>, StoreError>>;
 
@@ -38,6 +46,9 @@ enum Job {
     Commit {
         units: Vec<Unit>,
         reply: Reply,
+    },
+    Probe {
+        reply: oneshot::Sender<Result<(), StoreError>>,
     },
     Close {
         reply: oneshot::Sender<Result<(), StoreError>>,
@@ -49,6 +60,8 @@ pub(crate) struct Counters {
     units: AtomicU64,
     batches: AtomicU64,
     batch_micros: AtomicU64,
+    /// The last durable write (batch or probe) failed, and none has succeeded since.
+    failing: AtomicBool,
 }
 
 impl Counters {
@@ -66,6 +79,8 @@ pub(crate) struct GroupCommit {
     sender: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     counters: Arc<Counters>,
+    /// When the last probe ran and what it found.
+    last_probe: tokio::sync::Mutex<Option<(Instant, Result<(), StoreError>)>>,
 }
 
 fn items(unit: &Unit) -> usize {
@@ -85,6 +100,7 @@ impl GroupCommit {
             sender: Mutex::new(Some(sender)),
             thread: Mutex::new(Some(thread)),
             counters,
+            last_probe: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -108,6 +124,26 @@ impl GroupCommit {
 
     pub(crate) fn stats(&self) -> StoreStats {
         self.counters.snapshot()
+    }
+
+    /// `Ok` while writes succeed; after a failed one, the outcome of an empty durable
+    /// write on the writer thread (at most one per [`PROBE_INTERVAL`]; callers in between
+    /// get the last outcome).
+    pub(crate) async fn check_writable(&self) -> Result<(), StoreError> {
+        if !self.counters.failing.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut last = self.last_probe.lock().await;
+        if let Some((at, outcome)) = last.as_ref() {
+            if at.elapsed() < PROBE_INTERVAL {
+                return outcome.clone();
+            }
+        }
+        let (reply, answer) = oneshot::channel();
+        self.send(Job::Probe { reply })?;
+        let outcome = answer.await.map_err(|_| StoreError::Closed)?;
+        *last = Some((Instant::now(), outcome.clone()));
+        outcome
     }
 
     pub(crate) async fn close(&self) -> Result<(), StoreError> {
@@ -160,6 +196,12 @@ fn writer_loop(
                 let _ = reply.send(committer.close());
                 return;
             }
+            Job::Probe { reply } => {
+                let outcome = committer.probe();
+                counters.failing.store(outcome.is_err(), Ordering::Release);
+                let _ = reply.send(outcome);
+                continue;
+            }
             Job::Commit { units, reply } => (units, reply),
         };
         // Gather everything else already waiting, up to the batch limits.
@@ -173,8 +215,8 @@ fn writer_loop(
                     jobs.push((units.len(), reply));
                     batch.extend(units);
                 }
-                Ok(close @ Job::Close { .. }) => {
-                    pending = Some(close);
+                Ok(other @ (Job::Close { .. } | Job::Probe { .. })) => {
+                    pending = Some(other);
                     break;
                 }
                 Err(_) => break,
@@ -190,6 +232,7 @@ fn writer_loop(
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
+        counters.failing.store(result.is_err(), Ordering::Release);
         match result {
             Ok(outcomes) => {
                 let mut outcomes = outcomes.into_iter();

@@ -122,6 +122,15 @@ pub trait RecordStore: Send + Sync {
     /// Commit counters.
     fn stats(&self) -> StoreStats;
 
+    /// Whether the store makes writes durable now: `Ok` while writes succeed. After a
+    /// failed write (a full disk, an I/O error) the store tries one empty durable write,
+    /// at most once a second, recovering its backend first where needed, and answers its
+    /// outcome, so a readiness check sees a store that cannot write, and sees it recover
+    /// once space is back. Memory stores always can.
+    async fn check_writable(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Waits for in-flight commits, makes everything durable, releases the store's files
     /// and their lock (so the store can be opened again at once, even while other handles
     /// on this one are still alive: a server restarting in the same process relies on it),
@@ -184,6 +193,10 @@ impl<T: RecordStore + ?Sized> RecordStore for std::sync::Arc<T> {
 
     fn stats(&self) -> StoreStats {
         (**self).stats()
+    }
+
+    async fn check_writable(&self) -> Result<()> {
+        (**self).check_writable().await
     }
 
     async fn close(&self) -> Result<()> {

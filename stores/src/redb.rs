@@ -130,31 +130,128 @@ impl KvRead for ReadTables {
     }
 }
 
+/// The database handle shared by readers and the writer thread.
+enum Slot {
+    Open(Arc<Database>),
+    /// Being reopened after a failed write (or a reopen failed): no handle for now.
+    Reopening,
+    Closed,
+}
+
+/// How the store opens its database, again after a failed write.
+type Opener = Box<dyn Fn() -> Result<Database> + Send>;
+
+/// How long a reopen waits for reads in flight to let go of the old handle.
+const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 struct RedbCommitter {
-    /// `None` once closed: the writer's handle on the database is dropped before `close`
-    /// answers, so the file lock can go with the store's own handle.
-    db: Option<Arc<Database>>,
+    slot: Arc<RwLock<Slot>>,
+    open: Opener,
+    /// A write failed: redb latches its handle after an I/O error (every later write
+    /// fails with `PreviousIo`), so the next write or probe reopens the database first.
+    /// Reopening recovers from the file: what was committed is there, the failed
+    /// transaction is not.
+    needs_reopen: bool,
+}
+
+impl RedbCommitter {
+    fn database(&self) -> Result<Arc<Database>> {
+        match &*self.slot.read().map_err(|_| StoreError::Poisoned)? {
+            Slot::Open(db) => Ok(Arc::clone(db)),
+            Slot::Reopening => Err(reopening()),
+            Slot::Closed => Err(StoreError::Closed),
+        }
+    }
+
+    fn reopen(&mut self) -> Result<()> {
+        let old = {
+            let mut slot = self.slot.write().map_err(|_| StoreError::Poisoned)?;
+            match std::mem::replace(&mut *slot, Slot::Reopening) {
+                Slot::Open(db) => Some(db),
+                Slot::Reopening => None,
+                Slot::Closed => {
+                    *slot = Slot::Closed;
+                    return Err(StoreError::Closed);
+                }
+            }
+        };
+        if let Some(mut db) = old {
+            // The file lock goes with the last handle: wait for reads still using it.
+            let started = std::time::Instant::now();
+            loop {
+                match Arc::try_unwrap(db) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(shared) if started.elapsed() < REOPEN_WAIT => {
+                        db = shared;
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                    Err(shared) => {
+                        if let Ok(mut slot) = self.slot.write() {
+                            *slot = Slot::Open(shared);
+                        }
+                        return Err(reopening());
+                    }
+                }
+            }
+        }
+        let db = (self.open)()?;
+        *self.slot.write().map_err(|_| StoreError::Poisoned)? = Slot::Open(Arc::new(db));
+        self.needs_reopen = false;
+        tracing::info!("redb store reopened after a failed write");
+        Ok(())
+    }
+
+    /// Runs `write` on a usable handle, reopening first if a write failed before, and
+    /// marks the handle for reopening if this one fails in redb.
+    fn write<T>(&mut self, write: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        if self.needs_reopen {
+            self.reopen()?;
+        }
+        let db = self.database()?;
+        let result = write(&db);
+        if matches!(result, Err(StoreError::Backend(_))) {
+            self.needs_reopen = true;
+        }
+        result
+    }
+}
+
+fn reopening() -> StoreError {
+    StoreError::Backend(Arc::new(std::io::Error::other(
+        "the redb store is being reopened after a failed write",
+    )))
 }
 
 impl BatchCommitter for RedbCommitter {
     fn commit_batch(&mut self, units: &[Unit]) -> Result<Vec<CommitOutcome>> {
-        let db = self.db.as_ref().ok_or(StoreError::Closed)?;
-        let txn = db.begin_write().map_err(backend)?;
-        let outcomes = {
-            let mut tables = WriteTables::open(&txn)?;
-            units
-                .iter()
-                .map(|unit| apply_unit(&mut tables, unit))
-                .collect::<Result<Vec<_>>>()?
-        };
-        // Nothing of the batch is visible (or durable) before this returns `Ok`; an error
-        // anywhere above drops the transaction, which aborts it.
-        txn.commit().map_err(backend)?;
-        Ok(outcomes)
+        self.write(|db| {
+            let txn = db.begin_write().map_err(backend)?;
+            let outcomes = {
+                let mut tables = WriteTables::open(&txn)?;
+                units
+                    .iter()
+                    .map(|unit| apply_unit(&mut tables, unit))
+                    .collect::<Result<Vec<_>>>()?
+            };
+            // Nothing of the batch is visible (or durable) before this returns `Ok`; an
+            // error anywhere above drops the transaction, which aborts it.
+            txn.commit().map_err(backend)?;
+            Ok(outcomes)
+        })
+    }
+
+    fn probe(&mut self) -> Result<()> {
+        // An empty transaction still writes and syncs the commit header.
+        self.write(|db| db.begin_write().map_err(backend)?.commit().map_err(backend))
     }
 
     fn close(&mut self) -> Result<()> {
-        self.db = None;
+        if let Ok(mut slot) = self.slot.write() {
+            *slot = Slot::Closed;
+        }
         Ok(())
     }
 }
@@ -164,8 +261,13 @@ impl BatchCommitter for RedbCommitter {
 /// [`RecordStore::close`] releases the database file (and its lock) even while other
 /// handles on the store are still alive, so a restarted server in the same process can
 /// open it again at once; after closing, every call fails with [`StoreError::Closed`].
+///
+/// After a failed write (a full disk), redb refuses every later write on the same
+/// handle; this store then reopens the database from its file before the next write or
+/// [`RecordStore::check_writable`] probe, so it serves again once space is back, without
+/// a restart and without losing anything acknowledged.
 pub struct RedbStore {
-    db: RwLock<Option<Arc<Database>>>,
+    slot: Arc<RwLock<Slot>>,
     group: GroupCommit,
 }
 
@@ -173,12 +275,20 @@ impl RedbStore {
     /// Opens (or creates) the store at `path` (a file). Blocking: run it before serving,
     /// or in `spawn_blocking`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
+        let path = path.as_ref().to_path_buf();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::io("creating the store directory", e))?;
         }
-        let db = Database::create(path).map_err(backend)?;
+        Self::open_with(move || Database::create(&path).map_err(backend))
+    }
+
+    /// Opens the store on a database that `open` makes, and makes again to recover after
+    /// a failed write: for instance on a custom [`redb::StorageBackend`]
+    /// (`redb::Builder::new().create_with_backend(..)`), which is how the full-disk tests
+    /// inject write failures.
+    pub fn open_with(open: impl Fn() -> Result<Database> + Send + 'static) -> Result<Self> {
+        let db = open()?;
         {
             let txn = db.begin_write().map_err(backend)?;
             {
@@ -187,23 +297,24 @@ impl RedbStore {
             }
             txn.commit().map_err(backend)?;
         }
-        let db = Arc::new(db);
+        let slot = Arc::new(RwLock::new(Slot::Open(Arc::new(db))));
         let committer = RedbCommitter {
-            db: Some(Arc::clone(&db)),
+            slot: Arc::clone(&slot),
+            open: Box::new(open),
+            needs_reopen: false,
         };
         Ok(RedbStore {
             group: GroupCommit::start("redb", committer)?,
-            db: RwLock::new(Some(db)),
+            slot,
         })
     }
 
     fn read<T>(&self, f: impl FnOnce(&ReadTables) -> Result<T>) -> Result<T> {
-        let db = self
-            .db
-            .read()
-            .map_err(|_| StoreError::Closed)?
-            .clone()
-            .ok_or(StoreError::Closed)?;
+        let db = match &*self.slot.read().map_err(|_| StoreError::Poisoned)? {
+            Slot::Open(db) => Arc::clone(db),
+            Slot::Reopening => return Err(reopening()),
+            Slot::Closed => return Err(StoreError::Closed),
+        };
         let txn = db.begin_read().map_err(backend)?;
         let tables = ReadTables::open(&txn)?;
         f(&tables)
@@ -262,12 +373,16 @@ impl RecordStore for RedbStore {
         self.group.stats()
     }
 
+    async fn check_writable(&self) -> Result<()> {
+        self.group.check_writable().await
+    }
+
     async fn close(&self) -> Result<()> {
         let closed = self.group.close().await;
         // A read in flight holds its own handle for its duration; the file is released
         // when it finishes.
-        if let Ok(mut db) = self.db.write() {
-            db.take();
+        if let Ok(mut slot) = self.slot.write() {
+            *slot = Slot::Closed;
         }
         closed
     }

@@ -54,6 +54,11 @@ pub fn routes(
         .and(get_or_head())
         .map(|| reply(&crate::api::Done { ok: true }, Format::Json))
         .boxed();
+    let ready = warp::path!("readyz")
+        .and(get_or_head())
+        .and(with(s))
+        .then(handlers::readiness)
+        .boxed();
     let metrics_route = warp::path!("metrics")
         .and(get_or_head())
         .and(with(s))
@@ -195,6 +200,8 @@ pub fn routes(
     .boxed();
 
     health
+        .or(ready)
+        .unify()
         .or(metrics_route)
         .unify()
         .or(keys)

@@ -3,6 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use scrip_stores::RecordStore;
+
 use scrip_tokens::{
     AccountCertificate, AccountId, BalanceCertificate, BalanceCertificateRequest,
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
@@ -48,6 +50,21 @@ pub async fn key_directory(accept: Format, state: Arc<AppState>) -> Response {
             reply(&directory, accept)
         }
         Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// `GET /readyz`: 200 while the store makes writes durable; 503 `store_unwritable` after
+/// a failed write (a full disk) until a probe write succeeds again. `/healthz` only says
+/// the process answers.
+pub async fn readiness(state: Arc<AppState>) -> Response {
+    match state.issuer.store().check_writable().await {
+        Ok(()) => reply(&Done { ok: true }, Format::Json),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unwritable",
+            format!("the store cannot write: {e}"),
+        )
+        .into_response(),
     }
 }
 

@@ -273,6 +273,10 @@ impl<S: RecordStore> RecordStore for MeteredStore<S> {
         self.inner.stats()
     }
 
+    async fn check_writable(&self) -> scrip_stores::Result<()> {
+        self.inner.check_writable().await
+    }
+
     async fn close(&self) -> scrip_stores::Result<()> {
         self.inner.close().await
     }

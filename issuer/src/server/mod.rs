@@ -114,6 +114,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Store backend.
     pub store: StoreKind,
+    /// A store the embedder opened itself (a custom backend): used instead of opening
+    /// `store` in the data directory.
+    pub custom_store: Option<Arc<dyn RecordStore>>,
     /// Issuer keys.
     pub keys: KeySource,
     /// Issuer limits and lifetimes.
@@ -166,6 +169,7 @@ impl ServerConfig {
             },
             data_dir,
             store: StoreKind::Redb,
+            custom_store: None,
             issuer: IssuerConfig::default(),
             operator_token: operator_token.into(),
             max_body_bytes: 8 << 20,
@@ -362,7 +366,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         .map_err(IssuerError::Invalid)?;
     data_dir::publish_root_key(&config.data_dir, &root_pem)?;
     let metrics = Arc::new(Metrics::default());
-    let store = open_store(config.store, &config.data_dir)?;
+    let store = match config.custom_store {
+        Some(store) => store,
+        None => open_store(config.store, &config.data_dir)?,
+    };
     let store = MeteredStore::new(store, Arc::clone(&metrics));
     let issuer = Issuer::new(store, config.funding, keyring, config.issuer);
     let state = Arc::new(AppState {
