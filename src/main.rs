@@ -274,8 +274,14 @@ async fn run(cli: Cli) -> Result<(), Error> {
             };
             run_load(&server, bincode, trust, config).await
         }
-        Command::Wallet { dir, step } => wallet_step(&dir, step).await,
-        Command::Merchant { dir, step } => merchant_step(&dir, step).await,
+        Command::Wallet { dir, step } => {
+            let _lock = lock_state_dir(&dir)?;
+            wallet_step(&dir, step).await
+        }
+        Command::Merchant { dir, step } => {
+            let _lock = lock_state_dir(&dir)?;
+            merchant_step(&dir, step).await
+        }
     }
 }
 
@@ -403,7 +409,21 @@ fn write_output(path: &str, bytes: &[u8]) -> Result<(), Error> {
     }
 }
 
-/// Writes a secret file readable only by its owner.
+/// Creates the state directory (0700) if needed and locks it for this command: two
+/// commands on one wallet at once would both load the same state, both spend the same
+/// coins and sequence numbers, and the last to save would erase the other's payments.
+fn lock_state_dir(dir: &Path) -> Result<scrip::issuer::server::DirectoryLock, Error> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(Error::io(format!("creating {}", dir.display())))?;
+    Ok(scrip::issuer::server::DirectoryLock::acquire(dir)?)
+}
+
+/// Writes a secret file readable only by its owner, atomically (temporary file, fsync,
+/// rename, directory fsync): the state of a wallet or terminal is never half-written.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
@@ -422,7 +442,11 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     file.write_all(bytes)
         .and_then(|_| file.sync_all())
         .map_err(Error::io(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(Error::io(format!("renaming to {}", path.display())))
+    std::fs::rename(&tmp, path).map_err(Error::io(format!("renaming to {}", path.display())))?;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    std::fs::File::open(dir.unwrap_or(Path::new(".")))
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(format!("syncing the directory of {}", path.display())))
 }
 
 fn read_text(path: &Path) -> Result<String, Error> {
@@ -435,9 +459,8 @@ fn read_text(path: &Path) -> Result<String, Error> {
 async fn pin_root(dir: &Path, client: &HttpClient, trust: &Trust) -> Result<(), Error> {
     let mut err = std::io::stderr();
     let root = demo::root_key(client, trust.root_key_path().as_deref(), &mut err).await?;
-    std::fs::write(dir.join("root-key.pem"), root.public_key().to_pem()?)
-        .map_err(Error::io("writing root-key.pem"))?;
-    std::fs::write(dir.join("server"), client.base_url()).map_err(Error::io("writing server"))
+    write_private(&dir.join("root-key.pem"), root.public_key().to_pem()?.as_bytes())?;
+    write_private(&dir.join("server"), client.base_url().as_bytes())
 }
 
 fn load_root(dir: &Path) -> Result<VerifyingKey<DirectoryRoot>, Error> {
@@ -686,8 +709,7 @@ async fn merchant_step(dir: &Path, step: MerchantStep) -> Result<(), Error> {
                 &mut rng,
             )
             .await?;
-            std::fs::write(dir.join("certificate.bin"), codec::encode(&certificate)?)
-                .map_err(Error::io("writing certificate.bin"))?;
+            write_private(&dir.join("certificate.bin"), &codec::encode(&certificate)?)?;
             let merchant = open_merchant(dir).await?;
             merchant
                 .refresh_directory(client.key_directory().await?, now())

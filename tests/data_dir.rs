@@ -159,7 +159,7 @@ async fn two_servers_started_together_on_a_fresh_directory_leave_one_keyring_tha
         let loser_out = children.pop().unwrap().wait_with_output().unwrap();
         assert_eq!(loser_out.status.code(), Some(3));
         let why = String::from_utf8_lossy(&loser_out.stderr);
-        assert!(why.contains("in use by another scrip-server"), "{why}");
+        assert!(why.contains("in use by another scrip process"), "{why}");
 
         // The keys on disk are the winner's: the pinned root file matches what it serves.
         let root = served_root(ports[winner]).await.unwrap();
@@ -240,4 +240,27 @@ async fn a_taken_port_fails_before_any_key_is_generated() {
     assert!(!dir.join("keys").join("keyring.json").exists());
     assert!(!dir.join(server::ROOT_KEY_FILE).exists());
     assert!(!dir.join("scrip.redb").exists());
+}
+
+#[test]
+fn a_wallet_directory_takes_one_command_at_a_time() {
+    // Two commands on one wallet at once would both spend the same coins and sequence
+    // numbers, and the last to save would erase the other's payments.
+    let dir = tempfile::tempdir().unwrap();
+    let held = server::DirectoryLock::acquire(dir.path()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_scrip"))
+        .args(["wallet", "--dir", dir.path().to_str().unwrap(), "show"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let why = String::from_utf8_lossy(&output.stderr);
+    assert!(why.contains("in use by another"), "{why}");
+    drop(held);
+    // Free again: the command runs (and fails only because there is no wallet yet).
+    let output = Command::new(env!("CARGO_BIN_EXE_scrip"))
+        .args(["wallet", "--dir", dir.path().to_str().unwrap(), "show"])
+        .output()
+        .unwrap();
+    let why = String::from_utf8_lossy(&output.stderr);
+    assert!(!why.contains("in use by another"), "{why}");
 }

@@ -72,7 +72,7 @@ pub enum IssuerError {
     Io(String),
     /// Another process holds the directory (a server runs on it): one data directory, one
     /// server.
-    #[error("{0} is in use by another scrip-server process")]
+    #[error("{0} is in use by another scrip process")]
     DirectoryInUse(std::path::PathBuf),
     /// Stored issuer state does not decode.
     #[error("corrupted issuer state: {0}")]
