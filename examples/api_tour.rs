@@ -17,7 +17,7 @@ use reqwest::Method;
 use scrip::demo::{now, Phone};
 use scrip::issuer::api::{
     AccountOpenedBody, CoinState, DeviceEnrollment, DeviceRevoked, Done, FraudLogPage,
-    ReissueRequest, ReissuedCoins, RootKey, Statement, BINCODE, JSON,
+    ReissueRequest, ReissuedCoins, RootKey, BINCODE, JSON,
 };
 use scrip::issuer::server::{self, KeySource, ServerConfig, StoreKind};
 use scrip::merchant::{Merchant, MerchantConfig};
@@ -29,7 +29,7 @@ use scrip::tokens::{
     DepositRecord, DeviceId, IdentifiedWithdrawalRequest, IdentifiedWithdrawalRequestPayload,
     IdentifiedWithdrawalResponse, MerchantCategory, MerchantCertificate, MerchantRegistration,
     MerchantRegistrationPayload, PaymentAnswer, RedemptionReport, Region, SignedKeyDirectory,
-    SigningKey, SyncReport, Timestamp,
+    SigningKey, Statement, SyncReport, Timestamp,
 };
 use scrip::wallet::{CertificateOptions, StorageKey, Wallet};
 use serde::de::DeserializeOwned;
@@ -650,7 +650,7 @@ async fn main() -> Res<()> {
     let report: SyncReport = tour
         .post("POST /v1/sync", "/v1/sync", &request, false)
         .await?;
-    phone.wallet.on_sync_report(&request, &report)?;
+    phone.wallet.on_sync_report(&request, &report, now())?;
     phone.save()?;
 
     // A copy of the wallet spends the coin again at merchant B.
@@ -753,8 +753,8 @@ async fn main() -> Res<()> {
     println!(
         "(decoded {}: balance {}, {} entries)",
         answer.content_type,
-        statement.balance,
-        statement.entries.len()
+        statement.payload.balance,
+        statement.payload.entries.len()
     );
 
     // ---- freshness refusals -----------------------------------------------------------

@@ -12,7 +12,10 @@ For every vector in the directory (default: interop/vectors next to this script)
   as RSASSA-PSS (SHA-384, MGF1-SHA-384, salt 48) over it, under both the rsaEncryption
   and the RFC 9474 id-RSASSA-PSS encodings of the key;
 - rfc9474.json: the RFC's RSABSSA-SHA384-PSS-Randomized signature verifies over
-  `input_msg` under (n, e).
+  `input_msg` under (n, e);
+- coin-spend-ids.json: each spend id is SHA-256(tag || 0x00 || variant || key id ||
+  signed bytes), and the signed bytes are those of blind-coin.json (`prepared_message`)
+  and identified-coin.json (`signed_bytes`).
 
 Exits 1 on the first failure; prints one summary line otherwise.
 """
@@ -69,6 +72,22 @@ def main():
                     continue
                 key = rsa.RSAPublicNumbers(int(case["e"], 16), int(case["n"], 16)).public_key()
                 check_signature("rfc9474", key, bytes.fromhex(case["sig"]), bytes.fromhex(case["input_msg"]), PSS_SHA384)
+                checked += 1
+            continue
+
+        if name == "coin-spend-ids":
+            coins = {0: json.loads((directory / "blind-coin.json").read_text())["prepared_message"],
+                     1: json.loads((directory / "identified-coin.json").read_text())["signed_bytes"]}
+            for coin in vector["coins"]:
+                signed = bytes.fromhex(coin["signed_bytes"])
+                if signed.hex() != coins[coin["variant"]]:
+                    fail(name, "signed bytes are not those of the coin's own vector")
+                digest = hashlib.sha256(
+                    vector["tag"].encode("ascii") + b"\x00" + bytes([coin["variant"]])
+                    + bytes.fromhex(coin["key_id"]) + signed
+                ).hexdigest()
+                if digest != coin["spend_id"]:
+                    fail(name, "spend id is not SHA-256(tag || 0 || variant || key id || signed bytes)")
                 checked += 1
             continue
 

@@ -19,14 +19,14 @@ use async_trait::async_trait;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use scrip_issuer::api::{
     AccountOpenedBody, CoinState, DeviceEnrollment, DeviceRevoked, Done, ErrorBody, FraudLogPage,
-    ReissueRequest, ReissuedCoins, Statement, BINCODE, JSON,
+    ReissueRequest, ReissuedCoins, BINCODE, JSON,
 };
 use scrip_tokens::{
     codec, AccountCertificate, BalanceCertificate, BalanceCertificateRequest,
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
     DepositRecord, DepositRequest, DeviceId, DeviceRegistration, IdentifiedWithdrawalRequest,
     IdentifiedWithdrawalResponse, MerchantCertificate, MerchantRegistration, Message,
-    RedemptionBatch, RedemptionReport, SignedKeyDirectory, StatementRequest, SyncReport,
+    RedemptionBatch, RedemptionReport, SignedKeyDirectory, Statement, StatementRequest, SyncReport,
     SyncRequest,
 };
 

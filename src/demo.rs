@@ -366,10 +366,11 @@ pub async fn run(
         .await?
         .ok_or_else(|| Error::Demo("merchant A has nothing queued".into()))?;
     let report = client.redeem(&batch).await?;
-    outcomes.add(&report.outcomes);
+    // Merchant A never applies this answer (it is "lost"); the demo only counts it.
+    outcomes.add(&report.payload.outcomes);
     say(
         out,
-        &format!("   issuer answered: {}", describe(&report.outcomes)),
+        &format!("   issuer answered: {}", describe(&report.payload.outcomes)),
     );
 
     say(out, "10. merchant A uploads the same payments again (sync)");
@@ -386,12 +387,12 @@ pub async fn run(
     say(out, "11. the customer syncs its own copy of the record");
     let request = phone.wallet.sync_request(now(), &mut rng)?;
     let report = client.sync(&request).await?;
-    phone.wallet.on_sync_report(&request, &report)?;
+    phone.wallet.on_sync_report(&request, &report, now())?;
     phone.save()?;
-    outcomes.add(&report.records);
+    outcomes.add(&report.payload.records);
     say(
         out,
-        &format!("   issuer answered: {}", describe(&report.records)),
+        &format!("   issuer answered: {}", describe(&report.payload.records)),
     );
 
     say(
@@ -421,7 +422,7 @@ pub async fn run(
 
     say(out, "14. the customer's statement");
     let statement = statement(client, &mut phone, &mut rng).await?;
-    for entry in &statement.entries {
+    for entry in &statement.payload.entries {
         say(
             out,
             &format!(
@@ -433,15 +434,19 @@ pub async fn run(
     Ok(outcomes)
 }
 
+/// The customer's statement, checked by the wallet (signed by the issuer, for this
+/// request) before anything of it is shown.
 async fn statement(
     client: &HttpClient,
     phone: &mut Phone,
     rng: &mut StdRng,
-) -> Result<scrip_issuer::api::Statement, Error> {
+) -> Result<scrip_tokens::Statement, Error> {
     let request = phone
         .wallet
         .statement_request(Currency::EUR, None, 100, now(), rng)?;
-    client.statement(&request).await
+    let statement = client.statement(&request).await?;
+    phone.wallet.verify_statement(&request, &statement, now())?;
+    Ok(statement)
 }
 
 /// Syncs a merchant: what the issuer answered for its queued payments.

@@ -439,10 +439,12 @@ struct Counters {
 
 /// Uploads one batch until the server acknowledges it (re-signing each attempt), the
 /// deadline passes or `stop` is set. Returns the report's outcomes and the latency of the
-/// acknowledged attempt, or `None` when it gave up.
+/// acknowledged attempt, or `None` when it gave up. An answer counts only once its
+/// signature checks out under `directory`'s answer key, for the batch just sent.
 #[allow(clippy::too_many_arguments)]
 pub async fn upload_until_acknowledged(
     client: &HttpClient,
+    directory: &KeyDirectory,
     key: &SigningKey<MerchantRole>,
     merchant_id: MerchantId,
     items: &[RedemptionItem],
@@ -465,7 +467,11 @@ pub async fn upload_until_acknowledged(
         )?;
         let sent = Instant::now();
         match client.redeem(&batch).await {
-            Ok(report) => return Ok(Some((report.outcomes, sent.elapsed()))),
+            Ok(report) => {
+                let latency = sent.elapsed();
+                let answer = report.verify_for(&batch, directory, now())?;
+                return Ok(Some((answer.outcomes.clone(), latency)));
+            }
             Err(Error::Transport(_)) => {}
             // A server restarted since the batch was signed refuses it as stale (its
             // replay cache starts empty); a 5xx is the server's own failure. Re-sign and
@@ -501,6 +507,8 @@ pub fn item_coins(item: &RedemptionItem) -> Result<Vec<CoinSpendId>, Error> {
 /// and the single-core verification rate.
 pub struct Prepared {
     shops: Vec<Shop>,
+    /// The verified key directory: answers are checked against it.
+    directory: Arc<KeyDirectory>,
     /// Coins minted and dealt out.
     pub coins: usize,
     /// Which merchant was given which coin.
@@ -523,6 +531,7 @@ pub async fn prepare(
     client.health().await?;
     let signed_directory = client.key_directory().await?;
     let directory = signed_directory.verify(root)?.clone();
+    let answers_directory = Arc::new(directory.clone());
 
     say(
         config.progress,
@@ -558,6 +567,7 @@ pub async fn prepare(
     }
     Ok(Prepared {
         shops,
+        directory: answers_directory,
         coins: minted,
         assignment,
         verify_rate,
@@ -588,6 +598,7 @@ pub async fn redeem(
 ) -> Result<(LoadReport, Acknowledged), Error> {
     let Prepared {
         shops,
+        directory,
         verify_rate,
         setup_s,
         ..
@@ -631,6 +642,7 @@ pub async fn redeem(
             (counters.clone(), latencies.clone(), acknowledged.clone());
         let mut rng = StdRng::from_rng(&mut *rng);
         let stop = stop.clone();
+        let directory = Arc::clone(&directory);
         tasks.spawn(async move {
             let merchant_id = shop.certificate.payload.merchant_id;
             for items in &shop.batches {
@@ -639,6 +651,7 @@ pub async fn redeem(
                 }
                 let Some((outcomes, latency)) = upload_until_acknowledged(
                     &client,
+                    &directory,
                     &shop.key,
                     merchant_id,
                     items,

@@ -446,7 +446,10 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     std::fs::File::open(dir.unwrap_or(Path::new(".")))
         .and_then(|d| d.sync_all())
-        .map_err(Error::io(format!("syncing the directory of {}", path.display())))
+        .map_err(Error::io(format!(
+            "syncing the directory of {}",
+            path.display()
+        )))
 }
 
 fn read_text(path: &Path) -> Result<String, Error> {
@@ -459,7 +462,10 @@ fn read_text(path: &Path) -> Result<String, Error> {
 async fn pin_root(dir: &Path, client: &HttpClient, trust: &Trust) -> Result<(), Error> {
     let mut err = std::io::stderr();
     let root = demo::root_key(client, trust.root_key_path().as_deref(), &mut err).await?;
-    write_private(&dir.join("root-key.pem"), root.public_key().to_pem()?.as_bytes())?;
+    write_private(
+        &dir.join("root-key.pem"),
+        root.public_key().to_pem()?.as_bytes(),
+    )?;
     write_private(&dir.join("server"), client.base_url().as_bytes())
 }
 
@@ -630,13 +636,13 @@ async fn wallet_step(dir: &Path, step: WalletStep) -> Result<(), Error> {
         WalletStep::Sync => {
             let request = phone.wallet.sync_request(now(), &mut rng)?;
             let report = client.sync(&request).await?;
-            phone.wallet.on_sync_report(&request, &report)?;
+            phone.wallet.on_sync_report(&request, &report, now())?;
             phone.save()?;
             store_phone(dir, &phone)?;
             println!(
                 "{} records handed in, {} confirmations recorded",
-                report.records.len(),
-                report.confirmations_recorded
+                report.payload.records.len(),
+                report.payload.confirmations_recorded
             );
         }
         WalletStep::Show => {

@@ -199,7 +199,7 @@ async fn restart_mid_story(kind: StoreKind) {
         )
         .await
         .unwrap();
-    assert_eq!(statement_before.balance, 1_000 - 17);
+    assert_eq!(statement_before.payload.balance, 1_000 - 17);
 
     // The issuer restarts while the merchant is offline.
     server.shutdown().await.unwrap();
@@ -223,8 +223,11 @@ async fn restart_mid_story(kind: StoreKind) {
         )
         .await
         .unwrap();
-    assert_eq!(statement_after.account_id, account);
-    assert_eq!(statement_after.entries, statement_before.entries);
+    assert_eq!(statement_after.payload.account_id, account);
+    assert_eq!(
+        statement_after.payload.entries,
+        statement_before.payload.entries
+    );
 
     // The merchant reconnects after the restart: its payment is accepted once.
     let summary = merchant.sync(&client, demo::now(), &mut rng).await.unwrap();
@@ -395,7 +398,7 @@ async fn a_retry_signed_again_gets_the_first_answer_and_is_not_executed_twice() 
         .await
         .unwrap();
     // 1000 + 500 deposited once, 300 reserved once.
-    assert_eq!(statement.balance, 1_200);
+    assert_eq!(statement.payload.balance, 1_200);
     server.shutdown().await.unwrap();
 }
 

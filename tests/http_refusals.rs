@@ -392,7 +392,12 @@ impl Harness {
             .wallet
             .statement_request(Currency::EUR, None, 100, demo::now(), &mut self.rng)
             .unwrap();
-        self.client.statement(&request).await.unwrap().balance
+        self.client
+            .statement(&request)
+            .await
+            .unwrap()
+            .payload
+            .balance
     }
 
     async fn deposit(&mut self, amount: u64) {
@@ -751,7 +756,7 @@ async fn expired_merchant_upload() -> (
     )
     .unwrap();
     let report = h.client.redeem(&batch).await.unwrap();
-    assert_eq!(report.outcomes.len(), 2);
+    assert_eq!(report.payload.outcomes.len(), 2);
     (h, cert.merchant_id, coins, report)
 }
 
@@ -760,7 +765,7 @@ async fn a_merchant_whose_certificate_expired_is_paid_for_what_it_took_while_val
     let (mut h, _, coins, report) = expired_merchant_upload().await;
     // Reconnecting late costs the merchant nothing it took while it was certified.
     assert_eq!(
-        report.outcomes[0],
+        report.payload.outcomes[0],
         RedemptionOutcome::Accepted {
             credited: coins[0].amount()
         }
@@ -782,7 +787,7 @@ async fn a_merchant_whose_certificate_expired_is_paid_for_what_it_took_while_val
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_taken_after_the_merchant_certificate_expired_is_not_credited() {
     let (mut h, merchant_id, coins, report) = expired_merchant_upload().await;
-    match &report.outcomes[1] {
+    match &report.payload.outcomes[1] {
         RedemptionOutcome::Invalid { reason } => assert_eq!(reason.code, "expired"),
         other => panic!("a payment taken by an expired merchant was answered {other:?}"),
     }
@@ -933,7 +938,7 @@ async fn coins_of_an_expired_keyset_are_neither_issued_nor_redeemed() {
     )
     .unwrap();
     let report = h.client.redeem(&batch).await.unwrap();
-    match &report.outcomes[..] {
+    match &report.payload.outcomes[..] {
         [RedemptionOutcome::Invalid { reason }] => {
             assert_eq!(reason.code, "keyset_expired", "{reason:?}")
         }

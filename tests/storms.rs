@@ -260,7 +260,7 @@ async fn upload_all(
                 .expect("the merchant has payments queued");
             barrier.wait().await;
             let report = client.redeem(&batch).await.unwrap();
-            assert_eq!(report.outcomes.len(), batch.payload.items.len());
+            assert_eq!(report.payload.outcomes.len(), batch.payload.items.len());
             (batch, report)
         }));
     }
@@ -385,7 +385,7 @@ async fn two_hundred_merchants(kind: StoreKind) {
     let (mut accepted, mut double_spent) = (0u64, 0u64);
     let mut losers = Vec::new();
     for (m, (batch, report)) in first.iter().enumerate() {
-        for (item, outcome) in batch.payload.items.iter().zip(&report.outcomes) {
+        for (item, outcome) in batch.payload.items.iter().zip(&report.payload.outcomes) {
             let payment = payment(item);
             let coins = ids(payment);
             match outcome {
@@ -546,8 +546,8 @@ async fn two_hundred_merchants(kind: StoreKind) {
             .payload
             .items
             .iter()
-            .zip(&report.outcomes)
-            .zip(&first_report.outcomes)
+            .zip(&report.payload.outcomes)
+            .zip(&first_report.payload.outcomes)
         {
             let coins = ids(payment(item));
             match (before, outcome) {
@@ -777,14 +777,17 @@ async fn twenty_devices(kind: StoreKind) {
         )
         .await
         .unwrap();
-    let balance = statement.balance;
+    let balance = statement.payload.balance;
     assert!(balance >= 0, "overdrawn: {balance}");
     assert_eq!(
         i128::from(reserved) + i128::from(withdrawn) + balance,
         i128::from(DEPOSIT),
         "reserved {reserved} + withdrawn {withdrawn} + left {balance}"
     );
-    assert_eq!(statement.entries.last().unwrap().balance_after, balance);
+    assert_eq!(
+        statement.payload.entries.last().unwrap().balance_after,
+        balance
+    );
     // Someone was told no (1 800 asked of 1 000), and only when the money was gone: a
     // withdrawal was refused only if less than its 30 was left, a certificate cut short
     // or refused only once nothing was left (the balance only goes down here).

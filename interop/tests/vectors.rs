@@ -359,9 +359,162 @@ fn generate() -> Vec<(&'static str, Value)> {
             &batch,
         ),
     ));
+    // The issuer's signed answers, each naming the request it answers by digest.
+    let report = RedemptionReport::sign(
+        RedemptionReportPayload {
+            merchant_id: w.merchant_payload().merchant_id,
+            batch_digest: codec::digest(&batch).unwrap(),
+            outcomes: vec![
+                RedemptionOutcome::Accepted {
+                    credited: w.request.payload.amount,
+                },
+                RedemptionOutcome::Accepted {
+                    credited: w.coin_payment.total().unwrap(),
+                },
+            ],
+            answered_at: NOW,
+        },
+        &issuer.answer_signer,
+        rng,
+    )
+    .unwrap();
+    out.push((
+        "redemption-report",
+        signed_vector(
+            "The issuer's answer to the redemption batch: both items accepted.",
+            "issuer answer key",
+            issuer.answer_signer.verifying_key(),
+            &report,
+        ),
+    ));
+    let sync = SyncRequest::sign(
+        SyncRequestPayload {
+            account_id: account.account_id,
+            device_id: account.device_id,
+            unsent_records: vec![w.record.clone()],
+            deposit_confirmations: Vec::new(),
+            created_at: NOW,
+            nonce: nonce(rng),
+        },
+        &w.device,
+        rng,
+    )
+    .unwrap();
+    out.push((
+        "sync-request",
+        signed_vector(
+            "Device 1 hands in its copy of the withdrawal record.",
+            "device key",
+            device,
+            &sync,
+        ),
+    ));
+    let sync_report = SyncReport::sign(
+        SyncReportPayload {
+            account_id: account.account_id,
+            device_id: account.device_id,
+            request_digest: codec::digest(&sync).unwrap(),
+            records: vec![RedemptionOutcome::AlreadyAccepted {
+                first_accepted_at: NOW,
+            }],
+            confirmations_recorded: 0,
+            answered_at: NOW,
+        },
+        &issuer.answer_signer,
+        rng,
+    )
+    .unwrap();
+    out.push((
+        "sync-report",
+        signed_vector(
+            "The issuer's answer to the sync: the merchant's copy came first.",
+            "issuer answer key",
+            issuer.answer_signer.verifying_key(),
+            &sync_report,
+        ),
+    ));
+    let statement_request = StatementRequest::sign(
+        StatementRequestPayload {
+            account_id: account.account_id,
+            device_id: account.device_id,
+            currency: Currency::EUR,
+            after_seq: None,
+            limit: 100,
+            created_at: NOW,
+            nonce: nonce(rng),
+        },
+        &w.device,
+        rng,
+    )
+    .unwrap();
+    let statement = Statement::sign(
+        StatementPayload {
+            account_id: account.account_id,
+            request_digest: codec::digest(&statement_request).unwrap(),
+            currency: Currency::EUR,
+            balance: 8_750,
+            entries: vec![
+                StatementEntry {
+                    seq: 1,
+                    at: NOW,
+                    delta: 10_000,
+                    balance_after: 10_000,
+                    memo: "deposit".into(),
+                },
+                StatementEntry {
+                    seq: 2,
+                    at: NOW,
+                    delta: -1_250,
+                    balance_after: 8_750,
+                    memo: "withdrawal record".into(),
+                },
+            ],
+            answered_at: NOW,
+        },
+        &issuer.answer_signer,
+        rng,
+    )
+    .unwrap();
+    out.push((
+        "statement",
+        signed_vector(
+            "The issuer's statement for device 1's account in EUR.",
+            "issuer answer key",
+            issuer.answer_signer.verifying_key(),
+            &statement,
+        ),
+    ));
+    out.push(("coin-spend-ids", spend_ids_vector(&blind_coin, &w)));
     // The blind coin above must be a valid coin of the directory.
     blind_coin.verify(w.directory(), NOW).unwrap();
     out
+}
+
+/// What the issuer claims each coin under: SHA-256 of the domain tag, a zero byte, the
+/// variant byte, the signing key's id and the exact bytes that key signed.
+fn spend_ids_vector(blind: &BlindCoin, w: &Specimens) -> Value {
+    let coins = [
+        Coin::Blind(blind.clone()),
+        Coin::Identified(w.identified_coin.clone()),
+    ];
+    json!({
+        "type": "CoinSpendId",
+        "description": "Spend ids of the blind coin of blind-coin.json and the identified \
+                        coin of identified-coin.json: SHA-256(tag || 0x00 || variant || key_id \
+                        || signed_bytes), variant 0 blind (signed bytes: randomizer || coin \
+                        message), 1 identified (signed bytes: the encoded payload).",
+        "tag": SPEND_ID_TAG,
+        "coins": coins.iter().map(|coin| json!({
+            "variant": match coin.variant() {
+                CoinVariant::Blind => 0,
+                CoinVariant::Identified => 1,
+            },
+            "coin_id": serde_json::to_value(coin.id()).unwrap(),
+            "key_id": serde_json::to_value(coin.key_id()).unwrap(),
+            "signed_bytes": hex::encode(coin.signed_bytes().unwrap()),
+            "spend_id": coin.spend_id().unwrap().to_hex(),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 fn pretty(value: &Value) -> String {
@@ -449,6 +602,29 @@ fn committed_vectors_decode_and_verify() {
     check_signed::<BalanceCertificateRequestPayload>("balance-certificate-request");
     check_signed::<BlindWithdrawalRequestPayload>("blind-withdrawal-request");
     check_signed::<RedemptionBatchPayload>("redemption-batch");
+    check_signed::<RedemptionReportPayload>("redemption-report");
+    check_signed::<SyncRequestPayload>("sync-request");
+    check_signed::<SyncReportPayload>("sync-report");
+    check_signed::<StatementPayload>("statement");
+
+    // Spend ids: recomputed from the committed coins.
+    let ids = load("coin-spend-ids");
+    let coins = [
+        Coin::Blind(
+            match codec::decode::<Coin>(&hex_field(&load("blind-coin"), "encoded")).unwrap() {
+                Coin::Blind(coin) => coin,
+                other => panic!("not a blind coin: {other:?}"),
+            },
+        ),
+        Coin::Identified(
+            codec::decode::<IdentifiedCoin>(&hex_field(&load("identified-coin"), "encoded"))
+                .unwrap(),
+        ),
+    ];
+    for (coin, v) in coins.iter().zip(ids["coins"].as_array().unwrap()) {
+        assert_eq!(coin.spend_id().unwrap().to_hex(), v["spend_id"]);
+        assert_eq!(hex::encode(coin.signed_bytes().unwrap()), v["signed_bytes"]);
+    }
 
     let payment = load("coin-payment");
     let decoded: CoinPayment = codec::decode(&hex_field(&payment, "encoded")).unwrap();

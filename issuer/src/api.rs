@@ -7,10 +7,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use scrip_stores::{LedgerAccount, LedgerEntry, RecordStore};
+use scrip_stores::{LedgerAccount, RecordStore};
 use scrip_tokens::{
-    AccountCertificate, AccountId, CoinSpendId, Currency, DeviceApproval, DeviceId,
-    DeviceRegistration, IdentifiedCoin, Message, StatementRequest, Timestamp, VirtualId,
+    AccountCertificate, AccountId, CoinSpendId, DeviceApproval, DeviceId, DeviceRegistration,
+    IdentifiedCoin, Message, StatementEntry, StatementPayload, StatementRequest, Timestamp,
+    VirtualId,
 };
 
 use crate::authentication::Authenticated;
@@ -112,47 +113,6 @@ pub struct CoinState {
 }
 api_message!(CoinState, "coin-state");
 
-/// One ledger entry of a statement.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StatementEntry {
-    /// Ledger sequence number (page with `after_seq`).
-    pub seq: u64,
-    /// When it was booked.
-    pub at: Timestamp,
-    /// Change in minor units (negative: money left the account).
-    pub delta: i128,
-    /// Balance after the entry.
-    pub balance_after: i128,
-    /// What it was (`deposit`, `withdrawal record`, `coins`, ...).
-    pub memo: String,
-}
-
-impl From<LedgerEntry> for StatementEntry {
-    fn from(e: LedgerEntry) -> Self {
-        StatementEntry {
-            seq: e.seq,
-            at: e.at,
-            delta: e.delta,
-            balance_after: e.balance_after,
-            memo: e.memo,
-        }
-    }
-}
-
-/// An account's statement in one currency.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Statement {
-    /// The account.
-    pub account_id: AccountId,
-    /// The currency.
-    pub currency: Currency,
-    /// Current balance in minor units (negative if the account owes money).
-    pub balance: i128,
-    /// Entries after the requested sequence number, oldest first.
-    pub entries: Vec<StatementEntry>,
-}
-api_message!(Statement, "statement");
-
 /// One entry of the fraud log, with its key for paging.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FraudLogItem {
@@ -218,11 +178,12 @@ api_message!(Done, "done");
 impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     /// A device's statement request: verified against the device's key, the device must
     /// belong to the account and not be revoked (frozen accounts may read).
+    /// The answer is unsigned: [`Issuer::sign_answer`] signs it for the device.
     pub async fn statement_for(
         &self,
         request: &StatementRequest,
         now: Timestamp,
-    ) -> Result<Statement> {
+    ) -> Result<StatementPayload> {
         let request = self.authenticate(request).await?;
         self.statement_authenticated(request, now).await
     }
@@ -232,8 +193,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         &self,
         request: Authenticated<'_, StatementRequest>,
         now: Timestamp,
-    ) -> Result<Statement> {
+    ) -> Result<StatementPayload> {
         let device = request.signer();
+        let request_digest = scrip_tokens::codec::digest(request.request())?;
         let payload = &request.request().payload;
         self.check_unrevoked(device, payload.account_id, now)
             .await?;
@@ -253,11 +215,22 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 payload.currency,
             )
             .await?;
-        Ok(Statement {
+        Ok(StatementPayload {
             account_id: payload.account_id,
+            request_digest,
             currency: payload.currency,
             balance,
-            entries: entries.into_iter().map(StatementEntry::from).collect(),
+            entries: entries
+                .into_iter()
+                .map(|e| StatementEntry {
+                    seq: e.seq,
+                    at: e.at,
+                    delta: e.delta,
+                    balance_after: e.balance_after,
+                    memo: e.memo,
+                })
+                .collect(),
+            answered_at: now,
         })
     }
 

@@ -14,7 +14,7 @@ use scrip_stores::{
 };
 use scrip_tokens::{
     codec, Amount, BalanceCertificate, BalanceCertificatePayload, BalanceCertificateRequest,
-    CertificateSerial, SyncReport, SyncRequest, Timestamp,
+    CertificateSerial, SyncReportPayload, SyncRequest, Timestamp,
 };
 
 use crate::authentication::Authenticated;
@@ -253,7 +253,8 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     /// Records what a device hands in without asking for a certificate: its copies of the
     /// records it paid with (recorded once, whoever's copy arrives first) and its deposit
     /// confirmations. Allowed for frozen accounts (the hand-ins settle merchants).
-    pub async fn sync(&self, request: &SyncRequest, now: Timestamp) -> Result<SyncReport> {
+    /// The answer is unsigned: [`Issuer::sign_answer`] signs it for the device.
+    pub async fn sync(&self, request: &SyncRequest, now: Timestamp) -> Result<SyncReportPayload> {
         let request = self.authenticate(request).await?;
         self.sync_authenticated(request, now).await
     }
@@ -263,8 +264,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         &self,
         request: Authenticated<'_, SyncRequest>,
         now: Timestamp,
-    ) -> Result<SyncReport> {
+    ) -> Result<SyncReportPayload> {
         let device = request.signer();
+        let request_digest = codec::digest(request.request())?;
         let payload = &request.request().payload;
         self.check_unrevoked(device, payload.account_id, now)
             .await?;
@@ -283,9 +285,13 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 Err(e) => tracing::warn!(error = %e, "deposit confirmation in a sync refused"),
             }
         }
-        Ok(SyncReport {
+        Ok(SyncReportPayload {
+            account_id: payload.account_id,
+            device_id: payload.device_id,
+            request_digest,
             records,
             confirmations_recorded,
+            answered_at: now,
         })
     }
 

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use rand_core::CryptoRng;
 use scrip_tokens::keys::{
-    AccountCertifier, BalanceCertifier, DepositIssuer, DirectoryRoot, IdentifiedCoinIssuer,
-    IssuerKeyRole, IssuerRole, MerchantCertifier, DEFAULT_RSA_BITS,
+    AccountCertifier, AnswerSigner, BalanceCertifier, DepositIssuer, DirectoryRoot,
+    IdentifiedCoinIssuer, IssuerKeyRole, IssuerRole, MerchantCertifier, DEFAULT_RSA_BITS,
 };
 use scrip_tokens::{
     Currency, DenominationKeyEntry, DenominationSigningKey, IssuerKeyEntry, KeyDirectory, Keyset,
@@ -175,6 +175,8 @@ pub struct Keyring {
     pub deposit_issuer: RoleKeys<DepositIssuer>,
     /// Identified coins.
     pub identified_coin_issuer: RoleKeys<IdentifiedCoinIssuer>,
+    /// Signed answers: redemption and sync reports, statements.
+    pub answer_signer: RoleKeys<AnswerSigner>,
     /// Blind-coin keysets, oldest first.
     pub keysets: Vec<KeysetKeys>,
 }
@@ -199,6 +201,7 @@ impl Keyring {
             balance_certifier: one(SigningKey::generate(rng, bits)?, validity)?,
             deposit_issuer: one(SigningKey::generate(rng, bits)?, validity)?,
             identified_coin_issuer: one(SigningKey::generate(rng, bits)?, validity)?,
+            answer_signer: one(SigningKey::generate(rng, bits)?, validity)?,
             keysets: Vec::new(),
         };
         for (currency, denominations) in &config.denominations {
@@ -256,6 +259,9 @@ impl Keyring {
             IssuerKeyRole::IdentifiedCoin => self
                 .identified_coin_issuer
                 .rotate(SigningKey::generate(rng, bits)?, validity),
+            IssuerKeyRole::Answer => self
+                .answer_signer
+                .rotate(SigningKey::generate(rng, bits)?, validity),
             _ => return Err(IssuerError::Unsupported("unknown key role")),
         }
         Ok(())
@@ -296,6 +302,7 @@ impl Keyring {
             .chain(self.balance_certifier.entries(now))
             .chain(self.deposit_issuer.entries(now))
             .chain(self.identified_coin_issuer.entries(now))
+            .chain(self.answer_signer.entries(now))
             .collect();
         let keysets = self
             .keysets

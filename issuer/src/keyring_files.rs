@@ -1,6 +1,10 @@
 //! Keyring persistence: one PKCS#8 PEM file per private key (mode 0600, written
-//! atomically) and a JSON manifest (`keyring.json`, format version 1) naming each file's
+//! atomically) and a JSON manifest (`keyring.json`, format version 2) naming each file's
 //! role and validity window.
+//!
+//! Format 1 had no answer key (the key that signs redemption and sync reports and
+//! statements). [`load_or_generate`] migrates it: it generates that key, valid from the
+//! start, and saves the keyring in format 2; every other key stays as it was.
 
 use std::fs;
 use std::io::Write as _;
@@ -15,7 +19,7 @@ use crate::keyring::{IssuerKey, KeysetKeys, RoleKeys};
 use crate::{IssuerError, Keyring, KeyringConfig, Result};
 
 const MANIFEST: &str = "keyring.json";
-const MANIFEST_VERSION: u32 = 1;
+const MANIFEST_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Manifest {
@@ -26,6 +30,9 @@ struct Manifest {
     balance_certifier: Vec<KeyFile>,
     deposit_issuer: Vec<KeyFile>,
     identified_coin_issuer: Vec<KeyFile>,
+    /// Absent in format 1.
+    #[serde(default)]
+    answer_signer: Vec<KeyFile>,
     keysets: Vec<KeysetFile>,
 }
 
@@ -172,6 +179,7 @@ pub fn save(keyring: &Keyring, dir: &Path) -> Result<()> {
             "identified-coin-issuer",
             &keyring.identified_coin_issuer,
         )?,
+        answer_signer: save_role(dir, "answer-signer", &keyring.answer_signer)?,
         keysets,
     };
     let json = serde_json::to_vec_pretty(&manifest).map_err(|e| err("manifest", e))?;
@@ -180,16 +188,40 @@ pub fn save(keyring: &Keyring, dir: &Path) -> Result<()> {
     write_private(dir, MANIFEST, &json)
 }
 
-/// Loads a keyring saved by [`save`].
+/// Loads a keyring saved by [`save`] (format 2; [`load_or_generate`] migrates format 1).
 pub fn load(dir: &Path) -> Result<Keyring> {
+    let manifest = read_manifest(dir)?;
+    if manifest.version != MANIFEST_VERSION {
+        return Err(err(
+            "manifest",
+            format!(
+                "version {} needs migrating: start the server on it once",
+                manifest.version
+            ),
+        ));
+    }
+    load_manifest(dir, manifest, None)
+}
+
+fn read_manifest(dir: &Path) -> Result<Manifest> {
     let manifest: Manifest =
         serde_json::from_str(&read(dir, MANIFEST)?).map_err(|e| err("manifest", e))?;
-    if manifest.version != MANIFEST_VERSION {
+    if manifest.version == 0 || manifest.version > MANIFEST_VERSION {
         return Err(err(
             "manifest",
             format!("version {} not supported", manifest.version),
         ));
     }
+    Ok(manifest)
+}
+
+/// The keyring of `manifest`; `answer_signer` stands in for a format 1 manifest's
+/// missing answer key.
+fn load_manifest(
+    dir: &Path,
+    manifest: Manifest,
+    answer_signer: Option<RoleKeys<scrip_tokens::keys::AnswerSigner>>,
+) -> Result<Keyring> {
     let keysets = manifest
         .keysets
         .iter()
@@ -214,6 +246,10 @@ pub fn load(dir: &Path) -> Result<Keyring> {
         balance_certifier: load_role(dir, &manifest.balance_certifier)?,
         deposit_issuer: load_role(dir, &manifest.deposit_issuer)?,
         identified_coin_issuer: load_role(dir, &manifest.identified_coin_issuer)?,
+        answer_signer: match answer_signer {
+            Some(keys) => keys,
+            None => load_role(dir, &manifest.answer_signer)?,
+        },
         keysets,
     })
 }
@@ -227,7 +263,21 @@ pub fn load_or_generate<G: CryptoRng + ?Sized>(
     rng: &mut G,
 ) -> Result<(Keyring, bool)> {
     if dir.join(MANIFEST).exists() {
-        return Ok((load(dir)?, false));
+        let manifest = read_manifest(dir)?;
+        if manifest.version == MANIFEST_VERSION {
+            return Ok((load_manifest(dir, manifest, None)?, false));
+        }
+        // Format 1: add the answer key, then save in the current format (the caller
+        // holds the directory's lock).
+        let validity = Validity::starting_at(now, config.key_lifetime);
+        let answer_signer = RoleKeys::new(vec![IssuerKey {
+            key: SigningKey::generate(rng, config.rsa_bits)?,
+            validity,
+        }])?;
+        let keyring = load_manifest(dir, manifest, Some(answer_signer))?;
+        save(&keyring, dir)?;
+        tracing::info!(dir = %dir.display(), "keyring migrated to format 2: answer key added");
+        return Ok((keyring, false));
     }
     let keyring = Keyring::generate(config, now, rng)?;
     save(&keyring, dir)?;

@@ -21,7 +21,9 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use scrip_stores::{Collection, LedgerAccount, LedgerEntry, RecordStore};
-use scrip_tokens::{codec, AccountId, Currency, Message, SignedKeyDirectory, Timestamp};
+use scrip_tokens::{
+    codec, AccountId, Currency, Message, Signed, SignedKeyDirectory, SignedPayload, Timestamp,
+};
 
 pub use authentication::{Authenticated, SignedRequest};
 pub use certificates::Released;
@@ -131,6 +133,21 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         rng: &mut G,
     ) -> Result<SignedKeyDirectory> {
         self.keys().signed_directory(now, rng)
+    }
+
+    /// Signs an answer (a redemption or sync report, a statement) with the answer key
+    /// valid at `now`: clients act on an answer only after checking this signature.
+    pub fn sign_answer<P, G>(&self, answer: P, now: Timestamp, rng: &mut G) -> Result<Signed<P>>
+    where
+        P: SignedPayload<Signer = scrip_tokens::keys::AnswerSigner>,
+        G: rand_core::CryptoRng + ?Sized,
+    {
+        let keys = self.keys();
+        Ok(Signed::sign(
+            answer,
+            &keys.answer_signer.current(now)?.key,
+            rng,
+        )?)
     }
 
     /// An account's spendable balance in `currency` (minor units; negative if the account

@@ -38,7 +38,7 @@ use std::collections::{HashMap, HashSet};
 use scrip_tokens::{
     codec, Amount, BalanceCertificate, CertificateSerial, Coin, CoinId, CoinSpendId, ContentDigest,
     CountersignedRecord, MerchantId, Message, RecordId, RedemptionBatch, RedemptionItem,
-    RedemptionOutcome, RedemptionReport, RejectReason, Timestamp, WithdrawalRecord,
+    RedemptionOutcome, RedemptionReportPayload, RejectReason, Timestamp, WithdrawalRecord,
 };
 
 use crate::authentication::Authenticated;
@@ -144,11 +144,13 @@ pub(crate) fn invalid(e: &IssuerError) -> RedemptionOutcome {
 impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     /// Redeems a merchant's batch: one outcome per item, in order. Verifies the batch
     /// signature first; an unverifiable batch is refused as a whole.
+    ///
+    /// The answer is unsigned: [`Issuer::sign_answer`] signs it for the merchant.
     pub async fn redeem(
         &self,
         batch: &RedemptionBatch,
         now: Timestamp,
-    ) -> Result<RedemptionReport> {
+    ) -> Result<RedemptionReportPayload> {
         let batch = self.authenticate(batch).await?;
         self.redeem_authenticated(batch, now).await
     }
@@ -158,7 +160,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         &self,
         batch: Authenticated<'_, RedemptionBatch>,
         now: Timestamp,
-    ) -> Result<RedemptionReport> {
+    ) -> Result<RedemptionReportPayload> {
         let merchant = batch.signer();
         let batch = batch.request();
         if batch.payload.items.len() > self.config.max_batch_items {
@@ -285,7 +287,10 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         for (i, outcome) in record_items.into_iter().zip(record_outcomes) {
             outcomes[i] = Some(outcome);
         }
-        Ok(RedemptionReport {
+        Ok(RedemptionReportPayload {
+            merchant_id,
+            batch_digest: codec::digest(batch)?,
+            answered_at: now,
             outcomes: outcomes
                 .into_iter()
                 .map(|o| {

@@ -70,6 +70,7 @@ fn copy(keyring: &Keyring) -> Keyring {
         balance_certifier: copy_role(&keyring.balance_certifier),
         deposit_issuer: copy_role(&keyring.deposit_issuer),
         identified_coin_issuer: copy_role(&keyring.identified_coin_issuer),
+        answer_signer: copy_role(&keyring.answer_signer),
         keysets: keyring
             .keysets
             .iter()

@@ -39,6 +39,10 @@ pub enum MerchantError {
     /// Local state does not decode.
     #[error("corrupted merchant state: {0}")]
     Corrupted(String),
+    /// An answer said to come from the issuer does not verify (signature, key, or it
+    /// answers another batch): nothing was applied. Sync again.
+    #[error("the issuer's answer does not verify, nothing applied: {0}")]
+    UnverifiedAnswer(scrip_tokens::Error),
     /// The amount or currency is not one this merchant takes.
     #[error("unsupported: {0}")]
     Unsupported(&'static str),

@@ -663,18 +663,22 @@ impl<S: RecordStore> Merchant<S> {
     }
 
     /// Applies the issuer's answer to a batch: every answered item leaves the queue (and
-    /// its amount the unsettled total) and is kept as a settlement. Safe to repeat.
+    /// its amount the unsettled total) and is kept as a settlement. Safe to repeat. The
+    /// answer must be signed by the issuer's answer key (as listed in the cached
+    /// directory) and name this batch; otherwise nothing is applied
+    /// ([`MerchantError::UnverifiedAnswer`]).
     pub async fn apply_report(
         &self,
         batch: &RedemptionBatch,
         report: &RedemptionReport,
         now: Timestamp,
     ) -> Result<SyncSummary> {
-        if batch.payload.items.len() != report.outcomes.len() {
-            return Err(MerchantError::Corrupted(
-                "a report that does not match the batch".into(),
-            ));
-        }
+        // Anyone on the path can send an answer: only the issuer's signed answer to this
+        // very batch changes the queue.
+        let (directory, _) = self.cached_directory().ok_or(MerchantError::NoDirectory)?;
+        let report = report
+            .verify_for(batch, &directory, now)
+            .map_err(MerchantError::UnverifiedAnswer)?;
         let mut summary = SyncSummary::default();
         for (item, outcome) in batch.payload.items.iter().zip(&report.outcomes) {
             let (request_id, accepted_at) = match item {

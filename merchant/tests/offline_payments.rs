@@ -61,7 +61,8 @@ async fn a_full_offline_payment_by_record() {
         report.records[0],
         RedemptionOutcome::AlreadyAccepted { .. }
     ));
-    phone.wallet.on_sync_report(&sync, &report).unwrap();
+    let report = issuer.sign_answer(report, at(70), &mut rng(71)).unwrap();
+    phone.wallet.on_sync_report(&sync, &report, at(70)).unwrap();
     assert!(phone.wallet.outbox().is_empty());
     assert_eq!(
         issuer
@@ -267,6 +268,7 @@ async fn syncing_the_same_batch_twice_counts_nothing_twice() {
         .unwrap();
     assert_eq!((summary.accepted, summary.already_accepted), (0, 2));
     // And applying the first (lost) answer late changes nothing either.
+    let lost = issuer.sign_answer(lost, at(10), &mut rng(15)).unwrap();
     let again = merchant.apply_report(&batch, &lost, at(21)).await.unwrap();
     assert_eq!(again, scrip_merchant::SyncSummary::default());
     let merchant_id = merchant.certificate().payload.merchant_id;
@@ -280,4 +282,71 @@ async fn syncing_the_same_batch_twice_counts_nothing_twice() {
     );
     assert_eq!(merchant.unsettled().await.unwrap(), eur(0));
     assert_eq!(merchant.settlements(10).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn only_the_issuers_signed_answer_to_this_batch_settles_payments() {
+    // Anyone on the path between terminal and issuer could answer "accepted" for the
+    // queued payments; the terminal must keep them queued unless the issuer's answer key
+    // signed an answer to the very batch it sent.
+    let issuer = issuer();
+    let merchant = shop(&issuer, 1, 100_000).await;
+    let mut phone = Phone::open(&issuer, 1, 10_000, 31).await;
+    phone
+        .certificate(
+            &issuer,
+            CertificateOptions {
+                requested_amount: Some(5_000),
+                ..CertificateOptions::any(EUR)
+            },
+            NOW,
+        )
+        .await;
+    assert!(is_receipt(
+        &pay(&mut phone, &merchant, 1_000, PayWith::Record, at(1)).await
+    ));
+    merchant
+        .refresh_directory(issuer.key_directory(at(2), &mut rng(32)).unwrap(), at(2))
+        .await
+        .unwrap();
+    let batch = merchant
+        .build_batch(at(3), &mut rng(33))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = issuer.redeem(&batch, at(3)).await.unwrap();
+
+    let impostor =
+        SigningKey::<keys::AnswerSigner>::from_pem(fixtures::unrelated_key_pem()).unwrap();
+    let forged = RedemptionReport::sign(answer.clone(), &impostor, &mut rng(34)).unwrap();
+    let mut tampered = issuer
+        .sign_answer(answer.clone(), at(3), &mut rng(35))
+        .unwrap();
+    tampered.payload.outcomes[0] = RedemptionOutcome::AlreadyAccepted {
+        first_accepted_at: at(0),
+    };
+    let mut elsewhere = answer.clone();
+    elsewhere.batch_digest = ContentDigest::of(b"another batch");
+    let elsewhere = issuer.sign_answer(elsewhere, at(3), &mut rng(36)).unwrap();
+    for bad in [&forged, &tampered, &elsewhere] {
+        assert!(matches!(
+            merchant.apply_report(&batch, bad, at(4)).await,
+            Err(scrip_merchant::MerchantError::UnverifiedAnswer(_))
+        ));
+        assert_eq!(
+            merchant.pending(10).await.unwrap().len(),
+            1,
+            "settled on a bad answer"
+        );
+        assert_eq!(merchant.unsettled().await.unwrap(), eur(1_000));
+    }
+
+    let genuine = issuer.sign_answer(answer, at(3), &mut rng(37)).unwrap();
+    let summary = merchant
+        .apply_report(&batch, &genuine, at(4))
+        .await
+        .unwrap();
+    assert_eq!(summary.accepted, 1);
+    assert!(merchant.pending(10).await.unwrap().is_empty());
+    assert_eq!(merchant.unsettled().await.unwrap(), eur(0));
 }

@@ -48,6 +48,7 @@ pub fn fixture_keyring() -> Keyring {
         balance_certifier: role(fixtures::balance_certifier()),
         deposit_issuer: role(fixtures::deposit_issuer()),
         identified_coin_issuer: role(fixtures::identified_coin_issuer()),
+        answer_signer: role(fixtures::answer_signer()),
         keysets: vec![KeysetKeys::new(
             Currency::EUR,
             validity(),

@@ -8,8 +8,8 @@
 #![allow(clippy::expect_used)]
 
 use crate::keys::{
-    AccountCertifier, BalanceCertifier, DenominationSigningKey, DepositIssuer, Device,
-    DirectoryRoot, IdentifiedCoinIssuer, IssuerKeyRole, Merchant, MerchantCertifier, Role,
+    AccountCertifier, AnswerSigner, BalanceCertifier, DenominationSigningKey, DepositIssuer,
+    Device, DirectoryRoot, IdentifiedCoinIssuer, IssuerKeyRole, Merchant, MerchantCertifier, Role,
     SigningKey,
 };
 use crate::*;
@@ -57,6 +57,11 @@ pub fn deposit_issuer() -> SigningKey<DepositIssuer> {
 /// The issuer's identified-coin key.
 pub fn identified_coin_issuer() -> SigningKey<IdentifiedCoinIssuer> {
     key(pem!("identified-coin-issuer"))
+}
+
+/// The issuer's answer key (redemption and sync reports, statements).
+pub fn answer_signer() -> SigningKey<AnswerSigner> {
+    key(pem!("answer-signer"))
 }
 
 /// How many device fixture keys there are ([`device`] takes `1..=DEVICES`).
@@ -122,6 +127,8 @@ pub struct TestIssuer {
     pub deposit_issuer: SigningKey<DepositIssuer>,
     /// Identified-coin key.
     pub identified_coin_issuer: SigningKey<IdentifiedCoinIssuer>,
+    /// Answer key.
+    pub answer_signer: SigningKey<AnswerSigner>,
     /// Denomination keys, by increasing value.
     pub denominations: Vec<(u64, DenominationSigningKey)>,
     /// The keyset of `denominations`.
@@ -165,6 +172,7 @@ impl TestIssuer {
         let balance_certifier = balance_certifier();
         let deposit_issuer = deposit_issuer();
         let identified_coin_issuer = identified_coin_issuer();
+        let answer_signer = answer_signer();
         let entry = |role, key: &crate::PublicKey| IssuerKeyEntry {
             role,
             key: key.clone(),
@@ -191,6 +199,10 @@ impl TestIssuer {
                 IssuerKeyRole::IdentifiedCoin,
                 identified_coin_issuer.verifying_key().public_key(),
             ),
+            entry(
+                IssuerKeyRole::Answer,
+                answer_signer.verifying_key().public_key(),
+            ),
         ];
         let directory = KeyDirectory::new(validity.not_before, issuer_keys, vec![keyset.clone()])
             .expect("fixture directory is valid");
@@ -201,6 +213,7 @@ impl TestIssuer {
             balance_certifier,
             deposit_issuer,
             identified_coin_issuer,
+            answer_signer,
             denominations,
             keyset,
             directory,

@@ -5,6 +5,7 @@ pub mod codec;
 pub mod keys;
 
 mod amount;
+mod answers;
 mod bytes;
 mod certificates;
 mod coin;
@@ -20,6 +21,10 @@ mod signed;
 pub mod fixtures;
 
 pub use amount::{Amount, Currency};
+pub use answers::{
+    RedemptionReport, RedemptionReportPayload, Statement, StatementEntry, StatementPayload,
+    SyncReport, SyncReportPayload,
+};
 pub use certificates::{
     AccountCertificate, AccountCertificatePayload, Allowed, BalanceCertificate,
     BalanceCertificatePayload, MerchantCategory, MerchantCertificate, MerchantCertificatePayload,
@@ -55,9 +60,8 @@ pub use messages::{
     IdentifiedWithdrawalRequestPayload, IdentifiedWithdrawalResponse, LockRules, MerchantOffer,
     MerchantRegistration, MerchantRegistrationPayload, MerchantReply, Nonce, PaymentAnswer,
     PaymentReceipt, PaymentRejection, PaymentRejectionPayload, RedemptionBatch,
-    RedemptionBatchPayload, RedemptionItem, RedemptionOutcome, RedemptionReport, RejectReason,
-    StatementRequest, StatementRequestPayload, SyncReport, SyncRequest, SyncRequestPayload,
-    UserLock,
+    RedemptionBatchPayload, RedemptionItem, RedemptionOutcome, RejectReason, StatementRequest,
+    StatementRequestPayload, SyncRequest, SyncRequestPayload, UserLock,
 };
 pub use payment::{
     CountersignedRecord, CountersignedRecordPayload, PaymentRequest, PaymentRequestPayload,

@@ -251,17 +251,6 @@ signed_token!(
     tag: "statement-request"
 );
 
-/// What the issuer did with a device's hand-ins: one outcome per record, in order, and
-/// how many deposit confirmations it recorded.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncReport {
-    /// One per handed-in record.
-    pub records: Vec<RedemptionOutcome>,
-    /// Deposit confirmations recorded.
-    pub confirmations_recorded: u32,
-}
-message!(SyncReport, tag: "sync-report");
-
 /// A device withdraws blind coins: one blinded message per coin, by denomination.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlindWithdrawalRequestPayload {
@@ -416,14 +405,6 @@ pub enum RedemptionOutcome {
         reason: RejectReason,
     },
 }
-
-/// The issuer's answer to a batch: one outcome per item, in order.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RedemptionReport {
-    /// One per item.
-    pub outcomes: Vec<RedemptionOutcome>,
-}
-message!(RedemptionReport, tag: "redemption-report");
 
 /// What a merchant shows a wallet to get paid (over NFC, BLE, QR): its signed request and
 /// its certificate, so the wallet can check both offline.

@@ -136,7 +136,7 @@ mod tests {
 
     /// Every message type's tag. A new type must be added here: the test below then proves
     /// its tag is distinct and its signatures do not transfer.
-    const ALL_TAGS: [&str; 57] = [
+    const ALL_TAGS: [&str; 61] = [
         AccountCertificatePayload::TAG,
         MerchantCertificatePayload::TAG,
         BalanceCertificatePayload::TAG,
@@ -181,6 +181,7 @@ mod tests {
         IdentifiedWithdrawalResponse::TAG,
         RedemptionBatchPayload::TAG,
         RedemptionBatch::TAG,
+        RedemptionReportPayload::TAG,
         RedemptionReport::TAG,
         MerchantOffer::TAG,
         PaymentAnswer::TAG,
@@ -190,9 +191,12 @@ mod tests {
         MerchantReply::TAG,
         SyncRequestPayload::TAG,
         SyncRequest::TAG,
+        SyncReportPayload::TAG,
         SyncReport::TAG,
         StatementRequestPayload::TAG,
         StatementRequest::TAG,
+        StatementPayload::TAG,
+        Statement::TAG,
         <crate::directory::KeysetIdInput as Message>::TAG,
     ];
 

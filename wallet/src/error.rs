@@ -54,6 +54,10 @@ pub enum WalletError {
     /// This request was paid before.
     #[error("request {0} was already paid")]
     AlreadyPaid(RequestId),
+    /// An answer said to come from the issuer does not verify (signature, key, or it
+    /// answers another request): the wallet changed nothing.
+    #[error("the issuer's answer does not verify, nothing changed: {0}")]
+    UnverifiedAnswer(scrip_tokens::Error),
     /// The reply or response does not belong to anything the wallet is waiting for.
     #[error("unexpected reply: {0}")]
     Unexpected(&'static str),

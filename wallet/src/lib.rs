@@ -20,8 +20,9 @@ use scrip_tokens::{
     DeviceRegistrationPayload, IdentifiedWithdrawalRequest, IdentifiedWithdrawalRequestPayload,
     IdentifiedWithdrawalResponse, KeyDirectory, KeyId, LockRules, MerchantOffer, MerchantReply,
     Nonce, PaymentAnswer, PaymentReceipt, PaymentRequestPayload, PendingCoin, RejectReason,
-    RequestId, SigningKey, StatementRequest, StatementRequestPayload, SyncReport, SyncRequest,
-    SyncRequestPayload, Timestamp, VerifyingKey, WithdrawalRecord, WithdrawalRecordPayload,
+    RequestId, SigningKey, Statement, StatementPayload, StatementRequest, StatementRequestPayload,
+    SyncReport, SyncRequest, SyncRequestPayload, Timestamp, VerifyingKey, WithdrawalRecord,
+    WithdrawalRecordPayload,
 };
 
 pub use error::{Result, WalletError};
@@ -622,10 +623,19 @@ impl Wallet {
     /// Takes the issuer's answer to a sync: the handed-in records leave the outbox (the
     /// issuer recorded them, or refused them for good); confirmations count as
     /// acknowledged if all were recorded.
-    pub fn on_sync_report(&mut self, request: &SyncRequest, report: &SyncReport) -> Result<()> {
-        if report.records.len() != request.payload.unsent_records.len() {
-            return Err(WalletError::Unexpected("a sync report for another request"));
-        }
+    ///
+    /// The report must be the issuer's, signed by its answer key (as listed in the cached
+    /// directory) for this request; otherwise the wallet keeps everything as it was
+    /// ([`WalletError::UnverifiedAnswer`]) and hands it in again at the next sync.
+    pub fn on_sync_report(
+        &mut self,
+        request: &SyncRequest,
+        report: &SyncReport,
+        now: Timestamp,
+    ) -> Result<()> {
+        let report = report
+            .verify_for(request, self.directory()?, now)
+            .map_err(WalletError::UnverifiedAnswer)?;
         let confirmations = if report.confirmations_recorded as usize
             == request.payload.deposit_confirmations.len()
         {
@@ -636,6 +646,20 @@ impl Wallet {
         self.forget_handed_in(&request.payload.unsent_records, &confirmations);
         self.touch();
         Ok(())
+    }
+
+    /// Checks a statement the issuer sent for `request`: signed by its answer key (as
+    /// listed in the cached directory), for this request's account and currency. Show
+    /// balances only from a statement that passed.
+    pub fn verify_statement<'s>(
+        &self,
+        request: &StatementRequest,
+        statement: &'s Statement,
+        now: Timestamp,
+    ) -> Result<&'s StatementPayload> {
+        statement
+            .verify_for(request, self.directory()?, now)
+            .map_err(WalletError::UnverifiedAnswer)
     }
 
     /// The balance certificates held and what was spent under each.

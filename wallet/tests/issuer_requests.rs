@@ -7,6 +7,7 @@ mod common;
 
 use common::*;
 use scrip_tokens::fixtures::NOW;
+use scrip_tokens::keys::AnswerSigner;
 use scrip_tokens::*;
 use scrip_wallet::{CertificateOptions, StorageKey, Wallet, WalletError};
 
@@ -444,14 +445,60 @@ async fn sync_and_certificate_requests_hand_in_the_outbox() {
             .unwrap()
             .is_some());
     }
-    // A report for another request is refused.
-    let empty = SyncReport {
-        records: Vec::new(),
-        confirmations_recorded: 0,
-    };
-    assert!(phone.wallet.on_sync_report(&sync, &empty).is_err());
-    phone.wallet.on_sync_report(&sync, &report).unwrap();
+    // Answers the wallet must not act on change nothing: one signed for another request,
+    // one signed by a key that is not the issuer's answer key.
+    let mut elsewhere = report.clone();
+    elsewhere.request_digest = ContentDigest::of(b"another request");
+    let elsewhere = issuer
+        .sign_answer(elsewhere, at(5), &mut phone.rng)
+        .unwrap();
+    let impostor = SigningKey::<AnswerSigner>::from_pem(fixtures::unrelated_key_pem()).unwrap();
+    let forged = SyncReport::sign(report.clone(), &impostor, &mut phone.rng).unwrap();
+    for answer in [&elsewhere, &forged] {
+        assert!(matches!(
+            phone.wallet.on_sync_report(&sync, answer, at(5)),
+            Err(WalletError::UnverifiedAnswer(_))
+        ));
+        assert_eq!(
+            phone.wallet.outbox().len(),
+            2,
+            "an unverified answer was acted on"
+        );
+    }
+    let report = issuer.sign_answer(report, at(5), &mut phone.rng).unwrap();
+    phone.wallet.on_sync_report(&sync, &report, at(5)).unwrap();
     assert!(phone.wallet.outbox().is_empty());
+
+    // A statement is read only once it checks out, for the request that asked for it.
+    let request = phone
+        .wallet
+        .statement_request(EUR, None, 100, at(5), &mut phone.rng)
+        .unwrap();
+    let statement = issuer.statement_for(&request, at(5)).await.unwrap();
+    let signed = issuer
+        .sign_answer(statement.clone(), at(5), &mut phone.rng)
+        .unwrap();
+    let shown = phone
+        .wallet
+        .verify_statement(&request, &signed, at(5))
+        .unwrap();
+    assert_eq!(shown.balance, statement.balance);
+    let mut inflated = signed.clone();
+    inflated.payload.balance += 1_000_000;
+    assert!(matches!(
+        phone.wallet.verify_statement(&request, &inflated, at(5)),
+        Err(WalletError::UnverifiedAnswer(_))
+    ));
+    let other_request = phone
+        .wallet
+        .statement_request(EUR, None, 100, at(5), &mut phone.rng)
+        .unwrap();
+    assert!(matches!(
+        phone
+            .wallet
+            .verify_statement(&other_request, &signed, at(5)),
+        Err(WalletError::UnverifiedAnswer(_))
+    ));
 
     // The next receipted record goes in with a certificate request instead.
     let offer = shop.offer(25, at(6));

@@ -169,7 +169,8 @@ pub async fn sync(
     now: Timestamp,
 ) -> Result<SyncReport, ApiError> {
     let request = state.admit(&request, now).await?;
-    Ok(state.issuer.sync_authenticated(request, now).await?)
+    let report = state.issuer.sync_authenticated(request, now).await?;
+    Ok(state.issuer.sign_answer(report, now, &mut request_rng())?)
 }
 
 pub async fn withdraw_blind(
@@ -208,10 +209,11 @@ pub async fn redeem(
         .issuer
         .redeem_authenticated(authenticated, now)
         .await?;
-    state.metrics.redemptions(&report.outcomes);
+    let report = state.issuer.sign_answer(report, now, &mut request_rng())?;
+    state.metrics.redemptions(&report.payload.outcomes);
     tracing::info!(
         merchant = %request.payload.merchant_id,
-        items = report.outcomes.len(),
+        items = report.payload.outcomes.len(),
         "redemption batch"
     );
     Ok(report)
@@ -240,7 +242,12 @@ pub async fn statement(
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };
-    match state.issuer.statement_authenticated(request, now).await {
+    let statement = state
+        .issuer
+        .statement_authenticated(request, now)
+        .await
+        .and_then(|s| state.issuer.sign_answer(s, now, &mut request_rng()));
+    match statement {
         Ok(statement) => reply(&statement, body.accept),
         Err(e) => ApiError::from(e).into_response(),
     }

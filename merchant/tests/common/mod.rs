@@ -60,6 +60,7 @@ pub fn issuer() -> Arc<TheIssuer> {
         balance_certifier: role(fixtures::balance_certifier()),
         deposit_issuer: role(fixtures::deposit_issuer()),
         identified_coin_issuer: role(fixtures::identified_coin_issuer()),
+        answer_signer: role(fixtures::answer_signer()),
         keysets: vec![
             KeysetKeys::new(EUR, validity(), validity().not_after, denominations).unwrap(),
         ],
@@ -103,13 +104,14 @@ impl IssuerClient for InProcess {
         if self.offline {
             return Err(ClientError::Transport("offline".into()));
         }
+        let refused = |e: scrip_issuer::IssuerError| ClientError::Refused {
+            code: e.code().into(),
+            message: e.to_string(),
+        };
+        let report = self.issuer.redeem(batch, self.now).await.map_err(refused)?;
         self.issuer
-            .redeem(batch, self.now)
-            .await
-            .map_err(|e| ClientError::Refused {
-                code: e.code().into(),
-                message: e.to_string(),
-            })
+            .sign_answer(report, self.now, &mut rng(98))
+            .map_err(refused)
     }
 }
 

@@ -11,6 +11,6 @@ pub use denomination::{
 };
 pub use pss::{PublicKey, Signature, SigningKey, VerifyingKey, DEFAULT_RSA_BITS, RSA_BITS};
 pub use role::{
-    AccountCertifier, BalanceCertifier, DepositIssuer, Device, DirectoryRoot, IdentifiedCoinIssuer,
-    IssuerKeyRole, IssuerRole, Merchant, MerchantCertifier, Role,
+    AccountCertifier, AnswerSigner, BalanceCertifier, DepositIssuer, Device, DirectoryRoot,
+    IdentifiedCoinIssuer, IssuerKeyRole, IssuerRole, Merchant, MerchantCertifier, Role,
 };

@@ -36,6 +36,9 @@ pub enum IssuerKeyRole {
     Deposit,
     /// Signs [`IdentifiedCoin`](crate::IdentifiedCoin)s.
     IdentifiedCoin,
+    /// Signs the answers clients act on: [`RedemptionReport`](crate::RedemptionReport)s,
+    /// [`SyncReport`](crate::SyncReport)s and [`Statement`](crate::Statement)s.
+    Answer,
 }
 
 impl IssuerKeyRole {
@@ -47,6 +50,7 @@ impl IssuerKeyRole {
             IssuerKeyRole::BalanceCertificate => BalanceCertifier::NAME,
             IssuerKeyRole::Deposit => DepositIssuer::NAME,
             IssuerKeyRole::IdentifiedCoin => IdentifiedCoinIssuer::NAME,
+            IssuerKeyRole::Answer => AnswerSigner::NAME,
         }
     }
 }
@@ -85,6 +89,12 @@ role!(
 role!(
     /// The issuer's key for identified (traceable) coins.
     IdentifiedCoinIssuer, "identified-coin-issuer", issuer: IdentifiedCoin
+);
+role!(
+    /// The issuer's key for the answers clients act on (redemption and sync reports,
+    /// statements): a merchant marks payments settled, and a wallet forgets what it handed
+    /// in, only on an answer this key signed.
+    AnswerSigner, "answer-signer", issuer: Answer
 );
 role!(
     /// The issuer's root key: signs the [`KeyDirectory`](crate::KeyDirectory). Wallets and

@@ -60,6 +60,7 @@ pub fn issuer() -> TheIssuer {
         balance_certifier: role(fixtures::balance_certifier()),
         deposit_issuer: role(fixtures::deposit_issuer()),
         identified_coin_issuer: role(fixtures::identified_coin_issuer()),
+        answer_signer: role(fixtures::answer_signer()),
         keysets: vec![
             KeysetKeys::new(EUR, validity(), validity().not_after, denominations).unwrap(),
         ],
