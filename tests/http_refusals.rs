@@ -1182,3 +1182,37 @@ async fn connections_over_the_cap_and_bodies_over_the_budget_get_503_and_others_
     assert_eq!(counter("scrip_http_bodies_refused_total"), 1, "{metrics}");
     h.server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seen_nonce_copied_into_a_request_of_another_device_does_not_use_it_up() {
+    // Someone who saw a request's type, nonce and time signs a request of their own
+    // device with the same three first: the replay identity includes the signer, so the
+    // genuine request is still fresh.
+    let mut h = harness().await;
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let key = SigningKey::generate(&mut rng, DEFAULT_RSA_BITS).unwrap();
+    let mut attacker = common::register_phone(&h.client, key).await;
+    let t = demo::now();
+    let genuine = h
+        .phone
+        .wallet
+        .sync_request(t, &mut StdRng::seed_from_u64(7))
+        .unwrap();
+    let squat = attacker
+        .wallet
+        .sync_request(t, &mut StdRng::seed_from_u64(7))
+        .unwrap();
+    assert_eq!(
+        (genuine.payload.nonce, genuine.payload.created_at),
+        (squat.payload.nonce, squat.payload.created_at)
+    );
+    h.client.sync(&squat).await.unwrap();
+    h.client.sync(&genuine).await.unwrap();
+    match h.client.sync(&genuine).await {
+        Err(scrip::Error::Refused { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (409, "replayed"))
+        }
+        other => panic!("a replay was not refused: {other:?}"),
+    }
+    h.server.shutdown().await.unwrap();
+}

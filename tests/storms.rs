@@ -849,7 +849,10 @@ async fn twenty_devices(kind: StoreKind) {
         )
         .await
         .unwrap();
-    assert_eq!(again, statement);
+    assert_eq!(
+        (again.payload.balance, &again.payload.entries),
+        (statement.payload.balance, &statement.payload.entries)
+    );
     server.shutdown().await.unwrap();
     eprintln!(
         "{kind}: reserved {reserved} on {} certificates, withdrew {withdrawn}, {balance} left, \

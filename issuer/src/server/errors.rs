@@ -227,5 +227,13 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
             "the request could not be read",
         )
     };
-    Ok(error.into_response())
+    let mut response = error.into_response();
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        // A full body budget empties within a read timeout at most.
+        response.headers_mut().insert(
+            warp::http::header::RETRY_AFTER,
+            warp::http::HeaderValue::from_static("1"),
+        );
+    }
+    Ok(response)
 }
