@@ -371,6 +371,11 @@ async fn main() -> Res<()> {
 
     // ---- public reads -----------------------------------------------------------------
     let _: Done = tour.get("GET /healthz", "/healthz", false).await?;
+    let _: Done = tour.get("GET /readyz", "/readyz", false).await?;
+    let answer = tour
+        .exchange("HEAD /v1/root-key", Method::HEAD, "/v1/root-key", &[], None)
+        .await?;
+    expect_status(&answer, 200)?;
     let root: RootKey = tour.get("GET /v1/root-key", "/v1/root-key", false).await?;
     let directory: SignedKeyDirectory = tour.get("GET /v1/keys", "/v1/keys", false).await?;
     let _ = tour
@@ -628,10 +633,11 @@ async fn main() -> Res<()> {
     let answer = phone.wallet.pay_by_coins(&offer, now())?;
     let answer = phone.send(answer)?;
     let spent_coin = match &answer {
-        PaymentAnswer::ByCoins(p) => p.coins.first().map(|c| c.id()),
+        PaymentAnswer::ByCoins(p) => p.coins.first().map(|c| c.spend_id()),
         PaymentAnswer::ByRecord { .. } => None,
     }
-    .ok_or("the coin payment carries no coin")?;
+    .ok_or("the coin payment carries no coin")??
+    .to_hex();
     let reply = shop_a.accept(&answer, now(), &mut rng).await?;
     phone.wallet.on_merchant_reply(&reply, now())?;
     phone.save()?;
@@ -678,15 +684,15 @@ async fn main() -> Res<()> {
 
     let _: CoinState = tour
         .get(
-            "GET /v1/coins/{id}",
+            "GET /v1/coins/{spend_id}",
             &format!("/v1/coins/{spent_coin}"),
             false,
         )
         .await?;
     let _: CoinState = tour
         .get(
-            "GET /v1/coins/{id} (never redeemed)",
-            "/v1/coins/0b8a56f2-3c1e-4d52-9a5c-6f0e2b7d9c11",
+            "GET /v1/coins/{spend_id} (never redeemed)",
+            "/v1/coins/5f0e2b7d9c110b8a56f23c1e4d529a5c6f0e2b7d9c110b8a56f23c1e4d529a5c",
             false,
         )
         .await?;
@@ -976,9 +982,9 @@ async fn main() -> Res<()> {
     expect_status(&answer, 405)?;
     let answer = tour
         .exchange(
-            "GET /v1/coins/{id} with an id that is not a UUID",
+            "GET /v1/coins/{spend_id} with a coin id instead of a spend id",
             Method::GET,
-            "/v1/coins/42",
+            "/v1/coins/0b8a56f2-3c1e-4d52-9a5c-6f0e2b7d9c11",
             &[],
             None,
         )
@@ -1053,6 +1059,30 @@ async fn main() -> Res<()> {
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await?;
     println!("{}", String::from_utf8_lossy(&raw));
+
+    // Refusals hyper itself produces, below the routes: JSON like every other.
+    for (title, raw) in [
+        ("a malformed request line", b"GARBAGE\r\n\r\n".to_vec()),
+        (
+            "a Content-Length that is not a number",
+            b"POST /v1/sync HTTP/1.1\r\nhost: localhost\r\ncontent-length: ten\r\n\r\n".to_vec(),
+        ),
+        (
+            "request headers over 16 KiB",
+            format!(
+                "GET /healthz HTTP/1.1\r\nhost: localhost\r\nx-padding: {}\r\n\r\n",
+                "a".repeat(20_000)
+            )
+            .into_bytes(),
+        ),
+    ] {
+        println!("\n===== {title}");
+        let mut stream = tokio::net::TcpStream::connect(running.local_addr()).await?;
+        stream.write_all(&raw).await?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await?;
+        println!("{}", String::from_utf8_lossy(&answer));
+    }
 
     // ---- metrics ----------------------------------------------------------------------
     let answer = tour

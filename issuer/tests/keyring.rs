@@ -122,6 +122,7 @@ fn fingerprint(k: &Keyring) -> Fingerprint {
             role_ids(&k.balance_certifier),
             role_ids(&k.deposit_issuer),
             role_ids(&k.identified_coin_issuer),
+            role_ids(&k.answer_signer),
         ],
         keysets: k
             .keysets
@@ -139,12 +140,13 @@ fn fingerprint(k: &Keyring) -> Fingerprint {
     }
 }
 
-const ALL_ROLES: [IssuerKeyRole; 5] = [
+const ALL_ROLES: [IssuerKeyRole; 6] = [
     IssuerKeyRole::AccountCertificate,
     IssuerKeyRole::MerchantCertificate,
     IssuerKeyRole::BalanceCertificate,
     IssuerKeyRole::Deposit,
     IssuerKeyRole::IdentifiedCoin,
+    IssuerKeyRole::Answer,
 ];
 
 fn roles_listed(directory: &KeyDirectory) -> Vec<IssuerKeyRole> {
@@ -235,7 +237,7 @@ fn generate_makes_one_key_per_role_and_one_blind_key_per_denomination() {
     ids.push(f.root);
     ids.extend(f.keysets.iter().flat_map(|s| s.4.iter().map(|(_, id)| *id)));
     let n = ids.len();
-    assert_eq!(n, 1 + 5 + 5);
+    assert_eq!(n, 1 + 6 + 5);
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), n, "a key is used twice");
@@ -602,8 +604,8 @@ async fn save_and_load_round_trip_with_private_file_permissions() {
     keyring_files::save(&keyring, &dir).unwrap();
 
     let names = assert_private(&dir);
-    // root + 5 roles + 5 denominations + manifest.
-    assert_eq!(names.len(), 12, "{names:?}");
+    // root + 6 roles + 5 denominations + manifest.
+    assert_eq!(names.len(), 13, "{names:?}");
     assert!(names.contains("keyring.json"));
     let manifest = fs::read_to_string(dir.join("keyring.json")).unwrap();
     assert!(
@@ -671,7 +673,7 @@ fn a_rotated_keyring_persists_old_and_new_keys_with_their_windows() {
         .unwrap();
     keyring_files::save(&keyring, &dir).unwrap();
     let names = assert_private(&dir);
-    assert_eq!(names.len(), 13, "{names:?}");
+    assert_eq!(names.len(), 14, "{names:?}");
 
     let loaded = keyring_files::load(&dir).unwrap();
     let after = fingerprint(&loaded);
@@ -744,6 +746,47 @@ fn load_or_generate_generates_once_then_loads() {
     );
 }
 
+#[test]
+fn a_format_1_keyring_gains_an_answer_key_and_keeps_every_other_key() {
+    // What scrip 0.1 saved: no answer key, manifest version 1.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    keyring_files::save(base(), &dir).unwrap();
+    edit_manifest(&dir, |m| {
+        m["version"] = 1.into();
+        m.as_object_mut().unwrap().remove("answer_signer");
+    });
+    fs::remove_file(dir.join("answer-signer-0.pem")).unwrap();
+    match keyring_files::load(&dir) {
+        Err(IssuerError::Keyring(e)) => assert!(e.contains("migrat"), "{e}"),
+        other => panic!(
+            "a format 1 keyring loaded without migration: {:?}",
+            other.is_ok()
+        ),
+    }
+
+    let later = NOW.saturating_add(DAY);
+    let (migrated, generated) =
+        keyring_files::load_or_generate(&dir, &config(), later, &mut rng(41)).unwrap();
+    assert!(!generated, "migration is not a new keyring");
+    let (old, new) = (fingerprint(base()), fingerprint(&migrated));
+    assert_eq!(new.root, old.root);
+    assert_eq!(new.keysets, old.keysets);
+    assert_eq!(
+        new.roles[..5],
+        old.roles[..5],
+        "a key other than the answer key changed"
+    );
+    assert_eq!(new.roles[5].len(), 1);
+    assert_eq!(
+        new.roles[5][0].1,
+        Validity::starting_at(later, config().key_lifetime)
+    );
+    // Saved in format 2: the next start loads it as it is.
+    assert_private(&dir);
+    assert_eq!(fingerprint(&keyring_files::load(&dir).unwrap()), new);
+}
+
 /// Saves a copy of the base keyring into a fresh directory, applies `damage`, loads.
 fn load_damaged(damage: impl FnOnce(&Path)) -> (tempfile::TempDir, scrip_issuer::Result<Keyring>) {
     let tmp = tempfile::tempdir().unwrap();
@@ -791,8 +834,8 @@ fn a_damaged_or_unknown_manifest_is_an_error_not_a_panic() {
             Box::new(|d| fs::remove_file(d.join("keyring.json")).unwrap()),
         ),
         (
-            "version 2",
-            Box::new(|d| edit_manifest(d, |m| m["version"] = 2.into())),
+            "version 3",
+            Box::new(|d| edit_manifest(d, |m| m["version"] = 3.into())),
         ),
         (
             "version 0",
@@ -881,8 +924,8 @@ fn a_damaged_or_unknown_manifest_is_an_error_not_a_panic() {
         match result {
             Ok(_) => panic!("{what}: loaded"),
             Err(e @ (IssuerError::Keyring(_) | IssuerError::Invalid(_))) => {
-                if what == "version 2" {
-                    assert!(e.to_string().contains("version 2"), "{what}: {e}");
+                if what == "version 3" {
+                    assert!(e.to_string().contains("version 3"), "{what}: {e}");
                 }
             }
             Err(e) => panic!("{what}: unexpected error {e:?}"),

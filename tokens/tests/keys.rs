@@ -31,7 +31,7 @@ fn openssl_key_ids() -> Vec<(String, String)> {
 #[test]
 fn key_ids_match_openssl() {
     let ids = openssl_key_ids();
-    assert_eq!(ids.len(), 23);
+    assert_eq!(ids.len(), 24);
     for (name, expected) in &ids {
         let pem = fixture(&format!("{name}.pem"));
         let id = if name.starts_with("denomination") {
