@@ -227,6 +227,25 @@ async fn a_second_server_on_the_directory_is_refused_whatever_its_store_and_chan
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_data_directory_cannot_borrow_a_running_servers_keys() {
+    // Two issuers with one keyring and two stores would each accept every coin once.
+    let parent = tempfile::tempdir().unwrap();
+    let a = parent.path().join("a");
+    let running = server::start(config(&a, 0, StoreKind::Redb)).await.unwrap();
+    let mut borrower = config(&parent.path().join("b"), 0, StoreKind::Redb);
+    borrower.keys = KeySource::Directory {
+        dir: a.join("keys"),
+        generate: small_keyring(),
+    };
+    match server::start(borrower).await {
+        Err(IssuerError::DirectoryInUse(d)) => assert_eq!(d, a.join("keys")),
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a second issuer runs on the first one's keys"),
+    }
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_taken_port_fails_before_any_key_is_generated() {
     let parent = tempfile::tempdir().unwrap();
     let dir = parent.path().join("scrip-data");

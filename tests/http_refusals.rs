@@ -99,6 +99,18 @@ impl Harness {
     }
 }
 
+/// An in-process server's configuration: memory store, fixture keys, loopback port 0.
+fn memory_config(dir: &Path) -> ServerConfig {
+    let mut config = ServerConfig::new(
+        ([127, 0, 0, 1], 0).into(),
+        dir,
+        common::OPERATOR_TOKEN.to_owned(),
+    );
+    config.store = StoreKind::Memory;
+    config.keys = KeySource::Provided(Box::new(common::fixture_keyring()));
+    config
+}
+
 /// Sends raw bytes of an HTTP/1.1 request and parses the status and JSON error body.
 async fn raw_request(h: &Harness, head: &str) -> (u16, ErrorBody) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -306,24 +318,8 @@ async fn a_request_signed_before_a_restart_cannot_be_replayed_after_it() {
     let server = common::start(StoreKind::Redb, dir.path()).await;
     let client = common::client(&server);
     let mut rng = StdRng::from_rng(&mut rand::rng());
-    let mut phone = Phone::new(
-        Wallet::generate(common::root(), &mut rng).unwrap(),
-        StorageKey::random(&mut rng),
-    );
-    phone
-        .wallet
-        .update_directory(client.key_directory().await.unwrap(), demo::now())
-        .unwrap();
-    let registration = phone
-        .wallet
-        .registration_request(None, demo::now(), &mut rng)
-        .unwrap();
-    let registration = phone.send(registration).unwrap();
-    let opened = client.open_account(&registration).await.unwrap();
-    phone
-        .wallet
-        .on_account_certificate(opened.certificate, demo::now())
-        .unwrap();
+    let key = SigningKey::generate(&mut rng, DEFAULT_RSA_BITS).unwrap();
+    let mut phone = common::register_phone(&client, key).await;
     let request = phone.wallet.sync_request(demo::now(), &mut rng).unwrap();
     client.sync(&request).await.unwrap();
 
@@ -348,12 +344,7 @@ async fn a_request_signed_before_a_restart_cannot_be_replayed_after_it() {
 
 /// A server over the memory store with `keyring` and `issuer` limits.
 async fn start_with(dir: &Path, keyring: Keyring, issuer: IssuerConfig) -> RunningServer {
-    let mut config = ServerConfig::new(
-        ([127, 0, 0, 1], 0).into(),
-        dir,
-        common::OPERATOR_TOKEN.to_owned(),
-    );
-    config.store = StoreKind::Memory;
+    let mut config = memory_config(dir);
     config.keys = KeySource::Provided(Box::new(keyring));
     config.issuer = issuer;
     server::start(config).await.unwrap()
@@ -998,13 +989,7 @@ async fn read_until_closed(stream: &mut tokio::net::TcpStream) -> String {
 async fn clients_that_stall_mid_request_are_cut_off_and_the_server_keeps_serving() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::new(
-        ([127, 0, 0, 1], 0).into(),
-        dir.path(),
-        common::OPERATOR_TOKEN.to_owned(),
-    );
-    config.store = StoreKind::Memory;
-    config.keys = KeySource::Provided(Box::new(common::fixture_keyring()));
+    let mut config = memory_config(dir.path());
     config.read_timeout = Duration::from_millis(500);
     let server = server::start(config).await.unwrap();
     let addr = server.local_addr();
@@ -1125,13 +1110,7 @@ async fn refusals_below_the_routes_speak_json_and_head_answers_like_get() {
 async fn connections_over_the_cap_and_bodies_over_the_budget_get_503_and_others_are_served() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::new(
-        ([127, 0, 0, 1], 0).into(),
-        dir.path(),
-        common::OPERATOR_TOKEN.to_owned(),
-    );
-    config.store = StoreKind::Memory;
-    config.keys = KeySource::Provided(Box::new(common::fixture_keyring()));
+    let mut config = memory_config(dir.path());
     config.max_connections = 6;
     config.max_body_bytes = 1 << 20;
     config.body_budget_bytes = 2 << 20;
@@ -1141,18 +1120,21 @@ async fn connections_over_the_cap_and_bodies_over_the_budget_get_503_and_others_
     let key = SigningKey::generate(&mut rng, DEFAULT_RSA_BITS).unwrap();
     let mut h = harness_on(server, dir, key).await;
 
-    // Two uploads of 1 MiB that stall after their headers hold the whole 2 MiB budget: a
-    // third large body is refused from its Content-Length, before it is read.
+    // Two uploads of 1 MiB that stall one byte short hold the whole 2 MiB budget (a body
+    // holds the budget for what it has sent, so holding it takes sending it): a third
+    // large body is refused as its first bytes arrive.
     let head = "POST /v1/redemptions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n\
                 content-length: 1048576\r\n\r\n";
     let mut stalled = Vec::new();
     for _ in 0..2 {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&vec![b' '; (1 << 20) - 1]).await.unwrap();
         stalled.push(stream);
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let (status, body) = json_refusal(&exchange(addr, head.as_bytes()).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let third = [head.as_bytes(), &[b' '; 64 << 10]].concat();
+    let (status, body) = json_refusal(&exchange(addr, &third).await);
     assert_eq!((status, body.code.as_str()), (503, "busy"));
     // Small bodies need no reservation: a genuine request is served meanwhile.
     h.still_serving().await;
@@ -1214,5 +1196,40 @@ async fn a_seen_nonce_copied_into_a_request_of_another_device_does_not_use_it_up
         }
         other => panic!("a replay was not refused: {other:?}"),
     }
+    h.server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_signed_registrations_are_not_remembered_and_a_replay_opens_nothing_new() {
+    // Anyone can make a key and sign registrations with it: they must not fill the
+    // replay cache. A replayed registration is harmless: the key is registered once.
+    let h = harness().await;
+    let before = h.server.state().replay.remembered();
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let key = SigningKey::generate(&mut rng, DEFAULT_RSA_BITS).unwrap();
+    let mut phone = Phone::new(
+        Wallet::new(key, common::root()).unwrap(),
+        StorageKey::random(&mut rng),
+    );
+    let mut registrations = Vec::new();
+    for _ in 0..10 {
+        let registration = phone
+            .wallet
+            .registration_request(None, demo::now(), &mut rng)
+            .unwrap();
+        registrations.push(phone.send(registration).unwrap());
+    }
+    let opened = h.client.open_account(&registrations[0]).await.unwrap();
+    for registration in &registrations[1..] {
+        match h.client.open_account(registration).await {
+            Err(scrip::Error::Refused { status, code, .. }) => {
+                assert_eq!((status, code.as_str()), (409, "already_registered"))
+            }
+            other => panic!("a second registration of one key: {other:?}"),
+        }
+    }
+    let replayed = h.client.open_account(&registrations[0]).await.unwrap();
+    assert_eq!(replayed.account_id, opened.account_id);
+    assert_eq!(h.server.state().replay.remembered(), before);
     h.server.shutdown().await.unwrap();
 }

@@ -21,6 +21,9 @@ use crate::{IssuerError, Keyring, KeyringConfig, Result};
 const MANIFEST: &str = "keyring.json";
 const MANIFEST_VERSION: u32 = 2;
 
+/// How far back a key added by a migration is valid (see [`load_or_generate`]).
+const MIGRATION_BACKDATE: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 #[derive(Serialize, Deserialize)]
 struct Manifest {
     version: u32,
@@ -269,7 +272,12 @@ pub fn load_or_generate<G: CryptoRng + ?Sized>(
         }
         // Format 1: add the answer key, then save in the current format (the caller
         // holds the directory's lock).
-        let validity = Validity::starting_at(now, config.key_lifetime);
+        // Valid from a day back, so that clients whose clock runs behind the server's
+        // accept answers right away (nothing was signed with it before now).
+        let validity = Validity::new(
+            now.saturating_sub(MIGRATION_BACKDATE),
+            now.saturating_add(config.key_lifetime),
+        )?;
         let answer_signer = RoleKeys::new(vec![IssuerKey {
             key: SigningKey::generate(rng, config.rsa_bits)?,
             validity,

@@ -780,7 +780,11 @@ fn a_format_1_keyring_gains_an_answer_key_and_keeps_every_other_key() {
     assert_eq!(new.roles[5].len(), 1);
     assert_eq!(
         new.roles[5][0].1,
-        Validity::starting_at(later, config().key_lifetime)
+        Validity::new(
+            later.saturating_sub(DAY),
+            later.saturating_add(config().key_lifetime)
+        )
+        .unwrap()
     );
     // Saved in format 2: the next start loads it as it is.
     assert_private(&dir);

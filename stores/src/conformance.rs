@@ -785,13 +785,17 @@ impl FullDiskBackend {
         path: PathBuf,
         full: Arc<std::sync::atomic::AtomicBool>,
     ) -> crate::Result<crate::RedbStore> {
-        crate::RedbStore::open_with(move || {
-            let backend = FullDiskBackend::open(&path, Arc::clone(&full))
-                .map_err(|e| crate::StoreError::io("opening the database file", e))?;
-            redb::Builder::new()
-                .create_with_backend(backend)
-                .map_err(|e| crate::StoreError::Backend(Arc::new(e)))
-        })
+        let disk = Arc::clone(&full);
+        crate::RedbStore::open_with(
+            move || {
+                let backend = FullDiskBackend::open(&path, Arc::clone(&full))
+                    .map_err(|e| crate::StoreError::io("opening the database file", e))?;
+                redb::Builder::new()
+                    .create_with_backend(backend)
+                    .map_err(|e| crate::StoreError::Backend(Arc::new(e)))
+            },
+            move || !disk.load(std::sync::atomic::Ordering::SeqCst),
+        )
     }
 }
 

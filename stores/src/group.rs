@@ -134,9 +134,12 @@ impl GroupCommit {
             return Ok(());
         }
         let mut last = self.last_probe.lock().await;
-        if let Some((at, outcome)) = last.as_ref() {
+        // A recent failed probe stands (a public readiness check cannot make a failing
+        // store write more often); a recent successful one does not, as writes have failed
+        // since.
+        if let Some((at, Err(e))) = last.as_ref() {
             if at.elapsed() < PROBE_INTERVAL {
-                return outcome.clone();
+                return Err(e.clone());
             }
         }
         let (reply, answer) = oneshot::channel();
@@ -232,7 +235,15 @@ fn writer_loop(
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        counters.failing.store(result.is_err(), Ordering::Release);
+        // A batch that wrote nothing (every unit a repeat or a conflict) says nothing about
+        // whether the store can write.
+        match &result {
+            Err(_) => counters.failing.store(true, Ordering::Release),
+            Ok(outcomes) if outcomes.contains(&CommitOutcome::Committed) => {
+                counters.failing.store(false, Ordering::Release)
+            }
+            Ok(_) => {}
+        }
         match result {
             Ok(outcomes) => {
                 let mut outcomes = outcomes.into_iter();

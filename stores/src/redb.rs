@@ -141,17 +141,27 @@ enum Slot {
 /// How the store opens its database, again after a failed write.
 type Opener = Box<dyn Fn() -> Result<Database> + Send>;
 
+/// Whether the database's storage can take a write again (see [`RedbStore::open_with`]).
+type SpaceCheck = Box<dyn Fn() -> bool + Send>;
+
 /// How long a reopen waits for reads in flight to let go of the old handle.
 const REOPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Least time between two attempts to reopen after a failed write: each runs redb's
+/// recovery over the whole file, and writes keep coming while the disk is full.
+const REOPEN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct RedbCommitter {
     slot: Arc<RwLock<Slot>>,
     open: Opener,
+    has_space: SpaceCheck,
     /// A write failed: redb latches its handle after an I/O error (every later write
-    /// fails with `PreviousIo`), so the next write or probe reopens the database first.
-    /// Reopening recovers from the file: what was committed is there, the failed
-    /// transaction is not.
+    /// fails with `PreviousIo`), so a later write or probe reopens the database first,
+    /// once there is space again. Reopening recovers from the file: what was committed
+    /// is there, the failed transaction is not. Until then the latched handle keeps
+    /// serving reads (from its cache, and from the file while reads succeed).
     needs_reopen: bool,
+    last_reopen_attempt: Option<std::time::Instant>,
 }
 
 impl RedbCommitter {
@@ -204,11 +214,33 @@ impl RedbCommitter {
         Ok(())
     }
 
+    /// After a failed write: reopens at most once per [`REOPEN_INTERVAL`], and only once
+    /// the space check passes; otherwise refuses the write at once.
+    fn reopen_when_space(&mut self) -> Result<()> {
+        let waiting = || {
+            StoreError::io(
+                "waiting for space after a failed write",
+                std::io::ErrorKind::StorageFull.into(),
+            )
+        };
+        if self
+            .last_reopen_attempt
+            .is_some_and(|at| at.elapsed() < REOPEN_INTERVAL)
+        {
+            return Err(waiting());
+        }
+        self.last_reopen_attempt = Some(std::time::Instant::now());
+        if !(self.has_space)() {
+            return Err(waiting());
+        }
+        self.reopen()
+    }
+
     /// Runs `write` on a usable handle, reopening first if a write failed before, and
     /// marks the handle for reopening if this one fails in redb.
     fn write<T>(&mut self, write: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
         if self.needs_reopen {
-            self.reopen()?;
+            self.reopen_when_space()?;
         }
         let db = self.database()?;
         let result = write(&db);
@@ -217,6 +249,19 @@ impl RedbCommitter {
         }
         result
     }
+}
+
+/// Whether a megabyte can be written and made durable in `dir` (then removed): a full disk
+/// refuses it.
+fn has_space(dir: &Path) -> bool {
+    use std::io::Write as _;
+    let probe = dir.join(".scrip-space-probe");
+    let written = std::fs::File::create(&probe).and_then(|mut file| {
+        file.write_all(&[0u8; 1 << 20])?;
+        file.sync_all()
+    });
+    let _ = std::fs::remove_file(&probe);
+    written.is_ok()
 }
 
 fn reopening() -> StoreError {
@@ -280,14 +325,25 @@ impl RedbStore {
             std::fs::create_dir_all(parent)
                 .map_err(|e| StoreError::io("creating the store directory", e))?;
         }
-        Self::open_with(move || Database::create(&path).map_err(backend))
+        let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) => parent.to_path_buf(),
+            None => std::path::PathBuf::from("."),
+        };
+        Self::open_with(
+            move || Database::create(&path).map_err(backend),
+            move || has_space(&dir),
+        )
     }
 
     /// Opens the store on a database that `open` makes, and makes again to recover after
-    /// a failed write: for instance on a custom [`redb::StorageBackend`]
+    /// a failed write, once `has_space` says the storage can take writes again: for
+    /// instance on a custom [`redb::StorageBackend`]
     /// (`redb::Builder::new().create_with_backend(..)`), which is how the full-disk tests
     /// inject write failures.
-    pub fn open_with(open: impl Fn() -> Result<Database> + Send + 'static) -> Result<Self> {
+    pub fn open_with(
+        open: impl Fn() -> Result<Database> + Send + 'static,
+        has_space: impl Fn() -> bool + Send + 'static,
+    ) -> Result<Self> {
         let db = open()?;
         {
             let txn = db.begin_write().map_err(backend)?;
@@ -301,7 +357,9 @@ impl RedbStore {
         let committer = RedbCommitter {
             slot: Arc::clone(&slot),
             open: Box::new(open),
+            has_space: Box::new(has_space),
             needs_reopen: false,
+            last_reopen_attempt: None,
         };
         Ok(RedbStore {
             group: GroupCommit::start("redb", committer)?,

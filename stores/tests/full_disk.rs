@@ -100,14 +100,22 @@ async fn redb_writes_again_once_space_is_back_without_a_restart() {
     }
     assert_held(&store, &acknowledged, &refused).await;
 
-    // Failing again mid-way, then recovering through a commit rather than a probe.
+    // Failing again mid-way, then recovering through a retried commit rather than a probe
+    // (reopening is tried at most once a second).
     full.store(true, Ordering::SeqCst);
     assert!(store.commit(unit(21, 100)).await.is_err());
     full.store(false, Ordering::SeqCst);
-    assert_eq!(
-        store.commit(unit(22, 100)).await.unwrap(),
-        CommitOutcome::Committed
-    );
+    let started = Instant::now();
+    loop {
+        match store.commit(unit(22, 100)).await {
+            Ok(outcome) => {
+                assert_eq!(outcome, CommitOutcome::Committed);
+                break;
+            }
+            Err(e) => assert!(started.elapsed() < Duration::from_secs(5), "{e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     acknowledged.push(22);
     store.close().await.unwrap();
 

@@ -93,8 +93,8 @@ struct Args {
     #[arg(long, env = "SCRIP_MAX_HEADER_BYTES", default_value_t = 16 << 10)]
     max_header_bytes: usize,
 
-    /// Bytes of request bodies over 16 KiB held at once, reserved by Content-Length before
-    /// they are read (at least --max-body-bytes); a body that does not fit gets 503 busy.
+    /// Bytes of request bodies over 16 KiB held at once, reserved chunk by chunk as they
+    /// arrive (at least --max-body-bytes); a body that does not fit gets 503 busy.
     #[arg(long, env = "SCRIP_BODY_BUDGET_BYTES", default_value_t = 64 << 20)]
     body_budget_bytes: usize,
 

@@ -13,7 +13,7 @@
 //! Memory before authentication is bounded here and in [`super::filters`]: at most
 //! `max_connections` connections are served (more are answered `503 busy` and closed),
 //! each buffers at most `max_header_bytes` of request head (`431` beyond), and request
-//! bodies are budgeted by their `Content-Length` before they are read.
+//! large request bodies draw on a budget as they arrive.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -168,9 +168,14 @@ impl<S> JsonRefusals<S> {
 
 /// The JSON refusal for hyper's automatic answer `head`, if it is one.
 fn replacement_for(head: &[u8]) -> Option<Vec<u8>> {
+    // Hyper's refusal is a head alone, written whole in one buffer (writev is off); any
+    // other write (a body, a part of one) is left as it is.
     let end = head.windows(4).position(|w| w == b"\r\n\r\n")?;
+    if end + 4 != head.len() {
+        return None;
+    }
     let text = std::str::from_utf8(&head[..end]).ok()?.to_ascii_lowercase();
-    if !text.contains("\r\ncontent-length: 0") {
+    if !text.split("\r\n").any(|line| line == "content-length: 0") {
         return None;
     }
     let status = text.strip_prefix("http/1.1 ")?.get(..3)?;
@@ -278,5 +283,11 @@ mod tests {
         assert!(replacement_for(routed).is_none());
         let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n";
         assert!(replacement_for(ok).is_none());
+        // Bytes of a body that happen to look like a refusal head are never touched.
+        let mut with_body = bare.to_vec();
+        with_body.extend_from_slice(b"more bytes");
+        assert!(replacement_for(&with_body).is_none());
+        let other_length = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0123\r\n\r\n";
+        assert!(replacement_for(other_length).is_none());
     }
 }

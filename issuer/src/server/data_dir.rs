@@ -65,6 +65,15 @@ impl DirectoryLock {
     }
 }
 
+/// Whether two existing paths name one directory (after resolving links and `..`).
+pub(super) fn same_directory(a: &Path, b: &Path) -> Result<bool> {
+    let canonical = |p: &Path| {
+        std::fs::canonicalize(p)
+            .map_err(|e| IssuerError::Io(format!("resolving {}: {e}", p.display())))
+    };
+    Ok(canonical(a)? == canonical(b)?)
+}
+
 /// Creates the data directory owner-only (0700): the store holds identified coins and
 /// deposit records, spendable by whoever copies them. An existing directory is left as
 /// the operator set it, with a warning when others can read it.

@@ -90,9 +90,16 @@ impl ApiError {
         serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
     }
 
-    /// The JSON error response.
+    /// The JSON error response. A 503 (busy, or the store cannot write) says when to
+    /// retry.
     pub fn into_response(self) -> Response {
         let mut response = Response::new(self.json_body().into());
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(
+                warp::http::header::RETRY_AFTER,
+                warp::http::HeaderValue::from_static("1"),
+            );
+        }
         *response.status_mut() = self.status;
         response.headers_mut().insert(
             warp::http::header::CONTENT_TYPE,
@@ -227,13 +234,5 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
             "the request could not be read",
         )
     };
-    let mut response = error.into_response();
-    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-        // A full body budget empties within a read timeout at most.
-        response.headers_mut().insert(
-            warp::http::header::RETRY_AFTER,
-            warp::http::HeaderValue::from_static("1"),
-        );
-    }
-    Ok(response)
+    Ok(error.into_response())
 }

@@ -266,35 +266,91 @@ fn operator_token() -> impl Filter<Extract = (Option<String>,), Error = Infallib
         })
 }
 
+/// Where a body's bytes are accounted while it is read: nowhere for a small one (every
+/// connection may hold one), the server's body budget for a larger one.
+#[derive(Clone)]
+struct BodyAccount {
+    budget: Option<Arc<tokio::sync::Semaphore>>,
+    metrics: Arc<super::Metrics>,
+}
+
+/// A request body read so far and its share of the body budget.
+struct ReadBody {
+    bytes: bytes::Bytes,
+    reservation: Option<OwnedSemaphorePermit>,
+}
+
 /// The whole body, read within `deadline` and at most `limit` bytes (the Content-Length
-/// limit is checked first; this bounds what is buffered whatever the client sends).
+/// limit is checked first; this bounds what is buffered whatever the client sends). A body
+/// over [`SMALL_BODY_BYTES`] reserves each chunk from the server's body budget as it
+/// arrives, or is refused with `503 busy`: what senders who have not authenticated yet can
+/// make the server buffer is bounded, and holding the budget takes sending the bytes.
 fn body_bytes(
-    limit: usize,
-    deadline: Duration,
-) -> impl Filter<Extract = (bytes::Bytes,), Error = Rejection> + Clone {
-    warp::body::stream().and_then(move |stream| read_body(stream, limit, deadline))
+    state: &Arc<AppState>,
+) -> impl Filter<Extract = (ReadBody,), Error = Rejection> + Clone {
+    let (limit, deadline) = (state.max_body_bytes, state.read_timeout);
+    let (budget, metrics) = (Arc::clone(&state.body_budget), Arc::clone(&state.metrics));
+    // `content_length_limit` ran first: the header is there and within the limit.
+    warp::header::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(move |length: u64, stream| {
+            let account = BodyAccount {
+                budget: (length > SMALL_BODY_BYTES as u64).then(|| Arc::clone(&budget)),
+                metrics: Arc::clone(&metrics),
+            };
+            read_body(stream, limit, deadline, account)
+        })
 }
 
 async fn read_body<S, B>(
     stream: S,
     limit: usize,
     deadline: Duration,
-) -> Result<bytes::Bytes, Rejection>
+    account: BodyAccount,
+) -> Result<ReadBody, Rejection>
 where
     S: futures_util::Stream<Item = Result<B, warp::Error>>,
     B: Buf,
 {
     let read = async move {
         let mut stream = std::pin::pin!(stream);
-        let mut body = bytes::BytesMut::new();
+        // Chunks as they arrived, joined once the body is complete: a body still arriving
+        // holds what it sent and no more (a growing buffer would hold up to twice that).
+        let mut chunks: Vec<bytes::Bytes> = Vec::new();
+        let mut received: usize = 0;
+        let mut reservation: Option<OwnedSemaphorePermit> = None;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| warp::reject::custom(errors::BodyUnreadable))?;
-            if body.len().saturating_add(chunk.remaining()) > limit {
+            let mut chunk = chunk.map_err(|_| warp::reject::custom(errors::BodyUnreadable))?;
+            if received.saturating_add(chunk.remaining()) > limit {
                 return Err(warp::reject::custom(errors::BodyTooLarge));
             }
-            body.put(chunk);
+            if let Some(budget) = &account.budget {
+                let permits = u32::try_from(chunk.remaining()).unwrap_or(u32::MAX);
+                match Arc::clone(budget).try_acquire_many_owned(permits) {
+                    Ok(more) => match reservation.as_mut() {
+                        Some(held) => held.merge(more),
+                        None => reservation = Some(more),
+                    },
+                    Err(_) => {
+                        account.metrics.body_refused();
+                        return Err(warp::reject::custom(errors::BodyBudgetExhausted));
+                    }
+                }
+            }
+            received += chunk.remaining();
+            chunks.push(chunk.copy_to_bytes(chunk.remaining()));
         }
-        Ok(body.freeze())
+        let bytes = match chunks.len() {
+            1 => chunks.swap_remove(0),
+            _ => {
+                let mut body = bytes::BytesMut::with_capacity(received);
+                for chunk in chunks {
+                    body.put(chunk);
+                }
+                body.freeze()
+            }
+        };
+        Ok(ReadBody { bytes, reservation })
     };
     match tokio::time::timeout(deadline, read).await {
         Ok(result) => result,
@@ -304,7 +360,6 @@ where
 
 fn body(state: &Arc<AppState>) -> BoxedFilter<(Body, Option<String>)> {
     let limit = state.max_body_bytes;
-    let deadline = state.read_timeout;
     let content_type = warp::header::optional::<String>("content-type")
         .or(warp::any().map(|| None))
         .unify();
@@ -312,21 +367,16 @@ fn body(state: &Arc<AppState>) -> BoxedFilter<(Body, Option<String>)> {
         .and(accept())
         .and(operator_token())
         .and(warp::body::content_length_limit(limit as u64))
-        .and(reserve_body(state))
-        .and(body_bytes(limit, deadline))
+        .and(body_bytes(state))
         .map(
-            move |ct: Option<String>,
-                  accept: Format,
-                  op: Option<String>,
-                  reservation: Option<OwnedSemaphorePermit>,
-                  bytes: bytes::Bytes| {
+            move |ct: Option<String>, accept: Format, op: Option<String>, read: ReadBody| {
                 (
                     Body {
                         content: Format::of_content_type(ct.as_deref()),
                         accept,
-                        bytes,
+                        bytes: read.bytes,
                         limit,
-                        _reservation: reservation,
+                        _reservation: read.reservation,
                     },
                     op,
                 )
@@ -334,33 +384,6 @@ fn body(state: &Arc<AppState>) -> BoxedFilter<(Body, Option<String>)> {
         )
         .untuple_one()
         .boxed()
-}
-
-/// Reserves a body's `Content-Length` from the server's body budget before the body is
-/// read (bodies up to [`SMALL_BODY_BYTES`] need none), or refuses it with `503 busy`: what
-/// senders who have not authenticated yet can make the server buffer is bounded. The
-/// reservation lives as long as the [`Body`].
-fn reserve_body(
-    state: &Arc<AppState>,
-) -> impl Filter<Extract = (Option<OwnedSemaphorePermit>,), Error = Rejection> + Clone {
-    let state = Arc::clone(state);
-    // `content_length_limit` ran first: the header is there and within the limit.
-    warp::header::<u64>("content-length").and_then(move |length: u64| {
-        let state = Arc::clone(&state);
-        async move {
-            if length <= SMALL_BODY_BYTES as u64 {
-                return Ok(None);
-            }
-            let permits = u32::try_from(length).unwrap_or(u32::MAX);
-            match Arc::clone(&state.body_budget).try_acquire_many_owned(permits) {
-                Ok(reservation) => Ok(Some(reservation)),
-                Err(_) => {
-                    state.metrics.body_refused();
-                    Err(warp::reject::custom(errors::BodyBudgetExhausted))
-                }
-            }
-        }
-    })
 }
 
 /// A signed `POST` route: check the operator token where needed, decode, handle. Each

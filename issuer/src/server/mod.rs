@@ -138,9 +138,9 @@ pub struct ServerConfig {
     /// Largest request head (request line and headers) a connection may buffer; larger
     /// heads get `431 headers_too_large`.
     pub max_header_bytes: usize,
-    /// Bytes of request bodies larger than [`SMALL_BODY_BYTES`] held at once, reserved by
-    /// their `Content-Length` before they are read; a body that does not fit gets `503
-    /// busy`. Smaller bodies need no reservation (they are bounded by the connection cap).
+    /// Bytes of request bodies larger than [`SMALL_BODY_BYTES`] held at once, reserved chunk
+    /// by chunk as they arrive; a body that does not fit gets `503 busy`. Smaller bodies need
+    /// no reservation (they are bounded by the connection cap).
     pub body_budget_bytes: usize,
     /// Where deposits are collected from.
     pub funding: Arc<dyn FundingSource>,
@@ -199,6 +199,9 @@ pub struct AppState {
     max_body_bytes: usize,
     read_timeout: Duration,
     body_budget: Arc<tokio::sync::Semaphore>,
+    /// The data (and keys) directory locks: held as long as anything of the server
+    /// (a connection still finishing, the release loop) can still use the store.
+    _locks: Vec<DirectoryLock>,
     directory: std::sync::Mutex<Option<(Timestamp, scrip_tokens::SignedKeyDirectory)>>,
 }
 
@@ -216,8 +219,10 @@ impl AppState {
     {
         self.replay.check_time(request.created_at(), now)?;
         let authenticated = self.issuer.authenticate(request).await?;
-        self.replay
-            .admit(request.created_at(), &request.replay_id(), now)?;
+        if R::REMEMBERED {
+            self.replay
+                .admit(request.created_at(), &request.replay_id(), now)?;
+        }
         Ok(authenticated)
     }
 
@@ -265,8 +270,17 @@ pub struct RunningServer {
     stop: Option<oneshot::Sender<()>>,
     serve: JoinHandle<()>,
     release: JoinHandle<()>,
-    /// Released when the server is dropped, after [`Self::shutdown`] closed the store.
-    _locks: Vec<DirectoryLock>,
+}
+
+impl Drop for RunningServer {
+    /// A server dropped without [`RunningServer::shutdown`] stops accepting and releasing;
+    /// its directory locks go with the last connection still being served.
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.release.abort();
+    }
 }
 
 impl RunningServer {
@@ -299,8 +313,11 @@ impl RunningServer {
         {
             tracing::warn!("connections still open after the grace period; closing anyway");
             self.serve.abort();
+            let _ = (&mut self.serve).await;
         }
         self.release.abort();
+        // Cancelled tasks let go of the state (and its directory locks) when they end.
+        let _ = (&mut self.release).await;
         self.state.issuer.store().close().await?;
         tracing::info!("store closed; server stopped");
         Ok(())
@@ -322,10 +339,11 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     data_dir::create_private_dir(&config.data_dir)?;
     let mut locks = vec![DirectoryLock::acquire(&config.data_dir)?];
     if let KeySource::Directory { dir, .. } = &config.keys {
-        // Keys kept outside the data directory are this server's alone too: two issuers
-        // with one keyring and two stores would each accept every coin once.
-        if !dir.starts_with(&config.data_dir) {
-            data_dir::make_private_dir(dir)?;
+        // The keys are this server's alone too, wherever they are (another server may
+        // name them with --keys-dir): two issuers with one keyring and two stores would
+        // each accept every coin once.
+        data_dir::make_private_dir(dir)?;
+        if !data_dir::same_directory(dir, &config.data_dir)? {
             locks.push(DirectoryLock::acquire(dir)?);
         }
     }
@@ -386,6 +404,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
                 .max(config.max_body_bytes)
                 .min(tokio::sync::Semaphore::MAX_PERMITS),
         )),
+        _locks: locks,
         directory: std::sync::Mutex::new(None),
     });
 
@@ -416,16 +435,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         stop: Some(stop),
         serve,
         release,
-        _locks: locks,
     })
 }
 
-/// Releases the reservations of expired balance certificates, forever.
+/// Releases the reservations of expired balance certificates, and lets the replay cache
+/// forget expired nonces, forever.
 async fn release_expired_loop(state: Arc<AppState>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        state.replay.prune(now());
         // Page until a short page: many certificates may expire within one tick.
         loop {
             match state.issuer.release_expired(now(), crate::MAX_PAGE).await {

@@ -109,22 +109,10 @@ impl ReplayGuard {
         // can be forgotten then; the same identity always has the same `created_at`.
         let forget_at = created_at.saturating_add(self.skew).as_unix_millis();
         let bucket = forget_at / self.bucket_ms;
-        let now_ms = now.as_unix_millis();
         let mut expired = Vec::new();
         let outcome = {
-            let mut seen = match self.seen.lock() {
-                Ok(s) => s,
-                Err(poisoned) => poisoned.into_inner(),
-            };
-            // Buckets whose every nonce may be forgotten: all of them end before `now`.
-            while let Some(first) = seen.by_expiry.first_entry() {
-                if first.key().saturating_add(1).saturating_mul(self.bucket_ms) > now_ms {
-                    break;
-                }
-                let set = first.remove();
-                seen.len -= set.len();
-                expired.push(set);
-            }
+            let mut seen = self.lock();
+            self.take_expired(&mut seen, now, &mut expired);
             if seen
                 .by_expiry
                 .get(&bucket)
@@ -144,17 +132,53 @@ impl ReplayGuard {
         outcome
     }
 
+    /// Forgets every nonce that may be forgotten at `now` (the server calls this now and
+    /// then, so that an idle server gives a flood's memory back too).
+    pub fn prune(&self, now: Timestamp) {
+        let mut expired = Vec::new();
+        self.take_expired(&mut self.lock(), now, &mut expired);
+        drop(expired);
+    }
+
     /// How many nonces are remembered now.
     pub fn remembered(&self) -> usize {
+        self.lock().len
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Buckets> {
         match self.seen.lock() {
-            Ok(s) => s.len,
-            Err(poisoned) => poisoned.into_inner().len,
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// Moves the buckets whose every nonce may be forgotten at `now` (all of them end
+    /// before it) into `expired`, to be freed once the lock is released.
+    fn take_expired(
+        &self,
+        seen: &mut Buckets,
+        now: Timestamp,
+        expired: &mut Vec<HashSet<NonceKey>>,
+    ) {
+        let now_ms = now.as_unix_millis();
+        while let Some(first) = seen.by_expiry.first_entry() {
+            if first.key().saturating_add(1).saturating_mul(self.bucket_ms) > now_ms {
+                break;
+            }
+            let set = first.remove();
+            seen.len -= set.len();
+            expired.push(set);
         }
     }
 }
 
 /// A signed request's creation time and replay identity.
 pub trait Fresh {
+    /// Whether the replay cache remembers it. Self-signed registrations are not
+    /// remembered: anyone can make a key and sign one, and a replayed registration
+    /// changes nothing (the key is registered once; the replay gets the same account or
+    /// certificate back), so remembering them would only let strangers fill the cache.
+    const REMEMBERED: bool = true;
     /// When the client created it.
     fn created_at(&self) -> Timestamp;
     /// What makes it unique: its type's tag, its signer, nonce and creation time, or for
@@ -167,8 +191,9 @@ pub trait Fresh {
 }
 
 macro_rules! fresh_by_nonce {
-    ($($ty:ty => |$p:ident| $signer:expr),* $(,)?) => {$(
+    ($($ty:ty => |$p:ident| $signer:expr $(, remembered: $remembered:literal)?);* $(;)?) => {$(
         impl Fresh for $ty {
+            $(const REMEMBERED: bool = $remembered;)?
             fn created_at(&self) -> Timestamp {
                 self.payload.created_at
             }
@@ -187,14 +212,14 @@ macro_rules! fresh_by_nonce {
 }
 
 fresh_by_nonce!(
-    DeviceRegistration => |p| p.device_key.key_id().as_bytes(),
-    MerchantRegistration => |p| p.merchant_key.key_id().as_bytes(),
-    BalanceCertificateRequest => |p| p.device_id.as_bytes(),
-    SyncRequest => |p| p.device_id.as_bytes(),
-    BlindWithdrawalRequest => |p| p.device_id.as_bytes(),
-    IdentifiedWithdrawalRequest => |p| p.device_id.as_bytes(),
-    RedemptionBatch => |p| p.merchant_id.as_bytes(),
-    StatementRequest => |p| p.device_id.as_bytes(),
+    DeviceRegistration => |p| p.device_key.key_id().as_bytes(), remembered: false;
+    MerchantRegistration => |p| p.merchant_key.key_id().as_bytes(), remembered: false;
+    BalanceCertificateRequest => |p| p.device_id.as_bytes();
+    SyncRequest => |p| p.device_id.as_bytes();
+    BlindWithdrawalRequest => |p| p.device_id.as_bytes();
+    IdentifiedWithdrawalRequest => |p| p.device_id.as_bytes();
+    RedemptionBatch => |p| p.merchant_id.as_bytes();
+    StatementRequest => |p| p.device_id.as_bytes();
 );
 
 impl Fresh for DepositRequest {
