@@ -303,15 +303,42 @@ fn main() {
     .expect("sign");
     out.signed("sync-request", &sync);
     out.body("sync-request", &sync);
-    out.token(
-        "sync-report",
-        &SyncReport {
+    let sync_report = SyncReport::sign(
+        SyncReportPayload {
+            account_id,
+            device_id,
+            request_digest: codec::digest(&sync).expect("digest"),
             records: vec![RedemptionOutcome::Accepted {
                 credited: eur(1_250),
             }],
             confirmations_recorded: 1,
+            answered_at: NOW,
         },
-    );
+        &s.issuer.answer_signer,
+        &mut rng,
+    )
+    .expect("sign");
+    out.signed("sync-report", &sync_report);
+    let statement = Statement::sign(
+        StatementPayload {
+            account_id,
+            request_digest: ContentDigest::of(b"a statement request"),
+            currency: Currency::EUR,
+            balance: 8_750,
+            entries: vec![StatementEntry {
+                seq: 1,
+                at: NOW,
+                delta: 8_750,
+                balance_after: 8_750,
+                memo: "deposit".into(),
+            }],
+            answered_at: NOW,
+        },
+        &s.issuer.answer_signer,
+        &mut rng,
+    )
+    .expect("sign");
+    out.signed("statement", &statement);
 
     let statement = StatementRequest::sign(
         StatementRequestPayload {
@@ -399,9 +426,11 @@ fn main() {
     .expect("sign");
     out.signed("redemption-batch", &batch);
     out.body("redemption-batch", &batch);
-    out.token(
-        "redemption-report",
-        &RedemptionReport {
+    let report = RedemptionReport::sign(
+        RedemptionReportPayload {
+            merchant_id,
+            batch_digest: codec::digest(&batch).expect("digest"),
+            answered_at: NOW,
             outcomes: vec![
                 RedemptionOutcome::Accepted { credited: eur(15) },
                 RedemptionOutcome::AlreadyAccepted {
@@ -419,7 +448,11 @@ fn main() {
                 },
             ],
         },
-    );
+        &s.issuer.answer_signer,
+        &mut rng,
+    )
+    .expect("sign");
+    out.signed("redemption-report", &report);
     out.body("reissue-request", &ReissueRequest { to: device_id });
 
     for (target, table) in [("decode_tokens", TOKEN_TYPES), ("http_bodies", BODY_TYPES)] {

@@ -101,6 +101,7 @@ token_types!(
     IdentifiedWithdrawalResponse,
     RedemptionBatchPayload,
     RedemptionBatch,
+    RedemptionReportPayload,
     RedemptionReport,
     MerchantOffer,
     PaymentAnswer,
@@ -110,9 +111,12 @@ token_types!(
     MerchantReply,
     SyncRequestPayload,
     SyncRequest,
+    SyncReportPayload,
     SyncReport,
     StatementRequestPayload,
     StatementRequest,
+    StatementPayload,
+    Statement,
 );
 
 /// The `decode_tokens` target: first byte picks the type, the rest is the encoding.
