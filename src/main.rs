@@ -413,43 +413,24 @@ fn write_output(path: &str, bytes: &[u8]) -> Result<(), Error> {
 /// commands on one wallet at once would both load the same state, both spend the same
 /// coins and sequence numbers, and the last to save would erase the other's payments.
 fn lock_state_dir(dir: &Path) -> Result<scrip::issuer::server::DirectoryLock, Error> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(Error::io(format!("creating {}", dir.display())))?;
-    Ok(scrip::issuer::server::DirectoryLock::acquire(dir)?)
+    Ok(scrip::issuer::server::DirectoryLock::create_and_acquire(
+        dir,
+    )?)
 }
 
-/// Writes a secret file readable only by its owner, atomically (temporary file, fsync,
+/// Writes a file readable only by its owner, atomically (a fresh temporary file, fsync,
 /// rename, directory fsync): the state of a wallet or terminal is never half-written.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("tmp");
-    // A leftover temporary file could carry wider permissions: start from a new one.
-    match std::fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(Error::io(format!("removing {}", tmp.display()))(e)),
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(Error::io(format!("creating {}", tmp.display())))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(Error::io(format!("writing {}", tmp.display())))?;
-    std::fs::rename(&tmp, path).map_err(Error::io(format!("renaming to {}", path.display())))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Usage(format!("{} is not a file name", path.display())))?;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-    std::fs::File::open(dir.unwrap_or(Path::new(".")))
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io(format!(
-            "syncing the directory of {}",
-            path.display()
-        )))
+    Ok(scrip::issuer::keyring_files::write_private(
+        dir.unwrap_or(Path::new(".")),
+        name,
+        bytes,
+    )?)
 }
 
 fn read_text(path: &Path) -> Result<String, Error> {

@@ -340,17 +340,26 @@ impl FileCommitter {
             .write_all(frame)
             .and_then(|()| self.log.sync_data());
         if let Err(e) = result {
-            let restored = self
-                .log
-                .set_len(self.log_len)
-                .and_then(|()| self.log.sync_data());
-            if restored.is_err() {
-                self.poisoned = true;
-            }
+            // A failed restore is already reported by poisoning the store.
+            let _ = self.cut_back();
             return Err(StoreError::io("appending to the log", e));
         }
         self.log_len += frame.len() as u64;
         Ok(())
+    }
+
+    /// Cuts the log back to its acknowledged length after a write that must not stay (a
+    /// failed append, a probe). If even that fails, the file is in an unknown state and
+    /// the store is poisoned.
+    fn cut_back(&mut self) -> std::io::Result<()> {
+        let restored = self
+            .log
+            .set_len(self.log_len)
+            .and_then(|()| self.log.sync_data());
+        if restored.is_err() {
+            self.poisoned = true;
+        }
+        restored
     }
 
     fn compact(&mut self) -> Result<()> {
@@ -453,13 +462,7 @@ impl BatchCommitter for FileCommitter {
             .log
             .write_all(&[0u8; 4096])
             .and_then(|()| self.log.sync_data());
-        let restored = self
-            .log
-            .set_len(self.log_len)
-            .and_then(|()| self.log.sync_data());
-        if restored.is_err() {
-            self.poisoned = true;
-        }
+        let restored = self.cut_back();
         probed.map_err(io("probing the disk"))?;
         restored.map_err(io("probing the disk"))
     }

@@ -59,6 +59,12 @@ impl DirectoryLock {
         })
     }
 
+    /// Creates `dir` owner-only (0700) if it is missing, then takes its lock.
+    pub fn create_and_acquire(dir: &Path) -> Result<Self> {
+        make_private_dir(dir)?;
+        Self::acquire(dir)
+    }
+
     /// The locked directory.
     pub fn dir(&self) -> &Path {
         &self.dir
