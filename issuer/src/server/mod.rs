@@ -344,7 +344,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         // each accept every coin once.
         data_dir::make_private_dir(dir)?;
         if !data_dir::same_directory(dir, &config.data_dir)? {
-            locks.push(DirectoryLock::create_and_acquire(dir)?);
+            locks.push(DirectoryLock::acquire(dir)?);
         }
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
