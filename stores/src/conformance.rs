@@ -9,15 +9,20 @@
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+#[cfg(any(feature = "file", feature = "redb"))]
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use scrip_tokens::{AccountId, CoinSpendId, ContentDigest, Currency, MerchantId, Timestamp};
 
+#[cfg(feature = "redb")]
+use crate::RedbStore;
 use crate::{
-    ClaimId, Claimant, Collection, CommitOutcome, FileStore, FileStoreOptions, Floor,
-    LedgerAccount, MemoryStore, Posting, RecordStore, RedbStore, StoreError, Unit, Write,
+    ClaimId, Claimant, Collection, CommitOutcome, Floor, LedgerAccount, MemoryStore, Posting,
+    RecordStore, StoreError, Unit, Write,
 };
+#[cfg(feature = "file")]
+use crate::{FileStore, FileStoreOptions};
 
 /// Opens the store under test.
 pub trait Harness: Send + Sync + 'static {
@@ -29,6 +34,7 @@ pub trait Harness: Send + Sync + 'static {
     fn open(&self) -> Self::Store;
 }
 
+/// The memory backend.
 pub struct MemoryHarness;
 
 impl Harness for MemoryHarness {
@@ -39,11 +45,14 @@ impl Harness for MemoryHarness {
     }
 }
 
+/// The file backend in a temporary directory (feature `file`).
+#[cfg(feature = "file")]
 pub struct FileHarness {
     dir: tempfile::TempDir,
     options: FileStoreOptions,
 }
 
+#[cfg(feature = "file")]
 impl FileHarness {
     pub fn new() -> Self {
         Self::with_options(FileStoreOptions::default())
@@ -68,12 +77,14 @@ impl FileHarness {
     }
 }
 
+#[cfg(feature = "file")]
 impl Default for FileHarness {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(feature = "file")]
 impl Harness for FileHarness {
     type Store = FileStore;
     const DURABLE: bool = true;
@@ -82,10 +93,13 @@ impl Harness for FileHarness {
     }
 }
 
+/// The redb backend in a temporary directory (feature `redb`).
+#[cfg(feature = "redb")]
 pub struct RedbHarness {
     dir: tempfile::TempDir,
 }
 
+#[cfg(feature = "redb")]
 impl RedbHarness {
     pub fn new() -> Self {
         RedbHarness {
@@ -94,12 +108,14 @@ impl RedbHarness {
     }
 }
 
+#[cfg(feature = "redb")]
 impl Default for RedbHarness {
     fn default() -> Self {
         Self::new()
     }
 }
 
+#[cfg(feature = "redb")]
 impl Harness for RedbHarness {
     type Store = RedbStore;
     const DURABLE: bool = true;
@@ -749,13 +765,15 @@ macro_rules! store_conformance {
 
 /// A redb storage backend over a file whose writes fail with `ENOSPC` ("no space left on
 /// device") while its switch is on: a full disk, on demand. Reads keep working, as on a
-/// real full disk. For [`crate::RedbStore::open_with`].
+/// real full disk. For `RedbStore::open_with` (feature `redb`).
+#[cfg(feature = "redb")]
 #[derive(Debug)]
 pub struct FullDiskBackend {
     inner: redb::backends::FileBackend,
     full: Arc<std::sync::atomic::AtomicBool>,
 }
 
+#[cfg(feature = "redb")]
 impl FullDiskBackend {
     /// Opens (or creates) `path`; writes fail while `full` is set.
     pub fn open(
@@ -799,6 +817,7 @@ impl FullDiskBackend {
     }
 }
 
+#[cfg(feature = "redb")]
 impl redb::StorageBackend for FullDiskBackend {
     fn len(&self) -> std::io::Result<u64> {
         self.inner.len()

@@ -30,17 +30,14 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
-use async_trait::async_trait;
-use scrip_tokens::Currency;
-
-use crate::engine::{self, apply_unit, check_format, Table, FORMAT_VERSION};
-use crate::group::{BatchCommitter, GroupCommit};
-use crate::model::{ClaimId, CommitOutcome, ExistingClaim, LedgerAccount, LedgerEntry, Unit};
+use crate::engine::{apply_unit, check_format, Table, FORMAT_VERSION};
+use crate::memory::MemoryBackend;
+use crate::model::{CommitOutcome, Unit};
+use crate::store::{Backend, BatchCommitter, Store};
 use crate::tables::{MemTables, Overlay};
-use crate::{Collection, RecordStore, Result, StoreError, StoreStats};
+use crate::{Result, StoreError};
 
 const LOG_MAGIC: &[u8; 8] = b"SCRIPLOG";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"SCRIPSNP";
@@ -476,14 +473,36 @@ impl BatchCommitter for FileCommitter {
 /// Holds the whole state in memory; suited to stores that fit in RAM (use [`RedbStore`]
 /// beyond that).
 ///
+/// [`RecordStore::close`] releases the directory's lock even while other handles on the
+/// store are still alive, so a restarted server in the same process can open it again at
+/// once; after closing, every call fails with [`StoreError::Closed`].
+///
 /// [`RedbStore`]: crate::RedbStore
-pub struct FileStore {
-    tables: Arc<RwLock<MemTables>>,
-    group: GroupCommit,
+/// [`RecordStore::close`]: crate::RecordStore::close
+pub type FileStore = Store<FileBackend>;
+
+/// The read side of a [`FileStore`]: its in-memory image of the log, and its lock.
+pub struct FileBackend {
+    image: MemoryBackend,
     recovery: RecoveryReport,
     /// Held (exclusively locked) until close; `None` after.
     lock: Mutex<Option<File>>,
-    closed: AtomicBool,
+}
+
+impl Backend for FileBackend {
+    type Tables = MemTables;
+
+    fn read<T>(&self, read: impl FnOnce(&MemTables) -> Result<T>) -> Result<T> {
+        self.image.read(read)
+    }
+
+    fn release(&self) {
+        // Dropping the file releases the lock: the directory can be opened again now,
+        // even while handles on this store are still alive.
+        if let Ok(mut lock) = self.lock.lock() {
+            lock.take();
+        }
+    }
 }
 
 impl FileStore {
@@ -548,10 +567,10 @@ impl FileStore {
             }
         }
 
-        let tables = Arc::new(RwLock::new(tables));
+        let image = MemoryBackend::new(tables);
         let committer = FileCommitter {
             dir,
-            tables: Arc::clone(&tables),
+            tables: image.tables(),
             log,
             log_len,
             snapshot_len,
@@ -559,13 +578,12 @@ impl FileStore {
             options,
             poisoned: false,
         };
-        Ok(FileStore {
-            tables,
-            group: GroupCommit::start("file", committer)?,
+        let backend = FileBackend {
+            image,
             recovery: report,
             lock: Mutex::new(Some(lock)),
-            closed: AtomicBool::new(false),
-        })
+        };
+        Store::group_committed("file", backend, committer)
     }
 
     fn recover_log(
@@ -670,83 +688,7 @@ impl FileStore {
 
     /// What opening the store found and repaired.
     pub fn recovery_report(&self) -> &RecoveryReport {
-        &self.recovery
-    }
-
-    fn read<T>(&self, f: impl FnOnce(&MemTables) -> Result<T>) -> Result<T> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(StoreError::Closed);
-        }
-        let tables = self.tables.read().map_err(|_| StoreError::Poisoned)?;
-        f(&tables)
-    }
-}
-
-#[async_trait]
-impl RecordStore for FileStore {
-    async fn commit_many(&self, units: Vec<Unit>) -> Result<Vec<CommitOutcome>> {
-        for unit in &units {
-            unit.validate()?;
-        }
-        self.group.submit(units).await
-    }
-
-    async fn claims(&self, ids: &[ClaimId]) -> Result<Vec<Option<ExistingClaim>>> {
-        self.read(|t| engine::claims(t, ids))
-    }
-
-    async fn balance(&self, account: &LedgerAccount, currency: Currency) -> Result<i128> {
-        self.read(|t| engine::balance(t, account, currency))
-    }
-
-    async fn balances(
-        &self,
-        after: Option<(LedgerAccount, Currency)>,
-        limit: usize,
-    ) -> Result<Vec<(LedgerAccount, Currency, i128)>> {
-        self.read(|t| engine::balances(t, after.as_ref(), limit))
-    }
-
-    async fn ledger_entries(
-        &self,
-        account: &LedgerAccount,
-        currency: Currency,
-        after_seq: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<LedgerEntry>> {
-        self.read(|t| engine::ledger_entries(t, account, currency, after_seq, limit))
-    }
-
-    async fn get(&self, collection: Collection, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.read(|t| engine::document(t, collection, key))
-    }
-
-    async fn scan(
-        &self,
-        collection: Collection,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.read(|t| engine::documents(t, collection, after, limit))
-    }
-
-    fn stats(&self) -> StoreStats {
-        self.group.stats()
-    }
-
-    async fn check_writable(&self) -> Result<()> {
-        self.group.check_writable().await
-    }
-
-    async fn close(&self) -> Result<()> {
-        let closed = self.group.close().await;
-        self.closed.store(true, Ordering::Release);
-        // Dropping the file releases the lock: the directory can be opened again now,
-        // even while handles on this store are still alive.
-        if let Ok(mut lock) = self.lock.lock() {
-            lock.take();
-        }
-        closed
+        &self.backend().recovery
     }
 }
 

@@ -4,7 +4,6 @@
 //! not one fsync per request: under load, a batch holds as many units as arrived during
 //! the previous fsync.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -13,28 +12,13 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::model::{CommitOutcome, Unit};
-use crate::{StoreError, StoreStats};
+use crate::store::{BatchCommitter, Counters};
+use crate::StoreError;
 
 /// Most units in one durable write.
 const MAX_BATCH_UNITS: usize = 4096;
 /// Most claims + postings + writes in one durable write (bounds memory and log frames).
 const MAX_BATCH_ITEMS: usize = 200_000;
-
-/// The durable half of a backend, run on the writer thread.
-pub(crate) trait BatchCommitter: Send + 'static {
-    /// Applies `units` in order and makes the result durable with one write. An `Err`
-    /// fails every unit of the batch (none of them may be visible to readers).
-    fn commit_batch(&mut self, units: &[Unit]) -> Result<Vec<CommitOutcome>, StoreError>;
-
-    /// Makes one empty write durable (recovering the backend first if a failed write left
-    /// it unusable): how a store that failed to write finds out it can write again.
-    fn probe(&mut self) -> Result<(), StoreError>;
-
-    /// Called once when the store closes, after the last batch.
-    fn close(&mut self) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
 
 /// Least time between two probes: a public readiness check cannot make a failing store
 /// fsync more often than this.
@@ -55,25 +39,6 @@ enum Job {
     },
 }
 
-#[derive(Default)]
-pub(crate) struct Counters {
-    units: AtomicU64,
-    batches: AtomicU64,
-    batch_micros: AtomicU64,
-    /// The last durable write (batch or probe) failed, and none has succeeded since.
-    failing: AtomicBool,
-}
-
-impl Counters {
-    pub(crate) fn snapshot(&self) -> StoreStats {
-        StoreStats {
-            units: self.units.load(Ordering::Relaxed),
-            batches: self.batches.load(Ordering::Relaxed),
-            batch_micros: self.batch_micros.load(Ordering::Relaxed),
-        }
-    }
-}
-
 /// Handle to the writer thread.
 pub(crate) struct GroupCommit {
     sender: Mutex<Option<mpsc::Sender<Job>>>,
@@ -88,9 +53,13 @@ fn items(unit: &Unit) -> usize {
 }
 
 impl GroupCommit {
-    pub(crate) fn start(name: &str, committer: impl BatchCommitter) -> Result<Self, StoreError> {
+    /// Starts the writer thread, which counts its batches in `counters`.
+    pub(crate) fn start(
+        name: &str,
+        committer: impl BatchCommitter,
+        counters: Arc<Counters>,
+    ) -> Result<Self, StoreError> {
         let (sender, receiver) = mpsc::channel();
-        let counters = Arc::new(Counters::default());
         let thread_counters = Arc::clone(&counters);
         let thread = std::thread::Builder::new()
             .name(format!("scrip-{name}-writer"))
@@ -122,15 +91,11 @@ impl GroupCommit {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    pub(crate) fn stats(&self) -> StoreStats {
-        self.counters.snapshot()
-    }
-
     /// `Ok` while writes succeed; after a failed one, the outcome of an empty durable
     /// write on the writer thread (at most one per [`PROBE_INTERVAL`]; callers in between
     /// get the last outcome).
     pub(crate) async fn check_writable(&self) -> Result<(), StoreError> {
-        if !self.counters.failing.load(Ordering::Acquire) {
+        if !self.counters.failing() {
             return Ok(());
         }
         let mut last = self.last_probe.lock().await;
@@ -201,7 +166,7 @@ fn writer_loop(
             }
             Job::Probe { reply } => {
                 let outcome = committer.probe();
-                counters.failing.store(outcome.is_err(), Ordering::Release);
+                counters.set_failing(outcome.is_err());
                 let _ = reply.send(outcome);
                 continue;
             }
@@ -227,23 +192,7 @@ fn writer_loop(
         }
         let started = Instant::now();
         let result = committer.commit_batch(&batch);
-        counters
-            .units
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        counters.batches.fetch_add(1, Ordering::Relaxed);
-        counters.batch_micros.fetch_add(
-            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-        // A batch that wrote nothing (every unit a repeat or a conflict) says nothing about
-        // whether the store can write.
-        match &result {
-            Err(_) => counters.failing.store(true, Ordering::Release),
-            Ok(outcomes) if outcomes.contains(&CommitOutcome::Committed) => {
-                counters.failing.store(false, Ordering::Release)
-            }
-            Ok(_) => {}
-        }
+        counters.record_batch(batch.len(), started, &result);
         match result {
             Ok(outcomes) => {
                 let mut outcomes = outcomes.into_iter();

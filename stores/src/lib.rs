@@ -1,13 +1,24 @@
 #![doc = include_str!("../README.md")]
+// Without a backend's feature, its links in the README point at the feature table.
+#![cfg_attr(not(feature = "file"), doc = "", doc = "[`FileStore`]: #features")]
+#![cfg_attr(not(feature = "redb"), doc = "", doc = "[`RedbStore`]: #features")]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+// Parts of the engine serve only the durable backends (format version, overlay, writer
+// probes). A build without one of them leaves those unused; the full build (default
+// features) still reports real dead code.
+#![cfg_attr(not(all(feature = "file", feature = "redb")), allow(dead_code))]
 
 mod engine;
 mod error;
+#[cfg(feature = "file")]
 mod file;
+#[cfg(any(feature = "file", feature = "redb"))]
 mod group;
 mod memory;
 mod model;
+#[cfg(feature = "redb")]
 mod redb;
+mod store;
 mod tables;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -17,6 +28,7 @@ use async_trait::async_trait;
 use scrip_tokens::Currency;
 
 pub use error::{Result, StoreError};
+#[cfg(feature = "file")]
 pub use file::{FileStore, FileStoreOptions, RecoveryReport};
 pub use memory::MemoryStore;
 pub use model::{
@@ -24,6 +36,7 @@ pub use model::{
     LedgerAccount, LedgerEntry, Posting, Unit, Write, MAX_CLAIMS_PER_UNIT, MAX_ITEMS_PER_UNIT,
     MAX_KEY_LEN, MAX_VALUE_LEN,
 };
+#[cfg(feature = "redb")]
 pub use redb::RedbStore;
 
 /// Counters a store keeps about its commits (for metrics and for showing group commit at
@@ -42,8 +55,8 @@ pub struct StoreStats {
 
 /// The issuer's persistent state: claimed ids (the double-spend guard), the double-entry
 /// ledger, and documents. Every backend (memory, file, redb; PostgreSQL next) implements
-/// these contracts, and the conformance suite ([`conformance`], feature `conformance`)
-/// checks them.
+/// these contracts, and the conformance suite (module `conformance`, feature
+/// `conformance`) checks them.
 ///
 /// Contracts that hold for every method of every backend:
 /// - **Atomic units.** A [`Unit`]'s claims, postings and writes are applied together or not

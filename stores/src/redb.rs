@@ -7,17 +7,15 @@
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use async_trait::async_trait;
 use redb::{
     Database, ReadOnlyTable, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
     WriteTransaction,
 };
-use scrip_tokens::Currency;
 
-use crate::engine::{self, apply_unit, check_format, KvGet, KvPut, KvRead, Pairs, Table};
-use crate::group::{BatchCommitter, GroupCommit};
-use crate::model::{ClaimId, CommitOutcome, ExistingClaim, LedgerAccount, LedgerEntry, Unit};
-use crate::{Collection, RecordStore, Result, StoreError, StoreStats};
+use crate::engine::{apply_unit, check_format, KvGet, KvPut, KvRead, Pairs, Table};
+use crate::model::{CommitOutcome, Unit};
+use crate::store::{Backend, BatchCommitter, Store};
+use crate::{Result, StoreError};
 
 type Bytes = &'static [u8];
 
@@ -33,9 +31,23 @@ fn backend(e: impl Into<redb::Error>) -> StoreError {
     }
 }
 
-/// Every table of a write transaction, open at once.
-struct WriteTables<'txn> {
-    tables: Vec<redb::Table<'txn, Bytes, Bytes>>,
+/// Every table of one transaction, open at once, indexed by [`Table`].
+pub(crate) struct OpenTables<T> {
+    tables: Vec<T>,
+}
+
+/// The tables of a write transaction.
+type WriteTables<'txn> = OpenTables<redb::Table<'txn, Bytes, Bytes>>;
+
+/// The tables of a read transaction.
+pub(crate) type ReadTables = OpenTables<ReadOnlyTable<Bytes, Bytes>>;
+
+impl<T> OpenTables<T> {
+    fn table(&self, table: Table) -> Result<&T> {
+        self.tables
+            .get(table as usize)
+            .ok_or(StoreError::Corrupted("missing table".into()))
+    }
 }
 
 impl<'txn> WriteTables<'txn> {
@@ -44,17 +56,21 @@ impl<'txn> WriteTables<'txn> {
             .iter()
             .map(|t| txn.open_table(definition(*t)).map_err(backend))
             .collect::<Result<Vec<_>>>()?;
-        Ok(WriteTables { tables })
-    }
-
-    fn table(&self, table: Table) -> Result<&redb::Table<'txn, Bytes, Bytes>> {
-        self.tables
-            .get(table as usize)
-            .ok_or(StoreError::Corrupted("missing table".into()))
+        Ok(OpenTables { tables })
     }
 }
 
-impl KvGet for WriteTables<'_> {
+impl ReadTables {
+    fn open(txn: &ReadTransaction) -> Result<Self> {
+        let tables = Table::ALL
+            .iter()
+            .map(|t| txn.open_table(definition(*t)).map_err(backend))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(OpenTables { tables })
+    }
+}
+
+impl<T: ReadableTable<Bytes, Bytes>> KvGet for OpenTables<T> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self
             .table(table)?
@@ -82,38 +98,7 @@ impl KvPut for WriteTables<'_> {
     }
 }
 
-/// Every table of a read transaction.
-struct ReadTables {
-    tables: Vec<ReadOnlyTable<Bytes, Bytes>>,
-}
-
-impl ReadTables {
-    fn open(txn: &ReadTransaction) -> Result<Self> {
-        let tables = Table::ALL
-            .iter()
-            .map(|t| txn.open_table(definition(*t)).map_err(backend))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(ReadTables { tables })
-    }
-
-    fn table(&self, table: Table) -> Result<&ReadOnlyTable<Bytes, Bytes>> {
-        self.tables
-            .get(table as usize)
-            .ok_or(StoreError::Corrupted("missing table".into()))
-    }
-}
-
-impl KvGet for ReadTables {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .table(table)?
-            .get(key)
-            .map_err(backend)?
-            .map(|v| v.value().to_vec()))
-    }
-}
-
-impl KvRead for ReadTables {
+impl<T: ReadableTable<Bytes, Bytes>> KvRead for OpenTables<T> {
     fn range(&self, table: Table, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs> {
         let t = self.table(table)?;
         let iter = match end {
@@ -136,6 +121,22 @@ enum Slot {
     /// Being reopened after a failed write (or a reopen failed): no handle for now.
     Reopening,
     Closed,
+}
+
+/// The handle in `slot`, if it holds one.
+fn database(slot: &RwLock<Slot>) -> Result<Arc<Database>> {
+    match &*slot.read().map_err(|_| StoreError::Poisoned)? {
+        Slot::Open(db) => Ok(Arc::clone(db)),
+        Slot::Reopening => Err(reopening()),
+        Slot::Closed => Err(StoreError::Closed),
+    }
+}
+
+/// Empties `slot` for good: the database file (and its lock) goes with the last handle.
+fn close_slot(slot: &RwLock<Slot>) {
+    if let Ok(mut slot) = slot.write() {
+        *slot = Slot::Closed;
+    }
 }
 
 /// How the store opens its database, again after a failed write.
@@ -165,14 +166,6 @@ struct RedbCommitter {
 }
 
 impl RedbCommitter {
-    fn database(&self) -> Result<Arc<Database>> {
-        match &*self.slot.read().map_err(|_| StoreError::Poisoned)? {
-            Slot::Open(db) => Ok(Arc::clone(db)),
-            Slot::Reopening => Err(reopening()),
-            Slot::Closed => Err(StoreError::Closed),
-        }
-    }
-
     fn reopen(&mut self) -> Result<()> {
         let old = {
             let mut slot = self.slot.write().map_err(|_| StoreError::Poisoned)?;
@@ -242,7 +235,7 @@ impl RedbCommitter {
         if self.needs_reopen {
             self.reopen_when_space()?;
         }
-        let db = self.database()?;
+        let db = database(&self.slot)?;
         let result = write(&db);
         if matches!(result, Err(StoreError::Backend(_))) {
             self.needs_reopen = true;
@@ -294,9 +287,7 @@ impl BatchCommitter for RedbCommitter {
     }
 
     fn close(&mut self) -> Result<()> {
-        if let Ok(mut slot) = self.slot.write() {
-            *slot = Slot::Closed;
-        }
+        close_slot(&self.slot);
         Ok(())
     }
 }
@@ -311,9 +302,31 @@ impl BatchCommitter for RedbCommitter {
 /// handle; this store then reopens the database from its file before the next write or
 /// [`RecordStore::check_writable`] probe, so it serves again once space is back, without
 /// a restart and without losing anything acknowledged.
-pub struct RedbStore {
+///
+/// [`RecordStore::close`]: crate::RecordStore::close
+/// [`RecordStore::check_writable`]: crate::RecordStore::check_writable
+pub type RedbStore = Store<RedbBackend>;
+
+/// The read side of a [`RedbStore`]: the database handle, read through MVCC read
+/// transactions that never block the writer.
+pub struct RedbBackend {
     slot: Arc<RwLock<Slot>>,
-    group: GroupCommit,
+}
+
+impl Backend for RedbBackend {
+    type Tables = ReadTables;
+
+    fn read<T>(&self, read: impl FnOnce(&ReadTables) -> Result<T>) -> Result<T> {
+        let db = database(&self.slot)?;
+        let txn = db.begin_read().map_err(backend)?;
+        read(&ReadTables::open(&txn)?)
+    }
+
+    fn release(&self) {
+        // A read in flight holds its own handle for its duration; the file is released
+        // when it finishes.
+        close_slot(&self.slot);
+    }
 }
 
 impl RedbStore {
@@ -361,87 +374,6 @@ impl RedbStore {
             needs_reopen: false,
             last_reopen_attempt: None,
         };
-        Ok(RedbStore {
-            group: GroupCommit::start("redb", committer)?,
-            slot,
-        })
-    }
-
-    fn read<T>(&self, f: impl FnOnce(&ReadTables) -> Result<T>) -> Result<T> {
-        let db = match &*self.slot.read().map_err(|_| StoreError::Poisoned)? {
-            Slot::Open(db) => Arc::clone(db),
-            Slot::Reopening => return Err(reopening()),
-            Slot::Closed => return Err(StoreError::Closed),
-        };
-        let txn = db.begin_read().map_err(backend)?;
-        let tables = ReadTables::open(&txn)?;
-        f(&tables)
-    }
-}
-
-#[async_trait]
-impl RecordStore for RedbStore {
-    async fn commit_many(&self, units: Vec<Unit>) -> Result<Vec<CommitOutcome>> {
-        for unit in &units {
-            unit.validate()?;
-        }
-        self.group.submit(units).await
-    }
-
-    async fn claims(&self, ids: &[ClaimId]) -> Result<Vec<Option<ExistingClaim>>> {
-        self.read(|t| engine::claims(t, ids))
-    }
-
-    async fn balance(&self, account: &LedgerAccount, currency: Currency) -> Result<i128> {
-        self.read(|t| engine::balance(t, account, currency))
-    }
-
-    async fn balances(
-        &self,
-        after: Option<(LedgerAccount, Currency)>,
-        limit: usize,
-    ) -> Result<Vec<(LedgerAccount, Currency, i128)>> {
-        self.read(|t| engine::balances(t, after.as_ref(), limit))
-    }
-
-    async fn ledger_entries(
-        &self,
-        account: &LedgerAccount,
-        currency: Currency,
-        after_seq: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<LedgerEntry>> {
-        self.read(|t| engine::ledger_entries(t, account, currency, after_seq, limit))
-    }
-
-    async fn get(&self, collection: Collection, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        self.read(|t| engine::document(t, collection, key))
-    }
-
-    async fn scan(
-        &self,
-        collection: Collection,
-        after: Option<&[u8]>,
-        limit: usize,
-    ) -> Result<Pairs> {
-        self.read(|t| engine::documents(t, collection, after, limit))
-    }
-
-    fn stats(&self) -> StoreStats {
-        self.group.stats()
-    }
-
-    async fn check_writable(&self) -> Result<()> {
-        self.group.check_writable().await
-    }
-
-    async fn close(&self) -> Result<()> {
-        let closed = self.group.close().await;
-        // A read in flight holds its own handle for its duration; the file is released
-        // when it finishes.
-        if let Ok(mut slot) = self.slot.write() {
-            *slot = Slot::Closed;
-        }
-        closed
+        Store::group_committed("redb", RedbBackend { slot }, committer)
     }
 }
