@@ -30,22 +30,23 @@ use rand::rngs::StdRng;
 use scrip_stores::{FileStore, MemoryStore, RecordStore, RedbStore};
 use scrip_tokens::{RedemptionBatch, RedemptionItem, RedemptionOutcome};
 
-use common::{BenchIssuer, Device, Shop, NOW};
+use common::{RawWallet, Shop, TestIssuer, NOW};
 
 const ITEMS: u64 = 100;
 
 /// One backend with an issuer over it, a funded device and a registered merchant.
 struct Setup {
     name: &'static str,
-    issuer: BenchIssuer<Arc<dyn RecordStore>>,
-    device: Device,
+    issuer: TestIssuer<Arc<dyn RecordStore>>,
+    device: RawWallet,
     shop: Shop,
 }
 
 impl Setup {
     async fn new(name: &'static str, store: Arc<dyn RecordStore>, rng: &mut StdRng) -> Setup {
         let issuer = common::issuer(store);
-        let device = Device::open(&issuer, 1, 1_000_000_000, rng).await;
+        let device = RawWallet::open(&issuer, 1, rng).await;
+        device.deposit(&issuer, 1_000_000_000, rng).await;
         let shop = Shop::register(&issuer, 1, rng).await;
         Setup {
             name,
@@ -70,13 +71,18 @@ impl Setup {
 
     /// 100 countersigned records paying 1 each under a fresh certificate.
     async fn record_batch(&self, rng: &mut StdRng) -> RedemptionBatch {
-        let cert = self.device.certificate(&self.issuer, ITEMS, rng).await;
+        let cert = self
+            .device
+            .request_certificate(&self.issuer, ITEMS, NOW, rng)
+            .await;
         assert!(u64::from(cert.payload.max_payments) >= ITEMS);
         let first = cert.payload.first_sequence;
         let items = (0..ITEMS)
             .map(|i| {
                 let request = self.shop.request(1, rng);
-                let record = self.device.record(&cert, &request, first + i, i + 1, rng);
+                let record = self
+                    .device
+                    .sign_record(&cert, &request, first + i, i + 1, NOW, rng);
                 RedemptionItem::Record(self.shop.countersign(&record, rng))
             })
             .collect();

@@ -37,11 +37,11 @@ use scrip_merchant::{Merchant, MerchantConfig};
 use scrip_stores::MemoryStore;
 use scrip_tokens::fixtures;
 use scrip_tokens::{
-    BalanceCertificate, BalanceCertificatePayload, Coin, CoinPayment, MerchantReply, PaymentAnswer,
-    PendingCoin, WithdrawalRecordPayload,
+    BalanceCertificate, BalanceCertificatePayload, Coin, CoinPayment, LockRules, MerchantReply,
+    PaymentAnswer, PendingCoin, WithdrawalRecordPayload,
 };
 
-use common::{eur, BenchIssuer, Device, Shop, NOW};
+use common::{eur, RawWallet, Shop, TestIssuer, NOW};
 
 fn coin(c: &mut Criterion) {
     let issuer = common::issuer(MemoryStore::new());
@@ -85,14 +85,15 @@ fn coin(c: &mut Criterion) {
 
 /// An issuer over a memory store with one funded device and one merchant.
 struct World {
-    issuer: BenchIssuer<MemoryStore>,
-    device: Device,
+    issuer: TestIssuer<MemoryStore>,
+    device: RawWallet,
     shop: Shop,
 }
 
 async fn world(rng: &mut StdRng) -> World {
     let issuer = common::issuer(MemoryStore::new());
-    let device = Device::open(&issuer, 1, 1_000_000_000, rng).await;
+    let device = RawWallet::open(&issuer, 1, rng).await;
+    device.deposit(&issuer, 1_000_000_000, rng).await;
     let shop = Shop::register(&issuer, 1, rng).await;
     World {
         issuer,
@@ -106,7 +107,7 @@ fn balance_certificate(c: &mut Criterion) {
     let mut rng = common::rng(2);
     let w = runtime.block_on(world(&mut rng));
     let directory = common::directory(&w.issuer);
-    let certificate = runtime.block_on(w.device.certificate(&w.issuer, 100, &mut rng));
+    let certificate = runtime.block_on(w.device.request_certificate(&w.issuer, 100, NOW, &mut rng));
     let payload: BalanceCertificatePayload = certificate.payload.clone();
     let certifier = fixtures::balance_certifier();
     let account = &w.device.certificate.payload;
@@ -128,7 +129,14 @@ fn balance_certificate(c: &mut Criterion) {
     group.bench_function("issue", |b| {
         b.iter_custom(|iters| {
             let requests: Vec<_> = (0..iters)
-                .map(|_| w.device.certificate_request(1, &mut rng))
+                .map(|_| {
+                    w.device.certificate_request(
+                        Some(1),
+                        LockRules::default(),
+                        Vec::new(),
+                        &mut rng,
+                    )
+                })
                 .collect();
             runtime.block_on(async {
                 let start = Instant::now();
@@ -151,13 +159,14 @@ fn withdrawal_record(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut rng = common::rng(3);
     let w = runtime.block_on(world(&mut rng));
-    let certificate = runtime.block_on(w.device.certificate(&w.issuer, 100, &mut rng));
+    let certificate = runtime.block_on(w.device.request_certificate(&w.issuer, 100, NOW, &mut rng));
     let request = w.shop.request(1, &mut rng);
-    let record = w.device.record(
+    let record = w.device.sign_record(
         &certificate,
         &request,
         certificate.payload.first_sequence,
         1,
+        NOW,
         &mut rng,
     );
     let payload: WithdrawalRecordPayload = record.payload.clone();
@@ -223,7 +232,7 @@ impl RecordPayer {
                 && self.spent < c.payload.available.minor_units
         });
         if !usable {
-            let cert = w.device.certificate(&w.issuer, 100, rng).await;
+            let cert = w.device.request_certificate(&w.issuer, 100, NOW, rng).await;
             self.next_sequence = cert.payload.first_sequence;
             self.spent = 0;
             self.certificate = Some(cert);
@@ -231,9 +240,14 @@ impl RecordPayer {
         let cert = self.certificate.as_ref().unwrap();
         let offer = merchant.offer(eur(1), NOW, rng).await.unwrap();
         self.spent += 1;
-        let record = w
-            .device
-            .record(cert, &offer.request, self.next_sequence, self.spent, rng);
+        let record = w.device.sign_record(
+            cert,
+            &offer.request,
+            self.next_sequence,
+            self.spent,
+            NOW,
+            rng,
+        );
         self.next_sequence += 1;
         PaymentAnswer::ByRecord {
             record,

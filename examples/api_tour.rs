@@ -548,10 +548,11 @@ async fn main() -> Res<()> {
         .await?;
 
     // ---- coins ------------------------------------------------------------------------
-    let request =
-        phone
-            .wallet
-            .blind_withdrawal_request(&[10, 2], Currency::EUR, now(), &mut rng)?;
+    let request = phone.wallet.blind_withdrawal_request(
+        &[10, 2].map(|v| Amount::new(v, Currency::EUR)),
+        now(),
+        &mut rng,
+    )?;
     let request = phone.send(request)?;
     let response: BlindWithdrawalResponse = tour
         .post(
@@ -566,10 +567,11 @@ async fn main() -> Res<()> {
         .on_blind_withdrawal(&request, &response, now())?;
     phone.save()?;
 
-    let request =
-        phone
-            .wallet
-            .identified_withdrawal_request(&[5, 1], Currency::EUR, now(), &mut rng)?;
+    let request = phone.wallet.identified_withdrawal_request(
+        &[5, 1].map(|v| Amount::new(v, Currency::EUR)),
+        now(),
+        &mut rng,
+    )?;
     let request = phone.send(request)?;
     let response: IdentifiedWithdrawalResponse = tour
         .post(
@@ -608,10 +610,7 @@ async fn main() -> Res<()> {
     .await?;
 
     // ---- balance certificate ----------------------------------------------------------
-    let options = CertificateOptions {
-        requested_amount: Some(3_000),
-        ..CertificateOptions::any(Currency::EUR)
-    };
+    let options = CertificateOptions::up_to(eur(3_000));
     let request = phone.wallet.certificate_request(options, now(), &mut rng)?;
     let request = phone.send(request)?;
     let certificate: BalanceCertificate = tour

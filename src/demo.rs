@@ -16,14 +16,17 @@ use scrip_merchant::{Merchant, MerchantConfig};
 use scrip_stores::MemoryStore;
 use scrip_tokens::keys::{DirectoryRoot, Merchant as MerchantRole};
 use scrip_tokens::{
-    Amount, Currency, MerchantCategory, MerchantRegistration, MerchantRegistrationPayload,
-    PaymentAnswer, RedemptionOutcome, Region, SigningKey, Timestamp, VerifyingKey,
+    Amount, Currency, MerchantCategory, PaymentAnswer, RedemptionOutcome, SigningKey, VerifyingKey,
 };
 use scrip_wallet::{CertificateOptions, PaymentStatus, StorageKey, Unreleased, Wallet};
 use serde::Serialize;
 
 use crate::client::HttpClient;
+use crate::setup::register_merchant;
 use crate::Error;
+
+/// The wall clock (re-exported from [`crate::setup`] for the tests and the command line).
+pub use crate::setup::now;
 
 /// Outcome counts of every redemption answer the story saw (merchant uploads and the
 /// customer's sync).
@@ -77,11 +80,6 @@ impl std::fmt::Display for Outcomes {
     }
 }
 
-/// The wall clock.
-pub fn now() -> Timestamp {
-    scrip_issuer::server::now()
-}
-
 /// A wallet that saves its state before every message leaves (as a real vendor must).
 pub struct Phone {
     /// The wallet.
@@ -123,68 +121,17 @@ impl Phone {
     }
 }
 
-/// The root key to trust: pinned from a file when one is given, else fetched (trust on
-/// first use, said out loud).
-pub async fn root_key(
-    client: &HttpClient,
-    pinned: Option<&std::path::Path>,
-    out: &mut dyn Write,
-) -> Result<VerifyingKey<DirectoryRoot>, Error> {
-    if let Some(path) = pinned {
-        let pem = std::fs::read_to_string(path)
-            .map_err(Error::io(format!("reading {}", path.display())))?;
-        return Ok(VerifyingKey::from_pem(&pem)?);
-    }
-    let key = client.root_key().await?.key;
-    say(
-        out,
-        &format!(
-            "  (no --root-key given: trusting the server's root key {} on first use)",
-            key.key_id()
-        ),
-    );
-    Ok(key)
-}
-
 fn say(out: &mut dyn Write, line: &str) {
     let _ = writeln!(out, "{line}");
 }
 
 /// Certificate options: EUR, at most `minor_units`, no other rule.
 pub fn up_to(minor_units: u64) -> CertificateOptions {
-    CertificateOptions {
-        requested_amount: Some(minor_units),
-        ..CertificateOptions::any(Currency::EUR)
-    }
+    CertificateOptions::up_to(eur(minor_units))
 }
 
 fn eur(minor_units: u64) -> Amount {
     Amount::new(minor_units, Currency::EUR)
-}
-
-/// Registers a new merchant key with the operator token.
-pub async fn register_merchant(
-    client: &HttpClient,
-    key: &SigningKey<MerchantRole>,
-    category: MerchantCategory,
-    region: &str,
-    rng: &mut StdRng,
-) -> Result<scrip_tokens::MerchantCertificate, Error> {
-    use rand::Rng;
-    let mut nonce = [0u8; 16];
-    rng.fill_bytes(&mut nonce);
-    let registration = MerchantRegistration::sign(
-        MerchantRegistrationPayload {
-            merchant_key: key.verifying_key().clone(),
-            category,
-            region: Region::new(region)?,
-            created_at: now(),
-            nonce,
-        },
-        key,
-        rng,
-    )?;
-    client.register_merchant(&registration).await
 }
 
 async fn open_shop(
@@ -270,19 +217,21 @@ pub async fn run(
         out,
         "5. withdraws blind coins (10, 2, 2, 1) and identified coins (5, 1)",
     );
-    let request =
-        phone
-            .wallet
-            .blind_withdrawal_request(&[10, 2, 2, 1], Currency::EUR, now(), &mut rng)?;
+    let request = phone.wallet.blind_withdrawal_request(
+        &[10, 2, 2, 1].map(|v| Amount::new(v, Currency::EUR)),
+        now(),
+        &mut rng,
+    )?;
     let request = phone.send(request)?;
     let response = client.withdraw_blind(&request).await?;
     let blind = phone
         .wallet
         .on_blind_withdrawal(&request, &response, now())?;
-    let request =
-        phone
-            .wallet
-            .identified_withdrawal_request(&[5, 1], Currency::EUR, now(), &mut rng)?;
+    let request = phone.wallet.identified_withdrawal_request(
+        &[5, 1].map(|v| Amount::new(v, Currency::EUR)),
+        now(),
+        &mut rng,
+    )?;
     let request = phone.send(request)?;
     let response = client.withdraw_identified(&request).await?;
     let identified = phone
@@ -299,10 +248,7 @@ pub async fn run(
     );
 
     say(out, "6. takes a balance certificate for up to EUR 30.00");
-    let options = CertificateOptions {
-        requested_amount: Some(3_000),
-        ..CertificateOptions::any(Currency::EUR)
-    };
+    let options = CertificateOptions::up_to(eur(3_000));
     let request = phone.wallet.certificate_request(options, now(), &mut rng)?;
     let request = phone.send(request)?;
     let certificate = client.balance_certificate(&request).await?;

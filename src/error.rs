@@ -1,23 +1,13 @@
-//! The one error type of the `scrip` package (HTTP client, demo and command line).
+//! The one error type of the `scrip` package's command line, demo and load run.
 
 /// Why a client call, the demo or a command failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// The server could not be reached, or the connection failed mid-request.
-    #[error("transport: {0}")]
-    Transport(String),
-    /// The server answered with an error.
-    #[error("server refused with {status} ({code}): {message}")]
-    Refused {
-        /// HTTP status.
-        status: u16,
-        /// Stable machine-readable code.
-        code: String,
-        /// Detail.
-        message: String,
-    },
-    /// An answer or a file did not decode.
+    /// A call to the issuer's server failed (unreachable, refused, undecodable answer).
+    #[error(transparent)]
+    Client(#[from] scrip_api::ClientError),
+    /// A file or an output did not decode or encode.
     #[error("decode: {0}")]
     Decode(String),
     /// A token failed to encode, decode or verify.
@@ -56,5 +46,15 @@ impl Error {
     pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
         let context = context.into();
         move |source| Error::Io { context, source }
+    }
+}
+
+/// A wallet step that saves to storage: the wallet's refusal, or the storage's failure.
+impl From<scrip_wallet::SaveError<Error>> for Error {
+    fn from(e: scrip_wallet::SaveError<Error>) -> Self {
+        match e {
+            scrip_wallet::SaveError::Wallet(w) => Error::Wallet(w),
+            scrip_wallet::SaveError::Storage(s) => s,
+        }
     }
 }

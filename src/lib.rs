@@ -7,9 +7,15 @@
 //! - [`wallet`]: the library wallet vendors embed;
 //! - [`merchant`]: the library point-of-sale integrators embed;
 //! - [`interop`]: wire-format documentation and golden vectors;
-//! - [`client`] (feature `client`, on by default): a typed HTTP client of the server;
-//! - [`demo`] (feature `client`): the whole story over HTTP, as `scrip demo` runs it;
-//! - [`load`] (feature `client`): the redemption load run of `scrip load`.
+//! - [`api`] and [`client`] (feature `client`): the HTTP API's message types and a typed
+//!   client of the server, without the server (crate `scrip-api`);
+//! - [`demo`] (feature `cli`, on by default): the whole story over HTTP, as `scrip demo`
+//!   runs it;
+//! - [`load`] (feature `cli`): the redemption load run of `scrip load`;
+//! - [`setup`] (feature `cli`): the clock, root-key trust and merchant registration they share.
+//!
+//! A wallet or point-of-sale vendor who wants only the client builds with
+//! `default-features = false, features = ["client"]`: no warp, no hyper server, no clap.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -21,12 +27,17 @@ pub use scrip_tokens as tokens;
 pub use scrip_wallet as wallet;
 
 #[cfg(feature = "client")]
-pub mod client;
+pub use scrip_api as api;
 #[cfg(feature = "client")]
+pub use scrip_api::client;
+
+#[cfg(feature = "cli")]
 pub mod demo;
-#[cfg(feature = "client")]
+#[cfg(feature = "cli")]
 mod error;
-#[cfg(feature = "client")]
+#[cfg(feature = "cli")]
 pub mod load;
-#[cfg(feature = "client")]
+#[cfg(feature = "cli")]
+pub mod setup;
+#[cfg(feature = "cli")]
 pub use error::Error;

@@ -26,14 +26,15 @@ use scrip_tokens::{
     DepositRequest, DepositRequestPayload, DeviceRegistration, DeviceRegistrationPayload,
     EndorsedCoinPayment, EndorsedCoinPaymentPayload, KeyDirectory, MerchantCategory,
     MerchantCertificate, MerchantId, PaymentRequest, PaymentRequestPayload, PendingCoin,
-    RedemptionBatch, RedemptionBatchPayload, RedemptionItem, RedemptionOutcome, RequestId,
-    SigningKey, VerifyingKey,
+    ReasonCode, RedemptionBatch, RedemptionBatchPayload, RedemptionItem, RedemptionOutcome,
+    RequestId, SigningKey, VerifyingKey,
 };
 use serde::Serialize;
 
 use crate::client::HttpClient;
-use crate::demo::{now, register_merchant};
+use crate::setup::{now, register_merchant};
 use crate::Error;
+use scrip_api::ClientError;
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -472,13 +473,16 @@ pub async fn upload_until_acknowledged(
                 let answer = report.verify_for(&batch, directory, now())?;
                 return Ok(Some((answer.outcomes.clone(), latency)));
             }
-            Err(Error::Transport(_)) => {}
+            Err(ClientError::Transport(_)) => {}
             // A server restarted since the batch was signed refuses it as stale (its
             // replay cache starts empty); a 5xx is the server's own failure. Re-sign and
             // try again; every other refusal is final.
-            Err(Error::Refused { status, .. }) if status >= 500 => {}
-            Err(Error::Refused { code, .. }) if code == "stale_request" => {}
-            Err(other) => return Err(other),
+            Err(ClientError::Refused { status, .. }) if status >= 500 => {}
+            Err(ClientError::Refused {
+                code: ReasonCode::StaleRequest,
+                ..
+            }) => {}
+            Err(other) => return Err(other.into()),
         }
         retried.fetch_add(1, Ordering::Relaxed);
         if Instant::now() + backoff > deadline || stop.load(Ordering::SeqCst) {

@@ -66,7 +66,7 @@ async fn demo_story(kind: StoreKind, bincode: bool) {
         .with_operator_token("not-the-token");
     assert!(matches!(
         anonymous.fraud_log(None, 100).await,
-        Err(scrip::Error::Refused { status: 401, .. })
+        Err(scrip::api::ClientError::Refused { status: 401, .. })
     ));
     server.shutdown().await.unwrap();
 }
@@ -129,7 +129,14 @@ async fn withdraw_blind(phone: &mut Phone, client: &HttpClient, amounts: &[u64])
     let mut rng = rng();
     let request = phone
         .wallet
-        .blind_withdrawal_request(amounts, Currency::EUR, demo::now(), &mut rng)
+        .blind_withdrawal_request(
+            &amounts
+                .iter()
+                .map(|v| Amount::new(*v, Currency::EUR))
+                .collect::<Vec<_>>(),
+            demo::now(),
+            &mut rng,
+        )
         .unwrap();
     let request = phone.send(request).unwrap();
     let response = client.withdraw_blind(&request).await.unwrap();
@@ -143,7 +150,7 @@ async fn withdraw_blind(phone: &mut Phone, client: &HttpClient, amounts: &[u64])
 async fn shop(client: &HttpClient, key: SigningKey<MerchantRole>) -> Merchant<MemoryStore> {
     let mut rng = rng();
     let certificate =
-        demo::register_merchant(client, &key, MerchantCategory::GROCERY, "DE-BY", &mut rng)
+        scrip::setup::register_merchant(client, &key, MerchantCategory::GROCERY, "DE-BY", &mut rng)
             .await
             .unwrap();
     let merchant = Merchant::open(
@@ -353,7 +360,7 @@ async fn a_retry_signed_again_gets_the_first_answer_and_is_not_executed_twice() 
     let first = client.deposit(&request).await.unwrap();
     assert!(matches!(
         client.deposit(&request).await,
-        Err(scrip::Error::Refused { status: 409, .. })
+        Err(scrip::api::ClientError::Refused { status: 409, .. })
     ));
     tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     let retry = phone

@@ -24,7 +24,11 @@ use scrip::stores::RecordStore;
 use scrip::tokens::keys::DEFAULT_RSA_BITS;
 use scrip::tokens::{Amount, Currency, SigningKey};
 
-async fn deposit(phone: &mut Phone, client: &HttpClient, amount: u64) -> Result<(), scrip::Error> {
+async fn deposit(
+    phone: &mut Phone,
+    client: &HttpClient,
+    amount: u64,
+) -> Result<(), scrip::api::ClientError> {
     let mut rng = StdRng::from_rng(&mut rand::rng());
     let request = phone
         .wallet
@@ -75,7 +79,7 @@ async fn a_full_disk_is_reported_by_readyz_and_the_server_recovers_without_a_res
     // The disk fills.
     full.store(true, Ordering::SeqCst);
     match deposit(&mut phone, &client, 500).await {
-        Err(scrip::Error::Refused { status, code, .. }) => {
+        Err(scrip::api::ClientError::Refused { status, code, .. }) => {
             assert_eq!((status, code.as_str()), (503, "store_error"))
         }
         other => panic!("a write on a full disk: {other:?}"),

@@ -285,7 +285,7 @@ async fn replayed_and_stale_requests_are_refused() {
     h.client.sync(&request).await.unwrap();
     // The same signed request again (a replay): refused, nothing done twice.
     match h.client.sync(&request).await {
-        Err(scrip::Error::Refused { status, code, .. }) => {
+        Err(scrip::api::ClientError::Refused { status, code, .. }) => {
             assert_eq!((status, code.as_str()), (409, "replayed"))
         }
         other => panic!("a replay was not refused: {other:?}"),
@@ -329,7 +329,7 @@ async fn a_request_signed_before_a_restart_cannot_be_replayed_after_it() {
     let server = common::start(StoreKind::Redb, dir.path()).await;
     let client = common::client(&server);
     match client.sync(&request).await {
-        Err(scrip::Error::Refused { status, code, .. }) => {
+        Err(scrip::api::ClientError::Refused { status, code, .. }) => {
             assert_eq!((status, code.as_str()), (401, "stale_request"))
         }
         other => panic!("a pre-restart request was accepted again: {other:?}"),
@@ -435,7 +435,11 @@ async fn requests_in_a_currency_the_issuer_does_not_serve_are_refused() {
     let request = h
         .phone
         .wallet
-        .identified_withdrawal_request(&[10], Currency::USD, now(), &mut h.rng)
+        .identified_withdrawal_request(
+            &[10].map(|v| Amount::new(v, Currency::USD)),
+            now(),
+            &mut h.rng,
+        )
         .unwrap();
     let request = h.phone.send(request).unwrap();
     let (status, body) = post_json(&h.server, "/v1/withdrawals/identified", &request).await;
@@ -444,7 +448,11 @@ async fn requests_in_a_currency_the_issuer_does_not_serve_are_refused() {
     assert!(h
         .phone
         .wallet
-        .blind_withdrawal_request(&[10], Currency::USD, now(), &mut h.rng)
+        .blind_withdrawal_request(
+            &[10].map(|v| Amount::new(v, Currency::USD)),
+            now(),
+            &mut h.rng
+        )
         .is_err());
 
     // Nothing moved: the account's ledger is empty, in euros and in dollars.
@@ -677,7 +685,11 @@ async fn expired_merchant_upload() -> (
     let request = h
         .phone
         .wallet
-        .blind_withdrawal_request(&[10, 5], Currency::EUR, demo::now(), &mut h.rng)
+        .blind_withdrawal_request(
+            &[10, 5].map(|v| Amount::new(v, Currency::EUR)),
+            demo::now(),
+            &mut h.rng,
+        )
         .unwrap();
     let request = h.phone.send(request).unwrap();
     let response = h.client.withdraw_blind(&request).await.unwrap();
@@ -689,7 +701,7 @@ async fn expired_merchant_upload() -> (
     assert_eq!(coins.len(), 2);
 
     let key = fixtures::merchant(1);
-    let certificate = demo::register_merchant(
+    let certificate = scrip::setup::register_merchant(
         &h.client,
         &key,
         scrip::tokens::MerchantCategory::GROCERY,
@@ -881,7 +893,7 @@ async fn coins_of_an_expired_keyset_are_neither_issued_nor_redeemed() {
     // A merchant redeeming the old coin (its point of sale should have refused it; this
     // one did not) gets it back as invalid, and is credited nothing.
     let merchant_key = fixtures::merchant(1);
-    let certificate = demo::register_merchant(
+    let certificate = scrip::setup::register_merchant(
         &h.client,
         &merchant_key,
         scrip::tokens::MerchantCategory::GROCERY,
@@ -958,7 +970,11 @@ async fn coins_of_an_expired_keyset_are_neither_issued_nor_redeemed() {
     let request = h
         .phone
         .wallet
-        .blind_withdrawal_request(&[10], Currency::EUR, demo::now(), &mut h.rng)
+        .blind_withdrawal_request(
+            &[10].map(|v| Amount::new(v, Currency::EUR)),
+            demo::now(),
+            &mut h.rng,
+        )
         .unwrap();
     let request = h.phone.send(request).unwrap();
     let response = h.client.withdraw_blind(&request).await.unwrap();
@@ -1191,7 +1207,7 @@ async fn a_seen_nonce_copied_into_a_request_of_another_device_does_not_use_it_up
     h.client.sync(&squat).await.unwrap();
     h.client.sync(&genuine).await.unwrap();
     match h.client.sync(&genuine).await {
-        Err(scrip::Error::Refused { status, code, .. }) => {
+        Err(scrip::api::ClientError::Refused { status, code, .. }) => {
             assert_eq!((status, code.as_str()), (409, "replayed"))
         }
         other => panic!("a replay was not refused: {other:?}"),
@@ -1222,7 +1238,7 @@ async fn self_signed_registrations_are_not_remembered_and_a_replay_opens_nothing
     let opened = h.client.open_account(&registrations[0]).await.unwrap();
     for registration in &registrations[1..] {
         match h.client.open_account(registration).await {
-            Err(scrip::Error::Refused { status, code, .. }) => {
+            Err(scrip::api::ClientError::Refused { status, code, .. }) => {
                 assert_eq!((status, code.as_str()), (409, "already_registered"))
             }
             other => panic!("a second registration of one key: {other:?}"),

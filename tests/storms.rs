@@ -14,9 +14,10 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use scrip::client::HttpClient;
 use scrip::demo::{self, Phone};
+use scrip::issuer::api::FraudKind;
 use scrip::issuer::api::{CoinStatus, DeviceEnrollment};
-use scrip::issuer::docs::{coins_outstanding_account, funding_account, FraudKind};
 use scrip::issuer::server::{RunningServer, StoreKind};
+use scrip::issuer::{coins_outstanding_account, funding_account};
 use scrip::merchant::{Merchant, MerchantConfig, SyncSummary};
 use scrip::stores::{ClaimId, Claimant, ExistingClaim, LedgerAccount, MemoryStore, RecordStore};
 use scrip::tokens::keys::{Device, Merchant as MerchantRole, DEFAULT_RSA_BITS};
@@ -152,7 +153,7 @@ async fn enroll(first: &Phone, client: &HttpClient, key: SigningKey<Device>) -> 
 async fn shop(client: &HttpClient, key: SigningKey<MerchantRole>) -> Merchant<MemoryStore> {
     let mut rng = rng();
     let certificate =
-        demo::register_merchant(client, &key, MerchantCategory::GROCERY, "DE-BY", &mut rng)
+        scrip::setup::register_merchant(client, &key, MerchantCategory::GROCERY, "DE-BY", &mut rng)
             .await
             .unwrap();
     let merchant = Merchant::open(
@@ -300,7 +301,14 @@ async fn two_hundred_merchants(kind: StoreKind) {
     let blind: Vec<u64> = (0..BLIND_COINS).map(|i| DENOMINATIONS[i % 4]).collect();
     let request = phone
         .wallet
-        .blind_withdrawal_request(&blind, Currency::EUR, demo::now(), &mut pool_rng)
+        .blind_withdrawal_request(
+            &blind
+                .iter()
+                .map(|v| Amount::new(*v, Currency::EUR))
+                .collect::<Vec<_>>(),
+            demo::now(),
+            &mut pool_rng,
+        )
         .unwrap();
     let request = phone.send(request).unwrap();
     let response = client.withdraw_blind(&request).await.unwrap();
@@ -313,7 +321,14 @@ async fn two_hundred_merchants(kind: StoreKind) {
         .collect();
     let request = phone
         .wallet
-        .identified_withdrawal_request(&identified, Currency::EUR, demo::now(), &mut pool_rng)
+        .identified_withdrawal_request(
+            &identified
+                .iter()
+                .map(|v| Amount::new(*v, Currency::EUR))
+                .collect::<Vec<_>>(),
+            demo::now(),
+            &mut pool_rng,
+        )
         .unwrap();
     let request = phone.send(request).unwrap();
     let response = client.withdraw_identified(&request).await.unwrap();
@@ -628,7 +643,7 @@ enum Answer {
     Identified(IdentifiedWithdrawalResponse),
 }
 
-async fn send(client: &HttpClient, ask: &Ask) -> Result<Answer, scrip::Error> {
+async fn send(client: &HttpClient, ask: &Ask) -> Result<Answer, scrip::api::ClientError> {
     Ok(match ask {
         Ask::Certificate(r) => Answer::Certificate(client.balance_certificate(r).await?),
         Ask::Blind(r) => Answer::Blind(client.withdraw_blind(r).await?),
@@ -665,15 +680,24 @@ async fn twenty_devices(kind: StoreKind) {
         let withdrawal = if d % 2 == 0 {
             let request = phone
                 .wallet
-                .blind_withdrawal_request(&BLIND_ASK, Currency::EUR, demo::now(), &mut rng)
+                .blind_withdrawal_request(
+                    &BLIND_ASK
+                        .iter()
+                        .map(|v| Amount::new(*v, Currency::EUR))
+                        .collect::<Vec<_>>(),
+                    demo::now(),
+                    &mut rng,
+                )
                 .unwrap();
             Ask::Blind(phone.send(request).unwrap())
         } else {
             let request = phone
                 .wallet
                 .identified_withdrawal_request(
-                    &IDENTIFIED_ASK,
-                    Currency::EUR,
+                    &IDENTIFIED_ASK
+                        .iter()
+                        .map(|v| Amount::new(*v, Currency::EUR))
+                        .collect::<Vec<_>>(),
                     demo::now(),
                     &mut rng,
                 )
@@ -747,13 +771,13 @@ async fn twenty_devices(kind: StoreKind) {
                 assert_eq!(coins.len(), IDENTIFIED_ASK.len());
                 withdrawn += IDENTIFIED_ASK.iter().sum::<u64>();
             }
-            (Ask::Certificate(_), Err(scrip::Error::Refused { status, code, .. })) => {
+            (Ask::Certificate(_), Err(scrip::api::ClientError::Refused { status, code, .. })) => {
                 assert_eq!((status, code.as_str()), (422, "nothing_available"));
                 short_certificates += 1;
             }
             (
                 Ask::Blind(_) | Ask::Identified(_),
-                Err(scrip::Error::Refused { status, code, .. }),
+                Err(scrip::api::ClientError::Refused { status, code, .. }),
             ) => {
                 assert_eq!((status, code.as_str()), (422, "insufficient_funds"));
                 refused_withdrawals += 1;

@@ -16,6 +16,7 @@ use rand_core::{TryCryptoRng, TryRng};
 use rsa::pkcs8::EncodePrivateKey;
 use rsa::BoxedUint;
 use scrip_tokens::fixtures::{self, Specimens, NOW};
+use scrip_tokens::hazmat::Rfc9474;
 use scrip_tokens::*;
 use serde::Serialize;
 use serde_json::{json, Value};

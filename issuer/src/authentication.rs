@@ -18,7 +18,7 @@ use scrip_tokens::{
 };
 
 use crate::api::DeviceEnrollment;
-use crate::docs::{DeviceDoc, MerchantDoc};
+use crate::schema::{DeviceDoc, MerchantDoc};
 use crate::{FundingSource, Issuer, Result};
 
 mod sealed {

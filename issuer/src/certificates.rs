@@ -14,16 +14,19 @@ use scrip_stores::{
 };
 use scrip_tokens::{
     codec, Amount, BalanceCertificate, BalanceCertificatePayload, BalanceCertificateRequest,
-    CertificateSerial, SyncReportPayload, SyncRequest, Timestamp,
+    BalanceCertificateRequestPayload, CertificateSerial, ContentDigest, SyncReportPayload,
+    SyncRequest, Timestamp,
 };
 
 use crate::authentication::Authenticated;
-use crate::docs::{
-    key2, CertificateDoc, ReleaseDoc, CERTIFICATES, CERTIFICATE_EXPIRY, NEXT_SEQUENCE, RELEASED,
-    RESPONSES,
-};
+use crate::idempotency::{Answered, Idempotent};
 use crate::redemption::RecordSubmission;
-use crate::{encode, FundingSource, Issuer, IssuerError, Result, RETRIES};
+use crate::schema::{
+    expiry_key, parse_expiry_key, sequence_key, CertificateDoc, RawValue, ReleaseDoc, CERTIFICATES,
+    CERTIFICATE_EXPIRY, CERTIFICATE_RESPONSE, NEXT_SEQUENCE, RELEASE, RELEASED, RESPONSES,
+    SEQUENCE_RANGE,
+};
+use crate::{encode, FundingSource, Issuer, IssuerConfig, IssuerError, Result, RETRIES};
 
 /// The result of releasing one expired certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,11 +44,157 @@ fn check_hand_ins(records: usize, confirmations: usize) -> Result<()> {
     Ok(())
 }
 
-fn expiry_key(expires_at: Timestamp, serial: CertificateSerial) -> Vec<u8> {
-    key2(
-        &expires_at.as_unix_millis().to_be_bytes(),
-        serial.as_bytes(),
-    )
+/// What one balance certificate grants, in minor units.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct CertificateTerms {
+    available: u64,
+    locked: u64,
+    per_payment_cap: u64,
+    max_payments: u32,
+}
+
+/// The terms `request` earns when the account's spendable balance is `balance` at `now`
+/// (SPEC section 4): what the lock rules leave of the balance (a debt leaves nothing),
+/// capped by the amount asked for and the issuer's limit; a per-payment cap and a number
+/// of payments no larger than asked or than the issuer's limits, the cap no larger than
+/// what is available, and at least one payment.
+fn certificate_terms(
+    request: &BalanceCertificateRequestPayload,
+    balance: i128,
+    config: &IssuerConfig,
+    now: Timestamp,
+) -> Result<CertificateTerms> {
+    let balance = u64::try_from(balance).unwrap_or(0);
+    let locked = request.lock.locked(balance, now)?;
+    let available = balance
+        .saturating_sub(locked)
+        .min(config.max_certificate_amount)
+        .min(request.requested_amount.unwrap_or(u64::MAX));
+    if available == 0 {
+        return Err(IssuerError::NothingAvailable);
+    }
+    Ok(CertificateTerms {
+        available,
+        locked,
+        per_payment_cap: request
+            .per_payment_cap
+            .unwrap_or(u64::MAX)
+            .min(config.max_per_payment_cap)
+            .min(available),
+        max_payments: request
+            .max_payments
+            .unwrap_or(u32::MAX)
+            .min(config.max_payments_per_certificate)
+            .max(1),
+    })
+}
+
+/// A certificate request's nonce is its idempotency key within the device's scope, and
+/// the claim stands for its content without its signing time: a retry is signed again
+/// (the transport refuses replayed bytes) with the same nonce and a new time, and gets the
+/// certificate of the first attempt; the same nonce with other content is refused.
+fn certificate_idempotency(request: &BalanceCertificateRequestPayload) -> Result<Idempotent> {
+    let mut identity = request.clone();
+    identity.created_at = Timestamp::from_unix_millis(0);
+    let claim = ClaimId::Idempotency {
+        scope: *request.device_id.as_uuid(),
+        key: ContentDigest::of(&request.nonce).0,
+    };
+    Ok(Idempotent {
+        answer_key: CERTIFICATE_RESPONSE.key(&claim.key_bytes()),
+        claim,
+        digest: codec::digest(&identity)?,
+        answers: RESPONSES,
+    })
+}
+
+/// The unit that issues `certificate`: its available amount moves from the spendable
+/// balance to its reservation, with a floor at the locked amount, so the reservations of
+/// concurrent certificates never add up to more than the balance.
+fn reservation_unit(certificate: &BalanceCertificate, now: Timestamp) -> Result<Unit> {
+    let c = &certificate.payload;
+    let next_sequence = c
+        .first_sequence
+        .checked_add(u64::from(c.max_payments))
+        .ok_or(IssuerError::Unsupported(
+            "device sequence numbers exhausted",
+        ))?;
+    let digest = codec::digest(certificate)?;
+    let customer = LedgerAccount::Customer(c.account_id);
+    Ok(Unit::new(Claimant::Device(c.device_id), now)
+        .claim(ClaimId::Certificate(c.serial), digest)
+        // Two certificates of one device never share sequence numbers: the second of two
+        // concurrent requests loses this claim and starts over.
+        .claim(
+            SEQUENCE_RANGE.claim(sequence_key(c.device_id, c.first_sequence)),
+            digest,
+        )
+        .post(Posting::transfer(
+            customer.clone(),
+            LedgerAccount::Reservation(c.serial),
+            c.available,
+            "balance certificate",
+        ))
+        .floor(Floor {
+            account: customer,
+            currency: c.available.currency,
+            min: i128::from(c.locked.minor_units),
+        })
+        .write(Write::put(
+            CERTIFICATES,
+            c.serial.as_bytes().to_vec(),
+            encode(&CertificateDoc {
+                certificate: certificate.clone(),
+            })?,
+        ))
+        .write(Write::put(
+            CERTIFICATE_EXPIRY,
+            expiry_key(c.expires_at, c.serial),
+            Vec::new(),
+        ))
+        .write(Write::put(
+            NEXT_SEQUENCE,
+            c.device_id.as_bytes().to_vec(),
+            next_sequence.to_raw(),
+        )))
+}
+
+/// The unit that ends a certificate's reservation at expiry, giving back the `left` it
+/// still holds, and what it gives back.
+fn release_unit(
+    certificate: &BalanceCertificatePayload,
+    left: u64,
+    expiry_key: &[u8],
+    now: Timestamp,
+) -> Result<(Unit, Amount)> {
+    let serial = certificate.serial;
+    let amount = Amount::new(left, certificate.available.currency);
+    let reservation = LedgerAccount::Reservation(serial);
+    let mut unit = Unit::new(Claimant::Issuer, now)
+        .claim(
+            RELEASE.claim(serial.as_bytes().to_vec()),
+            ContentDigest::of(serial.as_bytes()),
+        )
+        // Fails if a late record took from the reservation after it was read.
+        .floor(Floor::non_negative(reservation.clone(), amount.currency))
+        .write(Write::put(
+            RELEASED,
+            serial.as_bytes().to_vec(),
+            encode(&ReleaseDoc {
+                released: amount,
+                at: now,
+            })?,
+        ))
+        .write(Write::delete(CERTIFICATE_EXPIRY, expiry_key.to_vec()));
+    if left > 0 {
+        unit = unit.post(Posting::transfer(
+            reservation,
+            LedgerAccount::Customer(certificate.account_id),
+            amount,
+            "reservation released at expiry",
+        ));
+    }
+    Ok((unit, amount))
 }
 
 impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
@@ -73,50 +222,54 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         rng: &mut G,
     ) -> Result<BalanceCertificate> {
         let device = request.signer();
-        let request = request.request();
-        let payload = &request.payload;
+        let payload = &request.request().payload;
         // A frozen account gets no certificate, but its device's hand-ins are still
         // recorded first: they settle merchants and are evidence.
         self.check_unrevoked(device, payload.account_id, now)
             .await?;
-        let account_id = payload.account_id;
-        let device_id = payload.device_id;
         if !self.keys().currencies().contains(&payload.currency) {
             return Err(IssuerError::Unsupported("currency not served"));
         }
-        // The nonce is the request's idempotency key: a retry is signed again (the
-        // transport refuses replayed bytes) with the same nonce and a new time, and gets
-        // the certificate of the first attempt. The same nonce with other content is
-        // refused.
-        let request_digest = {
-            let mut identity = payload.clone();
-            identity.created_at = Timestamp::from_unix_millis(0);
-            codec::digest(&identity)?
-        };
-        let idempotency = ClaimId::Idempotency {
-            scope: *device_id.as_uuid(),
-            key: scrip_tokens::ContentDigest::of(&payload.nonce).0,
-        };
-        let response_key = key2(b"certificate/", &idempotency.key_bytes());
-        if let Some(Some(held)) = self
-            .store
-            .claims(std::slice::from_ref(&idempotency))
-            .await?
-            .pop()
-        {
-            if held.digest != request_digest {
-                return Err(IssuerError::IdempotencyKeyReused);
-            }
-            return self.stored_certificate(&response_key).await;
+        let idempotent = certificate_idempotency(payload)?;
+        if let Some(certificate) = self.previous_answer(&idempotent).await? {
+            return Ok(certificate);
         }
+        // Hand-ins first: they may consume balance (late records) or freeze the account.
+        self.take_hand_ins(payload, now).await?;
+        if self.frozen(payload.account_id).await?.is_some() {
+            return Err(IssuerError::AccountFrozen(payload.account_id));
+        }
+        for _ in 0..RETRIES {
+            let balance = self.balance(payload.account_id, payload.currency).await?;
+            let terms = certificate_terms(payload, balance, &self.config, now)?;
+            let first_sequence = self.next_sequence(payload.device_id).await?;
+            let certificate = self.sign_certificate(payload, terms, first_sequence, now, rng)?;
+            let unit = reservation_unit(&certificate, now)?;
+            match self.commit_answered(unit, &idempotent, certificate).await? {
+                Answered::Answer(certificate) => return Ok(certificate),
+                // A concurrent request of the device took the sequence range, or one of
+                // the account moved the balance: read again.
+                Answered::NotApplied(_) => {}
+            }
+        }
+        Err(IssuerError::Contended {
+            operation: "issuing a balance certificate",
+        })
+    }
 
+    /// Records the records and deposit confirmations a certificate request hands in. The
+    /// certificate does not depend on them, so refused ones are logged, not fatal.
+    async fn take_hand_ins(
+        &self,
+        payload: &BalanceCertificateRequestPayload,
+        now: Timestamp,
+    ) -> Result<()> {
         check_hand_ins(
             payload.unsent_records.len(),
             payload.deposit_confirmations.len(),
         )?;
-        // Hand-ins first: they may consume balance (late records) or freeze the account.
         let outcomes = self
-            .hand_in_records(device_id, &payload.unsent_records, now)
+            .hand_in_records(payload.device_id, &payload.unsent_records, now)
             .await?;
         for (record, outcome) in payload.unsent_records.iter().zip(&outcomes) {
             if let scrip_tokens::RedemptionOutcome::Invalid { reason } = outcome {
@@ -128,126 +281,35 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 tracing::warn!(error = %e, "deposit confirmation in a certificate request refused");
             }
         }
-        if self.frozen(account_id).await?.is_some() {
-            return Err(IssuerError::AccountFrozen(account_id));
-        }
+        Ok(())
+    }
 
-        let currency = payload.currency;
+    fn sign_certificate<G: CryptoRng + ?Sized>(
+        &self,
+        request: &BalanceCertificateRequestPayload,
+        terms: CertificateTerms,
+        first_sequence: u64,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<BalanceCertificate> {
         let keys = self.keys();
-        let config = &self.config;
-        for _ in 0..RETRIES {
-            let balance = self.balance(account_id, currency).await?;
-            let balance = u64::try_from(balance).unwrap_or(0);
-            let locked = payload.lock.locked(balance, now)?;
-            let mut available = balance
-                .saturating_sub(locked)
-                .min(config.max_certificate_amount);
-            if let Some(requested) = payload.requested_amount {
-                available = available.min(requested);
-            }
-            if available == 0 {
-                return Err(IssuerError::NothingAvailable);
-            }
-            let cap = payload
-                .per_payment_cap
-                .unwrap_or(u64::MAX)
-                .min(config.max_per_payment_cap)
-                .min(available);
-            let max_payments = payload
-                .max_payments
-                .unwrap_or(u32::MAX)
-                .min(config.max_payments_per_certificate)
-                .max(1);
-            let first_sequence = self.next_sequence(device_id).await?;
-            let serial = CertificateSerial::random(rng);
-            let signer = keys.balance_certifier.current(now)?;
-            let expires_at = signer.cap(now.saturating_add(config.balance_certificate_lifetime));
-            let certificate = BalanceCertificate::sign(
-                BalanceCertificatePayload {
-                    serial,
-                    account_id,
-                    device_id,
-                    available: Amount::new(available, currency),
-                    locked: Amount::new(locked, currency),
-                    issued_at: now,
-                    expires_at,
-                    max_payments,
-                    first_sequence,
-                    per_payment_cap: Amount::new(cap, currency),
-                    allowed_categories: payload.lock.allowed_categories.clone(),
-                    allowed_regions: payload.lock.allowed_regions.clone(),
-                },
-                &signer.key,
-                rng,
-            )?;
-            let doc = CertificateDoc {
-                certificate: certificate.clone(),
-            };
-            let next = first_sequence.checked_add(u64::from(max_payments)).ok_or(
-                IssuerError::Unsupported("device sequence numbers exhausted"),
-            )?;
-            let customer = LedgerAccount::Customer(account_id);
-            let unit = Unit::new(Claimant::Device(device_id), now)
-                .claim(idempotency.clone(), request_digest)
-                .claim(ClaimId::Certificate(serial), codec::digest(&certificate)?)
-                // Two certificates of one device never share sequence numbers: the second
-                // of two concurrent requests loses this claim and starts over.
-                .claim(
-                    ClaimId::Custom {
-                        namespace: "sequence-range".into(),
-                        key: key2(device_id.as_bytes(), &first_sequence.to_be_bytes()),
-                    },
-                    codec::digest(&certificate)?,
-                )
-                .post(Posting::transfer(
-                    customer.clone(),
-                    LedgerAccount::Reservation(serial),
-                    Amount::new(available, currency),
-                    "balance certificate",
-                ))
-                .floor(Floor {
-                    account: customer,
-                    currency,
-                    min: i128::from(locked),
-                })
-                .write(Write::put(
-                    CERTIFICATES,
-                    serial.as_bytes().to_vec(),
-                    encode(&doc)?,
-                ))
-                .write(Write::put(
-                    CERTIFICATE_EXPIRY,
-                    expiry_key(expires_at, serial),
-                    Vec::new(),
-                ))
-                .write(Write::put(
-                    NEXT_SEQUENCE,
-                    device_id.as_bytes().to_vec(),
-                    next.to_le_bytes().to_vec(),
-                ))
-                .write(Write::put(
-                    RESPONSES,
-                    response_key.clone(),
-                    encode(&certificate)?,
-                ));
-            match self.store.commit(unit).await? {
-                CommitOutcome::Committed => return Ok(certificate),
-                CommitOutcome::Repeated { .. } => {
-                    return self.stored_certificate(&response_key).await
-                }
-                CommitOutcome::Conflict(report) => {
-                    let idempotency_held = report.first().is_some_and(|(_, held)| held.is_some());
-                    if idempotency_held {
-                        return self.stored_certificate(&response_key).await;
-                    }
-                    // Lost the sequence range to a concurrent request: read again.
-                }
-                CommitOutcome::InsufficientFunds { .. } => {
-                    // The balance moved (a concurrent withdrawal or certificate): read again.
-                }
-            }
-        }
-        Err(IssuerError::NothingAvailable)
+        let signer = keys.balance_certifier.current(now)?;
+        let currency = request.currency;
+        let payload = BalanceCertificatePayload {
+            serial: CertificateSerial::random(rng),
+            account_id: request.account_id,
+            device_id: request.device_id,
+            available: Amount::new(terms.available, currency),
+            locked: Amount::new(terms.locked, currency),
+            issued_at: now,
+            expires_at: signer.cap(now.saturating_add(self.config.balance_certificate_lifetime)),
+            max_payments: terms.max_payments,
+            first_sequence,
+            per_payment_cap: Amount::new(terms.per_payment_cap, currency),
+            allowed_categories: request.lock.allowed_categories.clone(),
+            allowed_regions: request.lock.allowed_regions.clone(),
+        };
+        Ok(BalanceCertificate::sign(payload, &signer.key, rng)?)
     }
 
     /// Records what a device hands in without asking for a certificate: its copies of the
@@ -310,23 +372,11 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         self.record_withdrawals(submissions, now).await
     }
 
-    async fn stored_certificate(&self, response_key: &[u8]) -> Result<BalanceCertificate> {
-        self.doc(RESPONSES, response_key)
-            .await?
-            .ok_or(IssuerError::Corrupted(
-                "certificate request without response".into(),
-            ))
-    }
-
     async fn next_sequence(&self, device_id: scrip_tokens::DeviceId) -> Result<u64> {
-        match self.store.get(NEXT_SEQUENCE, device_id.as_bytes()).await? {
-            None => Ok(1),
-            Some(raw) => raw
-                .as_slice()
-                .try_into()
-                .map(u64::from_le_bytes)
-                .map_err(|_| IssuerError::Corrupted("next sequence".into())),
-        }
+        Ok(self
+            .raw_value(NEXT_SEQUENCE, device_id.as_bytes())
+            .await?
+            .unwrap_or(1))
     }
 
     /// A balance certificate the issuer signed.
@@ -352,21 +402,11 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             .await?;
         let mut released = Vec::new();
         for (key, _) in due {
-            let (Some(at), Some(serial)) = (key.get(..8), key.get(8..24)) else {
-                return Err(IssuerError::Corrupted("certificate expiry key".into()));
-            };
-            let at = u64::from_be_bytes(
-                at.try_into()
-                    .map_err(|_| IssuerError::Corrupted("expiry".into()))?,
-            );
-            if at > now.as_unix_millis() {
+            let (expires_at, serial) = parse_expiry_key(&key)
+                .ok_or_else(|| IssuerError::Corrupted("certificate expiry key".into()))?;
+            if expires_at > now {
                 break;
             }
-            let serial = CertificateSerial(uuid::Uuid::from_bytes(
-                serial
-                    .try_into()
-                    .map_err(|_| IssuerError::Corrupted("serial".into()))?,
-            ));
             if let Some(r) = self.release(serial, &key, now).await? {
                 released.push(r);
             }
@@ -382,38 +422,14 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     ) -> Result<Option<Released>> {
         let certificate = self.certificate(serial).await?;
         let cert = &certificate.payload;
-        let currency = cert.available.currency;
         let reservation = LedgerAccount::Reservation(serial);
         for _ in 0..RETRIES {
-            let left = self.store.balance(&reservation, currency).await?;
-            let left = u64::try_from(left).unwrap_or(0);
-            let amount = Amount::new(left, currency);
-            let mut unit = Unit::new(Claimant::Issuer, now)
-                .claim(
-                    ClaimId::Custom {
-                        namespace: "release".into(),
-                        key: serial.as_bytes().to_vec(),
-                    },
-                    scrip_tokens::ContentDigest::of(serial.as_bytes()),
-                )
-                .floor(Floor::non_negative(reservation.clone(), currency))
-                .write(Write::put(
-                    RELEASED,
-                    serial.as_bytes().to_vec(),
-                    encode(&ReleaseDoc {
-                        released: amount,
-                        at: now,
-                    })?,
-                ))
-                .write(Write::delete(CERTIFICATE_EXPIRY, expiry_key.to_vec()));
-            if left > 0 {
-                unit = unit.post(Posting::transfer(
-                    reservation.clone(),
-                    LedgerAccount::Customer(cert.account_id),
-                    amount,
-                    "reservation released at expiry",
-                ));
-            }
+            let left = self
+                .store
+                .balance(&reservation, cert.available.currency)
+                .await?;
+            let (unit, amount) =
+                release_unit(cert, u64::try_from(left).unwrap_or(0), expiry_key, now)?;
             match self.store.commit(unit).await? {
                 CommitOutcome::Committed => return Ok(Some(Released { serial, amount })),
                 CommitOutcome::InsufficientFunds { .. } => continue,
@@ -426,8 +442,207 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 }
             }
         }
-        Err(IssuerError::Store(scrip_stores::StoreError::Corrupted(
-            "reservation kept changing during release".into(),
-        )))
+        Err(IssuerError::Contended {
+            operation: "releasing a reservation",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use scrip_tokens::{AccountId, Allowed, Currency, DeviceId, LockRules};
+
+    use super::*;
+
+    const NOW: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
+
+    fn request() -> BalanceCertificateRequestPayload {
+        BalanceCertificateRequestPayload {
+            account_id: AccountId(uuid::Uuid::from_u128(1)),
+            device_id: DeviceId(uuid::Uuid::from_u128(2)),
+            currency: Currency::EUR,
+            requested_amount: None,
+            max_payments: None,
+            per_payment_cap: None,
+            lock: LockRules::default(),
+            unsent_records: Vec::new(),
+            deposit_confirmations: Vec::new(),
+            created_at: NOW,
+            nonce: [3; 16],
+        }
+    }
+
+    fn terms(
+        request: &BalanceCertificateRequestPayload,
+        balance: i128,
+    ) -> Result<CertificateTerms> {
+        certificate_terms(request, balance, &IssuerConfig::default(), NOW)
+    }
+
+    #[test]
+    fn available_is_the_balance_less_what_the_lock_rules_keep() {
+        let mut r = request();
+        r.lock.min_balance = 2_500;
+        let t = terms(&r, 10_000).unwrap();
+        assert_eq!((t.available, t.locked), (7_500, 2_500));
+    }
+
+    #[test]
+    fn no_certificate_makes_more_available_than_asked_or_than_the_issuer_allows() {
+        let limit = IssuerConfig::default().max_certificate_amount;
+        assert_eq!(
+            terms(&request(), 10 * i128::from(limit)).unwrap().available,
+            limit
+        );
+        let mut r = request();
+        r.requested_amount = Some(300);
+        assert_eq!(terms(&r, 10_000).unwrap().available, 300);
+    }
+
+    #[test]
+    fn a_debt_or_a_fully_locked_balance_leaves_nothing_available() {
+        assert!(matches!(
+            terms(&request(), -50),
+            Err(IssuerError::NothingAvailable)
+        ));
+        let mut r = request();
+        r.lock.min_balance = 100;
+        assert!(matches!(terms(&r, 100), Err(IssuerError::NothingAvailable)));
+        r.requested_amount = Some(0);
+        assert!(matches!(
+            terms(&r, 1_000),
+            Err(IssuerError::NothingAvailable)
+        ));
+    }
+
+    #[test]
+    fn a_lock_of_more_than_the_whole_balance_is_refused_not_ignored() {
+        let mut r = request();
+        r.lock.locked_basis_points = 10_001;
+        assert!(matches!(terms(&r, 1_000), Err(IssuerError::Invalid(_))));
+    }
+
+    #[test]
+    fn the_per_payment_cap_is_the_smallest_of_asked_limit_and_available() {
+        let limit = IssuerConfig::default().max_per_payment_cap;
+        assert_eq!(terms(&request(), 1_000).unwrap().per_payment_cap, 1_000);
+        assert_eq!(terms(&request(), 1_000_000).unwrap().per_payment_cap, limit);
+        let mut r = request();
+        r.per_payment_cap = Some(200);
+        assert_eq!(terms(&r, 1_000).unwrap().per_payment_cap, 200);
+    }
+
+    #[test]
+    fn a_certificate_allows_at_least_one_payment_and_at_most_the_issuers_limit() {
+        let limit = IssuerConfig::default().max_payments_per_certificate;
+        let payments = |asked| {
+            let mut r = request();
+            r.max_payments = asked;
+            terms(&r, 1_000).unwrap().max_payments
+        };
+        assert_eq!(payments(None), limit);
+        assert_eq!(payments(Some(limit + 1)), limit);
+        assert_eq!(payments(Some(5)), 5);
+        assert_eq!(payments(Some(0)), 1);
+    }
+
+    #[test]
+    fn a_retry_signed_later_is_the_same_request_and_other_content_is_not() {
+        let first = certificate_idempotency(&request()).unwrap();
+        let mut retry = request();
+        retry.created_at = Timestamp::from_unix_millis(NOW.as_unix_millis() + 60_000);
+        let retry = certificate_idempotency(&retry).unwrap();
+        assert_eq!((&retry.claim, retry.digest), (&first.claim, first.digest));
+        assert_eq!(retry.answer_key, first.answer_key);
+
+        let mut other = request();
+        other.requested_amount = Some(1);
+        let other = certificate_idempotency(&other).unwrap();
+        assert_eq!(other.claim, first.claim);
+        assert_ne!(other.digest, first.digest);
+
+        let mut other_device = request();
+        other_device.device_id = DeviceId(uuid::Uuid::from_u128(9));
+        assert_ne!(
+            certificate_idempotency(&other_device).unwrap().claim,
+            first.claim
+        );
+    }
+
+    fn certificate(
+        available: u64,
+        locked: u64,
+        first_sequence: u64,
+        max_payments: u32,
+    ) -> BalanceCertificate {
+        let r = request();
+        let payload = BalanceCertificatePayload {
+            serial: CertificateSerial(uuid::Uuid::from_u128(4)),
+            account_id: r.account_id,
+            device_id: r.device_id,
+            available: Amount::new(available, Currency::EUR),
+            locked: Amount::new(locked, Currency::EUR),
+            issued_at: NOW,
+            expires_at: Timestamp::from_unix_millis(NOW.as_unix_millis() + 86_400_000),
+            max_payments,
+            first_sequence,
+            per_payment_cap: Amount::new(available, Currency::EUR),
+            allowed_categories: Allowed::Any,
+            allowed_regions: Allowed::Any,
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        BalanceCertificate::sign(
+            payload,
+            &scrip_tokens::fixtures::balance_certifier(),
+            &mut rng,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn issuing_reserves_the_available_amount_and_keeps_the_locked_part_in_the_account() {
+        let c = certificate(700, 300, 1, 10);
+        let unit = reservation_unit(&c, NOW).unwrap();
+        let customer = LedgerAccount::Customer(c.payload.account_id);
+        let reservation = LedgerAccount::Reservation(c.payload.serial);
+        let moved: Vec<_> = unit
+            .postings
+            .iter()
+            .map(|p| (&p.account, p.delta))
+            .collect();
+        assert_eq!(moved, [(&customer, -700), (&reservation, 700)]);
+        assert_eq!(
+            unit.floors,
+            [Floor {
+                account: customer,
+                currency: Currency::EUR,
+                min: 300
+            }]
+        );
+    }
+
+    #[test]
+    fn a_certificate_takes_its_sequence_range_so_no_other_can_share_it() {
+        let c = certificate(700, 0, 11, 10);
+        let unit = reservation_unit(&c, NOW).unwrap();
+        let range = SEQUENCE_RANGE.claim(sequence_key(c.payload.device_id, 11));
+        assert!(unit.claims.iter().any(|claim| claim.id == range));
+        let next = unit
+            .writes
+            .iter()
+            .find(|w| w.collection == NEXT_SEQUENCE)
+            .and_then(|w| w.value.as_deref())
+            .and_then(u64::from_raw);
+        assert_eq!(
+            next,
+            Some(21),
+            "the next certificate starts after this range"
+        );
+        let exhausted = certificate(700, 0, u64::MAX - 5, 10);
+        assert!(matches!(
+            reservation_unit(&exhausted, NOW),
+            Err(IssuerError::Unsupported(_))
+        ));
     }
 }

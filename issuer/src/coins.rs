@@ -15,8 +15,10 @@ use scrip_tokens::{
 use serde::{Deserialize, Serialize};
 
 use crate::authentication::Authenticated;
-use crate::docs::{
-    coins_outstanding_account, key2, IdentifiedCoinDoc, DEVICE_COINS, IDENTIFIED_COINS, RESPONSES,
+use crate::idempotency::{impossible_outcome, Answered, Idempotent};
+use crate::schema::{
+    coins_outstanding_account, device_coin_key, IdentifiedCoinDoc, ResponseKind, BLIND_RESPONSE,
+    DEVICE_COINS, IDENTIFIED_COINS, IDENTIFIED_RESPONSE, RESPONSES,
 };
 use crate::{encode, FundingSource, Issuer, IssuerError, Result};
 
@@ -38,14 +40,35 @@ impl Message for WithdrawalIdentity {
     const VERSION: u16 = 1;
 }
 
-/// A withdrawal ready to commit: the debit, the idempotency claim, the stored answer.
+impl WithdrawalIdentity {
+    /// The withdrawal's claim: the client's key within the account, standing for the coins
+    /// asked for, its answer kept as `kind`.
+    fn idempotency(
+        &self,
+        account: AccountId,
+        key: [u8; 32],
+        kind: ResponseKind,
+    ) -> Result<Idempotent> {
+        let claim = ClaimId::Idempotency {
+            scope: *account.as_uuid(),
+            key,
+        };
+        Ok(Idempotent {
+            answer_key: kind.key(&claim.key_bytes()),
+            claim,
+            digest: codec::digest(self)?,
+            answers: RESPONSES,
+        })
+    }
+}
+
+/// A withdrawal ready to commit: the debit, the request it answers, the answer.
 struct Withdrawal<T> {
     account: AccountId,
-    claim: ClaimId,
-    digest: scrip_tokens::ContentDigest,
+    idempotent: Idempotent,
     total: Amount,
-    response_key: Vec<u8>,
     answer: T,
+    /// The coins' own records (identified coins).
     extra: Vec<Write>,
 }
 
@@ -60,75 +83,27 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         Ok(())
     }
 
-    /// Looks up a finished withdrawal under `claim`: `Some(answer)` if this exact request
-    /// was answered before, an error if the key was used for another request.
-    async fn previous_answer<T: Message>(
-        &self,
-        claim: &ClaimId,
-        digest: scrip_tokens::ContentDigest,
-        response_key: &[u8],
-    ) -> Result<Option<T>> {
-        match self
-            .store
-            .claims(std::slice::from_ref(claim))
-            .await?
-            .pop()
-            .flatten()
-        {
-            None => Ok(None),
-            Some(held) if held.digest == digest => self
-                .doc(RESPONSES, response_key)
-                .await?
-                .map(Some)
-                .ok_or(IssuerError::Corrupted(
-                    "withdrawal without stored answer".into(),
-                )),
-            Some(_) => Err(IssuerError::IdempotencyKeyReused),
-        }
-    }
-
-    /// Commits a withdrawal unit; on a repeat, returns the stored answer instead.
+    /// Commits a withdrawal; a retry gets the stored answer instead.
     async fn commit_withdrawal<T: Message>(&self, w: Withdrawal<T>, now: Timestamp) -> Result<T> {
-        let Withdrawal {
-            account,
-            claim,
-            digest,
-            total,
-            response_key,
-            answer,
-            extra,
-        } = w;
-        let customer = LedgerAccount::Customer(account);
-        let mut unit = Unit::new(Claimant::Account(account), now)
-            .claim(claim, digest)
+        let customer = LedgerAccount::Customer(w.account);
+        let mut unit = Unit::new(Claimant::Account(w.account), now)
             .post(Posting::transfer(
                 customer.clone(),
                 coins_outstanding_account(),
-                total,
+                w.total,
                 "coins withdrawn",
             ))
-            .floor(Floor::non_negative(customer, total.currency))
-            .write(Write::put(
-                RESPONSES,
-                response_key.clone(),
-                encode(&answer)?,
-            ));
-        for w in extra {
-            unit = unit.write(w);
+            .floor(Floor::non_negative(customer, w.total.currency));
+        for write in w.extra {
+            unit = unit.write(write);
         }
-        match self.store.commit(unit).await? {
-            CommitOutcome::Committed => Ok(answer),
-            CommitOutcome::Repeated { .. } => {
-                self.doc(RESPONSES, &response_key)
-                    .await?
-                    .ok_or(IssuerError::Corrupted(
-                        "withdrawal without stored answer".into(),
-                    ))
+        match self.commit_answered(unit, &w.idempotent, w.answer).await? {
+            Answered::Answer(answer) => Ok(answer),
+            Answered::NotApplied(CommitOutcome::InsufficientFunds { .. }) => {
+                Err(IssuerError::InsufficientFunds { requested: w.total })
             }
-            CommitOutcome::Conflict(_) => Err(IssuerError::IdempotencyKeyReused),
-            CommitOutcome::InsufficientFunds { .. } => {
-                Err(IssuerError::InsufficientFunds { requested: total })
-            }
+            // The request's claim is the unit's only one, so a conflict is always on it.
+            Answered::NotApplied(other) => Err(impossible_outcome("withdrawal", &other)),
         }
     }
 
@@ -179,13 +154,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 .map(|(v, m)| (*v, m.0.clone()))
                 .collect(),
         };
-        let digest = codec::digest(&identity)?;
-        let claim = ClaimId::Idempotency {
-            scope: *payload.account_id.as_uuid(),
-            key: payload.idempotency_key,
-        };
-        let response_key = key2(b"blind/", &claim.key_bytes());
-        if let Some(answer) = self.previous_answer(&claim, digest, &response_key).await? {
+        let idempotent =
+            identity.idempotency(payload.account_id, payload.idempotency_key, BLIND_RESPONSE)?;
+        if let Some(answer) = self.previous_answer(&idempotent).await? {
             return Ok(answer);
         }
         // Blind signing costs a millisecond per coin: refuse what cannot be paid before
@@ -213,10 +184,8 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         };
         let withdrawal = Withdrawal {
             account: payload.account_id,
-            claim,
-            digest,
+            idempotent,
             total,
-            response_key,
             answer,
             extra: Vec::new(),
         };
@@ -281,13 +250,12 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             currency: payload.currency,
             amounts: payload.amounts.clone(),
         };
-        let digest = codec::digest(&identity)?;
-        let claim = ClaimId::Idempotency {
-            scope: *payload.account_id.as_uuid(),
-            key: payload.idempotency_key,
-        };
-        let response_key = key2(b"identified/", &claim.key_bytes());
-        if let Some(answer) = self.previous_answer(&claim, digest, &response_key).await? {
+        let idempotent = identity.idempotency(
+            payload.account_id,
+            payload.idempotency_key,
+            IDENTIFIED_RESPONSE,
+        )?;
+        if let Some(answer) = self.previous_answer(&idempotent).await? {
             return Ok(answer);
         }
         let account = self.account(payload.account_id).await?;
@@ -323,20 +291,78 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             ));
             writes.push(Write::put(
                 DEVICE_COINS,
-                key2(payload.device_id.as_bytes(), id.as_bytes()),
+                device_coin_key(payload.device_id, id),
                 Vec::new(),
             ));
         }
         let answer = IdentifiedWithdrawalResponse { coins };
         let withdrawal = Withdrawal {
             account: payload.account_id,
-            claim,
-            digest,
+            idempotent,
             total,
-            response_key,
             answer,
             extra: writes,
         };
         self.commit_withdrawal(withdrawal, now).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account() -> AccountId {
+        AccountId(uuid::Uuid::from_u128(1))
+    }
+
+    fn blind(values: &[u64]) -> WithdrawalIdentity {
+        WithdrawalIdentity::Blind {
+            keyset_id: KeysetId([5; 32]),
+            coins: values.iter().map(|v| (*v, vec![1, 2, 3])).collect(),
+        }
+    }
+
+    #[test]
+    fn a_withdrawal_retried_under_its_key_is_the_same_request() {
+        let first = blind(&[10, 20])
+            .idempotency(account(), [7; 32], BLIND_RESPONSE)
+            .unwrap();
+        let retry = blind(&[10, 20])
+            .idempotency(account(), [7; 32], BLIND_RESPONSE)
+            .unwrap();
+        assert_eq!((&first.claim, first.digest), (&retry.claim, retry.digest));
+        assert_eq!(first.answer_key, retry.answer_key);
+    }
+
+    #[test]
+    fn other_coins_under_a_used_key_are_another_request() {
+        let first = blind(&[10, 20])
+            .idempotency(account(), [7; 32], BLIND_RESPONSE)
+            .unwrap();
+        let more = blind(&[10, 20, 50])
+            .idempotency(account(), [7; 32], BLIND_RESPONSE)
+            .unwrap();
+        assert_eq!(more.claim, first.claim);
+        assert_ne!(more.digest, first.digest);
+        let identified = WithdrawalIdentity::Identified {
+            currency: Currency::EUR,
+            amounts: vec![10, 20],
+        }
+        .idempotency(account(), [7; 32], IDENTIFIED_RESPONSE)
+        .unwrap();
+        assert_eq!(identified.claim, first.claim);
+        assert_ne!(identified.digest, first.digest);
+        assert_ne!(identified.answer_key, first.answer_key);
+    }
+
+    #[test]
+    fn one_key_in_two_accounts_is_two_requests() {
+        let mine = blind(&[10])
+            .idempotency(account(), [7; 32], BLIND_RESPONSE)
+            .unwrap();
+        let theirs = blind(&[10])
+            .idempotency(AccountId(uuid::Uuid::from_u128(2)), [7; 32], BLIND_RESPONSE)
+            .unwrap();
+        assert_ne!(mine.claim, theirs.claim);
     }
 }

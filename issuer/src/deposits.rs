@@ -2,15 +2,15 @@
 //! deposit record returned; the device's confirmation recorded later.
 
 use rand_core::CryptoRng;
-use scrip_stores::{
-    ClaimId, Claimant, CommitOutcome, LedgerAccount, Posting, RecordStore, Unit, Write,
-};
+use scrip_stores::{ClaimId, Claimant, LedgerAccount, Posting, RecordStore, Unit, Write};
 use scrip_tokens::{
-    codec, DepositConfirmation, DepositRecord, DepositRecordPayload, DepositRequest, Timestamp,
+    codec, DepositConfirmation, DepositRecord, DepositRecordPayload, DepositRequest,
+    DepositRequestPayload, Timestamp,
 };
 
 use crate::authentication::Authenticated;
-use crate::docs::{funding_account, DEPOSITS, DEPOSIT_CONFIRMATIONS};
+use crate::idempotency::{impossible_outcome, Answered, Idempotent};
+use crate::schema::{funding_account, DEPOSITS, DEPOSIT_CONFIRMATION, DEPOSIT_CONFIRMATIONS};
 use crate::{encode, FundingSource, Issuer, IssuerError, Result};
 
 /// What a deposit id stands for (its idempotency digest).
@@ -24,6 +24,24 @@ struct DepositIdentity {
 impl scrip_tokens::Message for DepositIdentity {
     const TAG: &'static str = "scrip/issuer/deposit-identity/v1";
     const VERSION: u16 = 1;
+}
+
+/// A deposit is credited once per deposit id, and the signed deposit record is its answer.
+/// The claim stands for what the deposit is, not when it was signed: PSS signatures are
+/// randomized and the transport refuses replayed requests, so a retry is signed again (new
+/// time) and must still be recognised as the same deposit.
+fn deposit_idempotency(payload: &DepositRequestPayload) -> Result<Idempotent> {
+    Ok(Idempotent {
+        claim: ClaimId::Deposit(payload.deposit_id),
+        digest: codec::digest(&DepositIdentity {
+            deposit_id: payload.deposit_id,
+            account_id: payload.account_id,
+            device_id: payload.device_id,
+            amount: payload.amount,
+        })?,
+        answers: DEPOSITS,
+        answer_key: payload.deposit_id.as_bytes().to_vec(),
+    })
 }
 
 impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
@@ -60,22 +78,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         if !self.keys().currencies().contains(&payload.amount.currency) {
             return Err(IssuerError::Unsupported("currency not served"));
         }
-        let claim = ClaimId::Deposit(payload.deposit_id);
-        // What the deposit is, not when it was signed: PSS signatures are randomized and
-        // the transport refuses replayed requests, so a retry is signed again (new time)
-        // and must still be recognised as the same deposit.
-        let digest = codec::digest(&DepositIdentity {
-            deposit_id: payload.deposit_id,
-            account_id: payload.account_id,
-            device_id: payload.device_id,
-            amount: payload.amount,
-        })?;
-        if let Some(Some(existing)) = self.store.claims(std::slice::from_ref(&claim)).await?.pop() {
-            return if existing.digest == digest {
-                self.stored_deposit(request).await
-            } else {
-                Err(IssuerError::IdempotencyKeyReused)
-            };
+        let idempotent = deposit_idempotency(payload)?;
+        if let Some(record) = self.previous_answer(&idempotent).await? {
+            return Ok(record);
         }
         self.funding
             .collect(payload.deposit_id, payload.account_id, payload.amount)
@@ -88,32 +93,17 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             &self.keys().deposit_issuer.current(now)?.key,
             rng,
         )?;
-        let unit = Unit::new(Claimant::Account(payload.account_id), now)
-            .claim(claim, digest)
-            .post(Posting::transfer(
-                funding_account(),
-                LedgerAccount::Customer(payload.account_id),
-                payload.amount,
-                "deposit",
-            ))
-            .write(Write::put(
-                DEPOSITS,
-                payload.deposit_id.as_bytes().to_vec(),
-                encode(&record)?,
-            ));
-        match self.store.commit(unit).await? {
-            CommitOutcome::Committed => Ok(record),
-            CommitOutcome::Repeated { .. } => self.stored_deposit(request).await,
-            _ => Err(IssuerError::IdempotencyKeyReused),
+        let unit = Unit::new(Claimant::Account(payload.account_id), now).post(Posting::transfer(
+            funding_account(),
+            LedgerAccount::Customer(payload.account_id),
+            payload.amount,
+            "deposit",
+        ));
+        match self.commit_answered(unit, &idempotent, record).await? {
+            Answered::Answer(record) => Ok(record),
+            // The deposit's claim is the unit's only one, and it has no floor.
+            Answered::NotApplied(other) => Err(impossible_outcome("deposit", &other)),
         }
-    }
-
-    async fn stored_deposit(&self, request: &DepositRequest) -> Result<DepositRecord> {
-        self.doc(DEPOSITS, request.payload.deposit_id.as_bytes())
-            .await?
-            .ok_or(IssuerError::Corrupted(
-                "claimed deposit without record".into(),
-            ))
     }
 
     /// Records the device's confirmation that it stored a deposit record (sent directly, or
@@ -157,10 +147,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         }
         let unit = Unit::new(Claimant::Device(payload.device_id), now)
             .claim(
-                ClaimId::Custom {
-                    namespace: "deposit-confirmation".into(),
-                    key: payload.deposit_id.as_bytes().to_vec(),
-                },
+                DEPOSIT_CONFIRMATION.claim(payload.deposit_id.as_bytes().to_vec()),
                 codec::digest(confirmation)?,
             )
             .write(Write::put(
@@ -180,5 +167,45 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         deposit: scrip_tokens::DepositId,
     ) -> Result<Option<DepositConfirmation>> {
         self.doc(DEPOSIT_CONFIRMATIONS, deposit.as_bytes()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use scrip_tokens::{AccountId, Amount, Currency, DepositId, DeviceId};
+
+    use super::*;
+
+    fn payload() -> DepositRequestPayload {
+        DepositRequestPayload {
+            deposit_id: DepositId(uuid::Uuid::from_u128(1)),
+            account_id: AccountId(uuid::Uuid::from_u128(2)),
+            device_id: DeviceId(uuid::Uuid::from_u128(3)),
+            amount: Amount::new(500, Currency::EUR),
+            created_at: Timestamp::from_unix_millis(1_000),
+        }
+    }
+
+    #[test]
+    fn a_deposit_signed_again_later_is_credited_once() {
+        let mut retry = payload();
+        retry.created_at = Timestamp::from_unix_millis(61_000);
+        let (first, retry) = (
+            deposit_idempotency(&payload()).unwrap(),
+            deposit_idempotency(&retry).unwrap(),
+        );
+        assert_eq!((&first.claim, first.digest), (&retry.claim, retry.digest));
+    }
+
+    #[test]
+    fn another_amount_under_a_used_deposit_id_is_another_request() {
+        let mut other = payload();
+        other.amount = Amount::new(501, Currency::EUR);
+        let (first, other) = (
+            deposit_idempotency(&payload()).unwrap(),
+            deposit_idempotency(&other).unwrap(),
+        );
+        assert_eq!(first.claim, other.claim);
+        assert_ne!(first.digest, other.digest);
     }
 }

@@ -1,7 +1,7 @@
 //! The one error type of this crate.
 
 use scrip_stores::StoreError;
-use scrip_tokens::{AccountId, Amount, CertificateSerial, DeviceId, MerchantId};
+use scrip_tokens::{AccountId, Amount, CertificateSerial, DeviceId, MerchantId, ReasonCode};
 
 use crate::funding::FundingError;
 
@@ -42,6 +42,14 @@ pub enum IssuerError {
     /// The lock rules leave nothing to put on a certificate.
     #[error("nothing available for a balance certificate after locks")]
     NothingAvailable,
+    /// Concurrent requests kept changing what this one depends on (a balance, a
+    /// reservation, a device's coins) through every retry, so it was not done; sending it
+    /// again is safe.
+    #[error("{operation} lost every retry to concurrent requests; try again")]
+    Contended {
+        /// What was being done.
+        operation: &'static str,
+    },
     /// The idempotency key was used before for a different request.
     #[error("idempotency key reused for a different request")]
     IdempotencyKeyReused,
@@ -81,32 +89,33 @@ pub enum IssuerError {
 
 impl IssuerError {
     /// A stable, machine-readable code (snake_case) for answers to clients.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ReasonCode {
         match self {
             IssuerError::Invalid(e) => e.code(),
-            IssuerError::UnknownAccount(_) => "unknown_account",
-            IssuerError::UnknownDevice(_) => "unknown_device",
-            IssuerError::UnknownMerchant(_) => "unknown_merchant",
-            IssuerError::UnknownCertificate(_) => "unknown_certificate",
-            IssuerError::DeviceRevoked(_) => "device_revoked",
-            IssuerError::AccountFrozen(_) => "account_frozen",
-            IssuerError::AlreadyRegistered => "already_registered",
-            IssuerError::InsufficientFunds { .. } => "insufficient_funds",
-            IssuerError::NothingAvailable => "nothing_available",
-            IssuerError::IdempotencyKeyReused => "idempotency_key_reused",
-            IssuerError::Unsupported(_) => "unsupported",
-            IssuerError::KeysetNotIssuing(_) => "keyset_not_issuing",
-            IssuerError::KeysetExpired(_) => "keyset_expired",
-            IssuerError::Funding(_) => "funding_failed",
+            IssuerError::UnknownAccount(_) => ReasonCode::UnknownAccount,
+            IssuerError::UnknownDevice(_) => ReasonCode::UnknownDevice,
+            IssuerError::UnknownMerchant(_) => ReasonCode::UnknownMerchant,
+            IssuerError::UnknownCertificate(_) => ReasonCode::UnknownCertificate,
+            IssuerError::DeviceRevoked(_) => ReasonCode::DeviceRevoked,
+            IssuerError::AccountFrozen(_) => ReasonCode::AccountFrozen,
+            IssuerError::AlreadyRegistered => ReasonCode::AlreadyRegistered,
+            IssuerError::InsufficientFunds { .. } => ReasonCode::InsufficientFunds,
+            IssuerError::NothingAvailable => ReasonCode::NothingAvailable,
+            IssuerError::Contended { .. } => ReasonCode::Contended,
+            IssuerError::IdempotencyKeyReused => ReasonCode::IdempotencyKeyReused,
+            IssuerError::Unsupported(_) => ReasonCode::Unsupported,
+            IssuerError::KeysetNotIssuing(_) => ReasonCode::KeysetNotIssuing,
+            IssuerError::KeysetExpired(_) => ReasonCode::KeysetExpired,
+            IssuerError::Funding(_) => ReasonCode::FundingFailed,
             IssuerError::Store(
                 scrip_stores::StoreError::InvalidUnit(_)
                 | scrip_stores::StoreError::UnbalancedPostings { .. },
-            ) => "invalid_request",
-            IssuerError::Store(_) => "store_error",
-            IssuerError::Keyring(_) => "keyring_error",
-            IssuerError::Io(_) => "io_error",
-            IssuerError::DirectoryInUse(_) => "directory_in_use",
-            IssuerError::Corrupted(_) => "corrupted_state",
+            ) => ReasonCode::InvalidRequest,
+            IssuerError::Store(_) => ReasonCode::StoreError,
+            IssuerError::Keyring(_) => ReasonCode::KeyringError,
+            IssuerError::Io(_) => ReasonCode::IoError,
+            IssuerError::DirectoryInUse(_) => ReasonCode::DirectoryInUse,
+            IssuerError::Corrupted(_) => ReasonCode::CorruptedState,
         }
     }
 }

@@ -74,15 +74,10 @@ pub fn write_private(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
 /// never a stale one), fsync, rename over the target, fsync of the directory (which makes
 /// the rename durable).
 pub(crate) fn write_atomically(dir: &Path, name: &str, contents: &[u8], mode: u32) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     // A leftover of this pid's earlier crash: nobody else writes this name.
     let _ = fs::remove_file(&tmp);
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
+    let mut file = permissions::create_new(&tmp, mode)
         .map_err(|e| err(&format!("creating {}", tmp.display()), e))?;
     let written = file
         .write_all(contents)
@@ -96,9 +91,60 @@ pub(crate) fn write_atomically(dir: &Path, name: &str, contents: &[u8], mode: u3
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| err(&format!("syncing {}", dir.display()), e))
+    permissions::sync_dir(dir).map_err(|e| err(&format!("syncing {}", dir.display()), e))
+}
+
+/// File modes and directory fsync exist on Unix only. Elsewhere (the issuer core also
+/// builds for platforms without `std::os::unix`) files get the platform's default access
+/// rules, which the operator must restrict, and a rename is as durable as the platform
+/// makes it: that is the documented limit of running the keyring outside Unix.
+mod permissions {
+    use std::fs;
+    use std::io;
+    use std::path::Path;
+
+    /// Creates `path`, which must not exist, for writing with `mode` (Unix permissions).
+    pub(super) fn create_new(path: &Path, mode: u32) -> io::Result<fs::File> {
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(mode);
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        options.open(path)
+    }
+
+    /// Creates `dir` (and its parents) accessible to the owner only, and restricts it if
+    /// it already existed with looser permissions.
+    pub(super) fn create_private_dir(dir: &Path) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+        }
+        #[cfg(not(unix))]
+        fs::create_dir_all(dir)
+    }
+
+    /// Makes a rename inside `dir` durable (fsync of the directory).
+    pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            fs::File::open(dir)?.sync_all()
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = dir;
+            Ok(())
+        }
+    }
 }
 
 fn read(dir: &Path, name: &str) -> Result<String> {
@@ -138,16 +184,8 @@ fn load_role<R: IssuerRole>(dir: &Path, files: &[KeyFile]) -> Result<RoleKeys<R>
 
 /// Saves every key of `keyring` into `dir` (created if needed, mode 0700).
 pub fn save(keyring: &Keyring, dir: &Path) -> Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    use std::os::unix::fs::PermissionsExt;
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| err("creating the key directory", e))?;
-    // An existing directory may have been created with looser permissions.
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .map_err(|e| err("restricting the key directory", e))?;
+    // An existing directory may have been created with looser permissions: restricted too.
+    permissions::create_private_dir(dir).map_err(|e| err("creating the key directory", e))?;
     write_private(dir, "root.pem", keyring.root.to_pem()?.as_bytes())?;
     let mut keysets = Vec::new();
     for (n, set) in keyring.keysets.iter().enumerate() {

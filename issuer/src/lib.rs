@@ -1,21 +1,22 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-pub mod api;
 mod authentication;
 mod certificates;
 mod coins;
 mod deposits;
-pub mod docs;
 mod error;
 mod fraud;
 pub mod funding;
+mod idempotency;
 mod keyring;
 pub mod keyring_files;
 mod redemption;
 mod registry;
+mod schema;
 #[cfg(feature = "server")]
 pub mod server;
+mod statements;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -32,6 +33,11 @@ pub use funding::{FundingError, FundingSource, InMemoryFunding};
 
 pub use keyring::{one_two_five, IssuerKey, Keyring, KeyringConfig, KeysetKeys, RoleKeys};
 pub use registry::AccountOpened;
+use schema::RawValue;
+pub use schema::{coins_outstanding_account, funding_account};
+
+/// The HTTP API's message types (crate `scrip-api`), shared with every client.
+pub use scrip_api as api;
 
 /// Limits and lifetimes the issuer applies.
 #[derive(Clone, Debug)]
@@ -184,6 +190,21 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             Some(bytes) => codec::decode(&bytes)
                 .map(Some)
                 .map_err(|e| IssuerError::Corrupted(format!("{}: {e}", collection.name()))),
+        }
+    }
+
+    /// [`Self::doc`] for the values kept as raw bytes (ids in index collections,
+    /// counters).
+    async fn raw_value<T: RawValue>(
+        &self,
+        collection: Collection,
+        key: &[u8],
+    ) -> Result<Option<T>> {
+        match self.store.get(collection, key).await? {
+            None => Ok(None),
+            Some(raw) => T::from_raw(&raw).map(Some).ok_or_else(|| {
+                IssuerError::Corrupted(format!("{}: a value of another width", collection.name()))
+            }),
         }
     }
 }

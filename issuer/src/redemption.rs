@@ -29,22 +29,25 @@
 //! recorded as evidence next to the first, honoured under the same policy, logged, and the
 //! account is frozen.
 
+use std::collections::{HashMap, HashSet};
+
 use scrip_stores::{
     ClaimId, Claimant, CommitOutcome, ExistingClaim, Floor, LedgerAccount, Posting, RecordStore,
     Unit, Write,
 };
-use std::collections::{HashMap, HashSet};
-
 use scrip_tokens::{
-    codec, Amount, BalanceCertificate, CertificateSerial, Coin, CoinId, CoinSpendId, ContentDigest,
-    CountersignedRecord, MerchantId, Message, RecordId, RedemptionBatch, RedemptionItem,
-    RedemptionOutcome, RedemptionReportPayload, RejectReason, Timestamp, WithdrawalRecord,
+    codec, AccountId, Amount, BalanceCertificate, BalanceCertificatePayload, CertificateSerial,
+    Coin, CoinId, CoinPayment, CoinSpendId, ContentDigest, CountersignedRecord, DeviceId,
+    EndorsedCoinPayment, KeyDirectory, MerchantId, Message, RecordId, RedemptionBatch,
+    RedemptionItem, RedemptionOutcome, RedemptionReportPayload, RejectReason, Timestamp,
+    WithdrawalRecord,
 };
 
 use crate::authentication::Authenticated;
-use crate::docs::{
-    coins_outstanding_account, key2, record_digest, CoinHolder, FraudEntry, FraudKind, Mark,
-    MerchantDoc, RecordDoc, RecordSource, CERTIFICATE_RECORDS, FRAUD_LOG, FROZEN, RECORDS,
+use crate::schema::{
+    coins_outstanding_account, key2, record_digest, sequence_key, CoinHolder, FraudEntry,
+    FraudKind, Mark, MerchantDoc, RawValue, RecordDoc, RecordSource, CERTIFICATE_RECORDS,
+    EQUIVOCATING_RECORD, FRAUD_ENTRY, FRAUD_LOG, FREEZE, FROZEN, RECORDS, REUSED_RECORD_ID,
     SEQUENCE_RECORDS,
 };
 use crate::{encode, FundingSource, Issuer, IssuerError, Result, RETRIES};
@@ -69,39 +72,40 @@ fn outcome_or_store_error(result: Result<RedemptionOutcome>) -> Result<Redemptio
     }
 }
 
-/// A record copy that passed every check that needs no write.
-pub(crate) struct CheckedRecord<'a> {
-    record: &'a WithdrawalRecord,
-    source: RecordSource,
-    merchant_id: MerchantId,
-    digest: ContentDigest,
-    certificate: BalanceCertificate,
+fn invalid(e: &IssuerError) -> RedemptionOutcome {
+    let reason = match e {
+        IssuerError::Invalid(token_error) => RejectReason::from(token_error),
+        other => RejectReason {
+            code: other.code(),
+            message: other.to_string(),
+        },
+    };
+    RedemptionOutcome::Invalid { reason }
 }
 
-/// What earlier attempts learned: the record id, or the (device, sequence) pair, is taken
-/// by a different record. The record is then claimed under its own digest instead, kept as
-/// evidence, honoured, logged, and the account frozen.
-#[derive(Default)]
-struct RecordConflicts {
-    id_taken: bool,
-    /// `Some(first)` once the pair is known to be taken (by `first`, if it could be read).
-    sequence_taken: Option<Option<RecordId>>,
+/// Every item's outcome; one left without (a bug) is answered as invalid rather than
+/// dropped, so the answer keeps one outcome per item.
+fn every_outcome(outcomes: Vec<Option<RedemptionOutcome>>, what: &str) -> Vec<RedemptionOutcome> {
+    outcomes
+        .into_iter()
+        .map(|o| {
+            o.unwrap_or_else(|| invalid(&IssuerError::Corrupted(format!("{what} not processed"))))
+        })
+        .collect()
 }
 
-/// How a record of a call to `record_withdrawals` is committed.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    /// Never seen: in a group, counting what it takes from the reservation.
-    Fresh,
-    /// Already recorded as this very record: in a group, taking nothing.
-    Repeat,
-    /// Anything else (a reused id or sequence, a repeat within the call): on its own.
-    Alone,
+/// A coin of a payment: the id it is claimed under, and the id it is known by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PaidCoin {
+    spend_id: CoinSpendId,
+    coin_id: CoinId,
 }
 
-/// A coin payment of a batch found spent: its position, the coins spent before, and
-/// when the first of them was.
-type DoubleSpend = (usize, Vec<CoinId>, Timestamp);
+/// A coin found spent before, and when it was.
+struct SpentCoin {
+    coin_id: CoinId,
+    spent_at: Timestamp,
+}
 
 /// One coin payment of a batch, ready to commit.
 struct CoinUnit {
@@ -110,35 +114,491 @@ struct CoinUnit {
     total: Amount,
     /// Digest of the payment: the digest every coin is claimed with.
     digest: ContentDigest,
-    /// Each coin's spend id and coin id, in the payment's order.
-    spend_ids: Vec<(CoinSpendId, CoinId)>,
+    /// Its coins, in the payment's order.
+    coins: Vec<PaidCoin>,
     unit: Unit,
 }
 
+/// The unit that redeems `payment` for `merchant_id`: the merchant is credited the total
+/// from `coins-outstanding`, and every coin is claimed under its spend id with the digest
+/// of the payment it was spent in, so a retry of this payment is a repeat and the coin in
+/// any other payment (even by this merchant) is a double spend.
+fn coin_unit(
+    item: usize,
+    payment: &CoinPayment,
+    merchant_id: MerchantId,
+    now: Timestamp,
+) -> Result<CoinUnit> {
+    let total = payment.total()?;
+    let digest = codec::digest(payment)?;
+    let mut unit = Unit::new(Claimant::Merchant(merchant_id), now).post(Posting::transfer(
+        coins_outstanding_account(),
+        LedgerAccount::Merchant(merchant_id),
+        total,
+        "coins redeemed",
+    ));
+    let mut coins = Vec::with_capacity(payment.coins.len());
+    for coin in &payment.coins {
+        let spend_id = coin.spend_id()?;
+        unit = unit.claim(ClaimId::Coin(spend_id), digest);
+        coins.push(PaidCoin {
+            spend_id,
+            coin_id: coin.id(),
+        });
+    }
+    Ok(CoinUnit {
+        item,
+        total,
+        digest,
+        coins,
+        unit,
+    })
+}
+
 impl CoinUnit {
-    fn coin_of(&self, spend_id: CoinSpendId) -> Option<CoinId> {
-        self.spend_ids
+    /// The payment's outcome, from the store's answer to its unit.
+    fn outcome(&self, result: CommitOutcome, now: Timestamp) -> Result<RedemptionOutcome> {
+        Ok(match result {
+            CommitOutcome::Committed => RedemptionOutcome::Accepted {
+                credited: self.total,
+            },
+            CommitOutcome::Repeated { first_claimed_at } => RedemptionOutcome::AlreadyAccepted {
+                first_accepted_at: first_claimed_at,
+            },
+            CommitOutcome::Conflict(report) => {
+                let spent = report
+                    .iter()
+                    .filter_map(|(id, held)| match (id, held) {
+                        (ClaimId::Coin(spend_id), Some(held)) => Some(SpentCoin {
+                            coin_id: self.coin_spent_as(*spend_id)?,
+                            spent_at: held.claimed_at,
+                        }),
+                        _ => None,
+                    })
+                    .collect();
+                double_spent(spent, now)
+            }
+            CommitOutcome::InsufficientFunds { .. } => {
+                return Err(IssuerError::Corrupted("floor on a coin redemption".into()))
+            }
+        })
+    }
+
+    /// The payment's outcome from the claims scrip 0.1 made under its coins' bare ids
+    /// (`held`: one per coin, in order): `None` when none of its coins was claimed so,
+    /// `already_accepted` when this merchant redeemed this very payment, `double_spent`
+    /// otherwise.
+    fn legacy_outcome(
+        &self,
+        held: &[Option<ExistingClaim>],
+        merchant_id: MerchantId,
+        now: Timestamp,
+    ) -> Option<RedemptionOutcome> {
+        let spent: Vec<SpentCoin> = self
+            .coins
             .iter()
-            .find(|(s, _)| *s == spend_id)
-            .map(|(_, coin)| *coin)
+            .zip(held)
+            .filter_map(|(coin, held)| {
+                held.as_ref().map(|held| SpentCoin {
+                    coin_id: coin.coin_id,
+                    spent_at: held.claimed_at,
+                })
+            })
+            .collect();
+        if spent.is_empty() {
+            return None;
+        }
+        let ours = spent.len() == self.coins.len()
+            && held.iter().flatten().all(|held| {
+                held.claimant == Claimant::Merchant(merchant_id) && held.digest == self.digest
+            });
+        Some(if ours {
+            RedemptionOutcome::AlreadyAccepted {
+                first_accepted_at: first_spent(&spent, now),
+            }
+        } else {
+            double_spent(spent, now)
+        })
+    }
+
+    fn coin_spent_as(&self, spend_id: CoinSpendId) -> Option<CoinId> {
+        self.coins
+            .iter()
+            .find(|coin| coin.spend_id == spend_id)
+            .map(|coin| coin.coin_id)
     }
 }
 
+fn first_spent(spent: &[SpentCoin], now: Timestamp) -> Timestamp {
+    spent.iter().map(|s| s.spent_at).min().unwrap_or(now)
+}
+
+/// A payment holding coins spent before: it names them, and when the first was spent.
+fn double_spent(spent: Vec<SpentCoin>, now: Timestamp) -> RedemptionOutcome {
+    RedemptionOutcome::DoubleSpent {
+        first_redeemed_at: first_spent(&spent, now),
+        coins: spent.into_iter().map(|s| s.coin_id).collect(),
+    }
+}
+
+/// Every check of a coin payment: the merchant's endorsement, its certification when it
+/// took the payment, and the payment itself.
+fn check_coin_payment<'b>(
+    merchant: &MerchantDoc,
+    endorsed: &'b EndorsedCoinPayment,
+    directory: &KeyDirectory,
+    now: Timestamp,
+) -> Result<&'b CoinPayment> {
+    let certificate = &merchant.certificate.payload;
+    let p = endorsed.verify(certificate)?;
+    // The merchant must have been certified when it took the payment: at the times it
+    // signed (request and endorsement), not at upload time, so a sale made just before
+    // expiry is still paid.
+    certificate
+        .validity
+        .check(p.payment.request.payload.created_at)?;
+    certificate.validity.check(p.endorsed_at)?;
+    Ok(p.payment.verify(certificate, directory, now)?)
+}
+
+/// What identifies a copy of a record, and its claims: the same for every copy.
+#[derive(Clone, Copy, Debug)]
+struct RecordIdentity {
+    record_id: RecordId,
+    account_id: AccountId,
+    device_id: DeviceId,
+    sequence: u64,
+    /// The merchant paid: every copy is claimed in its name, whoever hands it in, so the
+    /// second copy is always a repeat.
+    merchant_id: MerchantId,
+    /// Digest of the device-signed record.
+    digest: ContentDigest,
+}
+
+impl RecordIdentity {
+    fn claimant(&self) -> Claimant {
+        Claimant::Merchant(self.merchant_id)
+    }
+
+    /// The claims a record makes when neither its id nor its sequence is taken.
+    fn first_claims(&self) -> [ClaimId; 2] {
+        [
+            ClaimId::Record(self.record_id),
+            ClaimId::DeviceSequence {
+                device: self.device_id,
+                sequence: self.sequence,
+            },
+        ]
+    }
+
+    /// Whether `held` was claimed by this very record.
+    fn holds(&self, held: &ExistingClaim) -> bool {
+        held.digest == self.digest && held.claimant == self.claimant()
+    }
+}
+
+/// A record copy that passed every check that needs no write.
+struct CheckedRecord<'a> {
+    record: &'a WithdrawalRecord,
+    source: RecordSource,
+    identity: RecordIdentity,
+    certificate: BalanceCertificate,
+}
+
+/// A checked record and its position among the submissions.
+struct CheckedItem<'a> {
+    item: usize,
+    record: CheckedRecord<'a>,
+}
+
+/// How a record of a call to `record_withdrawals` is committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RecordKind {
+    /// Never seen: in a group, counting what it takes from the reservation.
+    Fresh,
+    /// Already recorded as this very record: in a group, taking nothing.
+    Repeat,
+    /// Anything else (a reused id or sequence, a repeat within the call): on its own.
+    Alone,
+}
+
+/// How each record of a call is committed. `held` has the existing claims of each
+/// record's [`RecordIdentity::first_claims`], in order. A record is fresh when neither
+/// claim is held nor used by an earlier record of the call, a repeat when both are held
+/// for this very record (its unit will come back `Repeated` and move nothing).
+fn record_kinds(records: &[RecordIdentity], held: &[Option<ExistingClaim>]) -> Vec<RecordKind> {
+    let mut seen = HashSet::new();
+    records
+        .iter()
+        .zip(held.chunks(2))
+        .map(|(record, held)| {
+            let [id, sequence] = record.first_claims();
+            let new_id = seen.insert(id);
+            let new_sequence = seen.insert(sequence);
+            if !(new_id && new_sequence) {
+                RecordKind::Alone
+            } else if held.iter().all(Option::is_none) {
+                RecordKind::Fresh
+            } else if held
+                .iter()
+                .all(|h| h.as_ref().is_some_and(|h| record.holds(h)))
+            {
+                RecordKind::Repeat
+            } else {
+                RecordKind::Alone
+            }
+        })
+        .collect()
+}
+
 /// How a record's unit pays the merchant (minor units).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Taken {
     from_reservation: u64,
     from_balance: u64,
 }
 
-pub(crate) fn invalid(e: &IssuerError) -> RedemptionOutcome {
-    let reason = match e {
-        IssuerError::Invalid(token_error) => RejectReason::from(token_error),
-        other => RejectReason {
-            code: other.code().to_owned(),
-            message: other.to_string(),
+/// A record's `amount` is paid from what is `left` of its certificate's reservation, and
+/// from the account's balance for what the reservation no longer covers.
+fn split_payment(amount: u64, left: u64) -> Taken {
+    let from_reservation = left.min(amount);
+    Taken {
+        from_reservation,
+        from_balance: amount - from_reservation,
+    }
+}
+
+/// What is left of each reservation once the units of a group before it commit: a group
+/// commits in one store call, so each record must count what the earlier ones take.
+#[derive(Default)]
+struct GroupReservations(HashMap<CertificateSerial, u64>);
+
+impl GroupReservations {
+    fn left(&self, serial: CertificateSerial) -> Option<u64> {
+        self.0.get(&serial).copied()
+    }
+
+    /// Splits a record of `kind` against the `left` of its reservation, and remembers
+    /// what it leaves for the next.
+    fn take(
+        &mut self,
+        serial: CertificateSerial,
+        left: u64,
+        amount: u64,
+        kind: RecordKind,
+    ) -> Taken {
+        let taken = split_payment(amount, left);
+        // A repeat's unit moves nothing: it was paid when first recorded.
+        let after = match kind {
+            RecordKind::Fresh => left - taken.from_reservation,
+            RecordKind::Repeat | RecordKind::Alone => left,
+        };
+        self.0.insert(serial, after);
+        taken
+    }
+}
+
+/// Fresh and repeated records committed together in one store call.
+#[derive(Default)]
+struct RecordGroup<'c, 'a> {
+    members: Vec<GroupMember<'c, 'a>>,
+    units: Vec<Unit>,
+    reservations: GroupReservations,
+}
+
+struct GroupMember<'c, 'a> {
+    item: usize,
+    record: &'c CheckedRecord<'a>,
+    from_balance: u64,
+}
+
+/// What earlier attempts learned: the record id, or the (device, sequence) pair, is taken
+/// by a different record. The record is then claimed under its own digest instead, kept as
+/// evidence, honoured, logged, and the account frozen.
+#[derive(Debug, Default)]
+struct RecordConflicts {
+    id_taken: bool,
+    /// `Some(first)` once the pair is known to be taken (by `first`, if it could be read).
+    sequence_taken: Option<Option<RecordId>>,
+}
+
+/// What a conflict on a record's claims says (`report`: the record claim, then the
+/// sequence claim).
+#[derive(Debug, PartialEq, Eq)]
+enum RecordConflict {
+    /// This very record holds its id: it was recorded before.
+    RecordedBefore { at: Timestamp },
+    /// Other records hold the id, or the sequence.
+    Taken { id: bool, sequence: bool },
+}
+
+fn read_conflict(
+    report: &[(ClaimId, Option<ExistingClaim>)],
+    digest: ContentDigest,
+) -> RecordConflict {
+    let held = |i: usize| report.get(i).and_then(|(_, held)| held.as_ref());
+    match held(0) {
+        Some(h) if h.digest == digest => RecordConflict::RecordedBefore { at: h.claimed_at },
+        id => RecordConflict::Taken {
+            id: id.is_some(),
+            sequence: held(1).is_some_and(|h| h.digest != digest),
         },
+    }
+}
+
+/// Where a record is kept and which claims guard it.
+#[derive(Debug, PartialEq, Eq)]
+struct RecordPlacement {
+    record_claim: ClaimId,
+    sequence_claim: ClaimId,
+    /// Its key in [`RECORDS`].
+    record_key: Vec<u8>,
+    /// Whether it becomes the record of its (device, sequence): only the first one does.
+    indexes_sequence: bool,
+}
+
+/// A record whose id or sequence another record took is kept next to the first, under
+/// its own digest, and never replaces it.
+fn placement(identity: &RecordIdentity, conflicts: &RecordConflicts) -> RecordPlacement {
+    let [first_record_claim, first_sequence_claim] = identity.first_claims();
+    let digest = identity.digest.as_bytes();
+    let (record_claim, record_key) = if conflicts.id_taken {
+        let key = key2(identity.record_id.as_bytes(), digest);
+        (REUSED_RECORD_ID.claim(key.clone()), key)
+    } else {
+        (first_record_claim, identity.record_id.as_bytes().to_vec())
     };
-    RedemptionOutcome::Invalid { reason }
+    let sequence_claim = if conflicts.sequence_taken.is_some() {
+        EQUIVOCATING_RECORD.claim(key2(
+            &sequence_key(identity.device_id, identity.sequence),
+            digest,
+        ))
+    } else {
+        first_sequence_claim
+    };
+    RecordPlacement {
+        record_claim,
+        sequence_claim,
+        record_key,
+        indexes_sequence: conflicts.sequence_taken.is_none(),
+    }
+}
+
+/// The fraud a record proves by reusing a record id or a sequence number, if it does.
+fn record_fraud(identity: &RecordIdentity, conflicts: &RecordConflicts) -> Option<FraudKind> {
+    if conflicts.id_taken {
+        Some(FraudKind::RecordIdReuse {
+            account_id: identity.account_id,
+            device_id: identity.device_id,
+            record_id: identity.record_id,
+        })
+    } else {
+        conflicts
+            .sequence_taken
+            .map(|first| FraudKind::Equivocation {
+                account_id: identity.account_id,
+                device_id: identity.device_id,
+                sequence: identity.sequence,
+                first,
+                second: identity.record_id,
+            })
+    }
+}
+
+/// The overspend of a certificate whose records add up to `recorded`, if that is more
+/// than it made available.
+fn overspend(certificate: &BalanceCertificatePayload, recorded: u64) -> Option<FraudKind> {
+    let available = certificate.available;
+    (recorded > available.minor_units).then(|| FraudKind::Overspend {
+        account_id: certificate.account_id,
+        device_id: certificate.device_id,
+        certificate: certificate.serial,
+        excess: Amount::new(recorded - available.minor_units, available.currency),
+    })
+}
+
+/// The unit that records `c`, paying the merchant as `taken` says.
+fn record_unit(
+    c: &CheckedRecord<'_>,
+    conflicts: &RecordConflicts,
+    taken: Taken,
+    now: Timestamp,
+) -> Result<Unit> {
+    let identity = &c.identity;
+    let p = &c.record.payload;
+    let amount = p.amount();
+    let place = placement(identity, conflicts);
+    let fraud = record_fraud(identity, conflicts);
+    let doc = RecordDoc {
+        record: c.record.clone(),
+        recorded_at: now,
+        source: c.source,
+        paid_from_balance: taken.from_balance,
+        equivocation: fraud.is_some(),
+    };
+    let mut unit = Unit::new(identity.claimant(), now)
+        .claim(place.record_claim, identity.digest)
+        .claim(place.sequence_claim, identity.digest)
+        .floor(Floor::non_negative(
+            LedgerAccount::Reservation(p.certificate_serial),
+            amount.currency,
+        ))
+        .write(Write::put(RECORDS, place.record_key, encode(&doc)?))
+        .write(Write::put(
+            CERTIFICATE_RECORDS,
+            key2(p.certificate_serial.as_bytes(), identity.digest.as_bytes()),
+            amount.minor_units.to_raw(),
+        ));
+    if place.indexes_sequence {
+        unit = unit.write(Write::put(
+            SEQUENCE_RECORDS,
+            sequence_key(identity.device_id, identity.sequence),
+            identity.record_id.to_raw(),
+        ));
+    }
+    if let Some(kind) = fraud {
+        // Logged and frozen in the same unit as the payment, so a crash or a retry can
+        // never leave the payment without them.
+        let entry = FraudEntry { at: now, kind };
+        unit = unit
+            .write(Write::put(
+                FRAUD_LOG,
+                fraud_key(&entry, now)?,
+                encode(&entry)?,
+            ))
+            .write(Write::put(
+                FROZEN,
+                identity.account_id.as_bytes().to_vec(),
+                encode(&Mark {
+                    at: now,
+                    reason: "a record reused a sequence number or record id".into(),
+                })?,
+            ));
+    }
+    Ok(pay_merchant(unit, c, taken))
+}
+
+fn pay_merchant(mut unit: Unit, c: &CheckedRecord<'_>, taken: Taken) -> Unit {
+    let p = &c.record.payload;
+    let currency = p.amount().currency;
+    let merchant = LedgerAccount::Merchant(c.identity.merchant_id);
+    if taken.from_reservation > 0 {
+        unit = unit.post(Posting::transfer(
+            LedgerAccount::Reservation(p.certificate_serial),
+            merchant.clone(),
+            Amount::new(taken.from_reservation, currency),
+            "withdrawal record",
+        ));
+    }
+    if taken.from_balance > 0 {
+        unit = unit.post(Posting::transfer(
+            LedgerAccount::Customer(p.account_id),
+            merchant,
+            Amount::new(taken.from_balance, currency),
+            "withdrawal record beyond its reservation",
+        ));
+    }
+    unit
 }
 
 impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
@@ -166,140 +626,93 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         if batch.payload.items.len() > self.config.max_batch_items {
             return Err(IssuerError::Unsupported("too many items in one batch"));
         }
-        let directory = self.keys().directory(now)?;
-        let merchant_id = batch.payload.merchant_id;
+        let mut outcomes = vec![None; batch.payload.items.len()];
+        self.redeem_coins(merchant, batch, now, &mut outcomes)
+            .await?;
+        self.redeem_records(merchant, batch, now, &mut outcomes)
+            .await?;
+        Ok(RedemptionReportPayload {
+            merchant_id: batch.payload.merchant_id,
+            batch_digest: codec::digest(batch)?,
+            answered_at: now,
+            outcomes: every_outcome(outcomes, "item"),
+        })
+    }
 
-        // Coin payments: verify, then commit all of them in one call (one durable write).
-        let mut outcomes: Vec<Option<RedemptionOutcome>> = vec![None; batch.payload.items.len()];
+    /// The coin payments of a batch: verified, then committed together in one store call
+    /// (one durable write); double spends are logged.
+    async fn redeem_coins(
+        &self,
+        merchant: &MerchantDoc,
+        batch: &RedemptionBatch,
+        now: Timestamp,
+        outcomes: &mut [Option<RedemptionOutcome>],
+    ) -> Result<()> {
+        let merchant_id = batch.payload.merchant_id;
+        let directory = self.keys().directory(now)?;
         let mut coin_units = Vec::new();
-        for (i, item) in batch.payload.items.iter().enumerate() {
-            let RedemptionItem::Coins(endorsed) = item else {
+        for (item, entry) in batch.payload.items.iter().enumerate() {
+            let RedemptionItem::Coins(endorsed) = entry else {
                 continue;
             };
-            let checked = endorsed
-                .verify(&merchant.certificate.payload)
-                .map_err(IssuerError::from)
-                .and_then(|p| {
-                    // The merchant must have been certified when it took the payment: at
-                    // the times it signed (request and endorsement), not at upload time,
-                    // so a sale made just before expiry is still paid.
-                    let validity = merchant.certificate.payload.validity;
-                    validity.check(p.payment.request.payload.created_at)?;
-                    validity.check(p.endorsed_at)?;
-                    p.payment
-                        .verify(&merchant.certificate.payload, &directory, now)?;
-                    Ok(&p.payment)
-                });
-            match checked {
-                Err(e) => outcomes[i] = Some(invalid(&self.explain_unknown_keyset(e, now))),
-                Ok(payment) => {
-                    let total = payment.total()?;
-                    let mut unit =
-                        Unit::new(Claimant::Merchant(merchant_id), now).post(Posting::transfer(
-                            coins_outstanding_account(),
-                            LedgerAccount::Merchant(merchant_id),
-                            total,
-                            "coins redeemed",
-                        ));
-                    // Every coin is claimed under its spend id with the digest of the
-                    // payment it was spent in: a retry of this payment is a repeat, the
-                    // coin in any other payment (even by this merchant) is a double spend.
-                    let digest = codec::digest(payment)?;
-                    let mut spend_ids = Vec::with_capacity(payment.coins.len());
-                    for coin in &payment.coins {
-                        let spend_id = coin.spend_id()?;
-                        unit = unit.claim(ClaimId::Coin(spend_id), digest);
-                        spend_ids.push((spend_id, coin.id()));
-                    }
-                    coin_units.push(CoinUnit {
-                        item: i,
-                        total,
-                        digest,
-                        spend_ids,
-                        unit,
-                    });
-                }
+            match check_coin_payment(merchant, endorsed, &directory, now) {
+                Ok(payment) => coin_units.push(coin_unit(item, payment, merchant_id, now)?),
+                Err(e) => outcomes[item] = Some(invalid(&self.explain_unknown_keyset(e, now))),
             }
         }
-        let (coin_units, mut double_spends) = self
-            .settle_legacy_claims(coin_units, merchant_id, now, &mut outcomes)
+        let coin_units = self
+            .settle_legacy_claims(coin_units, merchant_id, now, outcomes)
             .await?;
         let results = self
             .store
             .commit_many(coin_units.iter().map(|c| c.unit.clone()).collect())
             .await?;
         for (coin_unit, result) in coin_units.iter().zip(results) {
-            outcomes[coin_unit.item] = Some(match result {
-                CommitOutcome::Committed => RedemptionOutcome::Accepted {
-                    credited: coin_unit.total,
-                },
-                CommitOutcome::Repeated { first_claimed_at } => {
-                    RedemptionOutcome::AlreadyAccepted {
-                        first_accepted_at: first_claimed_at,
-                    }
-                }
-                CommitOutcome::Conflict(report) => {
-                    let held: Vec<_> = report
-                        .into_iter()
-                        .filter_map(|(id, held)| match (id, held) {
-                            (ClaimId::Coin(spend_id), Some(h)) => {
-                                coin_unit.coin_of(spend_id).map(|coin| (coin, h.claimed_at))
-                            }
-                            _ => None,
-                        })
-                        .collect();
-                    let first_redeemed_at = held.iter().map(|(_, t)| *t).min().unwrap_or(now);
-                    let coins: Vec<_> = held.into_iter().map(|(c, _)| c).collect();
-                    double_spends.push((coin_unit.item, coins.clone(), first_redeemed_at));
-                    RedemptionOutcome::DoubleSpent {
-                        first_redeemed_at,
-                        coins,
-                    }
-                }
-                CommitOutcome::InsufficientFunds { .. } => {
-                    return Err(IssuerError::Corrupted("floor on a coin redemption".into()))
-                }
-            });
+            outcomes[coin_unit.item] = Some(coin_unit.outcome(result, now)?);
         }
-        for (i, coins, first_redeemed_at) in double_spends {
-            if let Some(RedemptionItem::Coins(endorsed)) = batch.payload.items.get(i) {
+        for (entry, outcome) in batch.payload.items.iter().zip(outcomes.iter()) {
+            if let (
+                RedemptionItem::Coins(endorsed),
+                Some(RedemptionOutcome::DoubleSpent {
+                    first_redeemed_at,
+                    coins,
+                }),
+            ) = (entry, outcome)
+            {
                 self.log_double_spend(
                     merchant_id,
                     &endorsed.payload.payment.coins,
-                    coins,
-                    first_redeemed_at,
+                    coins.clone(),
+                    *first_redeemed_at,
                     now,
                 )
                 .await?;
             }
         }
+        Ok(())
+    }
 
-        // Records: the fresh ones share one store call.
-        let mut record_items = Vec::new();
+    /// The records of a batch; the fresh ones share one store call.
+    async fn redeem_records(
+        &self,
+        merchant: &MerchantDoc,
+        batch: &RedemptionBatch,
+        now: Timestamp,
+        outcomes: &mut [Option<RedemptionOutcome>],
+    ) -> Result<()> {
+        let mut items = Vec::new();
         let mut submissions = Vec::new();
-        for (i, item) in batch.payload.items.iter().enumerate() {
-            if let RedemptionItem::Record(receipt) = item {
-                record_items.push(i);
+        for (item, entry) in batch.payload.items.iter().enumerate() {
+            if let RedemptionItem::Record(receipt) = entry {
+                items.push(item);
                 submissions.push(RecordSubmission::Merchant { merchant, receipt });
             }
         }
-        let record_outcomes = self.record_withdrawals(submissions, now).await?;
-        for (i, outcome) in record_items.into_iter().zip(record_outcomes) {
-            outcomes[i] = Some(outcome);
+        let recorded = self.record_withdrawals(submissions, now).await?;
+        for (item, outcome) in items.into_iter().zip(recorded) {
+            outcomes[item] = Some(outcome);
         }
-        Ok(RedemptionReportPayload {
-            merchant_id,
-            batch_digest: codec::digest(batch)?,
-            answered_at: now,
-            outcomes: outcomes
-                .into_iter()
-                .map(|o| {
-                    o.unwrap_or_else(|| {
-                        invalid(&IssuerError::Corrupted("item not processed".into()))
-                    })
-                })
-                .collect(),
-        })
+        Ok(())
     }
 
     /// A coin of a keyset the directory no longer lists: if the issuer had that keyset and
@@ -317,23 +730,26 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     }
 
     /// Coins claimed by scrip 0.1, under their bare ids, before spend ids existed: a
-    /// payment holding one is answered from that claim (`already_accepted` for this
-    /// merchant's own earlier upload of the same payment, `double_spent` otherwise) and
-    /// not committed. One read for the whole batch; no new claim of this kind is ever
-    /// written, so reading first and committing after cannot race.
+    /// payment holding one is answered from that claim and not committed; the others are
+    /// returned, to be committed. One read for the whole batch; no new claim of this kind
+    /// is ever written, so reading first and committing after cannot race.
     async fn settle_legacy_claims(
         &self,
         coin_units: Vec<CoinUnit>,
-        merchant_id: scrip_tokens::MerchantId,
+        merchant_id: MerchantId,
         now: Timestamp,
         outcomes: &mut [Option<RedemptionOutcome>],
-    ) -> Result<(Vec<CoinUnit>, Vec<DoubleSpend>)> {
+    ) -> Result<Vec<CoinUnit>> {
         let legacy: Vec<ClaimId> = coin_units
             .iter()
-            .flat_map(|c| c.spend_ids.iter().map(|(_, id)| ClaimId::LegacyCoinId(*id)))
+            .flat_map(|c| {
+                c.coins
+                    .iter()
+                    .map(|coin| ClaimId::LegacyCoinId(coin.coin_id))
+            })
             .collect();
         if legacy.is_empty() {
-            return Ok((coin_units, Vec::new()));
+            return Ok(coin_units);
         }
         let held = self.store.claims(&legacy).await?;
         if held.len() != legacy.len() {
@@ -341,43 +757,17 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 "store answered another number of claims".into(),
             ));
         }
-        let mut held = held.into_iter();
+        let mut rest = held.as_slice();
         let mut to_commit = Vec::with_capacity(coin_units.len());
-        let mut double_spends = Vec::new();
         for coin_unit in coin_units {
-            let claims: Vec<_> = coin_unit
-                .spend_ids
-                .iter()
-                .zip(held.by_ref())
-                .filter_map(|((_, coin), claim)| claim.map(|c| (*coin, c)))
-                .collect();
-            if claims.is_empty() {
-                to_commit.push(coin_unit);
-                continue;
+            let (held, after) = rest.split_at(coin_unit.coins.len());
+            rest = after;
+            match coin_unit.legacy_outcome(held, merchant_id, now) {
+                Some(outcome) => outcomes[coin_unit.item] = Some(outcome),
+                None => to_commit.push(coin_unit),
             }
-            let first = claims
-                .iter()
-                .map(|(_, c)| c.claimed_at)
-                .min()
-                .unwrap_or(now);
-            let ours = claims.len() == coin_unit.spend_ids.len()
-                && claims.iter().all(|(_, c)| {
-                    c.claimant == Claimant::Merchant(merchant_id) && c.digest == coin_unit.digest
-                });
-            outcomes[coin_unit.item] = Some(if ours {
-                RedemptionOutcome::AlreadyAccepted {
-                    first_accepted_at: first,
-                }
-            } else {
-                let coins: Vec<_> = claims.into_iter().map(|(coin, _)| coin).collect();
-                double_spends.push((coin_unit.item, coins.clone(), first));
-                RedemptionOutcome::DoubleSpent {
-                    first_redeemed_at: first,
-                    coins,
-                }
-            });
         }
-        Ok((to_commit, double_spends))
+        Ok(to_commit)
     }
 
     async fn log_double_spend(
@@ -415,13 +805,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     pub(crate) async fn log_fraud(&self, entry: &FraudEntry, now: Timestamp) -> Result<()> {
         let identity = fraud_identity(entry)?;
         let unit = Unit::new(Claimant::Issuer, now)
-            .claim(
-                ClaimId::Custom {
-                    namespace: "fraud-entry".into(),
-                    key: identity.as_bytes().to_vec(),
-                },
-                identity,
-            )
+            .claim(FRAUD_ENTRY.claim(identity.as_bytes().to_vec()), identity)
             .write(Write::put(
                 FRAUD_LOG,
                 fraud_key(entry, now)?,
@@ -440,10 +824,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     ) -> Result<()> {
         let unit = Unit::new(Claimant::Issuer, now)
             .claim(
-                ClaimId::Custom {
-                    namespace: "freeze".into(),
-                    key: account.as_bytes().to_vec(),
-                },
+                FREEZE.claim(account.as_bytes().to_vec()),
                 ContentDigest::of(account.as_bytes()),
             )
             .write(Write::put(
@@ -477,30 +858,36 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     ) -> Result<Vec<RedemptionOutcome>> {
         let mut outcomes: Vec<Option<RedemptionOutcome>> = vec![None; submissions.len()];
         let mut checked = Vec::with_capacity(submissions.len());
-        for (i, submission) in submissions.into_iter().enumerate() {
+        for (item, submission) in submissions.into_iter().enumerate() {
             match self.check_record(submission).await {
-                Ok(c) => checked.push((i, c)),
+                Ok(record) => checked.push(CheckedItem { item, record }),
                 Err(IssuerError::Store(e)) => return Err(IssuerError::Store(e)),
-                Err(e) => outcomes[i] = Some(invalid(&e)),
+                Err(e) => outcomes[item] = Some(invalid(&e)),
             }
         }
+        let kinds = self.kinds_of(&checked).await?;
+        let mut group = RecordGroup::default();
+        for (checked, kind) in checked.iter().zip(kinds) {
+            if kind == RecordKind::Alone {
+                self.commit_group(std::mem::take(&mut group), &mut outcomes, now)
+                    .await?;
+                let one = self
+                    .commit_record(&checked.record, RecordConflicts::default(), now)
+                    .await;
+                outcomes[checked.item] = Some(outcome_or_store_error(one)?);
+            } else {
+                self.add_to_group(&mut group, checked, kind, now).await?;
+            }
+        }
+        self.commit_group(group, &mut outcomes, now).await?;
+        Ok(every_outcome(outcomes, "record"))
+    }
 
-        // Fresh: neither the record id nor the (device, sequence) pair is claimed yet, nor
-        // used by an earlier record of this call. Repeat: both already claimed for this
-        // very record (its unit will come back `Repeated` and move nothing). Both kinds
-        // go into groups; anything else goes on its own.
-        let ids: Vec<ClaimId> = checked
+    async fn kinds_of(&self, checked: &[CheckedItem<'_>]) -> Result<Vec<RecordKind>> {
+        let identities: Vec<RecordIdentity> = checked.iter().map(|c| c.record.identity).collect();
+        let ids: Vec<ClaimId> = identities
             .iter()
-            .flat_map(|(_, c)| {
-                let p = &c.record.payload;
-                [
-                    ClaimId::Record(p.record_id),
-                    ClaimId::DeviceSequence {
-                        device: p.device_id,
-                        sequence: p.sequence,
-                    },
-                ]
-            })
+            .flat_map(RecordIdentity::first_claims)
             .collect();
         let held = self.store.claims(&ids).await?;
         if held.len() != ids.len() {
@@ -508,106 +895,69 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 "store answered a different number of claims".into(),
             ));
         }
-        let mut seen_ids = HashSet::new();
-        let mut seen_sequences = HashSet::new();
-        let kinds: Vec<Kind> = checked
-            .iter()
-            .zip(held.chunks(2))
-            .map(|((_, c), held)| {
-                let p = &c.record.payload;
-                let new_id = seen_ids.insert(p.record_id);
-                let new_sequence = seen_sequences.insert((p.device_id, p.sequence));
-                let ours = |h: &Option<ExistingClaim>| {
-                    h.as_ref().is_some_and(|h| {
-                        h.digest == c.digest && h.claimant == Claimant::Merchant(c.merchant_id)
-                    })
-                };
-                if !(new_id && new_sequence) {
-                    Kind::Alone
-                } else if held.iter().all(Option::is_none) {
-                    Kind::Fresh
-                } else if held.iter().all(ours) {
-                    Kind::Repeat
-                } else {
-                    Kind::Alone
-                }
-            })
-            .collect();
-
-        let mut group: Vec<(usize, &CheckedRecord<'_>, Unit, u64)> = Vec::new();
-        // What is left of each reservation after the group's units so far.
-        let mut left: HashMap<CertificateSerial, u64> = HashMap::new();
-        for ((i, c), kind) in checked.iter().zip(kinds) {
-            match kind {
-                Kind::Fresh | Kind::Repeat => {
-                    let serial = c.certificate.payload.serial;
-                    let remaining = match left.get(&serial) {
-                        Some(r) => *r,
-                        None => self.reservation_left(c).await?,
-                    };
-                    let (unit, taken) =
-                        self.record_unit(c, &RecordConflicts::default(), remaining, now)?;
-                    if kind == Kind::Fresh {
-                        left.insert(serial, remaining - taken.from_reservation);
-                    } else {
-                        left.insert(serial, remaining);
-                    }
-                    group.push((*i, c, unit, taken.from_balance));
-                }
-                Kind::Alone => {
-                    self.commit_group(std::mem::take(&mut group), &mut outcomes, now)
-                        .await?;
-                    left.clear();
-                    let one = self.commit_record(c, RecordConflicts::default(), now).await;
-                    outcomes[*i] = Some(outcome_or_store_error(one)?);
-                }
-            }
-        }
-        self.commit_group(group, &mut outcomes, now).await?;
-        Ok(outcomes
-            .into_iter()
-            .map(|o| {
-                o.unwrap_or_else(|| invalid(&IssuerError::Corrupted("record not processed".into())))
-            })
-            .collect())
+        Ok(record_kinds(&identities, &held))
     }
 
-    /// Commits a group of fresh records in one store call; a record that lost a race is
-    /// retried on its own.
+    async fn add_to_group<'c, 'a>(
+        &self,
+        group: &mut RecordGroup<'c, 'a>,
+        checked: &'c CheckedItem<'a>,
+        kind: RecordKind,
+        now: Timestamp,
+    ) -> Result<()> {
+        let c = &checked.record;
+        let serial = c.certificate.payload.serial;
+        let left = match group.reservations.left(serial) {
+            Some(left) => left,
+            None => self.reservation_left(c).await?,
+        };
+        let amount = c.record.payload.amount().minor_units;
+        let taken = group.reservations.take(serial, left, amount, kind);
+        group
+            .units
+            .push(record_unit(c, &RecordConflicts::default(), taken, now)?);
+        group.members.push(GroupMember {
+            item: checked.item,
+            record: c,
+            from_balance: taken.from_balance,
+        });
+        Ok(())
+    }
+
+    /// Commits a group of records in one store call; a record that lost a race is retried
+    /// on its own.
     async fn commit_group(
         &self,
-        group: Vec<(usize, &CheckedRecord<'_>, Unit, u64)>,
+        group: RecordGroup<'_, '_>,
         outcomes: &mut [Option<RedemptionOutcome>],
         now: Timestamp,
     ) -> Result<()> {
-        if group.is_empty() {
+        if group.members.is_empty() {
             return Ok(());
         }
-        let mut rest = Vec::with_capacity(group.len());
-        let mut units = Vec::with_capacity(group.len());
-        for (i, c, unit, from_balance) in group {
-            rest.push((i, c, from_balance));
-            units.push(unit);
-        }
-        let results = self.store.commit_many(units).await?;
-        if results.len() != rest.len() {
+        let results = self.store.commit_many(group.units).await?;
+        if results.len() != group.members.len() {
             return Err(IssuerError::Corrupted(
                 "store answered a different number of units".into(),
             ));
         }
-        for ((i, c, from_balance), result) in rest.into_iter().zip(results) {
+        for (member, result) in group.members.into_iter().zip(results) {
             let mut conflicts = RecordConflicts::default();
             let settled = self
-                .settle_record(c, &mut conflicts, result, from_balance, now)
+                .settle_record(
+                    member.record,
+                    &mut conflicts,
+                    result,
+                    member.from_balance,
+                    now,
+                )
                 .await;
             let outcome = match settled {
                 Ok(Some(outcome)) => Ok(outcome),
-                Ok(None) => self.commit_record(c, conflicts, now).await,
+                Ok(None) => self.commit_record(member.record, conflicts, now).await,
                 Err(e) => Err(e),
             };
-            if let Some(slot) = outcomes.get_mut(i) {
-                *slot = Some(outcome_or_store_error(outcome)?);
-            }
+            outcomes[member.item] = Some(outcome_or_store_error(outcome)?);
         }
         Ok(())
     }
@@ -674,8 +1024,14 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         Ok(CheckedRecord {
             record,
             source,
-            merchant_id,
-            digest: record_digest(record)?,
+            identity: RecordIdentity {
+                record_id: p.record_id,
+                account_id: p.account_id,
+                device_id: p.device_id,
+                sequence: p.sequence,
+                merchant_id,
+                digest: record_digest(record)?,
+            },
             certificate,
         })
     }
@@ -698,9 +1054,10 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         mut conflicts: RecordConflicts,
         now: Timestamp,
     ) -> Result<RedemptionOutcome> {
+        let amount = c.record.payload.amount().minor_units;
         for _ in 0..RETRIES {
-            let left = self.reservation_left(c).await?;
-            let (unit, taken) = self.record_unit(c, &conflicts, left, now)?;
+            let taken = split_payment(amount, self.reservation_left(c).await?);
+            let unit = record_unit(c, &conflicts, taken, now)?;
             let result = self.store.commit(unit).await?;
             if let Some(outcome) = self
                 .settle_record(c, &mut conflicts, result, taken.from_balance, now)
@@ -709,142 +1066,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 return Ok(outcome);
             }
         }
-        Err(IssuerError::Store(scrip_stores::StoreError::Corrupted(
-            "record kept losing races".into(),
-        )))
-    }
-
-    /// The unit that records `c`, taking up to `left` from its certificate's reservation
-    /// and the rest from the account's balance.
-    fn record_unit(
-        &self,
-        c: &CheckedRecord<'_>,
-        conflicts: &RecordConflicts,
-        left: u64,
-        now: Timestamp,
-    ) -> Result<(Unit, Taken)> {
-        let p = &c.record.payload;
-        let digest = c.digest;
-        let amount = p.amount();
-        let serial = p.certificate_serial;
-        let merchant_id = c.merchant_id;
-        let id_taken = conflicts.id_taken;
-        let sequence_key = key2(p.device_id.as_bytes(), &p.sequence.to_be_bytes());
-        let reservation = LedgerAccount::Reservation(serial);
-        let from_reservation = left.min(amount.minor_units);
-        let from_balance = amount.minor_units - from_reservation;
-        let equivocation = id_taken || conflicts.sequence_taken.is_some();
-        let doc = RecordDoc {
-            record: c.record.clone(),
-            recorded_at: now,
-            source: c.source,
-            paid_from_balance: from_balance,
-            equivocation,
-        };
-        let record_key = if id_taken {
-            key2(p.record_id.as_bytes(), digest.as_bytes())
-        } else {
-            p.record_id.as_bytes().to_vec()
-        };
-        let mut unit = Unit::new(Claimant::Merchant(merchant_id), now)
-            .claim(
-                if id_taken {
-                    ClaimId::Custom {
-                        namespace: "reused-record-id".into(),
-                        key: record_key.clone(),
-                    }
-                } else {
-                    ClaimId::Record(p.record_id)
-                },
-                digest,
-            )
-            .claim(
-                if conflicts.sequence_taken.is_some() {
-                    ClaimId::Custom {
-                        namespace: "equivocating-record".into(),
-                        key: key2(&sequence_key, digest.as_bytes()),
-                    }
-                } else {
-                    ClaimId::DeviceSequence {
-                        device: p.device_id,
-                        sequence: p.sequence,
-                    }
-                },
-                digest,
-            )
-            .floor(Floor::non_negative(reservation.clone(), amount.currency))
-            .write(Write::put(RECORDS, record_key, encode(&doc)?))
-            .write(Write::put(
-                CERTIFICATE_RECORDS,
-                key2(serial.as_bytes(), digest.as_bytes()),
-                amount.minor_units.to_le_bytes().to_vec(),
-            ));
-        if conflicts.sequence_taken.is_none() {
-            unit = unit.write(Write::put(
-                SEQUENCE_RECORDS,
-                sequence_key,
-                p.record_id.as_bytes().to_vec(),
-            ));
-        }
-        if equivocation {
-            // Logged and frozen in the same unit as the payment, so a crash or a retry can
-            // never leave the payment without them.
-            let entry = FraudEntry {
-                at: now,
-                kind: if id_taken {
-                    FraudKind::RecordIdReuse {
-                        account_id: p.account_id,
-                        device_id: p.device_id,
-                        record_id: p.record_id,
-                    }
-                } else {
-                    FraudKind::Equivocation {
-                        account_id: p.account_id,
-                        device_id: p.device_id,
-                        sequence: p.sequence,
-                        first: conflicts.sequence_taken.flatten(),
-                        second: p.record_id,
-                    }
-                },
-            };
-            unit = unit
-                .write(Write::put(
-                    FRAUD_LOG,
-                    fraud_key(&entry, now)?,
-                    encode(&entry)?,
-                ))
-                .write(Write::put(
-                    FROZEN,
-                    p.account_id.as_bytes().to_vec(),
-                    encode(&Mark {
-                        at: now,
-                        reason: "a record reused a sequence number or record id".into(),
-                    })?,
-                ));
-        }
-        if from_reservation > 0 {
-            unit = unit.post(Posting::transfer(
-                reservation,
-                LedgerAccount::Merchant(merchant_id),
-                Amount::new(from_reservation, amount.currency),
-                "withdrawal record",
-            ));
-        }
-        if from_balance > 0 {
-            unit = unit.post(Posting::transfer(
-                LedgerAccount::Customer(p.account_id),
-                LedgerAccount::Merchant(merchant_id),
-                Amount::new(from_balance, amount.currency),
-                "withdrawal record beyond its reservation",
-            ));
-        }
-        Ok((
-            unit,
-            Taken {
-                from_reservation,
-                from_balance,
-            },
-        ))
+        Err(IssuerError::Contended {
+            operation: "recording a withdrawal record",
+        })
     }
 
     /// The outcome of a record's unit: `Some` when the record is settled, `None` when it
@@ -858,6 +1082,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         now: Timestamp,
     ) -> Result<Option<RedemptionOutcome>> {
         let cert = &c.certificate.payload;
+        let recorded_before = |at| RedemptionOutcome::AlreadyAccepted {
+            first_accepted_at: at,
+        };
         match result {
             CommitOutcome::Committed => {
                 if from_balance > 0 {
@@ -867,41 +1094,33 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                     credited: c.record.payload.amount(),
                 }))
             }
+            // The overspend check runs after the payment's unit; a crash between the two
+            // must not skip it, so every repeat runs it again (it is idempotent).
             CommitOutcome::Repeated { first_claimed_at } => {
-                // The overspend check runs after the payment's unit; a crash between the
-                // two must not skip it, so every repeat runs it again (it is idempotent).
                 self.check_overspend(cert, now).await?;
-                Ok(Some(RedemptionOutcome::AlreadyAccepted {
-                    first_accepted_at: first_claimed_at,
-                }))
+                Ok(Some(recorded_before(first_claimed_at)))
             }
             CommitOutcome::InsufficientFunds { .. } => Ok(None),
-            CommitOutcome::Conflict(report) => {
-                let held = |i: usize| report.get(i).and_then(|(_, h)| h.clone());
-                if let Some(h) = held(0) {
-                    if h.digest == c.digest {
-                        self.check_overspend(cert, now).await?;
-                        return Ok(Some(RedemptionOutcome::AlreadyAccepted {
-                            first_accepted_at: h.claimed_at,
-                        }));
-                    }
-                    conflicts.id_taken = true;
+            CommitOutcome::Conflict(report) => match read_conflict(&report, c.identity.digest) {
+                RecordConflict::RecordedBefore { at } => {
+                    self.check_overspend(cert, now).await?;
+                    Ok(Some(recorded_before(at)))
                 }
-                if let Some(h) = held(1) {
-                    if h.digest != c.digest && conflicts.sequence_taken.is_none() {
-                        let p = &c.record.payload;
-                        let sequence_key = key2(p.device_id.as_bytes(), &p.sequence.to_be_bytes());
+                RecordConflict::Taken { id, sequence } => {
+                    conflicts.id_taken |= id;
+                    if sequence && conflicts.sequence_taken.is_none() {
+                        let identity = &c.identity;
                         let first = self
-                            .store
-                            .get(SEQUENCE_RECORDS, &sequence_key)
-                            .await?
-                            .and_then(|raw| <[u8; 16]>::try_from(raw.as_slice()).ok())
-                            .map(|b| RecordId(uuid::Uuid::from_bytes(b)));
+                            .raw_value(
+                                SEQUENCE_RECORDS,
+                                &sequence_key(identity.device_id, identity.sequence),
+                            )
+                            .await?;
                         conflicts.sequence_taken = Some(first);
                     }
+                    Ok(None)
                 }
-                Ok(None)
-            }
+            },
         }
     }
 
@@ -909,47 +1128,36 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     /// add up to more than it made available, that is overspending.
     async fn check_overspend(
         &self,
-        cert: &scrip_tokens::BalanceCertificatePayload,
+        cert: &BalanceCertificatePayload,
         now: Timestamp,
     ) -> Result<()> {
-        let mut total: u64 = 0;
+        const PAGE: usize = 256;
+        let mut recorded: u64 = 0;
         let mut after = cert.serial.as_bytes().to_vec();
         loop {
             let page = self
                 .store
-                .scan(CERTIFICATE_RECORDS, Some(&after), 256)
+                .scan(CERTIFICATE_RECORDS, Some(&after), PAGE)
                 .await?;
-            let mut done = page.len() < 256;
+            let mut done = page.len() < PAGE;
             for (key, value) in &page {
                 if !key.starts_with(cert.serial.as_bytes()) {
                     done = true;
                     break;
                 }
-                let v: [u8; 8] = value
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| IssuerError::Corrupted("certificate record amount".into()))?;
-                total = total.saturating_add(u64::from_le_bytes(v));
+                let amount = u64::from_raw(value)
+                    .ok_or_else(|| IssuerError::Corrupted("certificate record amount".into()))?;
+                recorded = recorded.saturating_add(amount);
             }
             match page.last() {
                 Some((key, _)) if !done => after = key.clone(),
                 _ => break,
             }
         }
-        let available = cert.available.minor_units;
-        if total <= available {
+        let Some(kind) = overspend(cert, recorded) else {
             return Ok(());
-        }
-        let entry = FraudEntry {
-            at: now,
-            kind: FraudKind::Overspend {
-                account_id: cert.account_id,
-                device_id: cert.device_id,
-                certificate: cert.serial,
-                excess: Amount::new(total - available, cert.available.currency),
-            },
         };
-        self.log_fraud(&entry, now).await?;
+        self.log_fraud(&FraudEntry { at: now, kind }, now).await?;
         self.freeze(cert.account_id, "overspent a balance certificate", now)
             .await
     }
@@ -980,4 +1188,353 @@ struct FraudIdentity(FraudKind);
 impl Message for FraudIdentity {
     const TAG: &'static str = "scrip/issuer/fraud-identity/v1";
     const VERSION: u16 = 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use scrip_tokens::{Allowed, Currency};
+
+    use super::*;
+
+    const NOW: Timestamp = Timestamp::from_unix_millis(1_700_000_000_000);
+
+    fn uuid(n: u128) -> uuid::Uuid {
+        uuid::Uuid::from_u128(n)
+    }
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_unix_millis(ms)
+    }
+
+    fn merchant() -> MerchantId {
+        MerchantId(uuid(100))
+    }
+
+    /// Record `n` of device 1, with sequence `n`.
+    fn record(n: u128) -> RecordIdentity {
+        RecordIdentity {
+            record_id: RecordId(uuid(n)),
+            account_id: AccountId(uuid(200)),
+            device_id: DeviceId(uuid(1)),
+            sequence: n as u64,
+            merchant_id: merchant(),
+            digest: ContentDigest::of(&n.to_be_bytes()),
+        }
+    }
+
+    fn claimed(
+        claimant: Claimant,
+        digest: ContentDigest,
+        when: Timestamp,
+    ) -> Option<ExistingClaim> {
+        Some(ExistingClaim {
+            claimant,
+            claimed_at: when,
+            digest,
+        })
+    }
+
+    fn by(r: &RecordIdentity) -> Option<ExistingClaim> {
+        claimed(r.claimant(), r.digest, at(1))
+    }
+
+    fn by_another() -> Option<ExistingClaim> {
+        claimed(
+            Claimant::Merchant(merchant()),
+            ContentDigest::of(b"another record"),
+            at(1),
+        )
+    }
+
+    #[test]
+    fn a_record_never_seen_is_fresh_and_one_its_merchant_recorded_is_a_repeat() {
+        let (new, old) = (record(1), record(2));
+        let kinds = record_kinds(&[new, old], &[None, None, by(&old), by(&old)]);
+        assert_eq!(kinds, [RecordKind::Fresh, RecordKind::Repeat]);
+    }
+
+    #[test]
+    fn a_record_whose_id_or_sequence_another_record_holds_goes_alone() {
+        let (a, b, c) = (record(1), record(2), record(3));
+        let held = [by_another(), None, None, by_another(), by(&c), None];
+        assert_eq!(record_kinds(&[a, b, c], &held), [RecordKind::Alone; 3]);
+    }
+
+    #[test]
+    fn a_second_copy_or_a_reused_sequence_in_one_call_goes_alone() {
+        let first = record(1);
+        let mut equivocation = record(2);
+        equivocation.sequence = first.sequence;
+        let held = [const { None }; 6];
+        assert_eq!(
+            record_kinds(&[first, first, equivocation], &held),
+            [RecordKind::Fresh, RecordKind::Alone, RecordKind::Alone]
+        );
+    }
+
+    #[test]
+    fn a_record_is_paid_from_its_reservation_first_and_from_the_balance_beyond_it() {
+        let split = |from_reservation, from_balance| Taken {
+            from_reservation,
+            from_balance,
+        };
+        assert_eq!(split_payment(300, 1_000), split(300, 0));
+        assert_eq!(split_payment(300, 100), split(100, 200));
+        assert_eq!(split_payment(300, 0), split(0, 300), "after release");
+    }
+
+    #[test]
+    fn records_of_one_certificate_in_a_group_share_its_reservation_as_if_one_by_one() {
+        let serial = CertificateSerial(uuid(9));
+        let mut reservations = GroupReservations::default();
+        let first = reservations.take(serial, 500, 300, RecordKind::Fresh);
+        let left = reservations.left(serial).unwrap();
+        let second = reservations.take(serial, left, 300, RecordKind::Fresh);
+        assert_eq!((first.from_reservation, first.from_balance), (300, 0));
+        assert_eq!((second.from_reservation, second.from_balance), (200, 100));
+        assert_eq!(reservations.left(serial), Some(0));
+    }
+
+    #[test]
+    fn a_repeat_in_a_group_takes_nothing_more_from_the_reservation() {
+        let serial = CertificateSerial(uuid(9));
+        let mut reservations = GroupReservations::default();
+        reservations.take(serial, 500, 300, RecordKind::Repeat);
+        assert_eq!(reservations.left(serial), Some(500));
+    }
+
+    #[test]
+    fn a_conflict_on_its_own_id_means_the_record_was_recorded_before() {
+        let r = record(1);
+        let report = [
+            (
+                ClaimId::Record(r.record_id),
+                claimed(r.claimant(), r.digest, at(7)),
+            ),
+            (r.first_claims()[1].clone(), by(&r)),
+        ];
+        assert_eq!(
+            read_conflict(&report, r.digest),
+            RecordConflict::RecordedBefore { at: at(7) }
+        );
+    }
+
+    #[test]
+    fn another_record_under_the_id_or_the_sequence_takes_it() {
+        let r = record(1);
+        let [id, sequence] = r.first_claims();
+        let report =
+            |held_id, held_sequence| [(id.clone(), held_id), (sequence.clone(), held_sequence)];
+        assert_eq!(
+            read_conflict(&report(by_another(), None), r.digest),
+            RecordConflict::Taken {
+                id: true,
+                sequence: false
+            }
+        );
+        assert_eq!(
+            read_conflict(&report(None, by_another()), r.digest),
+            RecordConflict::Taken {
+                id: false,
+                sequence: true
+            }
+        );
+        // Its own sequence claim, with its id taken by another, is not equivocation.
+        assert_eq!(
+            read_conflict(&report(by_another(), by(&r)), r.digest),
+            RecordConflict::Taken {
+                id: true,
+                sequence: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_first_record_is_kept_under_its_id_and_becomes_its_sequences_record() {
+        let r = record(1);
+        let conflicts = RecordConflicts::default();
+        let place = placement(&r, &conflicts);
+        let [id, sequence] = r.first_claims();
+        assert_eq!(
+            place,
+            RecordPlacement {
+                record_claim: id,
+                sequence_claim: sequence,
+                record_key: r.record_id.as_bytes().to_vec(),
+                indexes_sequence: true,
+            }
+        );
+        assert_eq!(record_fraud(&r, &conflicts), None);
+    }
+
+    #[test]
+    fn a_record_reusing_an_id_is_kept_beside_the_first_and_logged_as_reuse() {
+        let r = record(1);
+        let conflicts = RecordConflicts {
+            id_taken: true,
+            sequence_taken: None,
+        };
+        let place = placement(&r, &conflicts);
+        let beside = key2(r.record_id.as_bytes(), r.digest.as_bytes());
+        assert_eq!(place.record_key, beside);
+        assert_eq!(place.record_claim, REUSED_RECORD_ID.claim(beside));
+        assert_eq!(
+            record_fraud(&r, &conflicts),
+            Some(FraudKind::RecordIdReuse {
+                account_id: r.account_id,
+                device_id: r.device_id,
+                record_id: r.record_id,
+            })
+        );
+    }
+
+    #[test]
+    fn an_equivocating_record_leaves_the_first_in_place_and_names_it() {
+        let r = record(2);
+        let first = RecordId(uuid(1));
+        let conflicts = RecordConflicts {
+            id_taken: false,
+            sequence_taken: Some(Some(first)),
+        };
+        let place = placement(&r, &conflicts);
+        assert!(
+            !place.indexes_sequence,
+            "the first record stays its sequence's record"
+        );
+        assert!(EQUIVOCATING_RECORD.holds(&place.sequence_claim));
+        assert_eq!(
+            record_fraud(&r, &conflicts),
+            Some(FraudKind::Equivocation {
+                account_id: r.account_id,
+                device_id: r.device_id,
+                sequence: r.sequence,
+                first: Some(first),
+                second: r.record_id,
+            })
+        );
+    }
+
+    fn certificate(available: u64) -> BalanceCertificatePayload {
+        let eur = |v| Amount::new(v, Currency::EUR);
+        BalanceCertificatePayload {
+            serial: CertificateSerial(uuid(9)),
+            account_id: AccountId(uuid(200)),
+            device_id: DeviceId(uuid(1)),
+            available: eur(available),
+            locked: eur(0),
+            issued_at: NOW,
+            expires_at: NOW,
+            max_payments: 10,
+            first_sequence: 1,
+            per_payment_cap: eur(available),
+            allowed_categories: Allowed::Any,
+            allowed_regions: Allowed::Any,
+        }
+    }
+
+    #[test]
+    fn records_within_what_a_certificate_made_available_are_no_overspend() {
+        assert_eq!(overspend(&certificate(500), 500), None);
+        assert_eq!(overspend(&certificate(500), 0), None);
+    }
+
+    #[test]
+    fn records_beyond_what_a_certificate_made_available_are_an_overspend_of_the_excess() {
+        let c = certificate(500);
+        assert_eq!(
+            overspend(&c, 700),
+            Some(FraudKind::Overspend {
+                account_id: c.account_id,
+                device_id: c.device_id,
+                certificate: c.serial,
+                excess: Amount::new(200, Currency::EUR),
+            })
+        );
+    }
+
+    fn coin(n: u8) -> PaidCoin {
+        PaidCoin {
+            spend_id: CoinSpendId([n; 32]),
+            coin_id: CoinId(uuid(u128::from(n))),
+        }
+    }
+
+    fn payment(coins: Vec<PaidCoin>) -> CoinUnit {
+        CoinUnit {
+            item: 0,
+            total: Amount::new(300, Currency::EUR),
+            digest: ContentDigest::of(b"payment"),
+            coins,
+            unit: Unit::new(Claimant::Merchant(merchant()), NOW),
+        }
+    }
+
+    #[test]
+    fn a_payment_redeemed_again_is_already_accepted_and_credited_once() {
+        let p = payment(vec![coin(1)]);
+        let again = p
+            .outcome(
+                CommitOutcome::Repeated {
+                    first_claimed_at: at(5),
+                },
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(
+            again,
+            RedemptionOutcome::AlreadyAccepted {
+                first_accepted_at: at(5)
+            }
+        );
+    }
+
+    #[test]
+    fn a_payment_holding_coins_spent_elsewhere_is_a_double_spend_naming_only_those() {
+        let p = payment(vec![coin(1), coin(2), coin(3)]);
+        let elsewhere = |when| {
+            claimed(
+                Claimant::Merchant(merchant()),
+                ContentDigest::of(b"other"),
+                when,
+            )
+        };
+        let report = vec![
+            (ClaimId::Coin(coin(1).spend_id), elsewhere(at(9))),
+            (ClaimId::Coin(coin(2).spend_id), None),
+            (ClaimId::Coin(coin(3).spend_id), elsewhere(at(4))),
+        ];
+        assert_eq!(
+            p.outcome(CommitOutcome::Conflict(report), NOW).unwrap(),
+            RedemptionOutcome::DoubleSpent {
+                first_redeemed_at: at(4),
+                coins: vec![coin(1).coin_id, coin(3).coin_id],
+            }
+        );
+    }
+
+    #[test]
+    fn a_payment_this_merchant_redeemed_under_scrip_0_1_is_already_accepted() {
+        let p = payment(vec![coin(1), coin(2)]);
+        let ours = |when| claimed(Claimant::Merchant(merchant()), p.digest, when);
+        assert_eq!(
+            p.legacy_outcome(&[ours(at(3)), ours(at(2))], merchant(), NOW),
+            Some(RedemptionOutcome::AlreadyAccepted {
+                first_accepted_at: at(2)
+            })
+        );
+    }
+
+    #[test]
+    fn a_coin_redeemed_elsewhere_under_scrip_0_1_makes_the_payment_a_double_spend() {
+        let p = payment(vec![coin(1), coin(2)]);
+        let theirs = claimed(Claimant::Merchant(MerchantId(uuid(101))), p.digest, at(3));
+        assert_eq!(
+            p.legacy_outcome(&[None, theirs], merchant(), NOW),
+            Some(RedemptionOutcome::DoubleSpent {
+                first_redeemed_at: at(3),
+                coins: vec![coin(2).coin_id],
+            })
+        );
+        assert_eq!(p.legacy_outcome(&[None, None], merchant(), NOW), None);
+    }
 }

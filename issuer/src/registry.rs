@@ -1,7 +1,7 @@
 //! Registration of accounts, devices and merchants; lookups of who is active.
 
 use rand_core::CryptoRng;
-use scrip_stores::{ClaimId, Claimant, CommitOutcome, RecordStore, Unit, Write};
+use scrip_stores::{Claimant, CommitOutcome, RecordStore, Unit, Write};
 use scrip_tokens::{
     codec, AccountCertificate, AccountCertificatePayload, AccountId, DeviceApproval, DeviceId,
     DeviceRegistration, MerchantCertificate, MerchantCertificatePayload, MerchantId,
@@ -10,9 +10,10 @@ use scrip_tokens::{
 
 use crate::api::DeviceEnrollment;
 use crate::authentication::Authenticated;
-use crate::docs::{
-    key2, AccountDoc, DeviceDoc, Mark, MerchantDoc, ACCOUNTS, ACCOUNT_DEVICES, DEVICES,
-    DEVICE_KEYS, FROZEN, MERCHANTS, MERCHANT_KEYS, REVOKED_DEVICES, VIRTUAL_IDS,
+use crate::schema::{
+    key2, AccountDoc, DeviceDoc, Mark, MerchantDoc, RawValue, ACCOUNTS, ACCOUNT_DEVICES, DEVICES,
+    DEVICE_KEY, DEVICE_KEYS, FROZEN, MERCHANTS, MERCHANT_KEY, MERCHANT_KEYS, REVOKED_DEVICES,
+    VIRTUAL_IDS,
 };
 use crate::{encode, FundingSource, Issuer, IssuerError, Result};
 
@@ -27,6 +28,24 @@ pub struct AccountOpened {
     pub virtual_id: VirtualId,
     /// The device's account certificate.
     pub certificate: AccountCertificate,
+}
+
+impl From<AccountOpened> for scrip_api::AccountOpenedBody {
+    fn from(o: AccountOpened) -> Self {
+        scrip_api::AccountOpenedBody {
+            account_id: o.account_id,
+            device_id: o.device_id,
+            virtual_id: o.virtual_id,
+            certificate: o.certificate,
+        }
+    }
+}
+
+/// A device registration ready to commit.
+struct NewDevice {
+    device_id: DeviceId,
+    certificate: AccountCertificate,
+    unit: Unit,
 }
 
 impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
@@ -65,8 +84,11 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             virtual_id,
             opened_at: now,
         };
-        let (device_id, certificate, unit) =
-            self.device_unit(registration, account_id, now, rng)?;
+        let NewDevice {
+            device_id,
+            certificate,
+            unit,
+        } = self.device_unit(registration, account_id, now, rng)?;
         let unit = unit
             .write(Write::put(
                 ACCOUNTS,
@@ -76,7 +98,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             .write(Write::put(
                 VIRTUAL_IDS,
                 virtual_id.as_bytes().to_vec(),
-                account_id.as_bytes().to_vec(),
+                account_id.to_raw(),
             ));
         match self.store.commit(unit).await? {
             CommitOutcome::Committed => Ok(AccountOpened {
@@ -142,9 +164,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         if approved.new_device_key != payload.device_key.key_id() {
             return Err(scrip_tokens::Error::UnknownKey(approved.new_device_key).into());
         }
-        let (_, certificate, unit) = self.device_unit(registration, account_id, now, rng)?;
-        match self.store.commit(unit).await? {
-            CommitOutcome::Committed => Ok(certificate),
+        let device = self.device_unit(registration, account_id, now, rng)?;
+        match self.store.commit(device.unit).await? {
+            CommitOutcome::Committed => Ok(device.certificate),
             CommitOutcome::Repeated { .. } => {
                 Ok(self.device_by_key(registration).await?.certificate)
             }
@@ -181,9 +203,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             ));
         };
         self.account(account_id).await?;
-        let (_, certificate, unit) = self.device_unit(registration, account_id, now, rng)?;
-        match self.store.commit(unit).await? {
-            CommitOutcome::Committed => Ok(certificate),
+        let device = self.device_unit(registration, account_id, now, rng)?;
+        match self.store.commit(device.unit).await? {
+            CommitOutcome::Committed => Ok(device.certificate),
             CommitOutcome::Repeated { .. } => {
                 Ok(self.device_by_key(registration).await?.certificate)
             }
@@ -198,7 +220,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         account_id: AccountId,
         now: Timestamp,
         rng: &mut G,
-    ) -> Result<(DeviceId, AccountCertificate, Unit)> {
+    ) -> Result<NewDevice> {
         let keys = self.keys();
         let device_id = DeviceId::random(rng);
         let key = &registration.payload.device_key;
@@ -221,10 +243,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         let key_id = key.key_id();
         let unit = Unit::new(Claimant::Issuer, now)
             .claim(
-                ClaimId::Custom {
-                    namespace: "device-key".into(),
-                    key: key_id.as_bytes().to_vec(),
-                },
+                DEVICE_KEY.claim(key_id.as_bytes().to_vec()),
                 codec::digest(registration)?,
             )
             .write(Write::put(
@@ -235,30 +254,27 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             .write(Write::put(
                 DEVICE_KEYS,
                 key_id.as_bytes().to_vec(),
-                device_id.as_bytes().to_vec(),
+                device_id.to_raw(),
             ))
             .write(Write::put(
                 ACCOUNT_DEVICES,
                 key2(account_id.as_bytes(), device_id.as_bytes()),
                 Vec::new(),
             ));
-        Ok((device_id, certificate, unit))
+        Ok(NewDevice {
+            device_id,
+            certificate,
+            unit,
+        })
     }
 
     async fn device_by_key(&self, registration: &DeviceRegistration) -> Result<DeviceDoc> {
         let key_id = registration.payload.device_key.key_id();
-        let raw = self
-            .store
-            .get(DEVICE_KEYS, key_id.as_bytes())
+        let device_id = self
+            .raw_value(DEVICE_KEYS, key_id.as_bytes())
             .await?
-            .ok_or(IssuerError::Corrupted(
-                "registered key without device".into(),
-            ))?;
-        let id: [u8; 16] = raw
-            .as_slice()
-            .try_into()
-            .map_err(|_| IssuerError::Corrupted("device id".into()))?;
-        self.device(DeviceId(uuid::Uuid::from_bytes(id))).await
+            .ok_or_else(|| IssuerError::Corrupted("registered key without device".into()))?;
+        self.device(device_id).await
     }
 
     /// Registers a merchant (the operator authorizes this call) and certifies its key,
@@ -305,10 +321,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         let key_id = payload.merchant_key.key_id();
         let unit = Unit::new(Claimant::Issuer, now)
             .claim(
-                ClaimId::Custom {
-                    namespace: "merchant-key".into(),
-                    key: key_id.as_bytes().to_vec(),
-                },
+                MERCHANT_KEY.claim(key_id.as_bytes().to_vec()),
                 codec::digest(registration)?,
             )
             .write(Write::put(
@@ -319,26 +332,18 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             .write(Write::put(
                 MERCHANT_KEYS,
                 key_id.as_bytes().to_vec(),
-                merchant_id.as_bytes().to_vec(),
+                merchant_id.to_raw(),
             ));
         match self.store.commit(unit).await? {
             CommitOutcome::Committed => Ok(certificate),
             CommitOutcome::Repeated { .. } => {
-                let raw = self
-                    .store
-                    .get(MERCHANT_KEYS, key_id.as_bytes())
+                let merchant_id = self
+                    .raw_value(MERCHANT_KEYS, key_id.as_bytes())
                     .await?
-                    .ok_or(IssuerError::Corrupted(
-                        "registered key without merchant".into(),
-                    ))?;
-                let id: [u8; 16] = raw
-                    .as_slice()
-                    .try_into()
-                    .map_err(|_| IssuerError::Corrupted("merchant id".into()))?;
-                Ok(self
-                    .merchant(MerchantId(uuid::Uuid::from_bytes(id)))
-                    .await?
-                    .certificate)
+                    .ok_or_else(|| {
+                        IssuerError::Corrupted("registered key without merchant".into())
+                    })?;
+                Ok(self.merchant(merchant_id).await?.certificate)
             }
             _ => Err(IssuerError::AlreadyRegistered),
         }
@@ -353,12 +358,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
 
     /// The account behind a virtual id (names the holder of identified coins).
     pub async fn account_of_virtual_id(&self, virtual_id: VirtualId) -> Result<Option<AccountId>> {
-        Ok(self
-            .store
-            .get(VIRTUAL_IDS, virtual_id.as_bytes())
-            .await?
-            .and_then(|raw| <[u8; 16]>::try_from(raw.as_slice()).ok())
-            .map(|b| AccountId(uuid::Uuid::from_bytes(b))))
+        self.raw_value(VIRTUAL_IDS, virtual_id.as_bytes()).await
     }
 
     /// A registered device.

@@ -13,17 +13,20 @@ use scrip_stores::{LedgerAccount, MemoryStore, RecordStore};
 use scrip_tokens::fixtures::NOW;
 use scrip_tokens::*;
 
-async fn funded(balance: u64, seed: u64) -> (TestIssuer<MemoryStore>, Wallet, rand::rngs::StdRng) {
+async fn funded(
+    balance: u64,
+    seed: u64,
+) -> (TestIssuer<MemoryStore>, RawWallet, rand::rngs::StdRng) {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(seed);
-    let wallet = Wallet::open(&issuer, 1, &mut rng).await;
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     wallet.deposit(&issuer, balance, &mut rng).await;
     (issuer, wallet, rng)
 }
 
 async fn issue(
     issuer: &TestIssuer<MemoryStore>,
-    wallet: &Wallet,
+    wallet: &RawWallet,
     requested: Option<u64>,
     lock: LockRules,
     now: Timestamp,
@@ -101,7 +104,7 @@ async fn lock_rules_keep_the_largest_locked_amount() {
         // Each certificate takes its available amount out of the balance; release it by
         // asking against a fresh account each time.
         let fresh_issuer = issuer_with(MemoryStore::new(), IssuerConfig::default());
-        let mut w = Wallet::open(&fresh_issuer, 1, &mut rng).await;
+        let mut w = RawWallet::open(&fresh_issuer, 1, &mut rng).await;
         w.deposit(&fresh_issuer, 10_000, &mut rng).await;
         let cert = issue(&fresh_issuer, &w, None, lock.clone(), NOW, &mut rng)
             .await
@@ -151,7 +154,7 @@ async fn limits_and_restrictions_are_written_into_the_certificate() {
     };
     let issuer = issuer_with(MemoryStore::new(), config.clone());
     let mut rng = rng(2);
-    let wallet = Wallet::open(&issuer, 1, &mut rng).await;
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     wallet.deposit(&issuer, 100_000, &mut rng).await;
     let lock = LockRules {
         allowed_categories: Allowed::Only(vec![MerchantCategory::TRANSIT]),
@@ -234,7 +237,7 @@ async fn a_retried_request_returns_the_same_certificate_and_reserves_once() {
 async fn concurrent_devices_never_reserve_more_than_the_balance() {
     let issuer = Arc::new(issuer(MemoryStore::new()));
     let mut rng = rng(4);
-    let first = Wallet::open(&issuer, 1, &mut rng).await;
+    let first = RawWallet::open(&issuer, 1, &mut rng).await;
     first.deposit(&issuer, 10_000, &mut rng).await;
     let mut devices = vec![];
     for n in 2..=8 {

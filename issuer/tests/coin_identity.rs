@@ -12,13 +12,14 @@ use common::*;
 use scrip_issuer::api::CoinStatus;
 use scrip_stores::{ClaimId, Claimant, CommitOutcome, MemoryStore, RecordStore, Unit};
 use scrip_tokens::fixtures::NOW;
+use scrip_tokens::hazmat::Rfc9474;
 use scrip_tokens::*;
 
 /// A blind coin worth `value` under a coin id the attacker chose (a victim's), withdrawn
 /// and paid for from the attacker's own account, as any wallet could.
 async fn mint_under_id(
     issuer: &TestIssuer<MemoryStore>,
-    attacker: &Wallet,
+    attacker: &RawWallet,
     coin_id: CoinId,
     value: u64,
     rng: &mut rand::rngs::StdRng,
@@ -77,8 +78,8 @@ fn accepted(outcome: &RedemptionOutcome) -> bool {
 async fn a_one_cent_coin_minted_under_a_victims_coin_id_does_not_burn_the_victims_coin() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(11);
-    let victim = Wallet::open(&issuer, 1, &mut rng).await;
-    let attacker = Wallet::open(&issuer, 2, &mut rng).await;
+    let victim = RawWallet::open(&issuer, 1, &mut rng).await;
+    let attacker = RawWallet::open(&issuer, 2, &mut rng).await;
     victim.deposit(&issuer, 1_000, &mut rng).await;
     attacker.deposit(&issuer, 1_000, &mut rng).await;
     let mut victims = victim.withdraw_blind(&issuer, &[10], &mut rng).await;
@@ -120,8 +121,8 @@ async fn a_one_cent_coin_minted_under_a_victims_coin_id_does_not_burn_the_victim
 async fn a_coin_of_the_same_denomination_under_the_same_id_is_another_coin() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(12);
-    let victim = Wallet::open(&issuer, 1, &mut rng).await;
-    let attacker = Wallet::open(&issuer, 2, &mut rng).await;
+    let victim = RawWallet::open(&issuer, 1, &mut rng).await;
+    let attacker = RawWallet::open(&issuer, 2, &mut rng).await;
     victim.deposit(&issuer, 1_000, &mut rng).await;
     attacker.deposit(&issuer, 1_000, &mut rng).await;
     let genuine = victim
@@ -164,7 +165,7 @@ async fn a_coin_of_the_same_denomination_under_the_same_id_is_another_coin() {
 async fn coins_claimed_under_bare_ids_before_the_upgrade_stay_claimed() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(13);
-    let wallet = Wallet::open(&issuer, 1, &mut rng).await;
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     wallet.deposit(&issuer, 1_000, &mut rng).await;
     let coins = wallet.withdraw_blind(&issuer, &[10, 5], &mut rng).await;
     let shop = Shop::register(&issuer, 1, &mut rng).await;

@@ -36,8 +36,8 @@ use common::*;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::Rng;
-use scrip_issuer::docs::{coins_outstanding_account, funding_account};
 use scrip_issuer::IssuerError;
+use scrip_issuer::{coins_outstanding_account, funding_account};
 use scrip_stores::conformance::{FileHarness, Harness, MemoryHarness, RedbHarness};
 use scrip_stores::{ClaimId, Claimant, LedgerAccount, RecordStore};
 use scrip_tokens::fixtures::NOW;
@@ -426,7 +426,7 @@ impl Model {
 
 /// One device of an account, and its newest balance certificate.
 struct Device {
-    w: Wallet,
+    w: RawWallet,
     newest: Option<CertificateSerial>,
 }
 
@@ -486,7 +486,7 @@ impl World {
         let mut rng = rng(seed);
         let mut wallets = Vec::new();
         for n in 1..=WALLETS {
-            let w = Wallet::open(issuer, n as u8, &mut rng).await;
+            let w = RawWallet::open(issuer, n as u8, &mut rng).await;
             wallets.push(WalletSide {
                 dev: Device { w, newest: None },
                 lost: None,

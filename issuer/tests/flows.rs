@@ -6,8 +6,8 @@
 mod common;
 
 use common::*;
-use scrip_issuer::docs::{coins_outstanding_account, funding_account};
 use scrip_issuer::IssuerError;
+use scrip_issuer::{coins_outstanding_account, funding_account};
 use scrip_stores::{LedgerAccount, MemoryStore, RecordStore};
 use scrip_tokens::fixtures::NOW;
 use scrip_tokens::*;
@@ -16,7 +16,7 @@ use scrip_tokens::*;
 async fn deposit_credits_once_and_returns_a_verifiable_record() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(1);
-    let wallet = Wallet::open(&issuer, 1, &mut rng).await;
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     let request = wallet.deposit_request(10_000, &mut rng);
     let record = issuer.deposit(&request, NOW, &mut rng).await.unwrap();
     let directory = issuer.keys().directory(NOW).unwrap();
@@ -108,7 +108,7 @@ async fn a_declined_deposit_credits_nothing() {
 async fn offline_payment_by_record_settles_once_whichever_copy_arrives_first() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(3);
-    let mut wallet = Wallet::open(&issuer, 1, &mut rng).await;
+    let mut wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     let shop = Shop::register(&issuer, 1, &mut rng).await;
     wallet.deposit(&issuer, 10_000, &mut rng).await;
     let cert = wallet.certificate(&issuer, 3_000, NOW, &mut rng).await;
@@ -184,7 +184,7 @@ async fn offline_payment_by_record_settles_once_whichever_copy_arrives_first() {
 async fn blind_coins_are_withdrawn_once_and_redeemed_once() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(4);
-    let wallet = Wallet::open(&issuer, 1, &mut rng).await;
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     let shop = Shop::register(&issuer, 1, &mut rng).await;
     let rival = Shop::register(&issuer, 2, &mut rng).await;
     wallet.deposit(&issuer, 100, &mut rng).await;
@@ -295,7 +295,7 @@ async fn blind_coins_are_withdrawn_once_and_redeemed_once() {
 async fn a_withdrawal_beyond_the_balance_is_refused_and_debits_nothing() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(5);
-    let wallet = Wallet::open(&issuer, 1, &mut rng).await;
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     wallet.deposit(&issuer, 10, &mut rng).await;
     let request = wallet.identified_request(&[10, 1], [1; 32], &mut rng);
     assert!(matches!(
@@ -333,7 +333,7 @@ fn issuer_futures_are_send<S: RecordStore + 'static>(
 async fn deposit_confirmations_arrive_inside_the_synced_history() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(6);
-    let wallet = Wallet::open(&issuer, 1, &mut rng).await;
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     let record = wallet.deposit(&issuer, 5_000, &mut rng).await;
     let deposit_id = record.payload.deposit_id();
     assert_eq!(issuer.deposit_confirmation(deposit_id).await.unwrap(), None);
@@ -393,7 +393,7 @@ async fn deposit_confirmations_arrive_inside_the_synced_history() {
 async fn a_deposit_retried_with_a_fresh_signature_is_credited_once() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(7);
-    let wallet = Wallet::open(&issuer, 1, &mut rng).await;
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     let request = wallet.deposit_request(2_500, &mut rng);
     let first = issuer.deposit(&request, NOW, &mut rng).await.unwrap();
     // The device lost the answer and signs the same deposit again (PSS signatures are

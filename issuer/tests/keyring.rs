@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
-use scrip_issuer::docs::coins_outstanding_account;
+use scrip_issuer::coins_outstanding_account;
 use scrip_issuer::{
     keyring_files, one_two_five, IssuerConfig, IssuerError, IssuerKey, Keyring, KeyringConfig,
     KeysetKeys, RoleKeys,
@@ -343,7 +343,7 @@ async fn after_a_rotation_new_tokens_use_the_new_key_and_old_ones_verify_until_t
 {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(10);
-    let mut wallet = Wallet::open(&issuer, 1, &mut rng).await;
+    let mut wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     let shop = Shop::register(&issuer, 1, &mut rng).await;
     wallet.deposit(&issuer, 1_000, &mut rng).await;
     let old_balance_key = fixtures::balance_certifier().key_id();
@@ -486,7 +486,7 @@ async fn after_a_rotation_new_tokens_use_the_new_key_and_old_ones_verify_until_t
 async fn a_new_keyset_takes_over_issuance_while_coins_of_the_old_one_still_verify() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(11);
-    let wallet = Wallet::open(&issuer, 1, &mut rng).await;
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     let shop = Shop::register(&issuer, 1, &mut rng).await;
     wallet.deposit(&issuer, 1_000, &mut rng).await;
     let old_coins = wallet.withdraw_blind(&issuer, &[10, 5], &mut rng).await;
@@ -634,7 +634,7 @@ async fn save_and_load_round_trip_with_private_file_permissions() {
         IssuerConfig::default(),
     );
     let mut rng = rng(21);
-    let wallet = Wallet::open(&issuer, 1, &mut rng).await;
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     let directory = keyring.directory(NOW).unwrap();
     wallet.certificate.verify(&directory, NOW).unwrap();
     wallet.deposit(&issuer, 100, &mut rng).await;
@@ -965,7 +965,7 @@ async fn a_certificate_never_outlives_the_key_that_signs_it() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(60);
     let key_end = key_validity().not_after;
-    let mut wallet = Wallet::open(&issuer, 1, &mut rng).await;
+    let mut wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     wallet.deposit(&issuer, 1_000, &mut rng).await;
     // A balance certificate issued an hour before the only balance key expires ends with
     // the key, not a day later: it verifies for its whole stated validity.

@@ -9,17 +9,12 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use scrip_issuer::docs::{coins_outstanding_account, CoinHolder, FraudKind};
+use scrip_issuer::api::{CoinHolder, FraudKind};
+use scrip_issuer::coins_outstanding_account;
 use scrip_issuer::IssuerError;
 use scrip_stores::{LedgerAccount, MemoryStore, RecordStore};
 use scrip_tokens::fixtures::NOW;
 use scrip_tokens::*;
-
-const MINUTE: Duration = Duration::from_secs(60);
-
-fn at(minutes: u32) -> Timestamp {
-    NOW.saturating_add(MINUTE * minutes)
-}
 
 async fn outstanding(issuer: &TestIssuer<MemoryStore>) -> i128 {
     issuer
@@ -44,7 +39,7 @@ async fn ledger_sum(issuer: &TestIssuer<MemoryStore>) -> i128 {
 
 fn invalid_code(outcome: &RedemptionOutcome) -> &str {
     match outcome {
-        RedemptionOutcome::Invalid { reason } => &reason.code,
+        RedemptionOutcome::Invalid { reason } => reason.code.as_str(),
         other => panic!("expected Invalid, got {other:?}"),
     }
 }
@@ -57,7 +52,7 @@ async fn the_fraud_log_names_double_spenders_equivocators_and_overspenders() {
     let rival = Shop::register(&issuer, 2, &mut rng).await;
 
     // Alice spends an identified coin (and a blind one) twice.
-    let alice = Wallet::open(&issuer, 1, &mut rng).await;
+    let alice = RawWallet::open(&issuer, 1, &mut rng).await;
     alice.deposit(&issuer, 100, &mut rng).await;
     let alice_virtual_id = issuer.account(alice.account_id).await.unwrap().virtual_id;
     let identified = alice.withdraw_identified(&issuer, &[5, 2], &mut rng).await;
@@ -104,7 +99,7 @@ async fn the_fraud_log_names_double_spenders_equivocators_and_overspenders() {
     ));
 
     // Bob's device signs two different records with one sequence number.
-    let mut bob = Wallet::open(&issuer, 2, &mut rng).await;
+    let mut bob = RawWallet::open(&issuer, 2, &mut rng).await;
     bob.deposit(&issuer, 1_000, &mut rng).await;
     let cert = bob.certificate(&issuer, 500, NOW, &mut rng).await;
     let sequence = cert.payload.first_sequence;
@@ -168,7 +163,7 @@ async fn the_fraud_log_names_double_spenders_equivocators_and_overspenders() {
     ));
 
     // Carol's device lies about its cumulative amount to spend more than certified.
-    let mut carol = Wallet::open(&issuer, 3, &mut rng).await;
+    let mut carol = RawWallet::open(&issuer, 3, &mut rng).await;
     carol.deposit(&issuer, 1_000, &mut rng).await;
     let cert = carol.certificate(&issuer, 300, NOW, &mut rng).await;
     assert_eq!(issuer.balance(carol.account_id, EUR).await.unwrap(), 700);
@@ -297,7 +292,7 @@ async fn a_revoked_device_gets_nothing_new_and_only_its_earlier_records_count() 
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(2);
     let shop = Shop::register(&issuer, 1, &mut rng).await;
-    let mut phone = Wallet::open(&issuer, 1, &mut rng).await;
+    let mut phone = RawWallet::open(&issuer, 1, &mut rng).await;
     let mut watch = phone.add_device(&issuer, 2, &mut rng).await;
     phone.deposit(&issuer, 1_000, &mut rng).await;
     let cert = phone.certificate(&issuer, 400, NOW, &mut rng).await;
@@ -429,7 +424,7 @@ async fn a_lost_devices_unspent_identified_coins_are_revoked_and_reissued() {
     let mut rng = rng(3);
     let shop = Shop::register(&issuer, 1, &mut rng).await;
     let thief_shop = Shop::register(&issuer, 2, &mut rng).await;
-    let phone = Wallet::open(&issuer, 1, &mut rng).await;
+    let phone = RawWallet::open(&issuer, 1, &mut rng).await;
     let watch = phone.add_device(&issuer, 2, &mut rng).await;
     let virtual_id = issuer.account(phone.account_id).await.unwrap().virtual_id;
     phone.deposit(&issuer, 100, &mut rng).await;
@@ -653,9 +648,9 @@ async fn reissue_covers_more_coins_than_one_store_page() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(4);
     let shop = Shop::register(&issuer, 1, &mut rng).await;
-    let phone = Wallet::open(&issuer, 1, &mut rng).await;
+    let phone = RawWallet::open(&issuer, 1, &mut rng).await;
     // Another account's device, whose coins must not be touched.
-    let other = Wallet::open(&issuer, 2, &mut rng).await;
+    let other = RawWallet::open(&issuer, 2, &mut rng).await;
     phone.deposit(&issuer, 300, &mut rng).await;
     other.deposit(&issuer, 10, &mut rng).await;
     let mut coins = phone
@@ -704,7 +699,7 @@ async fn a_thief_cannot_backdate_records_past_the_merchants_acceptance_time() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(9);
     let shop = Shop::register(&issuer, 1, &mut rng).await;
-    let mut phone = Wallet::open(&issuer, 1, &mut rng).await;
+    let mut phone = RawWallet::open(&issuer, 1, &mut rng).await;
     phone.deposit(&issuer, 1_000, &mut rng).await;
     let cert = phone.certificate(&issuer, 500, NOW, &mut rng).await;
     issuer.revoke_device(phone.device_id, at(10)).await.unwrap();
@@ -743,7 +738,7 @@ async fn a_thief_cannot_backdate_records_past_the_merchants_acceptance_time() {
 async fn the_operator_recovers_an_account_whose_every_device_is_lost() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(10);
-    let phone = Wallet::open(&issuer, 1, &mut rng).await;
+    let phone = RawWallet::open(&issuer, 1, &mut rng).await;
     phone.deposit(&issuer, 700, &mut rng).await;
     issuer.revoke_device(phone.device_id, at(1)).await.unwrap();
     let new_key = scrip_tokens::fixtures::device(4);
@@ -758,7 +753,7 @@ async fn the_operator_recovers_an_account_whose_every_device_is_lost() {
     assert_eq!(certificate.payload.account_id, phone.account_id);
     assert_eq!(&certificate.payload.device_key, new_key.verifying_key());
     // The new device spends the account's balance.
-    let replacement = Wallet {
+    let replacement = RawWallet {
         key: new_key,
         account_id: phone.account_id,
         device_id: certificate.payload.device_id,

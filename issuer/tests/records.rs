@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use rand::rngs::StdRng;
-use scrip_issuer::docs::FraudKind;
+use scrip_issuer::api::FraudKind;
 use scrip_issuer::IssuerError;
 use scrip_stores::{LedgerAccount, MemoryStore, RecordStore};
 use scrip_tokens::fixtures::NOW;
@@ -15,7 +15,7 @@ use scrip_tokens::*;
 
 struct Scene {
     issuer: TestIssuer<MemoryStore>,
-    wallet: Wallet,
+    wallet: RawWallet,
     shop: Shop,
     cert: BalanceCertificate,
     rng: StdRng,
@@ -26,7 +26,7 @@ struct Scene {
 async fn scene(seed: u64) -> Scene {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(seed);
-    let mut wallet = Wallet::open(&issuer, 1, &mut rng).await;
+    let mut wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     wallet.deposit(&issuer, 10_000, &mut rng).await;
     let shop = Shop::register(&issuer, 1, &mut rng).await;
     let request = BalanceCertificateRequest::sign(
@@ -66,7 +66,7 @@ async fn scene(seed: u64) -> Scene {
 
 fn code(outcome: &RedemptionOutcome) -> &str {
     match outcome {
-        RedemptionOutcome::Invalid { reason } => &reason.code,
+        RedemptionOutcome::Invalid { reason } => reason.code.as_str(),
         other => panic!("expected Invalid, got {other:?}"),
     }
 }
@@ -87,10 +87,10 @@ async fn upload(s: &mut Scene, shop: &Shop, record: &WithdrawalRecord) -> Redemp
 #[tokio::test]
 async fn records_breaking_an_offline_checkable_rule_are_invalid_and_not_paid() {
     let mut s = scene(1).await;
-    let shop = Shop {
-        key: scrip_tokens::fixtures::merchant(1),
-        certificate: s.shop.certificate.clone(),
-    };
+    let shop = Shop::new(
+        scrip_tokens::fixtures::merchant(1),
+        s.shop.certificate.clone(),
+    );
     let cert = s.cert.clone();
     let restaurant =
         Shop::register_as(&s.issuer, 2, MerchantCategory::RESTAURANT, "DE", &mut s.rng).await;
@@ -250,10 +250,10 @@ async fn equivocation_is_honoured_kept_as_evidence_and_freezes_the_account() {
     let second = s
         .wallet
         .sign_record(&cert, &rival_request, 1, 700, NOW, &mut s.rng);
-    let shop = Shop {
-        key: scrip_tokens::fixtures::merchant(1),
-        certificate: s.shop.certificate.clone(),
-    };
+    let shop = Shop::new(
+        scrip_tokens::fixtures::merchant(1),
+        s.shop.certificate.clone(),
+    );
     assert_eq!(
         upload(&mut s, &shop, &first).await,
         RedemptionOutcome::Accepted { credited: eur(400) }
@@ -318,10 +318,10 @@ async fn overspending_by_a_lying_device_is_paid_from_the_balance_logged_and_froz
     let mut s = scene(3).await;
     let cert = s.cert.clone();
     let rival = Shop::register(&s.issuer, 2, &mut s.rng).await;
-    let shop = Shop {
-        key: scrip_tokens::fixtures::merchant(1),
-        certificate: s.shop.certificate.clone(),
-    };
+    let shop = Shop::new(
+        scrip_tokens::fixtures::merchant(1),
+        s.shop.certificate.clone(),
+    );
     // Each record claims a cumulative of 2 000 (within the 3 000 available), but together
     // they spend 4 000.
     let a = s.wallet.sign_record(
@@ -397,10 +397,10 @@ async fn a_record_id_reused_for_another_record_is_honoured_logged_and_frozen() {
     // equivocation, the second record is paid, kept, logged, and the account frozen.
     let mut s = scene(4).await;
     let cert = s.cert.clone();
-    let shop = Shop {
-        key: scrip_tokens::fixtures::merchant(1),
-        certificate: s.shop.certificate.clone(),
-    };
+    let shop = Shop::new(
+        scrip_tokens::fixtures::merchant(1),
+        s.shop.certificate.clone(),
+    );
     let first = s.wallet.sign_record(
         &cert,
         &shop.request(100, &mut s.rng),
@@ -449,10 +449,10 @@ async fn a_record_id_reused_for_another_record_is_honoured_logged_and_frozen() {
 #[tokio::test]
 async fn coin_payments_are_checked_whole_and_redeemed_all_or_nothing() {
     let mut s = scene(5).await;
-    let shop = Shop {
-        key: scrip_tokens::fixtures::merchant(1),
-        certificate: s.shop.certificate.clone(),
-    };
+    let shop = Shop::new(
+        scrip_tokens::fixtures::merchant(1),
+        s.shop.certificate.clone(),
+    );
     let rival = Shop::register(&s.issuer, 2, &mut s.rng).await;
     let coins = s
         .wallet
@@ -583,10 +583,10 @@ async fn coin_payments_are_checked_whole_and_redeemed_all_or_nothing() {
 #[tokio::test]
 async fn a_batch_not_signed_by_the_merchant_is_refused_whole() {
     let mut s = scene(6).await;
-    let impostor = Shop {
-        key: scrip_tokens::fixtures::merchant(4),
-        certificate: s.shop.certificate.clone(),
-    };
+    let impostor = Shop::new(
+        scrip_tokens::fixtures::merchant(4),
+        s.shop.certificate.clone(),
+    );
     let coins = s.wallet.withdraw_blind(&s.issuer, &[1], &mut s.rng).await;
     let batch = impostor.batch(
         vec![RedemptionItem::Coins(impostor.endorse(coins, &mut s.rng))],
@@ -602,10 +602,10 @@ async fn a_batch_not_signed_by_the_merchant_is_refused_whole() {
 async fn a_record_backdated_into_the_certificates_validity_is_judged_by_the_merchants_clock() {
     let mut s = scene(7).await;
     let cert = s.cert.clone();
-    let shop = Shop {
-        key: scrip_tokens::fixtures::merchant(1),
-        certificate: s.shop.certificate.clone(),
-    };
+    let shop = Shop::new(
+        scrip_tokens::fixtures::merchant(1),
+        s.shop.certificate.clone(),
+    );
     // The device claims it signed while the certificate was valid, but the merchant
     // accepted the payment (and signed that) a day after the certificate expired.
     let record = s.wallet.sign_record(
@@ -644,10 +644,10 @@ async fn a_batch_of_records_is_recorded_as_if_one_by_one() {
     // the reservation is used in batch order and only the rest comes from the balance.
     let mut s = scene(6).await;
     let cert = s.cert.clone();
-    let shop = Shop {
-        key: scrip_tokens::fixtures::merchant(1),
-        certificate: s.shop.certificate.clone(),
-    };
+    let shop = Shop::new(
+        scrip_tokens::fixtures::merchant(1),
+        s.shop.certificate.clone(),
+    );
     let record = |sequence, amount, cumulative, rng: &mut StdRng| {
         let request = shop.request(amount, rng);
         s.wallet

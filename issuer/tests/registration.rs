@@ -154,7 +154,7 @@ async fn opening_an_account_certifies_the_device_key() {
 async fn an_account_has_several_devices_each_approved_by_an_existing_one() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(2);
-    let phone = Wallet::open(&issuer, 1, &mut rng).await;
+    let phone = RawWallet::open(&issuer, 1, &mut rng).await;
     let watch = phone.add_device(&issuer, 2, &mut rng).await;
     // The new device approves a third one.
     let mut card = watch.add_device(&issuer, 3, &mut rng).await;
@@ -251,7 +251,7 @@ async fn a_registration_must_be_signed_by_the_key_it_presents() {
         .unwrap();
 
     // An add-device registration signed by another key is refused the same way.
-    let wallet = Wallet::open(&issuer, 3, &mut rng).await;
+    let wallet = RawWallet::open(&issuer, 3, &mut rng).await;
     let new_key = fixtures::device(4);
     let bad = DeviceRegistration::sign(
         DeviceRegistrationPayload {
@@ -281,8 +281,8 @@ async fn a_registration_must_be_signed_by_the_key_it_presents() {
 async fn device_approvals_are_checked() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(4);
-    let alice = Wallet::open(&issuer, 1, &mut rng).await;
-    let mallory = Wallet::open(&issuer, 2, &mut rng).await;
+    let alice = RawWallet::open(&issuer, 1, &mut rng).await;
+    let mallory = RawWallet::open(&issuer, 2, &mut rng).await;
     let new_key = fixtures::device(3);
     let joins_alice = registration(&new_key, Some(alice.account_id), &mut rng);
 
@@ -399,8 +399,8 @@ async fn device_approvals_are_checked() {
 async fn a_key_is_registered_once() {
     let issuer = issuer(MemoryStore::new());
     let mut rng = rng(5);
-    let alice = Wallet::open(&issuer, 1, &mut rng).await;
-    let bob = Wallet::open(&issuer, 2, &mut rng).await;
+    let alice = RawWallet::open(&issuer, 1, &mut rng).await;
+    let bob = RawWallet::open(&issuer, 2, &mut rng).await;
 
     // The same key, a new registration (new nonce): refused.
     let key = fixtures::device(1);

@@ -13,7 +13,7 @@ pub enum ClientError {
     #[error("issuer refused ({code}): {message}")]
     Refused {
         /// Machine-readable code.
-        code: String,
+        code: scrip_tokens::ReasonCode,
         /// Detail.
         message: String,
     },
@@ -43,9 +43,12 @@ pub enum MerchantError {
     /// answers another batch): nothing was applied. Sync again.
     #[error("the issuer's answer does not verify, nothing applied: {0}")]
     UnverifiedAnswer(scrip_tokens::Error),
-    /// The amount or currency is not one this merchant takes.
-    #[error("unsupported: {0}")]
-    Unsupported(&'static str),
+    /// An offer in a currency this terminal does not take (its exposure limit's).
+    #[error("this terminal takes only its exposure limit's currency, not {0}")]
+    OtherCurrency(scrip_tokens::Currency),
+    /// An offer for nothing.
+    #[error("an offer must be for more than zero")]
+    ZeroAmount,
 }
 
 /// Result alias of this crate.

@@ -20,7 +20,7 @@ async fn a_full_offline_payment_by_record() {
         .certificate(
             &issuer,
             CertificateOptions {
-                requested_amount: Some(3_000),
+                requested_amount: Some(eur(3_000)),
                 ..CertificateOptions::any(EUR)
             },
             NOW,
@@ -83,7 +83,7 @@ async fn the_customer_copy_may_arrive_before_the_merchants() {
         .certificate(
             &issuer,
             CertificateOptions {
-                requested_amount: Some(3_000),
+                requested_amount: Some(eur(3_000)),
                 ..CertificateOptions::any(EUR)
             },
             NOW,
@@ -99,7 +99,7 @@ async fn the_customer_copy_may_arrive_before_the_merchants() {
         .certificate(
             &issuer,
             CertificateOptions {
-                requested_amount: Some(100),
+                requested_amount: Some(eur(100)),
                 ..CertificateOptions::any(EUR)
             },
             at(10),
@@ -234,7 +234,7 @@ async fn syncing_the_same_batch_twice_counts_nothing_twice() {
         .certificate(
             &issuer,
             CertificateOptions {
-                requested_amount: Some(5_000),
+                requested_amount: Some(eur(5_000)),
                 ..CertificateOptions::any(EUR)
             },
             NOW,
@@ -296,7 +296,7 @@ async fn only_the_issuers_signed_answer_to_this_batch_settles_payments() {
         .certificate(
             &issuer,
             CertificateOptions {
-                requested_amount: Some(5_000),
+                requested_amount: Some(eur(5_000)),
                 ..CertificateOptions::any(EUR)
             },
             NOW,

@@ -21,7 +21,7 @@ use scrip_wallet::{CertificateOptions, PayWith};
 
 fn options(requested: u64) -> CertificateOptions {
     CertificateOptions {
-        requested_amount: Some(requested),
+        requested_amount: Some(eur(requested)),
         ..CertificateOptions::any(EUR)
     }
 }
@@ -45,7 +45,7 @@ async fn reopen<S: RecordStore>(
     .unwrap()
 }
 
-async fn credited(issuer: &TheIssuer, merchant: &MerchantCertificate) -> i128 {
+async fn credited(issuer: &TestIssuer, merchant: &MerchantCertificate) -> i128 {
     issuer
         .store()
         .balance(&LedgerAccount::Merchant(merchant.payload.merchant_id), EUR)
@@ -64,7 +64,7 @@ fn redb_store(dir: &tempfile::TempDir) -> impl Fn() -> RedbStore + '_ {
 /// Serves the key directory, but the upload's answer never comes back: the batch either
 /// never reaches the issuer, or reaches it and the connection drops on the way back.
 struct Flaky {
-    issuer: Arc<TheIssuer>,
+    issuer: Arc<TestIssuer>,
     now: Timestamp,
     reaches_issuer: bool,
 }

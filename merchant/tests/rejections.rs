@@ -122,7 +122,7 @@ fn by_coins(offer: &MerchantOffer, coins: Vec<Coin>) -> PaymentAnswer {
 }
 
 /// Blind coins of `amounts`, withdrawn by a fresh wallet with device key `n`, in order.
-async fn blind_coins(issuer: &TheIssuer, n: u8, amounts: &[u64]) -> Vec<Coin> {
+async fn blind_coins(issuer: &TestIssuer, n: u8, amounts: &[u64]) -> Vec<Coin> {
     let mut phone = Phone::open(issuer, n, 1_000, 300 + u64::from(n)).await;
     let ids = phone.withdraw_blind(issuer, amounts).await;
     ids.iter()
@@ -147,7 +147,7 @@ fn blind(coin: &Coin) -> BlindCoin {
 
 fn options(requested: u64) -> CertificateOptions {
     CertificateOptions {
-        requested_amount: Some(requested),
+        requested_amount: Some(eur(requested)),
         ..CertificateOptions::any(EUR)
     }
 }
@@ -165,7 +165,7 @@ struct Cheat {
 impl Cheat {
     /// Device key `n`, 10 000 deposited, a certificate issued at `issued_at`.
     async fn new(
-        issuer: &TheIssuer,
+        issuer: &TestIssuer,
         n: u8,
         options: CertificateOptions,
         issued_at: Timestamp,
@@ -935,7 +935,7 @@ async fn payment_cap_exceeded() {
         &issuer,
         1,
         CertificateOptions {
-            per_payment_cap: Some(500),
+            per_payment_cap: Some(eur(500)),
             ..options(3_000)
         },
         NOW,

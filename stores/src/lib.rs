@@ -32,9 +32,9 @@ pub use error::{Result, StoreError};
 pub use file::{FileStore, FileStoreOptions, RecoveryReport};
 pub use memory::MemoryStore;
 pub use model::{
-    ClaimId, ClaimRequest, Claimant, Collection, CommitOutcome, ExistingClaim, Floor,
-    LedgerAccount, LedgerEntry, Posting, Unit, Write, MAX_CLAIMS_PER_UNIT, MAX_ITEMS_PER_UNIT,
-    MAX_KEY_LEN, MAX_VALUE_LEN,
+    ClaimId, ClaimNamespace, ClaimRequest, Claimant, Collection, CommitOutcome, ExistingClaim,
+    Floor, LedgerAccount, LedgerEntry, Posting, Unit, Write, MAX_CLAIMS_PER_UNIT,
+    MAX_ITEMS_PER_UNIT, MAX_KEY_LEN, MAX_VALUE_LEN,
 };
 #[cfg(feature = "redb")]
 pub use redb::RedbStore;

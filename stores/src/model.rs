@@ -51,9 +51,10 @@ pub enum ClaimId {
         /// The key (a client-chosen 32-byte value, or a hash of a longer one).
         key: [u8; 32],
     },
-    /// Anything else, namespaced.
+    /// Anything else, namespaced. Build it with [`ClaimNamespace::claim`] from a namespace
+    /// constant declared once next to the caller's storage schema.
     Custom {
-        /// Short namespace, e.g. `"merchant-registration"`.
+        /// Short namespace, e.g. `"merchant-key"` (1..=64 bytes).
         namespace: String,
         /// The key within it.
         key: Vec<u8>,
@@ -114,6 +115,38 @@ impl ClaimId {
             }
         }
         Ok(())
+    }
+}
+
+/// The namespace of [`ClaimId::Custom`] claims. Each crate declares its namespaces once, as
+/// constants next to its storage schema, and builds claims only through them: a typo in a
+/// string literal would silently move a double-spend guard into another namespace, where
+/// it guards nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClaimNamespace(&'static str);
+
+impl ClaimNamespace {
+    /// A namespace (1..=64 bytes; longer or empty ones are refused when a unit is checked).
+    pub const fn new(name: &'static str) -> Self {
+        ClaimNamespace(name)
+    }
+
+    /// Its name.
+    pub const fn name(&self) -> &'static str {
+        self.0
+    }
+
+    /// The claim of `key` in this namespace.
+    pub fn claim(self, key: impl Into<Vec<u8>>) -> ClaimId {
+        ClaimId::Custom {
+            namespace: self.0.to_owned(),
+            key: key.into(),
+        }
+    }
+
+    /// Whether `id` is a claim in this namespace.
+    pub fn holds(self, id: &ClaimId) -> bool {
+        matches!(id, ClaimId::Custom { namespace, .. } if namespace == self.0)
     }
 }
 

@@ -1,66 +1,30 @@
 //! Starts the real server (warp, on a loopback port) over a real store backend, with the
-//! fixture keys saved into its data directory as a first start would.
+//! fixture keys (assembled by the shared test kit, `scrip-testkit`) saved into its data
+//! directory as a first start would.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
-use std::time::Duration;
 
 use rand::SeedableRng;
 use scrip::client::{HttpClient, WireFormat};
 use scrip::demo::{self, Phone};
 use scrip::issuer::server::{self, KeySource, RunningServer, ServerConfig, StoreKind};
-use scrip::issuer::{IssuerKey, Keyring, KeysetKeys, RoleKeys};
+use scrip::issuer::Keyring;
 use scrip::tokens::fixtures;
-use scrip::tokens::keys::{Device, DirectoryRoot, IssuerRole};
-use scrip::tokens::{Currency, SigningKey, Validity, VerifyingKey};
+use scrip::tokens::keys::Device;
+use scrip::tokens::SigningKey;
 use scrip::wallet::{StorageKey, Wallet};
+pub use scrip_testkit::root;
+use scrip_testkit::{validity_around, DAY};
 
 pub const OPERATOR_TOKEN: &str = "e2e-operator-token";
 
-fn validity() -> Validity {
-    let now = server::now();
-    Validity::new(
-        now.saturating_sub(Duration::from_secs(86_400)),
-        now.saturating_add(Duration::from_secs(300 * 86_400)),
-    )
-    .unwrap()
-}
-
-fn role<R: IssuerRole>(key: SigningKey<R>) -> RoleKeys<R> {
-    RoleKeys::new(vec![IssuerKey {
-        key,
-        validity: validity(),
-    }])
-    .unwrap()
-}
-
-/// The fixture keys (EUR coins of 1, 2, 5, 10), valid around the wall clock.
+/// The fixture keys (EUR coins of 1, 2, 5, 10), valid from a day before the wall clock to
+/// 300 days after it (the server checks them against its own clock).
 pub fn fixture_keyring() -> Keyring {
-    let denominations = fixtures::DENOMINATIONS
-        .iter()
-        .map(|v| (*v, fixtures::denomination(*v).unwrap()))
-        .collect();
-    Keyring {
-        root: fixtures::directory_root(),
-        account_certifier: role(fixtures::account_certifier()),
-        merchant_certifier: role(fixtures::merchant_certifier()),
-        balance_certifier: role(fixtures::balance_certifier()),
-        deposit_issuer: role(fixtures::deposit_issuer()),
-        identified_coin_issuer: role(fixtures::identified_coin_issuer()),
-        answer_signer: role(fixtures::answer_signer()),
-        keysets: vec![KeysetKeys::new(
-            Currency::EUR,
-            validity(),
-            validity().not_after,
-            denominations,
-        )
-        .unwrap()],
-    }
-}
-
-pub fn root() -> VerifyingKey<DirectoryRoot> {
-    fixtures::directory_root().verifying_key().clone()
+    let validity = validity_around(server::now(), DAY, DAY * 300);
+    scrip_testkit::fixture_keyring(validity)
 }
 
 /// Starts a server over `kind` in `data_dir`. The first start saves the fixture keyring

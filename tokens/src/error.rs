@@ -1,6 +1,8 @@
 //! The one error type of this crate.
 
-use crate::{Amount, CoinId, Currency, KeyId, KeysetId, MerchantCategory, Region, Timestamp};
+use crate::{
+    Amount, CoinId, Currency, KeyId, KeysetId, MerchantCategory, ReasonCode, Region, Timestamp,
+};
 
 /// Everything that can go wrong while building, encoding, decoding, signing or verifying
 /// a token. Variants are precise so that callers (merchant rejections, issuer answers)
@@ -223,47 +225,47 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    /// A stable, machine-readable code for the error (snake_case), for rejection reasons
+    /// The stable, machine-readable code of the error, for rejection reasons
     /// that point-of-sale software and wallets act on without parsing messages.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ReasonCode {
         match self {
-            Error::CurrencyMismatch { .. } => "currency_mismatch",
-            Error::AmountOverflow => "amount_overflow",
-            Error::AmountUnderflow { .. } => "amount_underflow",
-            Error::InvalidCurrency => "invalid_currency",
-            Error::InvalidField { .. } => "invalid_field",
-            Error::TooLarge { .. } => "too_large",
-            Error::WrongType { .. } => "wrong_type",
-            Error::UnsupportedVersion { .. } => "unsupported_version",
-            Error::TrailingBytes { .. } => "trailing_bytes",
-            Error::NonCanonical => "non_canonical",
-            Error::Malformed(_) => "malformed",
-            Error::Encoding(_) => "encoding",
-            Error::InvalidKey(_) => "invalid_key",
-            Error::UnsupportedKeySize { .. } => "unsupported_key_size",
-            Error::UnknownKey(_) => "unknown_key",
-            Error::WrongKeyRole { .. } => "wrong_key_role",
-            Error::KeyExpired { .. } => "key_expired",
-            Error::KeyNotYetValid { .. } => "key_not_yet_valid",
-            Error::UnknownKeyset(_) => "unknown_keyset",
-            Error::UnknownDenomination { .. } => "unknown_denomination",
-            Error::BadSignature => "bad_signature",
-            Error::Expired { .. } => "expired",
-            Error::NotYetValid { .. } => "not_yet_valid",
-            Error::WrongAccount => "wrong_account",
-            Error::WrongDevice => "wrong_device",
-            Error::WrongMerchant => "wrong_merchant",
-            Error::WrongCertificate => "wrong_certificate",
-            Error::SequenceOutOfRange { .. } => "sequence_out_of_range",
-            Error::PaymentCapExceeded { .. } => "payment_cap_exceeded",
-            Error::AvailableExceeded { .. } => "available_exceeded",
-            Error::CategoryNotAllowed(_) => "category_not_allowed",
-            Error::RegionNotAllowed(_) => "region_not_allowed",
-            Error::DuplicateCoin(_) => "duplicate_coin",
-            Error::AmountMismatch { .. } => "amount_mismatch",
-            Error::DuplicateKey(_) => "duplicate_key",
-            Error::Blind(_) => "blind_signature_failed",
-            Error::Signing(_) => "signing_failed",
+            Error::CurrencyMismatch { .. } => ReasonCode::CurrencyMismatch,
+            Error::AmountOverflow => ReasonCode::AmountOverflow,
+            Error::AmountUnderflow { .. } => ReasonCode::AmountUnderflow,
+            Error::InvalidCurrency => ReasonCode::InvalidCurrency,
+            Error::InvalidField { .. } => ReasonCode::InvalidField,
+            Error::TooLarge { .. } => ReasonCode::TooLarge,
+            Error::WrongType { .. } => ReasonCode::WrongType,
+            Error::UnsupportedVersion { .. } => ReasonCode::UnsupportedVersion,
+            Error::TrailingBytes { .. } => ReasonCode::TrailingBytes,
+            Error::NonCanonical => ReasonCode::NonCanonical,
+            Error::Malformed(_) => ReasonCode::Malformed,
+            Error::Encoding(_) => ReasonCode::Encoding,
+            Error::InvalidKey(_) => ReasonCode::InvalidKey,
+            Error::UnsupportedKeySize { .. } => ReasonCode::UnsupportedKeySize,
+            Error::UnknownKey(_) => ReasonCode::UnknownKey,
+            Error::WrongKeyRole { .. } => ReasonCode::WrongKeyRole,
+            Error::KeyExpired { .. } => ReasonCode::KeyExpired,
+            Error::KeyNotYetValid { .. } => ReasonCode::KeyNotYetValid,
+            Error::UnknownKeyset(_) => ReasonCode::UnknownKeyset,
+            Error::UnknownDenomination { .. } => ReasonCode::UnknownDenomination,
+            Error::BadSignature => ReasonCode::BadSignature,
+            Error::Expired { .. } => ReasonCode::Expired,
+            Error::NotYetValid { .. } => ReasonCode::NotYetValid,
+            Error::WrongAccount => ReasonCode::WrongAccount,
+            Error::WrongDevice => ReasonCode::WrongDevice,
+            Error::WrongMerchant => ReasonCode::WrongMerchant,
+            Error::WrongCertificate => ReasonCode::WrongCertificate,
+            Error::SequenceOutOfRange { .. } => ReasonCode::SequenceOutOfRange,
+            Error::PaymentCapExceeded { .. } => ReasonCode::PaymentCapExceeded,
+            Error::AvailableExceeded { .. } => ReasonCode::AvailableExceeded,
+            Error::CategoryNotAllowed(_) => ReasonCode::CategoryNotAllowed,
+            Error::RegionNotAllowed(_) => ReasonCode::RegionNotAllowed,
+            Error::DuplicateCoin(_) => ReasonCode::DuplicateCoin,
+            Error::AmountMismatch { .. } => ReasonCode::AmountMismatch,
+            Error::DuplicateKey(_) => ReasonCode::DuplicateKey,
+            Error::Blind(_) => ReasonCode::BlindSignatureFailed,
+            Error::Signing(_) => ReasonCode::SigningFailed,
         }
     }
 }

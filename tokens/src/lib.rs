@@ -2,6 +2,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod codec;
+pub mod hazmat;
 pub mod keys;
 
 mod amount;
@@ -15,6 +16,7 @@ mod error;
 mod ids;
 mod messages;
 mod payment;
+mod reason;
 mod signed;
 
 #[cfg(any(test, feature = "test-fixtures"))]
@@ -50,8 +52,8 @@ pub use ids::{
     DeviceId, KeyId, KeysetId, MerchantId, RecordId, RequestId, Timestamp, Validity, VirtualId,
 };
 pub use keys::{
-    BlindSignature, BlindedMessage, DenominationSigningKey, DenominationVerifyingKey,
-    MessageBlinding, PublicKey, Signature, SigningKey, VerifyingKey,
+    BlindSignature, BlindedMessage, DenominationSigningKey, DenominationVerifyingKey, PublicKey,
+    Signature, SigningKey, VerifyingKey,
 };
 pub use messages::{
     BalanceCertificateRequest, BalanceCertificateRequestPayload, BlindWithdrawalRequest,
@@ -67,4 +69,5 @@ pub use payment::{
     CountersignedRecord, CountersignedRecordPayload, PaymentRequest, PaymentRequestPayload,
     WithdrawalRecord, WithdrawalRecordPayload,
 };
+pub use reason::{ReasonCode, UnknownCode};
 pub use signed::{Signed, SignedPayload};

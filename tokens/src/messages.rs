@@ -10,6 +10,7 @@ use crate::coin::{EndorsedCoinPayment, IdentifiedCoin};
 use crate::deposit::DepositConfirmation;
 use crate::keys::{BlindSignature, BlindedMessage, Device, Merchant, VerifyingKey};
 use crate::payment::{CountersignedRecord, WithdrawalRecord};
+use crate::reason::ReasonCode;
 use crate::signed::{message, signed_token};
 use crate::{
     AccountId, Amount, CoinId, Currency, DeviceId, Error, KeyId, KeysetId, MerchantId, Result,
@@ -361,9 +362,9 @@ signed_token!(
 /// Why an item was refused: a stable machine-readable code and a message for people.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RejectReason {
-    /// Stable snake_case code (for example `bad_signature`, `payment_cap_exceeded`,
-    /// `device_revoked`).
-    pub code: String,
+    /// Stable code (on the wire a snake_case string such as `bad_signature`,
+    /// `payment_cap_exceeded`, `device_revoked`).
+    pub code: ReasonCode,
     /// Human-readable detail.
     pub message: String,
 }
@@ -371,7 +372,7 @@ pub struct RejectReason {
 impl From<&Error> for RejectReason {
     fn from(e: &Error) -> Self {
         RejectReason {
-            code: e.code().to_owned(),
+            code: e.code(),
             message: e.to_string(),
         }
     }

@@ -1,6 +1,6 @@
 //! The one error type of this crate.
 
-use scrip_tokens::{Amount, CoinId, RequestId};
+use scrip_tokens::{Amount, CoinId, Currency, DepositId, RequestId};
 
 /// Why a wallet operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -38,7 +38,7 @@ pub enum WalletError {
     #[error("no balance certificate allows this payment: {reasons:?}")]
     NoUsableCertificate {
         /// Why each certificate was ruled out (machine-readable codes).
-        reasons: Vec<String>,
+        reasons: Vec<scrip_tokens::ReasonCode>,
     },
     /// The wallet's coins cannot make up the exact amount (no change can be given
     /// offline).
@@ -58,15 +58,49 @@ pub enum WalletError {
     /// answers another request): the wallet changed nothing.
     #[error("the issuer's answer does not verify, nothing changed: {0}")]
     UnverifiedAnswer(scrip_tokens::Error),
-    /// The reply or response does not belong to anything the wallet is waiting for.
-    #[error("unexpected reply: {0}")]
-    Unexpected(&'static str),
+    /// No deposit request with this id is pending (it was completed, or never made here).
+    #[error("no pending deposit {0}")]
+    UnknownDeposit(DepositId),
+    /// A deposit record answers no request this wallet has pending.
+    #[error("a deposit record for no pending request (deposit {0})")]
+    UnrequestedDepositRecord(DepositId),
+    /// There is no certificate request to sign again.
+    #[error("no pending certificate request")]
+    NoPendingCertificateRequest,
+    /// A withdrawal response answers no request this wallet has pending.
+    #[error("an answer to no pending withdrawal")]
+    UnrequestedWithdrawal,
+    /// A withdrawal response does not match its request (number of coins, keyset or
+    /// values): nothing was taken from it.
+    #[error("a withdrawal answer that does not match the request")]
+    MismatchedWithdrawal,
+    /// A receipt for a payment this wallet is not waiting on.
+    #[error("a receipt for no payment in flight (request {0})")]
+    ReceiptForUnknownPayment(RequestId),
+    /// A rejection of a payment this wallet is not waiting on.
+    #[error("a rejection of no payment in flight (request {0})")]
+    RejectionOfUnknownPayment(RequestId),
+    /// No coins were handed over for this request (or they were answered already).
+    #[error("no coins in flight for request {0}")]
+    NoCoinsInFlight(RequestId),
     /// A coin from the issuer does not verify.
     #[error("coin {0} from the issuer does not verify")]
     BadCoin(CoinId),
-    /// The request asks for something impossible (an empty withdrawal, a zero deposit).
-    #[error("unsupported: {0}")]
-    Unsupported(&'static str),
+    /// A deposit of zero.
+    #[error("a deposit must be more than zero")]
+    ZeroDeposit,
+    /// A withdrawal of no coins.
+    #[error("a withdrawal must ask for at least one coin")]
+    EmptyWithdrawal,
+    /// The directory has no keyset issuing coins of this currency now.
+    #[error("no keyset issues {0} coins now")]
+    NoOpenKeyset(Currency),
+    /// A payment request for nothing (refused rather than paid with an empty payment).
+    #[error("the payment request is for nothing")]
+    ZeroRequest,
+    /// Sealing the state failed (the AEAD refused; it does so only for absurd sizes).
+    #[error("sealing the wallet state failed")]
+    Sealing,
 }
 
 /// Result alias of this crate.

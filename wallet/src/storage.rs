@@ -86,7 +86,7 @@ pub(crate) fn seal<G: CryptoRng + ?Sized>(
                 aad: &header,
             },
         )
-        .map_err(|_| WalletError::Unsupported("encryption failed"))?;
+        .map_err(|_| WalletError::Sealing)?;
     Ok([header.as_slice(), &nonce, &ciphertext].concat())
 }
 

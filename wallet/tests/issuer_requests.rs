@@ -85,7 +85,7 @@ async fn deposits_are_credited_and_confirmed_through_the_next_certificate_reques
             .wallet
             .deposit_request(eur(0), NOW, &mut phone.rng)
             .err(),
-        Some(WalletError::Unsupported("a deposit of zero"))
+        Some(WalletError::ZeroDeposit)
     );
     let request = phone
         .wallet
@@ -166,9 +166,9 @@ async fn balance_certificates_are_kept_with_their_rules_and_set_the_sequence_cou
 
     let options = CertificateOptions {
         currency: EUR,
-        requested_amount: Some(300),
+        requested_amount: Some(eur(300)),
         max_payments: Some(3),
-        per_payment_cap: Some(120),
+        per_payment_cap: Some(eur(120)),
         lock: LockRules {
             allowed_categories: Allowed::Only(vec![MerchantCategory::GROCERY]),
             allowed_regions: Allowed::Only(vec![Region::new("DE").unwrap()]),
@@ -253,13 +253,17 @@ async fn blind_withdrawals_are_unblinded_verified_and_kept() {
     assert_eq!(
         phone
             .wallet
-            .blind_withdrawal_request(&[], EUR, NOW, &mut phone.rng)
+            .blind_withdrawal_request(&[].map(|v| Amount::new(v, EUR)), NOW, &mut phone.rng)
             .err(),
-        Some(WalletError::Unsupported("a withdrawal of no coins"))
+        Some(WalletError::EmptyWithdrawal)
     );
     let request = phone
         .wallet
-        .blind_withdrawal_request(&[10, 5, 2, 1, 1], EUR, NOW, &mut phone.rng)
+        .blind_withdrawal_request(
+            &[10, 5, 2, 1, 1].map(|v| Amount::new(v, EUR)),
+            NOW,
+            &mut phone.rng,
+        )
         .unwrap();
     let request = phone.send(request);
     assert_eq!(request.payload.account_id, account);
@@ -290,9 +294,7 @@ async fn blind_withdrawals_are_unblinded_verified_and_kept() {
             .wallet
             .on_blind_withdrawal(&request, &short, NOW)
             .err(),
-        Some(WalletError::Unexpected(
-            "an answer that does not match the request"
-        ))
+        Some(WalletError::MismatchedWithdrawal)
     );
     // Signatures in the wrong order do not unblind into valid coins.
     let mut swapped = response.clone();
@@ -328,9 +330,7 @@ async fn blind_withdrawals_are_unblinded_verified_and_kept() {
             .wallet
             .on_blind_withdrawal(&request, &response, NOW)
             .err(),
-        Some(WalletError::Unexpected(
-            "an answer to no pending withdrawal"
-        ))
+        Some(WalletError::UnrequestedWithdrawal)
     );
     assert_eq!(phone.wallet.coins().len(), 5);
 }
@@ -345,7 +345,11 @@ async fn identified_withdrawals_are_verified_and_kept() {
 
     let request = phone
         .wallet
-        .identified_withdrawal_request(&[10, 10, 2], EUR, NOW, &mut phone.rng)
+        .identified_withdrawal_request(
+            &[10, 10, 2].map(|v| Amount::new(v, EUR)),
+            NOW,
+            &mut phone.rng,
+        )
         .unwrap();
     let request = phone.send(request);
     assert_eq!(request.payload.account_id, account);
@@ -364,9 +368,7 @@ async fn identified_withdrawals_are_verified_and_kept() {
             .wallet
             .on_identified_withdrawal(&request, &other, NOW)
             .err(),
-        Some(WalletError::Unexpected(
-            "coins that do not match the request"
-        ))
+        Some(WalletError::MismatchedWithdrawal)
     );
     // A coin whose payload was altered does not verify.
     let mut forged = response.clone();

@@ -12,7 +12,7 @@ use scrip_tokens::*;
 use scrip_wallet::{CertificateOptions, PaymentStatus, WalletError};
 
 /// The reasons of a `NoUsableCertificate`, and checks that nothing was used up.
-fn refused(phone: &mut Phone, offer: &MerchantOffer, now: Timestamp) -> Vec<String> {
+fn refused(phone: &mut Phone, offer: &MerchantOffer, now: Timestamp) -> Vec<ReasonCode> {
     let sequence = phone.wallet.next_sequence();
     let spent: Vec<Amount> = phone.wallet.certificates().map(|(_, s)| s).collect();
     let reasons = match phone.wallet.pay_by_record(offer, now, &mut phone.rng) {
@@ -34,13 +34,14 @@ fn refused(phone: &mut Phone, offer: &MerchantOffer, now: Timestamp) -> Vec<Stri
     reasons
 }
 
-fn reasons(codes: &[&str]) -> Vec<String> {
-    codes.iter().map(|c| (*c).to_owned()).collect()
+/// The codes, as their wire strings say (the strings are what a vendor's UI keys on).
+fn reasons(codes: &[&str]) -> Vec<ReasonCode> {
+    codes.iter().map(|c| ReasonCode::parse(c)).collect()
 }
 
 fn with_lock(lock: LockRules) -> CertificateOptions {
     CertificateOptions {
-        requested_amount: Some(500),
+        requested_amount: Some(eur(500)),
         lock,
         ..CertificateOptions::any(EUR)
     }
@@ -102,7 +103,9 @@ async fn a_payment_by_record_follows_the_certificate_and_the_receipt_is_kept() {
     // A receipt is taken once.
     assert_eq!(
         phone.wallet.on_merchant_reply(&reply, at(2)).err(),
-        Some(WalletError::Unexpected("a receipt for no payment"))
+        Some(WalletError::ReceiptForUnknownPayment(
+            offer.request.payload.request_id
+        ))
     );
 
     // The second payment counts both in its cumulative amount.
@@ -138,7 +141,7 @@ async fn a_payment_above_the_per_payment_cap_is_refused() {
     let mut phone = Phone::open(&issuer, 1, 1_000, 1).await;
     let mut shop = Shop::grocery(&issuer, 1).await;
     let options = CertificateOptions {
-        per_payment_cap: Some(50),
+        per_payment_cap: Some(eur(50)),
         ..up_to(300)
     };
     let cert = phone.certificate(&issuer, options, NOW).await;
@@ -195,7 +198,7 @@ async fn a_merchant_category_the_certificate_does_not_allow_is_refused() {
     let issuer = issuer();
     let mut phone = Phone::open(&issuer, 1, 1_000, 1).await;
     let mut grocery = Shop::grocery(&issuer, 1).await;
-    let mut restaurant = Shop::register(&issuer, 2, MerchantCategory::RESTAURANT, "DE-BY").await;
+    let mut restaurant = Shop::seeded(&issuer, 2, MerchantCategory::RESTAURANT, "DE-BY").await;
     phone
         .certificate(
             &issuer,
@@ -222,8 +225,8 @@ async fn a_region_the_certificate_does_not_allow_is_refused() {
     let issuer = issuer();
     let mut phone = Phone::open(&issuer, 1, 1_000, 1).await;
     let mut bavaria = Shop::grocery(&issuer, 1).await;
-    let mut berlin = Shop::register(&issuer, 2, MerchantCategory::GROCERY, "DE-BE").await;
-    let mut austria = Shop::register(&issuer, 3, MerchantCategory::GROCERY, "AT").await;
+    let mut berlin = Shop::seeded(&issuer, 2, MerchantCategory::GROCERY, "DE-BE").await;
+    let mut austria = Shop::seeded(&issuer, 3, MerchantCategory::GROCERY, "AT").await;
     phone
         .certificate(
             &issuer,
@@ -252,7 +255,7 @@ async fn a_country_wide_region_allows_its_subdivisions() {
     let issuer = issuer();
     let mut phone = Phone::open(&issuer, 1, 1_000, 1).await;
     let mut bavaria = Shop::grocery(&issuer, 1).await;
-    let mut austria = Shop::register(&issuer, 2, MerchantCategory::GROCERY, "AT").await;
+    let mut austria = Shop::seeded(&issuer, 2, MerchantCategory::GROCERY, "AT").await;
     phone
         .certificate(
             &issuer,
@@ -277,14 +280,14 @@ async fn without_a_certificate_nothing_is_paid_by_record() {
     let mut phone = Phone::open(&issuer, 1, 1_000, 1).await;
     let mut shop = Shop::grocery(&issuer, 1).await;
     let offer = shop.offer(10, at(1));
-    assert_eq!(refused(&mut phone, &offer, at(1)), Vec::<String>::new());
+    assert_eq!(refused(&mut phone, &offer, at(1)), Vec::<ReasonCode>::new());
 }
 
 #[tokio::test]
 async fn every_certificate_gives_its_reason_newest_first() {
     let issuer = issuer();
     let mut phone = Phone::open(&issuer, 1, 1_000, 1).await;
-    let mut restaurant = Shop::register(&issuer, 2, MerchantCategory::RESTAURANT, "DE-BY").await;
+    let mut restaurant = Shop::seeded(&issuer, 2, MerchantCategory::RESTAURANT, "DE-BY").await;
     let older = phone
         .certificate(
             &issuer,
@@ -299,7 +302,7 @@ async fn every_certificate_gives_its_reason_newest_first() {
         .certificate(
             &issuer,
             CertificateOptions {
-                per_payment_cap: Some(20),
+                per_payment_cap: Some(eur(20)),
                 ..up_to(300)
             },
             at(1),
@@ -568,7 +571,7 @@ async fn offers_are_checked_against_the_directory_and_the_request_signature() {
     let zero = shop.offer(0, at(1));
     assert!(matches!(
         phone.wallet.check_offer(&zero, at(1)),
-        Err(WalletError::Unsupported(_))
+        Err(WalletError::ZeroRequest)
     ));
 
     // Nothing was paid by any of those.
@@ -668,7 +671,9 @@ async fn a_signed_rejection_gives_the_coins_back() {
     );
     assert_eq!(
         phone.wallet.on_merchant_reply(&elsewhere, at(2)).err(),
-        Some(WalletError::Unexpected("a rejection of no payment"))
+        Some(WalletError::RejectionOfUnknownPayment(
+            offer.request.payload.request_id
+        ))
     );
     assert_eq!(phone.coin_values(), vec![10]);
     // An endorsement by another merchant is no receipt either.
@@ -748,15 +753,13 @@ async fn coins_without_an_answer_can_be_taken_back() {
     assert_eq!(phone.coin_values(), vec![1, 2, 5, 5, 10]);
     assert_eq!(
         phone.wallet.take_back_unanswered_coins(id).err(),
-        Some(WalletError::Unexpected(
-            "no coins in flight for that request"
-        ))
+        Some(WalletError::NoCoinsInFlight(id))
     );
     // A late receipt for coins taken back matches nothing.
     let late = shop.receipt(&answer, at(5));
     assert_eq!(
         phone.wallet.on_merchant_reply(&late, at(5)).err(),
-        Some(WalletError::Unexpected("a receipt for no payment"))
+        Some(WalletError::ReceiptForUnknownPayment(id))
     );
     // Records are not coins: nothing to take back for them.
     let mut rich = Phone::open(&issuer, 2, 1_000, 2).await;

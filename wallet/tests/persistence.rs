@@ -264,7 +264,7 @@ async fn a_message_is_released_only_against_a_save_that_includes_it() {
     let stale = phone.saved.as_ref().unwrap();
     let blind = phone
         .wallet
-        .blind_withdrawal_request(&[1], EUR, NOW, &mut phone.rng)
+        .blind_withdrawal_request(&[1].map(|v| Amount::new(v, EUR)), NOW, &mut phone.rng)
         .unwrap();
     let (g, r) = (blind.generation(), blind.release(stale).map(|_| ()));
     refused(&mut phone, g, r);
@@ -273,7 +273,7 @@ async fn a_message_is_released_only_against_a_save_that_includes_it() {
     let stale = phone.saved.as_ref().unwrap();
     let identified = phone
         .wallet
-        .identified_withdrawal_request(&[1], EUR, NOW, &mut phone.rng)
+        .identified_withdrawal_request(&[1].map(|v| Amount::new(v, EUR)), NOW, &mut phone.rng)
         .unwrap();
     let (g, r) = (
         identified.generation(),
@@ -502,12 +502,16 @@ async fn a_wallet_reloaded_mid_withdrawal_finalizes_the_coins() {
     // The requests are saved and sent; the phone dies before the answers come back.
     let blind = phone
         .wallet
-        .blind_withdrawal_request(&[10, 5, 2], EUR, NOW, &mut phone.rng)
+        .blind_withdrawal_request(
+            &[10, 5, 2].map(|v| Amount::new(v, EUR)),
+            NOW,
+            &mut phone.rng,
+        )
         .unwrap();
     let blind = phone.send(blind);
     let identified = phone
         .wallet
-        .identified_withdrawal_request(&[10, 1], EUR, NOW, &mut phone.rng)
+        .identified_withdrawal_request(&[10, 1].map(|v| Amount::new(v, EUR)), NOW, &mut phone.rng)
         .unwrap();
     let identified = phone.send(identified);
     let blind_answer = issuer
@@ -553,7 +557,7 @@ async fn a_wallet_reloaded_mid_withdrawal_finalizes_the_coins() {
     phone.save();
     let request = phone
         .wallet
-        .blind_withdrawal_request(&[10], EUR, NOW, &mut phone.rng)
+        .blind_withdrawal_request(&[10].map(|v| Amount::new(v, EUR)), NOW, &mut phone.rng)
         .unwrap();
     assert!(request.release(phone.saved.as_ref().unwrap()).is_err());
     phone.crash_and_restart();

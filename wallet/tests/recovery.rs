@@ -16,7 +16,7 @@ fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
     v
 }
 
-async fn redeem(issuer: &TheIssuer, shop: &mut Shop, reply: MerchantReply) -> RedemptionOutcome {
+async fn redeem(issuer: &TestIssuer, shop: &mut Shop, reply: MerchantReply) -> RedemptionOutcome {
     let MerchantReply::Receipt(PaymentReceipt::Coins(endorsed)) = reply else {
         panic!("expected an endorsed coin payment")
     };
@@ -165,7 +165,7 @@ async fn the_recovery_sheet_lets_the_issuer_revoke_and_reissue_identified_coins(
     // The lost device gets nothing more from the issuer.
     let request = lost
         .wallet
-        .identified_withdrawal_request(&[1], EUR, at(12), &mut lost.rng)
+        .identified_withdrawal_request(&[1].map(|v| Amount::new(v, EUR)), at(12), &mut lost.rng)
         .unwrap();
     let request = lost.send(request);
     assert!(matches!(

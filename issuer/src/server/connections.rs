@@ -15,6 +15,7 @@
 //! each buffers at most `max_header_bytes` of request head (`431` beyond), and request
 //! large request bodies draw on a budget as they arrive.
 
+use scrip_tokens::ReasonCode;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -113,7 +114,7 @@ pub(super) async fn serve<F, R>(
 async fn refuse(mut stream: TcpStream) {
     let answer = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "busy",
+        ReasonCode::Busy,
         "the server has too many open connections; retry shortly",
     );
     let bytes = raw_response(&answer, &[("retry-after", "1")]);
@@ -182,17 +183,17 @@ fn replacement_for(head: &[u8]) -> Option<Vec<u8>> {
     let (status, code, message) = match status {
         "400" => (
             StatusCode::BAD_REQUEST,
-            "malformed_request",
+            ReasonCode::MalformedRequest,
             "the request line, a header or the Content-Length could not be parsed",
         ),
         "414" => (
             StatusCode::URI_TOO_LONG,
-            "uri_too_long",
+            ReasonCode::UriTooLong,
             "the request URI is longer than the server accepts",
         ),
         "431" => (
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            "headers_too_large",
+            ReasonCode::HeadersTooLarge,
             "the request headers are larger than the server accepts",
         ),
         _ => return None,

@@ -8,6 +8,8 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Reply;
 
+use scrip_tokens::ReasonCode;
+
 use crate::api::ErrorBody;
 use crate::IssuerError;
 
@@ -16,15 +18,15 @@ use crate::IssuerError;
 pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
-    /// Stable snake_case code.
-    pub code: &'static str,
+    /// Stable code (a snake_case string on the wire).
+    pub code: ReasonCode,
     /// Detail for people.
     pub message: String,
 }
 
 impl ApiError {
     /// A refusal with `status`, `code` and `message`.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ReasonCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -33,13 +35,13 @@ impl ApiError {
     }
 
     pub(crate) fn stale(message: &str) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "stale_request", message)
+        Self::new(StatusCode::UNAUTHORIZED, ReasonCode::StaleRequest, message)
     }
 
     pub(crate) fn replayed() -> Self {
         Self::new(
             StatusCode::CONFLICT,
-            "replayed",
+            ReasonCode::Replayed,
             "this request (nonce) was already received; sign a new one",
         )
     }
@@ -47,19 +49,19 @@ impl ApiError {
     pub(crate) fn busy() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
+            ReasonCode::Busy,
             "too many requests in the replay window; retry later",
         )
     }
 
     pub(crate) fn malformed(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "malformed_body", message)
+        Self::new(StatusCode::BAD_REQUEST, ReasonCode::MalformedBody, message)
     }
 
     pub(crate) fn unauthorized_operator() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
-            "operator_token_required",
+            ReasonCode::OperatorTokenRequired,
             "this route needs the operator token (Authorization: Bearer <token>)",
         )
     }
@@ -70,7 +72,7 @@ impl ApiError {
         match e {
             IssuerError::UnknownDevice(d) => Self::new(
                 StatusCode::NOT_FOUND,
-                "unknown_device",
+                ReasonCode::UnknownDevice,
                 format!("unknown device {d}"),
             ),
             other => other.into(),
@@ -78,13 +80,13 @@ impl ApiError {
     }
 
     pub(crate) fn not_found(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+        Self::new(StatusCode::NOT_FOUND, ReasonCode::NotFound, message)
     }
 
     /// The `{code, message}` JSON body.
     pub fn json_body(&self) -> Vec<u8> {
         let body = ErrorBody {
-            code: self.code.to_owned(),
+            code: self.code.clone(),
             message: self.message.clone(),
         };
         serde_json::to_vec(&body).unwrap_or_else(|_| b"{}".to_vec())
@@ -143,7 +145,9 @@ impl From<IssuerError> for ApiError {
                 scrip_stores::StoreError::InvalidUnit(_)
                 | scrip_stores::StoreError::UnbalancedPostings { .. },
             ) => StatusCode::BAD_REQUEST,
-            IssuerError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            IssuerError::Store(_) | IssuerError::Contended { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         if status.is_server_error() {
@@ -189,48 +193,56 @@ pub async fn recover(rejection: warp::Rejection) -> Result<Response, Infallible>
     {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
+            ReasonCode::BodyTooLarge,
             "the request body exceeds the server's limit",
         )
     } else if rejection.find::<BodyBudgetExhausted>().is_some() {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
+            ReasonCode::Busy,
             "the server is receiving too many large request bodies; retry shortly",
         )
     } else if rejection.find::<BodyTimeout>().is_some() {
         ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ReasonCode::RequestTimeout,
             "the request body did not arrive in time",
         )
     } else if rejection.find::<BodyUnreadable>().is_some() {
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "body_unreadable",
+            ReasonCode::BodyUnreadable,
             "the request body could not be read",
         )
     } else if rejection.find::<warp::reject::LengthRequired>().is_some() {
         ApiError::new(
             StatusCode::LENGTH_REQUIRED,
-            "length_required",
+            ReasonCode::LengthRequired,
             "send a Content-Length header",
         )
     } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
         ApiError::new(
             StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ReasonCode::MethodNotAllowed,
             "this route does not take that method",
         )
     } else if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.to_string())
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ReasonCode::InvalidQuery,
+            e.to_string(),
+        )
     } else if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalid_header", e.to_string())
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ReasonCode::InvalidHeader,
+            e.to_string(),
+        )
     } else {
         tracing::warn!(?rejection, "unhandled rejection");
         ApiError::new(
             StatusCode::BAD_REQUEST,
-            "bad_request",
+            ReasonCode::BadRequest,
             "the request could not be read",
         )
     };

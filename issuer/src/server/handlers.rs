@@ -1,5 +1,6 @@
 //! One handler per route: a decoded, fresh request in, one issuer-core call, an answer out.
 
+use scrip_tokens::ReasonCode;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -61,7 +62,7 @@ pub async fn readiness(state: Arc<AppState>) -> Response {
         Ok(()) => reply(&Done { ok: true }, Format::Json),
         Err(e) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "store_unwritable",
+            ReasonCode::StoreUnwritable,
             format!("the store cannot write: {e}"),
         )
         .into_response(),
@@ -232,7 +233,7 @@ pub async fn statement(
     if request.payload.account_id != account_id {
         return ApiError::new(
             StatusCode::BAD_REQUEST,
-            "path_mismatch",
+            ReasonCode::PathMismatch,
             "the request names another account than the path",
         )
         .into_response();
@@ -281,7 +282,7 @@ pub async fn fraud_log(
         Err(_) => {
             return ApiError::new(
                 StatusCode::BAD_REQUEST,
-                "invalid_query",
+                ReasonCode::InvalidQuery,
                 "after must be a hex key",
             )
             .into_response()

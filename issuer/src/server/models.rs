@@ -2,6 +2,7 @@
 //! the format the client `Accept`s (JSON unless it asks for bincode).
 
 use bytes::Bytes;
+use scrip_tokens::ReasonCode;
 use scrip_tokens::{codec, Message};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -42,7 +43,7 @@ impl Format {
         } else {
             Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ReasonCode::UnsupportedMediaType,
                 format!("send {JSON} or {BINCODE}"),
             ))
         }
@@ -113,7 +114,7 @@ pub fn reply<T: Message + Serialize>(value: &T, format: Format) -> Response {
         }
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "encoding",
+            ReasonCode::Encoding,
             format!("could not encode the answer: {e}"),
         )
         .into_response(),
@@ -146,7 +147,7 @@ mod tests {
             Format::of_content_type(Some("text/plain"))
                 .unwrap_err()
                 .code,
-            "unsupported_media_type"
+            ReasonCode::UnsupportedMediaType
         );
     }
 }

@@ -263,6 +263,7 @@ impl Fresh for DeviceEnrollment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use scrip_tokens::ReasonCode;
 
     const T0: Timestamp = Timestamp::from_unix_secs(1_000_000);
 
@@ -271,9 +272,15 @@ mod tests {
         let guard = ReplayGuard::new(Duration::from_secs(60), T0);
         let now = T0.saturating_add(Duration::from_secs(10));
         assert!(guard.admit(now, b"a", now).is_ok());
-        assert_eq!(guard.admit(now, b"a", now).unwrap_err().code, "replayed");
+        assert_eq!(
+            guard.admit(now, b"a", now).unwrap_err().code,
+            ReasonCode::Replayed
+        );
         let later = now.saturating_add(Duration::from_secs(59));
-        assert_eq!(guard.admit(now, b"a", later).unwrap_err().code, "replayed");
+        assert_eq!(
+            guard.admit(now, b"a", later).unwrap_err().code,
+            ReasonCode::Replayed
+        );
         assert!(guard.admit(now, b"b", now).is_ok());
         assert_eq!(guard.remembered(), 2);
     }
@@ -286,16 +293,16 @@ mod tests {
         let future = now.saturating_add(Duration::from_secs(61));
         assert_eq!(
             guard.admit(old, b"x", now).unwrap_err().code,
-            "stale_request"
+            ReasonCode::StaleRequest
         );
         assert_eq!(
             guard.admit(future, b"y", now).unwrap_err().code,
-            "stale_request"
+            ReasonCode::StaleRequest
         );
         let before_start = T0.saturating_sub(Duration::from_secs(1));
         assert_eq!(
             guard.admit(before_start, b"z", T0).unwrap_err().code,
-            "stale_request"
+            ReasonCode::StaleRequest
         );
         assert_eq!(guard.remembered(), 0);
     }
@@ -334,8 +341,14 @@ mod tests {
         for id in [b"1", b"2", b"3"] {
             guard.admit(now, id, now).unwrap();
         }
-        assert_eq!(guard.admit(now, b"4", now).unwrap_err().code, "busy");
-        assert_eq!(guard.admit(now, b"1", now).unwrap_err().code, "replayed");
+        assert_eq!(
+            guard.admit(now, b"4", now).unwrap_err().code,
+            ReasonCode::Busy
+        );
+        assert_eq!(
+            guard.admit(now, b"1", now).unwrap_err().code,
+            ReasonCode::Replayed
+        );
         let later = now.saturating_add(skew * 2);
         assert!(guard.admit(later, b"4", later).is_ok());
         assert_eq!(guard.remembered(), 1);

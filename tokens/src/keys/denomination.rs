@@ -1,8 +1,7 @@
 //! Blind-signature keys of one coin denomination: RFC 9474 RSABSSA-SHA384-PSS-Randomized
 //! (`blind-rsa-signatures`). Wallets and the issuer use [`PendingCoin`](crate::PendingCoin)
 //! and [`DenominationSigningKey::sign_blinded`]; the message-level RFC 9474 operations
-//! (`blind_message`, `finalize_message`, `verify_message`) are public for test vectors and
-//! interoperability checks.
+//! live in [`crate::hazmat`], for test vectors and interoperability checks.
 
 use std::fmt;
 
@@ -19,31 +18,6 @@ use crate::{Error, KeyId, Result};
 
 type BrsaPublicKey = blind_rsa_signatures::PublicKey<Sha384, PSS, Randomized>;
 type BrsaSecretKey = blind_rsa_signatures::SecretKey<Sha384, PSS, Randomized>;
-
-/// The result of RFC 9474 `Blind` on one message: what to send the signer, the secret
-/// needed to unblind its answer (wiped from memory on drop) and the message randomizer.
-pub struct MessageBlinding {
-    /// The blinded message for the signer.
-    pub blinded: BlindedMessage,
-    secret: Zeroizing<Vec<u8>>,
-    /// The 32-byte randomizer prefixed to the message (`msg_prefix` in RFC 9474).
-    pub randomizer: [u8; 32],
-}
-
-impl MessageBlinding {
-    /// The unblinding secret (RFC 9474 `inv`, big-endian, modulus-sized).
-    pub fn secret(&self) -> &[u8] {
-        &self.secret
-    }
-}
-
-impl fmt::Debug for MessageBlinding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MessageBlinding")
-            .field("blinded", &self.blinded)
-            .finish_non_exhaustive()
-    }
-}
 
 /// A blinded coin message, as the wallet sends it to the issuer (modulus-sized).
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -122,54 +96,6 @@ impl DenominationVerifyingKey {
     /// salt) that other RFC 9474 implementations import.
     pub fn to_rfc9474_spki(&self) -> Result<Vec<u8>> {
         self.brsa.to_spki().map_err(blind_err)
-    }
-
-    /// RFC 9474 `Blind` on an arbitrary message (RSABSSA-SHA384-PSS-Randomized): draws
-    /// the 32-byte message randomizer, the 48-byte PSS salt and the blinding factor from
-    /// `rng`, in that order. Coins use [`PendingCoin`](crate::PendingCoin), which calls
-    /// this with the coin message; it is public so the RFC's own test vectors (and other
-    /// implementations' messages) can be run through the same code.
-    pub fn blind_message<G: CryptoRng + ?Sized>(
-        &self,
-        rng: &mut G,
-        message: &[u8],
-    ) -> Result<MessageBlinding> {
-        let mut blinding = self.blind(rng, message)?;
-        let randomizer = blinding
-            .msg_randomizer
-            .map(|r| r.0)
-            .ok_or_else(|| Error::Blind("randomized variant returned no randomizer".into()))?;
-        Ok(MessageBlinding {
-            blinded: BlindedMessage(std::mem::take(&mut blinding.blind_message.0)),
-            secret: Zeroizing::new(std::mem::take(&mut blinding.secret.0)),
-            randomizer,
-        })
-    }
-
-    /// RFC 9474 `Finalize`: unblinds the issuer's blind signature over a message blinded
-    /// with [`DenominationVerifyingKey::blind_message`] and checks the result.
-    pub fn finalize_message(
-        &self,
-        blind_signature: &BlindSignature,
-        blinding: &MessageBlinding,
-        message: &[u8],
-    ) -> Result<Signature> {
-        let result = BlindingResult {
-            blind_message: blind_rsa_signatures::BlindMessage(blinding.blinded.0.clone()),
-            secret: blind_rsa_signatures::Secret(blinding.secret.to_vec()),
-            msg_randomizer: Some(MessageRandomizer(blinding.randomizer)),
-        };
-        self.finalize(blind_signature, &result, message)
-    }
-
-    /// RFC 9474 `Verify` of `signature` over `randomizer || message`.
-    pub fn verify_message(
-        &self,
-        signature: &Signature,
-        randomizer: [u8; 32],
-        message: &[u8],
-    ) -> Result<()> {
-        self.verify(signature, randomizer, message)
     }
 
     pub(crate) fn blind<G: CryptoRng + ?Sized>(

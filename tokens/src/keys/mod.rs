@@ -7,7 +7,6 @@ mod role;
 
 pub use denomination::{
     BlindSignature, BlindedMessage, DenominationSigningKey, DenominationVerifyingKey,
-    MessageBlinding,
 };
 pub use pss::{PublicKey, Signature, SigningKey, VerifyingKey, DEFAULT_RSA_BITS, RSA_BITS};
 pub use role::{

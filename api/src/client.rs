@@ -3,8 +3,8 @@
 //! method here, and answers come back typed.
 //!
 //! ```no_run
-//! # async fn example() -> Result<(), scrip::Error> {
-//! let issuer = scrip::client::HttpClient::new("http://127.0.0.1:8080")?;
+//! # async fn example() -> Result<(), scrip_api::ClientError> {
+//! let issuer = scrip_api::client::HttpClient::new("http://127.0.0.1:8080")?;
 //! let directory = issuer.key_directory().await?;
 //! # Ok(()) }
 //! ```
@@ -15,22 +15,22 @@
 
 use std::time::Duration;
 
+use crate::{
+    AccountOpenedBody, CoinState, DeviceEnrollment, DeviceRevoked, Done, ErrorBody, FraudLogPage,
+    ReissueRequest, ReissuedCoins, RootKey, BINCODE, JSON,
+};
 use async_trait::async_trait;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
-use scrip_issuer::api::{
-    AccountOpenedBody, CoinState, DeviceEnrollment, DeviceRevoked, Done, ErrorBody, FraudLogPage,
-    ReissueRequest, ReissuedCoins, BINCODE, JSON,
-};
 use scrip_tokens::{
     codec, AccountCertificate, BalanceCertificate, BalanceCertificateRequest,
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
     DepositRecord, DepositRequest, DeviceId, DeviceRegistration, IdentifiedWithdrawalRequest,
-    IdentifiedWithdrawalResponse, MerchantCertificate, MerchantRegistration, Message,
+    IdentifiedWithdrawalResponse, MerchantCertificate, MerchantRegistration, Message, ReasonCode,
     RedemptionBatch, RedemptionReport, SignedKeyDirectory, Statement, StatementRequest, SyncReport,
     SyncRequest,
 };
 
-use crate::Error;
+use crate::ClientError as Error;
 
 /// Body format on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -56,9 +56,7 @@ impl HttpClient {
     pub fn new(base_url: &str) -> Result<Self, Error> {
         let base = base_url.trim_end_matches('/').to_owned();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(Error::Usage(format!(
-                "server URL must start with http:// or https://, got {base_url:?}"
-            )));
+            return Err(Error::BadUrl(base_url.to_owned()));
         }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
@@ -107,11 +105,11 @@ impl HttpClient {
     }
 
     fn operator_header(&self) -> Result<HeaderValue, Error> {
-        let token = self.operator_token.as_deref().ok_or_else(|| {
-            Error::Usage("this call needs the operator token (with_operator_token)".into())
-        })?;
-        HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| Error::Usage("the operator token is not a valid header value".into()))
+        let token = self
+            .operator_token
+            .as_deref()
+            .ok_or(Error::NoOperatorToken)?;
+        HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| Error::BadOperatorToken)
     }
 
     async fn answer<T: Message>(&self, response: reqwest::Response) -> Result<T, Error> {
@@ -128,7 +126,7 @@ impl HttpClient {
             .map_err(|e| Error::Transport(e.to_string()))?;
         if !status.is_success() {
             let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or_else(|_| ErrorBody {
-                code: "http_error".into(),
+                code: ReasonCode::HttpError,
                 message: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
             });
             return Err(Error::Refused {
@@ -206,7 +204,7 @@ impl HttpClient {
 
     /// `GET /v1/root-key`: the directory root key. Pin it from configuration where you
     /// can (`<data-dir>/root-key.pem` on the server); fetching it is trust on first use.
-    pub async fn root_key(&self) -> Result<scrip_issuer::api::RootKey, Error> {
+    pub async fn root_key(&self) -> Result<RootKey, Error> {
         self.get("/v1/root-key", false).await
     }
 

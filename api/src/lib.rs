@@ -1,22 +1,19 @@
-//! The HTTP API's bodies that are not tokens: shared by the server (feature `server`) and
-//! by HTTP clients, so both sides encode exactly the same types.
-//!
-//! Every body travels as JSON (`application/json`) or as the canonical binary encoding
-//! (`application/vnd.scrip.bincode`: domain tag, version, bincode; see
-//! [`scrip_tokens::codec`]). Errors are always JSON [`ErrorBody`].
+#![doc = include_str!("../README.md")]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 use serde::{Deserialize, Serialize};
 
-use scrip_stores::{LedgerAccount, RecordStore};
 use scrip_tokens::{
-    AccountCertificate, AccountId, CoinSpendId, DeviceApproval, DeviceId, DeviceRegistration,
-    IdentifiedCoin, Message, StatementEntry, StatementPayload, StatementRequest, Timestamp,
-    VirtualId,
+    AccountCertificate, AccountId, Amount, CertificateSerial, CoinId, CoinSpendId, DeviceApproval,
+    DeviceId, DeviceRegistration, IdentifiedCoin, MerchantId, Message, ReasonCode, RecordId,
+    Timestamp, VirtualId,
 };
 
-use crate::authentication::Authenticated;
-use crate::docs::FraudEntry;
-use crate::{AccountOpened, FundingSource, Issuer, IssuerError, Result};
+#[cfg(feature = "client")]
+pub mod client;
+mod error;
+
+pub use error::ClientError;
 
 /// Media type of JSON bodies.
 pub const JSON: &str = "application/json";
@@ -41,7 +38,7 @@ macro_rules! api_message {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     /// Stable machine-readable code (`bad_signature`, `stale_request`, `replayed`, ...).
-    pub code: String,
+    pub code: ReasonCode,
     /// Human-readable detail.
     pub message: String,
 }
@@ -60,17 +57,6 @@ pub struct AccountOpenedBody {
     pub certificate: AccountCertificate,
 }
 api_message!(AccountOpenedBody, "account-opened");
-
-impl From<AccountOpened> for AccountOpenedBody {
-    fn from(o: AccountOpened) -> Self {
-        AccountOpenedBody {
-            account_id: o.account_id,
-            device_id: o.device_id,
-            virtual_id: o.virtual_id,
-            certificate: o.certificate,
-        }
-    }
-}
 
 /// A new device joins an account: its self-signed registration and the approval signed by
 /// a device already on the account.
@@ -175,89 +161,80 @@ pub struct Done {
 }
 api_message!(Done, "done");
 
-impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
-    /// A device's statement request: verified against the device's key, the device must
-    /// belong to the account and not be revoked (frozen accounts may read).
-    /// The answer is unsigned: [`Issuer::sign_answer`] signs it for the device.
-    pub async fn statement_for(
-        &self,
-        request: &StatementRequest,
-        now: Timestamp,
-    ) -> Result<StatementPayload> {
-        let request = self.authenticate(request).await?;
-        self.statement_authenticated(request, now).await
-    }
+/// One entry of the fraud log. Also what the issuer stores, under the tag it has always
+/// had (`scrip/issuer/fraud-entry/v1`): the log's bytes and the API's are the same.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FraudEntry {
+    /// When the issuer noticed.
+    pub at: Timestamp,
+    /// What.
+    pub kind: FraudKind,
+}
 
-    /// [`Self::statement_for`] for a request whose signature was checked.
-    pub async fn statement_authenticated(
-        &self,
-        request: Authenticated<'_, StatementRequest>,
-        now: Timestamp,
-    ) -> Result<StatementPayload> {
-        let device = request.signer();
-        let request_digest = scrip_tokens::codec::digest(request.request())?;
-        let payload = &request.request().payload;
-        self.check_unrevoked(device, payload.account_id, now)
-            .await?;
-        let limit = payload.limit.clamp(1, MAX_STATEMENT_ENTRIES) as usize;
-        let entries = self
-            .statement(
-                payload.account_id,
-                payload.currency,
-                payload.after_seq,
-                limit,
-            )
-            .await?;
-        let balance = self
-            .store()
-            .balance(
-                &LedgerAccount::Customer(payload.account_id),
-                payload.currency,
-            )
-            .await?;
-        Ok(StatementPayload {
-            account_id: payload.account_id,
-            request_digest,
-            currency: payload.currency,
-            balance,
-            entries: entries
-                .into_iter()
-                .map(|e| StatementEntry {
-                    seq: e.seq,
-                    at: e.at,
-                    delta: e.delta,
-                    balance_after: e.balance_after,
-                    memo: e.memo,
-                })
-                .collect(),
-            answered_at: now,
-        })
-    }
+impl Message for FraudEntry {
+    const TAG: &'static str = "scrip/issuer/fraud-entry/v1";
+    const VERSION: u16 = 1;
+}
 
-    /// What the issuer knows of a coin, by its spend id: revoked (an identified coin of a
-    /// lost device, reissued), redeemed, or never redeemed. The lookup is by spend id, which
-    /// only someone who saw the coin can compute, so the answer tells a stranger nothing.
-    /// (Coins redeemed by scrip 0.1, under their bare ids, show as not redeemed here; they
-    /// are still refused at redemption.)
-    pub async fn coin_state(&self, spend_id: CoinSpendId) -> Result<CoinState> {
-        let claim = self
-            .store()
-            .claims(&[scrip_stores::ClaimId::Coin(spend_id)])
-            .await?
-            .pop()
-            .ok_or_else(|| IssuerError::Corrupted("store answered no claim".into()))?;
-        Ok(CoinState {
-            spend_id,
-            state: match claim {
-                // Reissue claims the old coins as the issuer (fraud.rs).
-                Some(c) if c.claimant == scrip_stores::Claimant::Issuer => CoinStatus::Revoked {
-                    revoked_at: c.claimed_at,
-                },
-                Some(c) => CoinStatus::Redeemed {
-                    redeemed_at: c.claimed_at,
-                },
-                None => CoinStatus::NotRedeemed,
-            },
-        })
-    }
+/// The holder behind an identified coin.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoinHolder {
+    /// The coin.
+    pub coin_id: CoinId,
+    /// The virtual id written in it.
+    pub virtual_id: VirtualId,
+    /// The account behind the virtual id.
+    pub account_id: Option<AccountId>,
+    /// The coin had been revoked (its device reported lost): the holder named is the
+    /// victim, and whoever presented it is likely the thief.
+    pub revoked: bool,
+}
+
+/// What kind of fraud (or attempt).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FraudKind {
+    /// A merchant presented coins that were already redeemed (or revoked).
+    DoubleSpend {
+        /// The merchant presenting them now.
+        merchant: MerchantId,
+        /// The coins already spent.
+        coins: Vec<CoinId>,
+        /// When the first of them was redeemed.
+        first_redeemed_at: Timestamp,
+        /// Holders of the identified coins among them (blind coins name nobody).
+        holders: Vec<CoinHolder>,
+    },
+    /// A device signed two different records with the same sequence number.
+    Equivocation {
+        /// The account (now frozen).
+        account_id: AccountId,
+        /// The device.
+        device_id: DeviceId,
+        /// The sequence number.
+        sequence: u64,
+        /// The record recorded first.
+        first: Option<RecordId>,
+        /// The second, different record.
+        second: RecordId,
+    },
+    /// A device used one record id for two different records.
+    RecordIdReuse {
+        /// The account (now frozen).
+        account_id: AccountId,
+        /// The device.
+        device_id: DeviceId,
+        /// The reused id.
+        record_id: RecordId,
+    },
+    /// Records under a certificate added up to more than it made available.
+    Overspend {
+        /// The account (now frozen).
+        account_id: AccountId,
+        /// The device.
+        device_id: DeviceId,
+        /// The certificate.
+        certificate: CertificateSerial,
+        /// By how much the records exceed the certificate.
+        excess: Amount,
+    },
 }

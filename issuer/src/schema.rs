@@ -1,0 +1,388 @@
+//! What the issuer keeps in the store's document collections, and how keys are built.
+//! Every value is a versioned codec message (`scrip/issuer/<name>/v1`).
+
+use scrip_stores::{ClaimNamespace, Collection, LedgerAccount};
+use scrip_tokens::{
+    AccountCertificate, AccountId, Amount, BalanceCertificate, CertificateSerial, CoinId,
+    ContentDigest, DeviceId, IdentifiedCoin, MerchantCertificate, MerchantId, Message, RecordId,
+    Timestamp, VirtualId, WithdrawalRecord,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use scrip_api::{CoinHolder, FraudEntry, FraudKind};
+
+macro_rules! doc {
+    ($ty:ty, $tag:literal) => {
+        impl Message for $ty {
+            const TAG: &'static str = concat!("scrip/issuer/", $tag, "/v1");
+            const VERSION: u16 = 1;
+        }
+    };
+}
+
+pub(crate) const ACCOUNTS: Collection = Collection::new("accounts");
+pub(crate) const DEVICES: Collection = Collection::new("devices");
+pub(crate) const DEVICE_KEYS: Collection = Collection::new("device-keys");
+pub(crate) const ACCOUNT_DEVICES: Collection = Collection::new("account-devices");
+pub(crate) const VIRTUAL_IDS: Collection = Collection::new("virtual-ids");
+pub(crate) const MERCHANTS: Collection = Collection::new("merchants");
+pub(crate) const MERCHANT_KEYS: Collection = Collection::new("merchant-keys");
+pub(crate) const FROZEN: Collection = Collection::new("frozen-accounts");
+pub(crate) const REVOKED_DEVICES: Collection = Collection::new("revoked-devices");
+pub(crate) const NEXT_SEQUENCE: Collection = Collection::new("next-sequence");
+pub(crate) const CERTIFICATES: Collection = Collection::new("certificates");
+pub(crate) const CERTIFICATE_EXPIRY: Collection = Collection::new("certificate-expiry");
+pub(crate) const CERTIFICATE_RECORDS: Collection = Collection::new("certificate-records");
+pub(crate) const RELEASED: Collection = Collection::new("released-reservations");
+pub(crate) const RECORDS: Collection = Collection::new("records");
+pub(crate) const SEQUENCE_RECORDS: Collection = Collection::new("sequence-records");
+pub(crate) const DEPOSITS: Collection = Collection::new("deposits");
+pub(crate) const DEPOSIT_CONFIRMATIONS: Collection = Collection::new("deposit-confirmations");
+pub(crate) const RESPONSES: Collection = Collection::new("responses");
+pub(crate) const IDENTIFIED_COINS: Collection = Collection::new("identified-coins");
+pub(crate) const DEVICE_COINS: Collection = Collection::new("device-coins");
+pub(crate) const REVOKED_COINS: Collection = Collection::new("revoked-coins");
+pub(crate) const FRAUD_LOG: Collection = Collection::new("fraud-log");
+
+// Claim namespaces. The strings are in stored claims: never change one.
+
+/// A device's sequence numbers handed to one certificate (key: [`sequence_key`] of the
+/// range's first number): two certificates of a device never share a range.
+pub(crate) const SEQUENCE_RANGE: ClaimNamespace = ClaimNamespace::new("sequence-range");
+/// A certificate's reservation released at expiry (key: serial): released once.
+pub(crate) const RELEASE: ClaimNamespace = ClaimNamespace::new("release");
+/// A revoked device (key: device id): the first revocation time stands.
+pub(crate) const REVOKE_DEVICE: ClaimNamespace = ClaimNamespace::new("revoke-device");
+/// A record whose id another record took first (key: record id ‖ digest): kept as
+/// evidence next to the first.
+pub(crate) const REUSED_RECORD_ID: ClaimNamespace = ClaimNamespace::new("reused-record-id");
+/// A second, different record for a (device, sequence) (key: [`sequence_key`] ‖ digest).
+pub(crate) const EQUIVOCATING_RECORD: ClaimNamespace = ClaimNamespace::new("equivocating-record");
+/// A fraud log entry (key: the digest of what it says): logged once.
+pub(crate) const FRAUD_ENTRY: ClaimNamespace = ClaimNamespace::new("fraud-entry");
+/// A frozen account (key: account id): the first reason stands.
+pub(crate) const FREEZE: ClaimNamespace = ClaimNamespace::new("freeze");
+/// A registered device key (key: key id): one device per key.
+pub(crate) const DEVICE_KEY: ClaimNamespace = ClaimNamespace::new("device-key");
+/// A registered merchant key (key: key id): one merchant per key.
+pub(crate) const MERCHANT_KEY: ClaimNamespace = ClaimNamespace::new("merchant-key");
+/// A device's confirmation of a deposit (key: deposit id): the first one stands.
+pub(crate) const DEPOSIT_CONFIRMATION: ClaimNamespace = ClaimNamespace::new("deposit-confirmation");
+
+/// A kind of answer kept in [`RESPONSES`] for a request answered once, under
+/// `prefix ‖ id`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ResponseKind(&'static [u8]);
+
+impl ResponseKind {
+    /// Where the answer identified by `id` is kept.
+    pub(crate) fn key(self, id: &[u8]) -> Vec<u8> {
+        key2(self.0, id)
+    }
+}
+
+/// A balance certificate, by the key bytes of its request's idempotency claim.
+pub(crate) const CERTIFICATE_RESPONSE: ResponseKind = ResponseKind(b"certificate/");
+/// A blind withdrawal, by the key bytes of its idempotency claim.
+pub(crate) const BLIND_RESPONSE: ResponseKind = ResponseKind(b"blind/");
+/// An identified withdrawal, by the key bytes of its idempotency claim.
+pub(crate) const IDENTIFIED_RESPONSE: ResponseKind = ResponseKind(b"identified/");
+/// The coins reissued for a revoked device, by its id.
+pub(crate) const REISSUE_RESPONSE: ResponseKind = ResponseKind(b"reissue/");
+
+/// The issuer's system ledger account that deposits come from (its balance is minus the
+/// total deposited).
+pub fn funding_account() -> LedgerAccount {
+    LedgerAccount::System("funding".into())
+}
+
+/// The issuer's system ledger account holding the value of coins issued and not yet
+/// redeemed.
+pub fn coins_outstanding_account() -> LedgerAccount {
+    LedgerAccount::System("coins-outstanding".into())
+}
+
+/// `a || b` for composite keys of fixed-width parts.
+pub(crate) fn key2(a: &[u8], b: &[u8]) -> Vec<u8> {
+    [a, b].concat()
+}
+
+/// `device ‖ sequence` (big-endian): a payment's place in its device's history, the key
+/// of [`SEQUENCE_RECORDS`] and of sequence claims.
+pub(crate) fn sequence_key(device: DeviceId, sequence: u64) -> Vec<u8> {
+    key2(device.as_bytes(), &sequence.to_be_bytes())
+}
+
+/// `expires_at ‖ serial`, the time first and big-endian so that a scan of
+/// [`CERTIFICATE_EXPIRY`] meets certificates in the order they expire.
+pub(crate) fn expiry_key(expires_at: Timestamp, serial: CertificateSerial) -> Vec<u8> {
+    key2(
+        &expires_at.as_unix_millis().to_be_bytes(),
+        serial.as_bytes(),
+    )
+}
+
+/// The expiry time and serial of an [`expiry_key`].
+pub(crate) fn parse_expiry_key(key: &[u8]) -> Option<(Timestamp, CertificateSerial)> {
+    let (at, serial) = key.split_at_checked(8)?;
+    Some((
+        Timestamp::from_unix_millis(u64::from_be_bytes(at.try_into().ok()?)),
+        CertificateSerial::from_raw(serial)?,
+    ))
+}
+
+/// `device ‖ coin`: the identified coins a device holds, found by a scan of the device's
+/// prefix of [`DEVICE_COINS`].
+pub(crate) fn device_coin_key(device: DeviceId, coin: CoinId) -> Vec<u8> {
+    key2(device.as_bytes(), coin.as_bytes())
+}
+
+/// The device and coin of a [`device_coin_key`].
+pub(crate) fn parse_device_coin_key(key: &[u8]) -> Option<(DeviceId, CoinId)> {
+    let (device, coin) = key.split_at_checked(16)?;
+    Some((DeviceId::from_raw(device)?, CoinId::from_raw(coin)?))
+}
+
+/// A value stored as its raw fixed-width bytes rather than as a codec message: the ids
+/// that index collections map keys to, and counters.
+pub(crate) trait RawValue: Sized {
+    /// The stored bytes.
+    fn to_raw(&self) -> Vec<u8>;
+    /// The value of stored bytes; `None` if they are not one.
+    fn from_raw(raw: &[u8]) -> Option<Self>;
+}
+
+macro_rules! raw_uuid {
+    ($($ty:ty),* $(,)?) => {$(
+        impl RawValue for $ty {
+            fn to_raw(&self) -> Vec<u8> {
+                self.as_bytes().to_vec()
+            }
+
+            fn from_raw(raw: &[u8]) -> Option<Self> {
+                Some(Self::from(Uuid::from_bytes(raw.try_into().ok()?)))
+            }
+        }
+    )*};
+}
+raw_uuid!(
+    AccountId,
+    DeviceId,
+    MerchantId,
+    RecordId,
+    CoinId,
+    CertificateSerial
+);
+
+/// Counters and amounts (minor units): little-endian.
+impl RawValue for u64 {
+    fn to_raw(&self) -> Vec<u8> {
+        self.to_le_bytes().to_vec()
+    }
+
+    fn from_raw(raw: &[u8]) -> Option<Self> {
+        Some(u64::from_le_bytes(raw.try_into().ok()?))
+    }
+}
+
+/// An open account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountDoc {
+    /// The account.
+    pub account_id: AccountId,
+    /// The holder's virtual id, written into identified coins.
+    pub virtual_id: VirtualId,
+    /// When it was opened.
+    pub opened_at: Timestamp,
+}
+doc!(AccountDoc, "account");
+
+/// A registered device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceDoc {
+    /// Its account certificate (account, device, key, validity).
+    pub certificate: AccountCertificate,
+    /// When it was registered.
+    pub registered_at: Timestamp,
+}
+doc!(DeviceDoc, "device");
+
+/// A registered merchant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantDoc {
+    /// Its merchant certificate.
+    pub certificate: MerchantCertificate,
+    /// When it was registered.
+    pub registered_at: Timestamp,
+}
+doc!(MerchantDoc, "merchant");
+
+/// When and why something was frozen or revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mark {
+    /// When.
+    pub at: Timestamp,
+    /// Why.
+    pub reason: String,
+}
+doc!(Mark, "mark");
+
+/// A balance certificate the issuer signed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateDoc {
+    /// The certificate.
+    pub certificate: BalanceCertificate,
+}
+doc!(CertificateDoc, "certificate");
+
+/// The end of a certificate's reservation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseDoc {
+    /// What went back to the account.
+    pub released: Amount,
+    /// When.
+    pub at: Timestamp,
+}
+doc!(ReleaseDoc, "release");
+
+/// How a withdrawal record reached the issuer first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordSource {
+    /// The merchant's upload.
+    Merchant,
+    /// The customer device's sync.
+    Customer,
+}
+
+/// A recorded withdrawal record.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordDoc {
+    /// The device-signed record.
+    pub record: WithdrawalRecord,
+    /// When the issuer recorded it.
+    pub recorded_at: Timestamp,
+    /// Which copy arrived first.
+    pub source: RecordSource,
+    /// Part of the payment taken from the account's spendable balance because the
+    /// certificate's reservation did not cover it (minor units).
+    pub paid_from_balance: u64,
+    /// True if it was a second record with an already used (device, sequence).
+    pub equivocation: bool,
+}
+doc!(RecordDoc, "record");
+
+/// An identified coin the issuer signed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentifiedCoinDoc {
+    /// The coin.
+    pub coin: IdentifiedCoin,
+    /// Whose it is.
+    pub account_id: AccountId,
+    /// The device holding it (the one it was issued or reissued to).
+    pub device_id: Option<DeviceId>,
+}
+doc!(IdentifiedCoinDoc, "identified-coin");
+
+/// A revoked identified coin and its replacement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedCoinDoc {
+    /// When.
+    pub at: Timestamp,
+    /// The coin issued in its place.
+    pub replacement: CoinId,
+}
+doc!(RevokedCoinDoc, "revoked-coin");
+
+/// Digest of a device-signed record: the identity both copies (merchant's, customer's)
+/// share.
+pub(crate) fn record_digest(record: &WithdrawalRecord) -> crate::Result<ContentDigest> {
+    Ok(scrip_tokens::codec::digest(record)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id<T: From<Uuid>>(n: u128) -> T {
+        T::from(Uuid::from_u128(n))
+    }
+
+    #[test]
+    fn claim_namespaces_keep_the_names_stored_claims_were_made_under() {
+        let names = [
+            SEQUENCE_RANGE,
+            RELEASE,
+            REVOKE_DEVICE,
+            REUSED_RECORD_ID,
+            EQUIVOCATING_RECORD,
+            FRAUD_ENTRY,
+            FREEZE,
+            DEVICE_KEY,
+            MERCHANT_KEY,
+            DEPOSIT_CONFIRMATION,
+        ]
+        .map(|ns| ns.name());
+        assert_eq!(
+            names,
+            [
+                "sequence-range",
+                "release",
+                "revoke-device",
+                "reused-record-id",
+                "equivocating-record",
+                "fraud-entry",
+                "freeze",
+                "device-key",
+                "merchant-key",
+                "deposit-confirmation",
+            ]
+        );
+    }
+
+    #[test]
+    fn stored_keys_keep_their_byte_layout() {
+        let device: DeviceId = id(0x0102);
+        let mut sequence = device.as_bytes().to_vec();
+        sequence.extend_from_slice(&[0, 0, 0, 0, 0, 0, 1, 0]);
+        assert_eq!(sequence_key(device, 256), sequence);
+        let reused = CERTIFICATE_RESPONSE.key(b"id");
+        assert_eq!(reused, b"certificate/id");
+        assert_eq!(BLIND_RESPONSE.key(b"k"), b"blind/k");
+        assert_eq!(IDENTIFIED_RESPONSE.key(b"k"), b"identified/k");
+        assert_eq!(REISSUE_RESPONSE.key(b"k"), b"reissue/k");
+        assert_eq!(5u64.to_raw(), [5, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(device.to_raw(), device.as_bytes());
+    }
+
+    #[test]
+    fn certificates_are_scanned_in_the_order_they_expire() {
+        let late = expiry_key(Timestamp::from_unix_millis(256), id(1));
+        let early = expiry_key(Timestamp::from_unix_millis(255), id(u128::MAX));
+        assert!(
+            early < late,
+            "an earlier expiry must sort first whatever the serial"
+        );
+        assert_eq!(
+            parse_expiry_key(&late),
+            Some((Timestamp::from_unix_millis(256), id(1)))
+        );
+        assert_eq!(parse_expiry_key(&late[..23]), None);
+    }
+
+    #[test]
+    fn a_device_coin_key_names_its_device_and_coin() {
+        let key = device_coin_key(id(7), id(9));
+        assert_eq!(parse_device_coin_key(&key), Some((id(7), id(9))));
+        assert_eq!(parse_device_coin_key(&key[..31]), None);
+    }
+
+    #[test]
+    fn raw_values_refuse_bytes_of_another_width() {
+        let record: RecordId = id(42);
+        assert_eq!(RecordId::from_raw(&record.to_raw()), Some(record));
+        assert_eq!(RecordId::from_raw(&[0; 15]), None);
+        assert_eq!(u64::from_raw(&7u64.to_raw()), Some(7));
+        assert_eq!(u64::from_raw(&[0; 9]), None);
+    }
+}

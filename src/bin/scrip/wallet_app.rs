@@ -1,0 +1,265 @@
+//! `scrip wallet ...`: one wallet step per command, the wallet's state in `--dir`
+//! (`wallet.bin` sealed with `storage.key`, the pinned `root-key.pem`, the `server`).
+
+use std::path::{Path, PathBuf};
+
+use clap::{Subcommand, ValueEnum};
+use rand::Rng;
+use scrip::client::HttpClient;
+use scrip::setup::now;
+use scrip::tokens::{codec, Amount, Currency, MerchantReply};
+use scrip::wallet::{
+    CertificateOptions, PayWith, PaymentStatus, SavingWallet, StorageKey, Wallet, WalletStorage,
+};
+use scrip::Error;
+
+use crate::files::{read_input, read_text, rng, write_output, write_private};
+use crate::trust::{load_client, load_root, pin_root, Trust};
+
+#[derive(Subcommand)]
+pub enum WalletStep {
+    /// Creates the wallet and opens an account at the server.
+    Init {
+        /// Server URL.
+        #[arg(long, env = "SCRIP_SERVER", default_value = "http://127.0.0.1:8080")]
+        server: String,
+        #[command(flatten)]
+        trust: Trust,
+    },
+    /// Deposits an amount (minor units, EUR) from the demo funding source.
+    Deposit {
+        /// Minor units.
+        amount: u64,
+    },
+    /// Takes a balance certificate (handing in unsent records).
+    Certificate {
+        /// At most this much (minor units).
+        #[arg(long)]
+        amount: Option<u64>,
+    },
+    /// Withdraws coins.
+    Withdraw {
+        /// Blind coin values, comma separated (minor units).
+        #[arg(long, value_delimiter = ',')]
+        blind: Vec<u64>,
+        /// Identified coin values, comma separated.
+        #[arg(long, value_delimiter = ',')]
+        identified: Vec<u64>,
+    },
+    /// Pays a merchant's offer offline: reads the offer, writes the answer.
+    Pay {
+        /// Offer file (`-`: stdin).
+        #[arg(long, default_value = "-")]
+        offer: String,
+        /// Pay by withdrawal record or by coins.
+        #[arg(long, value_enum, default_value = "record")]
+        with: PayMethod,
+        /// Answer file (`-`: stdout).
+        #[arg(long, default_value = "-")]
+        out: String,
+    },
+    /// Reads the merchant's reply (receipt or rejection).
+    Reply {
+        /// Reply file (`-`: stdin).
+        #[arg(long, default_value = "-")]
+        reply: String,
+    },
+    /// Hands unsent records to the server.
+    Sync,
+    /// Prints the wallet's state as JSON.
+    Show,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PayMethod {
+    Record,
+    Coins,
+}
+
+/// The wallet's sealed state in `<dir>/wallet.bin`, replaced atomically (0600).
+struct WalletFile {
+    dir: PathBuf,
+}
+
+impl WalletStorage for WalletFile {
+    type Error = Error;
+    fn store(&mut self, sealed: &[u8]) -> Result<(), Error> {
+        write_private(&self.dir.join("wallet.bin"), sealed)
+    }
+}
+
+type Phone = SavingWallet<WalletFile>;
+
+fn load_phone(dir: &Path) -> Result<Phone, Error> {
+    let key_hex = read_text(&dir.join("storage.key"))?;
+    let key: [u8; 32] = hex::decode(key_hex)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| Error::Decode("storage.key is not 32 hex bytes".into()))?;
+    let key = StorageKey::new(key);
+    let bytes = std::fs::read(dir.join("wallet.bin")).map_err(Error::io("reading wallet.bin"))?;
+    let wallet = Wallet::load(&bytes, &key)?;
+    let file = WalletFile {
+        dir: dir.to_owned(),
+    };
+    Ok(SavingWallet::loaded(wallet, key, file))
+}
+
+pub async fn step(dir: &Path, step: WalletStep) -> Result<(), Error> {
+    let mut rng = rng();
+    if let WalletStep::Init { server, trust } = step {
+        std::fs::create_dir_all(dir).map_err(Error::io(format!("creating {}", dir.display())))?;
+        if dir.join("wallet.bin").exists() {
+            return Err(Error::Usage(format!(
+                "{} already holds a wallet",
+                dir.display()
+            )));
+        }
+        let client = HttpClient::new(&server)?;
+        pin_root(dir, &client, &trust).await?;
+        let root = load_root(dir)?;
+        let mut key = [0u8; 32];
+        rng.fill_bytes(&mut key);
+        write_private(&dir.join("storage.key"), hex::encode(key).as_bytes())?;
+        let file = WalletFile {
+            dir: dir.to_owned(),
+        };
+        let wallet = Wallet::generate(root, &mut rng)?;
+        let mut phone = SavingWallet::new(wallet, StorageKey::new(key), file, &mut rng)?;
+        let directory = client.key_directory().await?;
+        phone.apply(&mut rng, |w, _| w.update_directory(directory, now()))?;
+        let registration = phone
+            .wallet_mut()
+            .registration_request(None, now(), &mut rng)?;
+        let registration = phone.send(registration, &mut rng)?;
+        let opened = client.open_account(&registration).await?;
+        phone.apply(&mut rng, |w, _| {
+            w.on_account_certificate(opened.certificate, now())
+        })?;
+        println!("account {} device {}", opened.account_id, opened.device_id);
+        return Ok(());
+    }
+    let client = load_client(dir)?;
+    let mut phone = load_phone(dir)?;
+    match step {
+        WalletStep::Init { .. } => {}
+        WalletStep::Deposit { amount } => {
+            let request = phone.wallet_mut().deposit_request(
+                Amount::new(amount, Currency::EUR),
+                now(),
+                &mut rng,
+            )?;
+            let request = phone.send(request, &mut rng)?;
+            let record = client.deposit(&request).await?;
+            let confirmation =
+                phone.apply(&mut rng, |w, rng| w.on_deposit_record(record, now(), rng))?;
+            client.confirm_deposit(&confirmation).await?;
+            println!("deposited {amount}");
+        }
+        WalletStep::Certificate { amount } => {
+            let directory = client.key_directory().await?;
+            phone.apply(&mut rng, |w, _| w.update_directory(directory, now()))?;
+            let options = CertificateOptions {
+                requested_amount: amount.map(|a| Amount::new(a, Currency::EUR)),
+                ..CertificateOptions::any(Currency::EUR)
+            };
+            let request = phone
+                .wallet_mut()
+                .certificate_request(options, now(), &mut rng)?;
+            let request = phone.send(request, &mut rng)?;
+            let certificate = client.balance_certificate(&request).await?;
+            phone.apply(&mut rng, |w, _| {
+                w.on_balance_certificate(certificate.clone(), now())
+            })?;
+            println!(
+                "certificate {}: {} spendable offline until {}",
+                certificate.payload.serial,
+                certificate.payload.available.minor_units,
+                certificate.payload.expires_at
+            );
+        }
+        WalletStep::Withdraw { blind, identified } => {
+            if !blind.is_empty() {
+                let request = phone.wallet_mut().blind_withdrawal_request(
+                    &blind
+                        .iter()
+                        .map(|v| Amount::new(*v, Currency::EUR))
+                        .collect::<Vec<_>>(),
+                    now(),
+                    &mut rng,
+                )?;
+                let request = phone.send(request, &mut rng)?;
+                let response = client.withdraw_blind(&request).await?;
+                let ids = phone.apply(&mut rng, |w, _| {
+                    w.on_blind_withdrawal(&request, &response, now())
+                })?;
+                println!("{} blind coins", ids.len());
+            }
+            if !identified.is_empty() {
+                let request = phone.wallet_mut().identified_withdrawal_request(
+                    &identified
+                        .iter()
+                        .map(|v| Amount::new(*v, Currency::EUR))
+                        .collect::<Vec<_>>(),
+                    now(),
+                    &mut rng,
+                )?;
+                let request = phone.send(request, &mut rng)?;
+                let response = client.withdraw_identified(&request).await?;
+                let ids = phone.apply(&mut rng, |w, _| {
+                    w.on_identified_withdrawal(&request, &response, now())
+                })?;
+                println!("{} identified coins", ids.len());
+            }
+        }
+        WalletStep::Pay { offer, with, out } => {
+            let offer = read_input(&offer)?;
+            let with = match with {
+                PayMethod::Record => PayWith::Record,
+                PayMethod::Coins => PayWith::Coins,
+            };
+            let answer = phone
+                .wallet_mut()
+                .pay_bytes(&offer, with, now(), &mut rng)?;
+            let answer = phone.send(answer, &mut rng)?;
+            write_output(&out, &answer)?;
+        }
+        WalletStep::Reply { reply } => {
+            let reply: MerchantReply = codec::decode(&read_input(&reply)?)?;
+            let status = phone.apply(&mut rng, |w, _| w.on_merchant_reply(&reply, now()))?;
+            match status {
+                PaymentStatus::Completed(_) => println!("paid: receipt kept"),
+                PaymentStatus::Rejected(r) => {
+                    println!("rejected ({}): {}", r.code, r.message)
+                }
+            }
+        }
+        WalletStep::Sync => {
+            // The answer is checked against the directory's answer key: take a fresh one.
+            let directory = client.key_directory().await?;
+            phone.apply(&mut rng, |w, _| w.update_directory(directory, now()))?;
+            let request = phone.wallet_mut().sync_request(now(), &mut rng)?;
+            let report = client.sync(&request).await?;
+            phone.apply(&mut rng, |w, _| w.on_sync_report(&request, &report, now()))?;
+            println!(
+                "{} records handed in, {} confirmations recorded",
+                report.payload.records.len(),
+                report.payload.confirmations_recorded
+            );
+        }
+        WalletStep::Show => {
+            let wallet = phone.wallet();
+            let account = wallet.account().cloned();
+            let show = serde_json::json!({
+                "account_id": account.as_ref().map(|a| a.account_id.to_string()),
+                "device_id": account.as_ref().map(|a| a.device_id.to_string()),
+                "offline_spendable": wallet.offline_spendable(Currency::EUR, now()).minor_units,
+                "coins": wallet.coins().iter().map(|c| c.amount().minor_units).collect::<Vec<_>>(),
+                "unsent_records": wallet.outbox().len(),
+                "receipts": wallet.receipts().len(),
+            });
+            println!("{show}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! The `scrip` command end to end, as a point-of-sale or wallet integrator would script it:
+//! each step is one process, state lives in a directory per wallet and per terminal, and
+//! the payment messages travel as files. A real server runs on a loopback port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use scrip::issuer::server::StoreKind;
+
+/// Runs `scrip <args>`; panics with its output unless it succeeds. Returns stdout.
+fn scrip(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_scrip"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "scrip {args:?} failed\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    stdout
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_and_a_terminal_pay_and_settle_from_the_command_line() {
+    let data = tempfile::tempdir().unwrap();
+    let server = common::start(StoreKind::Redb, data.path()).await;
+    let url = server.url();
+    let work = tempfile::tempdir().unwrap();
+    let wallet = work.path().join("wallet");
+    let shop = work.path().join("shop");
+    let file = |name: &str| work.path().join(name);
+    let w = |args: &[&str]| {
+        let mut all = vec!["wallet", "--dir", path(&wallet)];
+        all.extend_from_slice(args);
+        scrip(&all)
+    };
+    let m = |args: &[&str]| {
+        let mut all = vec!["merchant", "--dir", path(&shop)];
+        all.extend_from_slice(args);
+        scrip(&all)
+    };
+
+    // The commands are processes that block this thread: the server keeps running on the
+    // runtime's other worker meanwhile.
+    tokio::task::block_in_place(|| {
+        let opened = w(&["init", "--server", &url, "--data-dir", path(data.path())]);
+        assert!(opened.starts_with("account "), "{opened}");
+        assert_eq!(w(&["deposit", "1000"]).trim(), "deposited 1000");
+        let certificate = w(&["certificate", "--amount", "500"]);
+        assert!(
+            certificate.contains(": 500 spendable offline"),
+            "{certificate}"
+        );
+        assert_eq!(w(&["withdraw", "--blind", "10,5"]).trim(), "2 blind coins");
+    });
+    // The pinned root key is the server's.
+    assert_eq!(
+        std::fs::read(wallet.join("root-key.pem")).unwrap(),
+        std::fs::read(data.path().join("root-key.pem")).unwrap()
+    );
+
+    tokio::task::block_in_place(|| {
+        let registered = m(&[
+            "init",
+            "--server",
+            &url,
+            "--data-dir",
+            path(data.path()),
+            "--operator-token",
+            common::OPERATOR_TOKEN,
+        ]);
+        assert!(registered.starts_with("merchant "), "{registered}");
+
+        // Paid by withdrawal record: offer → answer → reply, all files.
+        m(&["offer", "120", "--out", path(&file("offer-1"))]);
+        w(&[
+            "pay",
+            "--offer",
+            path(&file("offer-1")),
+            "--out",
+            path(&file("answer-1")),
+        ]);
+        m(&[
+            "accept",
+            "--answer",
+            path(&file("answer-1")),
+            "--out",
+            path(&file("reply-1")),
+        ]);
+        assert_eq!(
+            w(&["reply", "--reply", path(&file("reply-1"))]).trim(),
+            "paid: receipt kept"
+        );
+
+        // Paid by coins: exact change from the 10 and the 5.
+        m(&["offer", "15", "--out", path(&file("offer-2"))]);
+        w(&[
+            "pay",
+            "--offer",
+            path(&file("offer-2")),
+            "--with",
+            "coins",
+            "--out",
+            path(&file("answer-2")),
+        ]);
+        m(&[
+            "accept",
+            "--answer",
+            path(&file("answer-2")),
+            "--out",
+            path(&file("reply-2")),
+        ]);
+        assert_eq!(
+            w(&["reply", "--reply", path(&file("reply-2"))]).trim(),
+            "paid: receipt kept"
+        );
+
+        // The same answer again is not a second payment: the terminal replays its reply
+        // and the queue still holds two payments.
+        m(&[
+            "accept",
+            "--answer",
+            path(&file("answer-2")),
+            "--out",
+            path(&file("reply-2-again")),
+        ]);
+        assert_eq!(
+            std::fs::read(file("reply-2")).unwrap(),
+            std::fs::read(file("reply-2-again")).unwrap()
+        );
+        let before = json(&m(&["show"]));
+        assert_eq!(before["queued"], 2);
+        assert_eq!(before["unsettled"], 135);
+
+        // Online again: the terminal settles, the wallet hands in its record.
+        let settled = json(&m(&["sync"]));
+        assert_eq!(settled["accepted"], 2, "{settled}");
+        assert_eq!(settled["double_spent"], 0, "{settled}");
+        let after = json(&m(&["show"]));
+        assert_eq!(
+            (after["queued"].clone(), after["settled"].clone()),
+            (0.into(), 2.into())
+        );
+        assert_eq!(after["unsettled"], 0);
+        let synced = w(&["sync"]);
+        assert!(synced.starts_with("1 records handed in"), "{synced}");
+        let shown = json(&w(&["show"]));
+        assert_eq!(shown["coins"], serde_json::json!([]));
+        assert_eq!(shown["offline_spendable"], 500 - 120);
+        assert_eq!(shown["receipts"], 2);
+    });
+    server.shutdown().await.unwrap();
+}
