@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
-use scrip_stores::{FileStore, MemoryStore, RecordStore, RedbStore};
+use scrip_stores::RecordStore;
 use scrip_tokens::{RedemptionBatch, RedemptionItem, RedemptionOutcome};
 
 use common::{RawWallet, Shop, TestIssuer, NOW};
@@ -126,21 +126,10 @@ impl Kind {
 fn redemption(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut rng = common::rng(7);
-    let dir = tempfile::tempdir().unwrap();
-    let stores: Vec<(&'static str, Arc<dyn RecordStore>)> = vec![
-        ("memory", Arc::new(MemoryStore::new())),
-        (
-            "file",
-            Arc::new(FileStore::open(dir.path().join("file")).unwrap()),
-        ),
-        (
-            "redb",
-            Arc::new(RedbStore::open(dir.path().join("scrip.redb")).unwrap()),
-        ),
-    ];
+    let backends = common::backends();
     let setups: Vec<Setup> = runtime.block_on(async {
         let mut setups = Vec::new();
-        for (name, store) in stores {
+        for (name, store) in backends.stores.iter().cloned() {
             setups.push(Setup::new(name, store, &mut rng).await);
         }
         setups
@@ -200,7 +189,7 @@ fn redemption(c: &mut Criterion) {
         group.finish();
     }
     drop(setups);
-    drop(dir);
+    drop(backends);
 }
 
 criterion_group!(benches, redemption);

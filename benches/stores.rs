@@ -11,14 +11,14 @@
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use scrip_stores::{
-    Claimant, FileStore, LedgerAccount, MemoryStore, Posting, RecordStore, RedbStore, Unit,
-};
+use scrip_stores::{Claimant, LedgerAccount, Posting, RecordStore, Unit};
 use scrip_tokens::{Amount, ContentDigest, Currency, MerchantId, Timestamp};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -44,27 +44,6 @@ fn unit(claims: u64) -> Unit {
     ))
 }
 
-struct Backends {
-    _dir: tempfile::TempDir,
-    stores: Vec<(&'static str, Arc<dyn RecordStore>)>,
-}
-
-fn backends() -> Backends {
-    let dir = tempfile::tempdir().unwrap();
-    let stores: Vec<(&'static str, Arc<dyn RecordStore>)> = vec![
-        ("memory", Arc::new(MemoryStore::new())),
-        (
-            "file",
-            Arc::new(FileStore::open(dir.path().join("file")).unwrap()),
-        ),
-        (
-            "redb",
-            Arc::new(RedbStore::open(dir.path().join("scrip.redb")).unwrap()),
-        ),
-    ];
-    Backends { _dir: dir, stores }
-}
-
 fn settings() -> (Duration, usize) {
     if std::env::var_os("BENCH_QUICK").is_some() {
         (Duration::from_millis(500), 10)
@@ -76,7 +55,7 @@ fn settings() -> (Duration, usize) {
 fn unit_size(c: &mut Criterion) {
     let (measure, samples) = settings();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let backends = backends();
+    let backends = common::backends();
     let mut group = c.benchmark_group("unit_size");
     group
         .measurement_time(measure)
@@ -99,7 +78,7 @@ fn unit_size(c: &mut Criterion) {
 fn concurrent_tasks(c: &mut Criterion) {
     let (measure, samples) = settings();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let backends = backends();
+    let backends = common::backends();
     let mut group = c.benchmark_group("concurrent_tasks");
     group
         .measurement_time(measure)

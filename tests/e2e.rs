@@ -13,10 +13,9 @@ use scrip::client::HttpClient;
 use scrip::demo::{self, Outcomes, Phone};
 use scrip::issuer::api::CoinStatus;
 use scrip::issuer::server::StoreKind;
-use scrip::merchant::{Merchant, MerchantConfig, SyncSummary};
+use scrip::merchant::{Merchant, SyncSummary};
 use scrip::stores::MemoryStore;
-use scrip::tokens::keys::Merchant as MerchantRole;
-use scrip::tokens::{Amount, Currency, MerchantCategory, SigningKey};
+use scrip::tokens::{Amount, Currency};
 use scrip::wallet::{PaymentStatus, StorageKey, Wallet};
 
 fn eur(v: u64) -> Amount {
@@ -129,14 +128,7 @@ async fn withdraw_blind(phone: &mut Phone, client: &HttpClient, amounts: &[u64])
     let mut rng = rng();
     let request = phone
         .wallet
-        .blind_withdrawal_request(
-            &amounts
-                .iter()
-                .map(|v| Amount::new(*v, Currency::EUR))
-                .collect::<Vec<_>>(),
-            demo::now(),
-            &mut rng,
-        )
+        .blind_withdrawal_request(&scrip_testkit::eurs(amounts), demo::now(), &mut rng)
         .unwrap();
     let request = phone.send(request).unwrap();
     let response = client.withdraw_blind(&request).await.unwrap();
@@ -145,29 +137,6 @@ async fn withdraw_blind(phone: &mut Phone, client: &HttpClient, amounts: &[u64])
         .on_blind_withdrawal(&request, &response, demo::now())
         .unwrap();
     phone.save().unwrap();
-}
-
-async fn shop(client: &HttpClient, key: SigningKey<MerchantRole>) -> Merchant<MemoryStore> {
-    let mut rng = rng();
-    let certificate =
-        scrip::setup::register_merchant(client, &key, MerchantCategory::GROCERY, "DE-BY", &mut rng)
-            .await
-            .unwrap();
-    let merchant = Merchant::open(
-        MemoryStore::new(),
-        key,
-        certificate,
-        common::root(),
-        MerchantConfig::new(eur(1_000_000)),
-        demo::now(),
-    )
-    .await
-    .unwrap();
-    merchant
-        .refresh_directory(client.key_directory().await.unwrap(), demo::now())
-        .await
-        .unwrap();
-    merchant
 }
 
 /// The customer pays `merchant` `amount` with coins, offline.
@@ -190,7 +159,7 @@ async fn restart_mid_story(kind: StoreKind) {
 
     let mut phone = customer(&client, 1_000).await;
     withdraw_blind(&mut phone, &client, &[10, 5, 2]).await;
-    let merchant = shop(&client, common::merchant_key(1)).await;
+    let merchant = common::shop(&client, common::merchant_key(1)).await;
     pay_coins(&mut phone, &merchant, 15).await;
     let (account, _) = {
         let a = phone.wallet.account().unwrap();
@@ -292,7 +261,7 @@ async fn fifty_merchants_race_to_redeem_one_coin_and_exactly_one_wins() {
     let keys = common::merchant_keys(MERCHANTS).await;
     let mut merchants = Vec::new();
     for key in keys {
-        let merchant = shop(&client, key).await;
+        let merchant = common::shop(&client, key).await;
         let mut copy = Phone::new(
             Wallet::load(&copied, &phone.storage_key).unwrap(),
             StorageKey::random(&mut rng()),

@@ -18,17 +18,16 @@ use scrip::issuer::api::FraudKind;
 use scrip::issuer::api::{CoinStatus, DeviceEnrollment};
 use scrip::issuer::server::{RunningServer, StoreKind};
 use scrip::issuer::{coins_outstanding_account, funding_account};
-use scrip::merchant::{Merchant, MerchantConfig, SyncSummary};
+use scrip::merchant::{Merchant, SyncSummary};
 use scrip::stores::{ClaimId, Claimant, ExistingClaim, LedgerAccount, MemoryStore, RecordStore};
 use scrip::tokens::keys::{Device, Merchant as MerchantRole, DEFAULT_RSA_BITS};
 use scrip::tokens::{
     codec, Amount, BalanceCertificate, BalanceCertificateRequest, BlindWithdrawalRequest,
     BlindWithdrawalResponse, Coin, CoinId, CoinPayment, ContentDigest, Currency,
-    IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse, MerchantCategory, MerchantId,
-    MerchantReply, PaymentAnswer, RedemptionBatch, RedemptionItem, RedemptionOutcome,
-    RedemptionReport, SigningKey, Timestamp,
+    IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse, MerchantId, MerchantReply,
+    PaymentAnswer, RedemptionBatch, RedemptionItem, RedemptionOutcome, RedemptionReport,
+    SigningKey, Timestamp,
 };
-use scrip::wallet::{StorageKey, Wallet};
 
 fn eur(v: u64) -> Amount {
     Amount::new(v, Currency::EUR)
@@ -117,14 +116,7 @@ async fn deposit(phone: &mut Phone, client: &HttpClient, amount: u64) {
 async fn enroll(first: &Phone, client: &HttpClient, key: SigningKey<Device>) -> Phone {
     let mut rng = rng();
     let account_id = first.wallet.account().unwrap().account_id;
-    let mut phone = Phone::new(
-        Wallet::new(key, common::root()).unwrap(),
-        StorageKey::random(&mut rng),
-    );
-    phone
-        .wallet
-        .update_directory(client.key_directory().await.unwrap(), demo::now())
-        .unwrap();
+    let mut phone = common::new_phone(client, key).await;
     let registration = phone
         .wallet
         .registration_request(Some(account_id), demo::now(), &mut rng)
@@ -148,29 +140,6 @@ async fn enroll(first: &Phone, client: &HttpClient, key: SigningKey<Device>) -> 
         .unwrap();
     phone.save().unwrap();
     phone
-}
-
-async fn shop(client: &HttpClient, key: SigningKey<MerchantRole>) -> Merchant<MemoryStore> {
-    let mut rng = rng();
-    let certificate =
-        scrip::setup::register_merchant(client, &key, MerchantCategory::GROCERY, "DE-BY", &mut rng)
-            .await
-            .unwrap();
-    let merchant = Merchant::open(
-        MemoryStore::new(),
-        key,
-        certificate,
-        common::root(),
-        MerchantConfig::new(eur(1_000_000)),
-        demo::now(),
-    )
-    .await
-    .unwrap();
-    merchant
-        .refresh_directory(client.key_directory().await.unwrap(), demo::now())
-        .await
-        .unwrap();
-    merchant
 }
 
 // ---- reading the server's books ----------------------------------------------------------
@@ -301,14 +270,7 @@ async fn two_hundred_merchants(kind: StoreKind) {
     let blind: Vec<u64> = (0..BLIND_COINS).map(|i| DENOMINATIONS[i % 4]).collect();
     let request = phone
         .wallet
-        .blind_withdrawal_request(
-            &blind
-                .iter()
-                .map(|v| Amount::new(*v, Currency::EUR))
-                .collect::<Vec<_>>(),
-            demo::now(),
-            &mut pool_rng,
-        )
+        .blind_withdrawal_request(&scrip_testkit::eurs(&blind), demo::now(), &mut pool_rng)
         .unwrap();
     let request = phone.send(request).unwrap();
     let response = client.withdraw_blind(&request).await.unwrap();
@@ -322,10 +284,7 @@ async fn two_hundred_merchants(kind: StoreKind) {
     let request = phone
         .wallet
         .identified_withdrawal_request(
-            &identified
-                .iter()
-                .map(|v| Amount::new(*v, Currency::EUR))
-                .collect::<Vec<_>>(),
+            &scrip_testkit::eurs(&identified),
             demo::now(),
             &mut pool_rng,
         )
@@ -356,7 +315,7 @@ async fn two_hundred_merchants(kind: StoreKind) {
         let client = client.clone();
         let pool = Arc::clone(&pool);
         setups.push(tokio::spawn(async move {
-            let merchant = shop(&client, key).await;
+            let merchant = common::shop(&client, key).await;
             let mut rng = rng();
             for picked in payments_of(m, pool.len()) {
                 let coins: Vec<Coin> = picked.iter().map(|i| pool[*i].clone()).collect();
@@ -680,24 +639,14 @@ async fn twenty_devices(kind: StoreKind) {
         let withdrawal = if d % 2 == 0 {
             let request = phone
                 .wallet
-                .blind_withdrawal_request(
-                    &BLIND_ASK
-                        .iter()
-                        .map(|v| Amount::new(*v, Currency::EUR))
-                        .collect::<Vec<_>>(),
-                    demo::now(),
-                    &mut rng,
-                )
+                .blind_withdrawal_request(&scrip_testkit::eurs(&BLIND_ASK), demo::now(), &mut rng)
                 .unwrap();
             Ask::Blind(phone.send(request).unwrap())
         } else {
             let request = phone
                 .wallet
                 .identified_withdrawal_request(
-                    &IDENTIFIED_ASK
-                        .iter()
-                        .map(|v| Amount::new(*v, Currency::EUR))
-                        .collect::<Vec<_>>(),
+                    &scrip_testkit::eurs(&IDENTIFIED_ASK),
                     demo::now(),
                     &mut rng,
                 )

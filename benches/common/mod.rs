@@ -8,8 +8,10 @@
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use criterion::{BenchmarkGroup, SamplingMode};
-use scrip_stores::RecordStore;
+use scrip_stores::{FileStore, MemoryStore, RecordStore, RedbStore};
 // `issuer` below shadows the kit's, which takes the validity as an argument.
 pub use scrip_testkit::*;
 
@@ -50,4 +52,28 @@ pub fn prepared<M: criterion::measurement::Measurement>(
         .sample_size(10)
         .warm_up_time(Duration::from_millis(if quick() { 10 } else { 200 }))
         .measurement_time(if quick() { measure / 4 } else { measure });
+}
+
+/// Every backend, the durable ones in a fresh temporary directory (deleted on drop).
+pub struct Backends {
+    _dir: tempfile::TempDir,
+    /// Each store, by name.
+    pub stores: Vec<(&'static str, Arc<dyn RecordStore>)>,
+}
+
+/// Memory, file and redb stores, empty.
+pub fn backends() -> Backends {
+    let dir = tempfile::tempdir().unwrap();
+    let stores: Vec<(&'static str, Arc<dyn RecordStore>)> = vec![
+        ("memory", Arc::new(MemoryStore::new())),
+        (
+            "file",
+            Arc::new(FileStore::open(dir.path().join("file")).unwrap()),
+        ),
+        (
+            "redb",
+            Arc::new(RedbStore::open(dir.path().join("scrip.redb")).unwrap()),
+        ),
+    ];
+    Backends { _dir: dir, stores }
 }

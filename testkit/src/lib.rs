@@ -37,6 +37,11 @@ pub fn eur(minor_units: u64) -> Amount {
     Amount::new(minor_units, EUR)
 }
 
+/// Coin values in EUR minor units, as the wallet takes them.
+pub fn eurs(minor_units: &[u64]) -> Vec<Amount> {
+    minor_units.iter().map(|v| eur(*v)).collect()
+}
+
 /// A deterministic random number generator: the same `seed` replays the same test.
 pub fn rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)

@@ -7,7 +7,7 @@ use scrip_tokens::*;
 use scrip_wallet::{CertificateOptions, SavedWallet, StorageKey, Unreleased, Wallet};
 
 use crate::keyring::{root, TestIssuer};
-use crate::{eur, rng, EUR};
+use crate::{eur, eurs, rng};
 
 /// Certificate options: at most `amount` EUR minor units, no other rule.
 pub fn up_to(amount: u64) -> CertificateOptions {
@@ -169,14 +169,7 @@ impl Phone {
     ) -> Vec<CoinId> {
         let request = self
             .wallet
-            .blind_withdrawal_request(
-                &amounts
-                    .iter()
-                    .map(|v| Amount::new(*v, EUR))
-                    .collect::<Vec<_>>(),
-                NOW,
-                &mut self.rng,
-            )
+            .blind_withdrawal_request(&eurs(amounts), NOW, &mut self.rng)
             .unwrap();
         let request = self.send(request);
         let response = issuer
@@ -196,14 +189,7 @@ impl Phone {
     ) -> Vec<CoinId> {
         let request = self
             .wallet
-            .identified_withdrawal_request(
-                &amounts
-                    .iter()
-                    .map(|v| Amount::new(*v, EUR))
-                    .collect::<Vec<_>>(),
-                NOW,
-                &mut self.rng,
-            )
+            .identified_withdrawal_request(&eurs(amounts), NOW, &mut self.rng)
             .unwrap();
         let request = self.send(request);
         let response = issuer

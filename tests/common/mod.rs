@@ -11,9 +11,11 @@ use scrip::client::{HttpClient, WireFormat};
 use scrip::demo::{self, Phone};
 use scrip::issuer::server::{self, KeySource, RunningServer, ServerConfig, StoreKind};
 use scrip::issuer::Keyring;
+use scrip::merchant::{Merchant, MerchantConfig};
+use scrip::stores::MemoryStore;
 use scrip::tokens::fixtures;
 use scrip::tokens::keys::Device;
-use scrip::tokens::SigningKey;
+use scrip::tokens::{Amount, Currency, MerchantCategory, SigningKey};
 use scrip::wallet::{StorageKey, Wallet};
 pub use scrip_testkit::root;
 use scrip_testkit::{validity_around, DAY};
@@ -47,8 +49,8 @@ pub async fn start(kind: StoreKind, data_dir: &Path) -> RunningServer {
     server::start(config).await.unwrap()
 }
 
-/// A wallet around `key` with an account opened over `client` (not funded), saved.
-pub async fn register_phone(client: &HttpClient, key: SigningKey<Device>) -> Phone {
+/// A wallet around `key` with the server's key directory, not registered yet.
+pub async fn new_phone(client: &HttpClient, key: SigningKey<Device>) -> Phone {
     let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
     let mut phone = Phone::new(
         Wallet::new(key, root()).unwrap(),
@@ -58,6 +60,13 @@ pub async fn register_phone(client: &HttpClient, key: SigningKey<Device>) -> Pho
         .wallet
         .update_directory(client.key_directory().await.unwrap(), demo::now())
         .unwrap();
+    phone
+}
+
+/// A wallet around `key` with an account opened over `client` (not funded), saved.
+pub async fn register_phone(client: &HttpClient, key: SigningKey<Device>) -> Phone {
+    let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+    let mut phone = new_phone(client, key).await;
     let registration = phone
         .wallet
         .registration_request(None, demo::now(), &mut rng)
@@ -70,6 +79,35 @@ pub async fn register_phone(client: &HttpClient, key: SigningKey<Device>) -> Pho
         .unwrap();
     phone.save().unwrap();
     phone
+}
+
+/// A grocery in DE-BY with a fresh registration over `client` (operator token), its
+/// queue in memory and the directory fetched: a point of sale ready to take payments.
+pub async fn shop(
+    client: &HttpClient,
+    key: SigningKey<scrip::tokens::keys::Merchant>,
+) -> Merchant<MemoryStore> {
+    let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+    let certificate =
+        scrip::setup::register_merchant(client, &key, MerchantCategory::GROCERY, "DE-BY", &mut rng)
+            .await
+            .unwrap();
+    let limit = MerchantConfig::new(Amount::new(1_000_000, Currency::EUR));
+    let merchant = Merchant::open(
+        MemoryStore::new(),
+        key,
+        certificate,
+        root(),
+        limit,
+        demo::now(),
+    )
+    .await
+    .unwrap();
+    merchant
+        .refresh_directory(client.key_directory().await.unwrap(), demo::now())
+        .await
+        .unwrap();
+    merchant
 }
 
 pub fn client(server: &RunningServer) -> HttpClient {

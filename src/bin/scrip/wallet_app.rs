@@ -76,6 +76,14 @@ pub enum PayMethod {
     Coins,
 }
 
+/// EUR coin values from the command line's minor units.
+fn eurs(minor_units: &[u64]) -> Vec<Amount> {
+    minor_units
+        .iter()
+        .map(|v| Amount::new(*v, Currency::EUR))
+        .collect()
+}
+
 /// The wallet's sealed state in `<dir>/wallet.bin`, replaced atomically (0600).
 struct WalletFile {
     dir: PathBuf,
@@ -180,14 +188,10 @@ pub async fn step(dir: &Path, step: WalletStep) -> Result<(), Error> {
         }
         WalletStep::Withdraw { blind, identified } => {
             if !blind.is_empty() {
-                let request = phone.wallet_mut().blind_withdrawal_request(
-                    &blind
-                        .iter()
-                        .map(|v| Amount::new(*v, Currency::EUR))
-                        .collect::<Vec<_>>(),
-                    now(),
-                    &mut rng,
-                )?;
+                let request =
+                    phone
+                        .wallet_mut()
+                        .blind_withdrawal_request(&eurs(&blind), now(), &mut rng)?;
                 let request = phone.send(request, &mut rng)?;
                 let response = client.withdraw_blind(&request).await?;
                 let ids = phone.apply(&mut rng, |w, _| {
@@ -197,10 +201,7 @@ pub async fn step(dir: &Path, step: WalletStep) -> Result<(), Error> {
             }
             if !identified.is_empty() {
                 let request = phone.wallet_mut().identified_withdrawal_request(
-                    &identified
-                        .iter()
-                        .map(|v| Amount::new(*v, Currency::EUR))
-                        .collect::<Vec<_>>(),
+                    &eurs(&identified),
                     now(),
                     &mut rng,
                 )?;
