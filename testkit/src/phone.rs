@@ -37,6 +37,19 @@ impl Phone {
         message
     }
 
+    /// One exchange with the issuer: saves and releases `request`, has the issuer `answer`
+    /// it, and `apply`s the answer to the wallet (not saved: tests choose when to save).
+    async fn exchange<Req, Resp, Out>(
+        &mut self,
+        request: Unreleased<Req>,
+        answer: impl AsyncFnOnce(&Req, &mut StdRng) -> Resp,
+        apply: impl FnOnce(&mut Wallet, &Req, Resp, &mut StdRng) -> scrip_wallet::Result<Out>,
+    ) -> Out {
+        let request = self.send(request);
+        let response = answer(&request, &mut self.rng).await;
+        apply(&mut self.wallet, &request, response, &mut self.rng).unwrap()
+    }
+
     /// Saves the wallet now (storage holds these bytes from here on).
     pub fn save(&mut self) {
         self.saved = Some(self.wallet.save(&self.storage_key, &mut self.rng).unwrap());
@@ -132,11 +145,12 @@ impl Phone {
             .wallet
             .deposit_request(eur(amount), NOW, &mut self.rng)
             .unwrap();
-        let request = self.send(request);
-        let record = issuer.deposit(&request, NOW, &mut self.rng).await.unwrap();
-        self.wallet
-            .on_deposit_record(record, NOW, &mut self.rng)
-            .unwrap()
+        self.exchange(
+            request,
+            async |r, rng| issuer.deposit(r, NOW, rng).await.unwrap(),
+            |w, _, record, rng| w.on_deposit_record(record, NOW, rng),
+        )
+        .await
     }
 
     /// Asks for a certificate (handing in the outbox) at `now`.
@@ -150,15 +164,12 @@ impl Phone {
             .wallet
             .certificate_request(options, now, &mut self.rng)
             .unwrap();
-        let request = self.send(request);
-        let cert = issuer
-            .issue_balance_certificate(&request, now, &mut self.rng)
-            .await
-            .unwrap();
-        self.wallet
-            .on_balance_certificate(cert.clone(), now)
-            .unwrap();
-        cert
+        self.exchange(
+            request,
+            async |r, rng| issuer.issue_balance_certificate(r, now, rng).await.unwrap(),
+            |w, _, cert, _| w.on_balance_certificate(cert.clone(), now).map(|()| cert),
+        )
+        .await
     }
 
     /// Withdraws blind coins of `amounts`; the ids of the coins now held.
@@ -171,14 +182,12 @@ impl Phone {
             .wallet
             .blind_withdrawal_request(&eurs(amounts), NOW, &mut self.rng)
             .unwrap();
-        let request = self.send(request);
-        let response = issuer
-            .withdraw_blind(&request, NOW, &mut self.rng)
-            .await
-            .unwrap();
-        self.wallet
-            .on_blind_withdrawal(&request, &response, NOW)
-            .unwrap()
+        self.exchange(
+            request,
+            async |r, rng| issuer.withdraw_blind(r, NOW, rng).await.unwrap(),
+            |w, r, response, _| w.on_blind_withdrawal(r, &response, NOW),
+        )
+        .await
     }
 
     /// Withdraws identified coins of `amounts`; the ids of the coins now held.
@@ -191,14 +200,12 @@ impl Phone {
             .wallet
             .identified_withdrawal_request(&eurs(amounts), NOW, &mut self.rng)
             .unwrap();
-        let request = self.send(request);
-        let response = issuer
-            .withdraw_identified(&request, NOW, &mut self.rng)
-            .await
-            .unwrap();
-        self.wallet
-            .on_identified_withdrawal(&request, &response, NOW)
-            .unwrap()
+        self.exchange(
+            request,
+            async |r, rng| issuer.withdraw_identified(r, NOW, rng).await.unwrap(),
+            |w, r, response, _| w.on_identified_withdrawal(r, &response, NOW),
+        )
+        .await
     }
 
     /// Pays `offer` by record at `now`, saving before release; returns the answer sent.
