@@ -35,6 +35,13 @@ pub use keyring::{one_two_five, IssuerKey, Keyring, KeyringConfig, KeysetKeys, R
 pub use registry::AccountOpened;
 use schema::RawValue;
 pub use schema::{coins_outstanding_account, funding_account};
+/// The stored documents the issuer's read methods return ([`Issuer::account`],
+/// [`Issuer::record`], ...). Where and how they are stored (collections, keys, claim
+/// namespaces) is the crate-private storage schema.
+pub use schema::{
+    AccountDoc, CertificateDoc, DeviceDoc, IdentifiedCoinDoc, Mark, MerchantDoc, RecordDoc,
+    RecordSource, ReleaseDoc, RevokedCoinDoc,
+};
 
 /// The HTTP API's message types (crate `scrip-api`), shared with every client.
 pub use scrip_api as api;

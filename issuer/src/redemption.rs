@@ -63,11 +63,14 @@ pub(crate) enum RecordSubmission<'a> {
     Customer(&'a WithdrawalRecord),
 }
 
-/// A record's outcome; only store errors stay errors.
+/// A record's outcome. Errors that say "try again" (the store failed, or the record kept
+/// losing races) stay errors, so the whole answer is a 503 and the record stays queued at
+/// the merchant and in the customer's outbox; answering them `Invalid` would make both
+/// drop a valid record for good.
 fn outcome_or_store_error(result: Result<RedemptionOutcome>) -> Result<RedemptionOutcome> {
     match result {
         Ok(outcome) => Ok(outcome),
-        Err(IssuerError::Store(e)) => Err(IssuerError::Store(e)),
+        Err(e @ (IssuerError::Store(_) | IssuerError::Contended { .. })) => Err(e),
         Err(e) => Ok(invalid(&e)),
     }
 }
@@ -1192,7 +1195,7 @@ impl Message for FraudIdentity {
 
 #[cfg(test)]
 mod tests {
-    use scrip_tokens::{Allowed, Currency};
+    use scrip_tokens::{Allowed, Currency, ReasonCode};
 
     use super::*;
 
@@ -1208,6 +1211,29 @@ mod tests {
 
     fn merchant() -> MerchantId {
         MerchantId(uuid(100))
+    }
+
+    #[test]
+    fn a_record_that_must_be_retried_fails_the_answer_instead_of_being_invalid() {
+        // An `Invalid` outcome makes the merchant settle the record and the wallet drop
+        // it from its outbox: only a verdict on the record itself may be one.
+        let contended = IssuerError::Contended {
+            operation: "recording a withdrawal record",
+        };
+        assert!(matches!(
+            outcome_or_store_error(Err(contended)),
+            Err(IssuerError::Contended { .. })
+        ));
+        let store = IssuerError::Store(scrip_stores::StoreError::Closed);
+        assert!(matches!(
+            outcome_or_store_error(Err(store)),
+            Err(IssuerError::Store(_))
+        ));
+        let refused = outcome_or_store_error(Err(IssuerError::AccountFrozen(AccountId(uuid(1)))));
+        assert!(matches!(
+            refused,
+            Ok(RedemptionOutcome::Invalid { reason }) if reason.code == ReasonCode::AccountFrozen
+        ));
     }
 
     /// Record `n` of device 1, with sequence `n`.

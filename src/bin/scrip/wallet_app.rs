@@ -132,10 +132,11 @@ pub async fn step(dir: &Path, step: WalletStep) -> Result<(), Error> {
         let file = WalletFile {
             dir: dir.to_owned(),
         };
-        let wallet = Wallet::generate(root, &mut rng)?;
+        // Nothing is written before the server answered with a directory that verifies:
+        // a failed init can simply be run again.
+        let mut wallet = Wallet::generate(root, &mut rng)?;
+        wallet.update_directory(client.key_directory().await?, now())?;
         let mut phone = SavingWallet::new(wallet, StorageKey::new(key), file, &mut rng)?;
-        let directory = client.key_directory().await?;
-        phone.apply(&mut rng, |w, _| w.update_directory(directory, now()))?;
         let registration = phone
             .wallet_mut()
             .registration_request(None, now(), &mut rng)?;
