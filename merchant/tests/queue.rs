@@ -17,14 +17,7 @@ use scrip_merchant::{ClientError, IssuerClient, Merchant, MerchantConfig, Mercha
 use scrip_stores::{FileStore, LedgerAccount, MemoryStore, RecordStore, RedbStore};
 use scrip_tokens::fixtures::{self, NOW};
 use scrip_tokens::*;
-use scrip_wallet::{CertificateOptions, PayWith};
-
-fn options(requested: u64) -> CertificateOptions {
-    CertificateOptions {
-        requested_amount: Some(eur(requested)),
-        ..CertificateOptions::any(EUR)
-    }
-}
+use scrip_wallet::PayWith;
 
 /// Opens merchant 1 again over `store`, with the certificate it was registered with.
 async fn reopen<S: RecordStore>(
@@ -97,7 +90,7 @@ async fn the_queue_survives_a_restart<S: RecordStore>(open: impl Fn() -> S) {
     let merchant = shop_over(&issuer, 1, 100_000, open()).await;
     let certificate = merchant.certificate().clone();
     let mut phone = Phone::open(&issuer, 1, 10_000, 1).await;
-    phone.certificate(&issuer, options(3_000), NOW).await;
+    phone.certificate(&issuer, up_to(3_000), NOW).await;
     phone.withdraw_blind(&issuer, &[10, 5, 2]).await;
     assert!(is_receipt(
         &pay(&mut phone, &merchant, 1_250, PayWith::Record, at(1)).await
@@ -213,7 +206,7 @@ async fn a_failed_sync_keeps_the_queue<S: RecordStore>(open: impl Fn() -> S) {
     let merchant = shop_over(&issuer, 1, 100_000, open()).await;
     let certificate = merchant.certificate().clone();
     let mut phone = Phone::open(&issuer, 1, 10_000, 4).await;
-    phone.certificate(&issuer, options(3_000), NOW).await;
+    phone.certificate(&issuer, up_to(3_000), NOW).await;
     phone.withdraw_blind(&issuer, &[10, 5, 2]).await;
     assert!(is_receipt(
         &pay(&mut phone, &merchant, 1_250, PayWith::Record, at(1)).await
@@ -335,7 +328,7 @@ async fn the_limit_holds_under_concurrent_accepts<S: RecordStore + 'static>(stor
     // 20 payments of 100 against a limit of 500: five fit.
     let merchant = Arc::new(shop_over(&issuer, 1, 500, store).await);
     let mut phone = Phone::open(&issuer, 1, 10_000, 10).await;
-    phone.certificate(&issuer, options(5_000), NOW).await;
+    phone.certificate(&issuer, up_to(5_000), NOW).await;
     let mut answers = Vec::new();
     for i in 0..20 {
         let offer = merchant
@@ -404,7 +397,7 @@ async fn a_new_limit_applies_on_reopen<S: RecordStore>(open: impl Fn() -> S) {
     let merchant = shop_over(&issuer, 1, 500, open()).await;
     let certificate = merchant.certificate().clone();
     let mut phone = Phone::open(&issuer, 1, 10_000, 13).await;
-    phone.certificate(&issuer, options(5_000), NOW).await;
+    phone.certificate(&issuer, up_to(5_000), NOW).await;
     assert!(is_receipt(
         &pay(&mut phone, &merchant, 300, PayWith::Record, at(1)).await
     ));

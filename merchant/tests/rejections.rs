@@ -145,13 +145,6 @@ fn blind(coin: &Coin) -> BlindCoin {
     }
 }
 
-fn options(requested: u64) -> CertificateOptions {
-    CertificateOptions {
-        requested_amount: Some(eur(requested)),
-        ..CertificateOptions::any(EUR)
-    }
-}
-
 /// A registered, funded customer with a balance certificate, whose device key the test
 /// holds: it signs whatever records it likes.
 struct Cheat {
@@ -395,7 +388,7 @@ async fn request_expired_after_its_lifetime() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 100_000).await;
     let mut phone = Phone::open(&issuer, 1, 10_000, 9).await;
-    phone.certificate(&issuer, options(3_000), NOW).await;
+    phone.certificate(&issuer, up_to(3_000), NOW).await;
     let late = make_offer(&merchant, 100, at(0), 10).await;
     let in_time = make_offer(&merchant, 200, at(0), 11).await;
     let answer = phone
@@ -418,7 +411,7 @@ async fn request_expired_after_its_lifetime() {
 async fn request_already_paid_by_a_second_different_answer() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 100_000).await;
-    let mut cheat = Cheat::new(&issuer, 1, options(3_000), NOW).await;
+    let mut cheat = Cheat::new(&issuer, 1, up_to(3_000), NOW).await;
     let offer = make_offer(&merchant, 100, at(1), 14).await;
     let first = cheat.pays(&offer.request, |_| {});
     accepted(&merchant, &first, at(1)).await;
@@ -501,7 +494,7 @@ async fn coin_already_seen_in_another_payment() {
 async fn sequence_already_seen_in_a_second_record() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 100_000).await;
-    let mut cheat = Cheat::new(&issuer, 1, options(3_000), NOW).await;
+    let mut cheat = Cheat::new(&issuer, 1, up_to(3_000), NOW).await;
     let first = make_offer(&merchant, 100, at(1), 22).await;
     let paid = cheat.pays(&first.request, |_| {});
     accepted(&merchant, &paid, at(1)).await;
@@ -521,7 +514,7 @@ async fn sequence_already_seen_in_a_second_record() {
 async fn record_already_seen_when_a_record_id_is_reused() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 100_000).await;
-    let mut cheat = Cheat::new(&issuer, 1, options(3_000), NOW).await;
+    let mut cheat = Cheat::new(&issuer, 1, up_to(3_000), NOW).await;
     let first = make_offer(&merchant, 100, at(1), 24).await;
     let paid = cheat.pays(&first.request, |_| {});
     let PaymentAnswer::ByRecord { record, .. } = &paid else {
@@ -542,7 +535,7 @@ async fn record_already_seen_when_a_record_id_is_reused() {
 async fn exposure_limit_until_settled() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 1_000).await;
-    let mut cheat = Cheat::new(&issuer, 1, options(5_000), NOW).await;
+    let mut cheat = Cheat::new(&issuer, 1, up_to(5_000), NOW).await;
     let first = make_offer(&merchant, 600, at(1), 26).await;
     let a = cheat.pays(&first.request, |_| {});
     accepted(&merchant, &a, at(1)).await;
@@ -579,7 +572,7 @@ async fn exposure_limit_until_settled() {
 async fn bad_signature_on_a_tampered_record_certificate_request_or_coin() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 100_000).await;
-    let mut cheat = Cheat::new(&issuer, 1, options(1_000), NOW).await;
+    let mut cheat = Cheat::new(&issuer, 1, up_to(1_000), NOW).await;
     let offer_ = make_offer(&merchant, 800, at(1), 30).await;
 
     // The record's cumulative lowered after signing.
@@ -676,7 +669,7 @@ async fn expired_balance_certificate_at_acceptance() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 100_000).await;
     // Balance certificates live one day (the issuer's default).
-    let mut cheat = Cheat::new(&issuer, 1, options(1_000), NOW).await;
+    let mut cheat = Cheat::new(&issuer, 1, up_to(1_000), NOW).await;
     assert_eq!(
         cheat.certificate.payload.expires_at,
         NOW.saturating_add(DAY)
@@ -697,7 +690,7 @@ async fn not_yet_valid_balance_certificate() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 100_000).await;
     // Issued an hour from now (the customer's phone is ahead of the terminal).
-    let mut cheat = Cheat::new(&issuer, 1, options(1_000), at(60)).await;
+    let mut cheat = Cheat::new(&issuer, 1, up_to(1_000), at(60)).await;
     let early = make_offer(&merchant, 100, at(5), 37).await;
     let answer = cheat.pays(&early.request, |p| p.signed_at = at(61));
     refused(&merchant, &answer, at(5), "not_yet_valid").await;
@@ -713,7 +706,7 @@ async fn not_yet_valid_balance_certificate() {
 async fn key_expired_and_key_not_yet_valid_issuer_keys() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 100_000).await;
-    let mut cheat = Cheat::new(&issuer, 1, options(1_000), NOW).await;
+    let mut cheat = Cheat::new(&issuer, 1, up_to(1_000), NOW).await;
     // The issuer keys of the fixture keyring are valid from NOW - 30 days to NOW + 300.
     let past = NOW.saturating_sub(DAY * 31);
     let early = make_offer(&merchant, 100, past, 38).await;
@@ -729,7 +722,7 @@ async fn key_expired_and_key_not_yet_valid_issuer_keys() {
 async fn unknown_key_for_a_record_a_certificate_or_a_coin() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 100_000).await;
-    let mut cheat = Cheat::new(&issuer, 1, options(1_000), NOW).await;
+    let mut cheat = Cheat::new(&issuer, 1, up_to(1_000), NOW).await;
     let offer_ = make_offer(&merchant, 100, at(1), 40).await;
 
     // A record for device 1's account signed by device 2's key.
@@ -775,7 +768,7 @@ async fn unknown_key_for_a_record_a_certificate_or_a_coin() {
 async fn wrong_key_role_for_a_certificate_signed_by_another_issuer_key() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 100_000).await;
-    let mut cheat = Cheat::new(&issuer, 1, options(1_000), NOW).await;
+    let mut cheat = Cheat::new(&issuer, 1, up_to(1_000), NOW).await;
     let offer = make_offer(&merchant, 100, at(1), 45).await;
     // The issuer's balance-certificate key, used as if it certified accounts.
     let der = fixtures::balance_certifier().to_der().unwrap();
@@ -839,8 +832,8 @@ async fn unknown_denomination_of_a_coin() {
 async fn wrong_account_between_record_and_certificates() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 100_000).await;
-    let mut cheat = Cheat::new(&issuer, 1, options(1_000), NOW).await;
-    let other = Cheat::new(&issuer, 2, options(5_000), NOW).await;
+    let mut cheat = Cheat::new(&issuer, 1, up_to(1_000), NOW).await;
+    let other = Cheat::new(&issuer, 2, up_to(5_000), NOW).await;
     let offer = make_offer(&merchant, 100, at(1), 49).await;
 
     // A record naming another account.
@@ -863,7 +856,7 @@ async fn wrong_account_between_record_and_certificates() {
 async fn wrong_device_between_record_and_certificates() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 100_000).await;
-    let mut cheat = Cheat::new(&issuer, 1, options(1_000), NOW).await;
+    let mut cheat = Cheat::new(&issuer, 1, up_to(1_000), NOW).await;
 
     // A second device joins the account and gets its own certificate.
     let account_id = cheat.account.payload.account_id;
@@ -895,7 +888,7 @@ async fn wrong_device_between_record_and_certificates() {
         .wallet
         .on_account_certificate(certificate, NOW)
         .unwrap();
-    let seconds = second.certificate(&issuer, options(2_000), NOW).await;
+    let seconds = second.certificate(&issuer, up_to(2_000), NOW).await;
     assert_eq!(seconds.payload.account_id, account_id);
 
     let offer = make_offer(&merchant, 100, at(1), 56).await;
@@ -917,7 +910,7 @@ async fn wrong_device_between_record_and_certificates() {
 async fn wrong_certificate_named_by_the_record() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 100_000).await;
-    let mut cheat = Cheat::new(&issuer, 1, options(1_000), NOW).await;
+    let mut cheat = Cheat::new(&issuer, 1, up_to(1_000), NOW).await;
     let offer = make_offer(&merchant, 100, at(1), 57).await;
     let answer = cheat.pays(&offer.request, |p| {
         p.certificate_serial = CertificateSerial::random(&mut rng(58));
@@ -936,7 +929,7 @@ async fn payment_cap_exceeded() {
         1,
         CertificateOptions {
             per_payment_cap: Some(eur(500)),
-            ..options(3_000)
+            ..up_to(3_000)
         },
         NOW,
     )
@@ -960,7 +953,7 @@ async fn payment_cap_exceeded() {
 async fn available_exceeded_by_the_cumulative_amount() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 100_000).await;
-    let mut cheat = Cheat::new(&issuer, 1, options(1_000), NOW).await;
+    let mut cheat = Cheat::new(&issuer, 1, up_to(1_000), NOW).await;
     let first = make_offer(&merchant, 600, at(1), 62).await;
     accepted(&merchant, &cheat.pays(&first.request, |_| {}), at(1)).await;
     let second = make_offer(&merchant, 600, at(2), 63).await;
@@ -980,7 +973,7 @@ async fn sequence_out_of_range_of_the_certificate() {
         1,
         CertificateOptions {
             max_payments: Some(2),
-            ..options(1_000)
+            ..up_to(1_000)
         },
         NOW,
     )
@@ -1008,7 +1001,7 @@ async fn category_not_allowed_by_the_certificate() {
                 allowed_categories: Allowed::Only(vec![MerchantCategory::RESTAURANT]),
                 ..LockRules::default()
             },
-            ..options(1_000)
+            ..up_to(1_000)
         },
         NOW,
     )
@@ -1033,7 +1026,7 @@ async fn region_not_allowed_by_the_certificate() {
                 ]),
                 ..LockRules::default()
             },
-            ..options(1_000)
+            ..up_to(1_000)
         },
         NOW,
     )
@@ -1047,7 +1040,7 @@ async fn region_not_allowed_by_the_certificate() {
 async fn currency_mismatch_and_invalid_cumulative_in_a_record() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 100_000).await;
-    let mut cheat = Cheat::new(&issuer, 1, options(1_000), NOW).await;
+    let mut cheat = Cheat::new(&issuer, 1, up_to(1_000), NOW).await;
     let offer_ = make_offer(&merchant, 100, at(1), 67).await;
     let dollars = cheat.pays(&offer_.request, |p| {
         p.cumulative = Amount::new(100, Currency::USD);
@@ -1143,7 +1136,7 @@ async fn a_repeated_answer_gets_the_same_receipt_and_is_queued_once() {
     let issuer = issuer();
     let merchant = shop(&issuer, 1, 100_000).await;
     let mut phone = Phone::open(&issuer, 1, 10_000, 75).await;
-    phone.certificate(&issuer, options(3_000), NOW).await;
+    phone.certificate(&issuer, up_to(3_000), NOW).await;
     phone.withdraw_blind(&issuer, &[10, 5]).await;
 
     let by_record = make_offer(&merchant, 1_250, at(1), 76).await;
