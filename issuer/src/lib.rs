@@ -214,6 +214,19 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             }),
         }
     }
+
+    /// [`Self::raw_value`] for evidence that only enriches an answer (who held a coin,
+    /// which record came first): a value of another width reads as unknown, with a
+    /// warning, rather than failing the redemption it belongs to.
+    async fn evidence<T: RawValue>(&self, collection: Collection, key: &[u8]) -> Result<Option<T>> {
+        match self.raw_value(collection, key).await {
+            Err(IssuerError::Corrupted(what)) => {
+                tracing::warn!(%what, "unreadable evidence, treated as unknown");
+                Ok(None)
+            }
+            other => other,
+        }
+    }
 }
 
 fn encode<T: Message>(value: &T) -> Result<Vec<u8>> {

@@ -1114,7 +1114,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                     if sequence && conflicts.sequence_taken.is_none() {
                         let identity = &c.identity;
                         let first = self
-                            .raw_value(
+                            .evidence(
                                 SEQUENCE_RECORDS,
                                 &sequence_key(identity.device_id, identity.sequence),
                             )

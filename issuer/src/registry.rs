@@ -356,9 +356,10 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             .ok_or(IssuerError::UnknownAccount(account_id))
     }
 
-    /// The account behind a virtual id (names the holder of identified coins).
+    /// The account behind a virtual id (names the holder of identified coins; unknown if
+    /// the index entry is unreadable: it only enriches the fraud log).
     pub async fn account_of_virtual_id(&self, virtual_id: VirtualId) -> Result<Option<AccountId>> {
-        self.raw_value(VIRTUAL_IDS, virtual_id.as_bytes()).await
+        self.evidence(VIRTUAL_IDS, virtual_id.as_bytes()).await
     }
 
     /// A registered device.
