@@ -63,7 +63,7 @@ fn err(context: &str, e: impl std::fmt::Display) -> IssuerError {
     IssuerError::Keyring(format!("{context}: {e}"))
 }
 
-/// Writes `contents` to `dir/name` with mode 0600 (see [`write_atomically`]): for every
+/// Writes `contents` to `dir/name` with mode 0600 (written atomically: see `write_atomically`): for every
 /// secret or state file a restart trusts (keys, the operator token, a wallet's state).
 pub fn write_private(dir: &Path, name: &str, contents: &[u8]) -> Result<()> {
     write_atomically(dir, name, contents, 0o600)

@@ -1,8 +1,8 @@
 //! The warp issuer and redeem server (feature `server`).
 //!
-//! Layout follows warp's examples: [`filters`] builds the routes, [`handlers`] turns a
-//! decoded, fresh request into a call of the issuer core, [`models`] negotiates JSON or
-//! bincode bodies, [`errors`] is the one place that turns refusals and warp rejections into
+//! Layout follows warp's examples: `filters` builds the routes, `handlers` turns a
+//! decoded, fresh request into a call of the issuer core, `models` negotiates JSON or
+//! bincode bodies, `errors` is the one place that turns refusals and warp rejections into
 //! `{code, message}` answers. The issuer core stays pure; the clock, randomness, the store
 //! and the network live here.
 //!
