@@ -45,6 +45,48 @@ impl Harness for MemoryHarness {
     }
 }
 
+/// A fresh schema of this process's throwaway PostgreSQL server (feature `postgres`; the
+/// server is started on first use with `initdb` and `pg_ctl`, as the `postgres` user when
+/// the tests run as root, and stopped when the process ends).
+#[cfg(feature = "postgres")]
+pub struct PostgresHarness {
+    url: String,
+}
+
+#[cfg(feature = "postgres")]
+impl PostgresHarness {
+    pub fn new() -> Self {
+        PostgresHarness {
+            url: crate::postgres::throwaway::Cluster::shared().fresh_schema_url(),
+        }
+    }
+
+    /// The connection string of this harness's schema.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Default for PostgresHarness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Harness for PostgresHarness {
+    type Store = crate::PostgresStore;
+    const DURABLE: bool = true;
+    fn open(&self) -> crate::PostgresStore {
+        // The suite runs on a multi-thread runtime: connect without leaving it.
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(crate::PostgresStore::connect(&self.url))
+        })
+        .unwrap()
+    }
+}
+
 /// The file backend in a temporary directory (feature `file`).
 #[cfg(feature = "file")]
 pub struct FileHarness {

@@ -49,9 +49,18 @@ pub enum StoreError {
     /// it to recover from disk.
     #[error("store is poisoned by an earlier I/O failure; reopen it")]
     Poisoned,
-    /// An error of the backend's own (redb, a future SQL driver).
+    /// An error of the backend's own (redb).
     #[error("backend error: {0}")]
     Backend(Arc<dyn std::error::Error + Send + Sync>),
+    /// The database server failed or refused (feature `postgres`); `sqlstate` is its
+    /// SQLSTATE code where it sent one (`40P01` deadlock, `40001` serialization, ...).
+    #[error("database: {message}")]
+    Database {
+        /// The SQLSTATE code, if the server sent one.
+        sqlstate: Option<String>,
+        /// What failed.
+        message: String,
+    },
 }
 
 impl StoreError {

@@ -16,6 +16,10 @@ mod file;
 mod group;
 mod memory;
 mod model;
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 #[cfg(feature = "redb")]
 mod redb;
 mod store;

@@ -22,3 +22,8 @@ mod file_compacting {
 mod redb {
     scrip_stores::store_conformance!(scrip_stores::conformance::RedbHarness::new());
 }
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    scrip_stores::store_conformance!(scrip_stores::conformance::PostgresHarness::new());
+}

@@ -1,0 +1,171 @@
+//! A throwaway PostgreSQL server for tests (feature `conformance` with `postgres`): one per
+//! test process, on a free loopback port and a temporary directory, stopped and removed
+//! when the process ends. `initdb` and `pg_ctl` refuse to run as root, so they run as the
+//! `postgres` user (via `runuser`) when the tests run as root.
+//!
+//! Test support: a server that cannot start is a failed test, so this panics with the reason.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// The running server.
+pub struct Cluster {
+    port: u16,
+}
+
+fn bin(name: &str) -> PathBuf {
+    // Debian keeps the binaries out of PATH; an installation in PATH is taken first.
+    for dir in ["/usr/local/bin", "/usr/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    if let Ok(versions) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut found: Vec<PathBuf> = versions
+            .flatten()
+            .map(|v| v.path().join("bin").join(name))
+            .filter(|p| p.exists())
+            .collect();
+        found.sort();
+        if let Some(p) = found.pop() {
+            return p;
+        }
+    }
+    PathBuf::from(name)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+fn as_postgres_user(program: &Path) -> Command {
+    if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Cluster {
+    /// The process's server, started on first use.
+    pub fn shared() -> &'static Cluster {
+        static CLUSTER: OnceLock<Cluster> = OnceLock::new();
+        CLUSTER.get_or_init(Cluster::start)
+    }
+
+    fn start() -> Cluster {
+        let dir =
+            std::env::temp_dir().join(format!("scrip-pg-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        // The postgres user must own it when the tests run as root.
+        let _ = Command::new("chown").arg("postgres:").arg(&dir).status();
+        let data = dir.join("data");
+        let status = as_postgres_user(&bin("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("initdb runs (PostgreSQL binaries installed?)");
+        assert!(status.success(), "initdb failed in {}", dir.display());
+        let port = free_port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
+            dir.display()
+        );
+        let status = as_postgres_user(&bin("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(dir.join("log"))
+            .args(["-w", "-o", &options, "start"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("pg_ctl runs");
+        assert!(
+            status.success(),
+            "pg_ctl start failed: see {}/log",
+            dir.display()
+        );
+        // A watchdog stops the server and removes its directory once this process is gone
+        // (statics are never dropped).
+        let stop = format!(
+            "while [ -d /proc/{pid} ]; do sleep 0.5; done; {stop} -D '{data}' -m immediate stop; rm -rf '{dir}'",
+            pid = std::process::id(),
+            stop = as_postgres_prefix(&bin("pg_ctl")),
+            data = data.display(),
+            dir = dir.display(),
+        );
+        let _ = Command::new("sh")
+            .args(["-c", &stop])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        Cluster { port }
+    }
+
+    /// A connection string for a fresh, empty schema of its own: every harness sees only
+    /// its own tables.
+    pub fn fresh_schema_url(&self) -> String {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let schema = format!("s{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let admin = format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        );
+        let create = format!("CREATE SCHEMA {schema}");
+        // On its own thread with its own runtime: the caller may be inside another one.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime");
+                runtime.block_on(async {
+                    let (client, connection) =
+                        tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                            .await
+                            .expect("connects to the throwaway server");
+                    let driver = tokio::spawn(connection);
+                    client
+                        .batch_execute(&create)
+                        .await
+                        .expect("creates the schema");
+                    drop(client);
+                    let _ = driver.await;
+                })
+            })
+            .join()
+            .expect("schema creation");
+        });
+        format!("{admin} options='-c search_path={schema}'")
+    }
+}
+
+fn as_postgres_prefix(program: &Path) -> String {
+    if is_root() {
+        format!("runuser -u postgres -- '{}'", program.display())
+    } else {
+        format!("'{}'", program.display())
+    }
+}
