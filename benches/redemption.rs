@@ -126,7 +126,7 @@ impl Kind {
 fn redemption(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let mut rng = common::rng(7);
-    let backends = common::backends();
+    let backends = common::backends(&runtime);
     let setups: Vec<Setup> = runtime.block_on(async {
         let mut setups = Vec::new();
         for (name, store) in backends.stores.iter().cloned() {

@@ -55,7 +55,7 @@ fn settings() -> (Duration, usize) {
 fn unit_size(c: &mut Criterion) {
     let (measure, samples) = settings();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let backends = common::backends();
+    let backends = common::backends(&runtime);
     let mut group = c.benchmark_group("unit_size");
     group
         .measurement_time(measure)
@@ -78,7 +78,7 @@ fn unit_size(c: &mut Criterion) {
 fn concurrent_tasks(c: &mut Criterion) {
     let (measure, samples) = settings();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let backends = common::backends();
+    let backends = common::backends(&runtime);
     let mut group = c.benchmark_group("concurrent_tasks");
     group
         .measurement_time(measure)

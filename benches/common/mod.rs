@@ -61,9 +61,15 @@ pub struct Backends {
     pub stores: Vec<(&'static str, Arc<dyn RecordStore>)>,
 }
 
-/// Memory, file and redb stores, empty.
-pub fn backends() -> Backends {
+/// Memory, file, redb and PostgreSQL stores, empty. PostgreSQL is a throwaway server this
+/// process starts (fsync off: it measures the store's SQL and round trips, not the disk),
+/// connected on `runtime`, whose tasks the store's writer runs on.
+pub fn backends(runtime: &tokio::runtime::Runtime) -> Backends {
     let dir = tempfile::tempdir().unwrap();
+    let postgres = scrip_stores::conformance::PostgresHarness::new();
+    let postgres = runtime
+        .block_on(scrip_stores::PostgresStore::connect(postgres.url()))
+        .unwrap();
     let stores: Vec<(&'static str, Arc<dyn RecordStore>)> = vec![
         ("memory", Arc::new(MemoryStore::new())),
         (
@@ -74,6 +80,7 @@ pub fn backends() -> Backends {
             "redb",
             Arc::new(RedbStore::open(dir.path().join("scrip.redb")).unwrap()),
         ),
+        ("postgres", Arc::new(postgres)),
     ];
     Backends { _dir: dir, stores }
 }
