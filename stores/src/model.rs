@@ -577,7 +577,8 @@ impl CommitOutcome {
 /// One line of an account's ledger.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LedgerEntry {
-    /// Store-wide increasing sequence number.
+    /// Increasing within the account's ledger (store-wide in the embedded backends, per
+    /// account and currency in PostgreSQL): page with it, do not compare across accounts.
     pub seq: u64,
     /// When the unit committed.
     pub at: Timestamp,
