@@ -35,6 +35,9 @@ const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("0001_init.sql"))];
 const MIGRATION_LOCK: i64 = 0x5c21_9000_0001;
 /// Most units one writer transaction carries.
 const MAX_BATCH_UNITS: usize = 4_096;
+/// Most commit calls waiting for the writer; more callers wait for room (backpressure)
+/// instead of growing the queue.
+const MAX_WAITING_JOBS: usize = 1_024;
 /// How often a batch that deadlocked or failed to serialize is tried again.
 const BATCH_ATTEMPTS: usize = 5;
 
@@ -138,7 +141,7 @@ struct Counters {
 /// A record store on a PostgreSQL server, shareable by several processes.
 pub struct PostgresStore {
     pool: Pool,
-    jobs: mpsc::UnboundedSender<Job>,
+    jobs: mpsc::Sender<Job>,
     closed: AtomicBool,
     counters: std::sync::Arc<Counters>,
 }
@@ -158,7 +161,7 @@ impl PostgresStore {
         );
         let pool = Pool::builder(manager).max_size(16).build().map_err(db)?;
         migrate(&pool).await?;
-        let (jobs, queue) = mpsc::unbounded_channel();
+        let (jobs, queue) = mpsc::channel(MAX_WAITING_JOBS);
         let counters = std::sync::Arc::new(Counters::default());
         tokio::spawn(write_batches(
             pool.clone(),
@@ -224,7 +227,7 @@ async fn migrate(pool: &Pool) -> Result<()> {
 /// transaction, answers each job.
 async fn write_batches(
     pool: Pool,
-    mut queue: mpsc::UnboundedReceiver<Job>,
+    mut queue: mpsc::Receiver<Job>,
     counters: std::sync::Arc<Counters>,
 ) {
     while let Some(first) = queue.recv().await {
@@ -418,6 +421,7 @@ impl RecordStore for PostgresStore {
         let (reply, answer) = oneshot::channel();
         self.jobs
             .send(Job { units, reply })
+            .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
     }
