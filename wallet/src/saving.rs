@@ -30,7 +30,7 @@
 
 use rand_core::CryptoRng;
 
-use crate::{StorageKey, Unreleased, Wallet, WalletError};
+use crate::{SavedWallet, StorageKey, Unreleased, Wallet, WalletError};
 
 /// Where the sealed wallet lives (a file, a keystore entry, a database row). `store`
 /// must replace the previous bytes durably (atomically, synced) before it returns: a
@@ -120,10 +120,18 @@ impl<S: WalletStorage> SavingWallet<S> {
 
     /// Seals the wallet and stores it.
     pub fn save<G: CryptoRng + ?Sized>(&mut self, rng: &mut G) -> Result<(), SaveError<S::Error>> {
+        self.seal_and_store(rng).map(|_| ())
+    }
+
+    fn seal_and_store<G: CryptoRng + ?Sized>(
+        &mut self,
+        rng: &mut G,
+    ) -> Result<SavedWallet, SaveError<S::Error>> {
         let saved = self.wallet.save(&self.key, rng)?;
         self.storage
             .store(saved.bytes())
-            .map_err(SaveError::Storage)
+            .map_err(SaveError::Storage)?;
+        Ok(saved)
     }
 
     /// Seals and stores the state `message` depends on, then releases it: send it after
@@ -133,10 +141,7 @@ impl<S: WalletStorage> SavingWallet<S> {
         message: Unreleased<T>,
         rng: &mut G,
     ) -> Result<T, SaveError<S::Error>> {
-        let saved = self.wallet.save(&self.key, rng)?;
-        self.storage
-            .store(saved.bytes())
-            .map_err(SaveError::Storage)?;
+        let saved = self.seal_and_store(rng)?;
         Ok(message.release(&saved)?)
     }
 
