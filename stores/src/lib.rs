@@ -8,6 +8,7 @@
 // features) still reports real dead code.
 #![cfg_attr(not(all(feature = "file", feature = "redb")), allow(dead_code))]
 
+mod cluster;
 mod engine;
 mod error;
 #[cfg(feature = "file")]
@@ -19,7 +20,7 @@ mod model;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]
-pub use postgres::PostgresStore;
+pub use postgres::{PostgresOptions, PostgresStore};
 #[cfg(feature = "redb")]
 mod redb;
 mod store;
@@ -31,6 +32,7 @@ pub mod conformance;
 use async_trait::async_trait;
 use scrip_tokens::Currency;
 
+pub use cluster::{ClusterState, KeyringEpoch, PublishOutcome};
 pub use error::{Result, StoreError};
 #[cfg(feature = "file")]
 pub use file::{FileStore, FileStoreOptions, RecoveryReport};

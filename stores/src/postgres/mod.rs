@@ -138,6 +138,29 @@ struct Counters {
     batch_micros: AtomicU64,
 }
 
+/// How [`PostgresStore::connect_with`] sets up the store.
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    /// Most connections the store opens (reads use the pool; the writer takes one per
+    /// batch).
+    pub max_connections: usize,
+    /// Ledger accounts every unit of the cluster posts to (the issuer's system accounts),
+    /// split into this many balance rows so that concurrent units touch different rows;
+    /// their balance is the sum of the stripes. Stripe counts only grow: a smaller count
+    /// than the database has is ignored.
+    pub striped_accounts: Vec<(LedgerAccount, u16)>,
+}
+
+impl Default for PostgresOptions {
+    /// 16 connections, no striped account.
+    fn default() -> Self {
+        PostgresOptions {
+            max_connections: 16,
+            striped_accounts: Vec::new(),
+        }
+    }
+}
+
 /// A record store on a PostgreSQL server, shareable by several processes.
 pub struct PostgresStore {
     pool: Pool,
@@ -151,6 +174,11 @@ impl PostgresStore {
     /// migration the database lacks (one process at a time, under an advisory lock) and
     /// starts the writer. Must run inside a tokio runtime.
     pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, PostgresOptions::default()).await
+    }
+
+    /// [`Self::connect`] with `options`.
+    pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self> {
         let config = tokio_postgres::Config::from_str(url).map_err(db_code)?;
         let manager = Manager::from_config(
             config,
@@ -159,7 +187,10 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
-        let pool = Pool::builder(manager).max_size(16).build().map_err(db)?;
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .build()
+            .map_err(db)?;
         migrate(&pool).await?;
         let (jobs, queue) = mpsc::channel(MAX_WAITING_JOBS);
         let counters = std::sync::Arc::new(Counters::default());
@@ -590,5 +621,37 @@ impl RecordStore for PostgresStore {
         self.closed.store(true, Ordering::Release);
         self.pool.close();
         Ok(())
+    }
+}
+
+// Placeholder until the cluster tables land (migration 2): every call fails.
+#[async_trait]
+impl crate::ClusterState for PostgresStore {
+    async fn remember_nonce(&self, _key: [u8; 16], _forget_at: Timestamp) -> Result<bool> {
+        Err(StoreError::Closed)
+    }
+    async fn forget_nonces(&self, _before: Timestamp) -> Result<u64> {
+        Err(StoreError::Closed)
+    }
+    async fn try_lead(
+        &self,
+        _job: &str,
+        _holder: uuid::Uuid,
+        _lease: std::time::Duration,
+    ) -> Result<bool> {
+        Err(StoreError::Closed)
+    }
+    async fn cluster_now(&self) -> Result<Timestamp> {
+        Err(StoreError::Closed)
+    }
+    async fn keyring_epoch(&self) -> Result<Option<crate::KeyringEpoch>> {
+        Err(StoreError::Closed)
+    }
+    async fn publish_keyring(
+        &self,
+        _fingerprint: [u8; 32],
+        _expected_previous: Option<u64>,
+    ) -> Result<crate::PublishOutcome> {
+        Err(StoreError::Closed)
     }
 }
