@@ -5,6 +5,8 @@
 //!   amortizes over larger units.
 //! - `concurrent_tasks/<backend>/<t>`: `t` tasks each commit a one-claim unit at the same
 //!   time: how group commit shares durable writes between concurrent requests.
+//! - `redemption_batch/<backend>/1024`: one `commit_many` of 64 units of 16 claims, the
+//!   shape of a merchant's upload of 64 payments of 16 coins.
 //!
 //! Throughput is reported in claims (elements) per second. Run with
 //! `cargo bench --bench stores`; `BENCH_QUICK=1` shortens measurement for CI smoke runs.
@@ -105,5 +107,33 @@ fn concurrent_tasks(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, unit_size, concurrent_tasks);
+/// A merchant's redemption batch as the issuer hands it to the store: one `commit_many`
+/// of 64 units (payments) of 16 claims (coins) each, 1 024 claims in all.
+fn redemption_batch(c: &mut Criterion) {
+    const UNITS: u64 = 64;
+    const CLAIMS: u64 = 16;
+    let (measure, samples) = settings();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let backends = common::backends(&runtime);
+    let mut group = c.benchmark_group("redemption_batch");
+    group
+        .measurement_time(measure)
+        .warm_up_time(measure / 3)
+        .sample_size(samples)
+        .throughput(Throughput::Elements(UNITS * CLAIMS));
+    for (name, store) in &backends.stores {
+        group.bench_function(BenchmarkId::new(*name, UNITS * CLAIMS), |b| {
+            b.to_async(&runtime).iter(|| async {
+                let units = (0..UNITS).map(|_| unit(CLAIMS)).collect();
+                let outcomes = store.commit_many(units).await.unwrap();
+                assert!(outcomes
+                    .iter()
+                    .all(|o| *o == scrip_stores::CommitOutcome::Committed));
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, unit_size, concurrent_tasks, redemption_batch);
 criterion_main!(benches);

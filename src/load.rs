@@ -59,6 +59,9 @@ pub struct LoadConfig {
     pub verify_measurement: Duration,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// Pause of each merchant between two uploads (zero: as fast as the server answers).
+    /// Paces a run whose length must not depend on the server's speed.
+    pub pause: Duration,
 }
 
 impl Default for LoadConfig {
@@ -74,6 +77,7 @@ impl Default for LoadConfig {
             mint_concurrency: 4,
             verify_measurement: Duration::from_secs(2),
             progress: true,
+            pause: Duration::ZERO,
         }
     }
 }
@@ -585,9 +589,23 @@ pub async fn run(
     root: &VerifyingKey<DirectoryRoot>,
     config: &LoadConfig,
 ) -> Result<(LoadReport, Acknowledged), Error> {
+    run_across(std::slice::from_ref(client), root, config).await
+}
+
+/// [`run`] against several servers sharing one store: the setup (minting, merchant
+/// registration) goes to the first, the timed uploads are spread as [`redeem_across`]
+/// does.
+pub async fn run_across(
+    servers: &[HttpClient],
+    root: &VerifyingKey<DirectoryRoot>,
+    config: &LoadConfig,
+) -> Result<(LoadReport, Acknowledged), Error> {
+    let first = servers
+        .first()
+        .ok_or_else(|| Error::Usage("no server to load".into()))?;
     let mut rng = StdRng::from_rng(&mut rand::rng());
-    let prepared = prepare(client, root, config, &mut rng).await?;
-    redeem(client, prepared, config, &mut rng, Arc::default()).await
+    let prepared = prepare(first, root, config, &mut rng).await?;
+    redeem_across(servers, prepared, config, &mut rng, Arc::default()).await
 }
 
 /// The timed phase: every merchant uploads its batches one at a time, each until it is
@@ -600,6 +618,21 @@ pub async fn redeem(
     rng: &mut StdRng,
     stop: Arc<AtomicBool>,
 ) -> Result<(LoadReport, Acknowledged), Error> {
+    redeem_across(std::slice::from_ref(client), prepared, config, rng, stop).await
+}
+
+/// [`redeem`] against several servers of one cluster (one store): merchant `i` uploads
+/// to `servers[i % servers.len()]`, as a load balancer pinning each merchant would.
+pub async fn redeem_across(
+    servers: &[HttpClient],
+    prepared: Prepared,
+    config: &LoadConfig,
+    rng: &mut StdRng,
+    stop: Arc<AtomicBool>,
+) -> Result<(LoadReport, Acknowledged), Error> {
+    if servers.is_empty() {
+        return Err(Error::Usage("no server to load".into()));
+    }
     let Prepared {
         shops,
         directory,
@@ -640,13 +673,14 @@ pub async fn redeem(
     });
 
     let mut tasks = tokio::task::JoinSet::new();
-    for shop in shops {
-        let client = client.clone();
+    for (i, shop) in shops.into_iter().enumerate() {
+        let client = servers[i % servers.len()].clone();
         let (counters, latencies, acknowledged) =
             (counters.clone(), latencies.clone(), acknowledged.clone());
         let mut rng = StdRng::from_rng(&mut *rng);
         let stop = stop.clone();
         let directory = Arc::clone(&directory);
+        let pause = config.pause;
         tasks.spawn(async move {
             let merchant_id = shop.certificate.payload.merchant_id;
             for items in &shop.batches {
@@ -692,6 +726,9 @@ pub async fn redeem(
                     .map_err(|_| poisoned())?
                     .coins
                     .extend(acked);
+                if !pause.is_zero() {
+                    tokio::time::sleep(pause).await;
+                }
             }
             Ok::<(), Error>(())
         });
@@ -728,7 +765,11 @@ pub async fn redeem(
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rate = coins as f64 / elapsed.max(1e-9);
     let report = LoadReport {
-        server: client.base_url().to_owned(),
+        server: servers
+            .iter()
+            .map(HttpClient::base_url)
+            .collect::<Vec<_>>()
+            .join(","),
         merchants: config.merchants,
         coins_per_payment: config.coins_per_payment,
         payments_per_batch: config.payments_per_batch,

@@ -42,20 +42,34 @@ fn crash_server_child() {
     let Ok(spec) = std::env::var(CHILD_ENV) else {
         return;
     };
-    let mut parts = spec.splitn(3, ':');
+    // kind|port|data dir, and for postgres |database url|keys dir.
+    let mut parts = spec.split('|');
     let kind = match parts.next().unwrap() {
         "redb" => StoreKind::Redb,
         "file" => StoreKind::File,
+        "postgres" => StoreKind::Postgres,
         other => panic!("unknown store {other}"),
     };
     let port: u16 = parts.next().unwrap().parse().unwrap();
     let dir = std::path::PathBuf::from(parts.next().unwrap());
+    let cluster = parts.next().map(|url| {
+        (
+            url.to_owned(),
+            std::path::PathBuf::from(parts.next().unwrap()),
+        )
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async move {
+        if let Some((url, keys)) = cluster {
+            let node = common::cluster_node_config(&url, &keys, &dir, port);
+            let _running = server::start(node).await.unwrap();
+            println!("ready");
+            std::future::pending::<()>().await;
+        }
         let keys = dir.join("keys");
         if !keys.join("keyring.json").exists() {
             scrip::issuer::keyring_files::save(&common::fixture_keyring(), &keys).unwrap();
@@ -76,10 +90,43 @@ fn crash_server_child() {
     });
 }
 
-fn spawn_server(kind: &str, port: u16, dir: &Path) -> Child {
+/// Where a server process keeps its store: its data directory, or the cluster's database.
+#[derive(Clone)]
+enum Backend {
+    Embedded(StoreKind, &'static str),
+    Cluster(Arc<common::TestCluster>),
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Embedded(_, name) => name,
+            Backend::Cluster(_) => "postgres",
+        }
+    }
+
+    /// The store the servers wrote, opened directly (after the last kill).
+    async fn open(&self, dir: &Path) -> Arc<dyn RecordStore> {
+        match self {
+            Backend::Embedded(kind, _) => server::open_store(*kind, dir).unwrap(),
+            Backend::Cluster(cluster) => cluster.store().await,
+        }
+    }
+}
+
+fn spawn_server(backend: &Backend, port: u16, dir: &Path) -> Child {
+    let spec = match backend {
+        Backend::Embedded(_, name) => format!("{name}|{port}|{}", dir.display()),
+        Backend::Cluster(cluster) => format!(
+            "postgres|{port}|{}|{}|{}",
+            dir.display(),
+            cluster.url(),
+            cluster.keys_dir().display()
+        ),
+    };
     Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "crash_server_child", "--ignored", "--nocapture"])
-        .env(CHILD_ENV, format!("{kind}:{port}:{}", dir.display()))
+        .env(CHILD_ENV, spec)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -118,14 +165,15 @@ fn kill(child: &mut Child) {
     child.wait().unwrap();
 }
 
-async fn crash_under_load(kind: StoreKind, kind_name: &str) {
+async fn crash_under_load(backend: Backend) {
+    let kind_name = backend.name();
     let cycles: usize = std::env::var("SCRIP_CRASH_CYCLES")
         .ok()
         .and_then(|c| c.parse().ok())
         .unwrap_or(10);
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut child = spawn_server(kind_name, port, dir.path());
+    let mut child = spawn_server(&backend, port, dir.path());
     let client = HttpClient::new(&format!("http://127.0.0.1:{port}"))
         .unwrap()
         .with_operator_token(common::OPERATOR_TOKEN);
@@ -171,7 +219,7 @@ async fn crash_under_load(kind: StoreKind, kind_name: &str) {
             kills_under_load += 1;
         }
         kill(&mut child);
-        child = spawn_server(kind_name, port, dir.path());
+        child = spawn_server(&backend, port, dir.path());
         wait_until_serving(&client, &mut child).await;
     }
     stop.store(true, Ordering::SeqCst);
@@ -189,8 +237,26 @@ async fn crash_under_load(kind: StoreKind, kind_name: &str) {
 
     // One last kill, then the store itself is the witness.
     kill(&mut child);
-    let store = server::open_store(kind, dir.path()).unwrap();
+    let store = backend.open(dir.path()).await;
 
+    let (acked, redeemed) = check_store(&*store, &config, &assignment, &acknowledged).await;
+    store.close().await.unwrap();
+    eprintln!(
+        "{kind_name}: {cycles} kills under load, {acked} coins acknowledged, {redeemed} redeemed, \
+         {} retried uploads",
+        report.retried_uploads
+    );
+}
+
+/// What the store must show after the kills: every acknowledged coin held by the merchant
+/// it was given to, no coin held by anyone else, and money conserved to the unit. Returns
+/// the coins acknowledged and redeemed.
+async fn check_store(
+    store: &dyn RecordStore,
+    config: &LoadConfig,
+    assignment: &HashMap<scrip::tokens::CoinSpendId, MerchantId>,
+    acknowledged: &load::Acknowledged,
+) -> (usize, i128) {
     let acked: HashSet<_> = acknowledged.coins.iter().copied().collect();
     assert_eq!(
         acked.len(),
@@ -263,21 +329,110 @@ async fn crash_under_load(kind: StoreKind, kind_name: &str) {
         redeemed * denomination,
         "merchants credited for coins nobody holds"
     );
-    store.close().await.unwrap();
-    eprintln!(
-        "{kind_name}: {cycles} kills under load, {} coins acknowledged, {redeemed} redeemed, \
-         {} retried uploads",
-        acked.len(),
-        report.retried_uploads
-    );
+    (acked.len(), redeemed)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_with_the_redb_store_loses_nothing() {
-    crash_under_load(StoreKind::Redb, "redb").await;
+    crash_under_load(Backend::Embedded(StoreKind::Redb, "redb")).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_with_the_file_store_loses_nothing() {
-    crash_under_load(StoreKind::File, "file").await;
+    crash_under_load(Backend::Embedded(StoreKind::File, "file")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_with_the_postgres_store_loses_nothing() {
+    crash_under_load(Backend::Cluster(Arc::new(common::TestCluster::new().await))).await;
+}
+
+/// Accepted redemptions a server has answered since it started (its metrics).
+async fn accepted_by(client: &HttpClient) -> u64 {
+    let metrics = client.metrics().await.unwrap();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("scrip_redemptions_total{outcome=\"accepted\"} "))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_one_of_two_servers_mid_batch_while_the_other_keeps_serving() {
+    const KILLS: usize = 5;
+    let cluster = Arc::new(common::TestCluster::new().await);
+    let backend = Backend::Cluster(Arc::clone(&cluster));
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (port_a, port_b) = (free_port(), free_port());
+    let mut a = spawn_server(&backend, port_a, dir_a.path());
+    let mut b = spawn_server(&backend, port_b, dir_b.path());
+    let client = |port: u16| {
+        HttpClient::new(&format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .with_operator_token(common::OPERATOR_TOKEN)
+    };
+    let (ca, cb) = (client(port_a), client(port_b));
+    wait_until_serving(&ca, &mut a).await;
+    wait_until_serving(&cb, &mut b).await;
+
+    // Merchants 0 and 2 upload to A, 1 and 3 to B; tiny batches, so A dies mid-batch.
+    // Paced (each merchant at most 50 batches a second), so that B's merchants still
+    // have coins to redeem at the last kill however fast the servers are: 500 batches
+    // each, 10 s at least, against about 5 s of kills.
+    let config = LoadConfig {
+        merchants: 4,
+        duration: Duration::from_secs(600),
+        coins: 2_000,
+        coins_per_payment: 1,
+        payments_per_batch: 1,
+        denomination: 2,
+        mint_concurrency: 2,
+        verify_measurement: Duration::from_millis(50),
+        progress: false,
+        pause: Duration::from_millis(20),
+        ..LoadConfig::default()
+    };
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let prepared = load::prepare(&ca, &common::root(), &config, &mut rng)
+        .await
+        .unwrap();
+    let assignment: HashMap<_, MerchantId> = prepared
+        .assignment
+        .iter()
+        .map(|(merchant, coin)| (*coin, *merchant))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let loader = {
+        let (servers, config, stop) = ([ca.clone(), cb.clone()], config.clone(), stop.clone());
+        let mut rng = StdRng::from_rng(&mut rng);
+        tokio::spawn(async move {
+            load::redeem_across(&servers, prepared, &config, &mut rng, stop).await
+        })
+    };
+
+    for _ in 0..KILLS {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..300))).await;
+        assert!(!loader.is_finished(), "the load ended before the kills did");
+        kill(&mut a);
+        // While A is down, B goes on accepting its merchants' batches.
+        let before = accepted_by(&cb).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let after = accepted_by(&cb).await;
+        assert!(after > before, "B stopped serving while A was down");
+        a = spawn_server(&backend, port_a, dir_a.path());
+        wait_until_serving(&ca, &mut a).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (report, acknowledged) = loader.await.unwrap().unwrap();
+    assert_eq!(report.unexpected_outcomes, 0, "{report:?}");
+    assert!(
+        report.retried_uploads > 0,
+        "no upload to A was cut: {report:?}"
+    );
+    kill(&mut a);
+    kill(&mut b);
+    let store = cluster.store().await;
+    let (acked, redeemed) = check_store(&*store, &config, &assignment, &acknowledged).await;
+    assert!(acked > 0);
+    store.close().await.unwrap();
+    eprintln!("two servers, {KILLS} kills of one: {acked} coins acknowledged, {redeemed} redeemed");
 }

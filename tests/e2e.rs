@@ -86,6 +86,11 @@ async fn demo_story_over_http_with_the_redb_store() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_story_over_http_with_the_postgres_store() {
+    demo_story(StoreKind::Postgres, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_story_with_binary_bodies() {
     demo_story(StoreKind::Redb, true).await;
 }
@@ -244,6 +249,11 @@ async fn restart_mid_story_with_the_redb_store_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restart_mid_story_with_the_file_store_loses_nothing() {
     restart_mid_story(StoreKind::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_mid_story_with_the_postgres_store_loses_nothing() {
+    restart_mid_story(StoreKind::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

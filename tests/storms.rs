@@ -836,6 +836,11 @@ async fn twenty_devices(kind: StoreKind) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_merchants_redeem_overlapping_coin_sets_postgres() {
+    two_hundred_merchants(StoreKind::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_devices_of_one_account_request_certificates_and_withdraw_at_once_redb() {
     twenty_devices(StoreKind::Redb).await;
 }
@@ -843,4 +848,9 @@ async fn twenty_devices_of_one_account_request_certificates_and_withdraw_at_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_devices_of_one_account_request_certificates_and_withdraw_at_once_file() {
     twenty_devices(StoreKind::File).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_devices_of_one_account_request_certificates_and_withdraw_at_once_postgres() {
+    twenty_devices(StoreKind::Postgres).await;
 }

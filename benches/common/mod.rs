@@ -62,13 +62,17 @@ pub struct Backends {
 }
 
 /// Memory, file, redb and PostgreSQL stores, empty. PostgreSQL is a throwaway server this
-/// process starts (fsync off: it measures the store's SQL and round trips, not the disk),
-/// connected on `runtime`, whose tasks the store's writer runs on.
+/// process starts (fsync off: it measures the store's SQL and round trips, not the disk;
+/// `SCRIP_PG_FSYNC=on` for durable figures), connected on `runtime`, whose tasks the
+/// store's writer runs on, as a cluster server connects (system accounts striped).
 pub fn backends(runtime: &tokio::runtime::Runtime) -> Backends {
     let dir = tempfile::tempdir().unwrap();
     let postgres = scrip_stores::conformance::PostgresHarness::new();
-    let postgres = runtime
-        .block_on(scrip_stores::PostgresStore::connect(postgres.url()))
+    let (postgres, _) = runtime
+        .block_on(scrip::issuer::server::cluster::connect_database(
+            postgres.url(),
+            16,
+        ))
         .unwrap();
     let stores: Vec<(&'static str, Arc<dyn RecordStore>)> = vec![
         ("memory", Arc::new(MemoryStore::new())),
@@ -80,7 +84,7 @@ pub fn backends(runtime: &tokio::runtime::Runtime) -> Backends {
             "redb",
             Arc::new(RedbStore::open(dir.path().join("scrip.redb")).unwrap()),
         ),
-        ("postgres", Arc::new(postgres)),
+        ("postgres", postgres),
     ];
     Backends { _dir: dir, stores }
 }

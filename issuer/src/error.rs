@@ -85,6 +85,77 @@ pub enum IssuerError {
     /// Stored issuer state does not decode.
     #[error("corrupted issuer state: {0}")]
     Corrupted(String),
+    /// Cluster mode (`--store postgres`) was asked for without a database to share.
+    #[error("the postgres store needs a database URL (--database-url or SCRIP_DATABASE_URL)")]
+    DatabaseUrlMissing,
+    /// A setting that would differ between the processes of a cluster (each would answer
+    /// by its own), refused in cluster mode.
+    #[error("cluster mode: {0}")]
+    ClusterConfig(&'static str),
+    /// No operator published a keyring for the cluster yet, and a cluster server never
+    /// generates one itself.
+    #[error(
+        "no keyring is published for this cluster: run `scrip-server keys init --keys-dir DIR \
+         --database-url URL` (or `keys publish` for an existing keys directory) first"
+    )]
+    KeyringNotPublished,
+    /// The keyring at hand is not the one the cluster serves.
+    #[error(
+        "the keyring {} (fingerprint {}) is not the cluster's keyring (epoch {epoch}, \
+         fingerprint {}): distribute the published keys directory to this host, or publish \
+         this one with `scrip-server keys publish`",
+        .source_name, hex::encode(.local), hex::encode(.published)
+    )]
+    KeyringMismatch {
+        /// Where the keyring at hand came from (a keys directory, or "provided").
+        source_name: String,
+        /// Its fingerprint.
+        local: [u8; 32],
+        /// The cluster's epoch.
+        epoch: u64,
+        /// The cluster's fingerprint.
+        published: [u8; 32],
+    },
+    /// `keys init` on a directory that already holds a keyring (it never overwrites keys).
+    #[error("{0} already holds a keyring; keys init never overwrites keys")]
+    KeyringExists(std::path::PathBuf),
+    /// `keys init` on a cluster that already serves a keyring.
+    #[error(
+        "the cluster already serves a keyring (epoch {epoch}, fingerprint {}): copy its keys \
+         directory instead of generating another one",
+        hex::encode(.fingerprint)
+    )]
+    KeyringAlreadyPublished {
+        /// The cluster's epoch.
+        epoch: u64,
+        /// Its fingerprint.
+        fingerprint: [u8; 32],
+    },
+    /// Another operator command changed the cluster's keyring between this one's read and
+    /// its write; nothing was published.
+    #[error(
+        "the cluster's keyring changed while publishing (expected epoch {expected:?}, found \
+         {found:?}); nothing was published: check the keys directory and run the command again"
+    )]
+    KeyringPublishRaced {
+        /// The epoch this command read (`None`: nothing published).
+        expected: Option<u64>,
+        /// The epoch the cluster had when it wrote.
+        found: Option<u64>,
+    },
+    /// This node's clock is further from the cluster's (the database server's) than the
+    /// configured bound: its time decisions (freshness, expiry) would differ from the
+    /// other nodes'.
+    #[error(
+        "this node's clock is {skew_ms} ms off the database server's, more than the allowed \
+         {bound_ms} ms: fix its time synchronisation"
+    )]
+    ClockSkew {
+        /// Node clock minus cluster clock, in milliseconds.
+        skew_ms: i64,
+        /// The bound, in milliseconds.
+        bound_ms: u64,
+    },
 }
 
 impl IssuerError {
@@ -116,6 +187,16 @@ impl IssuerError {
             IssuerError::Io(_) => ReasonCode::IoError,
             IssuerError::DirectoryInUse(_) => ReasonCode::DirectoryInUse,
             IssuerError::Corrupted(_) => ReasonCode::CorruptedState,
+            // The cluster errors stop a server or an operator command at start; no client
+            // sees them. The closest existing codes keep `code()` total.
+            IssuerError::DatabaseUrlMissing
+            | IssuerError::ClusterConfig(_)
+            | IssuerError::ClockSkew { .. } => ReasonCode::IoError,
+            IssuerError::KeyringNotPublished
+            | IssuerError::KeyringMismatch { .. }
+            | IssuerError::KeyringExists(_)
+            | IssuerError::KeyringAlreadyPublished { .. }
+            | IssuerError::KeyringPublishRaced { .. } => ReasonCode::KeyringError,
         }
     }
 }

@@ -13,8 +13,13 @@ use scrip_tokens::{
     Currency, DenominationKeyEntry, DenominationSigningKey, IssuerKeyEntry, KeyDirectory, Keyset,
     KeysetId, SignedKeyDirectory, SigningKey, Timestamp, Validity,
 };
+use sha2::{Digest, Sha256};
 
 use crate::{IssuerError, Result};
+
+/// Domain separation of [`Keyring::fingerprint`]: a fingerprint is never a hash of anything
+/// else the issuer hashes.
+const FINGERPRINT_DOMAIN: &[u8] = b"scrip/issuer/keyring-fingerprint/v1";
 
 /// What keys a new keyring gets.
 #[derive(Clone, Debug)]
@@ -118,6 +123,16 @@ impl<R: IssuerRole> RoleKeys<R> {
     /// verifying until they expire.
     pub fn rotate(&mut self, key: SigningKey<R>, validity: Validity) {
         self.keys.push(IssuerKey { key, validity });
+    }
+
+    /// Feeds every key's public half and validity, oldest first, into a fingerprint.
+    fn fingerprint_into(&self, hasher: &mut Sha256) {
+        hash_bytes(hasher, R::NAME.as_bytes());
+        hash_len(hasher, self.keys.len());
+        for k in &self.keys {
+            hash_bytes(hasher, k.key.verifying_key().public_key().to_spki_der());
+            hash_validity(hasher, k.validity);
+        }
     }
 
     fn entries(&self, now: Timestamp) -> impl Iterator<Item = IssuerKeyEntry> + '_ {
@@ -267,6 +282,38 @@ impl Keyring {
         Ok(())
     }
 
+    /// SHA-256 over the keyring's public half: the root key, every key of every role with
+    /// its validity (roles in a fixed order, keys oldest first), and every keyset (id,
+    /// currency, windows, each denomination's public key). Two keyrings with the same
+    /// fingerprint verify and sign as one, so the servers of a cluster compare it with the
+    /// one the operator published before they serve. No private material goes in: the
+    /// fingerprint is published in the database and printed by the operator commands.
+    pub fn fingerprint(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(FINGERPRINT_DOMAIN);
+        hash_bytes(&mut h, self.root.verifying_key().public_key().to_spki_der());
+        self.account_certifier.fingerprint_into(&mut h);
+        self.merchant_certifier.fingerprint_into(&mut h);
+        self.balance_certifier.fingerprint_into(&mut h);
+        self.deposit_issuer.fingerprint_into(&mut h);
+        self.identified_coin_issuer.fingerprint_into(&mut h);
+        self.answer_signer.fingerprint_into(&mut h);
+        hash_len(&mut h, self.keysets.len());
+        for set in &self.keysets {
+            let keyset = &set.keyset;
+            h.update(keyset.id().as_bytes());
+            hash_bytes(&mut h, keyset.currency().as_str().as_bytes());
+            hash_validity(&mut h, keyset.validity());
+            h.update(keyset.issue_until().as_unix_millis().to_be_bytes());
+            hash_len(&mut h, set.keys.len());
+            for (minor_units, key) in &set.keys {
+                h.update(minor_units.to_be_bytes());
+                hash_bytes(&mut h, key.verifying_key().public_key().to_spki_der());
+            }
+        }
+        h.finalize().into()
+    }
+
     /// The keyset wallets withdraw `currency` coins from at `now`.
     pub fn current_keyset(&self, currency: Currency, now: Timestamp) -> Option<&KeysetKeys> {
         self.keysets
@@ -325,6 +372,21 @@ impl Keyring {
             rng,
         )?)
     }
+}
+
+/// Length-prefixed, so that no two sequences of fields hash alike.
+fn hash_bytes(h: &mut Sha256, bytes: &[u8]) {
+    hash_len(h, bytes.len());
+    h.update(bytes);
+}
+
+fn hash_len(h: &mut Sha256, len: usize) {
+    h.update(u64::try_from(len).unwrap_or(u64::MAX).to_be_bytes());
+}
+
+fn hash_validity(h: &mut Sha256, validity: Validity) {
+    h.update(validity.not_before.as_unix_millis().to_be_bytes());
+    h.update(validity.not_after.as_unix_millis().to_be_bytes());
 }
 
 #[cfg(test)]

@@ -230,6 +230,11 @@ pub fn save(keyring: &Keyring, dir: &Path) -> Result<()> {
     write_private(dir, MANIFEST, &json)
 }
 
+/// Whether `dir` holds a saved keyring (its manifest).
+pub fn exists(dir: &Path) -> bool {
+    dir.join(MANIFEST).exists()
+}
+
 /// Loads a keyring saved by [`save`] (format 2; [`load_or_generate`] migrates format 1).
 pub fn load(dir: &Path) -> Result<Keyring> {
     let manifest = read_manifest(dir)?;

@@ -29,7 +29,7 @@ use scrip_tokens::{
 pub use authentication::{Authenticated, SignedRequest};
 pub use certificates::Released;
 pub use error::{IssuerError, Result};
-pub use funding::{FundingError, FundingSource, InMemoryFunding};
+pub use funding::{FundingError, FundingSource, InMemoryFunding, RecordedDemoFunding};
 
 pub use keyring::{one_two_five, IssuerKey, Keyring, KeyringConfig, KeysetKeys, RoleKeys};
 pub use registry::AccountOpened;

@@ -69,6 +69,9 @@ pub(crate) const DEVICE_KEY: ClaimNamespace = ClaimNamespace::new("device-key");
 pub(crate) const MERCHANT_KEY: ClaimNamespace = ClaimNamespace::new("merchant-key");
 /// A device's confirmation of a deposit (key: deposit id): the first one stands.
 pub(crate) const DEPOSIT_CONFIRMATION: ClaimNamespace = ClaimNamespace::new("deposit-confirmation");
+/// A deposit the demo funding source collected (key: deposit id; digest over the deposit,
+/// account and amount): collected once, whichever server of a cluster is asked.
+pub(crate) const DEMO_FUNDING: ClaimNamespace = ClaimNamespace::new("demo-funding");
 
 /// A kind of answer kept in [`RESPONSES`] for a request answered once, under
 /// `prefix ‖ id`.

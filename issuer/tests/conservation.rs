@@ -23,7 +23,8 @@
 //! - every coin's claim (free, held by its redeeming merchant, held by the issuer after
 //!   revocation) and every account's frozen state match the model.
 //!
-//! It runs against every store backend: memory, file and redb.
+//! It runs against every store backend: memory, file, redb and PostgreSQL (a throwaway
+//! server the test starts itself, the system accounts striped as a cluster stripes them).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -38,7 +39,9 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use scrip_issuer::IssuerError;
 use scrip_issuer::{coins_outstanding_account, funding_account};
-use scrip_stores::conformance::{FileHarness, Harness, MemoryHarness, RedbHarness};
+use scrip_stores::conformance::{
+    FileHarness, Harness, MemoryHarness, PostgresHarness, RedbHarness,
+};
 use scrip_stores::{ClaimId, Claimant, LedgerAccount, RecordStore};
 use scrip_tokens::fixtures::NOW;
 use scrip_tokens::*;
@@ -1349,7 +1352,9 @@ impl World {
 // ---- the driver -------------------------------------------------------------------------
 
 fn run<H: Harness>(harness: H, seed: u64, ops: &[Op]) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    // Multi-thread: the PostgreSQL harness connects with `block_in_place`.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
@@ -1410,5 +1415,18 @@ proptest! {
     #[test]
     fn money_is_conserved_in_redb(seed in any::<u64>(), ops in ops(STEPS)) {
         run(RedbHarness::new(), seed, &ops);
+    }
+
+    /// With the system accounts striped as a cluster server stripes them.
+    #[test]
+    fn money_is_conserved_in_postgres(seed in any::<u64>(), ops in ops(STEPS)) {
+        run(
+            PostgresHarness::striped(vec![
+                (coins_outstanding_account(), scrip_issuer::server::SYSTEM_ACCOUNT_STRIPES),
+                (funding_account(), scrip_issuer::server::SYSTEM_ACCOUNT_STRIPES),
+            ]),
+            seed,
+            &ops,
+        );
     }
 }

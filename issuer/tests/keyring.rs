@@ -980,3 +980,134 @@ async fn a_certificate_never_outlives_the_key_that_signs_it() {
     // The same holds for account certificates (1 year) signed by a key with 180 days left.
     assert_eq!(wallet.certificate.payload.validity.not_after, key_end);
 }
+
+/// A private key file rewritten as PKCS#1 with its two primes swapped: other bytes (other
+/// CRT parameters), the same key pair.
+fn reencode_private_pem(pem: &str) -> String {
+    use rsa::pkcs1::EncodeRsaPrivateKey;
+    use rsa::pkcs8::DecodePrivateKey;
+    use rsa::traits::{PrivateKeyParts, PublicKeyParts};
+    let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem).unwrap();
+    let [p, q] = key.primes() else {
+        panic!("a two-prime key");
+    };
+    let swapped = rsa::RsaPrivateKey::from_p_q(q.clone(), p.clone(), key.e().clone()).unwrap();
+    assert_eq!(swapped.to_public_key(), key.to_public_key());
+    let out = swapped
+        .to_pkcs1_pem(rsa::pkcs1::LineEnding::LF)
+        .unwrap()
+        .to_string();
+    assert_ne!(out, pem);
+    out
+}
+
+/// The cluster's servers compare keyrings by fingerprint: it must be the same for the same
+/// keys however they were stored, and differ as soon as anything public differs.
+#[test]
+fn the_keyring_fingerprint_survives_save_and_load_and_changes_with_a_rotation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let keyring = copy(base());
+    let before = keyring.fingerprint();
+    assert_eq!(
+        before,
+        base().fingerprint(),
+        "a copy has the same fingerprint"
+    );
+    keyring_files::save(&keyring, &dir).unwrap();
+    assert_eq!(keyring_files::load(&dir).unwrap().fingerprint(), before);
+    // Saved again over itself (what a rotation does to the unchanged keys): unchanged.
+    keyring_files::save(&keyring_files::load(&dir).unwrap(), &dir).unwrap();
+    assert_eq!(keyring_files::load(&dir).unwrap().fingerprint(), before);
+
+    // A rotation adds a public key: another fingerprint, stable across save and load.
+    let mut rotated = keyring_files::load(&dir).unwrap();
+    rotated
+        .rotate(
+            IssuerKeyRole::Answer,
+            NOW.saturating_add(DAY),
+            DAY * 60,
+            DEFAULT_RSA_BITS,
+            &mut rng(70),
+        )
+        .unwrap();
+    let after = rotated.fingerprint();
+    assert_ne!(after, before);
+    keyring_files::save(&rotated, &dir).unwrap();
+    assert_eq!(keyring_files::load(&dir).unwrap().fingerprint(), after);
+
+    // The same keys with another validity window are another keyring.
+    let mut shifted = copy(base());
+    let first = &shifted.deposit_issuer.all()[0];
+    let moved = IssuerKey {
+        key: SigningKey::from_pem(&first.key.to_pem().unwrap()).unwrap(),
+        validity: Validity::new(
+            first.validity.not_before,
+            first.validity.not_after.saturating_add(DAY),
+        )
+        .unwrap(),
+    };
+    shifted.deposit_issuer = RoleKeys::new(vec![moved]).unwrap();
+    assert_ne!(shifted.fingerprint(), before);
+
+    // The same key under another role is another keyring: roles are part of it.
+    let mut swapped = copy(base());
+    let account = swapped.account_certifier.all()[0].key.to_pem().unwrap();
+    let merchant = swapped.merchant_certifier.all()[0].key.to_pem().unwrap();
+    let validity = swapped.account_certifier.all()[0].validity;
+    swapped.account_certifier = RoleKeys::new(vec![IssuerKey {
+        key: SigningKey::from_pem(&merchant).unwrap(),
+        validity,
+    }])
+    .unwrap();
+    swapped.merchant_certifier = RoleKeys::new(vec![IssuerKey {
+        key: SigningKey::from_pem(&account).unwrap(),
+        validity: swapped.merchant_certifier.all()[0].validity,
+    }])
+    .unwrap();
+    assert_ne!(swapped.fingerprint(), before);
+}
+
+/// Only public material goes into the fingerprint: every private key file rewritten in
+/// another encoding, with its primes in the other order, loads as the same fingerprint.
+/// Denominations given in another order are sorted, as the keyset itself is.
+#[test]
+fn the_keyring_fingerprint_is_independent_of_private_key_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("keys");
+    let keyring = copy(base());
+    keyring_files::save(&keyring, &dir).unwrap();
+    let mut rewritten = 0;
+    for entry in fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "pem") {
+            let pem = fs::read_to_string(&path).unwrap();
+            fs::write(&path, reencode_private_pem(&pem)).unwrap();
+            rewritten += 1;
+        }
+    }
+    assert_eq!(rewritten, 12, "every private key file");
+    let loaded = keyring_files::load(&dir).unwrap();
+    assert_eq!(loaded.fingerprint(), keyring.fingerprint());
+
+    let set = &keyring.keysets[0];
+    let reversed = KeysetKeys::new(
+        set.keyset.currency(),
+        set.keyset.validity(),
+        set.keyset.issue_until(),
+        set.keys
+            .iter()
+            .rev()
+            .map(|(v, k)| {
+                (
+                    *v,
+                    DenominationSigningKey::from_pem(&k.to_pem().unwrap()).unwrap(),
+                )
+            })
+            .collect(),
+    )
+    .unwrap();
+    let mut reordered = copy(base());
+    reordered.keysets[0] = reversed;
+    assert_eq!(reordered.fingerprint(), keyring.fingerprint());
+}

@@ -51,19 +51,52 @@ impl Harness for MemoryHarness {
 #[cfg(feature = "postgres")]
 pub struct PostgresHarness {
     url: String,
+    options: crate::PostgresOptions,
 }
 
 #[cfg(feature = "postgres")]
 impl PostgresHarness {
     pub fn new() -> Self {
+        Self::with_options(crate::PostgresOptions::default())
+    }
+
+    /// A harness whose stores connect with `options`.
+    pub fn with_options(options: crate::PostgresOptions) -> Self {
         PostgresHarness {
             url: crate::postgres::throwaway::Cluster::shared().fresh_schema_url(),
+            options,
         }
+    }
+
+    /// A harness whose stores stripe `accounts` (see
+    /// [`crate::PostgresOptions::striped_accounts`]).
+    pub fn striped(accounts: Vec<(LedgerAccount, u16)>) -> Self {
+        Self::with_options(crate::PostgresOptions {
+            striped_accounts: accounts,
+            ..crate::PostgresOptions::default()
+        })
+    }
+
+    /// A harness that stripes every account the suite posts to more than once per test
+    /// (the system accounts, merchant 1, customer 1 with its floor), with a few stripes
+    /// each, so that the stripes of one account take turns within every test.
+    pub fn striped_suite() -> Self {
+        Self::striped(vec![
+            (outstanding(), 8),
+            (funding(), 8),
+            (merchant_account(1), 4),
+            (customer(1), 3),
+        ])
     }
 
     /// The connection string of this harness's schema.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The options its stores connect with.
+    pub fn options(&self) -> &crate::PostgresOptions {
+        &self.options
     }
 }
 
@@ -81,7 +114,10 @@ impl Harness for PostgresHarness {
     fn open(&self) -> crate::PostgresStore {
         // The suite runs on a multi-thread runtime: connect without leaving it.
         tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(crate::PostgresStore::connect(&self.url))
+            tokio::runtime::Handle::current().block_on(crate::PostgresStore::connect_with(
+                &self.url,
+                self.options.clone(),
+            ))
         })
         .unwrap()
     }
@@ -200,6 +236,10 @@ pub fn customer(n: u128) -> LedgerAccount {
 
 pub fn outstanding() -> LedgerAccount {
     LedgerAccount::System("coins-outstanding".into())
+}
+
+pub fn funding() -> LedgerAccount {
+    LedgerAccount::System("funding".into())
 }
 
 fn eur(minor_units: u64) -> scrip_tokens::Amount {
@@ -442,9 +482,8 @@ pub async fn ledger_postings_are_applied_exactly_once<H: Harness>(h: H) {
 
 pub async fn floors_refuse_overdrafts_atomically<H: Harness>(h: H) {
     let store = Arc::new(h.open());
-    let funding = LedgerAccount::System("funding".into());
     let deposit = Unit::new(Claimant::Issuer, at(0)).post(Posting::transfer(
-        funding.clone(),
+        funding(),
         customer(1),
         eur(10),
         "deposit",

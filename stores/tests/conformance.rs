@@ -27,3 +27,10 @@ mod redb {
 mod postgres {
     scrip_stores::store_conformance!(scrip_stores::conformance::PostgresHarness::new());
 }
+
+/// The suite again, with every account it posts to repeatedly striped: balances, floors and
+/// ledgers (seq, balance_after, read right after commit) must not tell the difference.
+#[cfg(feature = "postgres")]
+mod postgres_striped {
+    scrip_stores::store_conformance!(scrip_stores::conformance::PostgresHarness::striped_suite());
+}

@@ -31,10 +31,35 @@ pub fn fixture_keyring() -> Keyring {
 
 /// Starts a server over `kind` in `data_dir`. The first start saves the fixture keyring
 /// into `<data_dir>/keys`; later starts load it from there, like the binary does.
+///
+/// `StoreKind::Postgres` starts a one-server cluster: the first start takes a fresh schema
+/// of the throwaway PostgreSQL server (its URL kept in `<data_dir>/database-url`, so a
+/// restart finds the same database) and publishes the keys there.
 pub async fn start(kind: StoreKind, data_dir: &Path) -> RunningServer {
     let keys = data_dir.join("keys");
     if !keys.join("keyring.json").exists() {
         scrip::issuer::keyring_files::save(&fixture_keyring(), &keys).unwrap();
+    }
+    if kind == StoreKind::Postgres {
+        let url_file = data_dir.join("database-url");
+        let url = match std::fs::read_to_string(&url_file) {
+            Ok(url) => url,
+            Err(_) => {
+                let url = scrip::stores::conformance::PostgresHarness::new()
+                    .url()
+                    .to_owned();
+                let (store, state) = server::cluster::connect_database(&url, 2).await.unwrap();
+                server::cluster::publish_keys(&keys, &*state, false)
+                    .await
+                    .unwrap();
+                store.close().await.unwrap();
+                std::fs::write(&url_file, &url).unwrap();
+                url
+            }
+        };
+        return server::start(cluster_node_config(&url, &keys, data_dir, 0))
+            .await
+            .unwrap();
     }
     let mut config = ServerConfig::new(
         ([127, 0, 0, 1], 0).into(),
@@ -144,4 +169,120 @@ pub async fn merchant_keys(count: usize) -> Vec<SigningKey<scrip::tokens::keys::
         keys.extend(t.await.unwrap());
     }
     keys
+}
+
+/// A test's issuer cluster: a fresh schema of the throwaway PostgreSQL server (started
+/// once per test process), and the fixture keyring saved in a keys directory and published
+/// as the cluster's keys, as an operator's `scrip-server keys init` would.
+pub struct TestCluster {
+    url: String,
+    keys: tempfile::TempDir,
+}
+
+impl TestCluster {
+    pub async fn new() -> TestCluster {
+        let url = scrip::stores::conformance::PostgresHarness::new()
+            .url()
+            .to_owned();
+        let keys = tempfile::tempdir().unwrap();
+        scrip::issuer::keyring_files::save(&fixture_keyring(), keys.path()).unwrap();
+        let (store, state) = server::cluster::connect_database(&url, 2).await.unwrap();
+        server::cluster::publish_keys(keys.path(), &*state, false)
+            .await
+            .unwrap();
+        store.close().await.unwrap();
+        TestCluster { url, keys }
+    }
+
+    /// The database's connection string.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The published keys.
+    pub fn keys_dir(&self) -> &Path {
+        self.keys.path()
+    }
+
+    /// Starts a server of the cluster on a loopback port, with a data directory of its own
+    /// (returned, to keep it alive as long as the server).
+    pub async fn node(&self) -> (RunningServer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = cluster_node_config(&self.url, self.keys.path(), dir.path(), 0);
+        (server::start(config).await.unwrap(), dir)
+    }
+
+    /// The cluster's record store, opened directly (as the servers open it).
+    pub async fn store(&self) -> std::sync::Arc<dyn scrip::stores::RecordStore> {
+        server::cluster::connect_database(&self.url, 2)
+            .await
+            .unwrap()
+            .0
+    }
+
+    /// The ledger balances, by kind of account, read from the database.
+    pub async fn books(&self) -> Books {
+        let store = self.store().await;
+        let books = Books::read(&*store).await;
+        store.close().await.unwrap();
+        books
+    }
+}
+
+/// The configuration of a cluster server on `port` (0: any free port).
+pub fn cluster_node_config(url: &str, keys: &Path, data_dir: &Path, port: u16) -> ServerConfig {
+    let mut config = ServerConfig::new(
+        ([127, 0, 0, 1], port).into(),
+        data_dir,
+        OPERATOR_TOKEN.to_owned(),
+    );
+    config.store = StoreKind::Postgres;
+    config.database_url = Some(url.to_owned());
+    config.keys = KeySource::Directory {
+        dir: keys.to_path_buf(),
+        generate: scrip::issuer::KeyringConfig::default(),
+    };
+    config
+}
+
+/// Every ledger balance of one currency (EUR), summed by kind of account.
+#[derive(Debug, Default)]
+pub struct Books {
+    pub customers: i128,
+    pub reservations: i128,
+    pub merchants: i128,
+    pub outstanding: i128,
+    pub funding: i128,
+    pub other: i128,
+}
+
+impl Books {
+    pub async fn read(store: &dyn scrip::stores::RecordStore) -> Books {
+        use scrip::stores::LedgerAccount;
+        let mut books = Books::default();
+        for (account, currency, balance) in store.balances(None, usize::MAX).await.unwrap() {
+            assert_eq!(currency, Currency::EUR);
+            let slot = match account {
+                LedgerAccount::Customer(_) => &mut books.customers,
+                LedgerAccount::Reservation(_) => &mut books.reservations,
+                LedgerAccount::Merchant(_) => &mut books.merchants,
+                a if a == scrip::issuer::coins_outstanding_account() => &mut books.outstanding,
+                a if a == scrip::issuer::funding_account() => &mut books.funding,
+                _ => &mut books.other,
+            };
+            *slot += balance;
+        }
+        books
+    }
+
+    /// Double entry: every posting has its counterpart.
+    pub fn sums_to_zero(&self) -> bool {
+        self.customers
+            + self.reservations
+            + self.merchants
+            + self.outstanding
+            + self.funding
+            + self.other
+            == 0
+    }
 }

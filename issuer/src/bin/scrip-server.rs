@@ -2,22 +2,130 @@
 //!
 //! `cargo run --release --bin scrip-server` listens on 127.0.0.1:8080 with an embedded
 //! redb store in `./scrip-data`, generating issuer keys there on first start.
+//!
+//! With `--store postgres --database-url URL` it is one server of a cluster sharing that
+//! database; the cluster's keys are made by the operator commands `scrip-server keys init`,
+//! `keys publish` and `keys rotate` (the logic is `scrip_issuer::server::cluster`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
-use scrip_issuer::server::{self, KeySource, OperatorToken, ServerConfig, StoreKind};
-use scrip_issuer::{one_two_five, IssuerConfig, KeyringConfig};
+use clap::{Args, Parser, Subcommand};
+use scrip_issuer::server::{
+    self, cluster, KeySource, OperatorToken, ServerConfig, ServerFunding, StoreKind,
+};
+use scrip_issuer::{one_two_five, IssuerConfig, IssuerError, KeyringConfig};
 use scrip_tokens::Currency;
 
 /// The scrip issuer and redeem server: registration, deposits, balance certificates,
-/// blind and identified coins, redemption of offline payments.
+/// blind and identified coins, redemption of offline payments. Without a subcommand it
+/// serves.
 #[derive(Parser, Debug)]
-#[command(name = "scrip-server", version)]
-struct Args {
+#[command(name = "scrip-server", version, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Operator commands for the issuer's keys (a cluster's keys are made here, never by a
+    /// server).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum KeysCommand {
+    /// Generates a keyring into an empty keys directory (files 0600); with a database URL,
+    /// publishes it as the cluster's first keyring. Refuses a directory that holds keys and
+    /// a cluster that already has a keyring.
+    Init(KeysInitArgs),
+    /// Publishes the keyring of a keys directory as the cluster's (idempotent): after
+    /// copying keys, or after `keys rotate` without a database URL.
+    Publish(KeysPublishArgs),
+    /// Adds a new key for one role (the old one keeps verifying until it expires); with a
+    /// database URL, publishes the rotated keyring (servers reload their keys directory
+    /// once they see it).
+    Rotate(KeysRotateArgs),
+}
+
+#[derive(Args, Debug)]
+struct KeysDirArg {
+    /// The keys directory.
+    #[arg(long, env = "SCRIP_KEYS_DIR")]
+    keys_dir: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct KeysInitArgs {
+    #[command(flatten)]
+    dir: KeysDirArg,
+
+    /// PostgreSQL connection string of the cluster to publish the keyring to.
+    #[arg(long, env = "SCRIP_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// Currency of the coin keyset (ISO 4217).
+    #[arg(long, env = "SCRIP_CURRENCY", default_value = "EUR")]
+    currency: String,
+
+    /// Coin denominations in minor units, comma separated (default: 1-2-5 series from 1
+    /// to 20000).
+    #[arg(long, env = "SCRIP_DENOMINATIONS", value_delimiter = ',')]
+    denominations: Vec<u64>,
+
+    /// RSA modulus size of the keys.
+    #[arg(long, env = "SCRIP_RSA_BITS", default_value_t = scrip_tokens::keys::DEFAULT_RSA_BITS)]
+    rsa_bits: usize,
+}
+
+#[derive(Args, Debug)]
+struct KeysPublishArgs {
+    #[command(flatten)]
+    dir: KeysDirArg,
+
+    /// PostgreSQL connection string of the cluster.
+    #[arg(long, env = "SCRIP_DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+
+    /// Replace the keyring the cluster serves by this different one (a keyring rotated
+    /// without a database URL). Without it only a cluster with no keyring, or with this
+    /// very keyring, accepts it.
+    #[arg(long)]
+    replace: bool,
+}
+
+#[derive(Args, Debug)]
+struct KeysRotateArgs {
+    #[command(flatten)]
+    dir: KeysDirArg,
+
+    /// PostgreSQL connection string of the cluster to publish the rotated keyring to
+    /// (without it only the files change: distribute them, then `keys publish --replace`).
+    #[arg(long, env = "SCRIP_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// The role whose key is rotated.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new(cluster::KEY_ROLE_NAMES))]
+    role: String,
+
+    /// Lifetime of the new key, in days.
+    #[arg(long, default_value_t = 730)]
+    lifetime_days: u64,
+
+    /// RSA modulus size of the new key.
+    #[arg(long, env = "SCRIP_RSA_BITS", default_value_t = scrip_tokens::keys::DEFAULT_RSA_BITS)]
+    rsa_bits: usize,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "SCRIP_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -26,18 +134,40 @@ struct Args {
     #[arg(long, env = "SCRIP_DATA_DIR", default_value = "./scrip-data")]
     data_dir: PathBuf,
 
-    /// Record store backend: redb (embedded database), file (checksummed log) or memory
-    /// (nothing survives a restart).
+    /// Record store backend: redb (embedded database), file (checksummed log), memory
+    /// (nothing survives a restart) or postgres (a database shared by a cluster of
+    /// servers: needs --database-url and --operator-token, and keys made by `keys init`).
     #[arg(long, env = "SCRIP_STORE", default_value = "redb")]
     store: StoreKind,
 
+    /// PostgreSQL connection string for --store postgres (it may hold a password: prefer
+    /// the environment variable).
+    #[arg(long, env = "SCRIP_DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+
+    /// Most connections this server opens to the database (--store postgres).
+    #[arg(long, env = "SCRIP_DATABASE_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
+    database_connections: u64,
+
+    /// How far this server's clock may be from the database server's, in milliseconds
+    /// (--store postgres): beyond it the server refuses to start, and warns later.
+    #[arg(long, env = "SCRIP_MAX_NODE_CLOCK_SKEW_MS", default_value_t = 2_000)]
+    max_node_clock_skew_ms: u64,
+
+    /// How often the cluster's published keyring is checked, in seconds (--store
+    /// postgres): a rotation reaches this server within it once its keys directory holds
+    /// the new keys.
+    #[arg(long, env = "SCRIP_KEYRING_POLL_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    keyring_poll_secs: u64,
+
     /// Directory of the issuer's private keys (default: <data-dir>/keys). Generated on
-    /// first start, mode 0600.
+    /// first start, mode 0600; with --store postgres only read (made by `keys init`).
     #[arg(long, env = "SCRIP_KEYS_DIR")]
     keys_dir: Option<PathBuf>,
 
     /// Operator token for operator routes (merchant registration, fraud log, device
-    /// revocation). Default: read <data-dir>/operator-token, or create it (0600).
+    /// revocation). Default: read <data-dir>/operator-token, or create it (0600). Required
+    /// with --store postgres (the same on every server).
     #[arg(long, env = "SCRIP_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
 
@@ -108,8 +238,8 @@ struct Args {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    init_logging(&args.log_format);
+    let cli = Cli::parse();
+    init_logging(&cli.serve.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -120,7 +250,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let outcome = match cli.command {
+        None => runtime.block_on(run(cli.serve)),
+        Some(Command::Keys(command)) => runtime.block_on(keys(command)),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "scrip-server failed");
@@ -143,7 +277,7 @@ fn init_logging(format: &str) {
     }
 }
 
-async fn run(args: Args) -> Result<(), String> {
+async fn run(args: ServeArgs) -> Result<(), String> {
     let currency = Currency::new(&args.currency).map_err(|e| format!("--currency: {e}"))?;
     let denominations = if args.denominations.is_empty() {
         one_two_five(1, 20_000)
@@ -152,6 +286,8 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let operator_token = match args.operator_token.clone() {
         Some(t) if !t.is_empty() => OperatorToken::Given(t),
+        // A cluster refuses a per-node token (server::start says so).
+        _ if args.store.is_shared() => OperatorToken::DataDir,
         _ => {
             tracing::info!(
                 path = %args.data_dir.join(server::OPERATOR_TOKEN_FILE).display(),
@@ -188,15 +324,147 @@ async fn run(args: Args) -> Result<(), String> {
     config.max_connections = usize::try_from(args.max_connections).unwrap_or(usize::MAX);
     config.max_header_bytes = args.max_header_bytes;
     config.body_budget_bytes = args.body_budget_bytes;
+    config.database_url = args.database_url.clone();
+    config.database_connections = usize::try_from(args.database_connections).unwrap_or(usize::MAX);
+    config.max_node_clock_skew = Duration::from_millis(args.max_node_clock_skew_ms);
+    config.keyring_poll_interval = Duration::from_secs(args.keyring_poll_secs);
+    // Recorded in the store, so every server of a cluster (and every restart) answers a
+    // deposit id alike.
+    config.funding = ServerFunding::RecordedDemo;
     tracing::warn!(
         "deposits are credited from the built-in demo funding source (every deposit is \
-         accepted); embed scrip_issuer::server with your own FundingSource for real money"
+         accepted and recorded in the store); embed scrip_issuer::server with your own \
+         FundingSource for real money"
     );
     let running = server::start(config).await.map_err(|e| e.to_string())?;
     running
         .run_until(shutdown_signal())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// The `keys` operator commands. They print what they did on stdout (fingerprints are
+/// public; no key material is printed).
+async fn keys(command: KeysCommand) -> Result<(), String> {
+    match command {
+        KeysCommand::Init(args) => {
+            let currency = Currency::new(&args.currency).map_err(|e| format!("--currency: {e}"))?;
+            let denominations = if args.denominations.is_empty() {
+                one_two_five(1, 20_000)
+            } else {
+                args.denominations.clone()
+            };
+            let config = KeyringConfig {
+                denominations: vec![(currency, denominations)],
+                rsa_bits: args.rsa_bits,
+                ..KeyringConfig::default()
+            };
+            let database = connect(args.database_url.as_deref()).await?;
+            let outcome = cluster::init_keys(
+                &args.dir.keys_dir,
+                &config,
+                database.as_ref().map(|(_, c)| c.as_ref()),
+                server::now(),
+            )
+            .await;
+            close(database).await;
+            let status = outcome.map_err(|e| e.to_string())?;
+            println!(
+                "generated the keyring in {} (fingerprint {})",
+                args.dir.keys_dir.display(),
+                hex::encode(status.fingerprint)
+            );
+            match status.epoch {
+                Some(epoch) => {
+                    println!("published as the cluster's keyring, epoch {}", epoch.epoch)
+                }
+                None => println!(
+                    "not published (no --database-url): run `scrip-server keys publish` before \
+                     starting cluster servers"
+                ),
+            }
+            Ok(())
+        }
+        KeysCommand::Publish(args) => {
+            let database = connect(Some(&args.database_url)).await?;
+            let outcome = match &database {
+                Some((_, cluster)) => {
+                    cluster::publish_keys(&args.dir.keys_dir, cluster.as_ref(), args.replace).await
+                }
+                None => Err(IssuerError::DatabaseUrlMissing),
+            };
+            close(database).await;
+            let epoch = outcome.map_err(|e| match e {
+                e @ IssuerError::KeyringMismatch { .. } => format!(
+                    "{e}\n(to make this directory's keyring the cluster's, run again with --replace)"
+                ),
+                e => e.to_string(),
+            })?;
+            println!(
+                "the cluster serves the keyring of {} as epoch {} (fingerprint {})",
+                args.dir.keys_dir.display(),
+                epoch.epoch,
+                hex::encode(epoch.fingerprint)
+            );
+            Ok(())
+        }
+        KeysCommand::Rotate(args) => {
+            let role = cluster::parse_key_role(&args.role)
+                .ok_or_else(|| format!("--role: unknown role {:?}", args.role))?;
+            let database = connect(args.database_url.as_deref()).await?;
+            let outcome = cluster::rotate_key(
+                &args.dir.keys_dir,
+                role,
+                server::now(),
+                Duration::from_secs(args.lifetime_days.saturating_mul(86_400)),
+                args.rsa_bits,
+                database.as_ref().map(|(_, c)| c.as_ref()),
+            )
+            .await;
+            close(database).await;
+            let status = outcome.map_err(|e| e.to_string())?;
+            println!(
+                "rotated the {} key in {} (fingerprint {})",
+                args.role,
+                args.dir.keys_dir.display(),
+                hex::encode(status.fingerprint)
+            );
+            match status.epoch {
+                Some(epoch) => println!(
+                    "published as epoch {}; servers reload their keys directory within their \
+                     keyring poll interval once it holds these files",
+                    epoch.epoch
+                ),
+                None => println!(
+                    "not published (no --database-url): distribute the directory, then run \
+                     `scrip-server keys publish --replace`"
+                ),
+            }
+            Ok(())
+        }
+    }
+}
+
+type Database = Option<(
+    std::sync::Arc<dyn scrip_stores::RecordStore>,
+    std::sync::Arc<dyn scrip_stores::ClusterState>,
+)>;
+
+/// The cluster's database, if a URL was given (an empty one counts as none).
+async fn connect(url: Option<&str>) -> Result<Database, String> {
+    match url.filter(|u| !u.trim().is_empty()) {
+        None => Ok(None),
+        Some(url) => cluster::connect_database(url, 2)
+            .await
+            .map(Some)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+async fn close(database: Database) {
+    if let Some((store, _)) = database {
+        let _ = store.close().await;
+    }
 }
 
 /// SIGINT or SIGTERM.

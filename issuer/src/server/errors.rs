@@ -54,6 +54,18 @@ impl ApiError {
         )
     }
 
+    /// The cluster's nonce table could not be reached: the request was not admitted (and
+    /// not remembered), so sending it again is safe. The database's own message goes to
+    /// the log, not to the client.
+    pub(crate) fn nonce_store_unavailable(e: &scrip_stores::StoreError) -> Self {
+        tracing::warn!(error = %e, "the shared nonce table could not be reached");
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ReasonCode::StoreError,
+            "the replay check could not reach the issuer's database; retry shortly",
+        )
+    }
+
     pub(crate) fn malformed(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, ReasonCode::MalformedBody, message)
     }
@@ -152,6 +164,15 @@ impl From<IssuerError> for ApiError {
         };
         if status.is_server_error() {
             tracing::error!(error = %e, "request failed");
+        }
+        // The database server's own text (details with key values, table names) is for
+        // the log only.
+        if let IssuerError::Store(scrip_stores::StoreError::Database { .. }) = e {
+            return ApiError::new(
+                status,
+                e.code(),
+                "the issuer's database failed this request; retry shortly",
+            );
         }
         ApiError::new(status, e.code(), e.to_string())
     }

@@ -20,7 +20,7 @@ use warp::{Filter, Rejection};
 use super::errors::{self, ApiError};
 use super::handlers;
 use super::models::{reply, Body, Format};
-use super::{now, AppState, SMALL_BODY_BYTES};
+use super::{AppState, SMALL_BODY_BYTES};
 use tokio::sync::OwnedSemaphorePermit;
 
 /// Whether a route needs the operator token.
@@ -414,7 +414,8 @@ where
                         Ok(r) => r,
                         Err(e) => return e.into_response(),
                     };
-                    match handler(Arc::clone(&state), request, now()).await {
+                    let now = state.now();
+                    match handler(Arc::clone(&state), request, now).await {
                         Ok(answer) => reply(&answer, body.accept),
                         Err(e) => e.into_response(),
                     }

@@ -19,7 +19,7 @@ use warp::reply::Response;
 
 use super::errors::ApiError;
 use super::models::{reply, Body, Format};
-use super::{now, request_rng, AppState};
+use super::{request_rng, AppState};
 use crate::api::{
     AccountOpenedBody, DeviceEnrollment, DeviceRevoked, Done, FraudLogItem, FraudLogPage,
     ReissueRequest, ReissuedCoins,
@@ -29,24 +29,28 @@ use crate::api::{
 const DIRECTORY_TTL: Duration = Duration::from_secs(60);
 
 pub async fn key_directory(accept: Format, state: Arc<AppState>) -> Response {
-    let now = now();
+    let now = state.now();
+    let keys = state.issuer.keys();
     {
         let cached = match state.directory.lock() {
             Ok(c) => c.clone(),
             Err(p) => p.into_inner().clone(),
         };
-        if let Some((at, directory)) = cached {
-            if now < at.saturating_add(DIRECTORY_TTL) && now >= at {
+        // Signed from the keyring served now, not one a rotation has replaced meanwhile.
+        if let Some((at, signed_by, directory)) = cached {
+            if now < at.saturating_add(DIRECTORY_TTL) && now >= at && Arc::ptr_eq(&signed_by, &keys)
+            {
                 return reply(&directory, accept);
             }
         }
     }
     let mut rng = request_rng();
-    match state.issuer.key_directory(now, &mut rng) {
+    match keys.signed_directory(now, &mut rng) {
         Ok(directory) => {
+            let entry = Some((now, keys, directory.clone()));
             match state.directory.lock() {
-                Ok(mut c) => *c = Some((now, directory.clone())),
-                Err(p) => *p.into_inner() = Some((now, directory.clone())),
+                Ok(mut c) => *c = entry,
+                Err(p) => *p.into_inner() = entry,
             }
             reply(&directory, accept)
         }
@@ -60,6 +64,15 @@ pub async fn key_directory(accept: Format, state: Arc<AppState>) -> Response {
 pub async fn readiness(state: Arc<AppState>) -> Response {
     match state.issuer.store().check_writable().await {
         Ok(()) => reply(&Done { ok: true }, Format::Json),
+        Err(e @ scrip_stores::StoreError::Database { .. }) => {
+            tracing::warn!(error = %e, "readiness: the database cannot write");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ReasonCode::StoreUnwritable,
+                "the store cannot write: the database failed (see the server's log)",
+            )
+            .into_response()
+        }
         Err(e) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             ReasonCode::StoreUnwritable,
@@ -238,7 +251,7 @@ pub async fn statement(
         )
         .into_response();
     }
-    let now = now();
+    let now = state.now();
     let request = match state.admit(&request, now).await {
         Ok(r) => r,
         Err(e) => return e.into_response(),
@@ -315,7 +328,7 @@ pub async fn revoke_device(
     if !state.is_operator(operator.as_deref()) {
         return ApiError::unauthorized_operator().into_response();
     }
-    match state.issuer.revoke_device(device_id, now()).await {
+    match state.issuer.revoke_device(device_id, state.now()).await {
         Ok(revoked_at) => {
             tracing::warn!(device = %device_id, "device revoked");
             reply(
@@ -346,7 +359,7 @@ pub async fn reissue(
     let mut rng = request_rng();
     match state
         .issuer
-        .reissue_identified_coins(device_id, request.to, now(), &mut rng)
+        .reissue_identified_coins(device_id, request.to, state.now(), &mut rng)
         .await
     {
         Ok(coins) => reply(&ReissuedCoins { coins }, body.accept),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -30,6 +30,19 @@ pub struct Metrics {
     commit_units: AtomicU64,
     connections_refused: AtomicU64,
     bodies_refused: AtomicU64,
+    cluster: ClusterMetrics,
+}
+
+/// What a server of a cluster reports about its place in it (rendered in cluster mode
+/// only, so an embedded server's exposition is unchanged).
+#[derive(Default)]
+struct ClusterMetrics {
+    enabled: AtomicBool,
+    clock_skew_ms: AtomicI64,
+    clock_skew_exceeded: AtomicU64,
+    keyring_epoch: AtomicU64,
+    keyring_reload_failures: AtomicU64,
+    leader: AtomicBool,
 }
 
 const OUTCOMES: [&str; 4] = ["accepted", "already_accepted", "double_spent", "invalid"];
@@ -67,6 +80,39 @@ impl Metrics {
     /// Counts a request body refused because the body budget was full.
     pub fn body_refused(&self) {
         self.bodies_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Marks this server as one of a cluster serving keyring `epoch`.
+    pub(crate) fn cluster_started(&self, epoch: u64) {
+        self.cluster.enabled.store(true, Ordering::Relaxed);
+        self.cluster.keyring_epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    /// Records a measurement of this node's clock against the cluster's.
+    pub(crate) fn cluster_clock(&self, skew_ms: i64, exceeded: bool) {
+        self.cluster.clock_skew_ms.store(skew_ms, Ordering::Relaxed);
+        if exceeded {
+            self.cluster
+                .clock_skew_exceeded
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Records the keyring epoch now served.
+    pub(crate) fn cluster_keyring(&self, epoch: u64) {
+        self.cluster.keyring_epoch.store(epoch, Ordering::Relaxed);
+    }
+
+    /// Counts a published keyring this server could not load yet.
+    pub(crate) fn cluster_keyring_reload_failed(&self) {
+        self.cluster
+            .keyring_reload_failures
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records whether this server leads the periodic jobs (release, nonce pruning).
+    pub(crate) fn cluster_leader(&self, leader: bool) {
+        self.cluster.leader.store(leader, Ordering::Relaxed);
     }
 
     /// Counts the outcomes of a redemption report (or sync report).
@@ -160,7 +206,49 @@ impl Metrics {
         );
         out.push_str("# TYPE scrip_store_batches_total counter\n");
         let _ = writeln!(out, "scrip_store_batches_total {}", store.batches);
+        if self.cluster.enabled.load(Ordering::Relaxed) {
+            self.render_cluster(&mut out);
+        }
         out
+    }
+
+    fn render_cluster(&self, out: &mut String) {
+        let c = &self.cluster;
+        let _ = writeln!(
+            out,
+            "# HELP scrip_cluster_clock_skew_seconds This node's clock minus the database server's, last measured.\n\
+             # TYPE scrip_cluster_clock_skew_seconds gauge\n\
+             scrip_cluster_clock_skew_seconds {}",
+            c.clock_skew_ms.load(Ordering::Relaxed) as f64 / 1e3
+        );
+        let _ = writeln!(
+            out,
+            "# HELP scrip_cluster_clock_skew_exceeded_total Measurements of this node's clock beyond the allowed skew.\n\
+             # TYPE scrip_cluster_clock_skew_exceeded_total counter\n\
+             scrip_cluster_clock_skew_exceeded_total {}",
+            c.clock_skew_exceeded.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP scrip_cluster_keyring_epoch The published keyring epoch this node serves.\n\
+             # TYPE scrip_cluster_keyring_epoch gauge\n\
+             scrip_cluster_keyring_epoch {}",
+            c.keyring_epoch.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP scrip_cluster_keyring_reload_failures_total Polls that found a new published keyring this node could not load (keys not distributed yet).\n\
+             # TYPE scrip_cluster_keyring_reload_failures_total counter\n\
+             scrip_cluster_keyring_reload_failures_total {}",
+            c.keyring_reload_failures.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP scrip_cluster_leader 1 while this node leads the release of expired certificates and nonce pruning.\n\
+             # TYPE scrip_cluster_leader gauge\n\
+             scrip_cluster_leader {}",
+            u8::from(c.leader.load(Ordering::Relaxed))
+        );
     }
 }
 

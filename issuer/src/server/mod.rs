@@ -14,6 +14,7 @@
 //! (deposit ids, withdrawal idempotency keys, one claim per coin and record) makes the
 //! re-signed retry safe. Operator routes take a bearer token.
 
+pub mod cluster;
 mod connections;
 mod data_dir;
 mod errors;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::SeedableRng;
-use scrip_stores::{FileStore, MemoryStore, RecordStore, RedbStore};
+use scrip_stores::{ClusterState, FileStore, MemoryStore, RecordStore, RedbStore};
 use scrip_tokens::Timestamp;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -39,7 +40,10 @@ pub use errors::ApiError;
 pub use metrics::{MeteredStore, Metrics};
 pub use replay::ReplayGuard;
 
-use crate::{FundingSource, InMemoryFunding, Issuer, IssuerConfig, IssuerError, Keyring, Result};
+use crate::{
+    FundingSource, InMemoryFunding, Issuer, IssuerConfig, IssuerError, Keyring,
+    RecordedDemoFunding, Result,
+};
 
 /// The store backend the server runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +54,17 @@ pub enum StoreKind {
     File,
     /// In memory: everything is lost when the server stops (tests, demos).
     Memory,
+    /// A PostgreSQL database shared by every server of a cluster (cluster mode: see
+    /// [`cluster`]). Needs [`ServerConfig::database_url`].
+    Postgres,
+}
+
+impl StoreKind {
+    /// Whether servers on this store form a cluster (they share state through the
+    /// database and never keep their own).
+    pub fn is_shared(self) -> bool {
+        matches!(self, StoreKind::Postgres)
+    }
 }
 
 impl std::str::FromStr for StoreKind {
@@ -59,7 +74,10 @@ impl std::str::FromStr for StoreKind {
             "redb" => Ok(StoreKind::Redb),
             "file" => Ok(StoreKind::File),
             "memory" => Ok(StoreKind::Memory),
-            other => Err(format!("unknown store {other:?}: use redb, file or memory")),
+            "postgres" => Ok(StoreKind::Postgres),
+            other => Err(format!(
+                "unknown store {other:?}: use redb, file, memory or postgres"
+            )),
         }
     }
 }
@@ -70,6 +88,7 @@ impl std::fmt::Display for StoreKind {
             StoreKind::Redb => "redb",
             StoreKind::File => "file",
             StoreKind::Memory => "memory",
+            StoreKind::Postgres => "postgres",
         })
     }
 }
@@ -80,7 +99,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Where the server's keys come from.
 pub enum KeySource {
     /// Load `<dir>/keyring.json` and its PEM files, or generate them there on first start
-    /// (files written 0600).
+    /// (files written 0600). In cluster mode the directory is only read (never generated
+    /// into, migrated or locked): `scrip-server keys init` made it, and several servers
+    /// may share it.
     Directory {
         /// The key directory.
         dir: PathBuf,
@@ -96,8 +117,30 @@ pub enum KeySource {
 pub enum OperatorToken {
     /// This token.
     Given(String),
-    /// `<data-dir>/operator-token`, created (0600, random) on first start.
+    /// `<data-dir>/operator-token`, created (0600, random) on first start. Refused in
+    /// cluster mode: each server would make its own.
     DataDir,
+}
+
+/// Where deposits are collected from.
+pub enum ServerFunding {
+    /// The built-in demo source (accepts every deposit). In cluster mode it is
+    /// [`RecordedDemoFunding`] over the shared store, so that every server answers a
+    /// deposit alike; on an embedded store it is [`InMemoryFunding`], as in earlier
+    /// releases (one process is the whole issuer).
+    Demo,
+    /// [`RecordedDemoFunding`] over the server's own store, whatever the store: each
+    /// collected deposit is a claim in the store, so the answer survives restarts and is
+    /// the same on every server of a cluster. What `scrip-server` uses.
+    RecordedDemo,
+    /// This source (a payment provider).
+    Source(Arc<dyn FundingSource>),
+}
+
+impl From<Arc<dyn FundingSource>> for ServerFunding {
+    fn from(source: Arc<dyn FundingSource>) -> Self {
+        ServerFunding::Source(source)
+    }
 }
 
 impl From<String> for OperatorToken {
@@ -143,7 +186,23 @@ pub struct ServerConfig {
     /// no reservation (they are bounded by the connection cap).
     pub body_budget_bytes: usize,
     /// Where deposits are collected from.
-    pub funding: Arc<dyn FundingSource>,
+    pub funding: ServerFunding,
+    /// The PostgreSQL connection string of [`StoreKind::Postgres`] (it may carry a
+    /// password: never logged).
+    pub database_url: Option<String>,
+    /// Most connections this server opens to the database (each server of a cluster has
+    /// its own pool).
+    pub database_connections: usize,
+    /// Cluster state the embedder provides with its [`Self::custom_store`] (cluster mode
+    /// on a backend of its own). With `store` postgres and no custom store, the database
+    /// provides it.
+    pub custom_cluster: Option<Arc<dyn ClusterState>>,
+    /// Cluster mode: how often the published keyring epoch is read, to follow rotations.
+    pub keyring_poll_interval: Duration,
+    /// Cluster mode: how far this node's clock may be from the database server's. Beyond
+    /// it the server refuses to start, and warns (metric
+    /// `scrip_cluster_clock_skew_exceeded_total`) when a later check finds it.
+    pub max_node_clock_skew: Duration,
 }
 
 /// Bodies up to this size are read without a reservation from the body budget: every
@@ -153,8 +212,9 @@ pub const SMALL_BODY_BYTES: usize = 16 << 10;
 impl ServerConfig {
     /// Defaults: redb in `data_dir`, keys in `<data_dir>/keys`, 8 MiB bodies, 5 minutes of
     /// clock skew, 30 seconds to send headers and 30 more to send the body, 1024
-    /// connections, 16 KiB request heads, 64 MiB of large bodies in flight, a demo funding
-    /// source that accepts every deposit.
+    /// connections, 16 KiB request heads, 64 MiB of large bodies in flight, the demo
+    /// funding source ([`ServerFunding::Demo`]); in cluster mode 16 database connections,
+    /// keyring polled every 5 seconds, node clocks within 2 seconds of the database's.
     pub fn new(
         listen: SocketAddr,
         data_dir: impl Into<PathBuf>,
@@ -179,7 +239,12 @@ impl ServerConfig {
             max_connections: 1024,
             max_header_bytes: 16 << 10,
             body_budget_bytes: 64 << 20,
-            funding: Arc::new(InMemoryFunding::new()),
+            funding: ServerFunding::Demo,
+            database_url: None,
+            database_connections: 16,
+            custom_cluster: None,
+            keyring_poll_interval: Duration::from_secs(5),
+            max_node_clock_skew: Duration::from_secs(2),
         }
     }
 }
@@ -202,7 +267,13 @@ pub struct AppState {
     /// The data (and keys) directory locks: held as long as anything of the server
     /// (a connection still finishing, the release loop) can still use the store.
     _locks: Vec<DirectoryLock>,
-    directory: std::sync::Mutex<Option<(Timestamp, scrip_tokens::SignedKeyDirectory)>>,
+    /// The signed key directory served, when it was signed, and the keyring it was signed
+    /// from (a rotation replaces the keyring: the cache is then stale).
+    #[allow(clippy::type_complexity)]
+    directory:
+        std::sync::Mutex<Option<(Timestamp, Arc<Keyring>, scrip_tokens::SignedKeyDirectory)>>,
+    /// This server's membership of a cluster (cluster mode only).
+    pub(crate) cluster: Option<cluster::ClusterNode>,
 }
 
 impl AppState {
@@ -221,9 +292,49 @@ impl AppState {
         let authenticated = self.issuer.authenticate(request).await?;
         if R::REMEMBERED {
             self.replay
-                .admit(request.created_at(), &request.replay_id(), now)?;
+                .admit(request.created_at(), &request.replay_id(), now)
+                .await?;
+            // Once more with the time after remembering: the signature check and the
+            // nonce table may have taken a while, and a nonce is forgotten only once its
+            // request is stale. A request that went stale meanwhile might have found its
+            // nonce forgotten already.
+            self.replay.check_time(request.created_at(), self.now())?;
         }
         Ok(authenticated)
+    }
+
+    /// The time this server decides by: the cluster's (the database server's clock, see
+    /// [`cluster`]) in cluster mode, the wall clock otherwise.
+    pub fn now(&self) -> Timestamp {
+        match &self.cluster {
+            Some(node) => node.now(),
+            None => now(),
+        }
+    }
+
+    /// Whether this server is one of a cluster (store postgres).
+    pub fn is_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// In cluster mode, this process's id as the holder of job leases.
+    pub fn node_id(&self) -> Option<uuid::Uuid> {
+        self.cluster.as_ref().map(|c| c.node_id)
+    }
+
+    /// In cluster mode, the published keyring epoch this server serves (it follows
+    /// rotations within [`ServerConfig::keyring_poll_interval`] once the keys directory
+    /// holds the new keyring).
+    pub fn keyring_epoch(&self) -> Option<u64> {
+        self.cluster.as_ref().map(|c| c.serving_epoch())
+    }
+
+    /// Drops the cached signed key directory (after the keyring changed).
+    pub(crate) fn forget_directory(&self) {
+        match self.directory.lock() {
+            Ok(mut c) => *c = None,
+            Err(p) => *p.into_inner() = None,
+        }
     }
 
     /// Whether `presented` is the operator token (compared in constant time).
@@ -254,13 +365,44 @@ pub(crate) fn request_rng() -> rand::rngs::StdRng {
     rand::rngs::StdRng::from_rng(&mut rand::rng())
 }
 
-/// Opens the configured store backend.
+/// Opens an embedded store backend in `data_dir`. The postgres store is connected with
+/// [`connect_store`] (it is async).
 pub fn open_store(kind: StoreKind, data_dir: &Path) -> Result<Arc<dyn RecordStore>> {
     Ok(match kind {
         StoreKind::Redb => Arc::new(RedbStore::open(data_dir.join("scrip.redb"))?),
         StoreKind::File => Arc::new(FileStore::open(data_dir.join("store"))?),
         StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Postgres => {
+            return Err(IssuerError::Unsupported(
+                "the postgres store is connected with connect_store",
+            ))
+        }
     })
+}
+
+/// Stripes of each of the issuer's system ledger accounts in PostgreSQL: every deposit,
+/// withdrawal and redemption posts to one of them, so one balance row each would
+/// serialize the whole cluster on it (the "no hot row" rule).
+pub const SYSTEM_ACCOUNT_STRIPES: u16 = 64;
+
+/// The store `kind` for a server: an embedded one in `data_dir` ([`open_store`]), or for
+/// [`StoreKind::Postgres`] the database at `database_url` (migrated if needed, the
+/// issuer's system accounts striped), which is also the cluster's shared state. Must run
+/// inside a tokio runtime.
+pub async fn connect_store(
+    kind: StoreKind,
+    data_dir: &Path,
+    database_url: Option<&str>,
+    database_connections: usize,
+) -> Result<(Arc<dyn RecordStore>, Option<Arc<dyn ClusterState>>)> {
+    if !kind.is_shared() {
+        return Ok((open_store(kind, data_dir)?, None));
+    }
+    let url = database_url
+        .filter(|u| !u.trim().is_empty())
+        .ok_or(IssuerError::DatabaseUrlMissing)?;
+    let (store, cluster) = cluster::connect_database(url, database_connections).await?;
+    Ok((store, Some(cluster)))
 }
 
 /// A started server.
@@ -270,6 +412,8 @@ pub struct RunningServer {
     stop: Option<oneshot::Sender<()>>,
     serve: JoinHandle<()>,
     release: JoinHandle<()>,
+    /// Cluster mode: follows the published keyring.
+    keyring_watch: Option<JoinHandle<()>>,
 }
 
 impl Drop for RunningServer {
@@ -280,6 +424,9 @@ impl Drop for RunningServer {
             let _ = stop.send(());
         }
         self.release.abort();
+        if let Some(watch) = &self.keyring_watch {
+            watch.abort();
+        }
     }
 }
 
@@ -316,6 +463,10 @@ impl RunningServer {
             let _ = (&mut self.serve).await;
         }
         self.release.abort();
+        if let Some(watch) = self.keyring_watch.take() {
+            watch.abort();
+            let _ = watch.await;
+        }
         // Cancelled tasks let go of the state (and its directory locks) when they end.
         let _ = (&mut self.release).await;
         self.state.issuer.store().close().await?;
@@ -335,13 +486,24 @@ impl RunningServer {
 /// keys, opens the store and starts serving. In that order: a second server on the same
 /// directory stops at the lock having changed nothing, and a taken port fails before any
 /// key is generated.
+///
+/// In cluster mode (store postgres, or a [`ServerConfig::custom_cluster`]) the settings
+/// that would differ between servers are refused first (an operator token generated per
+/// data directory, a missing database URL); then, after connecting, the node's clock is
+/// compared with the database's and its keys with the published keyring (see
+/// [`cluster`]). Keys are never generated there.
 pub async fn start(config: ServerConfig) -> Result<RunningServer> {
+    let cluster_mode = config.custom_cluster.is_some() || config.store.is_shared();
+    if cluster_mode {
+        check_cluster_config(&config)?;
+    }
     data_dir::create_private_dir(&config.data_dir)?;
     let mut locks = vec![DirectoryLock::acquire(&config.data_dir)?];
-    if let KeySource::Directory { dir, .. } = &config.keys {
+    if let (KeySource::Directory { dir, .. }, false) = (&config.keys, cluster_mode) {
         // The keys are this server's alone too, wherever they are (another server may
         // name them with --keys-dir): two issuers with one keyring and two stores would
-        // each accept every coin once.
+        // each accept every coin once. (A cluster's servers share one store, and only
+        // read their keys directory.)
         data_dir::make_private_dir(dir)?;
         if !data_dir::same_directory(dir, &config.data_dir)? {
             locks.push(DirectoryLock::acquire(dir)?);
@@ -361,19 +523,59 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         OperatorToken::DataDir => data_dir::load_or_create_operator_token(&config.data_dir)?,
     };
     let started = now();
-    let keyring = match config.keys {
-        KeySource::Provided(k) => *k,
-        KeySource::Directory { dir, generate } => {
-            let mut rng = request_rng();
-            let (keyring, generated) =
-                crate::keyring_files::load_or_generate(&dir, &generate, started, &mut rng)?;
-            if generated {
-                tracing::info!(dir = %dir.display(), "generated issuer keys (first start)");
-            } else {
-                tracing::info!(dir = %dir.display(), "loaded issuer keys");
+    let metrics = Arc::new(Metrics::default());
+    let (keyring, store, cluster) = if cluster_mode {
+        let (store, cluster, owned) = match config.custom_store {
+            Some(store) => (store, config.custom_cluster, false),
+            None => {
+                let (store, cluster) = connect_store(
+                    config.store,
+                    &config.data_dir,
+                    config.database_url.as_deref(),
+                    config.database_connections,
+                )
+                .await?;
+                (store, cluster.or(config.custom_cluster), true)
             }
-            keyring
+        };
+        let Some(shared) = cluster else {
+            return Err(IssuerError::ClusterConfig(
+                "a custom store in cluster mode needs its cluster state (custom_cluster)",
+            ));
+        };
+        let joined =
+            cluster::ClusterNode::join(shared, config.keys, config.max_node_clock_skew, &metrics)
+                .await;
+        match joined {
+            Ok((keyring, node)) => (keyring, store, Some(node)),
+            Err(e) => {
+                // A store this function connected is closed again (its pool and writer).
+                if owned {
+                    let _ = store.close().await;
+                }
+                return Err(e);
+            }
         }
+    } else {
+        let keyring = match config.keys {
+            KeySource::Provided(k) => *k,
+            KeySource::Directory { dir, generate } => {
+                let mut rng = request_rng();
+                let (keyring, generated) =
+                    crate::keyring_files::load_or_generate(&dir, &generate, started, &mut rng)?;
+                if generated {
+                    tracing::info!(dir = %dir.display(), "generated issuer keys (first start)");
+                } else {
+                    tracing::info!(dir = %dir.display(), "loaded issuer keys");
+                }
+                keyring
+            }
+        };
+        let store = match config.custom_store {
+            Some(store) => store,
+            None => open_store(config.store, &config.data_dir)?,
+        };
+        (keyring, store, None)
     };
     // The root key wallets and merchants pin, published next to the data (public).
     let root_pem = keyring
@@ -383,16 +585,23 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         .to_pem()
         .map_err(IssuerError::Invalid)?;
     data_dir::publish_root_key(&config.data_dir, &root_pem)?;
-    let metrics = Arc::new(Metrics::default());
-    let store = match config.custom_store {
-        Some(store) => store,
-        None => open_store(config.store, &config.data_dir)?,
+    let funding: Arc<dyn FundingSource> = match config.funding {
+        ServerFunding::Source(source) => source,
+        ServerFunding::RecordedDemo => Arc::new(RecordedDemoFunding::new(Arc::clone(&store))),
+        ServerFunding::Demo if cluster.is_some() => {
+            Arc::new(RecordedDemoFunding::new(Arc::clone(&store)))
+        }
+        ServerFunding::Demo => Arc::new(InMemoryFunding::new()),
+    };
+    let replay = match &cluster {
+        Some(node) => ReplayGuard::shared(config.max_clock_skew, Arc::clone(&node.state)),
+        None => ReplayGuard::new(config.max_clock_skew, started),
     };
     let store = MeteredStore::new(store, Arc::clone(&metrics));
-    let issuer = Issuer::new(store, config.funding, keyring, config.issuer);
+    let issuer = Issuer::new(store, funding, keyring, config.issuer);
     let state = Arc::new(AppState {
         issuer,
-        replay: ReplayGuard::new(config.max_clock_skew, started),
+        replay,
         metrics,
         operator_token,
         max_body_bytes: config.max_body_bytes,
@@ -406,6 +615,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         )),
         _locks: locks,
         directory: std::sync::Mutex::new(None),
+        cluster,
     });
 
     let (stop, stopped) = oneshot::channel::<()>();
@@ -428,40 +638,121 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         Arc::clone(&state),
         config.release_interval,
     ));
-    tracing::info!(%addr, store = %config.store, data_dir = %config.data_dir.display(), "listening");
+    let keyring_watch = state.is_cluster().then(|| {
+        tokio::spawn(cluster::keyring_watch_loop(
+            Arc::clone(&state),
+            config.keyring_poll_interval,
+        ))
+    });
+    tracing::info!(
+        %addr,
+        store = %config.store,
+        cluster = state.is_cluster(),
+        data_dir = %config.data_dir.display(),
+        "listening"
+    );
     Ok(RunningServer {
         addr,
         state,
         stop: Some(stop),
         serve,
         release,
+        keyring_watch,
     })
 }
 
+/// Refuses, before anything is touched, the settings under which the servers of a
+/// cluster would answer differently.
+fn check_cluster_config(config: &ServerConfig) -> Result<()> {
+    if config.operator_token == OperatorToken::DataDir {
+        return Err(IssuerError::ClusterConfig(
+            "the operator token must be given (--operator-token or SCRIP_OPERATOR_TOKEN), the \
+             same on every server; one generated in each data directory would differ",
+        ));
+    }
+    if config.custom_store.is_none()
+        && config.store.is_shared()
+        && config
+            .database_url
+            .as_deref()
+            .is_none_or(|u| u.trim().is_empty())
+    {
+        return Err(IssuerError::DatabaseUrlMissing);
+    }
+    Ok(())
+}
+
 /// Releases the reservations of expired balance certificates, and lets the replay cache
-/// forget expired nonces, forever.
+/// forget expired nonces, forever. In cluster mode one server at a time does both (the
+/// holder of the [`cluster::RELEASE_JOB`] lease); every server checks its clock.
 async fn release_expired_loop(state: Arc<AppState>, every: Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A leader that stops renewing (it died, or lost the database) is replaced once its
+    // lease runs out: three rounds, so one slow round does not hand the job over.
+    let lease = every.saturating_mul(3).max(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        state.replay.prune(now());
-        // Page until a short page: many certificates may expire within one tick.
-        loop {
-            match state.issuer.release_expired(now(), crate::MAX_PAGE).await {
-                Ok(released) => {
-                    if !released.is_empty() {
-                        tracing::info!(count = released.len(), "released expired certificates");
-                    }
-                    if released.len() < crate::MAX_PAGE {
-                        break;
-                    }
+        let Some(node) = &state.cluster else {
+            state.replay.prune(now());
+            release_expired_round(&state, None).await;
+            continue;
+        };
+        node.check_clock(&state.metrics).await;
+        match node
+            .state
+            .try_lead(cluster::RELEASE_JOB, node.node_id, lease)
+            .await
+        {
+            Ok(true) => {
+                state.metrics.cluster_leader(true);
+                // Forgotten only once stale on every node, with a margin for the nodes'
+                // clock corrections.
+                let before = node.forget_nonces_before(node.now());
+                match node.state.forget_nonces(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::debug!(count = n, "forgot expired nonces"),
+                    Err(e) => tracing::warn!(error = %e, "forgetting expired nonces failed"),
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "releasing expired certificates failed");
+                // Within the lease, so that leadership stays with one holder; whatever is
+                // left waits for the next round. (Releasing twice is harmless anyway: each
+                // release is a claim.)
+                let deadline = tokio::time::Instant::now() + lease / 2;
+                release_expired_round(&state, Some(deadline)).await;
+            }
+            Ok(false) => state.metrics.cluster_leader(false),
+            Err(e) => {
+                state.metrics.cluster_leader(false);
+                tracing::warn!(error = %e, "could not take or renew the release lease");
+            }
+        }
+    }
+}
+
+/// Releases expired certificates page by page until a short page (many may expire within
+/// one tick), or until `deadline`.
+async fn release_expired_round(state: &AppState, deadline: Option<tokio::time::Instant>) {
+    loop {
+        match state
+            .issuer
+            .release_expired(state.now(), crate::MAX_PAGE)
+            .await
+        {
+            Ok(released) => {
+                if !released.is_empty() {
+                    tracing::info!(count = released.len(), "released expired certificates");
+                }
+                if released.len() < crate::MAX_PAGE {
                     break;
                 }
             }
+            Err(e) => {
+                tracing::warn!(error = %e, "releasing expired certificates failed");
+                break;
+            }
+        }
+        if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            break;
         }
     }
 }

@@ -50,9 +50,16 @@ enum Command {
     /// fixed time; prints redemptions/s, batch latency p50/p99 and this machine's
     /// single-core coin-verification rate, then one JSON line with the figures.
     Load {
-        /// Server to load (it must issue coins of `--denomination` in EUR).
-        #[arg(long, env = "SCRIP_SERVER", default_value = "http://127.0.0.1:8080")]
-        server: String,
+        /// Server to load (it must issue coins of `--denomination` in EUR). Several,
+        /// comma separated, for servers sharing one store (`--store postgres`): coins are
+        /// minted on the first, merchants are spread over all of them.
+        #[arg(
+            long,
+            env = "SCRIP_SERVER",
+            default_value = "http://127.0.0.1:8080",
+            value_delimiter = ','
+        )]
+        server: Vec<String>,
         /// Concurrent merchants.
         #[arg(long, default_value_t = 8)]
         merchants: usize,
@@ -201,7 +208,7 @@ async fn run_demo(server_url: Option<String>, trust: Trust) -> Result<(), Error>
 }
 
 async fn run_load(
-    server_url: &str,
+    server_urls: &[String],
     bincode: bool,
     trust: Trust,
     config: scrip::load::LoadConfig,
@@ -213,17 +220,24 @@ async fn run_load(
                 .into(),
         )
     })?;
-    let mut client = HttpClient::new(server_url)?.with_operator_token(token);
-    if bincode {
-        client = client.with_format(scrip::client::WireFormat::Bincode);
+    let mut servers = Vec::with_capacity(server_urls.len());
+    for url in server_urls {
+        let mut client = HttpClient::new(url)?.with_operator_token(token.clone());
+        if bincode {
+            client = client.with_format(scrip::client::WireFormat::Bincode);
+        }
+        servers.push(client);
     }
+    let first = servers
+        .first()
+        .ok_or_else(|| Error::Usage("--server: give at least one server".into()))?;
     let root = setup::root_key(
-        &client,
+        first,
         trust.root_key_path().as_deref(),
         &mut std::io::stderr(),
     )
     .await?;
-    let (report, _) = scrip::load::run(&client, &root, &config).await?;
+    let (report, _) = scrip::load::run_across(&servers, &root, &config).await?;
     eprintln!(
         "redeemed {} coins in {:.1} s: {:.0} redemptions/s, {:.0} payments/s, batch latency \
          p50 {:.1} ms p99 {:.1} ms; one core verifies {:.0} coins/s ({} cores: {:.0}% of \

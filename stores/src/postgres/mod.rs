@@ -9,18 +9,31 @@
 //! locked in key order, so concurrent units behave as if serialized without SERIALIZABLE's
 //! aborts. One writer task per store batches the units of concurrent callers (group
 //! commit); reads go through a connection pool.
+//!
+//! **Striped accounts.** The accounts every unit posts to (the issuer's system accounts)
+//! are split into stripes ([`PostgresOptions::striped_accounts`]): each writer transaction
+//! posts to one stripe chosen at random, so the writers of several processes rarely wait
+//! for one another's row. Their entries are queued and numbered later by
+//! `scrip_sequence_striped`, which a background task of every store runs every
+//! [`SEQUENCER_PERIOD`], and which [`RecordStore::ledger_entries`] runs itself first, so
+//! a ledger read shows every posting committed before it.
+//!
+//! [`crate::ClusterState`] is implemented in `cluster.rs` (migration 2).
 
+mod cluster;
 #[cfg(feature = "conformance")]
 pub(crate) mod throwaway;
 
+use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use scrip_tokens::{ContentDigest, Currency, Timestamp};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::NoTls;
 
@@ -30,7 +43,10 @@ use crate::model::{
 use crate::{Collection, RecordStore, Result, StoreError, StoreStats};
 
 /// The schema migrations, in order; the version table records which are applied.
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("0001_init.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("0001_init.sql")),
+    (2, include_str!("0002_cluster.sql")),
+];
 /// Advisory lock key taken while migrating (one migrator at a time, cluster-wide).
 const MIGRATION_LOCK: i64 = 0x5c21_9000_0001;
 /// Most units one writer transaction carries.
@@ -38,8 +54,26 @@ const MAX_BATCH_UNITS: usize = 4_096;
 /// Most commit calls waiting for the writer; more callers wait for room (backpressure)
 /// instead of growing the queue.
 const MAX_WAITING_JOBS: usize = 1_024;
+/// Longest wait for a pooled connection, for a new one, or for recycling one.
+const POOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// How often a batch that deadlocked or failed to serialize is tried again.
 const BATCH_ATTEMPTS: usize = 5;
+/// How often the background task numbers the queued entries of striped accounts. Ledger
+/// reads catch up themselves; this bounds the queue (and the work a read may find).
+const SEQUENCER_PERIOD: Duration = Duration::from_millis(200);
+/// Most queued entries one sequencer transaction numbers.
+const SEQUENCE_CHUNK: i32 = 10_000;
+
+/// Numbers queued entries if there are any (an empty queue costs no lock).
+const SEQUENCE_ALL: &str =
+    "SELECT scrip_sequence_striped($1) WHERE EXISTS (SELECT 1 FROM striped_entries)";
+/// Numbers queued entries if `account` is striped and has some queued in `currency`.
+const SEQUENCE_ACCOUNT: &str = "SELECT scrip_sequence_striped($3) FROM striped_accounts \
+    WHERE account = $1 AND EXISTS \
+    (SELECT 1 FROM striped_entries WHERE account = $1 AND currency = $2)";
+const LEDGER_PAGE: &str = "SELECT seq, at, claimant, delta::text, balance_after::text, memo \
+    FROM ledger_entries WHERE account = $1 AND currency = $2 AND seq > $3 \
+    ORDER BY seq LIMIT $4";
 
 const APPLY: &str = "SELECT outcome, first_claimed_at, held_claimants, held_ats, held_digests, \
     floor_index, floor_balance FROM scrip_apply_unit($1, $2, $3, $4, $5, $6, $7, \
@@ -145,9 +179,22 @@ pub struct PostgresOptions {
     /// batch).
     pub max_connections: usize,
     /// Ledger accounts every unit of the cluster posts to (the issuer's system accounts),
-    /// split into this many balance rows so that concurrent units touch different rows;
-    /// their balance is the sum of the stripes. Stripe counts only grow: a smaller count
-    /// than the database has is ignored.
+    /// split into this many balance rows (1 to 1024; the schema refuses others) so that
+    /// concurrent units touch different rows; their balance is the sum of the stripes.
+    ///
+    /// Registered at connect, for the whole database: an account striped once stays
+    /// striped, and stripe counts only grow (a smaller count than the database has is
+    /// ignored), because a floor on a striped account locks stripes `0..n` of the count
+    /// it reads and a balance sums every stripe row: fewer stripes would leave rows out of
+    /// both. An account's ledger keeps its sequence numbers and balances when it becomes
+    /// striped. Changing the set waits for every writer transaction in flight and holds
+    /// new ones back until it commits (a moment, once per change); a connect that changes
+    /// nothing takes no lock.
+    ///
+    /// The entries of a striped account get their `seq` from a sequencer shortly after
+    /// commit (every store runs it in the background; [`RecordStore::ledger_entries`]
+    /// runs it first when entries are waiting), so a ledger read never misses a committed
+    /// posting.
     pub striped_accounts: Vec<(LedgerAccount, u16)>,
 }
 
@@ -167,19 +214,25 @@ pub struct PostgresStore {
     jobs: mpsc::Sender<Job>,
     closed: AtomicBool,
     counters: std::sync::Arc<Counters>,
+    /// Stops the background sequencer: `true` on close; dropped with the store.
+    stop: watch::Sender<bool>,
 }
 
 impl PostgresStore {
     /// Connects to `url` (a libpq connection string or `postgres://` URL), applies any
     /// migration the database lacks (one process at a time, under an advisory lock) and
-    /// starts the writer. Must run inside a tokio runtime.
+    /// starts the writer and the sequencer of striped accounts (tasks that end with the
+    /// store). Must run inside a tokio runtime.
     pub async fn connect(url: &str) -> Result<Self> {
         Self::connect_with(url, PostgresOptions::default()).await
     }
 
     /// [`Self::connect`] with `options`.
     pub async fn connect_with(url: &str, options: PostgresOptions) -> Result<Self> {
-        let config = tokio_postgres::Config::from_str(url).map_err(db_code)?;
+        let mut config = tokio_postgres::Config::from_str(url).map_err(db_code)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(POOL_TIMEOUT);
+        }
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -187,11 +240,19 @@ impl PostgresStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        // A database that stops answering (a partition, a failover) must turn requests
+        // into retryable errors, not hang them: waits for a connection, connecting and
+        // recycling are bounded.
         let pool = Pool::builder(manager)
             .max_size(options.max_connections.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(POOL_TIMEOUT))
+            .create_timeout(Some(POOL_TIMEOUT))
+            .recycle_timeout(Some(POOL_TIMEOUT))
             .build()
             .map_err(db)?;
         migrate(&pool).await?;
+        register_striped(&pool, &options.striped_accounts).await?;
         let (jobs, queue) = mpsc::channel(MAX_WAITING_JOBS);
         let counters = std::sync::Arc::new(Counters::default());
         tokio::spawn(write_batches(
@@ -199,11 +260,14 @@ impl PostgresStore {
             queue,
             std::sync::Arc::clone(&counters),
         ));
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(sequence_in_background(pool.clone(), stopped));
         Ok(PostgresStore {
             pool,
             jobs,
             closed: AtomicBool::new(false),
             counters,
+            stop,
         })
     }
 
@@ -254,6 +318,154 @@ async fn migrate(pool: &Pool) -> Result<()> {
     tx.commit().await.map_err(db_code)
 }
 
+/// Registers `wanted` in `striped_accounts`: new accounts inserted, counts raised, never
+/// lowered (see [`PostgresOptions::striped_accounts`]).
+async fn register_striped(pool: &Pool, wanted: &[(LedgerAccount, u16)]) -> Result<()> {
+    let mut most: BTreeMap<Vec<u8>, i16> = BTreeMap::new();
+    for (account, stripes) in wanted {
+        // Beyond i16 the schema's CHECK (at most 1024) refuses it anyway.
+        let n = i16::try_from(*stripes).unwrap_or(i16::MAX);
+        let entry = most.entry(account.key_bytes()).or_insert(n);
+        *entry = (*entry).max(n);
+    }
+    if most.is_empty() {
+        return Ok(());
+    }
+    let (accounts, stripes): (Vec<Vec<u8>>, Vec<i16>) = most.into_iter().unzip();
+    let mut client = pool.get().await.map_err(db)?;
+    let changes: i64 = client
+        .query_one(
+            "SELECT count(*) FROM unnest($1::bytea[], $2::smallint[]) AS w(account, stripes) \
+             LEFT JOIN striped_accounts s USING (account) \
+             WHERE s.stripes IS NULL OR s.stripes < w.stripes",
+            &[&accounts, &stripes],
+        )
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(db_code)?;
+    if changes == 0 {
+        return Ok(());
+    }
+    let mut result = Ok(());
+    for _ in 0..BATCH_ATTEMPTS {
+        result = change_striping(&mut client, &accounts, &stripes).await;
+        match &result {
+            Err(StoreError::Database {
+                sqlstate: Some(code),
+                ..
+            }) if retryable(code) => continue,
+            _ => break,
+        }
+    }
+    result
+}
+
+async fn change_striping(
+    client: &mut deadpool_postgres::Object,
+    accounts: &[Vec<u8>],
+    stripes: &[i16],
+) -> Result<()> {
+    let tx = client.transaction().await.map_err(db_code)?;
+    // Every unit that posts or floors reads `striped_accounts` in the statement that locks
+    // its balance rows, and keeps that table lock until it commits. Taking it exclusively
+    // waits for every such transaction and holds new ones back until this one commits, so
+    // no unit sees one stripe count when locking and another when posting, and no
+    // unstriped posting is in flight while the heads below are read.
+    tx.batch_execute("LOCK TABLE striped_accounts IN ACCESS EXCLUSIVE MODE")
+        .await
+        .map_err(db_code)?;
+    // An account striped now keeps its ledger: the sequencer continues from its last seq
+    // and balance (unstriped, its one balance row counts its entries).
+    tx.execute(
+        "INSERT INTO striped_heads (account, currency, next_seq, balance) \
+         SELECT b.account, b.currency, sum(b.postings) + 1, sum(b.balance) FROM balances b \
+         WHERE b.account = ANY ($1) \
+           AND NOT EXISTS (SELECT 1 FROM striped_accounts s WHERE s.account = b.account) \
+         GROUP BY b.account, b.currency \
+         ON CONFLICT (account, currency) DO NOTHING",
+        &[&accounts],
+    )
+    .await
+    .map_err(db_code)?;
+    tx.execute(
+        "INSERT INTO striped_accounts AS s (account, stripes) \
+         SELECT * FROM unnest($1::bytea[], $2::smallint[]) \
+         ON CONFLICT (account) DO UPDATE SET stripes = greatest(s.stripes, excluded.stripes)",
+        &[&accounts, &stripes],
+    )
+    .await
+    .map_err(db_code)?;
+    tx.commit().await.map_err(db_code)
+}
+
+/// Numbers the queued entries of striped accounts every [`SEQUENCER_PERIOD`] until the
+/// store is closed or dropped.
+async fn sequence_in_background(pool: Pool, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SEQUENCER_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            // A close sends `true`; dropping the store drops the sender (an error here).
+            _ = stop.changed() => return,
+        }
+        if *stop.borrow() || pool.is_closed() {
+            return;
+        }
+        if let Err(e) = sequence_all(&pool).await {
+            // A database that is away now is tried again next round; reads catch up
+            // themselves meanwhile.
+            tracing::warn!(error = %e, "sequencing striped ledger entries failed");
+        }
+    }
+}
+
+async fn sequence_all(pool: &Pool) -> Result<()> {
+    let client = pool.get().await.map_err(db)?;
+    let statement = client.prepare_cached(SEQUENCE_ALL).await.map_err(db_code)?;
+    loop {
+        let row = client
+            .query_opt(&statement, &[&SEQUENCE_CHUNK])
+            .await
+            .map_err(db_code)?;
+        if !more_to_sequence(row.as_ref()) {
+            return Ok(());
+        }
+    }
+}
+
+/// Whether a sequencer call (a row of `SEQUENCE_ALL`/`SEQUENCE_ACCOUNT`, none if it did
+/// not run) filled its chunk, so that more entries may be waiting.
+fn more_to_sequence(row: Option<&tokio_postgres::Row>) -> bool {
+    row.is_some_and(
+        |r| matches!(r.try_get::<_, Option<i64>>(0), Ok(Some(n)) if n >= i64::from(SEQUENCE_CHUNK)),
+    )
+}
+
+/// Chooses the stripe of each writer transaction: uniformly at random and independently
+/// in each process (SipHash under this process's random keys, over a counter), so that two
+/// processes' writers meet on one stripe row one time in `stripes`, and a retried batch
+/// likely moves off the row it deadlocked on.
+struct StripePicker {
+    keys: std::collections::hash_map::RandomState,
+    drawn: u64,
+}
+
+impl StripePicker {
+    fn new() -> Self {
+        StripePicker {
+            keys: std::collections::hash_map::RandomState::new(),
+            drawn: 0,
+        }
+    }
+
+    /// A non-negative `p_stripe` (the SQL takes it modulo each account's stripe count).
+    fn next(&mut self) -> i32 {
+        self.drawn = self.drawn.wrapping_add(1);
+        i32::try_from(self.keys.hash_one(self.drawn) >> 33).unwrap_or(0)
+    }
+}
+
 /// The writer: takes every job waiting (up to a batch), runs their units in one
 /// transaction, answers each job.
 async fn write_batches(
@@ -261,6 +473,7 @@ async fn write_batches(
     mut queue: mpsc::Receiver<Job>,
     counters: std::sync::Arc<Counters>,
 ) {
+    let mut stripes = StripePicker::new();
     while let Some(first) = queue.recv().await {
         let mut jobs = vec![first];
         let mut units: usize = jobs[0].units.len();
@@ -275,13 +488,13 @@ async fn write_batches(
         }
         let started = Instant::now();
         let all: Vec<&Unit> = jobs.iter().flat_map(|j| j.units.iter()).collect();
-        let mut result = apply_batch(&pool, &all).await;
+        let mut result = apply_batch(&pool, &all, stripes.next()).await;
         for _ in 1..BATCH_ATTEMPTS {
             match &result {
                 Err(StoreError::Database {
                     sqlstate: Some(code),
                     ..
-                }) if retryable(code) => result = apply_batch(&pool, &all).await,
+                }) if retryable(code) => result = apply_batch(&pool, &all, stripes.next()).await,
                 _ => break,
             }
         }
@@ -316,19 +529,28 @@ fn retryable(sqlstate: &str) -> bool {
 fn db_code(e: tokio_postgres::Error) -> StoreError {
     StoreError::Database {
         sqlstate: e.code().map(|c| c.code().to_owned()),
-        message: e.to_string(),
+        // The error's own text is only "db error" when the server sent one: its message
+        // (severity, message, detail) is what an operator needs.
+        message: match e.as_db_error() {
+            Some(server) => server.to_string(),
+            None => e.to_string(),
+        },
     }
 }
 
-async fn apply_batch(pool: &Pool, units: &[&Unit]) -> Result<Vec<CommitOutcome>> {
+/// Applies `units` in one transaction; every posting to a striped account goes to stripe
+/// `stripe` modulo its count (one stripe per transaction: its units lock one row of each
+/// striped account, not several).
+async fn apply_batch(pool: &Pool, units: &[&Unit], stripe: i32) -> Result<Vec<CommitOutcome>> {
     let mut client = pool.get().await.map_err(db)?;
     let tx = client.transaction().await.map_err(db_code)?;
     let statement = tx.prepare_cached(APPLY).await.map_err(db_code)?;
     // Polled together, the calls are pipelined in order on the one connection: a batch
     // costs about one round trip, not one per unit.
-    let outcomes =
-        futures_util::future::try_join_all(units.iter().map(|u| apply_unit(&tx, &statement, u)))
-            .await?;
+    let outcomes = futures_util::future::try_join_all(
+        units.iter().map(|u| apply_unit(&tx, &statement, u, stripe)),
+    )
+    .await?;
     tx.commit().await.map_err(db_code)?;
     Ok(outcomes)
 }
@@ -337,10 +559,10 @@ async fn apply_unit(
     tx: &deadpool_postgres::Transaction<'_>,
     statement: &tokio_postgres::Statement,
     unit: &Unit,
+    stripe: i32,
 ) -> Result<CommitOutcome> {
     let claimant = claimant_bytes(&unit.claimant);
     let at = millis(unit.at)?;
-    let stripe: i32 = 0;
     let c_ids: Vec<Vec<u8>> = unit.claims.iter().map(|c| c.id.key_bytes()).collect();
     let c_digests: Vec<Vec<u8>> = unit
         .claims
@@ -536,22 +758,29 @@ impl RecordStore for PostgresStore {
         let Ok(after) = i64::try_from(after_seq.unwrap_or(0)) else {
             return Ok(Vec::new());
         };
-        let rows = self
-            .client()
-            .await?
-            .query(
-                "SELECT seq, at, claimant, delta::text, balance_after::text, memo \
-                 FROM ledger_entries WHERE account = $1 AND currency = $2 AND seq > $3 \
-                 ORDER BY seq LIMIT $4",
-                &[
-                    &account.key_bytes(),
-                    &currency.as_bytes().to_vec(),
-                    &after,
-                    &limit(limit_),
-                ],
+        let client = self.client().await?;
+        let sequence = client
+            .prepare_cached(SEQUENCE_ACCOUNT)
+            .await
+            .map_err(db_code)?;
+        let page = client.prepare_cached(LEDGER_PAGE).await.map_err(db_code)?;
+        let key = account.key_bytes();
+        let code = currency.as_bytes().to_vec();
+        let rows = loop {
+            // Pipelined: the server runs the sequencer to completion before the page's
+            // snapshot is taken, so the page holds every entry committed before this call
+            // (a striped account's entries are in the queue or in the ledger, never in
+            // neither), at the cost of one round trip.
+            let (sequenced, rows) = futures_util::future::try_join(
+                client.query_opt(&sequence, &[&key, &code, &SEQUENCE_CHUNK]),
+                client.query(&page, &[&key, &code, &after, &limit(limit_)]),
             )
             .await
             .map_err(db_code)?;
+            if !more_to_sequence(sequenced.as_ref()) {
+                break rows;
+            }
+        };
         rows.iter()
             .map(|r| {
                 let seq: i64 = r.get(0);
@@ -619,39 +848,9 @@ impl RecordStore for PostgresStore {
 
     async fn close(&self) -> Result<()> {
         self.closed.store(true, Ordering::Release);
+        // No receiver left (the sequencer already ended) is fine.
+        let _ = self.stop.send(true);
         self.pool.close();
         Ok(())
-    }
-}
-
-// Placeholder until the cluster tables land (migration 2): every call fails.
-#[async_trait]
-impl crate::ClusterState for PostgresStore {
-    async fn remember_nonce(&self, _key: [u8; 16], _forget_at: Timestamp) -> Result<bool> {
-        Err(StoreError::Closed)
-    }
-    async fn forget_nonces(&self, _before: Timestamp) -> Result<u64> {
-        Err(StoreError::Closed)
-    }
-    async fn try_lead(
-        &self,
-        _job: &str,
-        _holder: uuid::Uuid,
-        _lease: std::time::Duration,
-    ) -> Result<bool> {
-        Err(StoreError::Closed)
-    }
-    async fn cluster_now(&self) -> Result<Timestamp> {
-        Err(StoreError::Closed)
-    }
-    async fn keyring_epoch(&self) -> Result<Option<crate::KeyringEpoch>> {
-        Err(StoreError::Closed)
-    }
-    async fn publish_keyring(
-        &self,
-        _fingerprint: [u8; 32],
-        _expected_previous: Option<u64>,
-    ) -> Result<crate::PublishOutcome> {
-        Err(StoreError::Closed)
     }
 }

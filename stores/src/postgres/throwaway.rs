@@ -88,8 +88,15 @@ impl Cluster {
             .expect("initdb runs (PostgreSQL binaries installed?)");
         assert!(status.success(), "initdb failed in {}", dir.display());
         let port = free_port();
+        // Tests need no durability from a server that dies with them; benchmarks that
+        // quote durable figures set SCRIP_PG_FSYNC=on.
+        let fsync = if std::env::var("SCRIP_PG_FSYNC").is_ok_and(|v| v == "on") {
+            "on"
+        } else {
+            "off"
+        };
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync={fsync} -c max_connections=300",
             dir.display()
         );
         let status = as_postgres_user(&bin("pg_ctl"))
