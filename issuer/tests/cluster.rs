@@ -292,6 +292,32 @@ async fn a_cluster_server_refuses_a_clock_too_far_from_the_databases() {
 }
 
 #[tokio::test]
+async fn a_cluster_server_decides_by_the_databases_clock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, cluster) = (
+        Arc::new(MemoryStore::new()),
+        Arc::new(FakeCluster::default()),
+    );
+    let keys = tmp.path().join("keys");
+    publish(&cluster, &save_keys(&keys)).await;
+    // The database's clock 1.5 s ahead of this node's (within the 2 s bound).
+    cluster.offset_ms.store(-1_500, Ordering::SeqCst);
+    let server = server::start(node(&tmp.path().join("a"), &keys, &store, &cluster))
+        .await
+        .unwrap();
+    let ahead = |expected_ms: i128| {
+        let decided = i128::from(server.state().now().as_unix_millis());
+        let local = i128::from(server::now().as_unix_millis());
+        (decided - local - expected_ms).abs() < 250
+    };
+    assert!(ahead(1_500), "the server decides by its own clock");
+    // The database's clock moves (the node's drifts): the next round measures it again.
+    cluster.offset_ms.store(1_000, Ordering::SeqCst);
+    until("the server follows the database's clock", || ahead(-1_000)).await;
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn servers_share_one_keys_directory_and_one_of_them_leads() {
     let tmp = tempfile::tempdir().unwrap();
     let (store, cluster) = (

@@ -48,6 +48,11 @@ impl Harness for MemoryHarness {
 /// A fresh schema of this process's throwaway PostgreSQL server (feature `postgres`; the
 /// server is started on first use with `initdb` and `pg_ctl`, as the `postgres` user when
 /// the tests run as root, and stopped when the process ends).
+/// A throwaway PostgreSQL server of the test process's own (`ThrowawayPostgres::with_tls`
+/// for one that takes TCP connections only over TLS).
+#[cfg(feature = "postgres")]
+pub use crate::postgres::throwaway::{Cluster as ThrowawayPostgres, TlsFiles};
+
 #[cfg(feature = "postgres")]
 pub struct PostgresHarness {
     url: String,

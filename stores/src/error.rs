@@ -52,6 +52,10 @@ pub enum StoreError {
     /// An error of the backend's own (redb).
     #[error("backend error: {0}")]
     Backend(Arc<dyn std::error::Error + Send + Sync>),
+    /// The TLS set-up for the database connection is unusable (feature `postgres`): the
+    /// CA file cannot be read or holds no certificate.
+    #[error("database TLS: {0}")]
+    DatabaseTls(String),
     /// The database server failed or refused (feature `postgres`); `sqlstate` is its
     /// SQLSTATE code where it sent one (`40P01` deadlock, `40001` serialization, ...).
     #[error("database: {message}")]

@@ -20,7 +20,7 @@ mod model;
 #[cfg(feature = "postgres")]
 mod postgres;
 #[cfg(feature = "postgres")]
-pub use postgres::{PostgresOptions, PostgresStore};
+pub use postgres::{PostgresOptions, PostgresStore, PostgresTls};
 #[cfg(feature = "redb")]
 mod redb;
 mod store;

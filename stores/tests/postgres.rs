@@ -562,3 +562,68 @@ mod cluster {
         ));
     }
 }
+
+/// TLS to the database: verified against the operator's CA, refused otherwise.
+mod tls {
+    use scrip_stores::conformance::{coin, ThrowawayPostgres};
+    use scrip_stores::{
+        Claimant, CommitOutcome, PostgresOptions, PostgresStore, PostgresTls, RecordStore,
+        StoreError, Unit,
+    };
+    use scrip_tokens::{ContentDigest, MerchantId, Timestamp};
+
+    fn options(tls: PostgresTls) -> PostgresOptions {
+        PostgresOptions {
+            tls,
+            ..PostgresOptions::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_store_talks_to_a_tls_only_server_only_over_verified_tls() {
+        let (server, files) = ThrowawayPostgres::with_tls();
+        let url = server.fresh_schema_url();
+
+        // The server takes TCP connections only over TLS: a plain store cannot connect.
+        assert!(matches!(
+            PostgresStore::connect_with(&url, options(PostgresTls::Off)).await,
+            Err(StoreError::Database { .. })
+        ));
+        // A store that trusts another CA refuses the server's certificate.
+        let refused = PostgresStore::connect_with(
+            &url,
+            options(PostgresTls::VerifyWithCaFile(files.other_ca_file.clone())),
+        )
+        .await;
+        assert!(
+            matches!(refused, Err(StoreError::Database { .. })),
+            "a certificate from an unknown CA was accepted"
+        );
+        // A CA file that is not there is the operator's error, said as such.
+        assert!(matches!(
+            PostgresStore::connect_with(
+                &url,
+                options(PostgresTls::VerifyWithCaFile(
+                    files.ca_file.with_file_name("missing.pem")
+                )),
+            )
+            .await,
+            Err(StoreError::DatabaseTls(_))
+        ));
+
+        // With the right CA it is a store like any other.
+        let store = PostgresStore::connect_with(
+            &url,
+            options(PostgresTls::VerifyWithCaFile(files.ca_file.clone())),
+        )
+        .await
+        .unwrap();
+        let merchant = Claimant::Merchant(MerchantId(uuid::Uuid::from_u128(1)));
+        let unit = Unit::new(merchant.clone(), Timestamp::from_unix_millis(1_000))
+            .claim(coin(1), ContentDigest::of(b"payment"));
+        assert_eq!(store.commit(unit).await.unwrap(), CommitOutcome::Committed);
+        let held = store.claims(&[coin(1)]).await.unwrap();
+        assert_eq!(held[0].as_ref().map(|c| c.claimant.clone()), Some(merchant));
+        store.close().await.unwrap();
+    }
+}

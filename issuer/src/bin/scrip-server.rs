@@ -56,6 +56,24 @@ enum KeysCommand {
 }
 
 #[derive(Args, Debug)]
+struct DatabaseTlsArg {
+    /// PEM file of the CA(s) the database server's certificate must chain to: TLS is
+    /// then required and verified (host name included). Without it the connection is
+    /// plain: use it whenever the database is on another host.
+    #[arg(long, env = "SCRIP_DATABASE_CA_FILE")]
+    database_ca_file: Option<PathBuf>,
+}
+
+impl DatabaseTlsArg {
+    fn tls(&self) -> scrip_stores::PostgresTls {
+        match &self.database_ca_file {
+            Some(file) => scrip_stores::PostgresTls::VerifyWithCaFile(file.clone()),
+            None => scrip_stores::PostgresTls::Off,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
 struct KeysDirArg {
     /// The keys directory.
     #[arg(long, env = "SCRIP_KEYS_DIR")]
@@ -66,6 +84,9 @@ struct KeysDirArg {
 struct KeysInitArgs {
     #[command(flatten)]
     dir: KeysDirArg,
+
+    #[command(flatten)]
+    tls: DatabaseTlsArg,
 
     /// PostgreSQL connection string of the cluster to publish the keyring to.
     #[arg(long, env = "SCRIP_DATABASE_URL", hide_env_values = true)]
@@ -90,6 +111,9 @@ struct KeysPublishArgs {
     #[command(flatten)]
     dir: KeysDirArg,
 
+    #[command(flatten)]
+    tls: DatabaseTlsArg,
+
     /// PostgreSQL connection string of the cluster.
     #[arg(long, env = "SCRIP_DATABASE_URL", hide_env_values = true)]
     database_url: String,
@@ -105,6 +129,9 @@ struct KeysPublishArgs {
 struct KeysRotateArgs {
     #[command(flatten)]
     dir: KeysDirArg,
+
+    #[command(flatten)]
+    tls: DatabaseTlsArg,
 
     /// PostgreSQL connection string of the cluster to publish the rotated keyring to
     /// (without it only the files change: distribute them, then `keys publish --replace`).
@@ -148,6 +175,9 @@ struct ServeArgs {
     /// Most connections this server opens to the database (--store postgres).
     #[arg(long, env = "SCRIP_DATABASE_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     database_connections: u64,
+
+    #[command(flatten)]
+    tls: DatabaseTlsArg,
 
     /// How far this server's clock may be from the database server's, in milliseconds
     /// (--store postgres): beyond it the server refuses to start, and warns later.
@@ -325,6 +355,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     config.max_header_bytes = args.max_header_bytes;
     config.body_budget_bytes = args.body_budget_bytes;
     config.database_url = args.database_url.clone();
+    config.database_tls = args.tls.tls();
     config.database_connections = usize::try_from(args.database_connections).unwrap_or(usize::MAX);
     config.max_node_clock_skew = Duration::from_millis(args.max_node_clock_skew_ms);
     config.keyring_poll_interval = Duration::from_secs(args.keyring_poll_secs);
@@ -359,7 +390,7 @@ async fn keys(command: KeysCommand) -> Result<(), String> {
                 rsa_bits: args.rsa_bits,
                 ..KeyringConfig::default()
             };
-            let database = connect(args.database_url.as_deref()).await?;
+            let database = connect(args.database_url.as_deref(), &args.tls).await?;
             let outcome = cluster::init_keys(
                 &args.dir.keys_dir,
                 &config,
@@ -386,7 +417,7 @@ async fn keys(command: KeysCommand) -> Result<(), String> {
             Ok(())
         }
         KeysCommand::Publish(args) => {
-            let database = connect(Some(&args.database_url)).await?;
+            let database = connect(Some(&args.database_url), &args.tls).await?;
             let outcome = match &database {
                 Some((_, cluster)) => {
                     cluster::publish_keys(&args.dir.keys_dir, cluster.as_ref(), args.replace).await
@@ -411,7 +442,7 @@ async fn keys(command: KeysCommand) -> Result<(), String> {
         KeysCommand::Rotate(args) => {
             let role = cluster::parse_key_role(&args.role)
                 .ok_or_else(|| format!("--role: unknown role {:?}", args.role))?;
-            let database = connect(args.database_url.as_deref()).await?;
+            let database = connect(args.database_url.as_deref(), &args.tls).await?;
             let outcome = cluster::rotate_key(
                 &args.dir.keys_dir,
                 role,
@@ -451,10 +482,10 @@ type Database = Option<(
 )>;
 
 /// The cluster's database, if a URL was given (an empty one counts as none).
-async fn connect(url: Option<&str>) -> Result<Database, String> {
+async fn connect(url: Option<&str>, tls: &DatabaseTlsArg) -> Result<Database, String> {
     match url.filter(|u| !u.trim().is_empty()) {
         None => Ok(None),
-        Some(url) => cluster::connect_database(url, 2)
+        Some(url) => cluster::connect_database_with(url, 2, tls.tls())
             .await
             .map(Some)
             .map_err(|e| e.to_string()),

@@ -28,7 +28,8 @@ use std::time::Duration;
 
 use rand::SeedableRng;
 use scrip_stores::{
-    ClusterState, KeyringEpoch, PostgresOptions, PostgresStore, PublishOutcome, RecordStore,
+    ClusterState, KeyringEpoch, PostgresOptions, PostgresStore, PostgresTls, PublishOutcome,
+    RecordStore,
 };
 use scrip_tokens::keys::IssuerKeyRole;
 use scrip_tokens::Timestamp;
@@ -48,7 +49,18 @@ pub async fn connect_database(
     url: &str,
     connections: usize,
 ) -> Result<(Arc<dyn RecordStore>, Arc<dyn ClusterState>)> {
+    connect_database_with(url, connections, PostgresTls::Off).await
+}
+
+/// [`connect_database`] with `tls` (a database on another host:
+/// [`PostgresTls::VerifyWithCaFile`]).
+pub async fn connect_database_with(
+    url: &str,
+    connections: usize,
+    tls: PostgresTls,
+) -> Result<(Arc<dyn RecordStore>, Arc<dyn ClusterState>)> {
     let options = PostgresOptions {
+        tls,
         max_connections: connections.max(1),
         striped_accounts: vec![
             (

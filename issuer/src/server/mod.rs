@@ -193,6 +193,8 @@ pub struct ServerConfig {
     /// Most connections this server opens to the database (each server of a cluster has
     /// its own pool).
     pub database_connections: usize,
+    /// TLS to the database (default off: a Unix socket or a trusted network).
+    pub database_tls: scrip_stores::PostgresTls,
     /// Cluster state the embedder provides with its [`Self::custom_store`] (cluster mode
     /// on a backend of its own). With `store` postgres and no custom store, the database
     /// provides it.
@@ -242,6 +244,7 @@ impl ServerConfig {
             funding: ServerFunding::Demo,
             database_url: None,
             database_connections: 16,
+            database_tls: scrip_stores::PostgresTls::Off,
             custom_cluster: None,
             keyring_poll_interval: Duration::from_secs(5),
             max_node_clock_skew: Duration::from_secs(2),
@@ -394,6 +397,7 @@ pub async fn connect_store(
     data_dir: &Path,
     database_url: Option<&str>,
     database_connections: usize,
+    database_tls: &scrip_stores::PostgresTls,
 ) -> Result<(Arc<dyn RecordStore>, Option<Arc<dyn ClusterState>>)> {
     if !kind.is_shared() {
         return Ok((open_store(kind, data_dir)?, None));
@@ -401,7 +405,8 @@ pub async fn connect_store(
     let url = database_url
         .filter(|u| !u.trim().is_empty())
         .ok_or(IssuerError::DatabaseUrlMissing)?;
-    let (store, cluster) = cluster::connect_database(url, database_connections).await?;
+    let (store, cluster) =
+        cluster::connect_database_with(url, database_connections, database_tls.clone()).await?;
     Ok((store, Some(cluster)))
 }
 
@@ -533,6 +538,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
                     &config.data_dir,
                     config.database_url.as_deref(),
                     config.database_connections,
+                    &config.database_tls,
                 )
                 .await?;
                 (store, cluster.or(config.custom_cluster), true)

@@ -196,16 +196,61 @@ pub struct PostgresOptions {
     /// runs it first when entries are waiting), so a ledger read never misses a committed
     /// posting.
     pub striped_accounts: Vec<(LedgerAccount, u16)>,
+    /// TLS to the database.
+    pub tls: PostgresTls,
 }
 
 impl Default for PostgresOptions {
-    /// 16 connections, no striped account.
+    /// 16 connections, no striped account, no TLS.
     fn default() -> Self {
         PostgresOptions {
             max_connections: 16,
             striped_accounts: Vec::new(),
+            tls: PostgresTls::Off,
         }
     }
+}
+
+/// How the store's connections to the database are protected.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum PostgresTls {
+    /// No TLS: a Unix socket, a database on the same host, or a network the operator
+    /// trusts. A URL that asks for TLS (`sslmode=require`) fails to connect.
+    #[default]
+    Off,
+    /// TLS required (whatever the URL's `sslmode` says): the server's certificate must
+    /// chain to one of the PEM certificates in this file and name the URL's host. The
+    /// database's password, the nonces, leases and ledger then cross the network
+    /// encrypted and authenticated.
+    VerifyWithCaFile(std::path::PathBuf),
+}
+
+/// The TLS connector of [`PostgresTls::VerifyWithCaFile`], ring as the crypto provider.
+fn tls_connector(ca_file: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+    let unreadable = |e: &dyn std::fmt::Display| {
+        StoreError::DatabaseTls(format!("reading {}: {e}", ca_file.display()))
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(ca_file).map_err(|e| unreadable(&e))? {
+        let certificate = certificate.map_err(|e| unreadable(&e))?;
+        roots.add(certificate).map_err(|e| unreadable(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(StoreError::DatabaseTls(format!(
+            "{} holds no certificate",
+            ca_file.display()
+        )));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| StoreError::DatabaseTls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }
 
 /// A record store on a PostgreSQL server, shareable by several processes.
@@ -233,13 +278,16 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(POOL_TIMEOUT);
         }
-        let manager = Manager::from_config(
-            config,
-            NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
+        let manager_config = ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        };
+        let manager = match &options.tls {
+            PostgresTls::Off => Manager::from_config(config, NoTls, manager_config),
+            PostgresTls::VerifyWithCaFile(ca_file) => {
+                config.ssl_mode(tokio_postgres::config::SslMode::Require);
+                Manager::from_config(config, tls_connector(ca_file)?, manager_config)
+            }
+        };
         // A database that stops answering (a partition, a failover) must turn requests
         // into retryable errors, not hang them: waits for a connection, connecting and
         // recycling are bounded.

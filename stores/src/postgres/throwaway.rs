@@ -15,6 +15,16 @@ use std::sync::OnceLock;
 /// The running server.
 pub struct Cluster {
     port: u16,
+    /// The directory of its Unix socket (the administrator's way in, TLS or not).
+    socket_dir: PathBuf,
+}
+
+/// What a TLS server's certificates are: the CA file clients verify against.
+pub struct TlsFiles {
+    /// The CA that signed the server's certificate (PEM).
+    pub ca_file: PathBuf,
+    /// Another CA, which did not (PEM): a client trusting only it must refuse the server.
+    pub other_ca_file: PathBuf,
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -68,10 +78,17 @@ impl Cluster {
     /// The process's server, started on first use.
     pub fn shared() -> &'static Cluster {
         static CLUSTER: OnceLock<Cluster> = OnceLock::new();
-        CLUSTER.get_or_init(Cluster::start)
+        CLUSTER.get_or_init(|| Cluster::start(false).0)
     }
 
-    fn start() -> Cluster {
+    /// A server of its own that accepts TCP connections only over TLS (`hostssl`), with a
+    /// certificate for 127.0.0.1 signed by a CA made for it.
+    pub fn with_tls() -> (Cluster, TlsFiles) {
+        let (cluster, files) = Cluster::start(true);
+        (cluster, files.expect("TLS files"))
+    }
+
+    fn start(tls: bool) -> (Cluster, Option<TlsFiles>) {
         let dir =
             std::env::temp_dir().join(format!("scrip-pg-{}-{}", std::process::id(), free_port()));
         std::fs::create_dir_all(&dir).expect("a temporary directory");
@@ -87,6 +104,7 @@ impl Cluster {
             .status()
             .expect("initdb runs (PostgreSQL binaries installed?)");
         assert!(status.success(), "initdb failed in {}", dir.display());
+        let files = tls.then(|| make_certificates(&dir, &data));
         let port = free_port();
         // Tests need no durability from a server that dies with them; benchmarks that
         // quote durable figures set SCRIP_PG_FSYNC=on.
@@ -95,10 +113,13 @@ impl Cluster {
         } else {
             "off"
         };
-        let options = format!(
+        let mut options = format!(
             "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync={fsync} -c max_connections=300",
             dir.display()
         );
+        if tls {
+            options.push_str(" -c ssl=on");
+        }
         let status = as_postgres_user(&bin("pg_ctl"))
             .arg("-D")
             .arg(&data)
@@ -128,7 +149,18 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn();
-        Cluster { port }
+        (
+            Cluster {
+                port,
+                socket_dir: dir,
+            },
+            files,
+        )
+    }
+
+    /// Its TCP port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// A connection string for a fresh, empty schema of its own: every harness sees only
@@ -137,7 +169,8 @@ impl Cluster {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let schema = format!("s{}", NEXT.fetch_add(1, Ordering::Relaxed));
         let admin = format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            "host={} port={} user=postgres dbname=postgres",
+            self.socket_dir.display(),
             self.port
         );
         let create = format!("CREATE SCHEMA {schema}");
@@ -165,7 +198,100 @@ impl Cluster {
             .join()
             .expect("schema creation");
         });
-        format!("{admin} options='-c search_path={schema}'")
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres options='-c search_path={schema}'",
+            self.port
+        )
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 it signs (into the data directory, where
+/// PostgreSQL looks for `server.crt` and `server.key`), another CA, and a `pg_hba.conf`
+/// that takes TCP connections only over TLS. Made with the `openssl` command.
+fn make_certificates(dir: &Path, data: &Path) -> TlsFiles {
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("the openssl command runs");
+        assert!(status.success(), "openssl {args:?} failed");
+    };
+    for ca in ["ca", "other-ca"] {
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-keyout",
+            &format!("{ca}.key"),
+            "-out",
+            &format!("{ca}.pem"),
+            "-subj",
+            &format!("/CN=scrip test {ca}"),
+        ]);
+    }
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("writes the extensions");
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-out",
+        "server.crt",
+        "-extfile",
+        "server.ext",
+    ]);
+    for file in ["server.crt", "server.key"] {
+        std::fs::copy(dir.join(file), data.join(file)).expect("copies the certificate");
+    }
+    std::fs::write(
+        data.join("pg_hba.conf"),
+        "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+    )
+    .expect("writes pg_hba.conf");
+    let _ = Command::new("chown")
+        .arg("-R")
+        .arg("postgres:")
+        .arg(data)
+        .status();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(
+        data.join("server.key"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .expect("restricts the key");
+    TlsFiles {
+        ca_file: dir.join("ca.pem"),
+        other_ca_file: dir.join("other-ca.pem"),
     }
 }
 
