@@ -1,12 +1,16 @@
 //! Balance certificates: issuance against the account's balance under lock rules, and
-//! release of the reservation at expiry.
+//! release of the reservation once the certificate's settlement window has closed.
 //!
 //! Money: issuing moves `available` from the account (`Customer`) to the certificate's
 //! `Reservation` ledger account, with a floor that keeps the account at or above the
 //! locked amount. Because the reservation leaves the spendable balance inside one atomic
 //! unit, the reservations of live certificates can never add up to more than the balance,
 //! however many devices ask at once. Records under the certificate are paid from its
-//! reservation; at expiry what is left goes back to the account.
+//! reservation. The reservation is held past expiry for the published upload grace
+//! ([`IssuerConfig::upload_grace`]): merchants that took records offline before expiry
+//! upload them when they reconnect, and those records must find the money that was set
+//! aside for them, not whatever the account holds by then. Only once `expires_at +
+//! upload_grace` has passed does what is left go back to the account.
 
 use rand_core::CryptoRng;
 use scrip_stores::{
@@ -159,8 +163,15 @@ fn reservation_unit(certificate: &BalanceCertificate, now: Timestamp) -> Result<
         )))
 }
 
-/// The unit that ends a certificate's reservation at expiry, giving back the `left` it
-/// still holds, and what it gives back.
+/// When the settlement window of a certificate expiring at `expires_at` closes. A grace
+/// too long for the clock saturates: that reservation is never released, rather than
+/// released at once.
+fn settlement_deadline(expires_at: Timestamp, upload_grace: std::time::Duration) -> Timestamp {
+    expires_at.saturating_add(upload_grace)
+}
+
+/// The unit that ends a certificate's reservation after its settlement window, giving
+/// back the `left` it still holds, and what it gives back.
 fn release_unit(
     certificate: &BalanceCertificatePayload,
     left: u64,
@@ -191,7 +202,7 @@ fn release_unit(
             reservation,
             LedgerAccount::Customer(certificate.account_id),
             amount,
-            "reservation released at expiry",
+            "reservation released after the upload grace",
         ));
     }
     Ok((unit, amount))
@@ -387,14 +398,24 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             .ok_or(IssuerError::UnknownCertificate(serial))
     }
 
-    /// What was released from a certificate's reservation at expiry, if it was.
+    /// What was released from a certificate's reservation after its settlement window,
+    /// if it was.
     pub async fn release_of(&self, serial: CertificateSerial) -> Result<Option<ReleaseDoc>> {
         self.doc(RELEASED, serial.as_bytes()).await
     }
 
-    /// Releases the reservations of certificates that expired at or before `now`: what
-    /// their records did not consume goes back to the account. Returns what was released.
-    /// Safe to run concurrently and repeatedly (each release is claimed once).
+    /// When the settlement window of `certificate` closes: its expiry plus the published
+    /// upload grace ([`IssuerConfig::upload_grace`]). Until then its reservation is held,
+    /// and a record signed under it before expiry is paid from it; from then on
+    /// [`Self::release_expired`] gives what is left back to the account.
+    pub fn settlement_deadline(&self, certificate: &BalanceCertificatePayload) -> Timestamp {
+        settlement_deadline(certificate.expires_at, self.config.upload_grace)
+    }
+
+    /// Releases the reservations of certificates whose settlement window closed at or
+    /// before `now` (expired at least [`IssuerConfig::upload_grace`] ago): what their
+    /// records did not consume goes back to the account. Returns what was released. Safe
+    /// to run concurrently and repeatedly (each release is claimed once).
     pub async fn release_expired(&self, now: Timestamp, limit: usize) -> Result<Vec<Released>> {
         let due = self
             .store
@@ -404,7 +425,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         for (key, _) in due {
             let (expires_at, serial) = parse_expiry_key(&key)
                 .ok_or_else(|| IssuerError::Corrupted("certificate expiry key".into()))?;
-            if expires_at > now {
+            // The index is ordered by expiry, so by deadline too: the first one still
+            // open ends the round.
+            if settlement_deadline(expires_at, self.config.upload_grace) > now {
                 break;
             }
             if let Some(r) = self.release(serial, &key, now).await? {

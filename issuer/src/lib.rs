@@ -53,8 +53,24 @@ pub struct IssuerConfig {
     pub account_certificate_lifetime: Duration,
     /// Lifetime of merchant certificates.
     pub merchant_certificate_lifetime: Duration,
-    /// Lifetime of balance certificates (their reservation is released at expiry).
+    /// Lifetime of balance certificates.
     pub balance_certificate_lifetime: Duration,
+    /// The settlement window: how long after a balance certificate's expiry its
+    /// reservation is still held, so that a merchant that accepted a record before expiry
+    /// and uploads it within this grace is paid from the reservation, whatever the account
+    /// did since. The reservation's unspent remainder goes back to the account only once
+    /// `expires_at + upload_grace` has passed ([`Issuer::release_expired`]); a record
+    /// uploaded after that is paid from the account's balance only if the balance covers
+    /// it, else refused `insufficient_funds` (see `src/redemption.rs`). Published to
+    /// merchants and wallets (`interop/WIRE.md` §4.3, `--upload-grace-secs`): every server
+    /// of a cluster must run the same value.
+    ///
+    /// Default 7 days: a point of sale offline over a long weekend, a market stall or a
+    /// vehicle that syncs weekly must still be paid, and a merchant can plan to a week.
+    /// The cost falls on the customer: what a certificate did not spend comes back a week
+    /// after its expiry rather than at it (the rest of the balance stays usable for new
+    /// certificates meanwhile, and a device asks for no more than it means to carry).
+    pub upload_grace: Duration,
     /// Most payments one balance certificate allows.
     pub max_payments_per_certificate: u32,
     /// Largest per-payment cap, in minor units.
@@ -73,6 +89,7 @@ impl Default for IssuerConfig {
             account_certificate_lifetime: Duration::from_secs(365 * 86_400),
             merchant_certificate_lifetime: Duration::from_secs(365 * 86_400),
             balance_certificate_lifetime: Duration::from_secs(86_400),
+            upload_grace: Duration::from_secs(7 * 86_400),
             max_payments_per_certificate: 100,
             max_per_payment_cap: 50_000,
             max_certificate_amount: 100_000,

@@ -21,9 +21,23 @@
 //! twice): the merchant did everything right offline, and a payment system that makes
 //! honest merchants carry device fraud is not one merchants accept. The excess is taken
 //! from the account's balance, which may go negative (a debt), the overspend is logged in
-//! the fraud log and the account is frozen. A record arriving after its certificate's
-//! reservation was released is paid from the balance the same way, without fraud if the
-//! certificate's records stay within `available`.
+//! the fraud log and the account is frozen. While the reservation is held, only such an
+//! overspend reaches beyond it.
+//!
+//! **Settlement window** (SPEC section 8): a certificate's reservation is held until
+//! `expires_at + upload_grace` ([`crate::IssuerConfig::upload_grace`], published), and
+//! released only then. A record signed before expiry and uploaded within the grace (the
+//! merchant's copy or the customer's hand-in) is therefore paid from the reservation set
+//! aside for it, whatever the account did since: the customer's balance is not touched. A
+//! record the merchant accepted after expiry stays `expired`, grace or not: the grace
+//! extends uploading, never paying. Once the window closed and the reservation was
+//! released, its remainder is the customer's again, and a late record is paid from the
+//! account's balance only if the balance covers it (a floor at zero: no debt, since the
+//! customer did nothing wrong and the merchant missed the published deadline); otherwise
+//! it is `Invalid` with `insufficient_funds` and nothing is recorded, so a later copy of it
+//! is judged again. Card schemes treat late presentment alike: honoured while the account
+//! can pay, the merchant's loss when it cannot. Fraud a refused late record proves (a
+//! reused sequence number or record id) is still logged and freezes the account.
 //!
 //! **Equivocation**: a second, different record with an existing (device, sequence) is
 //! recorded as evidence next to the first, honoured under the same policy, logged, and the
@@ -359,15 +373,22 @@ fn record_kinds(records: &[RecordIdentity], held: &[Option<ExistingClaim>]) -> V
 struct Taken {
     from_reservation: u64,
     from_balance: u64,
+    /// The balance must cover `from_balance` (a floor at zero on the account): the
+    /// record came after its reservation was released, past the settlement window.
+    covered_only: bool,
 }
 
 /// A record's `amount` is paid from what is `left` of its certificate's reservation, and
-/// from the account's balance for what the reservation no longer covers.
-fn split_payment(amount: u64, left: u64) -> Taken {
+/// from the account's balance for what the reservation no longer covers: into debt while
+/// the reservation is held (an overspend), only as far as the balance goes once it was
+/// `released` (a record uploaded after the settlement window).
+fn split_payment(amount: u64, left: u64, released: bool) -> Taken {
     let from_reservation = left.min(amount);
+    let from_balance = amount - from_reservation;
     Taken {
         from_reservation,
-        from_balance: amount - from_reservation,
+        from_balance,
+        covered_only: released && from_balance > 0,
     }
 }
 
@@ -381,16 +402,17 @@ impl GroupReservations {
         self.0.get(&serial).copied()
     }
 
-    /// Splits a record of `kind` against the `left` of its reservation, and remembers
-    /// what it leaves for the next.
+    /// Splits a record of `kind` against the `left` of its reservation (`released` or
+    /// not), and remembers what it leaves for the next.
     fn take(
         &mut self,
         serial: CertificateSerial,
         left: u64,
         amount: u64,
         kind: RecordKind,
+        released: bool,
     ) -> Taken {
-        let taken = split_payment(amount, left);
+        let taken = split_payment(amount, left, released);
         // A repeat's unit moves nothing: it was paid when first recorded.
         let after = match kind {
             RecordKind::Fresh => left - taken.from_reservation,
@@ -594,14 +616,34 @@ fn pay_merchant(mut unit: Unit, c: &CheckedRecord<'_>, taken: Taken) -> Unit {
         ));
     }
     if taken.from_balance > 0 {
+        let customer = LedgerAccount::Customer(p.account_id);
+        if taken.covered_only {
+            // After the settlement window the account pays only what it holds: a failed
+            // floor here is the one `InsufficientFunds` on the customer a record can get.
+            unit = unit.floor(Floor::non_negative(customer.clone(), currency));
+        }
         unit = unit.post(Posting::transfer(
-            LedgerAccount::Customer(p.account_id),
+            customer,
             merchant,
             Amount::new(taken.from_balance, currency),
             "withdrawal record beyond its reservation",
         ));
     }
     unit
+}
+
+/// The answer to a late record (uploaded after its settlement window closed) that the
+/// account's balance does not cover.
+fn unpaid_late_record(amount: Amount, deadline: Timestamp) -> RedemptionOutcome {
+    RedemptionOutcome::Invalid {
+        reason: RejectReason {
+            code: scrip_tokens::ReasonCode::InsufficientFunds,
+            message: format!(
+                "uploaded after the certificate's settlement window closed at {deadline}, \
+                 and the account's balance does not cover {amount}"
+            ),
+        },
+    }
 }
 
 impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
@@ -853,7 +895,8 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     /// Under a concurrent redemption of the same record or certificate, a record of a
     /// group can find its reservation short or its id taken: it is then retried on its
     /// own after the group, which can move part of its payment from the reservation to
-    /// the balance (the reservation is released at expiry): money stays conserved.
+    /// the balance (the reservation is released after its settlement window): money
+    /// stays conserved.
     pub(crate) async fn record_withdrawals(
         &self,
         submissions: Vec<RecordSubmission<'_>>,
@@ -915,7 +958,10 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             None => self.reservation_left(c).await?,
         };
         let amount = c.record.payload.amount().minor_units;
-        let taken = group.reservations.take(serial, left, amount, kind);
+        let released = amount > left && self.reservation_released(serial).await?;
+        let taken = group
+            .reservations
+            .take(serial, left, amount, kind, released);
         group
             .units
             .push(record_unit(c, &RecordConflicts::default(), taken, now)?);
@@ -1050,6 +1096,15 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         Ok(u64::try_from(left).unwrap_or(0))
     }
 
+    /// Whether a certificate's reservation was released (its settlement window closed).
+    /// Asked only when the reservation does not cover a record, so a record paid from it
+    /// costs no extra read. Once true it stays true; a release that commits after a
+    /// `false` makes the record's unit fail its floor on the reservation (when it took
+    /// from it) and be split again.
+    async fn reservation_released(&self, serial: CertificateSerial) -> Result<bool> {
+        Ok(self.release_of(serial).await?.is_some())
+    }
+
     /// Commits a checked record, retrying while the reservation moves under it.
     async fn commit_record(
         &self,
@@ -1058,8 +1113,11 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         now: Timestamp,
     ) -> Result<RedemptionOutcome> {
         let amount = c.record.payload.amount().minor_units;
+        let serial = c.record.payload.certificate_serial;
         for _ in 0..RETRIES {
-            let taken = split_payment(amount, self.reservation_left(c).await?);
+            let left = self.reservation_left(c).await?;
+            let released = amount > left && self.reservation_released(serial).await?;
+            let taken = split_payment(amount, left, released);
             let unit = record_unit(c, &conflicts, taken, now)?;
             let result = self.store.commit(unit).await?;
             if let Some(outcome) = self
@@ -1103,6 +1161,13 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 self.check_overspend(cert, now).await?;
                 Ok(Some(recorded_before(first_claimed_at)))
             }
+            // Only a late record has a floor on the account (`Taken::covered_only`), and
+            // the balance did not cover it: refused, not retried.
+            CommitOutcome::InsufficientFunds {
+                account: LedgerAccount::Customer(_),
+                ..
+            } => self.refuse_late(c, conflicts, now).await.map(Some),
+            // The reservation moved under the record: split again.
             CommitOutcome::InsufficientFunds { .. } => Ok(None),
             CommitOutcome::Conflict(report) => match read_conflict(&report, c.identity.digest) {
                 RecordConflict::RecordedBefore { at } => {
@@ -1125,6 +1190,31 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 }
             },
         }
+    }
+
+    /// A late record the account's balance does not cover: refused, and nothing is
+    /// recorded (no claim, no payment), so a later copy is judged again against the
+    /// balance then. Fraud it proves by reusing a sequence number or record id does not
+    /// depend on who pays: it is logged and the account frozen all the same.
+    async fn refuse_late(
+        &self,
+        c: &CheckedRecord<'_>,
+        conflicts: &RecordConflicts,
+        now: Timestamp,
+    ) -> Result<RedemptionOutcome> {
+        let identity = &c.identity;
+        if let Some(kind) = record_fraud(identity, conflicts) {
+            self.log_fraud(&FraudEntry { at: now, kind }, now).await?;
+            self.freeze(
+                identity.account_id,
+                "a record reused a sequence number or record id",
+                now,
+            )
+            .await?;
+        }
+        let deadline = self.settlement_deadline(&c.certificate.payload);
+        tracing::info!(record = %identity.record_id, %deadline, "late record refused: the balance does not cover it");
+        Ok(unpaid_late_record(c.record.payload.amount(), deadline))
     }
 
     /// After a record was paid partly from the balance: if the certificate's records now
@@ -1303,19 +1393,49 @@ mod tests {
         let split = |from_reservation, from_balance| Taken {
             from_reservation,
             from_balance,
+            covered_only: false,
         };
-        assert_eq!(split_payment(300, 1_000), split(300, 0));
-        assert_eq!(split_payment(300, 100), split(100, 200));
-        assert_eq!(split_payment(300, 0), split(0, 300), "after release");
+        assert_eq!(split_payment(300, 1_000, false), split(300, 0));
+        assert_eq!(
+            split_payment(300, 100, false),
+            split(100, 200),
+            "an overspend"
+        );
+        assert_eq!(split_payment(300, 0, false), split(0, 300), "an overspend");
+    }
+
+    #[test]
+    fn a_record_after_the_settlement_window_is_paid_only_from_what_the_balance_holds() {
+        assert_eq!(
+            split_payment(300, 0, true),
+            Taken {
+                from_reservation: 0,
+                from_balance: 300,
+                covered_only: true,
+            }
+        );
+        // Nothing beyond the reservation, nothing to cover (a released reservation holds
+        // nothing, but the split does not rely on it).
+        assert!(!split_payment(300, 1_000, true).covered_only);
+    }
+
+    #[test]
+    fn a_late_record_the_balance_does_not_cover_is_refused_as_insufficient_funds() {
+        let outcome = unpaid_late_record(Amount::new(300, Currency::EUR), at(7));
+        assert!(matches!(
+            outcome,
+            RedemptionOutcome::Invalid { reason } if reason.code == ReasonCode::InsufficientFunds
+                && reason.message.contains("settlement window")
+        ));
     }
 
     #[test]
     fn records_of_one_certificate_in_a_group_share_its_reservation_as_if_one_by_one() {
         let serial = CertificateSerial(uuid(9));
         let mut reservations = GroupReservations::default();
-        let first = reservations.take(serial, 500, 300, RecordKind::Fresh);
+        let first = reservations.take(serial, 500, 300, RecordKind::Fresh, false);
         let left = reservations.left(serial).unwrap();
-        let second = reservations.take(serial, left, 300, RecordKind::Fresh);
+        let second = reservations.take(serial, left, 300, RecordKind::Fresh, false);
         assert_eq!((first.from_reservation, first.from_balance), (300, 0));
         assert_eq!((second.from_reservation, second.from_balance), (200, 100));
         assert_eq!(reservations.left(serial), Some(0));
@@ -1325,7 +1445,7 @@ mod tests {
     fn a_repeat_in_a_group_takes_nothing_more_from_the_reservation() {
         let serial = CertificateSerial(uuid(9));
         let mut reservations = GroupReservations::default();
-        reservations.take(serial, 500, 300, RecordKind::Repeat);
+        reservations.take(serial, 500, 300, RecordKind::Repeat, false);
         assert_eq!(reservations.left(serial), Some(500));
     }
 

@@ -50,7 +50,8 @@ pub(crate) const FRAUD_LOG: Collection = Collection::new("fraud-log");
 /// A device's sequence numbers handed to one certificate (key: [`sequence_key`] of the
 /// range's first number): two certificates of a device never share a range.
 pub(crate) const SEQUENCE_RANGE: ClaimNamespace = ClaimNamespace::new("sequence-range");
-/// A certificate's reservation released at expiry (key: serial): released once.
+/// A certificate's reservation released after its settlement window (key: serial):
+/// released once.
 pub(crate) const RELEASE: ClaimNamespace = ClaimNamespace::new("release");
 /// A revoked device (key: device id): the first revocation time stands.
 pub(crate) const REVOKE_DEVICE: ClaimNamespace = ClaimNamespace::new("revoke-device");
@@ -239,7 +240,8 @@ pub struct CertificateDoc {
 }
 doc!(CertificateDoc, "certificate");
 
-/// The end of a certificate's reservation.
+/// The end of a certificate's reservation (after its settlement window): from then on its
+/// late records are paid from the account's balance, and only as far as it covers them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseDoc {
     /// What went back to the account.

@@ -1,5 +1,6 @@
 //! Balance certificates: lock rules, limits, restrictions, sequence ranges, the
-//! reservation invariant under concurrency, release at expiry.
+//! reservation invariant under concurrency, release after the settlement window (late
+//! records: `settlement.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -291,7 +292,7 @@ async fn concurrent_devices_never_reserve_more_than_the_balance() {
 }
 
 #[tokio::test]
-async fn the_reservation_is_released_at_expiry_minus_what_records_consumed() {
+async fn the_reservation_is_released_after_the_upload_grace_minus_what_records_consumed() {
     let (issuer, mut wallet, mut rng) = funded(10_000, 5).await;
     let shop = Shop::register(&issuer, 1, &mut rng).await;
     let cert = wallet.certificate(&issuer, 3_000, NOW, &mut rng).await;
@@ -312,14 +313,26 @@ async fn the_reservation_is_released_at_expiry_minus_what_records_consumed() {
         }]
     );
 
-    // Nothing is released before expiry.
-    let before = cert.payload.expires_at.saturating_sub(HOUR);
-    assert!(issuer
-        .release_expired(before, 100)
-        .await
-        .unwrap()
-        .is_empty());
-    let after = cert.payload.expires_at.saturating_add(HOUR);
+    // Nothing is released before expiry, nor within the upload grace after it.
+    let deadline = issuer.settlement_deadline(&cert.payload);
+    assert_eq!(
+        deadline,
+        cert.payload
+            .expires_at
+            .saturating_add(issuer.config().upload_grace)
+    );
+    for not_yet in [
+        cert.payload.expires_at.saturating_sub(HOUR),
+        cert.payload.expires_at.saturating_add(HOUR),
+        deadline.saturating_sub(MINUTE),
+    ] {
+        assert!(issuer
+            .release_expired(not_yet, 100)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    let after = deadline.saturating_add(HOUR);
     let released = issuer.release_expired(after, 100).await.unwrap();
     assert_eq!(released.len(), 1);
     assert_eq!(released[0].amount, eur(1_800));
@@ -341,8 +354,9 @@ async fn the_reservation_is_released_at_expiry_minus_what_records_consumed() {
         0
     );
 
-    // A record the merchant uploads only after the release is still honoured (it was made
-    // within the certificate's limits): paid from the balance, not fraud.
+    // A record the merchant uploads only after the release (past the settlement window)
+    // is still honoured while the balance covers it (it was made within the certificate's
+    // limits): paid from the balance, not fraud.
     let outcomes = shop
         .redeem(
             &issuer,

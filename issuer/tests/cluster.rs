@@ -6,31 +6,49 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use scrip_issuer::server::{
-    self, cluster, KeySource, OperatorToken, RunningServer, ServerConfig, StoreKind,
+    self, cluster, ApiError, KeySource, OperatorToken, RunningServer, ServerConfig, ServerFunding,
+    StoreKind,
 };
-use scrip_issuer::{keyring_files, FundingError, FundingSource, IssuerError, Keyring};
+use scrip_issuer::{
+    keyring_files, FundingError, FundingSource, IssuerError, Keyring, RecordedDemoFunding,
+};
 use scrip_stores::{ClusterState, KeyringEpoch, MemoryStore, PublishOutcome, RecordStore};
-use scrip_testkit::{eur, fixture_keyring, validity_around, DAY};
+use scrip_testkit::{eur, fixture_keyring, registration, rng, validity_around, DAY};
 use scrip_tokens::keys::{IssuerKeyRole, DEFAULT_RSA_BITS};
-use scrip_tokens::{AccountId, DepositId, Timestamp};
+use scrip_tokens::{
+    fixtures, AccountId, DepositId, DepositRequest, DepositRequestPayload, Timestamp,
+};
 
 /// The cluster's shared state in memory, with the semantics of the trait: nonces
 /// remembered once, leases with one holder at a time, keyring epochs by compare and set,
-/// and a clock `offset_ms` behind the node's.
+/// and a clock `offset_ms` behind the node's. Each `forget_nonces` call takes
+/// `forget_delay_ms` (a slow database).
 #[derive(Default)]
 struct FakeCluster {
     nonces: Mutex<HashMap<[u8; 16], Timestamp>>,
     leases: Mutex<HashMap<String, (uuid::Uuid, Instant)>>,
     epochs: Mutex<Vec<KeyringEpoch>>,
     offset_ms: AtomicI64,
+    forget_delay_ms: AtomicU64,
+}
+
+impl FakeCluster {
+    /// Who holds the lease on `job` (expired or not), if anyone.
+    fn holder(&self, job: &str) -> Option<uuid::Uuid> {
+        self.leases
+            .lock()
+            .unwrap()
+            .get(job)
+            .map(|(holder, _)| *holder)
+    }
 }
 
 #[async_trait]
@@ -48,11 +66,22 @@ impl ClusterState for FakeCluster {
         Ok(true)
     }
 
-    async fn forget_nonces(&self, before: Timestamp) -> scrip_stores::Result<u64> {
+    async fn forget_nonces(&self, before: Timestamp, max_rows: u64) -> scrip_stores::Result<u64> {
+        let delay = self.forget_delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         let mut nonces = self.nonces.lock().unwrap();
-        let n = nonces.len();
-        nonces.retain(|_, at| *at >= before);
-        Ok((n - nonces.len()) as u64)
+        let due: Vec<[u8; 16]> = nonces
+            .iter()
+            .filter(|(_, at)| **at < before)
+            .map(|(key, _)| *key)
+            .take(max_rows as usize)
+            .collect();
+        for key in &due {
+            nonces.remove(key);
+        }
+        Ok(due.len() as u64)
     }
 
     async fn try_lead(
@@ -70,6 +99,14 @@ impl ClusterState for FakeCluster {
                 Ok(true)
             }
         }
+    }
+
+    async fn release_lead(&self, job: &str, holder: uuid::Uuid) -> scrip_stores::Result<()> {
+        let mut leases = self.leases.lock().unwrap();
+        if leases.get(job).is_some_and(|(h, _)| *h == holder) {
+            leases.remove(job);
+        }
+        Ok(())
     }
 
     async fn cluster_now(&self) -> scrip_stores::Result<Timestamp> {
@@ -157,6 +194,41 @@ async fn until(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting until {what}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// One HTTP/1.1 request to `server` (a JSON `body`, if any): the status and the body of
+/// the answer.
+async fn http(
+    server: &RunningServer,
+    method: &str,
+    path: &str,
+    body: Option<Vec<u8>>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.unwrap_or_default();
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: scrip\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }
 
 fn metric(server: &RunningServer, name: &str) -> f64 {
@@ -560,4 +632,237 @@ async fn the_demo_funding_of_a_cluster_is_the_clusters() {
         fb.collect(deposit, account, eur(200)).await,
         Err(FundingError::Mismatch)
     );
+}
+
+#[tokio::test]
+async fn a_leader_that_shuts_down_hands_the_job_over_at_the_next_round() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cluster = Arc::new(FakeCluster::default());
+    let keys = tmp.path().join("keys");
+    publish(&cluster, &save_keys(&keys)).await;
+    // A store each: shutting one server down closes its store, and the survivor's must
+    // stay open (the lease is in the cluster state anyway).
+    let (store_a, store_b) = (Arc::new(MemoryStore::new()), Arc::new(MemoryStore::new()));
+    let a = server::start(node(&tmp.path().join("a"), &keys, &store_a, &cluster))
+        .await
+        .unwrap();
+    let b = server::start(node(&tmp.path().join("b"), &keys, &store_b, &cluster))
+        .await
+        .unwrap();
+    until("one of them leads", || {
+        cluster.holder(cluster::RELEASE_JOB).is_some()
+    })
+    .await;
+    let (leader, survivor) = if cluster.holder(cluster::RELEASE_JOB) == a.state().node_id() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let (leader_id, survivor_id) = (
+        leader.state().node_id().unwrap(),
+        survivor.state().node_id().unwrap(),
+    );
+
+    leader.shutdown().await.unwrap();
+    let stopped = Instant::now();
+    // Given up at shutdown: nobody holds it, or the survivor already took it.
+    let holder = cluster.holder(cluster::RELEASE_JOB);
+    assert_ne!(
+        holder,
+        Some(leader_id),
+        "the stopped leader still holds the lease"
+    );
+    // The survivor leads at one of its next rounds (50 ms apart), not once the lease
+    // (3 rounds, at least 1 s) would have run out.
+    until("the survivor leads", || {
+        cluster.holder(cluster::RELEASE_JOB) == Some(survivor_id)
+    })
+    .await;
+    assert!(
+        stopped.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        stopped.elapsed()
+    );
+    until("the survivor counts itself the leader", || {
+        metric(&survivor, "scrip_cluster_leader") == 1.0
+    })
+    .await;
+    survivor.shutdown().await.unwrap();
+    assert_eq!(cluster.holder(cluster::RELEASE_JOB), None);
+}
+
+#[tokio::test]
+async fn a_nonce_backlog_is_pruned_over_several_rounds_each_within_the_lease() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, cluster) = (
+        Arc::new(MemoryStore::new()),
+        Arc::new(FakeCluster::default()),
+    );
+    let keys = tmp.path().join("keys");
+    publish(&cluster, &save_keys(&keys)).await;
+    // 200 000 expired nonces (the job stood still), forgotten 10 000 a call at 100 ms a
+    // call: 2 s of pruning, twice the lease (1 s: the release interval is 50 ms).
+    {
+        let mut nonces = cluster.nonces.lock().unwrap();
+        for n in 0..200_000u128 {
+            nonces.insert(n.to_le_bytes(), Timestamp::from_unix_millis(1_000));
+        }
+    }
+    cluster.forget_delay_ms.store(100, Ordering::SeqCst);
+    let a = server::start(node(&tmp.path().join("a"), &keys, &store, &cluster))
+        .await
+        .unwrap();
+    let b = server::start(node(&tmp.path().join("b"), &keys, &store, &cluster))
+        .await
+        .unwrap();
+    // The leader stops each round's pruning in time to renew its lease: the other never
+    // takes over (it would, after a second, if one round pruned the whole backlog).
+    let mut holders = HashSet::new();
+    until("the backlog is forgotten", || {
+        holders.extend(cluster.holder(cluster::RELEASE_JOB));
+        cluster.nonces.lock().unwrap().is_empty()
+    })
+    .await;
+    holders.extend(cluster.holder(cluster::RELEASE_JOB));
+    assert_eq!(holders.len(), 1, "the lease changed hands: {holders:?}");
+    let leader = holders.into_iter().next();
+    assert!(leader == a.state().node_id() || leader == b.state().node_id());
+}
+
+#[tokio::test]
+async fn readyz_fails_while_a_server_serves_an_older_keyring_than_the_published_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, cluster) = (
+        Arc::new(MemoryStore::new()),
+        Arc::new(FakeCluster::default()),
+    );
+    // The server's keys directory, and the operator's copy, where the rotation happens.
+    let keys = tmp.path().join("keys");
+    let operator = tmp.path().join("operator");
+    let keyring = save_keys(&keys);
+    keyring_files::save(&keyring, &operator).unwrap();
+    publish(&cluster, &keyring).await;
+    let mut config = node(&tmp.path().join("a"), &keys, &store, &cluster);
+    // A grace of 3 polls: 750 ms.
+    config.keyring_poll_interval = Duration::from_millis(250);
+    let a = server::start(config).await.unwrap();
+    assert_eq!(http(&a, "GET", "/readyz", None).await.0, 200);
+
+    let rotated = cluster::rotate_key(
+        &operator,
+        IssuerKeyRole::Answer,
+        server::now(),
+        DAY * 30,
+        DEFAULT_RSA_BITS,
+        Some(cluster.as_ref()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rotated.epoch.unwrap().epoch, 2);
+    // Within the grace the server is still ready (the copy may be on its way).
+    assert_eq!(http(&a, "GET", "/readyz", None).await.0, 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let refusal = loop {
+        let (status, body) = http(&a, "GET", "/readyz", None).await;
+        if status == 503 {
+            break body;
+        }
+        assert_eq!(status, 200, "{body}");
+        assert!(Instant::now() < deadline, "readyz never failed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let body: serde_json::Value = serde_json::from_str(&refusal).unwrap();
+    assert_eq!(body["code"], "keyring_error", "{refusal}");
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("epoch 1") && message.contains("epoch 2"),
+        "{message}"
+    );
+    // It keeps serving: the load balancer takes it out, not the server itself.
+    assert_eq!(http(&a, "GET", "/healthz", None).await.0, 200);
+    assert_eq!(http(&a, "GET", "/v1/keys", None).await.0, 200);
+    assert_eq!(a.state().keyring_epoch(), Some(1));
+
+    // The files arrive: the server follows, and is ready again.
+    keyring_files::save(&keyring_files::load(&operator).unwrap(), &keys).unwrap();
+    until("the server follows", || {
+        a.state().keyring_epoch() == Some(2)
+    })
+    .await;
+    assert_eq!(http(&a, "GET", "/readyz", None).await.0, 200);
+    a.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_funding_source_that_cannot_be_reached_is_a_503_not_a_502() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (store, cluster) = (
+        Arc::new(MemoryStore::new()),
+        Arc::new(FakeCluster::default()),
+    );
+    let keys = tmp.path().join("keys");
+    publish(&cluster, &save_keys(&keys)).await;
+    // The demo funding over a store that is closed: its record cannot be written, as
+    // when the cluster's database is unreachable.
+    let unreachable = Arc::new(MemoryStore::new());
+    unreachable.close().await.unwrap();
+    let funding: Arc<dyn FundingSource> = Arc::new(RecordedDemoFunding::new(unreachable));
+    let mut config = node(&tmp.path().join("a"), &keys, &store, &cluster);
+    config.funding = ServerFunding::Source(funding);
+    let a = server::start(config).await.unwrap();
+
+    let mut rng = rng(7);
+    let device = fixtures::device(1);
+    let now = a.state().now();
+    let opened = a
+        .state()
+        .issuer
+        .open_account(&registration(&device, None, &mut rng), now, &mut rng)
+        .await
+        .unwrap();
+    let request = DepositRequest::sign(
+        DepositRequestPayload {
+            deposit_id: DepositId::random(&mut rng),
+            account_id: opened.account_id,
+            device_id: opened.device_id,
+            amount: eur(1_000),
+            created_at: a.state().now(),
+        },
+        &device,
+        &mut rng,
+    )
+    .unwrap();
+    let (status, body) = http(
+        &a,
+        "POST",
+        "/v1/deposits",
+        Some(serde_json::to_vec(&request).unwrap()),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["code"], "funding_failed");
+    // Nothing was credited.
+    assert_eq!(
+        a.state()
+            .issuer
+            .balance(opened.account_id, scrip_testkit::EUR)
+            .await
+            .unwrap(),
+        0
+    );
+    // A source that answered and refused stays a bad gateway.
+    for refused in [
+        FundingError::Declined("card".into()),
+        FundingError::Mismatch,
+    ] {
+        let error = ApiError::from(IssuerError::Funding(refused));
+        assert_eq!(
+            (error.status.as_u16(), error.code.as_str()),
+            (502, "funding_failed")
+        );
+    }
+    let error = ApiError::from(IssuerError::Funding(FundingError::Unavailable("x".into())));
+    assert_eq!(error.status.as_u16(), 503);
+    a.shutdown().await.unwrap();
 }

@@ -9,7 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use scrip_issuer::server::{self, cluster, KeySource, OperatorToken, ServerConfig, StoreKind};
+use scrip_issuer::server::{
+    self, cluster, KeySource, OperatorToken, RunningServer, ServerConfig, StoreKind,
+};
 use scrip_issuer::{
     keyring_files, FundingError, FundingSource, IssuerError, Keyring, KeyringConfig,
     RecordedDemoFunding,
@@ -46,6 +48,16 @@ fn node(data_dir: &Path, keys_dir: &Path, url: &str) -> ServerConfig {
     config.release_interval = Duration::from_millis(100);
     config.keyring_poll_interval = Duration::from_millis(100);
     config
+}
+
+fn metric(server: &RunningServer, name: &str) -> f64 {
+    let state = server.state();
+    let text = state.metrics.render(&state.issuer.store().stats());
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
 }
 
 async fn database(url: &str) -> (Arc<dyn RecordStore>, Arc<dyn ClusterState>) {
@@ -131,8 +143,20 @@ async fn a_postgres_server_starts_only_on_the_published_keyring() {
             rotated.fingerprint
         );
     }
+    // One of them leads the periodic job; each gives its lease up at shutdown, so that
+    // the job is free at once rather than for the rest of the lease (1 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while metric(&a, "scrip_cluster_leader") + metric(&b, "scrip_cluster_leader") < 1.0 {
+        assert!(std::time::Instant::now() < deadline, "nobody leads");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+    let next = uuid::Uuid::from_u128(7);
+    assert!(shared
+        .try_lead(cluster::RELEASE_JOB, next, Duration::from_secs(60))
+        .await
+        .unwrap());
     store.close().await.unwrap();
 }
 

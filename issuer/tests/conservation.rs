@@ -8,9 +8,11 @@
 //! (retried with the same idempotency key, or the key reused for other coins), coin
 //! redemptions (retried, double spent at another merchant, partly double spent, a coin
 //! listed twice, coins reused by the same merchant in another sale), the clock passing
-//! certificate expiry with `release_expired`, lost devices (a new device added, the old one
-//! revoked, its identified coins reissued, the thief paying on with it), and restarts of
-//! the issuer over durable stores.
+//! certificate expiry and the settlement window after it with `release_expired` (records
+//! uploaded within the upload grace paid from the held reservation, later ones only from
+//! what the balance holds), lost devices (a new device added, the old one revoked, its
+//! identified coins reissued, the thief paying on with it), and restarts of the issuer over
+//! durable stores.
 //!
 //! A test-side model predicts every outcome and every ledger balance. After every step the
 //! test reads the issuer's store and checks:
@@ -32,13 +34,14 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
+use std::time::Duration;
 
 use common::*;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::Rng;
-use scrip_issuer::IssuerError;
 use scrip_issuer::{coins_outstanding_account, funding_account};
+use scrip_issuer::{IssuerConfig, IssuerError};
 use scrip_stores::conformance::{
     FileHarness, Harness, MemoryHarness, PostgresHarness, RedbHarness,
 };
@@ -55,6 +58,9 @@ const SHOPS: usize = 4;
 const MAX_CERTIFICATE: u64 = 100_000;
 const MAX_CAP: u64 = 50_000;
 const MAX_PAYMENTS: u32 = 100;
+/// The upload grace the issuer runs with: shorter than the default week so that the clock
+/// steps (1 to 49 hours, certificates living a day) reach both sides of the window.
+const UPLOAD_GRACE: Duration = Duration::from_secs(12 * 3_600);
 /// Random operations per case (after one opening deposit per account).
 const STEPS: std::ops::Range<usize> = 30..60;
 
@@ -254,6 +260,7 @@ struct CertModel {
     left: i128,
     /// Total of the records recorded under it.
     recorded: u64,
+    /// Whether its reservation was released (its settlement window closed).
     released: bool,
     /// What the wallet really paid under it (its own bookkeeping).
     cumulative: u64,
@@ -302,6 +309,8 @@ enum Expect {
     /// a second offline terminal of the same merchant): a double spend, not a retry.
     ReusedInAnotherPayment(Vec<CoinId>),
     Invalid,
+    /// A record uploaded after its settlement window that the balance does not cover.
+    Unpaid,
 }
 
 #[derive(Default)]
@@ -355,30 +364,41 @@ impl Model {
         if !self.record_valid(id) {
             return Expect::Invalid;
         }
-        let r = self.records.get_mut(&id).unwrap();
+        let r = &self.records[&id];
         if r.recorded {
             return Expect::AlreadyAccepted;
         }
-        r.recorded = true;
         let (wallet, merchant) = (r.wallet, r.merchant);
         let p = r.record.payload.clone();
         let amount = p.payment_request.payload.amount.minor_units;
+        let equivocation = self
+            .sequences
+            .get(&(p.device_id, p.sequence))
+            .is_some_and(|first| *first != p.record_id);
         let cert = self.certs.get_mut(&p.certificate_serial).unwrap();
         let from_reservation = cert.left.clamp(0, i128::from(amount));
         let from_balance = i128::from(amount) - from_reservation;
+        if cert.released && from_balance > self.customer[wallet] {
+            // After the settlement window the account pays only what it holds: refused,
+            // nothing recorded (a later copy is judged again); equivocation it proves
+            // still freezes the account.
+            if equivocation {
+                self.frozen[wallet] = true;
+            }
+            return Expect::Unpaid;
+        }
         cert.left -= from_reservation;
         cert.recorded += amount;
+        // Beyond the reservation is an overspend only if the records exceed what the
+        // certificate made available: after the window, honest late records reach beyond
+        // it too.
         let overspent = from_balance > 0 && cert.recorded > cert.cert.payload.available.minor_units;
+        self.records.get_mut(&id).unwrap().recorded = true;
         self.customer[wallet] -= from_balance;
         self.merchant[merchant] += i128::from(amount);
-        let equivocation = match self.sequences.get(&(p.device_id, p.sequence)) {
-            Some(first) => *first != p.record_id,
-            None => {
-                self.sequences
-                    .insert((p.device_id, p.sequence), p.record_id);
-                false
-            }
-        };
+        self.sequences
+            .entry((p.device_id, p.sequence))
+            .or_insert(p.record_id);
         if equivocation || overspent {
             self.frozen[wallet] = true;
         }
@@ -1122,7 +1142,12 @@ impl World {
                     b.sort_unstable();
                     a == b
                 }
-                (Expect::Invalid, RedemptionOutcome::Invalid { .. }) => true,
+                (Expect::Invalid, RedemptionOutcome::Invalid { reason }) => {
+                    reason.code != ReasonCode::InsufficientFunds
+                }
+                (Expect::Unpaid, RedemptionOutcome::Invalid { reason }) => {
+                    reason.code == ReasonCode::InsufficientFunds
+                }
                 _ => false,
             };
             assert!(
@@ -1148,7 +1173,9 @@ impl World {
         );
         let mut expected = BTreeMap::new();
         for (serial, cm) in &mut self.model.certs {
-            if !cm.released && cm.cert.payload.expires_at <= self.now {
+            // Held through the upload grace after expiry, released once it has passed.
+            let deadline = cm.cert.payload.expires_at.saturating_add(UPLOAD_GRACE);
+            if !cm.released && deadline <= self.now {
                 cm.released = true;
                 let left = cm.left.max(0);
                 expected.insert(*serial, u64::try_from(left).unwrap());
@@ -1359,7 +1386,7 @@ fn run<H: Harness>(harness: H, seed: u64, ops: &[Op]) {
         .build()
         .unwrap();
     runtime.block_on(async move {
-        let mut issuer = issuer(harness.open());
+        let mut issuer = issuer_with(harness.open(), issuer_config());
         let mut world = World::new(&issuer, seed).await;
         world.check(&issuer, 0, &Op::Restart).await;
         for (i, op) in ops.iter().enumerate() {
@@ -1369,7 +1396,7 @@ fn run<H: Harness>(harness: H, seed: u64, ops: &[Op]) {
                     world.collected_before += issuer.funding().total_collected();
                     issuer.store().close().await.unwrap();
                     drop(issuer);
-                    issuer = common::issuer(harness.open());
+                    issuer = issuer_with(harness.open(), issuer_config());
                 }
                 Op::Restart => {}
                 op => {
@@ -1380,6 +1407,14 @@ fn run<H: Harness>(harness: H, seed: u64, ops: &[Op]) {
             world.check(&issuer, step, op).await;
         }
     });
+}
+
+/// The default limits (the model's constants), with the test's [`UPLOAD_GRACE`].
+fn issuer_config() -> IssuerConfig {
+    IssuerConfig {
+        upload_grace: UPLOAD_GRACE,
+        ..IssuerConfig::default()
+    }
 }
 
 /// 32 cases per backend (about 8 s each in release); `PROPTEST_CASES` overrides it for a

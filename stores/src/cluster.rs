@@ -42,13 +42,25 @@ pub trait ClusterState: Send + Sync {
     /// `false` if some process already remembered it (a replay).
     async fn remember_nonce(&self, key: [u8; 16], forget_at: Timestamp) -> Result<bool>;
 
-    /// Forgets every nonce whose `forget_at` is before `before`; returns how many.
-    async fn forget_nonces(&self, before: Timestamp) -> Result<u64>;
+    /// Forgets nonces whose `forget_at` is before `before`, at most `max_rows` of them
+    /// (the oldest first, where the backend can tell); returns how many. Fewer than
+    /// `max_rows` means that none is left due, apart from rows another process is
+    /// forgetting at the same time. A backlog is forgotten by calling again: the caller
+    /// bounds each call, so that a leader can stop pruning before its lease runs out.
+    async fn forget_nonces(&self, before: Timestamp, max_rows: u64) -> Result<u64>;
 
     /// Takes or renews the lease on `job` for `holder` for `lease`, measured on the
     /// cluster's clock: `true` if `holder` holds it now. At most one holder at a time, as
     /// long as a holder finishes each round of the job within its lease.
     async fn try_lead(&self, job: &str, holder: uuid::Uuid, lease: Duration) -> Result<bool>;
+
+    /// Gives up `holder`'s lease on `job`, if `holder` holds it (expired or not): the next
+    /// [`try_lead`](Self::try_lead) of any holder takes it at once, instead of once the
+    /// lease runs out. A lease another holder holds, or none, is left as it is (a holder
+    /// whose lease expired and was taken over cannot take the job from its successor).
+    /// A holder that stops calls it once it no longer runs the job; it must not run the
+    /// job again without a new `try_lead`.
+    async fn release_lead(&self, job: &str, holder: uuid::Uuid) -> Result<()>;
 
     /// The cluster's clock (the database server's).
     async fn cluster_now(&self) -> Result<Timestamp>;

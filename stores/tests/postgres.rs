@@ -358,8 +358,8 @@ mod cluster {
         assert!(!a.remember_nonce([1; 16], ms(1_000)).await.unwrap());
         assert!(b.remember_nonce([2; 16], ms(2_000)).await.unwrap());
         // Forgetting is strictly before: the nonce due at 2 000 stays.
-        assert_eq!(a.forget_nonces(ms(1_000)).await.unwrap(), 0);
-        assert_eq!(a.forget_nonces(ms(2_000)).await.unwrap(), 1);
+        assert_eq!(a.forget_nonces(ms(1_000), u64::MAX).await.unwrap(), 0);
+        assert_eq!(a.forget_nonces(ms(2_000), u64::MAX).await.unwrap(), 1);
         assert!(b.remember_nonce([1; 16], ms(9_000)).await.unwrap());
         assert!(!a.remember_nonce([2; 16], ms(9_000)).await.unwrap());
     }
@@ -379,9 +379,56 @@ mod cluster {
             )
             .await
             .unwrap();
-        assert_eq!(store.forget_nonces(ms(50_000)).await.unwrap(), 25_000);
-        assert_eq!(store.forget_nonces(ms(50_000)).await.unwrap(), 0);
-        assert_eq!(store.forget_nonces(ms(100_000)).await.unwrap(), 100);
+        assert_eq!(
+            store.forget_nonces(ms(50_000), u64::MAX).await.unwrap(),
+            25_000
+        );
+        assert_eq!(store.forget_nonces(ms(50_000), u64::MAX).await.unwrap(), 0);
+        assert_eq!(
+            store.forget_nonces(ms(100_000), u64::MAX).await.unwrap(),
+            100
+        );
+    }
+
+    /// The earliest `forget_at` left in the nonce table, and how many rows it holds.
+    async fn oldest_left(client: &tokio_postgres::Client) -> (Option<i64>, i64) {
+        let row = client
+            .query_one("SELECT min(forget_at), count(*) FROM nonces", &[])
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn forgetting_stops_at_max_rows_oldest_first() {
+        let url = PostgresHarness::new().url().to_owned();
+        let store = connect(&url, &[]).await;
+        let client = raw(&url).await;
+        // 25 000 due at 1..=25 000 ms.
+        client
+            .execute(
+                "INSERT INTO nonces (key, forget_at) \
+                 SELECT uuid_send(gen_random_uuid()), i FROM generate_series(1, 25000) AS i",
+                &[],
+            )
+            .await
+            .unwrap();
+        assert_eq!(store.forget_nonces(ms(50_000), 0).await.unwrap(), 0);
+        // More than one chunk of 10 000, and not a multiple of it: exactly that many, the
+        // oldest ones.
+        assert_eq!(
+            store.forget_nonces(ms(50_000), 12_345).await.unwrap(),
+            12_345
+        );
+        assert_eq!(oldest_left(&client).await, (Some(12_346), 12_655));
+        assert_eq!(store.forget_nonces(ms(50_000), 7).await.unwrap(), 7);
+        assert_eq!(oldest_left(&client).await, (Some(12_353), 12_648));
+        // Fewer than asked: nothing due is left.
+        assert_eq!(
+            store.forget_nonces(ms(50_000), 20_000).await.unwrap(),
+            12_648
+        );
+        assert_eq!(oldest_left(&client).await, (None, 0));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -409,6 +456,35 @@ mod cluster {
         assert!(a.try_lead("rotate", one, long).await.unwrap());
         tokio::time::sleep(Duration::from_millis(700)).await;
         assert!(!b.try_lead("rotate", two, long).await.unwrap());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_released_lease_is_free_at_once_but_only_its_holder_releases_it() {
+        let url = PostgresHarness::new().url().to_owned();
+        let a = connect(&url, &[]).await;
+        let b = connect(&url, &[]).await;
+        let (one, two) = (uuid::Uuid::from_u128(1), uuid::Uuid::from_u128(2));
+        let long = Duration::from_secs(600);
+        assert!(a.try_lead("release", one, long).await.unwrap());
+        assert!(a.try_lead("prune", one, long).await.unwrap());
+        // Another holder's release of a lease it does not hold changes nothing.
+        b.release_lead("release", two).await.unwrap();
+        assert!(!b.try_lead("release", two, long).await.unwrap());
+        assert!(a.try_lead("release", one, long).await.unwrap());
+        // The holder's release frees it long before the lease would have run out, and
+        // only that job's lease.
+        a.release_lead("release", one).await.unwrap();
+        assert!(b.try_lead("release", two, long).await.unwrap());
+        assert!(!b.try_lead("prune", two, long).await.unwrap());
+        // The former holder cannot free its successor's lease.
+        a.release_lead("release", one).await.unwrap();
+        assert!(!a.try_lead("release", one, long).await.unwrap());
+        assert!(b.try_lead("release", two, long).await.unwrap());
+        // Releasing a lease nobody holds, or a job never leased, is harmless.
+        b.release_lead("release", two).await.unwrap();
+        b.release_lead("release", two).await.unwrap();
+        b.release_lead("never-leased", two).await.unwrap();
+        assert!(a.try_lead("release", one, long).await.unwrap());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -218,10 +218,18 @@ struct ServeArgs {
     #[arg(long, env = "SCRIP_MERCHANT_CERTIFICATE_SECS", default_value_t = 365 * 86_400)]
     merchant_certificate_secs: u64,
 
-    /// Lifetime of balance certificates, in seconds (their reservation is released at
-    /// expiry).
+    /// Lifetime of balance certificates, in seconds (their reservation is released
+    /// --upload-grace-secs after expiry).
     #[arg(long, env = "SCRIP_BALANCE_CERTIFICATE_SECS", default_value_t = 86_400)]
     balance_certificate_secs: u64,
+
+    /// Settlement window, in seconds: how long a balance certificate's reservation is held
+    /// after its expiry, so that records merchants accepted before expiry and upload
+    /// within it are paid from it. Published to merchants; a record uploaded later is paid
+    /// only if the account's balance covers it. Every server of a cluster must run the
+    /// same value.
+    #[arg(long, env = "SCRIP_UPLOAD_GRACE_SECS", default_value_t = 7 * 86_400)]
+    upload_grace_secs: u64,
 
     /// Largest amount one balance certificate makes available, in minor units.
     #[arg(long, env = "SCRIP_MAX_CERTIFICATE_AMOUNT", default_value_t = 100_000)]
@@ -344,6 +352,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         account_certificate_lifetime: Duration::from_secs(args.account_certificate_secs),
         merchant_certificate_lifetime: Duration::from_secs(args.merchant_certificate_secs),
         balance_certificate_lifetime: Duration::from_secs(args.balance_certificate_secs),
+        upload_grace: Duration::from_secs(args.upload_grace_secs),
         max_certificate_amount: args.max_certificate_amount,
         max_batch_items: args.max_batch_items,
         ..IssuerConfig::default()

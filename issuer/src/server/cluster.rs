@@ -24,7 +24,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
 use scrip_stores::{
@@ -41,6 +41,11 @@ use crate::{keyring_files, IssuerError, Keyring, KeyringConfig, Result};
 /// The lease name of the periodic job one process of a cluster runs at a time: releasing
 /// the reservations of expired certificates and forgetting expired nonces.
 pub const RELEASE_JOB: &str = "release-expired";
+
+/// How many keyring polls a server may spend serving an older keyring than the published
+/// one before `/readyz` fails: long enough for an operator's copy to reach the host (or a
+/// poll to fail once), short enough that a host left behind leaves the load balancer.
+pub const KEYRING_LAG_POLLS: u32 = 3;
 
 /// Connects to the cluster's PostgreSQL database at `url` with at most `connections`
 /// connections (migrating it if needed, the issuer's system accounts striped): the record
@@ -332,6 +337,11 @@ pub(crate) struct ClusterNode {
     keys_dir: Option<PathBuf>,
     /// The published keyring this server serves.
     serving: Mutex<KeyringEpoch>,
+    /// Since when a poll has found a newer published keyring than the one served (the
+    /// keys directory did not hold it yet), and that keyring; `None` while up to date.
+    behind: Mutex<Option<(Instant, KeyringEpoch)>>,
+    /// How long this server may stay behind before it says it is not ready.
+    keyring_grace: Duration,
     max_clock_skew: Duration,
     /// The database's clock minus this node's, as last measured: added to the node's
     /// clock, it gives every node of the cluster the database's time.
@@ -342,11 +352,13 @@ impl ClusterNode {
     /// Checks this node against the cluster before it serves: its clock within
     /// `max_clock_skew` of the database's, and its keys the published keyring. Never
     /// generates keys; loads a keys directory read-only (no lock: several servers on one
-    /// host may share it).
+    /// host may share it), warning if other users can read it. `keyring_poll_interval`
+    /// is how often [`keyring_watch_loop`] will poll.
     pub(crate) async fn join(
         cluster: Arc<dyn ClusterState>,
         keys: KeySource,
         max_clock_skew: Duration,
+        keyring_poll_interval: Duration,
         metrics: &Metrics,
     ) -> Result<(Keyring, ClusterNode)> {
         let skew = clock_skew_ms(cluster.as_ref()).await?;
@@ -367,7 +379,11 @@ impl ClusterNode {
             KeySource::Provided(keyring) => (*keyring, None, "provided in process".to_owned()),
             KeySource::Directory { dir, .. } => {
                 let load_from = dir.clone();
-                let keyring = blocking(move || keyring_files::load(&load_from)).await?;
+                let keyring = blocking(move || {
+                    super::data_dir::warn_if_keys_readable_by_others(&load_from);
+                    keyring_files::load(&load_from)
+                })
+                .await?;
                 let name = dir.display().to_string();
                 (keyring, Some(dir), name)
             }
@@ -393,6 +409,10 @@ impl ClusterNode {
             node_id: random_node_id(),
             keys_dir,
             serving: Mutex::new(published),
+            behind: Mutex::new(None),
+            keyring_grace: keyring_poll_interval
+                .max(Duration::from_millis(10))
+                .saturating_mul(KEYRING_LAG_POLLS),
             max_clock_skew,
             clock_offset_ms: AtomicI64::new(skew.saturating_neg()),
         };
@@ -416,6 +436,37 @@ impl ClusterNode {
             Ok(mut s) => *s = epoch,
             Err(poisoned) => *poisoned.into_inner() = epoch,
         }
+    }
+
+    /// Notes that `published` is not the keyring served (`None`: it is, or nothing is
+    /// behind any more). The first time counts: a host that keeps missing rotations stays
+    /// behind since the first one it missed.
+    fn set_behind(&self, published: Option<KeyringEpoch>) {
+        let mut behind = match self.behind.lock() {
+            Ok(b) => b,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *behind = published.map(|p| {
+            let since = behind
+                .as_ref()
+                .map_or_else(Instant::now, |(since, _)| *since);
+            (since, p)
+        });
+    }
+
+    /// When this server has served an older keyring than the published one for longer
+    /// than its grace ([`KEYRING_LAG_POLLS`] polls): the epoch it serves, the one
+    /// published, and for how long. `/readyz` then fails, so that a load balancer stops
+    /// sending it requests signed with keys it does not know yet (it keeps serving those
+    /// it still gets).
+    pub(crate) fn keyring_lag(&self) -> Option<(u64, u64, Duration)> {
+        let behind = match self.behind.lock() {
+            Ok(b) => b.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        let (since, published) = behind?;
+        let lag = since.elapsed();
+        (lag > self.keyring_grace).then(|| (self.serving_epoch(), published.epoch, lag))
     }
 
     /// The cluster's time: this node's clock corrected by the offset to the database's
@@ -478,8 +529,11 @@ impl ClusterNode {
         };
         let serving = self.serving();
         if published == serving {
+            self.set_behind(None);
             return;
         }
+        // Cleared below once the new keyring is loaded.
+        self.set_behind(Some(published.clone()));
         let Some(dir) = self.keys_dir.clone() else {
             app.metrics.cluster_keyring_reload_failed();
             tracing::warn!(
@@ -494,6 +548,14 @@ impl ClusterNode {
         let loaded = blocking(move || keyring_files::load(&dir)).await;
         match loaded {
             Ok(keyring) if keyring.fingerprint() == published.fingerprint => {
+                if let Some(dir) = self.keys_dir.clone() {
+                    // New files may have come with the copy's permissions.
+                    let _ = blocking(move || {
+                        super::data_dir::warn_if_keys_readable_by_others(&dir);
+                        Ok(())
+                    })
+                    .await;
+                }
                 app.issuer.replace_keyring(keyring);
                 app.forget_directory();
                 app.metrics.cluster_keyring(published.epoch);
@@ -504,6 +566,7 @@ impl ClusterNode {
                     "serving the cluster's new keyring"
                 );
                 self.set_serving(published);
+                self.set_behind(None);
             }
             Ok(keyring) => {
                 app.metrics.cluster_keyring_reload_failed();

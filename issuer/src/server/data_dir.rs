@@ -97,6 +97,52 @@ pub(super) fn create_private_dir(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Warns when other users can get at a cluster server's keys directory: the directory's
+/// mode, or a key file's (`*.pem`, links followed), has group or other bits. A cluster
+/// server only reads that directory (several servers and the operator's copies share
+/// it), so it neither restricts it, as an embedded server's [`make_private_dir`] does, nor
+/// refuses it: like the data directory, it says so. Quiet on a 0700 directory of 0600
+/// files; a directory it cannot list is left to the keyring load to report.
+#[cfg(unix)]
+pub(super) fn warn_if_keys_readable_by_others(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let loose = |meta: &std::fs::Metadata| meta.permissions().mode() & 0o077 != 0;
+    if let Ok(meta) = std::fs::metadata(dir) {
+        if loose(&meta) {
+            tracing::warn!(
+                keys_dir = %dir.display(),
+                mode = format!("{:o}", meta.permissions().mode() & 0o777),
+                "the keys directory is accessible to other users; it holds the issuer's \
+                 private keys (make it 0700)"
+            );
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut exposed: Vec<String> = entries
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "pem"))
+        .filter(|entry| {
+            std::fs::metadata(entry.path()).is_ok_and(|meta| meta.is_file() && loose(&meta))
+        })
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect();
+    if !exposed.is_empty() {
+        exposed.sort();
+        tracing::warn!(
+            keys_dir = %dir.display(),
+            files = exposed.join(", "),
+            "key files are readable by other users; they are the issuer's private keys (make \
+             them 0600)"
+        );
+    }
+}
+
+/// File modes exist on Unix only: elsewhere the operator restricts access.
+#[cfg(not(unix))]
+pub(super) fn warn_if_keys_readable_by_others(_dir: &Path) {}
+
 /// Creates `dir` (and missing parents) with mode 0700; an existing one is left as it is.
 pub(super) fn make_private_dir(dir: &Path) -> Result<()> {
     use std::os::unix::fs::DirBuilderExt;

@@ -152,6 +152,12 @@ impl From<IssuerError> for ApiError {
             IssuerError::Unsupported(_)
             | IssuerError::KeysetNotIssuing(_)
             | IssuerError::KeysetExpired(_) => StatusCode::BAD_REQUEST,
+            // The source could not be reached: the issuer cannot take deposits for now,
+            // and the client retries (collecting is idempotent per deposit id), as after a
+            // store error. A source that answered and refused gave its verdict: 502.
+            IssuerError::Funding(crate::FundingError::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             IssuerError::Funding(_) => StatusCode::BAD_GATEWAY,
             IssuerError::Store(
                 scrip_stores::StoreError::InvalidUnit(_)

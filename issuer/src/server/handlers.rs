@@ -59,11 +59,28 @@ pub async fn key_directory(accept: Format, state: Arc<AppState>) -> Response {
 }
 
 /// `GET /readyz`: 200 while the store makes writes durable; 503 `store_unwritable` after
-/// a failed write (a full disk) until a probe write succeeds again. `/healthz` only says
-/// the process answers.
+/// a failed write (a full disk) until a probe write succeeds again. In cluster mode also
+/// 503 `keyring_error` while the server has served an older keyring than the published
+/// one for longer than [`super::cluster::KEYRING_LAG_POLLS`] keyring polls (its keys
+/// directory has not received the rotation): it does not know the new keys, so the load
+/// balancer is to send requests elsewhere (those it still gets are served). `/healthz`
+/// only says the process answers.
 pub async fn readiness(state: Arc<AppState>) -> Response {
     match state.issuer.store().check_writable().await {
-        Ok(()) => reply(&Done { ok: true }, Format::Json),
+        Ok(()) => match state.cluster.as_ref().and_then(|node| node.keyring_lag()) {
+            None => reply(&Done { ok: true }, Format::Json),
+            Some((serving, published, lag)) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ReasonCode::KeyringError,
+                format!(
+                    "this server serves keyring epoch {serving}, but the cluster published \
+                     epoch {published} (behind for {} s): its keys directory does not hold \
+                     the published keyring yet",
+                    lag.as_secs()
+                ),
+            )
+            .into_response(),
+        },
         Err(e @ scrip_stores::StoreError::Database { .. }) => {
             tracing::warn!(error = %e, "readiness: the database cannot write");
             ApiError::new(

@@ -96,6 +96,14 @@ impl std::fmt::Display for StoreKind {
 /// How long a graceful shutdown waits for in-flight requests.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// How long a cluster server's shutdown waits to give up its lease: an unreachable
+/// database must not hold the shutdown up (the lease then runs out by itself).
+const LEASE_RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most nonces one call of [`ClusterState::forget_nonces`] forgets: the leader checks its
+/// round's deadline between calls.
+const FORGET_BATCH: u64 = 10_000;
+
 /// Where the server's keys come from.
 pub enum KeySource {
     /// Load `<dir>/keyring.json` and its PEM files, or generate them there on first start
@@ -423,7 +431,8 @@ pub struct RunningServer {
 
 impl Drop for RunningServer {
     /// A server dropped without [`RunningServer::shutdown`] stops accepting and releasing;
-    /// its directory locks go with the last connection still being served.
+    /// its directory locks go with the last connection still being served. A cluster
+    /// server's lease is not given up here (that takes the database): it runs out.
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -452,7 +461,9 @@ impl RunningServer {
     }
 
     /// Graceful shutdown: stops accepting, lets in-flight requests finish, then closes the
-    /// store (everything acknowledged is durable).
+    /// store (everything acknowledged is durable). A cluster server also gives up its
+    /// lease on the periodic job once its loop has stopped, so that another server takes
+    /// the job over at its next round rather than when the lease runs out.
     pub async fn shutdown(mut self) -> Result<()> {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -474,6 +485,24 @@ impl RunningServer {
         }
         // Cancelled tasks let go of the state (and its directory locks) when they end.
         let _ = (&mut self.release).await;
+        // Only now: the loop can no longer renew the lease after it is given up. Before
+        // closing the store, which (PostgreSQL) is also the cluster state's connection.
+        if let Some(node) = &self.state.cluster {
+            let released = tokio::time::timeout(
+                LEASE_RELEASE_TIMEOUT,
+                node.state.release_lead(cluster::RELEASE_JOB, node.node_id),
+            )
+            .await;
+            match released {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "could not give up the release lease; it runs out by itself")
+                }
+                Err(_) => tracing::warn!(
+                    "giving up the release lease took too long; it runs out by itself"
+                ),
+            }
+        }
         self.state.issuer.store().close().await?;
         tracing::info!("store closed; server stopped");
         Ok(())
@@ -549,9 +578,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
                 "a custom store in cluster mode needs its cluster state (custom_cluster)",
             ));
         };
-        let joined =
-            cluster::ClusterNode::join(shared, config.keys, config.max_node_clock_skew, &metrics)
-                .await;
+        let joined = cluster::ClusterNode::join(
+            shared,
+            config.keys,
+            config.max_node_clock_skew,
+            config.keyring_poll_interval,
+            &metrics,
+        )
+        .await;
         match joined {
             Ok((keyring, node)) => (keyring, store, Some(node)),
             Err(e) => {
@@ -705,6 +739,8 @@ async fn release_expired_loop(state: Arc<AppState>, every: Duration) {
             continue;
         };
         node.check_clock(&state.metrics).await;
+        // Taken before the lease is: the lease runs from the database's statement, later.
+        let round_start = tokio::time::Instant::now();
         match node
             .state
             .try_lead(cluster::RELEASE_JOB, node.node_id, lease)
@@ -712,18 +748,17 @@ async fn release_expired_loop(state: Arc<AppState>, every: Duration) {
         {
             Ok(true) => {
                 state.metrics.cluster_leader(true);
+                // The whole round ends within half the lease, so that leadership stays
+                // with one holder; whatever is left waits for the next round. Pruning
+                // gets the first half of that (a backlog of nonces must not starve the
+                // releases, which free customers' money), releasing the rest.
+                // (Releasing twice is harmless anyway: each release is a claim.)
+                let deadline = round_start + lease / 2;
+                let prune_until = round_start + lease / 4;
                 // Forgotten only once stale on every node, with a margin for the nodes'
                 // clock corrections.
                 let before = node.forget_nonces_before(node.now());
-                match node.state.forget_nonces(before).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::debug!(count = n, "forgot expired nonces"),
-                    Err(e) => tracing::warn!(error = %e, "forgetting expired nonces failed"),
-                }
-                // Within the lease, so that leadership stays with one holder; whatever is
-                // left waits for the next round. (Releasing twice is harmless anyway: each
-                // release is a claim.)
-                let deadline = tokio::time::Instant::now() + lease / 2;
+                forget_expired_nonces(node.state.as_ref(), before, prune_until).await;
                 release_expired_round(&state, Some(deadline)).await;
             }
             Ok(false) => state.metrics.cluster_leader(false),
@@ -732,6 +767,41 @@ async fn release_expired_loop(state: Arc<AppState>, every: Duration) {
                 tracing::warn!(error = %e, "could not take or renew the release lease");
             }
         }
+    }
+}
+
+/// Forgets the nonces due before `before`, [`FORGET_BATCH`] at a time, until none is left
+/// or `deadline` passes (a backlog, after the job stood still, is worked off over several
+/// rounds, each within the lease).
+async fn forget_expired_nonces(
+    cluster: &dyn ClusterState,
+    before: Timestamp,
+    deadline: tokio::time::Instant,
+) {
+    let mut forgotten = 0u64;
+    loop {
+        match cluster.forget_nonces(before, FORGET_BATCH).await {
+            Ok(n) => {
+                forgotten = forgotten.saturating_add(n);
+                if n < FORGET_BATCH {
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "forgetting expired nonces failed");
+                break;
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::debug!(
+                count = forgotten,
+                "forgetting expired nonces: the round's time is up, the rest waits for the next"
+            );
+            return;
+        }
+    }
+    if forgotten > 0 {
+        tracing::debug!(count = forgotten, "forgot expired nonces");
     }
 }
 

@@ -462,11 +462,22 @@ mod tests {
             rows.insert(key, forget_at);
             Ok(true)
         }
-        async fn forget_nonces(&self, before: Timestamp) -> scrip_stores::Result<u64> {
+        async fn forget_nonces(
+            &self,
+            before: Timestamp,
+            max_rows: u64,
+        ) -> scrip_stores::Result<u64> {
             let mut rows = self.rows.lock().unwrap();
-            let n = rows.len();
-            rows.retain(|_, at| *at >= before);
-            Ok((n - rows.len()) as u64)
+            let due: Vec<[u8; 16]> = rows
+                .iter()
+                .filter(|(_, at)| **at < before)
+                .map(|(key, _)| *key)
+                .take(usize::try_from(max_rows).unwrap_or(usize::MAX))
+                .collect();
+            for key in &due {
+                rows.remove(key);
+            }
+            Ok(due.len() as u64)
         }
         async fn try_lead(
             &self,
@@ -475,6 +486,9 @@ mod tests {
             _lease: Duration,
         ) -> scrip_stores::Result<bool> {
             Ok(true)
+        }
+        async fn release_lead(&self, _job: &str, _holder: uuid::Uuid) -> scrip_stores::Result<()> {
+            Ok(())
         }
         async fn cluster_now(&self) -> scrip_stores::Result<Timestamp> {
             Ok(T0)

@@ -2,7 +2,7 @@
 //! processes connected to one database share its nonce table, its job leases, its keyring
 //! epochs and its clock. Every call is one statement through the pool (the writer's
 //! batches never wait for them), except [`ClusterState::forget_nonces`], one statement per
-//! chunk.
+//! chunk of at most `FORGET_CHUNK` rows.
 
 use std::time::Duration;
 
@@ -32,6 +32,9 @@ const LEAD: &str = "INSERT INTO job_leases AS l (job, holder, until) \
     ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, until = excluded.until \
     WHERE l.holder = excluded.holder OR l.until <= now() \
     RETURNING 1";
+// Only the holder's own row: a holder whose lease was taken over must not free its
+// successor's.
+const RELEASE: &str = "DELETE FROM job_leases WHERE job = $1 AND holder = $2::text::uuid";
 const NOW: &str = "SELECT floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 const CURRENT_KEYRING: &str =
     "SELECT epoch, fingerprint FROM keyring_epochs ORDER BY epoch DESC LIMIT 1";
@@ -55,7 +58,9 @@ fn epoch(number: Option<i64>, fingerprint: Option<Vec<u8>>) -> Result<Option<Key
 /// - a nonce stays remembered (a replay) until `forget_nonces` removes it, even once its
 ///   `forget_at` has passed;
 /// - leases are measured on the database clock from the start of the `try_lead`
-///   statement, and cut to a year;
+///   statement, and cut to a year; `release_lead` deletes the holder's row;
+/// - `forget_nonces` deletes the oldest due nonces first, in chunks of at most 10 000
+///   rows (one transaction each), skipping rows another process is deleting;
 /// - `publish_keyring` appends to the `keyring_epochs` table (the history of every
 ///   keyring published); `expected_previous` must name the newest epoch exactly
 ///   (`Some(0)` never does).
@@ -72,22 +77,29 @@ impl ClusterState for PostgresStore {
         Ok(inserted == 1)
     }
 
-    async fn forget_nonces(&self, before: Timestamp) -> Result<u64> {
+    async fn forget_nonces(&self, before: Timestamp, max_rows: u64) -> Result<u64> {
         let before = millis(before)?;
+        if max_rows == 0 {
+            return Ok(0);
+        }
         let client = self.client().await?;
         let statement = client.prepare_cached(FORGET).await.map_err(db_code)?;
         let mut forgotten = 0u64;
-        loop {
+        while forgotten < max_rows {
+            let chunk = i64::try_from(max_rows - forgotten)
+                .unwrap_or(i64::MAX)
+                .min(FORGET_CHUNK);
             let deleted = client
-                .execute(&statement, &[&before, &FORGET_CHUNK])
+                .execute(&statement, &[&before, &chunk])
                 .await
                 .map_err(db_code)?;
             forgotten = forgotten.saturating_add(deleted);
             // A short chunk: nothing left that is not being deleted by someone else.
-            if deleted < FORGET_CHUNK.unsigned_abs() {
-                return Ok(forgotten);
+            if deleted < chunk.unsigned_abs() {
+                break;
             }
         }
+        Ok(forgotten)
     }
 
     async fn try_lead(&self, job: &str, holder: uuid::Uuid, lease: Duration) -> Result<bool> {
@@ -99,6 +111,16 @@ impl ClusterState for PostgresStore {
             .await
             .map_err(db_code)?;
         Ok(held.is_some())
+    }
+
+    async fn release_lead(&self, job: &str, holder: uuid::Uuid) -> Result<()> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(RELEASE).await.map_err(db_code)?;
+        client
+            .execute(&statement, &[&job, &holder.to_string()])
+            .await
+            .map_err(db_code)?;
+        Ok(())
     }
 
     async fn cluster_now(&self) -> Result<Timestamp> {
