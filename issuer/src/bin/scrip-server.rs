@@ -92,9 +92,15 @@ struct KeysInitArgs {
     #[arg(long, env = "SCRIP_DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
 
-    /// Currency of the coin keyset (ISO 4217).
-    #[arg(long, env = "SCRIP_CURRENCY", default_value = "EUR")]
-    currency: String,
+    /// Currencies of the coin keysets (ISO 4217), comma separated: one keyset each, with
+    /// the same denominations.
+    #[arg(
+        long,
+        env = "SCRIP_CURRENCY",
+        default_value = "EUR",
+        value_delimiter = ','
+    )]
+    currency: Vec<String>,
 
     /// Coin denominations in minor units, comma separated (default: 1-2-5 series from 1
     /// to 20000).
@@ -201,9 +207,15 @@ struct ServeArgs {
     #[arg(long, env = "SCRIP_OPERATOR_TOKEN", hide_env_values = true)]
     operator_token: Option<String>,
 
-    /// Currency of the coin keyset generated on first start (ISO 4217).
-    #[arg(long, env = "SCRIP_CURRENCY", default_value = "EUR")]
-    currency: String,
+    /// Currencies of the coin keysets generated on first start (ISO 4217), comma
+    /// separated: the server issues and redeems coins, certificates and deposits in each.
+    #[arg(
+        long,
+        env = "SCRIP_CURRENCY",
+        default_value = "EUR",
+        value_delimiter = ','
+    )]
+    currency: Vec<String>,
 
     /// Coin denominations in minor units, comma separated, used when keys are first
     /// generated (default: 1-2-5 series from 1 to 20000).
@@ -315,13 +327,34 @@ fn init_logging(format: &str) {
     }
 }
 
-async fn run(args: ServeArgs) -> Result<(), String> {
-    let currency = Currency::new(&args.currency).map_err(|e| format!("--currency: {e}"))?;
-    let denominations = if args.denominations.is_empty() {
+/// One keyset per currency of `--currency`, each with `--denominations` (default: the
+/// 1-2-5 series from 1 to 20000 minor units).
+fn keysets(
+    currencies: &[String],
+    denominations: &[u64],
+) -> Result<Vec<(Currency, Vec<u64>)>, String> {
+    let denominations = if denominations.is_empty() {
         one_two_five(1, 20_000)
     } else {
-        args.denominations.clone()
+        denominations.to_vec()
     };
+    let mut keysets: Vec<(Currency, Vec<u64>)> = Vec::new();
+    for code in currencies {
+        let currency =
+            Currency::new(code.trim()).map_err(|e| format!("--currency {code:?}: {e}"))?;
+        if keysets.iter().any(|(c, _)| *c == currency) {
+            return Err(format!("--currency: {currency} is named twice"));
+        }
+        keysets.push((currency, denominations.clone()));
+    }
+    if keysets.is_empty() {
+        return Err("--currency: name at least one currency".into());
+    }
+    Ok(keysets)
+}
+
+async fn run(args: ServeArgs) -> Result<(), String> {
+    let keysets = keysets(&args.currency, &args.denominations)?;
     let operator_token = match args.operator_token.clone() {
         Some(t) if !t.is_empty() => OperatorToken::Given(t),
         // A cluster refuses a per-node token (server::start says so).
@@ -343,7 +376,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     config.keys = KeySource::Directory {
         dir: keys_dir,
         generate: KeyringConfig {
-            denominations: vec![(currency, denominations)],
+            denominations: keysets,
             rsa_bits: args.rsa_bits,
             ..KeyringConfig::default()
         },
@@ -388,14 +421,8 @@ async fn run(args: ServeArgs) -> Result<(), String> {
 async fn keys(command: KeysCommand) -> Result<(), String> {
     match command {
         KeysCommand::Init(args) => {
-            let currency = Currency::new(&args.currency).map_err(|e| format!("--currency: {e}"))?;
-            let denominations = if args.denominations.is_empty() {
-                one_two_five(1, 20_000)
-            } else {
-                args.denominations.clone()
-            };
             let config = KeyringConfig {
-                denominations: vec![(currency, denominations)],
+                denominations: keysets(&args.currency, &args.denominations)?,
                 rsa_bits: args.rsa_bits,
                 ..KeyringConfig::default()
             };
