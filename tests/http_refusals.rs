@@ -1249,3 +1249,141 @@ async fn self_signed_registrations_are_not_remembered_and_a_replay_opens_nothing
     assert_eq!(h.server.state().replay.remembered(), before);
     h.server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_account_and_merchant_routes_need_the_token_and_work_with_it() {
+    let mut h = harness().await;
+    let account_id = h.phone.wallet.account().unwrap().account_id;
+    let key = common::merchant_key(1);
+    let certificate = scrip::setup::register_merchant(
+        &h.client,
+        &key,
+        scrip::tokens::MerchantCategory::GROCERY,
+        "DE-BY",
+        &mut h.rng,
+    )
+    .await
+    .unwrap();
+    let merchant_id = certificate.payload.merchant_id;
+    let reason = serde_json::to_vec(&serde_json::json!({ "reason": "review" })).unwrap();
+
+    // Without the token (or with a wrong one): 401 on each, and nothing is done.
+    let response = h
+        .http
+        .get(h.url("/v1/frozen-accounts"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(response).await.1.code.as_str(),
+        "operator_token_required"
+    );
+    for path in [
+        format!("/v1/accounts/{account_id}/freeze"),
+        format!("/v1/accounts/{account_id}/unfreeze"),
+        format!("/v1/merchants/{merchant_id}/revoke"),
+    ] {
+        let response = h
+            .http
+            .post(h.url(&path))
+            .header("content-type", JSON)
+            .header("authorization", "Bearer guess")
+            .body(reason.clone())
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = refusal(response).await;
+        assert_eq!(
+            (status, body.code.as_str()),
+            (401, "operator_token_required"),
+            "{path}"
+        );
+    }
+    assert!(h
+        .client
+        .frozen_accounts(None, 10)
+        .await
+        .unwrap()
+        .accounts
+        .is_empty());
+
+    // With it: freeze, list, unfreeze (and a second unfreeze is a 409).
+    let frozen = h
+        .client
+        .freeze_account(account_id, "chargeback under review")
+        .await
+        .unwrap();
+    assert_eq!(frozen.reason, "chargeback under review");
+    let page = h.client.frozen_accounts(None, 10).await.unwrap();
+    assert_eq!(page.accounts, vec![frozen.clone()]);
+    assert!(h
+        .client
+        .frozen_accounts(Some(account_id), 10)
+        .await
+        .unwrap()
+        .accounts
+        .is_empty());
+    let unfrozen = h
+        .client
+        .unfreeze_account(account_id, "resolved")
+        .await
+        .unwrap();
+    assert_eq!(
+        (unfrozen.frozen_reason.as_str(), unfrozen.reason.as_str()),
+        ("chargeback under review", "resolved")
+    );
+    match h.client.unfreeze_account(account_id, "again").await {
+        Err(scrip::api::ClientError::Refused { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (409, "account_not_frozen"));
+        }
+        other => panic!("expected account_not_frozen, got {other:?}"),
+    }
+    let response = h
+        .http
+        .get(h.url("/v1/frozen-accounts?after=nope"))
+        .header(
+            "authorization",
+            format!("Bearer {}", common::OPERATOR_TOKEN),
+        )
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = refusal(response).await;
+    assert_eq!((status, body.code.as_str()), (400, "invalid_query"));
+
+    // Revoke the merchant: its later batches are refused with merchant_revoked.
+    let revoked = h
+        .client
+        .revoke_merchant(merchant_id, "terminated contract")
+        .await
+        .unwrap();
+    assert_eq!(revoked.merchant_id, merchant_id);
+    let batch = RedemptionBatch::sign(
+        RedemptionBatchPayload {
+            merchant_id,
+            items: Vec::new(),
+            created_at: demo::now(),
+            nonce: nonce(&mut h.rng),
+        },
+        &key,
+        &mut h.rng,
+    )
+    .unwrap();
+    match h.client.redeem(&batch).await {
+        Err(scrip::api::ClientError::Refused { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (403, "merchant_revoked"));
+        }
+        other => panic!("expected merchant_revoked, got {other:?}"),
+    }
+    // Unknown merchant or account: 404.
+    let stranger = scrip::tokens::MerchantId::random(&mut h.rng);
+    match h.client.revoke_merchant(stranger, "why").await {
+        Err(scrip::api::ClientError::Refused { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (404, "unknown_merchant"));
+        }
+        other => panic!("expected unknown_merchant, got {other:?}"),
+    }
+
+    h.still_serving().await;
+    h.server.shutdown().await.unwrap();
+}

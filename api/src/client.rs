@@ -16,18 +16,19 @@
 use std::time::Duration;
 
 use crate::{
-    AccountOpenedBody, CoinState, DeviceEnrollment, DeviceRevoked, Done, ErrorBody, FraudLogPage,
+    AccountOpenedBody, AccountUnfrozen, CoinState, DeviceEnrollment, DeviceRevoked, Done,
+    ErrorBody, FraudLogPage, FrozenAccount, FrozenAccountsPage, MerchantRevoked, OperatorReason,
     ReissueRequest, ReissuedCoins, RootKey, BINCODE, JSON,
 };
 use async_trait::async_trait;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use scrip_tokens::{
-    codec, AccountCertificate, BalanceCertificate, BalanceCertificateRequest,
+    codec, AccountCertificate, AccountId, BalanceCertificate, BalanceCertificateRequest,
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
     DepositRecord, DepositRequest, DeviceId, DeviceRegistration, IdentifiedWithdrawalRequest,
-    IdentifiedWithdrawalResponse, MerchantCertificate, MerchantRegistration, Message, ReasonCode,
-    RedemptionBatch, RedemptionReport, SignedKeyDirectory, Statement, StatementRequest, SyncReport,
-    SyncRequest,
+    IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId, MerchantRegistration, Message,
+    ReasonCode, RedemptionBatch, RedemptionReport, SignedKeyDirectory, Statement, StatementRequest,
+    SyncReport, SyncRequest,
 };
 
 use crate::ClientError as Error;
@@ -331,6 +332,49 @@ impl HttpClient {
         self.answer(response).await
     }
 
+    /// `GET /v1/frozen-accounts` (operator): frozen accounts in id order, after `after`.
+    pub async fn frozen_accounts(
+        &self,
+        after: Option<AccountId>,
+        limit: usize,
+    ) -> Result<FrozenAccountsPage, Error> {
+        let mut path = format!("/v1/frozen-accounts?limit={limit}");
+        if let Some(after) = after {
+            path.push_str(&format!("&after={after}"));
+        }
+        self.get(&path, true).await
+    }
+
+    /// `POST /v1/accounts/{id}/freeze` (operator).
+    pub async fn freeze_account(
+        &self,
+        account_id: AccountId,
+        reason: &str,
+    ) -> Result<FrozenAccount, Error> {
+        let path = format!("/v1/accounts/{account_id}/freeze");
+        self.post(&path, &operator_reason(reason), true).await
+    }
+
+    /// `POST /v1/accounts/{id}/unfreeze` (operator).
+    pub async fn unfreeze_account(
+        &self,
+        account_id: AccountId,
+        reason: &str,
+    ) -> Result<AccountUnfrozen, Error> {
+        let path = format!("/v1/accounts/{account_id}/unfreeze");
+        self.post(&path, &operator_reason(reason), true).await
+    }
+
+    /// `POST /v1/merchants/{id}/revoke` (operator).
+    pub async fn revoke_merchant(
+        &self,
+        merchant_id: MerchantId,
+        reason: &str,
+    ) -> Result<MerchantRevoked, Error> {
+        let path = format!("/v1/merchants/{merchant_id}/revoke");
+        self.post(&path, &operator_reason(reason), true).await
+    }
+
     /// `POST /v1/devices/{id}/reissue` (operator).
     pub async fn reissue_coins(
         &self,
@@ -339,6 +383,12 @@ impl HttpClient {
     ) -> Result<ReissuedCoins, Error> {
         let path = format!("/v1/devices/{device_id}/reissue");
         self.post(&path, &ReissueRequest { to }, true).await
+    }
+}
+
+fn operator_reason(reason: &str) -> OperatorReason {
+    OperatorReason {
+        reason: reason.to_owned(),
     }
 }
 

@@ -126,6 +126,66 @@ pub struct DeviceRevoked {
 }
 api_message!(DeviceRevoked, "device-revoked");
 
+/// Operator request body carrying only a reason (freezing or unfreezing an account,
+/// revoking a merchant): kept with the action and logged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorReason {
+    /// Why (for the record; at most [`MAX_REASON_CHARS`] characters, not empty).
+    pub reason: String,
+}
+api_message!(OperatorReason, "operator-reason");
+
+/// Longest reason an operator action keeps.
+pub const MAX_REASON_CHARS: usize = 500;
+
+/// A frozen account: when and why it was frozen.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrozenAccount {
+    /// The account.
+    pub account_id: AccountId,
+    /// When it was frozen (the first freeze's time on a repeat).
+    pub frozen_at: Timestamp,
+    /// Why.
+    pub reason: String,
+}
+api_message!(FrozenAccount, "frozen-account");
+
+/// A page of frozen accounts, in account id order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrozenAccountsPage {
+    /// The accounts (pass the last one's id as `after` for the next page).
+    pub accounts: Vec<FrozenAccount>,
+}
+api_message!(FrozenAccountsPage, "frozen-accounts-page");
+
+/// Answer to an unfreeze: the freeze lifted and the operator's reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountUnfrozen {
+    /// The account.
+    pub account_id: AccountId,
+    /// When the lifted freeze was made.
+    pub frozen_at: Timestamp,
+    /// Why it was made.
+    pub frozen_reason: String,
+    /// When it was lifted.
+    pub unfrozen_at: Timestamp,
+    /// Why it was lifted.
+    pub reason: String,
+}
+api_message!(AccountUnfrozen, "account-unfrozen");
+
+/// Answer to a merchant revocation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantRevoked {
+    /// The merchant.
+    pub merchant_id: MerchantId,
+    /// When it was revoked (the first revocation's time on a repeat).
+    pub revoked_at: Timestamp,
+    /// Why (the first revocation's reason on a repeat).
+    pub reason: String,
+}
+api_message!(MerchantRevoked, "merchant-revoked");
+
 /// Operator request: reissue a revoked device's unspent identified coins to another
 /// device of the same account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -30,6 +30,12 @@ pub enum IssuerError {
     /// The account is frozen (equivocation or overspending was detected).
     #[error("account {0} is frozen")]
     AccountFrozen(AccountId),
+    /// The operator asked to unfreeze an account that is not frozen.
+    #[error("account {0} is not frozen")]
+    AccountNotFrozen(AccountId),
+    /// The merchant was revoked by the operator: its batches are refused.
+    #[error("merchant {0} is revoked")]
+    MerchantRevoked(MerchantId),
     /// The key is already registered.
     #[error("this key is already registered")]
     AlreadyRegistered,
@@ -169,6 +175,8 @@ impl IssuerError {
             IssuerError::UnknownCertificate(_) => ReasonCode::UnknownCertificate,
             IssuerError::DeviceRevoked(_) => ReasonCode::DeviceRevoked,
             IssuerError::AccountFrozen(_) => ReasonCode::AccountFrozen,
+            IssuerError::AccountNotFrozen(_) => ReasonCode::AccountNotFrozen,
+            IssuerError::MerchantRevoked(_) => ReasonCode::MerchantRevoked,
             IssuerError::AlreadyRegistered => ReasonCode::AlreadyRegistered,
             IssuerError::InsufficientFunds { .. } => ReasonCode::InsufficientFunds,
             IssuerError::NothingAvailable => ReasonCode::NothingAvailable,

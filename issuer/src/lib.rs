@@ -11,6 +11,7 @@ pub mod funding;
 mod idempotency;
 mod keyring;
 pub mod keyring_files;
+mod operator;
 mod redemption;
 mod registry;
 mod schema;
@@ -40,7 +41,7 @@ pub use schema::{coins_outstanding_account, funding_account};
 /// namespaces) is the crate-private storage schema.
 pub use schema::{
     AccountDoc, CertificateDoc, DeviceDoc, IdentifiedCoinDoc, Mark, MerchantDoc, RecordDoc,
-    RecordSource, ReleaseDoc, RevokedCoinDoc,
+    RecordSource, ReleaseDoc, RevokedCoinDoc, UnfreezeDoc,
 };
 
 /// The HTTP API's message types (crate `scrip-api`), shared with every client.

@@ -61,7 +61,7 @@ use crate::authentication::Authenticated;
 use crate::schema::{
     coins_outstanding_account, key2, record_digest, sequence_key, CoinHolder, FraudEntry,
     FraudKind, Mark, MerchantDoc, RawValue, RecordDoc, RecordSource, CERTIFICATE_RECORDS,
-    EQUIVOCATING_RECORD, FRAUD_ENTRY, FRAUD_LOG, FREEZE, FROZEN, RECORDS, REUSED_RECORD_ID,
+    EQUIVOCATING_RECORD, FRAUD_ENTRY, FRAUD_LOG, FROZEN, RECORDS, REUSED_RECORD_ID,
     SEQUENCE_RECORDS,
 };
 use crate::{encode, FundingSource, Issuer, IssuerError, Result, RETRIES};
@@ -668,6 +668,15 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     ) -> Result<RedemptionReportPayload> {
         let merchant = batch.signer();
         let batch = batch.request();
+        // A revoked merchant's batch is refused whole: nothing in it is redeemed (what it
+        // redeemed before stays settled).
+        if self
+            .merchant_revoked(batch.payload.merchant_id)
+            .await?
+            .is_some()
+        {
+            return Err(IssuerError::MerchantRevoked(batch.payload.merchant_id));
+        }
         if batch.payload.items.len() > self.config.max_batch_items {
             return Err(IssuerError::Unsupported("too many items in one batch"));
         }
@@ -860,28 +869,14 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         Ok(())
     }
 
-    /// Freezes an account once (the first reason stands).
+    /// Freezes an account once per freeze generation (the first reason stands).
     pub(crate) async fn freeze(
         &self,
         account: scrip_tokens::AccountId,
         reason: &str,
         now: Timestamp,
     ) -> Result<()> {
-        let unit = Unit::new(Claimant::Issuer, now)
-            .claim(
-                FREEZE.claim(account.as_bytes().to_vec()),
-                ContentDigest::of(account.as_bytes()),
-            )
-            .write(Write::put(
-                FROZEN,
-                account.as_bytes().to_vec(),
-                encode(&Mark {
-                    at: now,
-                    reason: reason.to_owned(),
-                })?,
-            ));
-        self.store.commit(unit).await?;
-        Ok(())
+        self.freeze_once(account, reason, now).await
     }
 
     /// Records several copies of withdrawal records, one outcome per submission, in order:

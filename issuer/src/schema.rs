@@ -44,6 +44,14 @@ pub(crate) const IDENTIFIED_COINS: Collection = Collection::new("identified-coin
 pub(crate) const DEVICE_COINS: Collection = Collection::new("device-coins");
 pub(crate) const REVOKED_COINS: Collection = Collection::new("revoked-coins");
 pub(crate) const FRAUD_LOG: Collection = Collection::new("fraud-log");
+/// How many times an account was unfrozen (raw `u64`, by account id; absent: never):
+/// the generation its next freeze claims under (see [`freeze_claim_key`]).
+pub(crate) const FREEZE_GENERATIONS: Collection = Collection::new("freeze-generations");
+/// The history of unfreezes, by [`unfreeze_key`]: who was unfrozen, when and why, and
+/// the freeze it lifted.
+pub(crate) const UNFREEZES: Collection = Collection::new("account-unfreezes");
+/// Revoked merchants, by merchant id: the first revocation's time and reason.
+pub(crate) const REVOKED_MERCHANTS: Collection = Collection::new("revoked-merchants");
 
 // Claim namespaces. The strings are in stored claims: never change one.
 
@@ -62,8 +70,14 @@ pub(crate) const REUSED_RECORD_ID: ClaimNamespace = ClaimNamespace::new("reused-
 pub(crate) const EQUIVOCATING_RECORD: ClaimNamespace = ClaimNamespace::new("equivocating-record");
 /// A fraud log entry (key: the digest of what it says): logged once.
 pub(crate) const FRAUD_ENTRY: ClaimNamespace = ClaimNamespace::new("fraud-entry");
-/// A frozen account (key: account id): the first reason stands.
+/// A frozen account (key: [`freeze_claim_key`], the account id and the number of times it
+/// was unfrozen): within one generation the first reason stands.
 pub(crate) const FREEZE: ClaimNamespace = ClaimNamespace::new("freeze");
+/// An unfreeze (key: [`freeze_claim_key`] of the generation it ends): of two concurrent
+/// unfreezes of one freeze, one is done.
+pub(crate) const UNFREEZE: ClaimNamespace = ClaimNamespace::new("unfreeze");
+/// A revoked merchant (key: merchant id): the first revocation stands.
+pub(crate) const REVOKE_MERCHANT: ClaimNamespace = ClaimNamespace::new("revoke-merchant");
 /// A registered device key (key: key id): one device per key.
 pub(crate) const DEVICE_KEY: ClaimNamespace = ClaimNamespace::new("device-key");
 /// A registered merchant key (key: key id): one merchant per key.
@@ -110,6 +124,23 @@ pub fn coins_outstanding_account() -> LedgerAccount {
 /// `a || b` for composite keys of fixed-width parts.
 pub(crate) fn key2(a: &[u8], b: &[u8]) -> Vec<u8> {
     [a, b].concat()
+}
+
+/// The key of an account's [`FREEZE`] (and [`UNFREEZE`]) claim in `generation` (how many
+/// times it was unfrozen before): the bare account id for generation 0, the key stores
+/// written before unfreezing existed hold, so their frozen accounts keep their claims;
+/// `account ‖ generation` (big-endian) after.
+pub(crate) fn freeze_claim_key(account: AccountId, generation: u64) -> Vec<u8> {
+    match generation {
+        0 => account.as_bytes().to_vec(),
+        g => key2(account.as_bytes(), &g.to_be_bytes()),
+    }
+}
+
+/// `account ‖ generation` (big-endian): an account's unfreezes in the order they were
+/// done, the key of [`UNFREEZES`].
+pub(crate) fn unfreeze_key(account: AccountId, generation: u64) -> Vec<u8> {
+    key2(account.as_bytes(), &generation.to_be_bytes())
 }
 
 /// `device ‖ sequence` (big-endian): a payment's place in its device's history, the key
@@ -232,6 +263,22 @@ pub struct Mark {
 }
 doc!(Mark, "mark");
 
+/// An unfreeze: the freeze it lifted and the operator's reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnfreezeDoc {
+    /// The account.
+    pub account_id: AccountId,
+    /// The freeze lifted.
+    pub frozen: Mark,
+    /// When it was lifted.
+    pub at: Timestamp,
+    /// Why.
+    pub reason: String,
+    /// How many unfreezes came before this one.
+    pub generation: u64,
+}
+doc!(UnfreezeDoc, "unfreeze");
+
 /// A balance certificate the issuer signed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateDoc {
@@ -326,6 +373,8 @@ mod tests {
             DEVICE_KEY,
             MERCHANT_KEY,
             DEPOSIT_CONFIRMATION,
+            UNFREEZE,
+            REVOKE_MERCHANT,
         ]
         .map(|ns| ns.name());
         assert_eq!(
@@ -341,6 +390,8 @@ mod tests {
                 "device-key",
                 "merchant-key",
                 "deposit-confirmation",
+                "unfreeze",
+                "revoke-merchant",
             ]
         );
     }
@@ -358,6 +409,16 @@ mod tests {
         assert_eq!(REISSUE_RESPONSE.key(b"k"), b"reissue/k");
         assert_eq!(5u64.to_raw(), [5, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(device.to_raw(), device.as_bytes());
+    }
+
+    #[test]
+    fn generation_zero_freezes_claim_under_the_bare_account_id() {
+        let account: AccountId = id(0x0a0b);
+        assert_eq!(freeze_claim_key(account, 0), account.as_bytes());
+        let mut second = account.as_bytes().to_vec();
+        second.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(freeze_claim_key(account, 1), second);
+        assert_eq!(unfreeze_key(account, 1), second);
     }
 
     #[test]

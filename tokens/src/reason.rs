@@ -135,6 +135,10 @@ reason_codes! {
     DeviceRevoked = "device_revoked",
     /// The account is frozen (fraud).
     AccountFrozen = "account_frozen",
+    /// The operator asked to unfreeze an account that is not frozen.
+    AccountNotFrozen = "account_not_frozen",
+    /// The merchant was revoked by the operator.
+    MerchantRevoked = "merchant_revoked",
     /// The key is registered already.
     AlreadyRegistered = "already_registered",
     /// The balance does not cover the request.

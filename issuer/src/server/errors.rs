@@ -78,14 +78,19 @@ impl ApiError {
         )
     }
 
-    /// For operator routes naming a device: an unknown device is a 404 there, not an
-    /// authentication failure.
+    /// For operator routes naming a device or a merchant: an unknown one is a 404 there,
+    /// not an authentication failure.
     pub(crate) fn operator_lookup(e: IssuerError) -> Self {
         match e {
             IssuerError::UnknownDevice(d) => Self::new(
                 StatusCode::NOT_FOUND,
                 ReasonCode::UnknownDevice,
                 format!("unknown device {d}"),
+            ),
+            IssuerError::UnknownMerchant(m) => Self::new(
+                StatusCode::NOT_FOUND,
+                ReasonCode::UnknownMerchant,
+                format!("unknown merchant {m}"),
             ),
             other => other.into(),
         }
@@ -142,7 +147,10 @@ impl From<IssuerError> for ApiError {
             IssuerError::UnknownAccount(_) | IssuerError::UnknownCertificate(_) => {
                 StatusCode::NOT_FOUND
             }
-            IssuerError::DeviceRevoked(_) | IssuerError::AccountFrozen(_) => StatusCode::FORBIDDEN,
+            IssuerError::DeviceRevoked(_)
+            | IssuerError::AccountFrozen(_)
+            | IssuerError::MerchantRevoked(_) => StatusCode::FORBIDDEN,
+            IssuerError::AccountNotFrozen(_) => StatusCode::CONFLICT,
             IssuerError::AlreadyRegistered | IssuerError::IdempotencyKeyReused => {
                 StatusCode::CONFLICT
             }

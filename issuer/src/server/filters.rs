@@ -10,7 +10,7 @@ use std::time::Duration;
 use bytes::{Buf, BufMut};
 use futures_util::StreamExt;
 use scrip_stores::RecordStore;
-use scrip_tokens::{AccountId, CoinSpendId, DeviceId, Message, Timestamp};
+use scrip_tokens::{AccountId, CoinSpendId, DeviceId, MerchantId, Message, Timestamp};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use warp::filters::BoxedFilter;
@@ -113,6 +113,32 @@ pub fn routes(
         .and(body(s))
         .and(with(s))
         .then(handlers::reissue)
+        .boxed();
+    let frozen_accounts = warp::path!("v1" / "frozen-accounts")
+        .and(get_or_head())
+        .and(warp::query::<handlers::FrozenAccountsQuery>())
+        .and(accept())
+        .and(operator_token())
+        .and(with(s))
+        .then(handlers::frozen_accounts)
+        .boxed();
+    let freeze = warp::path!("v1" / "accounts" / AccountId / "freeze")
+        .and(warp::post())
+        .and(body(s))
+        .and(with(s))
+        .then(handlers::freeze_account)
+        .boxed();
+    let unfreeze = warp::path!("v1" / "accounts" / AccountId / "unfreeze")
+        .and(warp::post())
+        .and(body(s))
+        .and(with(s))
+        .then(handlers::unfreeze_account)
+        .boxed();
+    let revoke_merchant = warp::path!("v1" / "merchants" / MerchantId / "revoke")
+        .and(warp::post())
+        .and(body(s))
+        .and(with(s))
+        .then(handlers::revoke_merchant)
         .boxed();
     let statement = warp::path!("v1" / "accounts" / AccountId / "statement")
         .and(warp::post())
@@ -217,6 +243,14 @@ pub fn routes(
         .or(reissue)
         .unify()
         .or(statement)
+        .unify()
+        .or(frozen_accounts)
+        .unify()
+        .or(freeze)
+        .unify()
+        .or(unfreeze)
+        .unify()
+        .or(revoke_merchant)
         .unify()
         .or(signed_routes)
         .unify()

@@ -10,8 +10,8 @@ use scrip_tokens::{
     AccountCertificate, AccountId, BalanceCertificate, BalanceCertificateRequest,
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
     DepositRecord, DepositRequest, DeviceId, DeviceRegistration, IdentifiedWithdrawalRequest,
-    IdentifiedWithdrawalResponse, MerchantCertificate, MerchantRegistration, RedemptionBatch,
-    RedemptionReport, StatementRequest, SyncReport, SyncRequest, Timestamp,
+    IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId, MerchantRegistration,
+    RedemptionBatch, RedemptionReport, StatementRequest, SyncReport, SyncRequest, Timestamp,
 };
 use serde::Deserialize;
 use warp::http::StatusCode;
@@ -21,7 +21,8 @@ use super::errors::ApiError;
 use super::models::{reply, Body, Format};
 use super::{request_rng, AppState};
 use crate::api::{
-    AccountOpenedBody, DeviceEnrollment, DeviceRevoked, Done, FraudLogItem, FraudLogPage,
+    AccountOpenedBody, AccountUnfrozen, DeviceEnrollment, DeviceRevoked, Done, FraudLogItem,
+    FraudLogPage, FrozenAccount, FrozenAccountsPage, MerchantRevoked, OperatorReason,
     ReissueRequest, ReissuedCoins,
 };
 
@@ -380,6 +381,152 @@ pub async fn reissue(
         .await
     {
         Ok(coins) => reply(&ReissuedCoins { coins }, body.accept),
+        Err(e) => ApiError::operator_lookup(e).into_response(),
+    }
+}
+
+/// `?after=<account id>&limit=<n>`.
+#[derive(Deserialize)]
+pub struct FrozenAccountsQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn frozen_accounts(
+    query: FrozenAccountsQuery,
+    accept: Format,
+    operator: Option<String>,
+    state: Arc<AppState>,
+) -> Response {
+    if !state.is_operator(operator.as_deref()) {
+        return ApiError::unauthorized_operator().into_response();
+    }
+    let after = match query
+        .after
+        .as_deref()
+        .map(str::parse::<AccountId>)
+        .transpose()
+    {
+        Ok(a) => a,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ReasonCode::InvalidQuery,
+                "after must be an account id",
+            )
+            .into_response()
+        }
+    };
+    let limit = query.limit.unwrap_or(100).clamp(1, crate::MAX_PAGE);
+    match state.issuer.frozen_accounts(after, limit).await {
+        Ok(accounts) => reply(
+            &FrozenAccountsPage {
+                accounts: accounts
+                    .into_iter()
+                    .map(|(account_id, mark)| FrozenAccount {
+                        account_id,
+                        frozen_at: mark.at,
+                        reason: mark.reason,
+                    })
+                    .collect(),
+            },
+            accept,
+        ),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// The operator token, then the `{reason}` body: `Err` is the refusal to send.
+fn operator_reason(
+    body: &Body,
+    operator: Option<&str>,
+    state: &AppState,
+) -> Result<OperatorReason, ApiError> {
+    if !state.is_operator(operator) {
+        return Err(ApiError::unauthorized_operator());
+    }
+    body.decode()
+}
+
+pub async fn freeze_account(
+    account_id: AccountId,
+    body: Body,
+    operator: Option<String>,
+    state: Arc<AppState>,
+) -> Response {
+    let request = match operator_reason(&body, operator.as_deref(), &state) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match state
+        .issuer
+        .freeze_account(account_id, &request.reason, state.now())
+        .await
+    {
+        Ok(mark) => reply(
+            &FrozenAccount {
+                account_id,
+                frozen_at: mark.at,
+                reason: mark.reason,
+            },
+            body.accept,
+        ),
+        Err(e) => ApiError::operator_lookup(e).into_response(),
+    }
+}
+
+pub async fn unfreeze_account(
+    account_id: AccountId,
+    body: Body,
+    operator: Option<String>,
+    state: Arc<AppState>,
+) -> Response {
+    let request = match operator_reason(&body, operator.as_deref(), &state) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match state
+        .issuer
+        .unfreeze_account(account_id, &request.reason, state.now())
+        .await
+    {
+        Ok(doc) => reply(
+            &AccountUnfrozen {
+                account_id,
+                frozen_at: doc.frozen.at,
+                frozen_reason: doc.frozen.reason,
+                unfrozen_at: doc.at,
+                reason: doc.reason,
+            },
+            body.accept,
+        ),
+        Err(e) => ApiError::operator_lookup(e).into_response(),
+    }
+}
+
+pub async fn revoke_merchant(
+    merchant_id: MerchantId,
+    body: Body,
+    operator: Option<String>,
+    state: Arc<AppState>,
+) -> Response {
+    let request = match operator_reason(&body, operator.as_deref(), &state) {
+        Ok(r) => r,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match state
+        .issuer
+        .revoke_merchant(merchant_id, &request.reason, state.now())
+        .await
+    {
+        Ok(mark) => reply(
+            &MerchantRevoked {
+                merchant_id,
+                revoked_at: mark.at,
+                reason: mark.reason,
+            },
+            body.accept,
+        ),
         Err(e) => ApiError::operator_lookup(e).into_response(),
     }
 }
