@@ -328,6 +328,10 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// How far (ms) a node's clock is trusted to be from the database's without correction:
+/// what NTP keeps hosts within, and more than a measurement's error on a network.
+pub const CLOCK_TRUSTED_MS: i128 = 100;
+
 /// A server's membership of a cluster.
 pub(crate) struct ClusterNode {
     pub(crate) state: Arc<dyn ClusterState>,
@@ -472,11 +476,20 @@ impl ClusterNode {
     /// The cluster's time: this node's clock corrected by the offset to the database's
     /// clock measured at start and on every tick of the periodic loop. Every decision of a
     /// cluster server (request freshness, nonce expiry, certificate expiry) uses it, so all
-    /// nodes judge by one clock, within the error of a measurement (half a round trip plus
-    /// the drift between two ticks), without a round trip per request.
+    /// nodes judge by one clock, within [`CLOCK_TRUSTED_MS`] plus the error of a
+    /// measurement (half a round trip, and the drift between two ticks), without a round
+    /// trip per request.
+    ///
+    /// Only the part of the offset beyond [`CLOCK_TRUSTED_MS`] is corrected: a smaller one
+    /// is within what time synchronisation and the measurement itself get wrong, and
+    /// applying it would date what the server signs (certificates valid "from now") a few
+    /// milliseconds ahead of clients that share the node's clock, which would then find
+    /// them not yet valid.
     pub(crate) fn now(&self) -> Timestamp {
         let local = i128::from(now().as_unix_millis());
-        let corrected = local + i128::from(self.clock_offset_ms.load(Ordering::Relaxed));
+        let offset = i128::from(self.clock_offset_ms.load(Ordering::Relaxed));
+        let correction = offset.signum() * (offset.abs() - CLOCK_TRUSTED_MS).max(0);
+        let corrected = local + correction;
         Timestamp::from_unix_millis(u64::try_from(corrected.max(0)).unwrap_or(u64::MAX))
     }
 
