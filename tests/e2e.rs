@@ -13,10 +13,9 @@ use scrip::client::HttpClient;
 use scrip::demo::{self, Outcomes, Phone};
 use scrip::issuer::api::CoinStatus;
 use scrip::issuer::server::StoreKind;
-use scrip::merchant::{Merchant, SyncSummary};
-use scrip::stores::MemoryStore;
+use scrip::merchant::SyncSummary;
 use scrip::tokens::{Amount, Currency};
-use scrip::wallet::{PaymentStatus, StorageKey, Wallet};
+use scrip::wallet::{StorageKey, Wallet};
 
 fn eur(v: u64) -> Amount {
     Amount::new(v, Currency::EUR)
@@ -129,33 +128,6 @@ async fn customer(client: &HttpClient, deposit: u64) -> Phone {
     phone
 }
 
-async fn withdraw_blind(phone: &mut Phone, client: &HttpClient, amounts: &[u64]) {
-    let mut rng = rng();
-    let request = phone
-        .wallet
-        .blind_withdrawal_request(&scrip_testkit::eurs(amounts), demo::now(), &mut rng)
-        .unwrap();
-    let request = phone.send(request).unwrap();
-    let response = client.withdraw_blind(&request).await.unwrap();
-    phone
-        .wallet
-        .on_blind_withdrawal(&request, &response, demo::now())
-        .unwrap();
-    phone.save().unwrap();
-}
-
-/// The customer pays `merchant` `amount` with coins, offline.
-async fn pay_coins(phone: &mut Phone, merchant: &Merchant<MemoryStore>, amount: u64) {
-    let mut rng = rng();
-    let now = demo::now();
-    let offer = merchant.offer(eur(amount), now, &mut rng).await.unwrap();
-    let answer = phone.wallet.pay_by_coins(&offer, now).unwrap();
-    let answer = phone.send(answer).unwrap();
-    let reply = merchant.accept(&answer, now, &mut rng).await.unwrap();
-    let status = phone.wallet.on_merchant_reply(&reply, now).unwrap();
-    assert!(matches!(status, PaymentStatus::Completed(_)), "{status:?}");
-}
-
 async fn restart_mid_story(kind: StoreKind) {
     let dir = tempfile::tempdir().unwrap();
     let server = common::start(kind, dir.path()).await;
@@ -163,9 +135,9 @@ async fn restart_mid_story(kind: StoreKind) {
     let keys_before = client.key_directory().await.unwrap();
 
     let mut phone = customer(&client, 1_000).await;
-    withdraw_blind(&mut phone, &client, &[10, 5, 2]).await;
+    common::withdraw_blind(&mut phone, &client, &[10, 5, 2]).await;
     let merchant = common::shop(&client, common::merchant_key(1)).await;
-    pay_coins(&mut phone, &merchant, 15).await;
+    common::pay_coins(&mut phone, &merchant, 15).await;
     let (account, _) = {
         let a = phone.wallet.account().unwrap();
         (a.account_id, a.device_id)
@@ -237,7 +209,7 @@ async fn restart_mid_story(kind: StoreKind) {
         CoinStatus::Redeemed { .. }
     ));
     // The customer can keep working against the restarted server.
-    withdraw_blind(&mut phone, &client, &[1]).await;
+    common::withdraw_blind(&mut phone, &client, &[1]).await;
     server.shutdown().await.unwrap();
 }
 
@@ -264,7 +236,7 @@ async fn fifty_merchants_race_to_redeem_one_coin_and_exactly_one_wins() {
     let client = common::client(&server);
 
     let mut phone = customer(&client, 100).await;
-    withdraw_blind(&mut phone, &client, &[10]).await;
+    common::withdraw_blind(&mut phone, &client, &[10]).await;
     let copied = phone.saved.clone();
 
     // 50 points of sale, each paid offline with the same coin by a copy of the wallet.
@@ -276,7 +248,7 @@ async fn fifty_merchants_race_to_redeem_one_coin_and_exactly_one_wins() {
             Wallet::load(&copied, &phone.storage_key).unwrap(),
             StorageKey::random(&mut rng()),
         );
-        pay_coins(&mut copy, &merchant, 10).await;
+        common::pay_coins(&mut copy, &merchant, 10).await;
         merchants.push(Arc::new(merchant));
     }
 

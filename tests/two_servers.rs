@@ -68,33 +68,6 @@ async fn deposit(phone: &mut Phone, client: &HttpClient, amount: u64) {
     client.confirm_deposit(&confirmation).await.unwrap();
 }
 
-async fn withdraw_blind(phone: &mut Phone, client: &HttpClient, amounts: &[u64]) {
-    let mut rng = rng();
-    let request = phone
-        .wallet
-        .blind_withdrawal_request(&scrip_testkit::eurs(amounts), demo::now(), &mut rng)
-        .unwrap();
-    let request = phone.send(request).unwrap();
-    let response = client.withdraw_blind(&request).await.unwrap();
-    phone
-        .wallet
-        .on_blind_withdrawal(&request, &response, demo::now())
-        .unwrap();
-    phone.save().unwrap();
-}
-
-async fn pay_coins(phone: &mut Phone, merchant: &Merchant<MemoryStore>, amount: u64) {
-    let mut rng = rng();
-    let now = demo::now();
-    let offer = merchant.offer(eur(amount), now, &mut rng).await.unwrap();
-    let answer = phone.wallet.pay_by_coins(&offer, now).unwrap();
-    let answer = phone.send(answer).unwrap();
-    let reply = merchant.accept(&answer, now, &mut rng).await.unwrap();
-    let status = phone.wallet.on_merchant_reply(&reply, now).unwrap();
-    assert!(matches!(status, PaymentStatus::Completed(_)), "{status:?}");
-    phone.save().unwrap();
-}
-
 async fn pay_record(phone: &mut Phone, merchant: &Merchant<MemoryStore>, amount: u64) {
     let mut rng = rng();
     let now = demo::now();
@@ -140,7 +113,7 @@ async fn a_story_split_across_two_servers_adds_up_on_both() {
     // certificate taken on B.
     let mut phone = customer(&ca).await;
     deposit(&mut phone, &cb, 1_000).await;
-    withdraw_blind(&mut phone, &ca, &[10, 5, 2, 1]).await;
+    common::withdraw_blind(&mut phone, &ca, &[10, 5, 2, 1]).await;
     let request = phone
         .wallet
         .certificate_request(CertificateOptions::up_to(eur(300)), demo::now(), &mut rng)
@@ -155,13 +128,13 @@ async fn a_story_split_across_two_servers_adds_up_on_both() {
 
     // One merchant registered on A, paid four times offline; it redeems half on each.
     let merchant = common::shop(&ca, common::merchant_key(1)).await;
-    pay_coins(&mut phone, &merchant, 10).await;
+    common::pay_coins(&mut phone, &merchant, 10).await;
     pay_record(&mut phone, &merchant, 40).await;
     assert_eq!(
         merchant.sync(&ca, demo::now(), &mut rng).await.unwrap(),
         accepted(2)
     );
-    pay_coins(&mut phone, &merchant, 7).await;
+    common::pay_coins(&mut phone, &merchant, 7).await;
     pay_record(&mut phone, &merchant, 60).await;
     assert_eq!(
         merchant.sync(&cb, demo::now(), &mut rng).await.unwrap(),
@@ -213,7 +186,7 @@ async fn fifty_merchants_race_one_coin_across_two_servers_and_exactly_one_wins()
 
     let mut phone = customer(&servers[0]).await;
     deposit(&mut phone, &servers[1], 100).await;
-    withdraw_blind(&mut phone, &servers[0], &[10]).await;
+    common::withdraw_blind(&mut phone, &servers[0], &[10]).await;
     let copied = phone.saved.clone();
 
     // 50 points of sale, registered on either server, each paid offline with the same
@@ -226,7 +199,7 @@ async fn fifty_merchants_race_one_coin_across_two_servers_and_exactly_one_wins()
             Wallet::load(&copied, &phone.storage_key).unwrap(),
             StorageKey::random(&mut rng()),
         );
-        pay_coins(&mut copy, &merchant, 10).await;
+        common::pay_coins(&mut copy, &merchant, 10).await;
         merchants.push(Arc::new(merchant));
     }
 
@@ -295,9 +268,9 @@ async fn a_request_replayed_to_the_other_server_is_refused_as_replayed() {
     }
 
     // A merchant's redemption batch: the same.
-    withdraw_blind(&mut phone, &ca, &[5]).await;
+    common::withdraw_blind(&mut phone, &ca, &[5]).await;
     let merchant = common::shop(&cb, common::merchant_key(2)).await;
-    pay_coins(&mut phone, &merchant, 5).await;
+    common::pay_coins(&mut phone, &merchant, 5).await;
     let batch = merchant
         .build_batch(demo::now(), &mut rng)
         .await

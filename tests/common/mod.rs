@@ -286,3 +286,37 @@ impl Books {
             == 0
     }
 }
+
+/// Withdraws blind EUR coins of `amounts` over `client`, saved.
+pub async fn withdraw_blind(phone: &mut Phone, client: &HttpClient, amounts: &[u64]) {
+    let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+    let request = phone
+        .wallet
+        .blind_withdrawal_request(&scrip_testkit::eurs(amounts), demo::now(), &mut rng)
+        .unwrap();
+    let request = phone.send(request).unwrap();
+    let response = client.withdraw_blind(&request).await.unwrap();
+    phone
+        .wallet
+        .on_blind_withdrawal(&request, &response, demo::now())
+        .unwrap();
+    phone.save().unwrap();
+}
+
+/// The customer pays `merchant` `amount` with coins, offline.
+pub async fn pay_coins(phone: &mut Phone, merchant: &Merchant<MemoryStore>, amount: u64) {
+    let mut rng = rand::rngs::StdRng::from_rng(&mut rand::rng());
+    let now = demo::now();
+    let offer = merchant
+        .offer(Amount::new(amount, Currency::EUR), now, &mut rng)
+        .await
+        .unwrap();
+    let answer = phone.wallet.pay_by_coins(&offer, now).unwrap();
+    let answer = phone.send(answer).unwrap();
+    let reply = merchant.accept(&answer, now, &mut rng).await.unwrap();
+    let status = phone.wallet.on_merchant_reply(&reply, now).unwrap();
+    assert!(
+        matches!(status, scrip::wallet::PaymentStatus::Completed(_)),
+        "{status:?}"
+    );
+}
