@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::client::HttpClient;
 use crate::setup::register_merchant;
 use crate::Error;
+use scrip_api::CoinPaymentStatus;
 
 /// The wall clock (re-exported from [`crate::setup`] for the tests and the command line).
 pub use crate::setup::now;
@@ -251,10 +252,11 @@ pub async fn run(
     let options = CertificateOptions::up_to(eur(3_000));
     let request = phone.wallet.certificate_request(options, now(), &mut rng)?;
     let request = phone.send(request)?;
-    let certificate = client.balance_certificate(&request).await?;
+    let answer = client.balance_certificate_answered(&request).await?;
+    let certificate = answer.certificate.clone();
     phone
         .wallet
-        .on_balance_certificate(certificate.clone(), now())?;
+        .on_balance_certificate_answer(answer.certificate, &answer.hand_ins, now())?;
     phone.save()?;
     say(
         out,
@@ -287,6 +289,7 @@ pub async fn run(
     // A copy of the wallet before the coin leaves: what a cheater restores later.
     let copied_state = phone.saved.clone();
     let offer = shop_a.offer(eur(10), now(), &mut rng).await?;
+    let coin_request = offer.request.payload.request_id;
     let answer = phone.wallet.pay_by_coins(&offer, now())?;
     let answer = phone.send(answer)?;
     let spent_coin = match &answer {
@@ -350,6 +353,7 @@ pub async fn run(
         StorageKey::random(&mut rng),
     );
     let offer = shop_b.offer(eur(10), now(), &mut rng).await?;
+    let copy_request = offer.request.payload.request_id;
     let answer = clone.wallet.pay_by_coins(&offer, now())?;
     let answer = clone.send(answer)?;
     let reply = shop_b.accept(&answer, now(), &mut rng).await?;
@@ -365,6 +369,23 @@ pub async fn run(
     say(out, &format!("   issuer answered: {seen}"));
     let state = client.coin_state(spent_coin.spend_id()?).await?;
     say(out, &format!("   coin {spent_coin_id}: {:?}", state.state));
+    // Each wallet asks what became of its coin payment, by the merchant's receipt: the
+    // customer's settled, the copy's can never settle.
+    for (who, wallet, request_id, settles) in [
+        ("the customer's", &phone.wallet, coin_request, true),
+        ("the copy's", &clone.wallet, copy_request, false),
+    ] {
+        let receipt = wallet
+            .coin_receipt(request_id)
+            .ok_or_else(|| Error::Demo(format!("{who} coin receipt is missing")))?;
+        let state = client.coin_payment_state(receipt).await?.state;
+        say(out, &format!("   {who} coin payment: {state:?}"));
+        if matches!(state, CoinPaymentStatus::Settled { .. }) != settles {
+            return Err(Error::Demo(format!(
+                "{who} coin payment is in an unexpected state"
+            )));
+        }
+    }
 
     say(out, "14. the customer's statement");
     let statement = statement(client, &mut phone, &mut rng).await?;

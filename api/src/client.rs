@@ -16,19 +16,20 @@
 use std::time::Duration;
 
 use crate::{
-    AccountOpenedBody, AccountUnfrozen, CoinState, DeviceEnrollment, DeviceRevoked, Done,
-    ErrorBody, FraudLogPage, FrozenAccount, FrozenAccountsPage, MerchantRevoked, OperatorReason,
-    ReissueRequest, ReissuedCoins, RootKey, BINCODE, JSON,
+    AccountOpenedBody, AccountUnfrozen, BalanceCertificateAnswer, CoinPaymentState, CoinState,
+    DeviceEnrollment, DeviceRevoked, Done, ErrorBody, FraudLogPage, FrozenAccount,
+    FrozenAccountsPage, MerchantRevoked, OperatorReason, ReissueRequest, ReissuedCoins, RootKey,
+    BINCODE, JSON,
 };
 use async_trait::async_trait;
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use scrip_tokens::{
     codec, AccountCertificate, AccountId, BalanceCertificate, BalanceCertificateRequest,
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
-    DepositRecord, DepositRequest, DeviceId, DeviceRegistration, IdentifiedWithdrawalRequest,
-    IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId, MerchantRegistration, Message,
-    ReasonCode, RedemptionBatch, RedemptionReport, SignedKeyDirectory, Statement, StatementRequest,
-    SyncReport, SyncRequest,
+    DepositRecord, DepositRequest, DeviceId, DeviceRegistration, EndorsedCoinPayment,
+    IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId,
+    MerchantRegistration, Message, ReasonCode, RedemptionBatch, RedemptionReport,
+    SignedKeyDirectory, Statement, StatementRequest, SyncReport, SyncRequest,
 };
 
 use crate::ClientError as Error;
@@ -263,6 +264,15 @@ impl HttpClient {
         self.post("/v1/balance-certificates", request, false).await
     }
 
+    /// `POST /v2/balance-certificates`: hands in unsent records and gets a certificate,
+    /// with the issuer's signed answer to each hand-in.
+    pub async fn balance_certificate_answered(
+        &self,
+        request: &BalanceCertificateRequest,
+    ) -> Result<BalanceCertificateAnswer, Error> {
+        self.post("/v2/balance-certificates", request, false).await
+    }
+
     /// `POST /v1/sync`: hands in records and confirmations without a certificate.
     pub async fn sync(&self, request: &SyncRequest) -> Result<SyncReport, Error> {
         self.post("/v1/sync", request, false).await
@@ -300,6 +310,14 @@ impl HttpClient {
     pub async fn coin_state(&self, spend_id: CoinSpendId) -> Result<CoinState, Error> {
         self.get(&format!("/v1/coins/{}", spend_id.to_hex()), false)
             .await
+    }
+
+    /// `POST /v1/coin-payments/state`: what became of the coin payment `receipt` names.
+    pub async fn coin_payment_state(
+        &self,
+        receipt: &EndorsedCoinPayment,
+    ) -> Result<CoinPaymentState, Error> {
+        self.post("/v1/coin-payments/state", receipt, false).await
     }
 
     /// `GET /v1/fraud-log` (operator).

@@ -4,9 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use scrip_tokens::{
-    AccountCertificate, AccountId, Amount, CertificateSerial, CoinId, CoinSpendId, DeviceApproval,
-    DeviceId, DeviceRegistration, IdentifiedCoin, MerchantId, Message, ReasonCode, RecordId,
-    Timestamp, VirtualId,
+    AccountCertificate, AccountId, Amount, BalanceCertificate, CertificateSerial, CoinId,
+    CoinSpendId, DeviceApproval, DeviceId, DeviceRegistration, IdentifiedCoin, MerchantId, Message,
+    ReasonCode, RecordId, RequestId, SyncReport, Timestamp, VirtualId,
 };
 
 #[cfg(feature = "client")]
@@ -98,6 +98,63 @@ pub struct CoinState {
     pub state: CoinStatus,
 }
 api_message!(CoinState, "coin-state");
+
+/// The answer to a balance certificate request on `POST /v2/balance-certificates`: the
+/// certificate, and the issuer's signed answer to every record and deposit confirmation
+/// the request handed in (the outcomes `POST /v1/sync` would give, for the same records).
+/// A device learns from it which of its records were refused and why, instead of only the
+/// issuer's log knowing. (`POST /v1/balance-certificates` still answers the bare
+/// certificate, for clients of the first release.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceCertificateAnswer {
+    /// The certificate.
+    pub certificate: BalanceCertificate,
+    /// One outcome per handed-in record, in order, and the confirmations recorded; its
+    /// `request_digest` is the certificate request's digest
+    /// ([`SyncReport::verify_for_certificate_request`]).
+    pub hand_ins: SyncReport,
+}
+api_message!(BalanceCertificateAnswer, "balance-certificate-answer");
+
+/// What became of a coin payment, as its receipt's coins show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CoinPaymentStatus {
+    /// None of its coins is redeemed yet: the merchant has not uploaded the payment.
+    Unsettled,
+    /// The merchant redeemed this payment, every coin of it.
+    Settled {
+        /// When.
+        settled_at: Timestamp,
+    },
+    /// Some coins were redeemed in another payment first (or, at the same merchant, in a
+    /// different payment): this payment cannot settle. The coins listed are those taken.
+    DoubleSpent {
+        /// When the first of them was redeemed.
+        first_redeemed_at: Timestamp,
+        /// The coins redeemed elsewhere.
+        coins: Vec<CoinId>,
+    },
+    /// Some coins are identified coins the issuer revoked (their device was reported lost
+    /// and they were reissued to the account): this payment cannot settle.
+    Revoked {
+        /// The revoked coins.
+        coins: Vec<CoinId>,
+    },
+}
+
+/// Answer to `POST /v1/coin-payments/state`: the state of the coin payment a receipt
+/// names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoinPaymentState {
+    /// The paid request.
+    pub request_id: RequestId,
+    /// The merchant the receipt names.
+    pub merchant_id: MerchantId,
+    /// The payment's state.
+    pub state: CoinPaymentStatus,
+}
+api_message!(CoinPaymentState, "coin-payment-state");
 
 /// One entry of the fraud log, with its key for paging.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

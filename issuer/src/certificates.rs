@@ -41,6 +41,16 @@ pub struct Released {
     pub amount: Amount,
 }
 
+/// What a device hands in, from a certificate request or a sync request.
+struct HandIns<'r> {
+    account_id: scrip_tokens::AccountId,
+    device_id: scrip_tokens::DeviceId,
+    /// Digest of the request they came in: the answer names it.
+    request_digest: ContentDigest,
+    records: &'r [scrip_tokens::WithdrawalRecord],
+    confirmations: &'r [scrip_tokens::DepositConfirmation],
+}
+
 fn check_hand_ins(records: usize, confirmations: usize) -> Result<()> {
     if records > crate::MAX_HAND_INS || confirmations > crate::MAX_HAND_INS {
         return Err(IssuerError::Unsupported("too many hand-ins in one request"));
@@ -214,6 +224,8 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     /// `available = balance - locked` (capped by the request and the issuer's limits) and
     /// reserves it. A retry (same nonce and content, signed again at a later time)
     /// returns the same certificate and reserves once.
+    ///
+    /// [`Self::issue_balance_certificate_answered`] also answers each hand-in.
     pub async fn issue_balance_certificate<G: CryptoRng + Send + ?Sized>(
         &self,
         request: &BalanceCertificateRequest,
@@ -221,18 +233,38 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         rng: &mut G,
     ) -> Result<BalanceCertificate> {
         let request = self.authenticate(request).await?;
+        Ok(self
+            .issue_balance_certificate_authenticated(request, now, rng)
+            .await?
+            .0)
+    }
+
+    /// [`Self::issue_balance_certificate`], with the issuer's answer to every hand-in of
+    /// the request: one outcome per handed-in record, in order, and how many deposit
+    /// confirmations were recorded, exactly as [`Self::sync`] answers them. The report's
+    /// `request_digest` is the digest of the certificate request (unsigned here:
+    /// [`Issuer::sign_answer`] signs it for the device).
+    pub async fn issue_balance_certificate_answered<G: CryptoRng + Send + ?Sized>(
+        &self,
+        request: &BalanceCertificateRequest,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<(BalanceCertificate, SyncReportPayload)> {
+        let request = self.authenticate(request).await?;
         self.issue_balance_certificate_authenticated(request, now, rng)
             .await
     }
 
-    /// [`Self::issue_balance_certificate`] for a request whose signature was checked.
+    /// [`Self::issue_balance_certificate_answered`] for a request whose signature was
+    /// checked.
     pub async fn issue_balance_certificate_authenticated<G: CryptoRng + Send + ?Sized>(
         &self,
         request: Authenticated<'_, BalanceCertificateRequest>,
         now: Timestamp,
         rng: &mut G,
-    ) -> Result<BalanceCertificate> {
+    ) -> Result<(BalanceCertificate, SyncReportPayload)> {
         let device = request.signer();
+        let request_digest = codec::digest(request.request())?;
         let payload = &request.request().payload;
         // A frozen account gets no certificate, but its device's hand-ins are still
         // recorded first: they settle merchants and are evidence.
@@ -241,12 +273,25 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         if !self.keys().currencies().contains(&payload.currency) {
             return Err(IssuerError::Unsupported("currency not served"));
         }
+        // Hand-ins first, on a retry too (recording them again is idempotent, and the
+        // device learns each outcome again): they may consume balance (late records) or
+        // freeze the account.
+        let report = self
+            .take_hand_ins(
+                HandIns {
+                    account_id: payload.account_id,
+                    device_id: payload.device_id,
+                    request_digest,
+                    records: &payload.unsent_records,
+                    confirmations: &payload.deposit_confirmations,
+                },
+                now,
+            )
+            .await?;
         let idempotent = certificate_idempotency(payload)?;
         if let Some(certificate) = self.previous_answer(&idempotent).await? {
-            return Ok(certificate);
+            return Ok((certificate, report));
         }
-        // Hand-ins first: they may consume balance (late records) or freeze the account.
-        self.take_hand_ins(payload, now).await?;
         if self.frozen(payload.account_id).await?.is_some() {
             return Err(IssuerError::AccountFrozen(payload.account_id));
         }
@@ -257,7 +302,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             let certificate = self.sign_certificate(payload, terms, first_sequence, now, rng)?;
             let unit = reservation_unit(&certificate, now)?;
             match self.commit_answered(unit, &idempotent, certificate).await? {
-                Answered::Answer(certificate) => return Ok(certificate),
+                Answered::Answer(certificate) => return Ok((certificate, report)),
                 // A concurrent request of the device took the sequence range, or one of
                 // the account moved the balance: read again.
                 Answered::NotApplied(_) => {}
@@ -268,31 +313,40 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         })
     }
 
-    /// Records the records and deposit confirmations a certificate request hands in. The
-    /// certificate does not depend on them, so refused ones are logged, not fatal.
+    /// Records the records and deposit confirmations a device hands in (with a
+    /// certificate request or a sync) and answers each: a refused record is answered
+    /// `Invalid` with its reason, a refused confirmation is not counted. Only a store
+    /// failure fails the whole call.
     async fn take_hand_ins(
         &self,
-        payload: &BalanceCertificateRequestPayload,
+        hand_ins: HandIns<'_>,
         now: Timestamp,
-    ) -> Result<()> {
-        check_hand_ins(
-            payload.unsent_records.len(),
-            payload.deposit_confirmations.len(),
-        )?;
-        let outcomes = self
-            .hand_in_records(payload.device_id, &payload.unsent_records, now)
+    ) -> Result<SyncReportPayload> {
+        check_hand_ins(hand_ins.records.len(), hand_ins.confirmations.len())?;
+        let records = self
+            .hand_in_records(hand_ins.device_id, hand_ins.records, now)
             .await?;
-        for (record, outcome) in payload.unsent_records.iter().zip(&outcomes) {
+        for (record, outcome) in hand_ins.records.iter().zip(&records) {
             if let scrip_tokens::RedemptionOutcome::Invalid { reason } = outcome {
-                tracing::warn!(code = %reason.code, error = %reason.message, record = %record.payload.record_id, "customer copy of a record refused");
+                tracing::info!(code = %reason.code, error = %reason.message, record = %record.payload.record_id, "customer copy of a record refused");
             }
         }
-        for confirmation in &payload.deposit_confirmations {
-            if let Err(e) = self.confirm_deposit(confirmation, now).await {
-                tracing::warn!(error = %e, "deposit confirmation in a certificate request refused");
+        let mut confirmations_recorded = 0;
+        for confirmation in hand_ins.confirmations {
+            match self.confirm_deposit(confirmation, now).await {
+                Ok(()) => confirmations_recorded += 1,
+                Err(IssuerError::Store(e)) => return Err(IssuerError::Store(e)),
+                Err(e) => tracing::info!(error = %e, "handed-in deposit confirmation refused"),
             }
         }
-        Ok(())
+        Ok(SyncReportPayload {
+            account_id: hand_ins.account_id,
+            device_id: hand_ins.device_id,
+            request_digest: hand_ins.request_digest,
+            records,
+            confirmations_recorded,
+            answered_at: now,
+        })
     }
 
     fn sign_certificate<G: CryptoRng + ?Sized>(
@@ -343,29 +397,17 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         let payload = &request.request().payload;
         self.check_unrevoked(device, payload.account_id, now)
             .await?;
-        check_hand_ins(
-            payload.unsent_records.len(),
-            payload.deposit_confirmations.len(),
-        )?;
-        let records = self
-            .hand_in_records(payload.device_id, &payload.unsent_records, now)
-            .await?;
-        let mut confirmations_recorded = 0;
-        for confirmation in &payload.deposit_confirmations {
-            match self.confirm_deposit(confirmation, now).await {
-                Ok(()) => confirmations_recorded += 1,
-                Err(IssuerError::Store(e)) => return Err(IssuerError::Store(e)),
-                Err(e) => tracing::warn!(error = %e, "deposit confirmation in a sync refused"),
-            }
-        }
-        Ok(SyncReportPayload {
-            account_id: payload.account_id,
-            device_id: payload.device_id,
-            request_digest,
-            records,
-            confirmations_recorded,
-            answered_at: now,
-        })
+        self.take_hand_ins(
+            HandIns {
+                account_id: payload.account_id,
+                device_id: payload.device_id,
+                request_digest,
+                records: &payload.unsent_records,
+                confirmations: &payload.deposit_confirmations,
+            },
+            now,
+        )
+        .await
     }
 
     /// Records a device's own copies of its records (all of them its own, or none is

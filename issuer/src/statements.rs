@@ -1,9 +1,14 @@
 //! Read-only answers a device or anyone may ask for: a device's statement of its account,
-//! and what the issuer knows of a coin.
+//! what the issuer knows of a coin, and of a coin payment.
 
-use scrip_api::{CoinState, CoinStatus, MAX_STATEMENT_ENTRIES};
-use scrip_stores::{LedgerAccount, RecordStore};
-use scrip_tokens::{CoinSpendId, StatementEntry, StatementPayload, StatementRequest, Timestamp};
+use scrip_api::{
+    CoinPaymentState, CoinPaymentStatus, CoinState, CoinStatus, MAX_STATEMENT_ENTRIES,
+};
+use scrip_stores::{ClaimId, Claimant, LedgerAccount, RecordStore};
+use scrip_tokens::{
+    codec, CoinId, CoinSpendId, EndorsedCoinPayment, StatementEntry, StatementPayload,
+    StatementRequest, Timestamp,
+};
 
 use crate::authentication::Authenticated;
 use crate::{FundingSource, Issuer, IssuerError, Result};
@@ -91,6 +96,67 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 },
                 None => CoinStatus::NotRedeemed,
             },
+        })
+    }
+
+    /// The state of the coin payment a wallet holds the merchant's receipt for: settled
+    /// (the merchant redeemed exactly this payment), unsettled (not uploaded yet), or
+    /// unable to settle (a coin went into another payment first, or was revoked).
+    ///
+    /// Like [`Self::coin_state`] this is a read anyone may ask: it reveals only what the
+    /// coins' spend ids reveal, and only someone who holds the coins (their signatures) can
+    /// compute those. The endorsement is therefore not verified, and the answer is not
+    /// signed (no money moves on it, and an unauthenticated read must not cost the issuer
+    /// a signature); a wallet that acts on it (say, asks the merchant again) does so
+    /// through signed messages.
+    pub async fn coin_payment_state(
+        &self,
+        receipt: &EndorsedCoinPayment,
+    ) -> Result<CoinPaymentState> {
+        let payment = &receipt.payload.payment;
+        // Bounds the coins (and refuses a coin listed twice) before any hashing or lookup.
+        payment.total()?;
+        let digest = codec::digest(payment)?;
+        let merchant = Claimant::Merchant(receipt.payload.merchant_id);
+        let ids = payment
+            .coins
+            .iter()
+            .map(|coin| coin.spend_id().map(ClaimId::Coin))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let claims = self.store().claims(&ids).await?;
+        let mut settled_at: Option<Timestamp> = None;
+        let mut taken: Vec<(CoinId, Timestamp)> = Vec::new();
+        let mut revoked: Vec<CoinId> = Vec::new();
+        for (coin, claim) in payment.coins.iter().zip(claims) {
+            match claim {
+                None => {}
+                // Reissue claims the old coins as the issuer (fraud.rs).
+                Some(c) if c.claimant == Claimant::Issuer => revoked.push(coin.id()),
+                Some(c) if c.claimant == merchant && c.digest == digest => {
+                    settled_at = Some(settled_at.map_or(c.claimed_at, |at| at.max(c.claimed_at)));
+                }
+                Some(c) => taken.push((coin.id(), c.claimed_at)),
+            }
+        }
+        // One unit claims all of a payment's coins, so "settled" is all of them or none;
+        // a conflict anywhere means the payment as receipted cannot settle.
+        let state = if !revoked.is_empty() {
+            CoinPaymentStatus::Revoked { coins: revoked }
+        } else if let Some(first_redeemed_at) = taken.iter().map(|(_, at)| *at).min() {
+            CoinPaymentStatus::DoubleSpent {
+                first_redeemed_at,
+                coins: taken.into_iter().map(|(id, _)| id).collect(),
+            }
+        } else {
+            match settled_at {
+                Some(settled_at) => CoinPaymentStatus::Settled { settled_at },
+                None => CoinPaymentStatus::Unsettled,
+            }
+        };
+        Ok(CoinPaymentState {
+            request_id: payment.request.payload.request_id,
+            merchant_id: receipt.payload.merchant_id,
+            state,
         })
     }
 }

@@ -755,3 +755,150 @@ async fn a_batch_of_records_is_recorded_as_if_one_by_one() {
         .count();
     assert_eq!(overspends, 1, "the overspend is logged once");
 }
+
+/// Issue 17 (6): records handed in with a certificate request are answered one by one,
+/// exactly as a sync answers them, so a device learns that its copy of a record was
+/// refused (before, the refusal was only in the issuer's log) — on a retry too.
+#[tokio::test]
+async fn records_handed_in_with_a_certificate_request_are_answered_per_record() {
+    let mut s = scene(8).await;
+    let shop = Shop::new(
+        scrip_tokens::fixtures::merchant(1),
+        s.shop.certificate.clone(),
+    );
+    let cert = s.cert.clone();
+    let honest = s.wallet.sign_record(
+        &cert,
+        &shop.request(500, &mut s.rng),
+        1,
+        500,
+        NOW,
+        &mut s.rng,
+    );
+    let over_cap = s.wallet.sign_record(
+        &cert,
+        &shop.request(2_001, &mut s.rng),
+        2,
+        2_501,
+        NOW,
+        &mut s.rng,
+    );
+    let request = s.wallet.certificate_request(
+        Some(1_000),
+        LockRules::default(),
+        vec![honest.clone(), over_cap.clone()],
+        &mut s.rng,
+    );
+    let (certificate, report) = s
+        .issuer
+        .issue_balance_certificate_answered(&request, NOW, &mut s.rng)
+        .await
+        .unwrap();
+    assert_eq!(certificate.payload.account_id, s.wallet.account_id);
+    assert_eq!(report.request_digest, codec::digest(&request).unwrap());
+    assert_eq!(report.records.len(), 2);
+    assert_eq!(
+        report.records[0],
+        RedemptionOutcome::Accepted {
+            credited: Amount::new(500, Currency::EUR)
+        }
+    );
+    assert_eq!(code(&report.records[1]), "payment_cap_exceeded");
+
+    // The same request again (a lost answer): the same certificate, and each hand-in is
+    // answered again (the honest one as already recorded, nothing paid twice).
+    let (again, report) = s
+        .issuer
+        .issue_balance_certificate_answered(&request, NOW, &mut s.rng)
+        .await
+        .unwrap();
+    assert_eq!(again, certificate);
+    assert!(matches!(
+        report.records[0],
+        RedemptionOutcome::AlreadyAccepted { .. }
+    ));
+    assert_eq!(code(&report.records[1]), "payment_cap_exceeded");
+    assert_eq!(
+        s.issuer
+            .store()
+            .balance(&LedgerAccount::Merchant(shop.id()), Currency::EUR)
+            .await
+            .unwrap(),
+        500
+    );
+
+    // What the server signs verifies for exactly this request, and not for a sync.
+    let signed = s.issuer.sign_answer(report, NOW, &mut s.rng).unwrap();
+    let directory = s.issuer.key_directory(NOW, &mut s.rng).unwrap().payload;
+    assert!(signed
+        .verify_for_certificate_request(&request, &directory, NOW)
+        .is_ok());
+    let sync = SyncRequest::sign(
+        SyncRequestPayload {
+            account_id: s.wallet.account_id,
+            device_id: s.wallet.device_id,
+            unsent_records: vec![honest, over_cap],
+            deposit_confirmations: Vec::new(),
+            created_at: NOW,
+            nonce: [9; 16],
+        },
+        &s.wallet.key,
+        &mut s.rng,
+    )
+    .unwrap();
+    assert!(signed.verify_for(&sync, &directory, NOW).is_err());
+}
+
+/// Issue 17 (6): a wallet asks what became of a coin payment by its receipt: unsettled
+/// until the merchant uploads it, settled after; a payment whose coin went elsewhere
+/// first can never settle, and says which coin.
+#[tokio::test]
+async fn a_coin_payment_is_looked_up_by_its_receipt() {
+    use scrip_issuer::api::CoinPaymentStatus;
+    let mut s = scene(9).await;
+    let shop = Shop::new(
+        scrip_tokens::fixtures::merchant(1),
+        s.shop.certificate.clone(),
+    );
+    let rival = Shop::register(&s.issuer, 2, &mut s.rng).await;
+    let coins = s
+        .wallet
+        .withdraw_blind(&s.issuer, &[5, 2, 1], &mut s.rng)
+        .await;
+
+    let paid = shop.endorse(coins[..2].to_vec(), &mut s.rng);
+    let state = s.issuer.coin_payment_state(&paid).await.unwrap();
+    assert_eq!(state.state, CoinPaymentStatus::Unsettled);
+    assert_eq!(
+        state.request_id,
+        paid.payload.payment.request.payload.request_id
+    );
+    shop.redeem(
+        &s.issuer,
+        vec![RedemptionItem::Coins(paid.clone())],
+        NOW,
+        &mut s.rng,
+    )
+    .await;
+    assert_eq!(
+        s.issuer.coin_payment_state(&paid).await.unwrap().state,
+        CoinPaymentStatus::Settled { settled_at: NOW }
+    );
+
+    // The same coins endorsed for another payment (a double spend at the same shop): the
+    // receipt of that one shows the coins taken, not "settled".
+    let twice = shop.endorse(coins[1..].to_vec(), &mut s.rng);
+    assert_eq!(
+        s.issuer.coin_payment_state(&twice).await.unwrap().state,
+        CoinPaymentStatus::DoubleSpent {
+            first_redeemed_at: NOW,
+            coins: vec![coins[1].id()]
+        }
+    );
+    // Nor is a receipt settled by another merchant's redemption of the same payment.
+    let elsewhere = rival.endorse(coins[..2].to_vec(), &mut s.rng);
+    assert!(matches!(
+        s.issuer.coin_payment_state(&elsewhere).await.unwrap().state,
+        CoinPaymentStatus::DoubleSpent { .. }
+    ));
+}

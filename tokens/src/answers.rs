@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec;
 use crate::keys::AnswerSigner;
-use crate::messages::{RedemptionBatch, RedemptionOutcome, StatementRequest, SyncRequest};
+use crate::messages::{
+    BalanceCertificateRequest, RedemptionBatch, RedemptionOutcome, StatementRequest, SyncRequest,
+};
 use crate::signed::signed_token;
 use crate::{
     AccountId, ContentDigest, Currency, DeviceId, Error, KeyDirectory, MerchantId, Result,
@@ -140,16 +142,51 @@ impl SyncReport {
         directory: &KeyDirectory,
         now: Timestamp,
     ) -> Result<&SyncReportPayload> {
+        let p = &request.payload;
+        self.verify_hand_ins(
+            (p.account_id, p.device_id),
+            codec::digest(request)?,
+            p.unsent_records.len(),
+            directory,
+            now,
+        )
+    }
+
+    /// [`Self::verify_for`] for the report that answers the hand-ins of a balance
+    /// certificate request (the same outcomes a sync would give; its `request_digest` is
+    /// the certificate request's digest).
+    pub fn verify_for_certificate_request(
+        &self,
+        request: &BalanceCertificateRequest,
+        directory: &KeyDirectory,
+        now: Timestamp,
+    ) -> Result<&SyncReportPayload> {
+        let p = &request.payload;
+        self.verify_hand_ins(
+            (p.account_id, p.device_id),
+            codec::digest(request)?,
+            p.unsent_records.len(),
+            directory,
+            now,
+        )
+    }
+
+    fn verify_hand_ins(
+        &self,
+        (account_id, device_id): (AccountId, DeviceId),
+        request_digest: ContentDigest,
+        records: usize,
+        directory: &KeyDirectory,
+        now: Timestamp,
+    ) -> Result<&SyncReportPayload> {
         let payload = self.verify_in(directory, now)?;
-        if payload.account_id != request.payload.account_id {
+        if payload.account_id != account_id {
             return Err(Error::WrongAccount);
         }
-        if payload.device_id != request.payload.device_id {
+        if payload.device_id != device_id {
             return Err(Error::WrongDevice);
         }
-        if payload.request_digest != codec::digest(request)?
-            || payload.records.len() != request.payload.unsent_records.len()
-        {
+        if payload.request_digest != request_digest || payload.records.len() != records {
             return Err(answers_another());
         }
         Ok(payload)

@@ -5,12 +5,12 @@ use rand_core::CryptoRng;
 use scrip_tokens::{
     Amount, BalanceCertificate, BalanceCertificateRequest, BalanceCertificateRequestPayload,
     Currency, DepositConfirmation, Statement, StatementPayload, StatementRequest,
-    StatementRequestPayload, SyncReport, SyncRequest, SyncRequestPayload, Timestamp,
-    WithdrawalRecord,
+    StatementRequestPayload, SyncReport, SyncReportPayload, SyncRequest, SyncRequestPayload,
+    Timestamp, WithdrawalRecord,
 };
 
 use crate::state::CertificateState;
-use crate::{nonce, CertificateOptions, Result, Unreleased, Wallet, WalletError};
+use crate::{nonce, CertificateOptions, HandInOutcome, Result, Unreleased, Wallet, WalletError};
 
 impl Wallet {
     /// A certificate request, handing in the outbox (receipted records the issuer may not
@@ -83,16 +83,23 @@ impl Wallet {
         certificate: BalanceCertificate,
         now: Timestamp,
     ) -> Result<()> {
-        let account = self.registered()?.payload.clone();
-        let payload = certificate
-            .verify(self.directory()?, &account, now)?
-            .clone();
+        self.add_certificate(certificate, now)?;
         if let Some(request) = self.state.pending_certificate_request.take() {
             self.forget_handed_in(
                 &request.payload.unsent_records,
                 &request.payload.deposit_confirmations,
             );
         }
+        self.touch();
+        Ok(())
+    }
+
+    /// Verifies `certificate` for this device and keeps it (once).
+    fn add_certificate(&mut self, certificate: BalanceCertificate, now: Timestamp) -> Result<()> {
+        let account = self.registered()?.payload.clone();
+        let payload = certificate
+            .verify(self.directory()?, &account, now)?
+            .clone();
         if !self
             .state
             .certificates
@@ -107,7 +114,6 @@ impl Wallet {
         // Records under the new certificate start at its first sequence number; the
         // counter never goes back.
         self.state.next_sequence = self.state.next_sequence.max(payload.first_sequence);
-        self.touch();
         Ok(())
     }
 
@@ -184,20 +190,76 @@ impl Wallet {
         request: &SyncRequest,
         report: &SyncReport,
         now: Timestamp,
-    ) -> Result<()> {
+    ) -> Result<Vec<HandInOutcome>> {
         let report = report
             .verify_for(request, self.directory()?, now)
-            .map_err(WalletError::UnverifiedAnswer)?;
-        let confirmations = if report.confirmations_recorded as usize
-            == request.payload.deposit_confirmations.len()
-        {
-            request.payload.deposit_confirmations.clone()
+            .map_err(WalletError::UnverifiedAnswer)?
+            .clone();
+        Ok(self.settle_hand_ins(
+            &request.payload.unsent_records,
+            &request.payload.deposit_confirmations,
+            &report,
+        ))
+    }
+
+    /// Takes the issuer's answer to a certificate request sent on
+    /// `POST /v2/balance-certificates`: the certificate (as
+    /// [`Self::on_balance_certificate`]) and the signed answer to each hand-in (as
+    /// [`Self::on_sync_report`]). Returns what became of each handed-in record, so the
+    /// user learns of a refused one.
+    ///
+    /// Both must verify (the report under the issuer's answer key, for this request),
+    /// else nothing changes and the request stays pending.
+    pub fn on_balance_certificate_answer(
+        &mut self,
+        certificate: BalanceCertificate,
+        hand_ins: &SyncReport,
+        now: Timestamp,
+    ) -> Result<Vec<HandInOutcome>> {
+        let request = self
+            .state
+            .pending_certificate_request
+            .clone()
+            .ok_or(WalletError::NoPendingCertificateRequest)?;
+        let report = hand_ins
+            .verify_for_certificate_request(&request, self.directory()?, now)
+            .map_err(WalletError::UnverifiedAnswer)?
+            .clone();
+        self.add_certificate(certificate, now)?;
+        self.state.pending_certificate_request = None;
+        Ok(self.settle_hand_ins(
+            &request.payload.unsent_records,
+            &request.payload.deposit_confirmations,
+            &report,
+        ))
+    }
+
+    /// The handed-in records leave the outbox (recorded, or refused for good: either way
+    /// handing them in again changes nothing); confirmations count as acknowledged if all
+    /// were recorded. Answers one outcome per record.
+    fn settle_hand_ins(
+        &mut self,
+        records: &[WithdrawalRecord],
+        confirmations: &[DepositConfirmation],
+        report: &SyncReportPayload,
+    ) -> Vec<HandInOutcome> {
+        let acknowledged = if report.confirmations_recorded as usize == confirmations.len() {
+            confirmations
         } else {
-            Vec::new()
+            &[]
         };
-        self.forget_handed_in(&request.payload.unsent_records, &confirmations);
+        self.forget_handed_in(records, acknowledged);
         self.touch();
-        Ok(())
+        records
+            .iter()
+            .zip(&report.records)
+            .map(|(record, outcome)| HandInOutcome {
+                record_id: record.payload.record_id,
+                merchant_id: record.payload.payment_request.payload.merchant_id,
+                amount: record.payload.amount(),
+                outcome: outcome.clone(),
+            })
+            .collect()
     }
 
     /// Checks a statement the issuer sent for `request`: signed by its answer key (as

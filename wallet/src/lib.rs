@@ -16,8 +16,8 @@ mod storage;
 use rand_core::CryptoRng;
 use scrip_tokens::keys::{Device, DirectoryRoot};
 use scrip_tokens::{
-    codec, Amount, Currency, KeyDirectory, LockRules, Nonce, PaymentReceipt, RejectReason,
-    SigningKey, VerifyingKey,
+    codec, Amount, Currency, KeyDirectory, LockRules, MerchantId, Nonce, PaymentReceipt, RecordId,
+    RedemptionOutcome, RejectReason, SigningKey, VerifyingKey,
 };
 
 pub use error::{Result, WalletError};
@@ -146,6 +146,21 @@ pub enum PaymentStatus {
     /// The merchant refused (coins handed over are back in the wallet; a record's sequence
     /// number stays used).
     Rejected(RejectReason),
+}
+
+/// What the issuer did with one record the wallet handed in (with a sync or a certificate
+/// request): show a refused one to the user, it is money the merchant was not paid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HandInOutcome {
+    /// The record.
+    pub record_id: RecordId,
+    /// The merchant it paid.
+    pub merchant_id: MerchantId,
+    /// Its amount.
+    pub amount: Amount,
+    /// The issuer's outcome (`Accepted`/`AlreadyAccepted`: the merchant is paid;
+    /// `Invalid`: refused, with the reason).
+    pub outcome: RedemptionOutcome,
 }
 
 /// How to pay an offer.

@@ -2,8 +2,9 @@
 
 use rand_core::CryptoRng;
 use scrip_tokens::{
-    codec, Amount, Coin, CoinPayment, MerchantOffer, MerchantReply, PaymentAnswer, PaymentReceipt,
-    PaymentRequestPayload, RequestId, Timestamp, WithdrawalRecord, WithdrawalRecordPayload,
+    codec, Amount, Coin, CoinPayment, EndorsedCoinPayment, MerchantOffer, MerchantReply,
+    PaymentAnswer, PaymentReceipt, PaymentRequestPayload, RequestId, Timestamp, WithdrawalRecord,
+    WithdrawalRecordPayload,
 };
 
 use crate::change::{exact_change, Change};
@@ -278,6 +279,19 @@ impl Wallet {
     /// Receipts of completed payments.
     pub fn receipts(&self) -> &[PaymentReceipt] {
         &self.state.receipts
+    }
+
+    /// The receipt of a coin payment, by the paid request: what a wallet shows the issuer
+    /// to learn whether the merchant settled it (`POST /v1/coin-payments/state`).
+    pub fn coin_receipt(&self, request_id: RequestId) -> Option<&EndorsedCoinPayment> {
+        self.state.receipts.iter().find_map(|r| match r {
+            PaymentReceipt::Coins(c)
+                if c.payload.payment.request.payload.request_id == request_id =>
+            {
+                Some(c)
+            }
+            _ => None,
+        })
     }
 
     /// Receipted records not yet handed in to the issuer.

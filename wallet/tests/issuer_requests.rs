@@ -536,3 +536,71 @@ async fn sync_and_certificate_requests_hand_in_the_outbox() {
     assert_eq!(phone.wallet.next_sequence(), second.payload.first_sequence);
     assert_eq!(phone.wallet.receipts().len(), 3);
 }
+
+/// Issue 17 (6): the answer to a certificate request carries one outcome per handed-in
+/// record; the wallet acts on it only once it verifies for that request, and returns the
+/// outcomes so the user learns of each.
+#[tokio::test]
+async fn a_certificate_answer_tells_the_wallet_what_became_of_each_hand_in() {
+    let issuer = issuer();
+    let mut phone = Phone::open(&issuer, 1, 1_000, 2).await;
+    let mut shop = Shop::grocery(&issuer, 1).await;
+    phone.certificate(&issuer, up_to(300), NOW).await;
+    let offer = shop.offer(45, at(1));
+    let answer = phone.pay_record(&offer, at(1));
+    let reply = shop.receipt(&answer, at(1));
+    phone.wallet.on_merchant_reply(&reply, at(1)).unwrap();
+
+    let request = phone
+        .wallet
+        .certificate_request(up_to(100), at(2), &mut phone.rng)
+        .unwrap();
+    let request = phone.send(request);
+    let (certificate, report) = issuer
+        .issue_balance_certificate_answered(&request, at(2), &mut phone.rng)
+        .await
+        .unwrap();
+
+    // A report for another request, or not signed by the answer key: nothing changes.
+    let mut elsewhere = report.clone();
+    elsewhere.request_digest = ContentDigest::of(b"another request");
+    let elsewhere = issuer
+        .sign_answer(elsewhere, at(2), &mut phone.rng)
+        .unwrap();
+    let impostor = SigningKey::<AnswerSigner>::from_pem(fixtures::unrelated_key_pem()).unwrap();
+    let forged = SyncReport::sign(report.clone(), &impostor, &mut phone.rng).unwrap();
+    for hand_ins in [&elsewhere, &forged] {
+        assert!(matches!(
+            phone
+                .wallet
+                .on_balance_certificate_answer(certificate.clone(), hand_ins, at(2)),
+            Err(WalletError::UnverifiedAnswer(_))
+        ));
+        assert_eq!(phone.wallet.outbox().len(), 1);
+        assert!(phone.wallet.pending_certificate_request().is_some());
+        assert!(!phone
+            .wallet
+            .certificates()
+            .any(|(c, _)| c.payload.serial == certificate.payload.serial));
+    }
+
+    let signed = issuer.sign_answer(report, at(2), &mut phone.rng).unwrap();
+    let outcomes = phone
+        .wallet
+        .on_balance_certificate_answer(certificate.clone(), &signed, at(2))
+        .unwrap();
+    assert_eq!(outcomes.len(), 1);
+    assert_eq!(outcomes[0].record_id, record_of(&answer).payload.record_id);
+    assert_eq!(outcomes[0].merchant_id, shop.id());
+    assert_eq!(outcomes[0].amount, eur(45));
+    assert_eq!(
+        outcomes[0].outcome,
+        RedemptionOutcome::Accepted { credited: eur(45) }
+    );
+    assert!(phone.wallet.outbox().is_empty());
+    assert!(phone.wallet.pending_certificate_request().is_none());
+    assert!(phone
+        .wallet
+        .certificates()
+        .any(|(c, _)| c.payload.serial == certificate.payload.serial));
+}

@@ -93,6 +93,12 @@ pub fn routes(
         .and(with(s))
         .then(handlers::coin_state)
         .boxed();
+    let coin_payment = warp::path!("v1" / "coin-payments" / "state")
+        .and(warp::post())
+        .and(body(s))
+        .and(with(s))
+        .then(handlers::coin_payment_state)
+        .boxed();
     let fraud_log = warp::path!("v1" / "fraud-log")
         .and(get_or_head())
         .and(warp::query::<handlers::FraudLogQuery>())
@@ -197,6 +203,13 @@ pub fn routes(
     .unify()
     .or(signed(
         s,
+        warp::path!("v2" / "balance-certificates").boxed(),
+        Access::Signed,
+        handlers::balance_certificate_answered,
+    ))
+    .unify()
+    .or(signed(
+        s,
         warp::path!("v1" / "sync").boxed(),
         Access::Signed,
         handlers::sync,
@@ -235,6 +248,8 @@ pub fn routes(
         .or(root_key)
         .unify()
         .or(coin)
+        .unify()
+        .or(coin_payment)
         .unify()
         .or(fraud_log)
         .unify()

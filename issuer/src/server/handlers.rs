@@ -9,9 +9,10 @@ use scrip_stores::RecordStore;
 use scrip_tokens::{
     AccountCertificate, AccountId, BalanceCertificate, BalanceCertificateRequest,
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
-    DepositRecord, DepositRequest, DeviceId, DeviceRegistration, IdentifiedWithdrawalRequest,
-    IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId, MerchantRegistration,
-    RedemptionBatch, RedemptionReport, StatementRequest, SyncReport, SyncRequest, Timestamp,
+    DepositRecord, DepositRequest, DeviceId, DeviceRegistration, EndorsedCoinPayment,
+    IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId,
+    MerchantRegistration, RedemptionBatch, RedemptionReport, StatementRequest, SyncReport,
+    SyncRequest, Timestamp,
 };
 use serde::Deserialize;
 use warp::http::StatusCode;
@@ -21,9 +22,9 @@ use super::errors::ApiError;
 use super::models::{reply, Body, Format};
 use super::{request_rng, AppState};
 use crate::api::{
-    AccountOpenedBody, AccountUnfrozen, DeviceEnrollment, DeviceRevoked, Done, FraudLogItem,
-    FraudLogPage, FrozenAccount, FrozenAccountsPage, MerchantRevoked, OperatorReason,
-    ReissueRequest, ReissuedCoins,
+    AccountOpenedBody, AccountUnfrozen, BalanceCertificateAnswer, DeviceEnrollment, DeviceRevoked,
+    Done, FraudLogItem, FraudLogPage, FrozenAccount, FrozenAccountsPage, MerchantRevoked,
+    OperatorReason, ReissueRequest, ReissuedCoins,
 };
 
 /// How long a signed key directory is served before it is signed again.
@@ -192,7 +193,27 @@ pub async fn balance_certificate(
     Ok(state
         .issuer
         .issue_balance_certificate_authenticated(request, now, &mut rng)
-        .await?)
+        .await?
+        .0)
+}
+
+/// `POST /v2/balance-certificates`: the certificate and the signed answer to each hand-in.
+pub async fn balance_certificate_answered(
+    state: Arc<AppState>,
+    request: BalanceCertificateRequest,
+    now: Timestamp,
+) -> Result<BalanceCertificateAnswer, ApiError> {
+    let request = state.admit(&request, now).await?;
+    let mut rng = request_rng();
+    let (certificate, report) = state
+        .issuer
+        .issue_balance_certificate_authenticated(request, now, &mut rng)
+        .await?;
+    let hand_ins = state.issuer.sign_answer(report, now, &mut rng)?;
+    Ok(BalanceCertificateAnswer {
+        certificate,
+        hand_ins,
+    })
 }
 
 pub async fn sync(
@@ -281,6 +302,22 @@ pub async fn statement(
         .and_then(|s| state.issuer.sign_answer(s, now, &mut request_rng()));
     match statement {
         Ok(statement) => reply(&statement, body.accept),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
+/// `POST /v1/coin-payments/state`: body = the receipt (`EndorsedCoinPayment`); a read.
+pub async fn coin_payment_state(
+    body: Body,
+    _operator: Option<String>,
+    state: Arc<AppState>,
+) -> Response {
+    let receipt: EndorsedCoinPayment = match body.decode() {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    match state.issuer.coin_payment_state(&receipt).await {
+        Ok(s) => reply(&s, body.accept),
         Err(e) => ApiError::from(e).into_response(),
     }
 }

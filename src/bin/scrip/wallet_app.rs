@@ -176,10 +176,12 @@ pub async fn step(dir: &Path, step: WalletStep) -> Result<(), Error> {
                 .wallet_mut()
                 .certificate_request(options, now(), &mut rng)?;
             let request = phone.send(request, &mut rng)?;
-            let certificate = client.balance_certificate(&request).await?;
-            phone.apply(&mut rng, |w, _| {
-                w.on_balance_certificate(certificate.clone(), now())
+            let answer = client.balance_certificate_answered(&request).await?;
+            let certificate = answer.certificate.clone();
+            let outcomes = phone.apply(&mut rng, |w, _| {
+                w.on_balance_certificate_answer(answer.certificate, &answer.hand_ins, now())
             })?;
+            print_refused_hand_ins(&outcomes);
             println!(
                 "certificate {}: {} spendable offline until {}",
                 certificate.payload.serial,
@@ -242,12 +244,14 @@ pub async fn step(dir: &Path, step: WalletStep) -> Result<(), Error> {
             phone.apply(&mut rng, |w, _| w.update_directory(directory, now()))?;
             let request = phone.wallet_mut().sync_request(now(), &mut rng)?;
             let report = client.sync(&request).await?;
-            phone.apply(&mut rng, |w, _| w.on_sync_report(&request, &report, now()))?;
+            let outcomes =
+                phone.apply(&mut rng, |w, _| w.on_sync_report(&request, &report, now()))?;
             println!(
                 "{} records handed in, {} confirmations recorded",
                 report.payload.records.len(),
                 report.payload.confirmations_recorded
             );
+            print_refused_hand_ins(&outcomes);
         }
         WalletStep::Show => {
             let wallet = phone.wallet();
@@ -264,4 +268,17 @@ pub async fn step(dir: &Path, step: WalletStep) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Tells the user of every handed-in record the issuer refused: the merchant was not paid
+/// for it.
+fn print_refused_hand_ins(outcomes: &[scrip_wallet::HandInOutcome]) {
+    for o in outcomes {
+        if let scrip_tokens::RedemptionOutcome::Invalid { reason } = &o.outcome {
+            println!(
+                "record {} ({} to merchant {}) refused: {} ({})",
+                o.record_id, o.amount.minor_units, o.merchant_id, reason.code, reason.message
+            );
+        }
+    }
 }
