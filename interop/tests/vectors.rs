@@ -1286,3 +1286,77 @@ fn every_vector_file_is_generated_or_rfc() {
         }
     }
 }
+
+/// Every type WIRE.md lists with a tag (sections 2.2, 2.3 and 5.3): its first backticked
+/// name and its tag (the signed-object tag for signed types).
+fn wire_md_types() -> Vec<(String, String)> {
+    let wire =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("WIRE.md")).unwrap();
+    let mut types = Vec::new();
+    for line in wire.lines().filter(|l| l.starts_with("| `")) {
+        let ticked: Vec<&str> = line.split('`').skip(1).step_by(2).collect();
+        let tags: Vec<&str> = ticked
+            .iter()
+            .copied()
+            .filter(|t| t.starts_with("scrip/") && t.ends_with("/v1"))
+            .collect();
+        let Some(first_tag) = tags.first() else {
+            continue;
+        };
+        let tag = tags
+            .iter()
+            .find(|t| t.starts_with("scrip/signed/"))
+            .unwrap_or(first_tag);
+        types.push((ticked[0].to_owned(), (*tag).to_owned()));
+    }
+    types
+}
+
+#[test]
+fn every_type_has_one_name_in_wire_md_and_the_vectors() {
+    let listed = wire_md_types();
+    assert!(
+        listed.len() >= 50,
+        "WIRE.md tag tables not found: {listed:?}"
+    );
+    let vectors: Vec<(String, String, String)> = generate()
+        .into_iter()
+        .filter(|(_, v)| v.get("version").is_some())
+        .map(|(file, v)| {
+            (
+                file.to_owned(),
+                v["type"].as_str().unwrap().to_owned(),
+                v["tag"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // Each vector's type is a type WIRE.md lists, under the vector's tag.
+    for (file, name, tag) in &vectors {
+        let named = listed.iter().any(|(n, t)| n == name && t == tag)
+            // A blind coin is sent as a `Coin` (WIRE.md: "a `BlindCoin` has no tag").
+            || (name == "BlindCoin" && listed.iter().any(|(n, t)| n == "Coin" && t == tag));
+        assert!(
+            named,
+            "{file}.json: type {name} with tag {tag} is not in WIRE.md's tables"
+        );
+    }
+    // Each type WIRE.md lists has a vector, except what is never sent on its own.
+    let not_sent = [
+        "BlindCoinMessage", // inside blind-coin.json (`message`, `message_tag`)
+        "Coin",             // blind-coin.json and coin-payment.json hold coins
+        "PendingCoin",      // wallet-local
+        "KeysetIdInput",    // hashed into a keyset id
+    ];
+    let missing: Vec<&(String, String)> = listed
+        .iter()
+        .filter(|(name, tag)| {
+            !not_sent.contains(&name.as_str())
+                && !vectors.iter().any(|(_, n, t)| n == name && t == tag)
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "WIRE.md lists types without a golden vector (add one to generate() in \
+         interop/tests/vectors.rs): {missing:?}"
+    );
+}
