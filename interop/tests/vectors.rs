@@ -1143,7 +1143,7 @@ fn committed_vectors_decode_and_verify() {
 fn key_open(key: &DenominationVerifyingKey, signature: &[u8]) -> Vec<u8> {
     use rsa::pkcs8::DecodePublicKey;
     use rsa::traits::PublicKeyParts;
-    let public = rsa::RsaPublicKey::from_public_key_der(&key.public_key().to_spki_der()).unwrap();
+    let public = rsa::RsaPublicKey::from_public_key_der(key.public_key().to_spki_der()).unwrap();
     let n = public.n();
     let em_len = (n.bits() as usize - 1).div_ceil(8);
     let s = BoxedUint::from_be_slice(signature, n.bits_precision()).unwrap();
