@@ -349,6 +349,7 @@ async fn main() -> Res<()> {
     let token = server::generate_operator_token();
     let mut config = ServerConfig::new(([127, 0, 0, 1], 0).into(), dir.path(), token.clone());
     config.store = StoreKind::Memory;
+    // A small limit keeps the 413 example small; API.md says so (the default is 8 MiB).
     config.max_body_bytes = 1 << 20;
     config.keys = KeySource::Directory {
         dir: dir.path().join("keys"),
@@ -1042,7 +1043,7 @@ async fn main() -> Res<()> {
     expect_status(&answer, 400)?;
     let answer = tour
         .exchange(
-            "POST a body over the limit",
+            "POST a body over the limit (1 MiB in this tour; the default is 8 MiB)",
             Method::POST,
             "/v1/redemptions",
             &[("content-type", JSON.to_owned())],

@@ -10,9 +10,14 @@ For every vector in the directory (default: interop/vectors next to this script)
   salt 32), and fails with one bit of the message flipped;
 - blind coins: `prepared_message == randomizer || message`, and the signature verifies
   as RSASSA-PSS (SHA-384, MGF1-SHA-384, salt 48) over it, under both the rsaEncryption
-  and the RFC 9474 id-RSASSA-PSS encodings of the key;
+  and the RFC 9474 id-RSASSA-PSS encodings of the key; `salt` is the salt inside the
+  signature (recovered by EMSA-PSS decoding `s^e mod n`);
 - rfc9474.json: the RFC's RSABSSA-SHA384-PSS-Randomized signature verifies over
-  `input_msg` under (n, e);
+  `input_msg` under (n, e), and opens (`s^e mod n`) to `encoded_msg`, the EMSA-PSS
+  encoding of `input_msg` with `salt`;
+- digests that link vectors: each answer names the request vector it answers, the
+  rejection the answer it refuses, the confirmation the deposit record, the approval the
+  enrolled key;
 - coin-spend-ids.json: each spend id is SHA-256(tag || 0x00 || variant || key id ||
   signed bytes), and the signed bytes are those of blind-coin.json (`prepared_message`)
   and identified-coin.json (`signed_bytes`).
@@ -60,6 +65,60 @@ def check_signature(name, key, signature, message, scheme):
         fail(name, "signature verifies over a changed message")
 
 
+def mgf1_sha384(seed, length):
+    out = b""
+    counter = 0
+    while len(out) < length:
+        out += hashlib.sha384(seed + counter.to_bytes(4, "big")).digest()
+        counter += 1
+    return out[:length]
+
+
+def pss_sha384_salt(name, n, e, signature, message):
+    """EMSA-PSS-VERIFY (RFC 8017 9.1.2) by hand: returns the salt inside the signature."""
+    em_bits = n.bit_length() - 1
+    em_len = (em_bits + 7) // 8
+    em = pow(int.from_bytes(signature, "big"), e, n).to_bytes(em_len, "big")
+    if em[-1] != 0xBC:
+        fail(name, "PSS trailer is not 0xbc")
+    masked, h = em[: em_len - 49], em[em_len - 49 : -1]
+    db = bytearray(a ^ b for a, b in zip(masked, mgf1_sha384(h, len(masked))))
+    db[0] &= 0xFF >> (8 * em_len - em_bits)
+    salt = bytes(db[-48:])
+    if any(db[: -49]) or db[-49] != 1:
+        fail(name, "PSS padding is not zeros || 0x01 || salt")
+    if hashlib.sha384(b"\0" * 8 + hashlib.sha384(message).digest() + salt).digest() != h:
+        fail(name, "PSS hash does not match")
+    return salt, em
+
+
+def sha256_of(directory, name):
+    return hashlib.sha256(bytes.fromhex(json.loads((directory / f"{name}.json").read_text())["encoded"])).hexdigest()
+
+
+def check_links(directory):
+    def payload(name):
+        return json.loads((directory / f"{name}.json").read_text())["value"]["payload"]
+
+    links = [
+        ("redemption-report", payload("redemption-report")["batch_digest"], sha256_of(directory, "redemption-batch")),
+        ("sync-report", payload("sync-report")["request_digest"], sha256_of(directory, "sync-request")),
+        ("statement", payload("statement")["request_digest"], sha256_of(directory, "statement-request")),
+        ("payment-rejection", payload("payment-rejection")["answer_digest"], sha256_of(directory, "payment-answer-record")),
+        ("deposit-confirmation", payload("deposit-confirmation")["deposit_record_digest"], sha256_of(directory, "deposit-record")),
+    ]
+    enrollment = json.loads((directory / "device-enrollment.json").read_text())["value"]
+    links.append((
+        "device-enrollment",
+        enrollment["approval"]["payload"]["new_device_key"],
+        hashlib.sha256(bytes.fromhex(enrollment["registration"]["payload"]["device_key"])).hexdigest(),
+    ))
+    for name, named, actual in links:
+        if named != actual:
+            fail(name, "does not name the vector it answers by SHA-256 of its encoded bytes")
+    return len(links)
+
+
 def main():
     directory = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else pathlib.Path(__file__).parent / "vectors"
     checked = 0
@@ -70,8 +129,13 @@ def main():
             for case in vector:
                 if case["name"] != "RSABSSA-SHA384-PSS-Randomized":
                     continue
-                key = rsa.RSAPublicNumbers(int(case["e"], 16), int(case["n"], 16)).public_key()
-                check_signature("rfc9474", key, bytes.fromhex(case["sig"]), bytes.fromhex(case["input_msg"]), PSS_SHA384)
+                n, e = int(case["n"], 16), int(case["e"], 16)
+                key = rsa.RSAPublicNumbers(e, n).public_key()
+                signature, message = bytes.fromhex(case["sig"]), bytes.fromhex(case["input_msg"])
+                check_signature("rfc9474", key, signature, message, PSS_SHA384)
+                salt, em = pss_sha384_salt("rfc9474", n, e, signature, message)
+                if salt.hex() != case["salt"] or em.hex() != case["encoded_msg"]:
+                    fail("rfc9474", "salt or encoded_msg is not what the signature opens to")
                 checked += 1
             continue
 
@@ -114,6 +178,10 @@ def main():
             if rfc_key.public_numbers() != key.public_numbers():
                 fail(name, "RFC 9474 SPKI names another key")
             check_signature(name + " (RFC 9474 SPKI)", rfc_key, signature, prepared, PSS_SHA384)
+            numbers = key.public_numbers()
+            salt, _ = pss_sha384_salt(name, numbers.n, numbers.e, signature, prepared)
+            if salt.hex() != vector["salt"]:
+                fail(name, "salt is not the one inside the signature")
         else:
             signed = bytes.fromhex(vector["signed_bytes"])
             if not signed.startswith(header(vector["payload_tag"], vector["version"])):
@@ -125,6 +193,7 @@ def main():
         checked += 1
     if checked == 0:
         fail(str(directory), "no vectors found")
+    checked += check_links(directory)
     print(f"python cryptography {__import__('cryptography').__version__}: {checked} vectors verified")
 
 

@@ -8,3 +8,5 @@
 //!   the files after an intended format change: bump the type's version first).
 //! - `cargo test -p scrip-interop --release --test independent` verifies every signature
 //!   in the vectors with `openssl` and with `python3 interop/verify_vectors.py`.
+//! - `cargo test -p scrip-interop --release --test docs` checks that the README's server
+//!   section names every flag and environment variable of `scrip-server`.

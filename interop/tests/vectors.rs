@@ -20,6 +20,7 @@ use scrip_tokens::hazmat::Rfc9474;
 use scrip_tokens::*;
 use serde::Serialize;
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256, Sha384};
 
 fn vectors_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("vectors")
@@ -41,7 +42,7 @@ where
     P: SignedPayload + Serialize,
 {
     json!({
-        "type": std::any::type_name::<P>().rsplit("::").next().unwrap().trim_end_matches("Payload"),
+        "type": signed_type_name::<P>(),
         "description": description,
         "scheme": PSS_SCHEME,
         "tag": P::SIGNED_TAG,
@@ -57,6 +58,15 @@ where
     })
 }
 
+/// The name WIRE.md gives the signed type `Signed<P>`: the payload's name without
+/// `Payload`, except the key directory, whose signed form has a name of its own.
+fn signed_type_name<P>() -> &'static str {
+    match std::any::type_name::<P>().rsplit("::").next().unwrap() {
+        "KeyDirectory" => "SignedKeyDirectory",
+        other => other.trim_end_matches("Payload"),
+    }
+}
+
 fn unsigned_vector<T: Message>(name: &str, description: &str, value: &T) -> Value {
     json!({
         "type": name,
@@ -68,6 +78,29 @@ fn unsigned_vector<T: Message>(name: &str, description: &str, value: &T) -> Valu
         "encoded": hex::encode(codec::encode(value).unwrap()),
     })
 }
+
+/// Passes an RNG through and keeps every byte string drawn with `fill_bytes`.
+struct RecordingRng<'a> {
+    inner: &'a mut StdRng,
+    draws: Vec<Vec<u8>>,
+}
+
+impl TryRng for RecordingRng<'_> {
+    type Error = std::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        Ok(rand_core::Rng::next_u32(self.inner))
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        Ok(rand_core::Rng::next_u64(self.inner))
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        rand_core::Rng::fill_bytes(self.inner, dst);
+        self.draws.push(dst.to_vec());
+        Ok(())
+    }
+}
+
+impl TryCryptoRng for RecordingRng<'_> {}
 
 fn nonce<const N: usize>(rng: &mut StdRng) -> [u8; N] {
     let mut bytes = [0u8; N];
@@ -88,7 +121,16 @@ fn blind_coin_vector(w: &Specimens, rng: &mut StdRng) -> (BlindCoin, Value) {
         key_id: key.key_id(),
     };
     let message_bytes = codec::encode(&message).unwrap();
-    let blinding = key.blind_message(rng, &message_bytes).unwrap();
+    // Blinding draws the randomizer, then the PSS salt, then the blinding factor: the
+    // order RFC 9474's vectors are replayed in below. The salt is recorded for the vector.
+    let mut recording = RecordingRng {
+        inner: rng,
+        draws: Vec::new(),
+    };
+    let blinding = key.blind_message(&mut recording, &message_bytes).unwrap();
+    assert_eq!(recording.draws[0], blinding.randomizer);
+    let salt = recording.draws[1].clone();
+    assert_eq!(salt.len(), 48);
     let blind_signature = w
         .issuer
         .denomination_key(5)
@@ -124,6 +166,7 @@ fn blind_coin_vector(w: &Specimens, rng: &mut StdRng) -> (BlindCoin, Value) {
         "message": hex::encode(&message_bytes),
         "randomizer": hex::encode(blinding.randomizer),
         "prepared_message": hex::encode(&prepared),
+        "salt": hex::encode(&salt),
         "blinded_message": hex::encode(&blinding.blinded.0),
         "blind_signature": hex::encode(&blind_signature.0),
         "unblinding_secret": hex::encode(blinding.secret()),
@@ -488,7 +531,373 @@ fn generate() -> Vec<(&'static str, Value)> {
     out.push(("coin-spend-ids", spend_ids_vector(&blind_coin, &w)));
     // The blind coin above must be a valid coin of the directory.
     blind_coin.verify(w.directory(), NOW).unwrap();
+    // Added after the vectors above, so their bytes (and the RNG draws that made them)
+    // stay as they were.
+    out.push((
+        "statement-request",
+        signed_vector(
+            "Device 1 asks for its EUR statement from the start; statement.json answers it.",
+            "device key",
+            device,
+            &statement_request,
+        ),
+    ));
+    out.extend(more_requests_and_answers(&w, rng, &pending));
+    out.extend(offline_exchange(&w, rng));
+    out.extend(api_bodies(&w, rng, &blind_coin));
     out
+}
+
+/// Device approval and enrollment, merchant registration, identified withdrawal, and the
+/// blind withdrawal's answer.
+fn more_requests_and_answers(
+    w: &Specimens,
+    rng: &mut StdRng,
+    pending: &PendingCoin,
+) -> Vec<(&'static str, Value)> {
+    let issuer = &w.issuer;
+    let account = w.account();
+    let new_device = fixtures::device(2);
+    let registration = DeviceRegistration::sign(
+        DeviceRegistrationPayload {
+            device_key: new_device.verifying_key().clone(),
+            account_id: Some(account.account_id),
+            created_at: NOW,
+            nonce: nonce(rng),
+        },
+        &new_device,
+        rng,
+    )
+    .unwrap();
+    let approval = DeviceApproval::sign(
+        DeviceApprovalPayload {
+            account_id: account.account_id,
+            approving_device: account.device_id,
+            new_device_key: new_device.key_id(),
+            created_at: NOW,
+            nonce: nonce(rng),
+        },
+        &w.device,
+        rng,
+    )
+    .unwrap();
+    let enrollment = scrip_api::DeviceEnrollment {
+        registration: registration.clone(),
+        approval: approval.clone(),
+    };
+    let merchant_key = fixtures::merchant(2);
+    let merchant_registration = MerchantRegistration::sign(
+        MerchantRegistrationPayload {
+            merchant_key: merchant_key.verifying_key().clone(),
+            category: MerchantCategory::GROCERY,
+            region: Region::new("DE-BY").unwrap(),
+            created_at: NOW,
+            nonce: nonce(rng),
+        },
+        &merchant_key,
+        rng,
+    )
+    .unwrap();
+    let identified_request = IdentifiedWithdrawalRequest::sign(
+        IdentifiedWithdrawalRequestPayload {
+            account_id: account.account_id,
+            device_id: account.device_id,
+            currency: Currency::EUR,
+            amounts: vec![5, 10],
+            idempotency_key: nonce(rng),
+            created_at: NOW,
+            nonce: nonce(rng),
+        },
+        &w.device,
+        rng,
+    )
+    .unwrap();
+    let holder = VirtualId::random(rng);
+    let identified_coins = [5, 10]
+        .into_iter()
+        .map(|minor_units| {
+            IdentifiedCoin::sign(
+                IdentifiedCoinPayload {
+                    coin_id: CoinId::random(rng),
+                    amount: Amount::new(minor_units, Currency::EUR),
+                    holder,
+                    issued_at: NOW,
+                },
+                &issuer.identified_coin_issuer,
+                rng,
+            )
+            .unwrap()
+        })
+        .collect();
+    let blind_response = BlindWithdrawalResponse {
+        keyset_id: issuer.keyset.id(),
+        signatures: vec![issuer
+            .denomination_key(10)
+            .unwrap()
+            .sign_blinded(rng, pending.blinded())
+            .unwrap()],
+    };
+    // The answer finalizes into a valid coin: it answers blind-withdrawal-request.json.
+    pending
+        .clone()
+        .finalize(
+            issuer.keyset.key_for(10).unwrap(),
+            &blind_response.signatures[0],
+        )
+        .unwrap()
+        .verify(w.directory(), NOW)
+        .unwrap();
+    vec![
+        (
+            "device-approval",
+            signed_vector(
+                "Device 1 approves device 2's key for its account (inside device-enrollment.json).",
+                "the approving device's key",
+                w.device.verifying_key(),
+                &approval,
+            ),
+        ),
+        (
+            "device-enrollment",
+            unsigned_vector(
+                "DeviceEnrollment",
+                "POST /v1/devices: device 2's registration naming device 1's account, and device \
+                 1's approval of device 2's key.",
+                &enrollment,
+            ),
+        ),
+        (
+            "merchant-registration",
+            signed_vector(
+                "Merchant 2 presents its key, grocery (5411), DE-BY (self-signed).",
+                "the registering merchant's own key",
+                merchant_key.verifying_key(),
+                &merchant_registration,
+            ),
+        ),
+        (
+            "identified-withdrawal-request",
+            signed_vector(
+                "Device 1 asks for two identified coins, EUR 0.05 and EUR 0.10.",
+                "device key",
+                w.device.verifying_key(),
+                &identified_request,
+            ),
+        ),
+        (
+            "identified-withdrawal-response",
+            unsigned_vector(
+                "IdentifiedWithdrawalResponse",
+                "The identified coins issued for identified-withdrawal-request.json, in the \
+                 order of its amounts, both written to the account's virtual id.",
+                &IdentifiedWithdrawalResponse {
+                    coins: identified_coins,
+                },
+            ),
+        ),
+        (
+            "blind-withdrawal-response",
+            unsigned_vector(
+                "BlindWithdrawalResponse",
+                "The blind signature answering blind-withdrawal-request.json (one coin of EUR \
+                 0.10).",
+                &blind_response,
+            ),
+        ),
+    ]
+}
+
+/// The offline messages between a merchant and a wallet (NFC, BLE, QR).
+fn offline_exchange(w: &Specimens, rng: &mut StdRng) -> Vec<(&'static str, Value)> {
+    let offer = MerchantOffer {
+        request: w.request.clone(),
+        merchant_certificate: w.merchant_cert.clone(),
+    };
+    let by_record = PaymentAnswer::ByRecord {
+        record: w.record.clone(),
+        account_certificate: w.account_cert.clone(),
+        balance_certificate: w.balance_cert.clone(),
+    };
+    let by_coins = PaymentAnswer::ByCoins(w.coin_payment.clone());
+    let rejection = PaymentRejection::sign(
+        PaymentRejectionPayload {
+            request_id: w.request.payload.request_id,
+            answer_digest: codec::digest(&by_record).unwrap(),
+            reason: RejectReason {
+                code: ReasonCode::ExposureLimit,
+                message: "the terminal's unsettled total is reached".into(),
+            },
+            rejected_at: NOW,
+        },
+        &w.merchant,
+        rng,
+    )
+    .unwrap();
+    vec![
+        (
+            "merchant-offer",
+            unsigned_vector(
+                "MerchantOffer",
+                "Merchant 1 offers payment-request.json with its certificate.",
+                &offer,
+            ),
+        ),
+        (
+            "payment-answer-record",
+            unsigned_vector(
+                "PaymentAnswer",
+                "Device 1 answers the offer by record (variant 0 ByRecord): withdrawal-record.json \
+                 with its account and balance certificates.",
+                &by_record,
+            ),
+        ),
+        (
+            "payment-answer-coins",
+            unsigned_vector(
+                "PaymentAnswer",
+                "A wallet answers a EUR 0.15 request with coins (variant 1 ByCoins): the coin \
+                 payment of coin-payment.json.",
+                &by_coins,
+            ),
+        ),
+        (
+            "payment-receipt",
+            unsigned_vector(
+                "PaymentReceipt",
+                "Merchant 1's receipt for a payment by coins (variant 1 Coins): \
+                 endorsed-coin-payment.json.",
+                &PaymentReceipt::Coins(w.endorsed.clone()),
+            ),
+        ),
+        (
+            "payment-rejection",
+            signed_vector(
+                "Merchant 1 refuses payment-answer-record.json (answer_digest = SHA-256 of its \
+                 encoded) with exposure_limit.",
+                "merchant key",
+                w.merchant.verifying_key(),
+                &rejection,
+            ),
+        ),
+        (
+            "merchant-reply-receipt",
+            unsigned_vector(
+                "MerchantReply",
+                "Merchant 1 accepts payment-answer-record.json (variant 0 Receipt, receipt variant \
+                 0 Record): countersigned-record.json.",
+                &MerchantReply::Receipt(PaymentReceipt::Record(w.countersigned.clone())),
+            ),
+        ),
+        (
+            "merchant-reply-rejection",
+            unsigned_vector(
+                "MerchantReply",
+                "Merchant 1 refuses payment-answer-record.json (variant 1 Rejection): \
+                 payment-rejection.json.",
+                &MerchantReply::Rejection(rejection),
+            ),
+        ),
+    ]
+}
+
+fn api_body<T: Message>(name: &str, description: &str, value: &T) -> Value {
+    let mut vector = unsigned_vector(name, description, value);
+    vector["scheme"] =
+        json!("none (an HTTP body; the signed objects inside have their own vectors)");
+    vector
+}
+
+/// The HTTP API's bodies that are not tokens (`scrip/api/<name>/v1`, WIRE.md section 5.3).
+fn api_bodies(w: &Specimens, rng: &mut StdRng, blind: &BlindCoin) -> Vec<(&'static str, Value)> {
+    use scrip_api::*;
+    let account = w.account();
+    let merchant_id = w.merchant_payload().merchant_id;
+    let later = NOW.saturating_add(std::time::Duration::from_secs(3600));
+    let reissued = IdentifiedCoin::sign(
+        IdentifiedCoinPayload {
+            coin_id: CoinId::random(rng),
+            amount: Amount::new(5, Currency::EUR),
+            holder: VirtualId::random(rng),
+            issued_at: later,
+        },
+        &w.issuer.identified_coin_issuer,
+        rng,
+    )
+    .unwrap();
+    let frozen = FrozenAccount {
+        account_id: account.account_id,
+        frozen_at: NOW,
+        reason: "card reported stolen".into(),
+    };
+    let double_spend = FraudLogItem {
+        key: "00000000000000000001".into(),
+        entry: FraudEntry {
+            at: NOW,
+            kind: FraudKind::DoubleSpend {
+                merchant: merchant_id,
+                coins: vec![w.identified_coin.payload.coin_id],
+                first_redeemed_at: NOW,
+                holders: vec![CoinHolder {
+                    coin_id: w.identified_coin.payload.coin_id,
+                    virtual_id: w.identified_coin.payload.holder,
+                    account_id: Some(account.account_id),
+                    revoked: false,
+                }],
+            },
+        },
+    };
+    vec![
+        ("account-opened-body", api_body("AccountOpenedBody", "POST /v1/accounts answers: device 1's account, its virtual id and account-certificate.json.", &AccountOpenedBody {
+                    account_id: account.account_id,
+                    device_id: account.device_id,
+                    virtual_id: w.identified_coin.payload.holder,
+                    certificate: w.account_cert.clone(),
+                })),
+        ("coin-state", api_body("CoinState", "GET /v1/coins/{spend_id} for the coin of blind-coin.json after its redemption.", &CoinState {
+                    spend_id: Coin::Blind(blind.clone()).spend_id().unwrap(),
+                    state: CoinStatus::Redeemed { redeemed_at: NOW },
+                })),
+        ("done", api_body("Done", "The answer of POST /v1/deposit-confirmations, GET /healthz and GET /readyz.", &Done { ok: true })),
+        ("error-body", api_body("ErrorBody", "Every refusal (JSON only on the wire): here 401 stale_request.", &ErrorBody {
+                    code: ReasonCode::StaleRequest,
+                    message: "created_at is outside the allowed clock skew".into(),
+                })),
+        ("root-key", api_body("RootKey", "GET /v1/root-key: the root key of signed-key-directory.json.", &RootKey {
+                    key: w.issuer.directory_root.verifying_key().clone(),
+                })),
+        ("device-revoked", api_body("DeviceRevoked", "POST /v1/devices/{device_id}/revoke answers.", &DeviceRevoked {
+                    device_id: account.device_id,
+                    revoked_at: NOW,
+                })),
+        ("reissue-request", api_body("ReissueRequest", "POST /v1/devices/{device_id}/reissue: reissue the lost device's identified coins to another device.", &ReissueRequest {
+                    to: DeviceId::random(rng),
+                })),
+        ("reissued-coins", api_body("ReissuedCoins", "The replacement identified coins of a reissue.", &ReissuedCoins {
+                    coins: vec![reissued],
+                })),
+        ("operator-reason", api_body("OperatorReason", "The body of POST /v1/accounts/{account_id}/freeze, .../unfreeze and /v1/merchants/{merchant_id}/revoke.", &OperatorReason {
+                    reason: "card reported stolen".into(),
+                })),
+        ("frozen-account", api_body("FrozenAccount", "POST /v1/accounts/{account_id}/freeze answers.", &frozen)),
+        ("frozen-accounts-page", api_body("FrozenAccountsPage", "GET /v1/frozen-accounts: one frozen account.", &FrozenAccountsPage {
+                    accounts: vec![frozen.clone()],
+                })),
+        ("account-unfrozen", api_body("AccountUnfrozen", "POST /v1/accounts/{account_id}/unfreeze answers.", &AccountUnfrozen {
+                    account_id: account.account_id,
+                    frozen_at: NOW,
+                    frozen_reason: "card reported stolen".into(),
+                    unfrozen_at: later,
+                    reason: "card found".into(),
+                })),
+        ("merchant-revoked", api_body("MerchantRevoked", "POST /v1/merchants/{merchant_id}/revoke answers.", &MerchantRevoked {
+                    merchant_id,
+                    revoked_at: NOW,
+                    reason: "terminal stolen".into(),
+                })),
+        ("fraud-log-page", api_body("FraudLogPage", "GET /v1/fraud-log: one double spend of the identified coin of identified-coin.json.", &FraudLogPage {
+                    entries: vec![double_spend],
+                })),
+    ]
 }
 
 /// What the issuer claims each coin under: SHA-256 of the domain tag, a zero byte, the
@@ -585,6 +994,21 @@ fn check_signed<P: SignedPayload + Serialize>(name: &str) {
     );
 }
 
+fn hex_field_at(v: &Value) -> Vec<u8> {
+    hex::decode(v.as_str().unwrap()).unwrap()
+}
+
+/// Decodes the committed bytes as `T`, checks the decoded value's JSON matches the
+/// vector's `value` and that it re-encodes to the same bytes.
+fn check_unsigned<T: Message + Serialize + serde::de::DeserializeOwned>(name: &str) {
+    let v = load(name);
+    let encoded = hex_field(&v, "encoded");
+    let object: T = codec::decode(&encoded).unwrap();
+    assert_eq!(serde_json::to_value(&object).unwrap(), v["value"], "{name}");
+    assert_eq!(codec::encode(&object).unwrap(), encoded, "{name}");
+    assert_eq!(v["tag"], T::TAG, "{name}");
+}
+
 #[test]
 fn committed_vectors_decode_and_verify() {
     check_signed::<AccountCertificatePayload>("account-certificate");
@@ -607,6 +1031,58 @@ fn committed_vectors_decode_and_verify() {
     check_signed::<SyncRequestPayload>("sync-request");
     check_signed::<SyncReportPayload>("sync-report");
     check_signed::<StatementPayload>("statement");
+
+    check_signed::<StatementRequestPayload>("statement-request");
+    check_signed::<DeviceApprovalPayload>("device-approval");
+    check_signed::<MerchantRegistrationPayload>("merchant-registration");
+    check_signed::<IdentifiedWithdrawalRequestPayload>("identified-withdrawal-request");
+    check_signed::<PaymentRejectionPayload>("payment-rejection");
+    check_unsigned::<MerchantOffer>("merchant-offer");
+    check_unsigned::<PaymentAnswer>("payment-answer-record");
+    check_unsigned::<PaymentAnswer>("payment-answer-coins");
+    check_unsigned::<PaymentReceipt>("payment-receipt");
+    check_unsigned::<MerchantReply>("merchant-reply-receipt");
+    check_unsigned::<MerchantReply>("merchant-reply-rejection");
+    check_unsigned::<BlindWithdrawalResponse>("blind-withdrawal-response");
+    check_unsigned::<IdentifiedWithdrawalResponse>("identified-withdrawal-response");
+    check_unsigned::<scrip_api::DeviceEnrollment>("device-enrollment");
+    check_unsigned::<scrip_api::AccountOpenedBody>("account-opened-body");
+    check_unsigned::<scrip_api::CoinState>("coin-state");
+    check_unsigned::<scrip_api::Done>("done");
+    check_unsigned::<scrip_api::ErrorBody>("error-body");
+    check_unsigned::<scrip_api::RootKey>("root-key");
+    check_unsigned::<scrip_api::DeviceRevoked>("device-revoked");
+    check_unsigned::<scrip_api::ReissueRequest>("reissue-request");
+    check_unsigned::<scrip_api::ReissuedCoins>("reissued-coins");
+    check_unsigned::<scrip_api::OperatorReason>("operator-reason");
+    check_unsigned::<scrip_api::FrozenAccount>("frozen-account");
+    check_unsigned::<scrip_api::FrozenAccountsPage>("frozen-accounts-page");
+    check_unsigned::<scrip_api::AccountUnfrozen>("account-unfrozen");
+    check_unsigned::<scrip_api::MerchantRevoked>("merchant-revoked");
+    check_unsigned::<scrip_api::FraudLogPage>("fraud-log-page");
+
+    // The answers name what they answer: statement.json the statement request, the
+    // rejection the answer by record, the approval the enrolled key.
+    let digest_of = |name: &str| hex::encode(Sha256::digest(hex_field(&load(name), "encoded")));
+    assert_eq!(
+        load("statement")["value"]["payload"]["request_digest"],
+        digest_of("statement-request")
+    );
+    assert_eq!(
+        load("payment-rejection")["value"]["payload"]["answer_digest"],
+        digest_of("payment-answer-record")
+    );
+    let enrollment = load("device-enrollment");
+    let registration_key =
+        hex_field_at(&enrollment["value"]["registration"]["payload"]["device_key"]);
+    assert_eq!(
+        enrollment["value"]["approval"]["payload"]["new_device_key"],
+        hex::encode(Sha256::digest(&registration_key))
+    );
+    assert_eq!(
+        enrollment["value"]["approval"],
+        load("device-approval")["value"]
+    );
 
     // Spend ids: recomputed from the committed coins.
     let ids = load("coin-spend-ids");
@@ -647,12 +1123,54 @@ fn committed_vectors_decode_and_verify() {
     assert_eq!(&prepared[32..], hex_field(&v, "message").as_slice());
     key.verify_message(&coin.signature, coin.randomizer, &prepared[32..])
         .unwrap();
+    // The salt recorded at blinding is the one inside the signature: the PSS encoding of
+    // the prepared message with that salt is what the signature opens to.
+    let opened = key_open(&key, coin.signature.as_bytes());
+    assert_eq!(
+        opened,
+        pss_sha384_encode(&prepared, &hex_field(&v, "salt"), opened.len())
+    );
     let mut other_randomizer = coin.randomizer;
     other_randomizer[0] ^= 1;
     assert_eq!(
         key.verify_message(&coin.signature, other_randomizer, &prepared[32..]),
         Err(Error::BadSignature)
     );
+}
+
+/// What a blind signature opens to under the key (`s^e mod n`): the PSS-encoded message
+/// (RFC 8017 EM, `emLen` = modulus length in bytes for the key sizes scrip uses).
+fn key_open(key: &DenominationVerifyingKey, signature: &[u8]) -> Vec<u8> {
+    use rsa::pkcs8::DecodePublicKey;
+    use rsa::traits::PublicKeyParts;
+    let public = rsa::RsaPublicKey::from_public_key_der(key.public_key().to_spki_der()).unwrap();
+    let n = public.n();
+    let em_len = (n.bits() as usize - 1).div_ceil(8);
+    let s = BoxedUint::from_be_slice(signature, n.bits_precision()).unwrap();
+    let opened = rsa::hazmat::rsa_encrypt(&public, &s).unwrap().to_be_bytes();
+    opened[opened.len() - em_len..].to_vec()
+}
+
+/// EMSA-PSS-ENCODE (RFC 8017 section 9.1.1) with SHA-384, MGF1-SHA-384 and the given salt,
+/// for a modulus of `8 * em_len` bits (so `emBits = 8 * em_len - 1`).
+fn pss_sha384_encode(message: &[u8], salt: &[u8], em_len: usize) -> Vec<u8> {
+    let m_hash = Sha384::digest(message);
+    let h = Sha384::digest([&[0u8; 8][..], &m_hash, salt].concat());
+    let mut db = vec![0u8; em_len - salt.len() - h.len() - 2];
+    db.push(1);
+    db.extend_from_slice(salt);
+    let mut mask = Vec::new();
+    for counter in 0u32.. {
+        if mask.len() >= db.len() {
+            break;
+        }
+        mask.extend_from_slice(&Sha384::digest([&h[..], &counter.to_be_bytes()].concat()));
+    }
+    let mut em: Vec<u8> = db.iter().zip(&mask).map(|(d, m)| d ^ m).collect();
+    em[0] &= 0x7f;
+    em.extend_from_slice(&h);
+    em.push(0xbc);
+    em
 }
 
 /// Hands out the given byte strings in order: RFC 9474's fixed randomness.
@@ -727,6 +1245,18 @@ fn rfc9474_vector_passes_through_our_wrappers() {
         .finalize_message(&blind_signature, &blinding, &msg)
         .unwrap();
     assert_eq!(signature.as_bytes(), rfc_hex(v, "sig"));
+    // `encoded_msg` is the PSS encoding of `input_msg` with the RFC's salt, and what the
+    // signature opens to.
+    let encoded_msg = rfc_hex(v, "encoded_msg");
+    assert_eq!(key_open(key, signature.as_bytes()), encoded_msg);
+    assert_eq!(
+        pss_sha384_encode(
+            &rfc_hex(v, "input_msg"),
+            &rfc_hex(v, "salt"),
+            encoded_msg.len()
+        ),
+        encoded_msg
+    );
     key.verify_message(&signature, blinding.randomizer, &msg)
         .unwrap();
     assert_eq!(
@@ -755,4 +1285,78 @@ fn every_vector_file_is_generated_or_rfc() {
             assert!(generated.contains(&file), "{file} is not generated");
         }
     }
+}
+
+/// Every type WIRE.md lists with a tag (sections 2.2, 2.3 and 5.3): its first backticked
+/// name and its tag (the signed-object tag for signed types).
+fn wire_md_types() -> Vec<(String, String)> {
+    let wire =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("WIRE.md")).unwrap();
+    let mut types = Vec::new();
+    for line in wire.lines().filter(|l| l.starts_with("| `")) {
+        let ticked: Vec<&str> = line.split('`').skip(1).step_by(2).collect();
+        let tags: Vec<&str> = ticked
+            .iter()
+            .copied()
+            .filter(|t| t.starts_with("scrip/") && t.ends_with("/v1"))
+            .collect();
+        let Some(first_tag) = tags.first() else {
+            continue;
+        };
+        let tag = tags
+            .iter()
+            .find(|t| t.starts_with("scrip/signed/"))
+            .unwrap_or(first_tag);
+        types.push((ticked[0].to_owned(), (*tag).to_owned()));
+    }
+    types
+}
+
+#[test]
+fn every_type_has_one_name_in_wire_md_and_the_vectors() {
+    let listed = wire_md_types();
+    assert!(
+        listed.len() >= 50,
+        "WIRE.md tag tables not found: {listed:?}"
+    );
+    let vectors: Vec<(String, String, String)> = generate()
+        .into_iter()
+        .filter(|(_, v)| v.get("version").is_some())
+        .map(|(file, v)| {
+            (
+                file.to_owned(),
+                v["type"].as_str().unwrap().to_owned(),
+                v["tag"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    // Each vector's type is a type WIRE.md lists, under the vector's tag.
+    for (file, name, tag) in &vectors {
+        let named = listed.iter().any(|(n, t)| n == name && t == tag)
+            // A blind coin is sent as a `Coin` (WIRE.md: "a `BlindCoin` has no tag").
+            || (name == "BlindCoin" && listed.iter().any(|(n, t)| n == "Coin" && t == tag));
+        assert!(
+            named,
+            "{file}.json: type {name} with tag {tag} is not in WIRE.md's tables"
+        );
+    }
+    // Each type WIRE.md lists has a vector, except what is never sent on its own.
+    let not_sent = [
+        "BlindCoinMessage", // inside blind-coin.json (`message`, `message_tag`)
+        "Coin",             // blind-coin.json and coin-payment.json hold coins
+        "PendingCoin",      // wallet-local
+        "KeysetIdInput",    // hashed into a keyset id
+    ];
+    let missing: Vec<&(String, String)> = listed
+        .iter()
+        .filter(|(name, tag)| {
+            !not_sent.contains(&name.as_str())
+                && !vectors.iter().any(|(_, n, t)| n == name && t == tag)
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "WIRE.md lists types without a golden vector (add one to generate() in \
+         interop/tests/vectors.rs): {missing:?}"
+    );
 }
