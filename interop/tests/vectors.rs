@@ -545,6 +545,7 @@ fn generate() -> Vec<(&'static str, Value)> {
     out.extend(more_requests_and_answers(&w, rng, &pending));
     out.extend(offline_exchange(&w, rng));
     out.extend(api_bodies(&w, rng, &blind_coin));
+    out.extend(customer_outcomes(&w, rng, &certificate_request));
     out
 }
 
@@ -795,6 +796,61 @@ fn offline_exchange(w: &Specimens, rng: &mut StdRng) -> Vec<(&'static str, Value
                 "Merchant 1 refuses payment-answer-record.json (variant 1 Rejection): \
                  payment-rejection.json.",
                 &MerchantReply::Rejection(rejection),
+            ),
+        ),
+    ]
+}
+
+/// What a customer learns of its payments (issue 17): the answer to a certificate request
+/// on `POST /v2/balance-certificates`, whose hand-ins are answered like a sync, and the
+/// state of a coin payment by its receipt.
+fn customer_outcomes(
+    w: &Specimens,
+    rng: &mut StdRng,
+    certificate_request: &BalanceCertificateRequest,
+) -> Vec<(&'static str, Value)> {
+    use scrip_api::*;
+    let account = w.account();
+    let hand_ins = SyncReport::sign(
+        SyncReportPayload {
+            account_id: account.account_id,
+            device_id: account.device_id,
+            request_digest: codec::digest(certificate_request).unwrap(),
+            records: vec![RedemptionOutcome::AlreadyAccepted {
+                first_accepted_at: NOW,
+            }],
+            confirmations_recorded: 1,
+            answered_at: NOW,
+        },
+        &w.issuer.answer_signer,
+        rng,
+    )
+    .unwrap();
+    vec![
+        (
+            "balance-certificate-answer",
+            api_body(
+                "BalanceCertificateAnswer",
+                "POST /v2/balance-certificates answers balance-certificate-request.json: \
+                 balance-certificate.json and a SyncReport (signed by the issuer answer key) \
+                 answering its one record and one confirmation.",
+                &BalanceCertificateAnswer {
+                    certificate: w.balance_cert.clone(),
+                    hand_ins,
+                },
+            ),
+        ),
+        (
+            "coin-payment-state",
+            api_body(
+                "CoinPaymentState",
+                "POST /v1/coin-payments/state with endorsed-coin-payment.json: merchant 1 \
+                 redeemed exactly that payment.",
+                &CoinPaymentState {
+                    request_id: w.endorsed.payload.payment.request.payload.request_id,
+                    merchant_id: w.endorsed.payload.merchant_id,
+                    state: CoinPaymentStatus::Settled { settled_at: NOW },
+                },
             ),
         ),
     ]
@@ -1060,6 +1116,8 @@ fn committed_vectors_decode_and_verify() {
     check_unsigned::<scrip_api::AccountUnfrozen>("account-unfrozen");
     check_unsigned::<scrip_api::MerchantRevoked>("merchant-revoked");
     check_unsigned::<scrip_api::FraudLogPage>("fraud-log-page");
+    check_unsigned::<scrip_api::BalanceCertificateAnswer>("balance-certificate-answer");
+    check_unsigned::<scrip_api::CoinPaymentState>("coin-payment-state");
 
     // The answers name what they answer: statement.json the statement request, the
     // rejection the answer by record, the approval the enrolled key.
@@ -1067,6 +1125,10 @@ fn committed_vectors_decode_and_verify() {
     assert_eq!(
         load("statement")["value"]["payload"]["request_digest"],
         digest_of("statement-request")
+    );
+    assert_eq!(
+        load("balance-certificate-answer")["value"]["hand_ins"]["payload"]["request_digest"],
+        digest_of("balance-certificate-request")
     );
     assert_eq!(
         load("payment-rejection")["value"]["payload"]["answer_digest"],
