@@ -17,7 +17,7 @@ use rand_core::CryptoRng;
 use scrip_tokens::keys::{Device, DirectoryRoot};
 use scrip_tokens::{
     codec, Amount, Currency, KeyDirectory, LockRules, Nonce, PaymentReceipt, RejectReason,
-    SigningKey, VerifyingKey,
+    RevocationCache, SigningKey, VerifyingKey,
 };
 
 pub use error::{Result, WalletError};
@@ -165,6 +165,9 @@ pub struct Wallet {
     state: WalletState,
     key: SigningKey<Device>,
     directory: Option<KeyDirectory>,
+    /// The issuer's revocation list, verified. Not sealed with the state, whose format
+    /// stays as it was: see [`Wallet::set_revocations`].
+    revocations: RevocationCache,
     /// Identifies this in-memory wallet among all created or loaded in the process.
     instance: u64,
 }
@@ -208,6 +211,7 @@ impl Wallet {
             state,
             key: device_key,
             directory: None,
+            revocations: RevocationCache::new(),
             instance: next_instance(),
         })
     }
@@ -252,6 +256,7 @@ impl Wallet {
             state,
             key: device_key,
             directory,
+            revocations: RevocationCache::new(),
             instance: next_instance(),
         })
     }
