@@ -296,3 +296,146 @@ async fn revoked_identified_coins_are_listed() {
     assert!(items.contains(&RevokedItem::Coin(coins[0].id())));
     assert!(items.contains(&RevokedItem::Device(phone.device_id)));
 }
+
+// ---- over HTTP ------------------------------------------------------------------------
+
+const TOKEN: &str = "revocation-operator-token";
+
+/// One HTTP/1.1 request to `server` (as the operator when `operator`, a JSON `body` if
+/// any): the status and the body of the answer.
+async fn http(
+    server: &scrip_issuer::server::RunningServer,
+    method: &str,
+    path: &str,
+    operator: bool,
+    body: Option<&str>,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = body.unwrap_or_default();
+    let mut stream = tokio::net::TcpStream::connect(server.local_addr())
+        .await
+        .unwrap();
+    let auth = if operator {
+        format!("Authorization: Bearer {TOKEN}\r\n")
+    } else {
+        String::new()
+    };
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: scrip\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"));
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+async fn get_list(server: &scrip_issuer::server::RunningServer, path: &str) -> RevocationList {
+    let (status, body) = http(server, "GET", path, false, None).await;
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn the_server_publishes_after_operator_actions_and_serves_signed_lists_and_deltas() {
+    use scrip_issuer::server::{self, KeySource, ServerConfig, StoreKind};
+    let dir = tempfile::tempdir().unwrap();
+    let wall = server::now();
+    let keyring = scrip_testkit::fixture_keyring(validity_around(wall, DAY, DAY));
+    let mut config = ServerConfig::new(([127, 0, 0, 1], 0).into(), dir.path(), TOKEN.to_owned());
+    config.store = StoreKind::Memory;
+    config.keys = KeySource::Provided(Box::new(keyring));
+    config.revocation_publish_interval = Duration::from_millis(100);
+    let server = server::start(config).await.unwrap();
+    let issuer = &server.state().issuer;
+    let mut rng = rng(5);
+    let opened = issuer
+        .open_account(
+            &registration(&scrip_tokens::fixtures::device(1), None, &mut rng),
+            wall,
+            &mut rng,
+        )
+        .await
+        .unwrap();
+    let account = opened.account_id;
+    let directory = issuer.keys().directory(server::now()).unwrap();
+
+    // Frozen through the operator route: the list names it at once.
+    let (status, body) = http(
+        &server,
+        "POST",
+        &format!("/v1/accounts/{account}/freeze"),
+        true,
+        Some(r#"{"reason":"chargeback"}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let full = get_list(&server, "/v1/revocations").await;
+    let mut cache = RevocationCache::new();
+    cache.apply(&full, &directory, server::now()).unwrap();
+    assert_eq!(cache.version(), 1);
+    assert!(cache.lookup(&RevokedItem::Account(account)).is_some());
+    assert_eq!(
+        full.payload.grace_secs,
+        issuer.config().revocation_grace.as_secs()
+    );
+
+    // Unfrozen: the delta since 1 lifts it.
+    let (status, body) = http(
+        &server,
+        "POST",
+        &format!("/v1/accounts/{account}/unfreeze"),
+        true,
+        Some(r#"{"reason":"resolved"}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let delta = get_list(&server, "/v1/revocations?since=1").await;
+    assert_eq!((delta.payload.version, delta.payload.base_version), (2, 1));
+    assert_eq!(delta.payload.lifted, [RevokedItem::Account(account)]);
+    cache.apply(&delta, &directory, server::now()).unwrap();
+    assert!(cache.is_empty());
+    // Asked again before the next publication: the same signed answer, not a new
+    // signature per request.
+    let again = get_list(&server, "/v1/revocations?since=1").await;
+    if again.payload.issued_at == delta.payload.issued_at {
+        assert_eq!(again.signature, delta.signature);
+    }
+
+    // Revoked behind the server's back (another server, the core): the periodic
+    // publication picks it up, and keeps the list young.
+    issuer
+        .revoke_device(opened.device_id, server::now())
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let delta = get_list(&server, "/v1/revocations?since=2").await;
+        if delta.payload.version == 3 {
+            cache.apply(&delta, &directory, server::now()).unwrap();
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(cache
+        .lookup(&RevokedItem::Device(opened.device_id))
+        .is_some());
+    assert!(cache.age(server::now()).unwrap() < Duration::from_secs(5));
+
+    let (status, body) = http(&server, "GET", "/v1/revocations?since=x", false, None).await;
+    assert_eq!(status, 400, "{body}");
+    server.shutdown().await.unwrap();
+}
