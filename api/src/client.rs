@@ -28,7 +28,7 @@ use scrip_tokens::{
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
     DepositRecord, DepositRequest, DeviceId, DeviceRegistration, EndorsedCoinPayment,
     IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId,
-    MerchantRegistration, Message, ReasonCode, RedemptionBatch, RedemptionReport,
+    MerchantRegistration, Message, ReasonCode, RedemptionBatch, RedemptionReport, RevocationList,
     SignedKeyDirectory, Statement, StatementRequest, SyncReport, SyncRequest,
 };
 
@@ -202,6 +202,19 @@ impl HttpClient {
     /// `GET /v1/keys`: the signed key directory (verify it against the pinned root).
     pub async fn key_directory(&self) -> Result<SignedKeyDirectory, Error> {
         self.get("/v1/keys", false).await
+    }
+
+    /// `GET /v1/revocations[?since=V]`: the issuer's signed revocation list, as the delta
+    /// since version `since` (the version a client holds) or the full list. Apply it to a
+    /// [`scrip_tokens::RevocationCache`], which verifies it against the key directory.
+    pub async fn revocations(&self, since: Option<u64>) -> Result<RevocationList, Error> {
+        match since {
+            Some(version) => {
+                self.get(&format!("/v1/revocations?since={version}"), false)
+                    .await
+            }
+            None => self.get("/v1/revocations", false).await,
+        }
     }
 
     /// `GET /v1/root-key`: the directory root key. Pin it from configuration where you
@@ -432,6 +445,15 @@ impl scrip_merchant::IssuerClient for HttpClient {
         batch: &RedemptionBatch,
     ) -> Result<RedemptionReport, scrip_merchant::ClientError> {
         HttpClient::redeem(self, batch)
+            .await
+            .map_err(merchant_error)
+    }
+
+    async fn revocations(
+        &self,
+        since: Option<u64>,
+    ) -> Result<RevocationList, scrip_merchant::ClientError> {
+        HttpClient::revocations(self, since)
             .await
             .map_err(merchant_error)
     }

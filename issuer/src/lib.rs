@@ -14,6 +14,7 @@ pub mod keyring_files;
 mod operator;
 mod redemption;
 mod registry;
+mod revocations;
 mod schema;
 #[cfg(feature = "server")]
 pub mod server;
@@ -34,6 +35,7 @@ pub use funding::{FundingError, FundingSource, InMemoryFunding, RecordedDemoFund
 
 pub use keyring::{one_two_five, IssuerKey, Keyring, KeyringConfig, KeysetKeys, RoleKeys};
 pub use registry::AccountOpened;
+pub use revocations::REVOCATION_SNAPSHOTS_KEPT;
 use schema::RawValue;
 pub use schema::{coins_outstanding_account, funding_account};
 /// The stored documents the issuer's read methods return ([`Issuer::account`],
@@ -41,7 +43,7 @@ pub use schema::{coins_outstanding_account, funding_account};
 /// namespaces) is the crate-private storage schema.
 pub use schema::{
     AccountDoc, CertificateDoc, DeviceDoc, IdentifiedCoinDoc, Mark, MerchantDoc, RecordDoc,
-    RecordSource, ReleaseDoc, RevokedCoinDoc, UnfreezeDoc,
+    RecordSource, ReleaseDoc, RevocationSnapshot, RevokedCoinDoc, UnfreezeDoc,
 };
 
 /// The HTTP API's message types (crate `scrip-api`), shared with every client.
@@ -72,6 +74,18 @@ pub struct IssuerConfig {
     /// after its expiry rather than at it (the rest of the balance stays usable for new
     /// certificates meanwhile, and a device asks for no more than it means to carry).
     pub upload_grace: Duration,
+    /// The revocation grace, published in every revocation list (`grace_secs`): a record
+    /// from a revoked device is honoured if it was paid before `listed_since + grace`,
+    /// where `listed_since` is when the first published list named the device, since a
+    /// merchant holding a list no older than the grace could not have known; a record
+    /// paid later is refused `device_revoked` (see `src/redemption.rs`). Every server of a
+    /// cluster must run the same value.
+    ///
+    /// Default 6 hours: a terminal that refreshes its list at opening and at midday (a
+    /// delta is a few bytes) is always paid, while a thief's window after the owner's
+    /// report is a quarter of a balance certificate's default lifetime (24 hours) rather
+    /// than all of it. Merchants set `max_revocation_list_age` to at most this.
+    pub revocation_grace: Duration,
     /// Most payments one balance certificate allows.
     pub max_payments_per_certificate: u32,
     /// Largest per-payment cap, in minor units.
@@ -91,6 +105,7 @@ impl Default for IssuerConfig {
             merchant_certificate_lifetime: Duration::from_secs(365 * 86_400),
             balance_certificate_lifetime: Duration::from_secs(86_400),
             upload_grace: Duration::from_secs(7 * 86_400),
+            revocation_grace: Duration::from_secs(6 * 3_600),
             max_payments_per_certificate: 100,
             max_per_payment_cap: 50_000,
             max_certificate_amount: 100_000,
@@ -111,6 +126,8 @@ pub struct Issuer<S, F> {
     funding: F,
     keyring: RwLock<Arc<Keyring>>,
     config: IssuerConfig,
+    /// The latest revocation list version read or written, indexed.
+    revocations: RwLock<Arc<revocations::LatestRevocations>>,
 }
 
 impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
@@ -121,6 +138,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             funding,
             keyring: RwLock::new(Arc::new(keyring)),
             config,
+            revocations: RwLock::default(),
         }
     }
 

@@ -39,6 +39,25 @@
 //! can pay, the merchant's loss when it cannot. Fraud a refused late record proves (a
 //! reused sequence number or record id) is still logged and freezes the account.
 //!
+//! **Revocation grace** (SPEC section 8, issue 17): a merchant learns of a revoked device
+//! only from the published revocation list (`src/revocations.rs`), so the issuer judges a
+//! record of a revoked device by that list, not by the revocation time. With `f` the time
+//! the first published list named the device (`listed_since`) and `G` the published grace
+//! ([`crate::IssuerConfig::revocation_grace`], `grace_secs` in every list), a record paid
+//! at `paid_at` (the latest of the device's and the merchant's signed times, as for the
+//! certificate's validity) is honoured if `paid_at < f + G`: some list no older than `G`
+//! at `paid_at` did not name the device, so a merchant keeping its list that fresh could
+//! not have refused it. A record paid at or after `f + G` is refused `device_revoked`: the
+//! merchant accepted it against a list older than the grace, or ignored the list, and
+//! carries it. A revoked device no published list names yet (`f` unknown) is honoured
+//! for the same reason; records signed before the revocation always were. The customer
+//! who reported the device carries what a thief spent within the grace, bounded by the
+//! certificates issued before the report (a revoked device gets no new ones). Frozen
+//! accounts are listed too but their records are honoured as before (a freeze stops new
+//! certificates, not payments already covered by a reservation). Revoked identified
+//! coins get no grace: the issuer claimed them when it reissued their value to the
+//! holder, so a later spend is `double_spent` whatever the merchant's list said.
+//!
 //! **Equivocation**: a second, different record with an existing (device, sequence) is
 //! recorded as evidence next to the first, honoured under the same policy, logged, and the
 //! account is frozen.
@@ -1060,8 +1079,15 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         .max()
         .unwrap_or(p.signed_at);
         cert.validity().check(paid_at)?;
-        if let Some(revoked) = self.revoked(p.device_id).await? {
-            if revoked.at <= paid_at {
+        // The revocation grace (module doc): refused only once a list the merchant should
+        // have held named the device. Read only for revoked devices.
+        if self.revoked(p.device_id).await?.is_some() {
+            let listed_since = self
+                .listed_since(&scrip_tokens::RevokedItem::Device(p.device_id))
+                .await?;
+            if listed_since
+                .is_some_and(|f| paid_at >= f.saturating_add(self.config.revocation_grace))
+            {
                 return Err(IssuerError::DeviceRevoked(p.device_id));
             }
         }

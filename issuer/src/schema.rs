@@ -5,7 +5,7 @@ use scrip_stores::{ClaimNamespace, Collection, LedgerAccount};
 use scrip_tokens::{
     AccountCertificate, AccountId, Amount, BalanceCertificate, CertificateSerial, CoinId,
     ContentDigest, DeviceId, IdentifiedCoin, MerchantCertificate, MerchantId, Message, RecordId,
-    Timestamp, VirtualId, WithdrawalRecord,
+    RevocationEntry, Timestamp, VirtualId, WithdrawalRecord,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -52,6 +52,13 @@ pub(crate) const FREEZE_GENERATIONS: Collection = Collection::new("freeze-genera
 pub(crate) const UNFREEZES: Collection = Collection::new("account-unfreezes");
 /// Revoked merchants, by merchant id: the first revocation's time and reason.
 pub(crate) const REVOKED_MERCHANTS: Collection = Collection::new("revoked-merchants");
+/// The versions of the published revocation list, by [`revocation_version_key`]: the
+/// last [`crate::REVOCATION_SNAPSHOTS_KEPT`] are kept, older ones are deleted.
+pub(crate) const REVOCATION_SNAPSHOTS: Collection = Collection::new("revocation-snapshots");
+/// The latest revocation list version (raw `u64`), under [`REVOCATION_LATEST_KEY`].
+pub(crate) const REVOCATION_LATEST: Collection = Collection::new("revocation-latest");
+/// The one key of [`REVOCATION_LATEST`].
+pub(crate) const REVOCATION_LATEST_KEY: &[u8] = b"latest";
 
 // Claim namespaces. The strings are in stored claims: never change one.
 
@@ -78,6 +85,9 @@ pub(crate) const FREEZE: ClaimNamespace = ClaimNamespace::new("freeze");
 pub(crate) const UNFREEZE: ClaimNamespace = ClaimNamespace::new("unfreeze");
 /// A revoked merchant (key: merchant id): the first revocation stands.
 pub(crate) const REVOKE_MERCHANT: ClaimNamespace = ClaimNamespace::new("revoke-merchant");
+/// A revocation list version (key: [`revocation_version_key`]): of servers publishing
+/// at once, one writes each version; the others read it back.
+pub(crate) const REVOCATION_VERSION: ClaimNamespace = ClaimNamespace::new("revocation-version");
 /// A registered device key (key: key id): one device per key.
 pub(crate) const DEVICE_KEY: ClaimNamespace = ClaimNamespace::new("device-key");
 /// A registered merchant key (key: key id): one merchant per key.
@@ -119,6 +129,11 @@ pub fn funding_account() -> LedgerAccount {
 /// redeemed.
 pub fn coins_outstanding_account() -> LedgerAccount {
     LedgerAccount::System("coins-outstanding".into())
+}
+
+/// A revocation list version's key: big-endian, so versions scan in order.
+pub(crate) fn revocation_version_key(version: u64) -> Vec<u8> {
+    version.to_be_bytes().to_vec()
 }
 
 /// `a || b` for composite keys of fixed-width parts.
@@ -218,6 +233,30 @@ impl RawValue for u64 {
 
     fn from_raw(raw: &[u8]) -> Option<Self> {
         Some(u64::from_le_bytes(raw.try_into().ok()?))
+    }
+}
+
+/// One version of the issuer's revocation list, as stored: every listed item with the
+/// time the first version listing it was created.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationSnapshot {
+    /// Its version (0: the empty list before anything was published).
+    pub version: u64,
+    /// When this version was created.
+    pub created_at: Timestamp,
+    /// The listed items, in item order.
+    pub entries: Vec<RevocationEntry>,
+}
+doc!(RevocationSnapshot, "revocation-snapshot");
+
+impl Default for RevocationSnapshot {
+    /// Version 0: nothing listed, never published.
+    fn default() -> Self {
+        RevocationSnapshot {
+            version: 0,
+            created_at: Timestamp::from_unix_millis(0),
+            entries: Vec::new(),
+        }
     }
 }
 
@@ -375,6 +414,7 @@ mod tests {
             DEPOSIT_CONFIRMATION,
             UNFREEZE,
             REVOKE_MERCHANT,
+            REVOCATION_VERSION,
         ]
         .map(|ns| ns.name());
         assert_eq!(
@@ -392,6 +432,7 @@ mod tests {
                 "deposit-confirmation",
                 "unfreeze",
                 "revoke-merchant",
+                "revocation-version",
             ]
         );
     }

@@ -1227,6 +1227,12 @@ impl World {
             .revoke_device(lost, self.now)
             .await
             .unwrap_or_else(|e| fail(step, op, e));
+        // Listed at once and no revocation grace (issuer_config): records paid from the
+        // revocation on are refused, as the model says.
+        issuer
+            .publish_revocations(self.now)
+            .await
+            .unwrap_or_else(|e| fail(step, op, e));
         let first_at = *self.model.revoked_at.entry(lost).or_insert(self.now);
         assert_eq!(at, first_at, "step {step}: revocation time");
         let result = issuer
@@ -1413,6 +1419,7 @@ fn run<H: Harness>(harness: H, seed: u64, ops: &[Op]) {
 fn issuer_config() -> IssuerConfig {
     IssuerConfig {
         upload_grace: UPLOAD_GRACE,
+        revocation_grace: std::time::Duration::ZERO,
         ..IssuerConfig::default()
     }
 }

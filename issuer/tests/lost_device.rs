@@ -289,7 +289,13 @@ async fn the_fraud_log_names_double_spenders_equivocators_and_overspenders() {
 
 #[tokio::test]
 async fn a_revoked_device_gets_nothing_new_and_only_its_earlier_records_count() {
-    let issuer = issuer(MemoryStore::new());
+    // No revocation grace, and the list published at the revocation: a record counts only
+    // if paid before it (tests/revocation.rs covers the grace).
+    let config = scrip_issuer::IssuerConfig {
+        revocation_grace: Duration::ZERO,
+        ..scrip_issuer::IssuerConfig::default()
+    };
+    let issuer = issuer_with(MemoryStore::new(), config);
     let mut rng = rng(2);
     let shop = Shop::register(&issuer, 1, &mut rng).await;
     let mut phone = RawWallet::open(&issuer, 1, &mut rng).await;
@@ -311,6 +317,7 @@ async fn a_revoked_device_gets_nothing_new_and_only_its_earlier_records_count() 
         issuer.revoked(phone.device_id).await.unwrap().unwrap().at,
         revoked_at
     );
+    issuer.publish_revocations(revoked_at).await.unwrap();
     // Idempotent: revoking again keeps the first time.
     assert_eq!(
         issuer.revoke_device(phone.device_id, at(90)).await.unwrap(),
@@ -696,13 +703,19 @@ async fn reissue_covers_more_coins_than_one_store_page() {
 
 #[tokio::test]
 async fn a_thief_cannot_backdate_records_past_the_merchants_acceptance_time() {
-    let issuer = issuer(MemoryStore::new());
+    // Listed at the revocation, no grace (tests/revocation.rs covers the grace).
+    let config = scrip_issuer::IssuerConfig {
+        revocation_grace: Duration::ZERO,
+        ..scrip_issuer::IssuerConfig::default()
+    };
+    let issuer = issuer_with(MemoryStore::new(), config);
     let mut rng = rng(9);
     let shop = Shop::register(&issuer, 1, &mut rng).await;
     let mut phone = RawWallet::open(&issuer, 1, &mut rng).await;
     phone.deposit(&issuer, 1_000, &mut rng).await;
     let cert = phone.certificate(&issuer, 500, NOW, &mut rng).await;
     issuer.revoke_device(phone.device_id, at(10)).await.unwrap();
+    issuer.publish_revocations(at(10)).await.unwrap();
     // The thief sets the phone's clock back: the record claims minute 5, but the merchant
     // accepted (and signed that) at minute 20, after the revocation.
     let record = phone.sign_record(&cert, &shop.request(100, &mut rng), 1, 100, at(5), &mut rng);

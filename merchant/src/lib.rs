@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use scrip_tokens::{
-    Amount, RedemptionBatch, RedemptionOutcome, RedemptionReport, SignedKeyDirectory,
+    Amount, RedemptionBatch, RedemptionOutcome, RedemptionReport, RevocationList,
+    SignedKeyDirectory,
 };
 
 pub use error::{ClientError, MerchantError, Result};
@@ -26,6 +27,9 @@ pub trait IssuerClient: Send + Sync {
     async fn key_directory(&self) -> Result<SignedKeyDirectory, ClientError>;
     /// Redeems a batch.
     async fn redeem(&self, batch: &RedemptionBatch) -> Result<RedemptionReport, ClientError>;
+    /// The issuer's signed revocation list: the delta since version `since` (the version
+    /// the terminal holds), or the full list for `None`.
+    async fn revocations(&self, since: Option<u64>) -> Result<RevocationList, ClientError>;
 }
 
 /// Limits of a point of sale.
@@ -38,6 +42,13 @@ pub struct MerchantConfig {
     pub request_lifetime: Duration,
     /// Most items per upload batch.
     pub batch_size: usize,
+    /// The oldest revocation list this terminal accepts payments against (all its
+    /// payments are offline): with a list missing or older, every payment is refused
+    /// `revocation_list_stale`. Set it to at most the issuer's published grace
+    /// ([`scrip_tokens::RevocationCache::grace`]): the issuer honours a payment from a
+    /// device revoked after the list the merchant held only within that grace. `None`:
+    /// no bound (the terminal still refuses what the list it holds names).
+    pub max_revocation_list_age: Option<Duration>,
 }
 
 impl MerchantConfig {
@@ -47,6 +58,7 @@ impl MerchantConfig {
             max_unsettled,
             request_lifetime: Duration::from_secs(600),
             batch_size: 200,
+            max_revocation_list_age: None,
         }
     }
 }

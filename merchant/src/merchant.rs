@@ -10,13 +10,14 @@ use scrip_stores::{ClaimId, Claimant, CommitOutcome, Floor, Posting, RecordStore
 use scrip_tokens::keys::{DirectoryRoot, Merchant as MerchantRole};
 use scrip_tokens::{
     codec, Amount, ContentDigest, KeyDirectory, MerchantCertificate, MerchantOffer, MerchantReply,
-    PaymentAnswer, RedemptionBatch, RedemptionOutcome, RedemptionReport, SignedKeyDirectory,
-    SigningKey, Timestamp, VerifyingKey,
+    PaymentAnswer, RedemptionBatch, RedemptionOutcome, RedemptionReport, RevocationCache,
+    RevocationList, SignedKeyDirectory, SigningKey, Timestamp, VerifyingKey,
 };
 
 use crate::schema::{
     budget, headroom, queue_key, reply_key, unsettled, CachedDirectory, OpenRequest, QueuedPayment,
-    Settlement, DIRECTORY_KEY, LOCAL, OPEN_REQUESTS, QUEUE, REPLIES, SETTLED, SETTLED_ONCE,
+    Settlement, DIRECTORY_KEY, LOCAL, OPEN_REQUESTS, QUEUE, REPLIES, REVOCATIONS_KEY, SETTLED,
+    SETTLED_ONCE,
 };
 use crate::terminal::{item_origin, request_of, Acceptance, Decision, Seen, Terminal};
 use crate::{IssuerClient, MerchantConfig, MerchantError, Result, SyncSummary};
@@ -29,6 +30,8 @@ pub struct Merchant<S> {
     root: VerifyingKey<DirectoryRoot>,
     store: S,
     directory: RwLock<Option<(KeyDirectory, Timestamp)>>,
+    /// The issuer's revocation list, verified, as of the last sync.
+    revocations: RwLock<RevocationCache>,
 }
 
 impl<S: RecordStore> Merchant<S> {
@@ -48,11 +51,15 @@ impl<S: RecordStore> Merchant<S> {
             root,
             store,
             directory: RwLock::new(None),
+            revocations: RwLock::new(RevocationCache::new()),
         };
         if let Some(bytes) = merchant.store.get(LOCAL, DIRECTORY_KEY).await? {
             let cached: CachedDirectory = codec::decode(&bytes)?;
             let directory = cached.signed.verify(&merchant.root)?.clone();
             merchant.set_directory(directory, cached.fetched_at);
+        }
+        if let Some(bytes) = merchant.store.get(LOCAL, REVOCATIONS_KEY).await? {
+            merchant.set_revocations(codec::decode(&bytes)?);
         }
         merchant.apply_limit(now).await?;
         Ok(merchant)
@@ -92,6 +99,63 @@ impl<S: RecordStore> Merchant<S> {
         match self.directory.write() {
             Ok(mut d) => *d = Some((directory, at)),
             Err(poisoned) => *poisoned.into_inner() = Some((directory, at)),
+        }
+    }
+
+    fn set_revocations(&self, cache: RevocationCache) {
+        match self.revocations.write() {
+            Ok(mut r) => *r = cache,
+            Err(poisoned) => *poisoned.into_inner() = cache,
+        }
+    }
+
+    /// A copy of the revocation list held.
+    pub fn revocations(&self) -> RevocationCache {
+        match self.revocations.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// How old the revocation list held is (`None`: none yet): show it on the terminal
+    /// next to the directory's age; payments are checked against it.
+    pub fn revocation_list_age(&self, now: Timestamp) -> Option<Duration> {
+        match self.revocations.read() {
+            Ok(r) => r.age(now),
+            Err(poisoned) => poisoned.into_inner().age(now),
+        }
+    }
+
+    /// Takes a revocation list fetched from the issuer (full, or the delta since the
+    /// version held): verified against the cached key directory, applied, kept across
+    /// restarts. A delta against another version, or an older list, changes nothing and
+    /// is an error (fetch the full list).
+    pub async fn refresh_revocations(&self, list: &RevocationList, now: Timestamp) -> Result<()> {
+        let (directory, _) = self.cached_directory().ok_or(MerchantError::NoDirectory)?;
+        let mut cache = self.revocations();
+        cache.apply(list, &directory, now)?;
+        let unit = Unit::new(self.claimant(), now).write(Write::put(
+            LOCAL,
+            REVOCATIONS_KEY.to_vec(),
+            codec::encode(&cache)?,
+        ));
+        self.store.commit(unit).await?;
+        self.set_revocations(cache);
+        Ok(())
+    }
+
+    /// Fetches the revocation list (the delta since the version held, or the full list
+    /// when that does not apply) and applies it.
+    async fn sync_revocations(&self, issuer: &dyn IssuerClient, now: Timestamp) -> Result<()> {
+        let held = self.revocations().version();
+        let since = (held > 0).then_some(held);
+        let list = issuer.revocations(since).await?;
+        match self.refresh_revocations(&list, now).await {
+            Err(MerchantError::Invalid(scrip_tokens::Error::RevocationDeltaBase { .. })) => {
+                let full = issuer.revocations(None).await?;
+                self.refresh_revocations(&full, now).await
+            }
+            other => other,
         }
     }
 
@@ -198,10 +262,15 @@ impl<S: RecordStore> Merchant<S> {
                 .collect(),
         };
         let directory = self.cached_directory().map(|(d, _)| d);
-        match self
-            .terminal
-            .decide(answer, directory.as_ref(), &seen, now, rng)?
-        {
+        let decision = {
+            let revocations = match self.revocations.read() {
+                Ok(r) => r,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            self.terminal
+                .decide(answer, directory.as_ref(), &revocations, &seen, now, rng)?
+        };
+        match decision {
             Decision::Refuse(reply) => Ok(*reply),
             Decision::Accept(acceptance) => self.record(*acceptance, now, rng).await,
         }
@@ -386,8 +455,9 @@ impl<S: RecordStore> Merchant<S> {
             .collect()
     }
 
-    /// Goes online: refreshes the key directory, then uploads the queue batch by batch and
-    /// applies the answers. Any failure leaves the queue as it was (retry later).
+    /// Goes online: refreshes the key directory and the revocation list, then uploads the
+    /// queue batch by batch and applies the answers. Any failure leaves the queue as it
+    /// was (retry later).
     pub async fn sync<G: CryptoRng + ?Sized>(
         &self,
         issuer: &dyn IssuerClient,
@@ -396,6 +466,7 @@ impl<S: RecordStore> Merchant<S> {
     ) -> Result<SyncSummary> {
         self.refresh_directory(issuer.key_directory().await?, now)
             .await?;
+        self.sync_revocations(issuer, now).await?;
         let mut total = SyncSummary::default();
         while let Some(batch) = self.build_batch(now, rng).await? {
             let report = issuer.redeem(&batch).await?;

@@ -20,6 +20,9 @@ pub(crate) const SETTLED: Collection = Collection::new("settled");
 pub(crate) const LOCAL: Collection = Collection::new("merchant");
 /// The cached directory's key in [`LOCAL`].
 pub(crate) const DIRECTORY_KEY: &[u8] = b"key-directory";
+/// The verified revocation list's key in [`LOCAL`] (a `RevocationCache`, its own codec
+/// type `scrip/revocation-cache/v1`).
+pub(crate) const REVOCATIONS_KEY: &[u8] = b"revocation-list";
 
 /// A request paid by one answer (by request id): a second answer to it is refused.
 pub(crate) const REQUEST_PAID: ClaimNamespace = ClaimNamespace::new("request-paid");

@@ -25,7 +25,7 @@ use scrip_tokens::{
     MerchantOffer, MerchantReply, PaymentAnswer, PaymentReceipt, PaymentRejection,
     PaymentRejectionPayload, PaymentRequest, PaymentRequestPayload, ReasonCode, RedemptionBatch,
     RedemptionBatchPayload, RedemptionItem, RedemptionReport, RedemptionReportPayload,
-    RejectReason, RequestId, SigningKey, Timestamp,
+    RejectReason, RequestId, RevocationCache, RevokedItem, SigningKey, Timestamp,
 };
 
 use crate::schema::{OpenRequest, QueuedPayment, REQUEST_PAID};
@@ -87,6 +87,34 @@ pub enum Decision {
     Accept(Box<Acceptance>),
     /// Refuse: send this signed rejection.
     Refuse(Box<MerchantReply>),
+}
+
+/// The first item of a (verified) answer that the revocation list names: its device, its
+/// account (the record's and the account certificate's), or an identified coin.
+fn listed(
+    answer: &PaymentAnswer,
+    revocations: &RevocationCache,
+) -> Option<(RevokedItem, Timestamp)> {
+    let items: Vec<RevokedItem> = match answer {
+        PaymentAnswer::ByRecord {
+            record,
+            account_certificate,
+            ..
+        } => vec![
+            RevokedItem::Device(record.payload.device_id),
+            RevokedItem::Account(record.payload.account_id),
+            RevokedItem::Account(account_certificate.payload.account_id),
+        ],
+        PaymentAnswer::ByCoins(payment) => payment
+            .coins
+            .iter()
+            .filter(|c| c.holder().is_some())
+            .map(|c| RevokedItem::Coin(c.id()))
+            .collect(),
+    };
+    items
+        .into_iter()
+        .find_map(|item| revocations.lookup(&item).map(|since| (item, since)))
 }
 
 /// The payment request an answer pays.
@@ -196,20 +224,23 @@ impl Terminal {
     }
 
     /// Decides on a wallet's answer, fully offline: verifies it against `directory` and
-    /// the open request, refuses what `seen` says was paid or spent here before, and
-    /// either signs a receipt (countersigned record, endorsed coins) to send once the
+    /// the open request, refuses what `seen` says was paid or spent here before and what
+    /// the issuer's revocation list (`revocations`) names (`revocation_listed`; with a
+    /// configured maximum age, any payment while the list is missing or older is refused
+    /// `revocation_list_stale`), and either signs a receipt (countersigned record, endorsed coins) to send once the
     /// acceptance's claims are recorded, or a rejection with a machine-readable reason.
     pub fn decide<G: CryptoRng + ?Sized>(
         &self,
         answer: &PaymentAnswer,
         directory: Option<&KeyDirectory>,
+        revocations: &RevocationCache,
         seen: &Seen,
         now: Timestamp,
         rng: &mut G,
     ) -> Result<Decision> {
         let answer_digest = codec::digest(answer)?;
         let request_id = request_of(answer).payload.request_id;
-        match self.check(answer, directory, seen, now) {
+        match self.check(answer, directory, revocations, seen, now) {
             Err(why) => Ok(Decision::Refuse(Box::new(self.refuse(
                 request_id,
                 answer_digest,
@@ -229,6 +260,7 @@ impl Terminal {
         &self,
         answer: &PaymentAnswer,
         directory: Option<&KeyDirectory>,
+        revocations: &RevocationCache,
         seen: &Seen,
         now: Timestamp,
     ) -> std::result::Result<Vec<ClaimId>, RejectReason> {
@@ -238,6 +270,27 @@ impl Terminal {
                 "the terminal has no key directory yet",
             ));
         };
+        if let Some(max) = self.config.max_revocation_list_age {
+            match revocations.age(now) {
+                Some(age) if age <= max => {}
+                Some(age) => {
+                    return Err(reason(
+                        ReasonCode::RevocationListStale,
+                        format!(
+                        "the terminal's revocation list is {} s old, it accepts {} s: sync first",
+                        age.as_secs(),
+                        max.as_secs()
+                    ),
+                    ))
+                }
+                None => {
+                    return Err(reason(
+                        ReasonCode::RevocationListStale,
+                        "the terminal has no revocation list yet: sync first",
+                    ))
+                }
+            }
+        }
         let request = request_of(answer);
         let me = &self.certificate.payload;
         request.verify(me).map_err(|e| RejectReason::from(&e))?;
@@ -294,6 +347,12 @@ impl Terminal {
             }),
         };
         let token_claims = verified.map_err(|e| RejectReason::from(&e))?;
+        if let Some((item, since)) = listed(answer, revocations) {
+            return Err(reason(
+                ReasonCode::RevocationListed,
+                format!("the issuer's revocation list names {item:?} (since {since})"),
+            ));
+        }
         if let PaymentAnswer::ByCoins(payment) = answer {
             if let Some(coin) = payment
                 .coins
@@ -541,7 +600,14 @@ mod tests {
             held: Vec::new(),
         };
         let Decision::Accept(acceptance) = terminal
-            .decide(&answer, Some(s.directory()), &seen, NOW, &mut rng)
+            .decide(
+                &answer,
+                Some(s.directory()),
+                &RevocationCache::new(),
+                &seen,
+                NOW,
+                &mut rng,
+            )
             .unwrap()
         else {
             panic!("expected an acceptance");
@@ -573,7 +639,7 @@ mod tests {
             held: Vec::new(),
         };
         let decision = terminal
-            .decide(&answer, None, &seen, NOW, &mut rng)
+            .decide(&answer, None, &RevocationCache::new(), &seen, NOW, &mut rng)
             .unwrap();
         assert_eq!(refusal_code(decision), ReasonCode::NoKeyDirectory);
     }
@@ -586,6 +652,7 @@ mod tests {
             .decide(
                 &answer,
                 Some(s.directory()),
+                &RevocationCache::new(),
                 &Seen::default(),
                 NOW,
                 &mut rng,
@@ -597,7 +664,14 @@ mod tests {
             held: lookups.claims.clone(),
         };
         let paid = terminal
-            .decide(&answer, Some(s.directory()), &paid, NOW, &mut rng)
+            .decide(
+                &answer,
+                Some(s.directory()),
+                &RevocationCache::new(),
+                &paid,
+                NOW,
+                &mut rng,
+            )
             .unwrap();
         assert_eq!(refusal_code(paid), ReasonCode::RequestAlreadyPaid);
     }
@@ -614,7 +688,14 @@ mod tests {
         };
         let later = NOW.saturating_add(Duration::from_millis(1));
         let decision = terminal
-            .decide(&answer, Some(s.directory()), &seen, later, &mut rng)
+            .decide(
+                &answer,
+                Some(s.directory()),
+                &RevocationCache::new(),
+                &seen,
+                later,
+                &mut rng,
+            )
             .unwrap();
         assert_eq!(refusal_code(decision), ReasonCode::RequestExpired);
     }
@@ -634,7 +715,14 @@ mod tests {
             held: vec![lookups.claims[1].clone()],
         };
         let decision = terminal
-            .decide(&answer, Some(s.directory()), &seen, NOW, &mut rng)
+            .decide(
+                &answer,
+                Some(s.directory()),
+                &RevocationCache::new(),
+                &seen,
+                NOW,
+                &mut rng,
+            )
             .unwrap();
         assert_eq!(refusal_code(decision), ReasonCode::CoinAlreadySeen);
     }
@@ -647,7 +735,14 @@ mod tests {
             held: Vec::new(),
         };
         let Decision::Accept(acceptance) = terminal
-            .decide(&answer, Some(s.directory()), &seen, NOW, &mut rng)
+            .decide(
+                &answer,
+                Some(s.directory()),
+                &RevocationCache::new(),
+                &seen,
+                NOW,
+                &mut rng,
+            )
             .unwrap()
         else {
             panic!("expected an acceptance");

@@ -74,6 +74,10 @@ impl IssuerClient for Flaky {
         }
         Err(ClientError::Transport("connection reset".into()))
     }
+
+    async fn revocations(&self, since: Option<u64>) -> Result<RevocationList, ClientError> {
+        client(&self.issuer, self.now).revocations(since).await
+    }
 }
 
 fn transport_error<T: std::fmt::Debug>(result: Result<T, MerchantError>) {

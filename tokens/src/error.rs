@@ -219,6 +219,24 @@ pub enum Error {
     /// Signing failed inside the RSA implementation.
     #[error("signing failed: {0}")]
     Signing(String),
+
+    // --- revocation list -----------------------------------------------------------------
+    /// A revocation list older than the one held: a replay cannot lift a revocation.
+    #[error("revocation list version {received} is older than the version {held} held")]
+    OutdatedRevocationList {
+        /// The version held.
+        held: u64,
+        /// The version received.
+        received: u64,
+    },
+    /// A revocation delta against another version than the one held: fetch the full list.
+    #[error("revocation delta against version {base}, but version {held} is held")]
+    RevocationDeltaBase {
+        /// The version held.
+        held: u64,
+        /// The version the delta applies to.
+        base: u64,
+    },
 }
 
 /// Result alias of this crate.
@@ -266,6 +284,8 @@ impl Error {
             Error::DuplicateKey(_) => ReasonCode::DuplicateKey,
             Error::Blind(_) => ReasonCode::BlindSignatureFailed,
             Error::Signing(_) => ReasonCode::SigningFailed,
+            Error::OutdatedRevocationList { .. } => ReasonCode::OutdatedRevocationList,
+            Error::RevocationDeltaBase { .. } => ReasonCode::RevocationDeltaBase,
         }
     }
 }

@@ -17,6 +17,7 @@ mod ids;
 mod messages;
 mod payment;
 mod reason;
+mod revocation;
 mod signed;
 
 #[cfg(any(test, feature = "test-fixtures"))]
@@ -70,4 +71,8 @@ pub use payment::{
     WithdrawalRecord, WithdrawalRecordPayload,
 };
 pub use reason::{ReasonCode, UnknownCode};
+pub use revocation::{
+    RevocationCache, RevocationEntry, RevocationList, RevocationListPayload, RevokedItem,
+    MAX_REVOCATION_ENTRIES,
+};
 pub use signed::{Signed, SignedPayload};

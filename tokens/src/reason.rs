@@ -121,6 +121,10 @@ reason_codes! {
     BlindSignatureFailed = "blind_signature_failed",
     /// Signing failed.
     SigningFailed = "signing_failed",
+    /// A revocation list older than the one held.
+    OutdatedRevocationList = "outdated_revocation_list",
+    /// A revocation delta against another version than the one held.
+    RevocationDeltaBase = "revocation_delta_base",
 
     // The issuer's decisions.
     /// No such account.
@@ -233,6 +237,11 @@ reason_codes! {
     Conflict = "conflict",
     /// Accepting it would put more unsettled than the terminal's limit.
     ExposureLimit = "exposure_limit",
+    /// The issuer's revocation list names the paying device, its account, a coin of the
+    /// payment or the merchant.
+    RevocationListed = "revocation_listed",
+    /// The terminal's revocation list is missing or older than it accepts.
+    RevocationListStale = "revocation_list_stale",
 }
 
 /// A code string this version does not know; only [`ReasonCode::parse`] makes one, so a

@@ -136,7 +136,7 @@ mod tests {
 
     /// Every message type's tag. A new type must be added here: the test below then proves
     /// its tag is distinct and its signatures do not transfer.
-    const ALL_TAGS: [&str; 61] = [
+    const ALL_TAGS: [&str; 64] = [
         AccountCertificatePayload::TAG,
         MerchantCertificatePayload::TAG,
         BalanceCertificatePayload::TAG,
@@ -197,6 +197,9 @@ mod tests {
         StatementRequest::TAG,
         StatementPayload::TAG,
         Statement::TAG,
+        RevocationListPayload::TAG,
+        RevocationList::TAG,
+        RevocationCache::TAG,
         <crate::directory::KeysetIdInput as Message>::TAG,
     ];
 

@@ -51,6 +51,10 @@ pub enum WalletError {
         /// The smallest amount above the request that the coins can make, if any.
         closest_above: Option<Amount>,
     },
+    /// The issuer's revocation list names the merchant: it will not be paid, and neither
+    /// would a refund from it.
+    #[error("the issuer revoked merchant {0}")]
+    MerchantRevoked(scrip_tokens::MerchantId),
     /// This request was paid before.
     #[error("request {0} was already paid")]
     AlreadyPaid(RequestId),

@@ -8,7 +8,7 @@ use scrip_tokens::keys::Device;
 use scrip_tokens::{
     AccountCertificate, AccountCertificatePayload, AccountId, DeviceApproval,
     DeviceApprovalPayload, DeviceRegistration, DeviceRegistrationPayload, KeyDirectory, KeyId,
-    Timestamp, VerifyingKey,
+    RevocationCache, RevocationList, Timestamp, VerifyingKey,
 };
 
 use crate::{nonce, Result, Unreleased, Wallet, WalletError};
@@ -113,6 +113,37 @@ impl Wallet {
         self.state.directory.as_ref().map(|(_, at)| {
             Duration::from_millis(now.as_unix_millis().saturating_sub(at.as_unix_millis()))
         })
+    }
+
+    // ---- revocation list ------------------------------------------------------------
+
+    /// Takes the issuer's revocation list (fetched with the key directory: the delta since
+    /// [`RevocationCache::version`] of [`Self::revocations`], or the full list), verified
+    /// against the key directory. A delta against another version or an older list
+    /// changes nothing and is an error: fetch the full list. The wallet then refuses to
+    /// pay a merchant the list names ([`WalletError::MerchantRevoked`]).
+    pub fn update_revocations(&mut self, list: &RevocationList, now: Timestamp) -> Result<()> {
+        let directory = self.directory.as_ref().ok_or(WalletError::NoDirectory)?;
+        self.revocations.apply(list, directory, now)?;
+        Ok(())
+    }
+
+    /// The revocation list held. It is not sealed with [`Self::save`] (the state's format
+    /// stays as it was): keep `codec::encode(wallet.revocations())` beside the saved
+    /// wallet and give it back with [`Self::set_revocations`] after loading, or fetch the
+    /// full list again.
+    pub fn revocations(&self) -> &RevocationCache {
+        &self.revocations
+    }
+
+    /// Restores a revocation list kept beside the saved wallet.
+    pub fn set_revocations(&mut self, revocations: RevocationCache) {
+        self.revocations = revocations;
+    }
+
+    /// How old the revocation list held is (`None`: none yet).
+    pub fn revocation_list_age(&self, now: Timestamp) -> Option<Duration> {
+        self.revocations.age(now)
     }
 
     pub(crate) fn directory(&self) -> Result<&KeyDirectory> {

@@ -17,7 +17,7 @@ use rand_core::CryptoRng;
 use scrip_tokens::keys::{Device, DirectoryRoot};
 use scrip_tokens::{
     codec, Amount, Currency, KeyDirectory, LockRules, MerchantId, Nonce, PaymentReceipt, RecordId,
-    RedemptionOutcome, RejectReason, SigningKey, VerifyingKey,
+    RedemptionOutcome, RejectReason, RevocationCache, SigningKey, VerifyingKey,
 };
 
 pub use error::{Result, WalletError};
@@ -180,6 +180,9 @@ pub struct Wallet {
     state: WalletState,
     key: SigningKey<Device>,
     directory: Option<KeyDirectory>,
+    /// The issuer's revocation list, verified. Not sealed with the state, whose format
+    /// stays as it was: see [`Wallet::set_revocations`].
+    revocations: RevocationCache,
     /// Identifies this in-memory wallet among all created or loaded in the process.
     instance: u64,
 }
@@ -223,6 +226,7 @@ impl Wallet {
             state,
             key: device_key,
             directory: None,
+            revocations: RevocationCache::new(),
             instance: next_instance(),
         })
     }
@@ -267,6 +271,7 @@ impl Wallet {
             state,
             key: device_key,
             directory,
+            revocations: RevocationCache::new(),
             instance: next_instance(),
         })
     }

@@ -12,14 +12,22 @@ use crate::state::{certificate_mut, CertificateState, CoinsInFlight, RecordInFli
 use crate::{PayWith, PaymentStatus, Result, Unreleased, Wallet, WalletError, PAID_REQUESTS_KEPT};
 
 impl Wallet {
-    /// Checks a merchant's offer offline: its certificate (against the key directory) and
-    /// its signed request, and that this wallet has not paid the request before.
+    /// Checks a merchant's offer offline: its certificate (against the key directory), that
+    /// the revocation list held does not name the merchant, its signed request, and that
+    /// this wallet has not paid the request before.
     pub fn check_offer<'a>(
         &self,
         offer: &'a MerchantOffer,
         now: Timestamp,
     ) -> Result<&'a PaymentRequestPayload> {
         let merchant = offer.merchant_certificate.verify(self.directory()?, now)?;
+        if self
+            .revocations
+            .lookup(&scrip_tokens::RevokedItem::Merchant(merchant.merchant_id))
+            .is_some()
+        {
+            return Err(WalletError::MerchantRevoked(merchant.merchant_id));
+        }
         let request = offer.request.verify(merchant)?;
         if self.state.paid_requests.contains(&request.request_id) {
             return Err(WalletError::AlreadyPaid(request.request_id));

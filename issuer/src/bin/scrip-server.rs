@@ -243,6 +243,18 @@ struct ServeArgs {
     #[arg(long, env = "SCRIP_UPLOAD_GRACE_SECS", default_value_t = 7 * 86_400)]
     upload_grace_secs: u64,
 
+    /// Revocation grace, in seconds, published in every revocation list: a record from a
+    /// revoked device is honoured if paid within it of the first list naming the device
+    /// (a merchant with a list that fresh could not know), refused after. Every server of
+    /// a cluster must run the same value.
+    #[arg(long, env = "SCRIP_REVOCATION_GRACE_SECS", default_value_t = 6 * 3_600)]
+    revocation_grace_secs: u64,
+
+    /// How often the revocation list is published (a new version if anything was revoked,
+    /// frozen or unfrozen; always a freshly signed list), in seconds.
+    #[arg(long, env = "SCRIP_REVOCATION_PUBLISH_SECS", default_value_t = 10)]
+    revocation_publish_secs: u64,
+
     /// Largest amount one balance certificate makes available, in minor units.
     #[arg(long, env = "SCRIP_MAX_CERTIFICATE_AMOUNT", default_value_t = 100_000)]
     max_certificate_amount: u64,
@@ -386,10 +398,12 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         merchant_certificate_lifetime: Duration::from_secs(args.merchant_certificate_secs),
         balance_certificate_lifetime: Duration::from_secs(args.balance_certificate_secs),
         upload_grace: Duration::from_secs(args.upload_grace_secs),
+        revocation_grace: Duration::from_secs(args.revocation_grace_secs),
         max_certificate_amount: args.max_certificate_amount,
         max_batch_items: args.max_batch_items,
         ..IssuerConfig::default()
     };
+    config.revocation_publish_interval = Duration::from_secs(args.revocation_publish_secs.max(1));
     config.max_body_bytes = args.max_body_bytes;
     config.max_clock_skew = Duration::from_secs(args.max_clock_skew_secs);
     config.read_timeout = Duration::from_secs(args.read_timeout_secs);

@@ -78,6 +78,13 @@ pub fn routes(
         .and(with(s))
         .then(handlers::key_directory)
         .boxed();
+    let revocations = warp::path!("v1" / "revocations")
+        .and(get_or_head())
+        .and(warp::query::<handlers::RevocationsQuery>())
+        .and(accept())
+        .and(with(s))
+        .then(handlers::revocations)
+        .boxed();
     let root_key = warp::path!("v1" / "root-key")
         .and(get_or_head())
         .and(accept())
@@ -244,6 +251,8 @@ pub fn routes(
         .or(metrics_route)
         .unify()
         .or(keys)
+        .unify()
+        .or(revocations)
         .unify()
         .or(root_key)
         .unify()

@@ -27,6 +27,25 @@ use crate::api::{
     OperatorReason, ReissueRequest, ReissuedCoins,
 };
 
+/// `?since=<version>`: the delta since the version the client holds.
+#[derive(Deserialize)]
+pub struct RevocationsQuery {
+    since: Option<u64>,
+}
+
+/// `GET /v1/revocations[?since=V]`: the signed revocation list, full or the delta since
+/// `V` (see `server/revocations.rs` for what is signed when).
+pub async fn revocations(
+    query: RevocationsQuery,
+    accept: Format,
+    state: Arc<AppState>,
+) -> Response {
+    match state.revocations.list(&state, query.since).await {
+        Ok(list) => reply(&*list, accept),
+        Err(e) => ApiError::from(e).into_response(),
+    }
+}
+
 /// How long a signed key directory is served before it is signed again.
 const DIRECTORY_TTL: Duration = Duration::from_secs(60);
 
@@ -386,6 +405,7 @@ pub async fn revoke_device(
     match state.issuer.revoke_device(device_id, state.now()).await {
         Ok(revoked_at) => {
             tracing::warn!(device = %device_id, "device revoked");
+            super::revocations::publish_now(&state).await;
             reply(
                 &DeviceRevoked {
                     device_id,
@@ -417,7 +437,10 @@ pub async fn reissue(
         .reissue_identified_coins(device_id, request.to, state.now(), &mut rng)
         .await
     {
-        Ok(coins) => reply(&ReissuedCoins { coins }, body.accept),
+        Ok(coins) => {
+            super::revocations::publish_now(&state).await;
+            reply(&ReissuedCoins { coins }, body.accept)
+        }
         Err(e) => ApiError::operator_lookup(e).into_response(),
     }
 }
@@ -500,14 +523,17 @@ pub async fn freeze_account(
         .freeze_account(account_id, &request.reason, state.now())
         .await
     {
-        Ok(mark) => reply(
-            &FrozenAccount {
-                account_id,
-                frozen_at: mark.at,
-                reason: mark.reason,
-            },
-            body.accept,
-        ),
+        Ok(mark) => {
+            super::revocations::publish_now(&state).await;
+            reply(
+                &FrozenAccount {
+                    account_id,
+                    frozen_at: mark.at,
+                    reason: mark.reason,
+                },
+                body.accept,
+            )
+        }
         Err(e) => ApiError::operator_lookup(e).into_response(),
     }
 }
@@ -527,16 +553,19 @@ pub async fn unfreeze_account(
         .unfreeze_account(account_id, &request.reason, state.now())
         .await
     {
-        Ok(doc) => reply(
-            &AccountUnfrozen {
-                account_id,
-                frozen_at: doc.frozen.at,
-                frozen_reason: doc.frozen.reason,
-                unfrozen_at: doc.at,
-                reason: doc.reason,
-            },
-            body.accept,
-        ),
+        Ok(doc) => {
+            super::revocations::publish_now(&state).await;
+            reply(
+                &AccountUnfrozen {
+                    account_id,
+                    frozen_at: doc.frozen.at,
+                    frozen_reason: doc.frozen.reason,
+                    unfrozen_at: doc.at,
+                    reason: doc.reason,
+                },
+                body.accept,
+            )
+        }
         Err(e) => ApiError::operator_lookup(e).into_response(),
     }
 }
@@ -556,14 +585,17 @@ pub async fn revoke_merchant(
         .revoke_merchant(merchant_id, &request.reason, state.now())
         .await
     {
-        Ok(mark) => reply(
-            &MerchantRevoked {
-                merchant_id,
-                revoked_at: mark.at,
-                reason: mark.reason,
-            },
-            body.accept,
-        ),
+        Ok(mark) => {
+            super::revocations::publish_now(&state).await;
+            reply(
+                &MerchantRevoked {
+                    merchant_id,
+                    revoked_at: mark.at,
+                    reason: mark.reason,
+                },
+                body.accept,
+            )
+        }
         Err(e) => ApiError::operator_lookup(e).into_response(),
     }
 }

@@ -23,6 +23,7 @@ mod handlers;
 mod metrics;
 mod models;
 mod replay;
+mod revocations;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -213,6 +214,10 @@ pub struct ServerConfig {
     /// it the server refuses to start, and warns (metric
     /// `scrip_cluster_clock_skew_exceeded_total`) when a later check finds it.
     pub max_node_clock_skew: Duration,
+    /// How often the revocation list is published (a new version stored if anything was
+    /// revoked, frozen or unfrozen, and the list signed afresh so that clients' copies stay
+    /// young). Operator actions on this server also publish at once.
+    pub revocation_publish_interval: Duration,
 }
 
 /// Bodies up to this size are read without a reservation from the body budget: every
@@ -256,6 +261,7 @@ impl ServerConfig {
             custom_cluster: None,
             keyring_poll_interval: Duration::from_secs(5),
             max_node_clock_skew: Duration::from_secs(2),
+            revocation_publish_interval: Duration::from_secs(10),
         }
     }
 }
@@ -285,6 +291,8 @@ pub struct AppState {
         std::sync::Mutex<Option<(Timestamp, Arc<Keyring>, scrip_tokens::SignedKeyDirectory)>>,
     /// This server's membership of a cluster (cluster mode only).
     pub(crate) cluster: Option<cluster::ClusterNode>,
+    /// The signed revocation lists served.
+    pub(crate) revocations: revocations::PublishedRevocations,
 }
 
 impl AppState {
@@ -427,6 +435,8 @@ pub struct RunningServer {
     release: JoinHandle<()>,
     /// Cluster mode: follows the published keyring.
     keyring_watch: Option<JoinHandle<()>>,
+    /// Publishes the revocation list.
+    revocation_publish: JoinHandle<()>,
 }
 
 impl Drop for RunningServer {
@@ -438,6 +448,7 @@ impl Drop for RunningServer {
             let _ = stop.send(());
         }
         self.release.abort();
+        self.revocation_publish.abort();
         if let Some(watch) = &self.keyring_watch {
             watch.abort();
         }
@@ -479,6 +490,8 @@ impl RunningServer {
             let _ = (&mut self.serve).await;
         }
         self.release.abort();
+        self.revocation_publish.abort();
+        let _ = (&mut self.revocation_publish).await;
         if let Some(watch) = self.keyring_watch.take() {
             watch.abort();
             let _ = watch.await;
@@ -656,6 +669,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         _locks: locks,
         directory: std::sync::Mutex::new(None),
         cluster,
+        revocations: revocations::PublishedRevocations::default(),
     });
 
     let (stop, stopped) = oneshot::channel::<()>();
@@ -678,6 +692,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         Arc::clone(&state),
         config.release_interval,
     ));
+    let revocation_publish = tokio::spawn(revocations::publish_loop(
+        Arc::clone(&state),
+        config.revocation_publish_interval,
+    ));
     let keyring_watch = state.is_cluster().then(|| {
         tokio::spawn(cluster::keyring_watch_loop(
             Arc::clone(&state),
@@ -698,6 +716,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         serve,
         release,
         keyring_watch,
+        revocation_publish,
     })
 }
 

@@ -65,6 +65,27 @@ impl IssuerClient for InProcess {
             .sign_answer(report, self.now, &mut rng(98))
             .map_err(refused)
     }
+
+    /// The list of the latest published version (the test publishes, as the server's
+    /// periodic step would), signed now.
+    async fn revocations(&self, since: Option<u64>) -> Result<RevocationList, ClientError> {
+        if self.offline {
+            return Err(ClientError::Transport("offline".into()));
+        }
+        let refused = |e: scrip_issuer::IssuerError| ClientError::Refused {
+            code: e.code(),
+            message: e.to_string(),
+        };
+        let latest = self.issuer.revocation_snapshot().await.map_err(refused)?;
+        let payload = self
+            .issuer
+            .revocation_list(&latest, since, self.now)
+            .await
+            .map_err(refused)?;
+        self.issuer
+            .sign_answer(payload, self.now, &mut rng(97))
+            .map_err(refused)
+    }
 }
 
 /// Registers fixture merchant `n` as `category` in `region` (nonce `[n; 16]`), signing with
