@@ -26,9 +26,10 @@ use scrip_tokens::{
     codec, AccountCertificate, AccountId, BalanceCertificate, BalanceCertificateRequest,
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
     DepositRecord, DepositRequest, DeviceId, DeviceRegistration, IdentifiedWithdrawalRequest,
-    IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId, MerchantRegistration, Message,
-    ReasonCode, RedemptionBatch, RedemptionReport, SignedKeyDirectory, Statement, StatementRequest,
-    SyncReport, SyncRequest,
+    IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId, MerchantRegistration,
+    MerchantStatement, MerchantStatementRequest, Message, PayoutReceipt, PayoutRequest,
+    ReasonCode, RedemptionBatch, RedemptionReport, SignedKeyDirectory, Statement,
+    StatementRequest, SyncReport, SyncRequest,
 };
 
 use crate::ClientError as Error;
@@ -290,6 +291,22 @@ impl HttpClient {
         self.post("/v1/redemptions", batch, false).await
     }
 
+    /// `POST /v1/merchant-statements`: a merchant's statement (verify it with
+    /// `MerchantStatement::verify_for` before showing it).
+    pub async fn merchant_statement(
+        &self,
+        request: &MerchantStatementRequest,
+    ) -> Result<MerchantStatement, Error> {
+        self.post("/v1/merchant-statements", request, false).await
+    }
+
+    /// `POST /v1/payouts`: pays out to the merchant's bank (verify the receipt with
+    /// `PayoutReceipt::verify_for`). On `503 payout_unavailable` or a lost answer, send
+    /// the same payout id and amount again, signed again.
+    pub async fn payout(&self, request: &PayoutRequest) -> Result<PayoutReceipt, Error> {
+        self.post("/v1/payouts", request, false).await
+    }
+
     /// `POST /v1/accounts/{id}/statement`.
     pub async fn statement(&self, request: &StatementRequest) -> Result<Statement, Error> {
         let path = format!("/v1/accounts/{}/statement", request.payload.account_id);
@@ -414,6 +431,24 @@ impl scrip_merchant::IssuerClient for HttpClient {
         batch: &RedemptionBatch,
     ) -> Result<RedemptionReport, scrip_merchant::ClientError> {
         HttpClient::redeem(self, batch)
+            .await
+            .map_err(merchant_error)
+    }
+
+    async fn merchant_statement(
+        &self,
+        request: &MerchantStatementRequest,
+    ) -> Result<MerchantStatement, scrip_merchant::ClientError> {
+        HttpClient::merchant_statement(self, request)
+            .await
+            .map_err(merchant_error)
+    }
+
+    async fn payout(
+        &self,
+        request: &PayoutRequest,
+    ) -> Result<PayoutReceipt, scrip_merchant::ClientError> {
+        HttpClient::payout(self, request)
             .await
             .map_err(merchant_error)
     }

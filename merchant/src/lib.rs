@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use scrip_tokens::{
-    Amount, RedemptionBatch, RedemptionOutcome, RedemptionReport, SignedKeyDirectory,
+    Amount, MerchantStatement, MerchantStatementRequest, PayoutReceipt, PayoutRequest,
+    RedemptionBatch, RedemptionOutcome, RedemptionReport, SignedKeyDirectory,
 };
 
 pub use error::{ClientError, MerchantError, Result};
@@ -26,6 +27,25 @@ pub trait IssuerClient: Send + Sync {
     async fn key_directory(&self) -> Result<SignedKeyDirectory, ClientError>;
     /// Redeems a batch.
     async fn redeem(&self, batch: &RedemptionBatch) -> Result<RedemptionReport, ClientError>;
+    /// The merchant's statement. The default refuses (`unsupported`), for clients that
+    /// only settle.
+    async fn merchant_statement(
+        &self,
+        _request: &MerchantStatementRequest,
+    ) -> Result<MerchantStatement, ClientError> {
+        Err(unsupported("merchant statements"))
+    }
+    /// A payout to the merchant's bank. The default refuses (`unsupported`).
+    async fn payout(&self, _request: &PayoutRequest) -> Result<PayoutReceipt, ClientError> {
+        Err(unsupported("payouts"))
+    }
+}
+
+fn unsupported(what: &str) -> ClientError {
+    ClientError::Refused {
+        code: scrip_tokens::ReasonCode::Unsupported,
+        message: format!("this issuer client does not offer {what}"),
+    }
 }
 
 /// Limits of a point of sale.
