@@ -27,9 +27,9 @@ use scrip_tokens::{
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
     DepositRecord, DepositRequest, DeviceId, DeviceRegistration, IdentifiedWithdrawalRequest,
     IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId, MerchantRegistration,
-    MerchantStatement, MerchantStatementRequest, Message, PayoutReceipt, PayoutRequest,
-    ReasonCode, RedemptionBatch, RedemptionReport, SignedKeyDirectory, Statement,
-    StatementRequest, SyncReport, SyncRequest,
+    MerchantStatement, MerchantStatementRequest, Message, PayoutReceipt, PayoutRequest, ReasonCode,
+    RedemptionBatch, RedemptionReport, SignedKeyDirectory, Statement, StatementRequest, SyncReport,
+    SyncRequest,
 };
 
 use crate::ClientError as Error;

@@ -473,7 +473,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     pub async fn payout_doc(&self, payout_id: PayoutId) -> Result<PayoutDoc> {
         self.doc(PAYOUTS, payout_id.as_bytes())
             .await?
-            .ok_or_else(|| IssuerError::Corrupted(format!("payout {payout_id} claimed without its record")))
+            .ok_or_else(|| {
+                IssuerError::Corrupted(format!("payout {payout_id} claimed without its record"))
+            })
     }
 
     /// Refuses a revoked merchant.

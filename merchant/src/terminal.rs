@@ -29,8 +29,8 @@ use scrip_tokens::{
 };
 use scrip_tokens::{
     Currency, MerchantStatement, MerchantStatementPayload, MerchantStatementRequest,
-    MerchantStatementRequestPayload, PayoutId, PayoutReceipt, PayoutReceiptPayload,
-    PayoutRequest, PayoutRequestPayload,
+    MerchantStatementRequestPayload, PayoutId, PayoutReceipt, PayoutReceiptPayload, PayoutRequest,
+    PayoutRequestPayload,
 };
 
 use crate::schema::{OpenRequest, QueuedPayment, REQUEST_PAID};

@@ -262,7 +262,9 @@ pub async fn merchant_statement(
         .issuer
         .merchant_statement_authenticated(authenticated, now)
         .await?;
-    Ok(state.issuer.sign_answer(statement, now, &mut request_rng())?)
+    Ok(state
+        .issuer
+        .sign_answer(statement, now, &mut request_rng())?)
 }
 
 /// `POST /v1/payouts`: a merchant's signed payout request, paid through the server's

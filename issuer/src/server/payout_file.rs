@@ -108,10 +108,9 @@ fn read_lines(file: &mut File, path: &Path) -> Result<(HashMap<PayoutId, PaidLin
 #[async_trait]
 impl PayoutSink for DemoPayoutFile {
     async fn pay(&self, payout: &Payout) -> std::result::Result<PayoutConfirmation, PayoutError> {
-        let mut guard = self
-            .state
-            .lock()
-            .map_err(|_| PayoutError::Unavailable("the demo payouts file lock is poisoned".into()))?;
+        let mut guard = self.state.lock().map_err(|_| {
+            PayoutError::Unavailable("the demo payouts file lock is poisoned".into())
+        })?;
         let (file, paid) = &mut *guard;
         if let Some(known) = paid.get(&payout.payout_id) {
             return if known.merchant_id == payout.merchant_id && known.amount == payout.amount {
@@ -170,10 +169,7 @@ mod tests {
         let sink = DemoPayoutFile::open(&path).unwrap();
         let first = sink.pay(&payout(1, 500)).await.unwrap();
         assert_eq!(sink.pay(&payout(1, 500)).await.unwrap(), first);
-        assert_eq!(
-            sink.pay(&payout(1, 501)).await,
-            Err(PayoutError::Mismatch)
-        );
+        assert_eq!(sink.pay(&payout(1, 501)).await, Err(PayoutError::Mismatch));
         sink.pay(&payout(2, 300)).await.unwrap();
         drop(sink);
         let text = std::fs::read_to_string(&path).unwrap();
@@ -188,10 +184,7 @@ mod tests {
             .unwrap();
         let sink = DemoPayoutFile::open(&path).unwrap();
         assert_eq!(sink.pay(&payout(1, 500)).await.unwrap(), first);
-        assert_eq!(
-            sink.pay(&payout(2, 301)).await,
-            Err(PayoutError::Mismatch)
-        );
+        assert_eq!(sink.pay(&payout(2, 301)).await, Err(PayoutError::Mismatch));
         sink.pay(&payout(3, 100)).await.unwrap();
         drop(sink);
         let text = std::fs::read_to_string(&path).unwrap();
