@@ -263,5 +263,44 @@ mod tests {
             receipt
         );
         assert!(codec::decode::<PayoutReceiptPayload>(&encoded[..encoded.len() - 1]).is_err());
+        let json = serde_json::to_string(&request).unwrap();
+        assert_eq!(
+            serde_json::from_str::<PayoutRequest>(&json).unwrap(),
+            request
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn merchant_statements_round_trip(
+            balance in proptest::prelude::any::<i128>(),
+            entries in proptest::collection::vec(
+                (proptest::prelude::any::<u64>(), proptest::prelude::any::<i128>(), ".{0,40}"),
+                0..8,
+            ),
+            after in proptest::option::of(proptest::prelude::any::<u64>()),
+        ) {
+            let statement = MerchantStatementPayload {
+                merchant_id: MerchantId(uuid::Uuid::from_u128(5)),
+                request_digest: ContentDigest::of(b"request"),
+                currency: Currency::EUR,
+                balance,
+                entries: entries
+                    .into_iter()
+                    .map(|(seq, delta, memo)| StatementEntry {
+                        seq,
+                        at: fixtures::NOW,
+                        delta,
+                        balance_after: delta,
+                        memo,
+                    })
+                    .collect(),
+                answered_at: Timestamp::from_unix_millis(after.unwrap_or(0)),
+            };
+            let bytes = codec::encode(&statement).unwrap();
+            proptest::prop_assert_eq!(&codec::decode::<MerchantStatementPayload>(&bytes).unwrap(), &statement);
+            let json = serde_json::to_string(&statement).unwrap();
+            proptest::prop_assert_eq!(serde_json::from_str::<MerchantStatementPayload>(&json).unwrap(), statement);
+        }
     }
 }
