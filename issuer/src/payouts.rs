@@ -19,8 +19,9 @@
 //! another merchant) is refused `payout_id_reused`.
 //!
 //! Revoked merchants can neither read their statement nor take payouts: a revoked key may
-//! be a stolen one (what the issuer owes the merchant stays on its balance, for the
-//! operator to settle out of band).
+//! be a stolen one (what the issuer owes the merchant stays on its balance, and a payout
+//! left pending at the revocation stays in `payouts-pending`, for the operator to settle
+//! out of band).
 
 use std::collections::HashMap;
 use std::sync::Mutex;

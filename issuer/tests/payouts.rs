@@ -226,6 +226,38 @@ async fn a_payout_sent_twice_pays_once_and_answers_the_same() {
     assert_conserved(&issuer).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_copies_of_one_payout_pay_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let issuer = Arc::new(issuer(
+        RedbStore::open(dir.path().join("scrip.redb")).unwrap(),
+    ));
+    let sink = Arc::new(InMemoryPayouts::new());
+    let mut rng = rng(12);
+    let shop = credited_shop(&issuer, 2_000, &mut rng).await;
+    let id = PayoutId::random(&mut rng);
+    let tasks: Vec<_> = (0..8)
+        .map(|n| {
+            let request = payout_request(&shop, id, 600, at(1 + n), &mut rng);
+            let (issuer, sink) = (Arc::clone(&issuer), Arc::clone(&sink));
+            tokio::spawn(async move { issuer.payout(&request, &*sink, at(20 + n)).await })
+        })
+        .collect();
+    let mut states = Vec::new();
+    for task in tasks {
+        states.push(task.await.unwrap().unwrap().state);
+    }
+    assert!(states.iter().all(|s| *s == states[0]), "{states:?}");
+    assert_eq!(sink.paid().len(), 1);
+    assert_eq!(
+        balance(&issuer, &LedgerAccount::Merchant(shop.id())).await,
+        1_400
+    );
+    assert_eq!(balance(&issuer, &paid_out_account()).await, 600);
+    assert_eq!(balance(&issuer, &payouts_pending_account()).await, 0);
+    assert_conserved(&issuer).await;
+}
+
 #[tokio::test]
 async fn a_payout_id_used_again_with_another_amount_or_merchant_is_refused() {
     let issuer = issuer(MemoryStore::new());
