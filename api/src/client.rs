@@ -28,7 +28,8 @@ use scrip_tokens::{
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
     DepositRecord, DepositRequest, DeviceId, DeviceRegistration, EndorsedCoinPayment,
     IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId,
-    MerchantRegistration, Message, ReasonCode, RedemptionBatch, RedemptionReport, RevocationList,
+    MerchantRegistration, MerchantStatement, MerchantStatementRequest, Message, PayoutReceipt,
+    PayoutRequest, ReasonCode, RedemptionBatch, RedemptionReport, RevocationList,
     SignedKeyDirectory, Statement, StatementRequest, SyncReport, SyncRequest,
 };
 
@@ -313,6 +314,22 @@ impl HttpClient {
         self.post("/v1/redemptions", batch, false).await
     }
 
+    /// `POST /v1/merchant-statements`: a merchant's statement (verify it with
+    /// `MerchantStatement::verify_for` before showing it).
+    pub async fn merchant_statement(
+        &self,
+        request: &MerchantStatementRequest,
+    ) -> Result<MerchantStatement, Error> {
+        self.post("/v1/merchant-statements", request, false).await
+    }
+
+    /// `POST /v1/payouts`: pays out to the merchant's bank (verify the receipt with
+    /// `PayoutReceipt::verify_for`). On `503 payout_unavailable` or a lost answer, send
+    /// the same payout id and amount again, signed again.
+    pub async fn payout(&self, request: &PayoutRequest) -> Result<PayoutReceipt, Error> {
+        self.post("/v1/payouts", request, false).await
+    }
+
     /// `POST /v1/accounts/{id}/statement`.
     pub async fn statement(&self, request: &StatementRequest) -> Result<Statement, Error> {
         let path = format!("/v1/accounts/{}/statement", request.payload.account_id);
@@ -454,6 +471,24 @@ impl scrip_merchant::IssuerClient for HttpClient {
         since: Option<u64>,
     ) -> Result<RevocationList, scrip_merchant::ClientError> {
         HttpClient::revocations(self, since)
+            .await
+            .map_err(merchant_error)
+    }
+
+    async fn merchant_statement(
+        &self,
+        request: &MerchantStatementRequest,
+    ) -> Result<MerchantStatement, scrip_merchant::ClientError> {
+        HttpClient::merchant_statement(self, request)
+            .await
+            .map_err(merchant_error)
+    }
+
+    async fn payout(
+        &self,
+        request: &PayoutRequest,
+    ) -> Result<PayoutReceipt, scrip_merchant::ClientError> {
+        HttpClient::payout(self, request)
             .await
             .map_err(merchant_error)
     }

@@ -117,6 +117,14 @@ token_types!(
     StatementRequest,
     StatementPayload,
     Statement,
+    MerchantStatementRequestPayload,
+    MerchantStatementRequest,
+    MerchantStatementPayload,
+    MerchantStatement,
+    PayoutRequestPayload,
+    PayoutRequest,
+    PayoutReceiptPayload,
+    PayoutReceipt,
 );
 
 /// The `decode_tokens` target: first byte picks the type, the rest is the encoding.
@@ -184,6 +192,8 @@ body_types!(
     RedemptionBatch,             // POST /v1/redemptions
     StatementRequest,            // POST /v1/accounts/{id}/statement
     ReissueRequest,              // POST /v1/devices/{id}/reissue
+    MerchantStatementRequest,    // POST /v1/merchant-statements
+    PayoutRequest,               // POST /v1/payouts
 );
 
 /// The `http_bodies` target: first byte picks the body type, the rest is the body.

@@ -120,6 +120,32 @@ impl SignedRequest for RedemptionBatch {
     }
 }
 
+/// A merchant's requests about its own money (statement, payout): signed by its key.
+macro_rules! signed_by_merchant {
+    ($($ty:ty),* $(,)?) => {$(
+        impl sealed::Sealed for $ty {}
+
+        #[async_trait]
+        impl SignedRequest for $ty {
+            type Signer = MerchantDoc;
+
+            async fn signer<S: RecordStore, F: FundingSource>(
+                &self,
+                issuer: &Issuer<S, F>,
+            ) -> Result<MerchantDoc> {
+                let merchant = issuer.merchant(self.payload.merchant_id).await?;
+                self.verify_signature(&merchant.certificate.payload.merchant_key)?;
+                Ok(merchant)
+            }
+        }
+    )*};
+}
+
+signed_by_merchant!(
+    scrip_tokens::MerchantStatementRequest,
+    scrip_tokens::PayoutRequest
+);
+
 /// Self-signed: the key that signs is the key being registered. Anyone can make one, so
 /// admitting its nonce costs the sender a signature, not the server a lookup.
 macro_rules! self_signed {

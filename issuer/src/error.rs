@@ -4,6 +4,7 @@ use scrip_stores::StoreError;
 use scrip_tokens::{AccountId, Amount, CertificateSerial, DeviceId, MerchantId, ReasonCode};
 
 use crate::funding::FundingError;
+use crate::payouts::PayoutError;
 
 /// Why the issuer refused or failed a request.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -74,6 +75,13 @@ pub enum IssuerError {
     /// The funding source refused or failed.
     #[error("funding failed: {0}")]
     Funding(#[from] FundingError),
+    /// The payout id was used before with another merchant or amount.
+    #[error("payout id {0} was used before for another payout")]
+    PayoutIdReused(scrip_tokens::PayoutId),
+    /// The payout sink could not pay (unreachable, or its records disagree with the
+    /// issuer's): the payout stays pending; sending it again finishes it.
+    #[error("payout not made yet: {0}")]
+    Payout(PayoutError),
     /// The record store failed; the outcome of the request is unknown and it may be
     /// retried.
     #[error("store error: {0}")]
@@ -186,6 +194,9 @@ impl IssuerError {
             IssuerError::KeysetNotIssuing(_) => ReasonCode::KeysetNotIssuing,
             IssuerError::KeysetExpired(_) => ReasonCode::KeysetExpired,
             IssuerError::Funding(_) => ReasonCode::FundingFailed,
+            IssuerError::PayoutIdReused(_) => ReasonCode::PayoutIdReused,
+            IssuerError::Payout(PayoutError::Unavailable(_)) => ReasonCode::PayoutUnavailable,
+            IssuerError::Payout(_) => ReasonCode::PayoutFailed,
             IssuerError::Store(
                 scrip_stores::StoreError::InvalidUnit(_)
                 | scrip_stores::StoreError::UnbalancedPostings { .. },

@@ -12,6 +12,7 @@ mod idempotency;
 mod keyring;
 pub mod keyring_files;
 mod operator;
+mod payouts;
 mod redemption;
 mod registry;
 mod revocations;
@@ -32,12 +33,14 @@ pub use authentication::{Authenticated, SignedRequest};
 pub use certificates::Released;
 pub use error::{IssuerError, Result};
 pub use funding::{FundingError, FundingSource, InMemoryFunding, RecordedDemoFunding};
+pub use payouts::{InMemoryPayouts, Payout, PayoutConfirmation, PayoutError, PayoutSink};
 
 pub use keyring::{one_two_five, IssuerKey, Keyring, KeyringConfig, KeysetKeys, RoleKeys};
 pub use registry::AccountOpened;
 pub use revocations::REVOCATION_SNAPSHOTS_KEPT;
 use schema::RawValue;
 pub use schema::{coins_outstanding_account, funding_account};
+pub use schema::{paid_out_account, payouts_pending_account, PayoutDoc, PayoutProgress};
 /// The stored documents the issuer's read methods return ([`Issuer::account`],
 /// [`Issuer::record`], ...). Where and how they are stored (collections, keys, claim
 /// namespaces) is the crate-private storage schema.

@@ -59,6 +59,9 @@ pub(crate) const REVOCATION_SNAPSHOTS: Collection = Collection::new("revocation-
 pub(crate) const REVOCATION_LATEST: Collection = Collection::new("revocation-latest");
 /// The one key of [`REVOCATION_LATEST`].
 pub(crate) const REVOCATION_LATEST_KEY: &[u8] = b"latest";
+/// Merchant payouts, by payout id: amount, merchant and where the payout stands
+/// ([`PayoutDoc`]).
+pub(crate) const PAYOUTS: Collection = Collection::new("payouts");
 
 // Claim namespaces. The strings are in stored claims: never change one.
 
@@ -97,6 +100,12 @@ pub(crate) const DEPOSIT_CONFIRMATION: ClaimNamespace = ClaimNamespace::new("dep
 /// A deposit the demo funding source collected (key: deposit id; digest over the deposit,
 /// account and amount): collected once, whichever server of a cluster is asked.
 pub(crate) const DEMO_FUNDING: ClaimNamespace = ClaimNamespace::new("demo-funding");
+/// A merchant's payout (key: payout id; digest over the payout id, merchant and amount):
+/// taken from the merchant's balance once; the same id with other details conflicts.
+pub(crate) const PAYOUT: ClaimNamespace = ClaimNamespace::new("payout");
+/// The end of a payout, paid or declined (key: payout id; digest over the outcome): the
+/// money leaves the pending account once, whichever retry finishes it.
+pub(crate) const PAYOUT_OUTCOME: ClaimNamespace = ClaimNamespace::new("payout-outcome");
 
 /// A kind of answer kept in [`RESPONSES`] for a request answered once, under
 /// `prefix ‖ id`.
@@ -134,6 +143,18 @@ pub fn coins_outstanding_account() -> LedgerAccount {
 /// A revocation list version's key: big-endian, so versions scan in order.
 pub(crate) fn revocation_version_key(version: u64) -> Vec<u8> {
     version.to_be_bytes().to_vec()
+}
+
+/// The issuer's system ledger account holding payouts taken from merchants' balances and
+/// not yet confirmed by the payout sink (the bank).
+pub fn payouts_pending_account() -> LedgerAccount {
+    LedgerAccount::System("payouts-pending".into())
+}
+
+/// The issuer's system ledger account of money paid out to merchants' banks: it left the
+/// system (its balance is the total paid out).
+pub fn paid_out_account() -> LedgerAccount {
+    LedgerAccount::System("paid-out".into())
 }
 
 /// `a || b` for composite keys of fixed-width parts.
@@ -385,6 +406,32 @@ pub struct RevokedCoinDoc {
 }
 doc!(RevokedCoinDoc, "revoked-coin");
 
+/// Where a payout stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PayoutProgress {
+    /// Taken from the merchant's balance into `payouts-pending`; the sink has not
+    /// confirmed it yet (not called, unreachable, or the issuer stopped in between).
+    Pending,
+    /// Ended: paid or declined (as the merchant's receipt says).
+    Done(scrip_tokens::PayoutState),
+}
+
+/// A merchant's payout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayoutDoc {
+    /// The payout.
+    pub payout_id: scrip_tokens::PayoutId,
+    /// Whose.
+    pub merchant_id: MerchantId,
+    /// How much.
+    pub amount: Amount,
+    /// When it was taken from the merchant's balance.
+    pub requested_at: Timestamp,
+    /// Where it stands.
+    pub progress: PayoutProgress,
+}
+doc!(PayoutDoc, "payout");
+
 /// Digest of a device-signed record: the identity both copies (merchant's, customer's)
 /// share.
 pub(crate) fn record_digest(record: &WithdrawalRecord) -> crate::Result<ContentDigest> {
@@ -415,6 +462,8 @@ mod tests {
             UNFREEZE,
             REVOKE_MERCHANT,
             REVOCATION_VERSION,
+            PAYOUT,
+            PAYOUT_OUTCOME,
         ]
         .map(|ns| ns.name());
         assert_eq!(
@@ -433,6 +482,8 @@ mod tests {
                 "unfreeze",
                 "revoke-merchant",
                 "revocation-version",
+                "payout",
+                "payout-outcome",
             ]
         );
     }

@@ -11,13 +11,16 @@
 //! certificate expiry and the settlement window after it with `release_expired` (records
 //! uploaded within the upload grace paid from the held reservation, later ones only from
 //! what the balance holds), lost devices (a new device added, the old one revoked, its
-//! identified coins reissued, the thief paying on with it), and restarts of the issuer over
-//! durable stores.
+//! identified coins reissued, the thief paying on with it), merchant payouts to the bank
+//! (paid, declined by the bank, the bank unreachable and the payout finished by a later
+//! retry, sent twice, the payout id reused for another amount, more than the merchant is
+//! owed), and restarts of the issuer over durable stores.
 //!
 //! A test-side model predicts every outcome and every ledger balance. After every step the
 //! test reads the issuer's store and checks:
 //! - every currency's balances sum to zero, and `funding` is minus the total deposited;
-//! - deposits = customer balances + reservations + coins outstanding + merchant credits;
+//! - deposits = customer balances + reservations + coins outstanding + merchant credits +
+//!   payouts pending + paid out, and the bank received exactly what was paid out;
 //! - coins outstanding = the value of coins issued and neither redeemed nor revoked;
 //! - every ledger account (customer, reservation, merchant, system) holds exactly what
 //!   the model says, so each merchant was credited exactly the accepted coin payments
@@ -41,6 +44,7 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::Rng;
 use scrip_issuer::{coins_outstanding_account, funding_account};
+use scrip_issuer::{paid_out_account, payouts_pending_account, InMemoryPayouts, PayoutError};
 use scrip_issuer::{IssuerConfig, IssuerError};
 use scrip_stores::conformance::{
     FileHarness, Harness, MemoryHarness, PostgresHarness, RedbHarness,
@@ -61,6 +65,8 @@ const MAX_PAYMENTS: u32 = 100;
 /// The upload grace the issuer runs with: shorter than the default week so that the clock
 /// steps (1 to 49 hours, certificates living a day) reach both sides of the window.
 const UPLOAD_GRACE: Duration = Duration::from_secs(12 * 3_600);
+/// The bank declines payouts above this (minor units).
+const DECLINE_ABOVE: u64 = 800;
 /// Random operations per case (after one opening deposit per account).
 const STEPS: std::ops::Range<usize> = 30..60;
 
@@ -150,8 +156,29 @@ enum Op {
     Revoke {
         w: usize,
     },
+    /// The merchant asks for a payout of `share` basis points of what it is owed (above
+    /// 10 000: more than it is owed), or finishes a pending one.
+    Payout {
+        m: usize,
+        share: u32,
+        fault: PayoutFault,
+    },
     /// The issuer process restarts over the same (durable) store.
     Restart,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum PayoutFault {
+    /// Sent once.
+    None,
+    /// The bank is unreachable: the payout stays pending.
+    Unavailable,
+    /// Sent again (signed again) after its answer.
+    SameAgain,
+    /// Its id sent again for one unit more.
+    OtherAmount,
+    /// The merchant sends its oldest pending payout again (if it has one).
+    Resume,
 }
 
 /// Each account's first deposit, then `steps` random operations.
@@ -218,9 +245,21 @@ fn op() -> impl Strategy<Value = Op> {
         ),
         3 => (w.clone(), m.clone(), 1usize..3, 0usize..2)
             .prop_map(|(w, m, count, fresh)| Op::DoubleSpend { w, m, count, fresh }),
-        15 => (m, prop::bool::weighted(0.2), prop::bool::weighted(0.3))
+        15 => (m.clone(), prop::bool::weighted(0.2), prop::bool::weighted(0.3))
             .prop_map(|(m, twice, resend)| Op::Sync { m, twice, resend }),
         3 => prop::sample::select(vec![1u64, 12, 25, 49]).prop_map(|hours| Op::Advance { hours }),
+        8 => (
+            m.clone(),
+            prop_oneof![4 => 1u32..10_001, 1 => 10_001u32..20_000],
+            prop_oneof![
+                4 => Just(PayoutFault::None),
+                2 => Just(PayoutFault::Unavailable),
+                1 => Just(PayoutFault::SameAgain),
+                1 => Just(PayoutFault::OtherAmount),
+                2 => Just(PayoutFault::Resume),
+            ],
+        )
+            .prop_map(|(m, share, fault)| Op::Payout { m, share, fault }),
         // Rare: each account has one spare device key.
         1 => w.prop_map(|w| Op::Revoke { w }),
         1 => Just(Op::Restart),
@@ -327,6 +366,12 @@ struct Model {
     sequences: HashMap<(DeviceId, u64), RecordId>,
     coins: HashMap<CoinId, CoinModel>,
     keys: HashMap<(usize, [u8; 32]), KeyUse>,
+    /// Taken from merchants, not yet confirmed by the bank.
+    payouts_pending: i128,
+    /// Paid out to merchants' banks.
+    paid_out: i128,
+    /// Pending payouts: merchant, id, amount.
+    pending: Vec<(usize, PayoutId, u64)>,
 }
 
 impl Model {
@@ -486,6 +531,8 @@ struct World {
     model: Model,
     /// Funds collected by the funding sources of issuers before a restart.
     collected_before: u64,
+    /// The merchants' bank: outside the issuer, it outlives restarts.
+    bank: InMemoryPayouts,
 }
 
 fn fail(step: usize, op: &Op, what: impl Debug) -> ! {
@@ -559,6 +606,7 @@ impl World {
                 ..Model::default()
             },
             collected_before: 0,
+            bank: InMemoryPayouts::declining_above(DECLINE_ABOVE),
         }
     }
 
@@ -604,6 +652,12 @@ impl World {
                     (0..SHOPS)
                         .filter(|m| !self.shops[*m].pending.is_empty())
                         .collect(),
+                    *m,
+                )
+            }
+            Op::Payout { m, .. } => {
+                *m = pick(
+                    (0..SHOPS).filter(|m| self.model.merchant[*m] > 0).collect(),
                     *m,
                 )
             }
@@ -683,6 +737,9 @@ impl World {
                 self.release(issuer, step, op).await;
             }
             Op::Revoke { w } => self.revoke(issuer, step, op, *w).await,
+            Op::Payout { m, share, fault } => {
+                self.payout(issuer, step, op, *m, *share, *fault).await
+            }
             Op::Restart => unreachable!("handled by the driver"),
         }
     }
@@ -1272,6 +1329,117 @@ impl World {
         self.wallets[w].reissued = Some(ids);
     }
 
+    /// A signed payout request of shop `m`.
+    fn payout_request(&mut self, m: usize, id: PayoutId, amount: u64) -> PayoutRequest {
+        let shop = &self.shops[m].shop;
+        PayoutRequest::sign(
+            PayoutRequestPayload {
+                merchant_id: shop.id(),
+                payout_id: id,
+                amount: eur(amount),
+                created_at: self.now,
+                nonce: nonce(&mut self.rng),
+            },
+            &shop.key,
+            &mut self.rng,
+        )
+        .unwrap()
+    }
+
+    /// Sends a payout the model expects to end (paid, or declined above the bank's
+    /// limit), and books it in the model.
+    async fn payout_ends<S: RecordStore>(
+        &mut self,
+        issuer: &TestIssuer<S>,
+        step: usize,
+        op: &Op,
+        m: usize,
+        id: PayoutId,
+        amount: u64,
+    ) -> PayoutState {
+        let request = self.payout_request(m, id, amount);
+        let receipt = issuer
+            .payout(&request, &self.bank, self.now)
+            .await
+            .unwrap_or_else(|e| fail(step, op, e));
+        let declined = amount > DECLINE_ABOVE;
+        let ok = match &receipt.state {
+            PayoutState::Paid { .. } => !declined,
+            PayoutState::Declined { .. } => declined,
+        };
+        assert!(ok, "step {step} ({op:?}): {receipt:?}");
+        let a = i128::from(amount);
+        self.model.payouts_pending -= a;
+        if declined {
+            self.model.merchant[m] += a;
+        } else {
+            self.model.paid_out += a;
+        }
+        receipt.state
+    }
+
+    async fn payout<S: RecordStore>(
+        &mut self,
+        issuer: &TestIssuer<S>,
+        step: usize,
+        op: &Op,
+        m: usize,
+        share: u32,
+        fault: PayoutFault,
+    ) {
+        if let PayoutFault::Resume = fault {
+            if let Some(i) = self.model.pending.iter().position(|(shop, ..)| *shop == m) {
+                let (_, id, amount) = self.model.pending.remove(i);
+                self.payout_ends(issuer, step, op, m, id, amount).await;
+            }
+            return;
+        }
+        let owed = u64::try_from(self.model.merchant[m]).unwrap();
+        let amount = (owed * u64::from(share) / 10_000).max(1);
+        let id = PayoutId::random(&mut self.rng);
+        if amount > owed {
+            let request = self.payout_request(m, id, amount);
+            let result = issuer.payout(&request, &self.bank, self.now).await;
+            return expect_err(step, op, result, |e| {
+                matches!(e, IssuerError::InsufficientFunds { .. })
+            });
+        }
+        // Taken from the merchant whatever the bank does next.
+        self.model.merchant[m] -= i128::from(amount);
+        self.model.payouts_pending += i128::from(amount);
+        match fault {
+            PayoutFault::Unavailable => {
+                self.bank.fail_next(1);
+                let request = self.payout_request(m, id, amount);
+                let result = issuer.payout(&request, &self.bank, self.now).await;
+                expect_err(step, op, result, |e| {
+                    matches!(e, IssuerError::Payout(PayoutError::Unavailable(_)))
+                });
+                self.model.pending.push((m, id, amount));
+            }
+            PayoutFault::None | PayoutFault::Resume => {
+                self.payout_ends(issuer, step, op, m, id, amount).await;
+            }
+            PayoutFault::SameAgain => {
+                let first = self.payout_ends(issuer, step, op, m, id, amount).await;
+                let request = self.payout_request(m, id, amount);
+                let again = issuer
+                    .payout(&request, &self.bank, self.now)
+                    .await
+                    .unwrap_or_else(|e| fail(step, op, e));
+                assert_eq!(again.state, first, "step {step}: a repeated payout");
+            }
+            PayoutFault::OtherAmount => {
+                self.payout_ends(issuer, step, op, m, id, amount).await;
+                let request = self.payout_request(m, id, amount + 1);
+                let result = issuer.payout(&request, &self.bank, self.now).await;
+                expect_err(step, op, result, |e| {
+                    matches!(e, IssuerError::PayoutIdReused(_))
+                });
+            }
+        }
+    }
+
     /// Reads the issuer's store and checks it against the model.
     async fn check<S: RecordStore>(&self, issuer: &TestIssuer<S>, step: usize, op: &Op) {
         let store = issuer.store();
@@ -1280,6 +1448,7 @@ impl World {
         let mut sums: BTreeMap<Currency, i128> = BTreeMap::new();
         let (mut customers, mut reservations, mut merchants, mut outstanding, mut funding) =
             (0, 0, 0, 0, 0);
+        let (mut pending, mut paid_out) = (0, 0);
         for (account, currency, balance) in listed {
             *sums.entry(currency).or_default() += balance;
             assert_eq!(currency, EUR, "step {step}: {account:?} in {currency:?}");
@@ -1289,6 +1458,8 @@ impl World {
                 LedgerAccount::Merchant(_) => merchants += balance,
                 a if *a == coins_outstanding_account() => outstanding += balance,
                 a if *a == funding_account() => funding += balance,
+                a if *a == payouts_pending_account() => pending += balance,
+                a if *a == paid_out_account() => paid_out += balance,
                 other => fail(step, op, format!("unexpected ledger account {other:?}")),
             }
             if balance != 0 {
@@ -1309,8 +1480,18 @@ impl World {
         );
         assert_eq!(
             m.deposited,
-            customers + reservations + outstanding + merchants,
-            "step {step} ({op:?}): deposits = customers {customers} + reservations {reservations} + coins {outstanding} + merchants {merchants}"
+            customers + reservations + outstanding + merchants + pending + paid_out,
+            "step {step} ({op:?}): deposits = customers {customers} + reservations {reservations} + coins {outstanding} + merchants {merchants} + payouts pending {pending} + paid out {paid_out}"
+        );
+        assert_eq!(
+            (pending, paid_out),
+            (m.payouts_pending, m.paid_out),
+            "step {step} ({op:?}): payouts pending, paid out"
+        );
+        assert_eq!(
+            i128::from(self.bank.total_paid()),
+            m.paid_out,
+            "step {step} ({op:?}): what the bank paid"
         );
         assert_eq!(
             outstanding,
@@ -1331,6 +1512,8 @@ impl World {
         let mut expected: BTreeMap<LedgerAccount, i128> = BTreeMap::new();
         expected.insert(funding_account(), -m.deposited);
         expected.insert(coins_outstanding_account(), m.outstanding());
+        expected.insert(payouts_pending_account(), m.payouts_pending);
+        expected.insert(paid_out_account(), m.paid_out);
         for (w, ws) in self.wallets.iter().enumerate() {
             expected.insert(LedgerAccount::Customer(ws.dev.w.account_id), m.customer[w]);
         }
@@ -1466,6 +1649,8 @@ proptest! {
             PostgresHarness::striped(vec![
                 (coins_outstanding_account(), scrip_issuer::server::SYSTEM_ACCOUNT_STRIPES),
                 (funding_account(), scrip_issuer::server::SYSTEM_ACCOUNT_STRIPES),
+                (payouts_pending_account(), scrip_issuer::server::SYSTEM_ACCOUNT_STRIPES),
+                (paid_out_account(), scrip_issuer::server::SYSTEM_ACCOUNT_STRIPES),
             ]),
             seed,
             &ops,

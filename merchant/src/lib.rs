@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use scrip_tokens::{
-    Amount, RedemptionBatch, RedemptionOutcome, RedemptionReport, RevocationList,
-    SignedKeyDirectory,
+    Amount, MerchantStatement, MerchantStatementRequest, PayoutReceipt, PayoutRequest,
+    RedemptionBatch, RedemptionOutcome, RedemptionReport, RevocationList, SignedKeyDirectory,
 };
 
 pub use error::{ClientError, MerchantError, Result};
@@ -30,6 +30,25 @@ pub trait IssuerClient: Send + Sync {
     /// The issuer's signed revocation list: the delta since version `since` (the version
     /// the terminal holds), or the full list for `None`.
     async fn revocations(&self, since: Option<u64>) -> Result<RevocationList, ClientError>;
+    /// The merchant's statement. The default refuses (`unsupported`), for clients that
+    /// only settle.
+    async fn merchant_statement(
+        &self,
+        _request: &MerchantStatementRequest,
+    ) -> Result<MerchantStatement, ClientError> {
+        Err(unsupported("merchant statements"))
+    }
+    /// A payout to the merchant's bank. The default refuses (`unsupported`).
+    async fn payout(&self, _request: &PayoutRequest) -> Result<PayoutReceipt, ClientError> {
+        Err(unsupported("payouts"))
+    }
+}
+
+fn unsupported(what: &str) -> ClientError {
+    ClientError::Refused {
+        code: scrip_tokens::ReasonCode::Unsupported,
+        message: format!("this issuer client does not offer {what}"),
+    }
 }
 
 /// Limits of a point of sale.

@@ -455,6 +455,50 @@ impl<S: RecordStore> Merchant<S> {
             .collect()
     }
 
+    /// The merchant's statement in `currency` from the issuer (entries after `after_seq`,
+    /// at most `limit`), checked against the cached key directory before it is returned.
+    pub async fn statement<G: CryptoRng + ?Sized>(
+        &self,
+        issuer: &dyn IssuerClient,
+        currency: scrip_tokens::Currency,
+        after_seq: Option<u64>,
+        limit: u32,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<scrip_tokens::MerchantStatementPayload> {
+        let (directory, _) = self.cached_directory().ok_or(MerchantError::NoDirectory)?;
+        let request = self
+            .terminal
+            .statement_request(currency, after_seq, limit, now, rng)?;
+        let statement = issuer.merchant_statement(&request).await?;
+        Ok(self
+            .terminal
+            .verify_statement(&request, &statement, &directory, now)?
+            .clone())
+    }
+
+    /// Pays `amount` out to the merchant's bank under `payout_id` (pick it with
+    /// `PayoutId::random` and keep it until this returns a receipt: calling again with the
+    /// same id and amount after an error pays once). The receipt is checked against the
+    /// cached key directory before it is returned: paid (with the bank's reference) or
+    /// declined (the amount is back on the merchant's balance).
+    pub async fn payout<G: CryptoRng + ?Sized>(
+        &self,
+        issuer: &dyn IssuerClient,
+        payout_id: scrip_tokens::PayoutId,
+        amount: Amount,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<scrip_tokens::PayoutReceiptPayload> {
+        let (directory, _) = self.cached_directory().ok_or(MerchantError::NoDirectory)?;
+        let request = self.terminal.payout_request(payout_id, amount, now, rng)?;
+        let receipt = issuer.payout(&request).await?;
+        Ok(self
+            .terminal
+            .verify_payout(&request, &receipt, &directory, now)?
+            .clone())
+    }
+
     /// Goes online: refreshes the key directory and the revocation list, then uploads the
     /// queue batch by batch and applies the answers. Any failure leaves the queue as it
     /// was (retry later).

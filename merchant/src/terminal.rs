@@ -27,6 +27,11 @@ use scrip_tokens::{
     RedemptionBatchPayload, RedemptionItem, RedemptionReport, RedemptionReportPayload,
     RejectReason, RequestId, RevocationCache, RevokedItem, SigningKey, Timestamp,
 };
+use scrip_tokens::{
+    Currency, MerchantStatement, MerchantStatementPayload, MerchantStatementRequest,
+    MerchantStatementRequestPayload, PayoutId, PayoutReceipt, PayoutReceiptPayload, PayoutRequest,
+    PayoutRequestPayload,
+};
 
 use crate::schema::{OpenRequest, QueuedPayment, REQUEST_PAID};
 use crate::{MerchantConfig, MerchantError, Result};
@@ -543,6 +548,93 @@ impl Terminal {
     ) -> Result<&'r RedemptionReportPayload> {
         report
             .verify_for(batch, directory, now)
+            .map_err(MerchantError::UnverifiedAnswer)
+    }
+}
+
+/// A merchant's own money at the issuer: the requests for its statement and for payouts
+/// to its bank, and the checks of the issuer's answers.
+impl Terminal {
+    /// A signed request for the merchant's statement in `currency`: entries after
+    /// `after_seq` (or from the start), at most `limit` (the issuer caps it).
+    pub fn statement_request<G: CryptoRng + ?Sized>(
+        &self,
+        currency: Currency,
+        after_seq: Option<u64>,
+        limit: u32,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<MerchantStatementRequest> {
+        let mut nonce = [0u8; 16];
+        rng.fill_bytes(&mut nonce);
+        Ok(MerchantStatementRequest::sign(
+            MerchantStatementRequestPayload {
+                merchant_id: self.certificate.payload.merchant_id,
+                currency,
+                after_seq,
+                limit,
+                created_at: now,
+                nonce,
+            },
+            &self.key,
+            rng,
+        )?)
+    }
+
+    /// A signed request to pay `amount` out to the merchant's bank under `payout_id`.
+    /// Keep the id until a receipt comes back: after a lost answer or a
+    /// `payout_unavailable` refusal, ask again with the same id and amount (a new request,
+    /// signed again): the issuer pays once.
+    pub fn payout_request<G: CryptoRng + ?Sized>(
+        &self,
+        payout_id: PayoutId,
+        amount: Amount,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<PayoutRequest> {
+        if amount.is_zero() {
+            return Err(MerchantError::ZeroAmount);
+        }
+        let mut nonce = [0u8; 16];
+        rng.fill_bytes(&mut nonce);
+        Ok(PayoutRequest::sign(
+            PayoutRequestPayload {
+                merchant_id: self.certificate.payload.merchant_id,
+                payout_id,
+                amount,
+                created_at: now,
+                nonce,
+            },
+            &self.key,
+            rng,
+        )?)
+    }
+
+    /// The issuer's statement, if it answers `request`: signed by the answer key
+    /// `directory` lists, naming this request. Show nothing of an answer that fails.
+    pub fn verify_statement<'a>(
+        &self,
+        request: &MerchantStatementRequest,
+        statement: &'a MerchantStatement,
+        directory: &KeyDirectory,
+        now: Timestamp,
+    ) -> Result<&'a MerchantStatementPayload> {
+        statement
+            .verify_for(request, directory, now)
+            .map_err(MerchantError::UnverifiedAnswer)
+    }
+
+    /// The issuer's payout receipt, if it answers `request`: signed by the answer key
+    /// `directory` lists, naming this request, payout and amount.
+    pub fn verify_payout<'a>(
+        &self,
+        request: &PayoutRequest,
+        receipt: &'a PayoutReceipt,
+        directory: &KeyDirectory,
+        now: Timestamp,
+    ) -> Result<&'a PayoutReceiptPayload> {
+        receipt
+            .verify_for(request, directory, now)
             .map_err(MerchantError::UnverifiedAnswer)
     }
 }

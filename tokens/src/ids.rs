@@ -104,6 +104,10 @@ uuid_id!(
     DepositId
 );
 uuid_id!(
+    /// A merchant's payout to its bank, chosen by the merchant: paid once.
+    PayoutId
+);
+uuid_id!(
     /// The holder's virtual id written into identified coins: it names the holder at the
     /// issuer without revealing the account id to merchants.
     VirtualId

@@ -16,6 +16,7 @@ mod error;
 mod ids;
 mod messages;
 mod payment;
+mod payouts;
 mod reason;
 mod revocation;
 mod signed;
@@ -50,7 +51,8 @@ pub use directory::{
 pub use error::{Error, Result};
 pub use ids::{
     random_uuid, AccountId, CertificateSerial, CoinId, CoinSpendId, ContentDigest, DepositId,
-    DeviceId, KeyId, KeysetId, MerchantId, RecordId, RequestId, Timestamp, Validity, VirtualId,
+    DeviceId, KeyId, KeysetId, MerchantId, PayoutId, RecordId, RequestId, Timestamp, Validity,
+    VirtualId,
 };
 pub use keys::{
     BlindSignature, BlindedMessage, DenominationSigningKey, DenominationVerifyingKey, PublicKey,
@@ -69,6 +71,11 @@ pub use messages::{
 pub use payment::{
     CountersignedRecord, CountersignedRecordPayload, PaymentRequest, PaymentRequestPayload,
     WithdrawalRecord, WithdrawalRecordPayload,
+};
+pub use payouts::{
+    MerchantStatement, MerchantStatementPayload, MerchantStatementRequest,
+    MerchantStatementRequestPayload, PayoutReceipt, PayoutReceiptPayload, PayoutRequest,
+    PayoutRequestPayload, PayoutState, MAX_PAYOUT_REASON_LEN, MAX_PAYOUT_REFERENCE_LEN,
 };
 pub use reason::{ReasonCode, UnknownCode};
 pub use revocation::{

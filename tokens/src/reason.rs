@@ -173,6 +173,14 @@ reason_codes! {
     DirectoryInUse = "directory_in_use",
     /// The issuer's stored state does not decode.
     CorruptedState = "corrupted_state",
+    /// A payout id used before with another merchant or amount.
+    PayoutIdReused = "payout_id_reused",
+    /// The merchant's bank (the payout sink) could not be reached; the payout is pending
+    /// and sending it again finishes it.
+    PayoutUnavailable = "payout_unavailable",
+    /// The payout sink answered something the issuer cannot act on (it knows the payout
+    /// id with other details, or gave an unusable reference); the payout stays pending.
+    PayoutFailed = "payout_failed",
 
     // The HTTP server's admission and transport.
     /// The request's time is outside the accepted window.

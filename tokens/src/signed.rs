@@ -136,7 +136,7 @@ mod tests {
 
     /// Every message type's tag. A new type must be added here: the test below then proves
     /// its tag is distinct and its signatures do not transfer.
-    const ALL_TAGS: [&str; 64] = [
+    const ALL_TAGS: [&str; 72] = [
         AccountCertificatePayload::TAG,
         MerchantCertificatePayload::TAG,
         BalanceCertificatePayload::TAG,
@@ -201,6 +201,14 @@ mod tests {
         RevocationList::TAG,
         RevocationCache::TAG,
         <crate::directory::KeysetIdInput as Message>::TAG,
+        MerchantStatementRequestPayload::TAG,
+        MerchantStatementRequest::TAG,
+        MerchantStatementPayload::TAG,
+        MerchantStatement::TAG,
+        PayoutRequestPayload::TAG,
+        PayoutRequest::TAG,
+        PayoutReceiptPayload::TAG,
+        PayoutReceipt::TAG,
     ];
 
     fn header(tag: &str) -> Vec<u8> {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use scrip_issuer::server::{
-    self, cluster, KeySource, OperatorToken, ServerConfig, ServerFunding, StoreKind,
+    self, cluster, KeySource, OperatorToken, ServerConfig, ServerFunding, ServerPayouts, StoreKind,
 };
 use scrip_issuer::{one_two_five, IssuerConfig, IssuerError, KeyringConfig};
 use scrip_tokens::Currency;
@@ -422,6 +422,13 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         "deposits are credited from the built-in demo funding source (every deposit is \
          accepted and recorded in the store); embed scrip_issuer::server with your own \
          FundingSource for real money"
+    );
+    config.payouts = ServerPayouts::Demo;
+    tracing::warn!(
+        file = %args.data_dir.join(server::DEMO_PAYOUTS_FILE).display(),
+        "merchant payouts go to the built-in demo payout sink (nothing is paid; each payout \
+         is appended once to this file); embed scrip_issuer::server with your own PayoutSink \
+         for real money"
     );
     let running = server::start(config).await.map_err(|e| e.to_string())?;
     running

@@ -73,6 +73,13 @@ pub async fn connect_database_with(
                 super::SYSTEM_ACCOUNT_STRIPES,
             ),
             (crate::funding_account(), super::SYSTEM_ACCOUNT_STRIPES),
+            // Every payout posts to both (merchants paid out at once must not queue on
+            // one row).
+            (
+                crate::payouts_pending_account(),
+                super::SYSTEM_ACCOUNT_STRIPES,
+            ),
+            (crate::paid_out_account(), super::SYSTEM_ACCOUNT_STRIPES),
         ],
     };
     let store = Arc::new(PostgresStore::connect_with(url, options).await?);

@@ -167,6 +167,12 @@ impl From<IssuerError> for ApiError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             IssuerError::Funding(_) => StatusCode::BAD_GATEWAY,
+            IssuerError::PayoutIdReused(_) => StatusCode::CONFLICT,
+            // Unreachable bank: the payout is pending, the merchant sends it again.
+            IssuerError::Payout(crate::PayoutError::Unavailable(_)) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            IssuerError::Payout(_) => StatusCode::BAD_GATEWAY,
             IssuerError::Store(
                 scrip_stores::StoreError::InvalidUnit(_)
                 | scrip_stores::StoreError::UnbalancedPostings { .. },

@@ -243,6 +243,20 @@ pub fn routes(
         handlers::redeem,
     ))
     .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "merchant-statements").boxed(),
+        Access::Signed,
+        handlers::merchant_statement,
+    ))
+    .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "payouts").boxed(),
+        Access::Signed,
+        handlers::payout,
+    ))
+    .unify()
     .boxed();
 
     health

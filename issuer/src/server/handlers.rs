@@ -291,6 +291,44 @@ pub async fn redeem(
     Ok(report)
 }
 
+/// `POST /v1/merchant-statements`: a merchant's signed statement request.
+pub async fn merchant_statement(
+    state: Arc<AppState>,
+    request: scrip_tokens::MerchantStatementRequest,
+    now: Timestamp,
+) -> Result<scrip_tokens::MerchantStatement, ApiError> {
+    let authenticated = state.admit(&request, now).await?;
+    let statement = state
+        .issuer
+        .merchant_statement_authenticated(authenticated, now)
+        .await?;
+    Ok(state
+        .issuer
+        .sign_answer(statement, now, &mut request_rng())?)
+}
+
+/// `POST /v1/payouts`: a merchant's signed payout request, paid through the server's
+/// payout sink.
+pub async fn payout(
+    state: Arc<AppState>,
+    request: scrip_tokens::PayoutRequest,
+    now: Timestamp,
+) -> Result<scrip_tokens::PayoutReceipt, ApiError> {
+    let authenticated = state.admit(&request, now).await?;
+    let receipt = state
+        .issuer
+        .payout_authenticated(authenticated, state.payouts.as_ref(), now)
+        .await?;
+    tracing::info!(
+        merchant = %receipt.merchant_id,
+        payout = %receipt.payout_id,
+        amount = %receipt.amount,
+        state = ?receipt.state,
+        "payout"
+    );
+    Ok(state.issuer.sign_answer(receipt, now, &mut request_rng())?)
+}
+
 pub async fn statement(
     account_id: AccountId,
     body: Body,

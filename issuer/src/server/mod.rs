@@ -22,6 +22,7 @@ mod filters;
 mod handlers;
 mod metrics;
 mod models;
+mod payout_file;
 mod replay;
 mod revocations;
 
@@ -39,10 +40,11 @@ use tokio::task::JoinHandle;
 pub use data_dir::{DirectoryLock, LOCK_FILE, OPERATOR_TOKEN_FILE, ROOT_KEY_FILE};
 pub use errors::ApiError;
 pub use metrics::{MeteredStore, Metrics};
+pub use payout_file::{DemoPayoutFile, DEMO_PAYOUTS_FILE};
 pub use replay::ReplayGuard;
 
 use crate::{
-    FundingSource, InMemoryFunding, Issuer, IssuerConfig, IssuerError, Keyring,
+    FundingSource, InMemoryFunding, Issuer, IssuerConfig, IssuerError, Keyring, PayoutSink,
     RecordedDemoFunding, Result,
 };
 
@@ -146,6 +148,21 @@ pub enum ServerFunding {
     Source(Arc<dyn FundingSource>),
 }
 
+/// Where merchants' payouts go.
+pub enum ServerPayouts {
+    /// The built-in demo sink, [`DemoPayoutFile`]: each payout is appended once to
+    /// `<data-dir>/demo-payouts.jsonl` and nothing is paid anywhere.
+    Demo,
+    /// This sink (a bank, a payment provider).
+    Sink(Arc<dyn PayoutSink>),
+}
+
+impl From<Arc<dyn PayoutSink>> for ServerPayouts {
+    fn from(sink: Arc<dyn PayoutSink>) -> Self {
+        ServerPayouts::Sink(sink)
+    }
+}
+
 impl From<Arc<dyn FundingSource>> for ServerFunding {
     fn from(source: Arc<dyn FundingSource>) -> Self {
         ServerFunding::Source(source)
@@ -196,6 +213,8 @@ pub struct ServerConfig {
     pub body_budget_bytes: usize,
     /// Where deposits are collected from.
     pub funding: ServerFunding,
+    /// Where merchants' payouts go.
+    pub payouts: ServerPayouts,
     /// The PostgreSQL connection string of [`StoreKind::Postgres`] (it may carry a
     /// password: never logged).
     pub database_url: Option<String>,
@@ -255,6 +274,7 @@ impl ServerConfig {
             max_header_bytes: 16 << 10,
             body_budget_bytes: 64 << 20,
             funding: ServerFunding::Demo,
+            payouts: ServerPayouts::Demo,
             database_url: None,
             database_connections: 16,
             database_tls: scrip_stores::PostgresTls::Off,
@@ -273,6 +293,8 @@ pub type ServerIssuer = Issuer<MeteredStore<Arc<dyn RecordStore>>, Arc<dyn Fundi
 pub struct AppState {
     /// The issuer core.
     pub issuer: ServerIssuer,
+    /// Where merchants' payouts go.
+    pub payouts: Arc<dyn PayoutSink>,
     /// Stale and replayed request guard.
     pub replay: ReplayGuard,
     /// Prometheus counters.
@@ -646,6 +668,12 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         }
         ServerFunding::Demo => Arc::new(InMemoryFunding::new()),
     };
+    let payouts: Arc<dyn PayoutSink> = match config.payouts {
+        ServerPayouts::Sink(sink) => sink,
+        ServerPayouts::Demo => Arc::new(DemoPayoutFile::open(
+            config.data_dir.join(DEMO_PAYOUTS_FILE),
+        )?),
+    };
     let replay = match &cluster {
         Some(node) => ReplayGuard::shared(config.max_clock_skew, Arc::clone(&node.state)),
         None => ReplayGuard::new(config.max_clock_skew, started),
@@ -654,6 +682,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     let issuer = Issuer::new(store, funding, keyring, config.issuer);
     let state = Arc::new(AppState {
         issuer,
+        payouts,
         replay,
         metrics,
         operator_token,

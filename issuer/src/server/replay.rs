@@ -27,8 +27,9 @@ use std::time::Duration;
 use scrip_stores::ClusterState;
 use scrip_tokens::{
     BalanceCertificateRequest, BlindWithdrawalRequest, DepositConfirmation, DepositRequest,
-    DeviceRegistration, IdentifiedWithdrawalRequest, MerchantRegistration, Message,
-    RedemptionBatch, StatementRequest, SyncRequest, Timestamp,
+    DeviceRegistration, IdentifiedWithdrawalRequest, MerchantRegistration,
+    MerchantStatementRequest, Message, PayoutRequest, RedemptionBatch, StatementRequest,
+    SyncRequest, Timestamp,
 };
 use sha2::{Digest, Sha256};
 
@@ -290,6 +291,8 @@ fresh_by_nonce!(
     IdentifiedWithdrawalRequest => |p| p.device_id.as_bytes();
     RedemptionBatch => |p| p.merchant_id.as_bytes();
     StatementRequest => |p| p.device_id.as_bytes();
+    MerchantStatementRequest => |p| p.merchant_id.as_bytes();
+    PayoutRequest => |p| p.merchant_id.as_bytes();
 );
 
 impl Fresh for DepositRequest {
