@@ -117,6 +117,9 @@ token_types!(
     StatementRequest,
     StatementPayload,
     Statement,
+    RevocationListPayload,
+    RevocationList,
+    RevocationCache,
 );
 
 /// The `decode_tokens` target: first byte picks the type, the rest is the encoding.
