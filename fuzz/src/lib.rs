@@ -125,6 +125,9 @@ token_types!(
     PayoutRequest,
     PayoutReceiptPayload,
     PayoutReceipt,
+    RevocationListPayload,
+    RevocationList,
+    RevocationCache,
 );
 
 /// The `decode_tokens` target: first byte picks the type, the rest is the encoding.

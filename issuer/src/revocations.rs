@@ -205,9 +205,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                     published = MAX_REVOCATION_ENTRIES,
                     "more revoked items than a list holds: publishing the most recent"
                 );
-                entries.sort_by(|a, b| b.listed_since.cmp(&a.listed_since));
+                entries.sort_by_key(|e| std::cmp::Reverse(e.listed_since));
                 entries.truncate(MAX_REVOCATION_ENTRIES);
-                entries.sort_by(|a, b| a.item.cmp(&b.item));
+                entries.sort_by_key(|e| e.item);
             }
             let unchanged = entries.len() == latest.snapshot.entries.len()
                 && entries

@@ -155,6 +155,11 @@ impl<S: RecordStore> Merchant<S> {
                 let full = issuer.revocations(None).await?;
                 self.refresh_revocations(&full, now).await
             }
+            // A server of a cluster that has not published the version another one did
+            // yet: keep the newer list held (its age shows how fresh it is).
+            Err(MerchantError::Invalid(scrip_tokens::Error::OutdatedRevocationList { .. })) => {
+                Ok(())
+            }
             other => other,
         }
     }

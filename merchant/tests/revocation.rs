@@ -213,3 +213,67 @@ async fn a_wallet_with_the_list_refuses_to_pay_a_revoked_merchant() {
         .pay_bytes(&offer, PayWith::Record, at(3), &mut phone.rng)
         .is_err());
 }
+
+/// A server of a cluster that has not published the latest version yet.
+struct Lagging {
+    inner: InProcess,
+    stale: RevocationList,
+}
+
+#[async_trait::async_trait]
+impl scrip_merchant::IssuerClient for Lagging {
+    async fn key_directory(&self) -> Result<SignedKeyDirectory, scrip_merchant::ClientError> {
+        self.inner.key_directory().await
+    }
+    async fn redeem(
+        &self,
+        batch: &RedemptionBatch,
+    ) -> Result<RedemptionReport, scrip_merchant::ClientError> {
+        self.inner.redeem(batch).await
+    }
+    async fn revocations(
+        &self,
+        _since: Option<u64>,
+    ) -> Result<RevocationList, scrip_merchant::ClientError> {
+        Ok(self.stale.clone())
+    }
+}
+
+#[tokio::test]
+async fn an_older_list_from_a_lagging_server_neither_replaces_the_list_nor_fails_the_sync() {
+    let issuer = issuer();
+    let merchant = shop(&issuer, 1, 100_000).await;
+    let phone = Phone::open(&issuer, 2, 0, 2).await;
+    let device = phone.wallet.account().unwrap().device_id;
+    issuer.revoke_device(device, at(1)).await.unwrap();
+    issuer.publish_revocations(at(1)).await.unwrap();
+    merchant
+        .sync(&client(&issuer, at(2)), at(2), &mut rng(1))
+        .await
+        .unwrap();
+    assert_eq!(merchant.revocations().version(), 1);
+
+    // Version 0 (nothing listed), signed later by a server that lags.
+    let old = scrip_issuer::RevocationSnapshot::default();
+    let payload = issuer.revocation_list(&old, None, at(3)).await.unwrap();
+    let stale = issuer.sign_answer(payload, at(3), &mut rng(2)).unwrap();
+    assert!(matches!(
+        merchant.refresh_revocations(&stale, at(3)).await,
+        Err(scrip_merchant::MerchantError::Invalid(
+            Error::OutdatedRevocationList {
+                held: 1,
+                received: 0
+            }
+        ))
+    ));
+    let lagging = Lagging {
+        inner: client(&issuer, at(4)),
+        stale,
+    };
+    merchant.sync(&lagging, at(4), &mut rng(3)).await.unwrap();
+    assert_eq!(
+        merchant.revocations().lookup(&RevokedItem::Device(device)),
+        Some(at(1)),
+        "a replayed or lagging list cannot lift a revocation"
+    );
+}

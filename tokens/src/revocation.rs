@@ -526,6 +526,13 @@ mod tests {
         cache.apply(&full, &dir, at(0)).unwrap();
         let bytes = codec::encode(&cache).unwrap();
         assert_eq!(codec::decode::<RevocationCache>(&bytes).unwrap(), cache);
+        let json = serde_json::to_string(&cache).unwrap();
+        assert_eq!(
+            serde_json::from_str::<RevocationCache>(&json).unwrap(),
+            cache
+        );
+        let json = serde_json::to_string(&full).unwrap();
+        assert_eq!(serde_json::from_str::<RevocationList>(&json).unwrap(), full);
         assert_eq!(
             codec::decode::<RevocationList>(&full.to_bytes().unwrap()).unwrap(),
             full
