@@ -14,7 +14,7 @@ use scrip_stores::RecordStore;
 use scrip_tokens::{
     BalanceCertificateRequest, BlindWithdrawalRequest, DepositConfirmation, DepositRequest,
     DeviceRegistration, IdentifiedWithdrawalRequest, MerchantRegistration, RedemptionBatch,
-    StatementRequest, SyncRequest,
+    RefundRequest, StatementRequest, SyncRequest, VoucherWithdrawalRequest,
 };
 
 use crate::api::DeviceEnrollment;
@@ -116,6 +116,40 @@ impl SignedRequest for RedemptionBatch {
     ) -> Result<MerchantDoc> {
         let merchant = issuer.merchant(self.payload.merchant_id).await?;
         self.verify_signature(&merchant.certificate.payload.merchant_key)?;
+        Ok(merchant)
+    }
+}
+
+impl sealed::Sealed for RefundRequest {}
+
+#[async_trait]
+impl SignedRequest for RefundRequest {
+    type Signer = MerchantDoc;
+
+    async fn signer<S: RecordStore, F: FundingSource>(
+        &self,
+        issuer: &Issuer<S, F>,
+    ) -> Result<MerchantDoc> {
+        let merchant = issuer.merchant(self.payload.merchant_id).await?;
+        self.verify(&merchant.certificate.payload)?;
+        Ok(merchant)
+    }
+}
+
+impl sealed::Sealed for VoucherWithdrawalRequest {}
+
+/// Unsigned itself: the merchant's signature on the voucher it carries is what is
+/// checked, before anything is signed or stored for it.
+#[async_trait]
+impl SignedRequest for VoucherWithdrawalRequest {
+    type Signer = MerchantDoc;
+
+    async fn signer<S: RecordStore, F: FundingSource>(
+        &self,
+        issuer: &Issuer<S, F>,
+    ) -> Result<MerchantDoc> {
+        let merchant = issuer.merchant(self.voucher.payload.merchant_id).await?;
+        self.voucher.verify(&merchant.certificate.payload)?;
         Ok(merchant)
     }
 }

@@ -13,6 +13,7 @@ mod keyring;
 pub mod keyring_files;
 mod operator;
 mod redemption;
+mod refunds;
 mod registry;
 mod schema;
 #[cfg(feature = "server")]
@@ -40,8 +41,9 @@ pub use schema::{coins_outstanding_account, funding_account};
 /// [`Issuer::record`], ...). Where and how they are stored (collections, keys, claim
 /// namespaces) is the crate-private storage schema.
 pub use schema::{
-    AccountDoc, CertificateDoc, DeviceDoc, IdentifiedCoinDoc, Mark, MerchantDoc, RecordDoc,
-    RecordSource, ReleaseDoc, RevokedCoinDoc, UnfreezeDoc,
+    AccountDoc, CertificateDoc, DeviceDoc, IdentifiedCoinDoc, Mark, MerchantDoc, PaidBy,
+    PaymentDoc, RecordDoc, RecordSource, RefundDoc, RefundPaid, RefundTotalDoc, ReleaseDoc,
+    RevokedCoinDoc, UnfreezeDoc,
 };
 
 /// The HTTP API's message types (crate `scrip-api`), shared with every client.

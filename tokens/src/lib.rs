@@ -17,6 +17,7 @@ mod ids;
 mod messages;
 mod payment;
 mod reason;
+mod refund;
 mod signed;
 
 #[cfg(any(test, feature = "test-fixtures"))]
@@ -49,7 +50,7 @@ pub use directory::{
 pub use error::{Error, Result};
 pub use ids::{
     random_uuid, AccountId, CertificateSerial, CoinId, CoinSpendId, ContentDigest, DepositId,
-    DeviceId, KeyId, KeysetId, MerchantId, RecordId, RequestId, Timestamp, Validity, VirtualId,
+    DeviceId, KeyId, KeysetId, MerchantId, RecordId, RefundId, RequestId, Timestamp, Validity, VirtualId,
 };
 pub use keys::{
     BlindSignature, BlindedMessage, DenominationSigningKey, DenominationVerifyingKey, PublicKey,
@@ -70,4 +71,8 @@ pub use payment::{
     WithdrawalRecord, WithdrawalRecordPayload,
 };
 pub use reason::{ReasonCode, UnknownCode};
+pub use refund::{
+    RefundReceipt, RefundReceiptPayload, RefundRequest, RefundRequestPayload, RefundVoucher,
+    RefundVoucherPayload, VoucherWithdrawalRequest,
+};
 pub use signed::{Signed, SignedPayload};

@@ -136,7 +136,7 @@ mod tests {
 
     /// Every message type's tag. A new type must be added here: the test below then proves
     /// its tag is distinct and its signatures do not transfer.
-    const ALL_TAGS: [&str; 61] = [
+    const ALL_TAGS: [&str; 68] = [
         AccountCertificatePayload::TAG,
         MerchantCertificatePayload::TAG,
         BalanceCertificatePayload::TAG,
@@ -198,6 +198,13 @@ mod tests {
         StatementPayload::TAG,
         Statement::TAG,
         <crate::directory::KeysetIdInput as Message>::TAG,
+        RefundRequestPayload::TAG,
+        RefundRequest::TAG,
+        RefundVoucherPayload::TAG,
+        RefundVoucher::TAG,
+        VoucherWithdrawalRequest::TAG,
+        RefundReceiptPayload::TAG,
+        RefundReceipt::TAG,
     ];
 
     fn header(tag: &str) -> Vec<u8> {
