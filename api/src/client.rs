@@ -27,8 +27,8 @@ use scrip_tokens::{
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
     DepositRecord, DepositRequest, DeviceId, DeviceRegistration, IdentifiedWithdrawalRequest,
     IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId, MerchantRegistration, Message,
-    ReasonCode, RedemptionBatch, RedemptionReport, SignedKeyDirectory, Statement, StatementRequest,
-    SyncReport, SyncRequest,
+    ReasonCode, RedemptionBatch, RedemptionReport, RefundReceipt, RefundRequest, SignedKeyDirectory,
+    Statement, StatementRequest, SyncReport, SyncRequest, VoucherWithdrawalRequest,
 };
 
 use crate::ClientError as Error;
@@ -288,6 +288,20 @@ impl HttpClient {
     /// `POST /v1/redemptions`: a merchant's batch.
     pub async fn redeem(&self, batch: &RedemptionBatch) -> Result<RedemptionReport, Error> {
         self.post("/v1/redemptions", batch, false).await
+    }
+
+    /// `POST /v1/refunds`: a merchant refunds a payment by record to the paying account.
+    /// Check the receipt with [`scrip_tokens::RefundReceipt::verify_for`].
+    pub async fn refund(&self, request: &RefundRequest) -> Result<RefundReceipt, Error> {
+        self.post("/v1/refunds", request, false).await
+    }
+
+    /// `POST /v1/refund-withdrawals`: blind coins against a merchant's refund voucher.
+    pub async fn withdraw_voucher(
+        &self,
+        request: &VoucherWithdrawalRequest,
+    ) -> Result<BlindWithdrawalResponse, Error> {
+        self.post("/v1/refund-withdrawals", request, false).await
     }
 
     /// `POST /v1/accounts/{id}/statement`.

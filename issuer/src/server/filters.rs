@@ -223,6 +223,20 @@ pub fn routes(
         handlers::redeem,
     ))
     .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "refunds").boxed(),
+        Access::Signed,
+        handlers::refund,
+    ))
+    .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "refund-withdrawals").boxed(),
+        Access::Signed,
+        handlers::withdraw_voucher,
+    ))
+    .unify()
     .boxed();
 
     health

@@ -28,7 +28,7 @@ use scrip_stores::ClusterState;
 use scrip_tokens::{
     BalanceCertificateRequest, BlindWithdrawalRequest, DepositConfirmation, DepositRequest,
     DeviceRegistration, IdentifiedWithdrawalRequest, MerchantRegistration, Message,
-    RedemptionBatch, StatementRequest, SyncRequest, Timestamp,
+    RedemptionBatch, RefundRequest, StatementRequest, SyncRequest, Timestamp,
 };
 use sha2::{Digest, Sha256};
 
@@ -290,6 +290,7 @@ fresh_by_nonce!(
     IdentifiedWithdrawalRequest => |p| p.device_id.as_bytes();
     RedemptionBatch => |p| p.merchant_id.as_bytes();
     StatementRequest => |p| p.device_id.as_bytes();
+    RefundRequest => |p| p.merchant_id.as_bytes();
 );
 
 impl Fresh for DepositRequest {
