@@ -117,6 +117,13 @@ token_types!(
     StatementRequest,
     StatementPayload,
     Statement,
+    RefundRequestPayload,
+    RefundRequest,
+    RefundVoucherPayload,
+    RefundVoucher,
+    VoucherWithdrawalRequest,
+    RefundReceiptPayload,
+    RefundReceipt,
 );
 
 /// The `decode_tokens` target: first byte picks the type, the rest is the encoding.
@@ -184,6 +191,8 @@ body_types!(
     RedemptionBatch,             // POST /v1/redemptions
     StatementRequest,            // POST /v1/accounts/{id}/statement
     ReissueRequest,              // POST /v1/devices/{id}/reissue
+    RefundRequest,               // POST /v1/refunds
+    VoucherWithdrawalRequest,    // POST /v1/refund-withdrawals
 );
 
 /// The `http_bodies` target: first byte picks the body type, the rest is the body.
