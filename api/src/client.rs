@@ -27,8 +27,9 @@ use scrip_tokens::{
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
     DepositRecord, DepositRequest, DeviceId, DeviceRegistration, IdentifiedWithdrawalRequest,
     IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId, MerchantRegistration, Message,
-    ReasonCode, RedemptionBatch, RedemptionReport, RefundReceipt, RefundRequest, SignedKeyDirectory,
-    Statement, StatementRequest, SyncReport, SyncRequest, VoucherWithdrawalRequest,
+    ReasonCode, RedemptionBatch, RedemptionReport, RefundReceipt, RefundRequest,
+    SignedKeyDirectory, Statement, StatementRequest, SyncReport, SyncRequest,
+    VoucherWithdrawalRequest,
 };
 
 use crate::ClientError as Error;

@@ -8,9 +8,9 @@ use scrip_stores::{
     ClaimId, Claimant, CommitOutcome, Floor, LedgerAccount, Posting, RecordStore, Unit, Write,
 };
 use scrip_tokens::{
-    codec, AccountId, Amount, BlindSignature, BlindWithdrawalRequest, BlindedMessage, BlindWithdrawalResponse, CoinId, Currency,
-    IdentifiedCoin, IdentifiedCoinPayload, IdentifiedWithdrawalRequest,
-    IdentifiedWithdrawalResponse, KeysetId, Message, Timestamp,
+    codec, AccountId, Amount, BlindSignature, BlindWithdrawalRequest, BlindWithdrawalResponse,
+    BlindedMessage, CoinId, Currency, IdentifiedCoin, IdentifiedCoinPayload,
+    IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse, KeysetId, Message, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 

@@ -57,8 +57,8 @@ use scrip_tokens::{
     codec, AccountId, Amount, BalanceCertificate, BalanceCertificatePayload, CertificateSerial,
     Coin, CoinId, CoinPayment, CoinSpendId, ContentDigest, CountersignedRecord, DeviceId,
     EndorsedCoinPayment, KeyDirectory, MerchantId, Message, RecordId, RedemptionBatch,
-    RedemptionItem, RedemptionOutcome, RedemptionReportPayload, RejectReason, RequestId,
-    Timestamp, WithdrawalRecord,
+    RedemptionItem, RedemptionOutcome, RedemptionReportPayload, RejectReason, RequestId, Timestamp,
+    WithdrawalRecord,
 };
 
 use crate::authentication::Authenticated;

@@ -47,8 +47,8 @@ use rand_core::CryptoRng;
 use scrip_stores::{Claimant, CommitOutcome, Floor, LedgerAccount, Posting, RecordStore, Unit};
 use scrip_tokens::{
     codec, AccountId, Amount, BlindWithdrawalResponse, ContentDigest, KeysetId, MerchantId,
-    Message, RefundId, RefundReceiptPayload, RefundRequest, RefundVoucherPayload,
-    RequestId, Timestamp, VoucherWithdrawalRequest,
+    Message, RefundId, RefundReceiptPayload, RefundRequest, RefundVoucherPayload, RequestId,
+    Timestamp, VoucherWithdrawalRequest,
 };
 use serde::{Deserialize, Serialize};
 
@@ -305,7 +305,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         let keys = self.keys();
         let set = issuing_keyset(&keys, request.keyset_id, now)?;
         let currency = set.keyset.currency();
-        voucher.amount.ensure_same_currency(&Amount::zero(currency))?;
+        voucher
+            .amount
+            .ensure_same_currency(&Amount::zero(currency))?;
         let total = Amount::checked_sum(
             currency,
             request.coins.iter().map(|(v, _)| Amount::new(*v, currency)),
@@ -327,8 +329,13 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             .await?;
         // Blind signing costs a millisecond per coin: refuse what cannot be paid before
         // signing anything (the commit still checks both atomically).
-        self.check_refundable(voucher.merchant_id, voucher.request_id, &paid, voucher.amount)
-            .await?;
+        self.check_refundable(
+            voucher.merchant_id,
+            voucher.request_id,
+            &paid,
+            voucher.amount,
+        )
+        .await?;
         let answer = BlindWithdrawalResponse {
             keyset_id: set.keyset.id(),
             signatures: sign_blinded(set, &request.coins, rng)?,
@@ -536,7 +543,11 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
 }
 
 /// The payment's counter after a refund of `amount`, if what was paid covers it.
-fn next_total(total: Option<&RefundTotalDoc>, paid: &Paid, amount: Amount) -> Result<RefundTotalDoc> {
+fn next_total(
+    total: Option<&RefundTotalDoc>,
+    paid: &Paid,
+    amount: Amount,
+) -> Result<RefundTotalDoc> {
     let (refunds, refunded) = match total {
         Some(t) => (t.refunds, t.refunded),
         None => (0, Amount::zero(paid.amount.currency)),

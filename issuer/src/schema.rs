@@ -525,6 +525,24 @@ mod tests {
     }
 
     #[test]
+    fn refund_keys_group_a_payment_under_its_merchant_and_request() {
+        let (merchant, request): (MerchantId, RequestId) = (id(1), id(2));
+        let prefix = payment_prefix(merchant, request);
+        assert_eq!(prefix, [merchant.as_bytes(), request.as_bytes()].concat());
+        let digest = ContentDigest::of(b"payment");
+        let payment = payment_key(merchant, request, digest);
+        assert!(payment.starts_with(&prefix) && payment.ends_with(digest.as_bytes()));
+        let mut third = prefix.clone();
+        third.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 3]);
+        assert_eq!(refund_slot_key(merchant, request, 3), third);
+        let refund: RefundId = id(3);
+        assert_eq!(
+            refund_key(merchant, refund),
+            [merchant.as_bytes(), refund.as_bytes()].concat()
+        );
+    }
+
+    #[test]
     fn generation_zero_freezes_claim_under_the_bare_account_id() {
         let account: AccountId = id(0x0a0b);
         assert_eq!(freeze_claim_key(account, 0), account.as_bytes());

@@ -1211,7 +1211,8 @@ impl World {
                     created_at: self.now,
                     nonce: nonce(&mut self.rng),
                 };
-                let signed = RefundRequest::sign(payload.clone(), &shop.key, &mut self.rng).unwrap();
+                let signed =
+                    RefundRequest::sign(payload.clone(), &shop.key, &mut self.rng).unwrap();
                 let result = issuer.refund(&signed, self.now).await;
                 if let Some(refusal) = refusal {
                     return expect_err(step, op, result, refusal);

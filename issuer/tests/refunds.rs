@@ -68,7 +68,12 @@ impl<S: RecordStore> Scene<S> {
                 &mut self.rng,
             )
             .await;
-        assert_eq!(outcomes, [RedemptionOutcome::Accepted { credited: eur(amount) }]);
+        assert_eq!(
+            outcomes,
+            [RedemptionOutcome::Accepted {
+                credited: eur(amount)
+            }]
+        );
         request.payload.request_id
     }
 
@@ -91,11 +96,21 @@ impl<S: RecordStore> Scene<S> {
                 &mut self.rng,
             )
             .await;
-        assert_eq!(outcomes, [RedemptionOutcome::Accepted { credited: eur(total) }]);
+        assert_eq!(
+            outcomes,
+            [RedemptionOutcome::Accepted {
+                credited: eur(total)
+            }]
+        );
         request
     }
 
-    fn refund_request(&mut self, refund_id: RefundId, request: RequestId, amount: u64) -> RefundRequest {
+    fn refund_request(
+        &mut self,
+        refund_id: RefundId,
+        request: RequestId,
+        amount: u64,
+    ) -> RefundRequest {
         signed_refund(&self.shop, refund_id, request, amount, &mut self.rng)
     }
 
@@ -105,7 +120,13 @@ impl<S: RecordStore> Scene<S> {
     }
 
     fn voucher(&mut self, request: RequestId, amount: u64) -> RefundVoucher {
-        signed_voucher(&self.shop.key, self.shop.id(), request, amount, &mut self.rng)
+        signed_voucher(
+            &self.shop.key,
+            self.shop.id(),
+            request,
+            amount,
+            &mut self.rng,
+        )
     }
 
     /// A withdrawal against `voucher` of coins of `values`, and the coins to finalize.
@@ -135,7 +156,10 @@ impl<S: RecordStore> Scene<S> {
     }
 
     async fn customer(&self) -> i128 {
-        self.issuer.balance(self.wallet.account_id, EUR).await.unwrap()
+        self.issuer
+            .balance(self.wallet.account_id, EUR)
+            .await
+            .unwrap()
     }
 
     async fn merchant(&self) -> i128 {
@@ -148,7 +172,11 @@ impl<S: RecordStore> Scene<S> {
 
     /// (customer, merchant, coins outstanding).
     async fn money(&self) -> (i128, i128, i128) {
-        (self.customer().await, self.merchant().await, self.outstanding().await)
+        (
+            self.customer().await,
+            self.merchant().await,
+            self.outstanding().await,
+        )
     }
 }
 
@@ -209,7 +237,10 @@ async fn a_record_payment_is_refunded_in_part_then_in_full_and_never_beyond() {
     let first = s.fresh_refund(request, 100);
     let receipt = s.refund(&first).await.unwrap();
     assert_eq!(receipt.account_id, s.wallet.account_id);
-    assert_eq!((receipt.amount, receipt.refunded_total), (eur(100), eur(100)));
+    assert_eq!(
+        (receipt.amount, receipt.refunded_total),
+        (eur(100), eur(100))
+    );
     assert_eq!(s.customer().await, customer + 100);
     assert_eq!(s.merchant().await, 200);
     // The merchant checks the issuer's signature and that it answers its request.
@@ -234,7 +265,12 @@ async fn a_record_payment_is_refunded_in_part_then_in_full_and_never_beyond() {
     ));
     assert_eq!(s.customer().await, customer + 300);
     assert_eq!(s.merchant().await, 0);
-    let total = s.issuer.refunded(s.shop.id(), request).await.unwrap().unwrap();
+    let total = s
+        .issuer
+        .refunded(s.shop.id(), request)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((total.refunds, total.refunded), (2, eur(300)));
 }
 
@@ -251,7 +287,10 @@ async fn the_same_refund_sent_twice_pays_once_and_its_id_cannot_be_reused() {
     let again = s.refund(&retry).await.unwrap();
     assert_eq!(again.refunded_at, first.refunded_at);
     assert_eq!(again.refunded_total, eur(120));
-    assert_ne!(again.request_digest, first.request_digest, "names the retry it answers");
+    assert_ne!(
+        again.request_digest, first.request_digest,
+        "names the retry it answers"
+    );
     assert_eq!(s.customer().await, customer + 120);
     assert_eq!(s.merchant().await, 180);
     // The id for another amount is another refund under a used id.
@@ -289,7 +328,11 @@ async fn race<S: RecordStore + 'static>(mut s: Scene<S>, paid: u64, amount: u64,
             Err(e) => panic!("unexpected refusal {e:?}"),
         }
     }
-    assert_eq!(paid_refunds, paid / amount, "exactly what the payment covers");
+    assert_eq!(
+        paid_refunds,
+        paid / amount,
+        "exactly what the payment covers"
+    );
     let refunded = i128::from(paid_refunds * amount);
     assert_eq!(s.customer().await, customer + refunded);
     assert_eq!(s.merchant().await, i128::from(paid) - refunded);
@@ -355,9 +398,17 @@ async fn a_coin_payment_is_refunded_as_coins_the_customer_spends_elsewhere() {
     let payment = s.other_shop.endorse(coins, &mut s.rng);
     let outcomes = s
         .other_shop
-        .redeem(&*s.issuer, vec![RedemptionItem::Coins(payment)], NOW, &mut s.rng)
+        .redeem(
+            &*s.issuer,
+            vec![RedemptionItem::Coins(payment)],
+            NOW,
+            &mut s.rng,
+        )
         .await;
-    assert_eq!(outcomes, [RedemptionOutcome::Accepted { credited: eur(12) }]);
+    assert_eq!(
+        outcomes,
+        [RedemptionOutcome::Accepted { credited: eur(12) }]
+    );
     assert_eq!(s.outstanding().await, outstanding);
     assert_eq!(
         balance(&*s.issuer, LedgerAccount::Merchant(s.other_shop.id())).await,
@@ -367,7 +418,9 @@ async fn a_coin_payment_is_refunded_as_coins_the_customer_spends_elsewhere() {
     let beyond = s.voucher(request, 6);
     let (withdrawal, _, _) = s.voucher_withdrawal(&beyond, &[5, 1]);
     assert!(matches!(
-        s.issuer.withdraw_voucher(&withdrawal, NOW, &mut s.rng).await,
+        s.issuer
+            .withdraw_voucher(&withdrawal, NOW, &mut s.rng)
+            .await,
         Err(IssuerError::RefundExceedsPayment { .. })
     ));
     let rest = s.voucher(request, 5);
@@ -418,14 +471,23 @@ async fn a_refund_of_the_wrong_kind_or_of_what_was_not_paid_is_refused() {
     let to_account = s.fresh_refund(by_coins, 10);
     assert!(matches!(
         s.refund(&to_account).await,
-        Err(IssuerError::WrongPaymentKind { paid_by: "coins", .. })
+        Err(IssuerError::WrongPaymentKind {
+            paid_by: "coins",
+            ..
+        })
     ));
     let voucher = s.voucher(by_record, 10);
     let (withdrawal, _, _) = s.voucher_withdrawal(&voucher, &[10]);
-    let refused = s.issuer.withdraw_voucher(&withdrawal, NOW, &mut s.rng).await;
+    let refused = s
+        .issuer
+        .withdraw_voucher(&withdrawal, NOW, &mut s.rng)
+        .await;
     assert!(matches!(
         refused,
-        Err(IssuerError::WrongPaymentKind { paid_by: "withdrawal record", .. })
+        Err(IssuerError::WrongPaymentKind {
+            paid_by: "withdrawal record",
+            ..
+        })
     ));
     assert_eq!(refused.unwrap_err().code(), ReasonCode::WrongPaymentKind);
 
@@ -458,18 +520,16 @@ async fn a_forged_voucher_is_refused_before_anything_is_stored_or_signed() {
     let request = s.paid_by_coins(&[10]).await;
     let money = s.money().await;
     // Signed by another merchant's key in the shop's name.
-    let forged = signed_voucher(
-        &s.other_shop.key,
-        s.shop.id(),
-        request,
-        10,
-        &mut s.rng,
-    );
+    let forged = signed_voucher(&s.other_shop.key, s.shop.id(), request, 10, &mut s.rng);
     let (withdrawal, _, _) = s.voucher_withdrawal(&forged, &[10]);
     let units = s.issuer.store().stats().units;
     assert!(matches!(
-        s.issuer.withdraw_voucher(&withdrawal, NOW, &mut s.rng).await,
-        Err(IssuerError::Invalid(Error::BadSignature | Error::UnknownKey(_)))
+        s.issuer
+            .withdraw_voucher(&withdrawal, NOW, &mut s.rng)
+            .await,
+        Err(IssuerError::Invalid(
+            Error::BadSignature | Error::UnknownKey(_)
+        ))
     ));
     assert_eq!(s.money().await, money);
     assert!(s
@@ -489,7 +549,9 @@ async fn a_forged_voucher_is_refused_before_anything_is_stored_or_signed() {
     );
     let (withdrawal, _, _) = s.voucher_withdrawal(&stranger, &[10]);
     assert!(matches!(
-        s.issuer.withdraw_voucher(&withdrawal, NOW, &mut s.rng).await,
+        s.issuer
+            .withdraw_voucher(&withdrawal, NOW, &mut s.rng)
+            .await,
         Err(IssuerError::UnknownMerchant(_))
     ));
 }
@@ -511,8 +573,14 @@ async fn a_voucher_the_merchants_balance_no_longer_covers_waits_until_it_does() 
     let store = s.issuer.store();
     assert!(store.commit(payout(15)).await.unwrap().is_durable_success());
     let (withdrawal, _, _) = s.voucher_withdrawal(&voucher, &[10, 5]);
-    let refused = s.issuer.withdraw_voucher(&withdrawal, NOW, &mut s.rng).await;
-    assert!(matches!(refused, Err(IssuerError::MerchantBalanceShort { .. })));
+    let refused = s
+        .issuer
+        .withdraw_voucher(&withdrawal, NOW, &mut s.rng)
+        .await;
+    assert!(matches!(
+        refused,
+        Err(IssuerError::MerchantBalanceShort { .. })
+    ));
     assert_eq!(refused.unwrap_err().code(), ReasonCode::InsufficientFunds);
     assert_eq!(s.merchant().await, 0);
     // Once the merchant is credited again (another sale), the same withdrawal goes through.
@@ -549,7 +617,11 @@ async fn server_over(
     dir: &std::path::Path,
 ) -> scrip_issuer::server::RunningServer {
     use scrip_issuer::server::{self, KeySource, OperatorToken, ServerConfig, StoreKind};
-    scrip_issuer::keyring_files::save(&scrip_testkit::fixture_keyring(http_validity()), &dir.join("keys")).unwrap();
+    scrip_issuer::keyring_files::save(
+        &scrip_testkit::fixture_keyring(http_validity()),
+        &dir.join("keys"),
+    )
+    .unwrap();
     let mut config = ServerConfig::new(
         ([127, 0, 0, 1], 0).into(),
         dir.join("data"),
@@ -567,9 +639,8 @@ async fn server_over(
 }
 
 fn http_validity() -> Validity {
-    let until_now = Duration::from_millis(
-        scrip_issuer::server::now().as_unix_millis() - NOW.as_unix_millis(),
-    );
+    let until_now =
+        Duration::from_millis(scrip_issuer::server::now().as_unix_millis() - NOW.as_unix_millis());
     validity_around(NOW, DAY, until_now + DAY * 30)
 }
 
@@ -653,7 +724,10 @@ async fn refunds_over_http() {
     let receipt: RefundReceipt = serde_json::from_slice(&answer).unwrap();
     let directory = server.state().issuer.keys().directory(now).unwrap();
     let paid = receipt.verify_for(&refund, &directory, now).unwrap();
-    assert_eq!((paid.account_id, paid.amount), (wallet.account_id, eur(120)));
+    assert_eq!(
+        (paid.account_id, paid.amount),
+        (wallet.account_id, eur(120))
+    );
     // The server released the certificate's reservation (long expired by the wall clock):
     // the account holds what it did not pay, and the refund.
     let balance = setup.balance(wallet.account_id, EUR).await.unwrap();
@@ -691,7 +765,13 @@ async fn refunds_over_http() {
     coins[0].verify(&directory, now).unwrap();
     // A forged voucher: 401, nothing signed.
     let mut forged = withdrawal.clone();
-    forged.voucher = signed_voucher(&fixtures::merchant(2), shop.id(), coin_request, 10, &mut rng);
+    forged.voucher = signed_voucher(
+        &fixtures::merchant(2),
+        shop.id(),
+        coin_request,
+        10,
+        &mut rng,
+    );
     let (status, answer) = post(
         &server,
         "/v1/refund-withdrawals",

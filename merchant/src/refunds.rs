@@ -149,7 +149,10 @@ mod tests {
             .unwrap();
         let bytes = voucher.to_bytes().unwrap();
         let carried = RefundVoucher::from_bytes(&bytes).unwrap();
-        assert_eq!(carried.verify(&s.merchant_cert.payload).unwrap().request_id, request_id);
+        assert_eq!(
+            carried.verify(&s.merchant_cert.payload).unwrap().request_id,
+            request_id
+        );
     }
 
     #[test]

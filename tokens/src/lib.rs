@@ -50,7 +50,8 @@ pub use directory::{
 pub use error::{Error, Result};
 pub use ids::{
     random_uuid, AccountId, CertificateSerial, CoinId, CoinSpendId, ContentDigest, DepositId,
-    DeviceId, KeyId, KeysetId, MerchantId, RecordId, RefundId, RequestId, Timestamp, Validity, VirtualId,
+    DeviceId, KeyId, KeysetId, MerchantId, RecordId, RefundId, RequestId, Timestamp, Validity,
+    VirtualId,
 };
 pub use keys::{
     BlindSignature, BlindedMessage, DenominationSigningKey, DenominationVerifyingKey, PublicKey,

@@ -71,12 +71,7 @@ impl Wallet {
             .position(|p| p.request == *request)
             .ok_or(WalletError::UnrequestedWithdrawal)?;
         let pending = &self.state.blind_withdrawals[index];
-        let coins = self.unblind(
-            request.payload.keyset_id,
-            &pending.coins,
-            response,
-            now,
-        )?;
+        let coins = self.unblind(request.payload.keyset_id, &pending.coins, response, now)?;
         let ids = coins.iter().map(Coin::id).collect();
         self.state.coins.extend(coins);
         self.state.blind_withdrawals.remove(index);

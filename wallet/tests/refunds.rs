@@ -11,7 +11,12 @@ use scrip_tokens::fixtures::NOW;
 use scrip_tokens::*;
 use scrip_wallet::WalletError;
 
-fn voucher(shop: &Shop, request_id: RequestId, amount: u64, rng: &mut rand::rngs::StdRng) -> Vec<u8> {
+fn voucher(
+    shop: &Shop,
+    request_id: RequestId,
+    amount: u64,
+    rng: &mut rand::rngs::StdRng,
+) -> Vec<u8> {
     RefundVoucher::sign(
         RefundVoucherPayload {
             merchant_id: shop.id(),
@@ -40,8 +45,7 @@ async fn a_refund_voucher_becomes_coins_the_wallet_spends_elsewhere() {
     // The customer pays 15 in coins; the shop uploads the payment.
     let offer = shop.offer(15, NOW);
     let answer = phone.pay_coins(&offer, NOW);
-    let MerchantReply::Receipt(PaymentReceipt::Coins(endorsed)) = shop.receipt(&answer, NOW)
-    else {
+    let MerchantReply::Receipt(PaymentReceipt::Coins(endorsed)) = shop.receipt(&answer, NOW) else {
         panic!("accepted")
     };
     let items = vec![RedemptionItem::Coins(endorsed)];
@@ -77,15 +81,22 @@ async fn a_refund_voucher_becomes_coins_the_wallet_spends_elsewhere() {
     // The refunded coins pay another merchant.
     let offer = other_shop.offer(12, NOW);
     let answer = phone.pay_coins(&offer, NOW);
-    let MerchantReply::Receipt(PaymentReceipt::Coins(endorsed)) =
-        other_shop.receipt(&answer, NOW)
+    let MerchantReply::Receipt(PaymentReceipt::Coins(endorsed)) = other_shop.receipt(&answer, NOW)
     else {
         panic!("accepted")
     };
     let outcomes = other_shop
-        .redeem(&issuer, vec![RedemptionItem::Coins(endorsed)], NOW, &mut rng)
+        .redeem(
+            &issuer,
+            vec![RedemptionItem::Coins(endorsed)],
+            NOW,
+            &mut rng,
+        )
         .await;
-    assert_eq!(outcomes, [RedemptionOutcome::Accepted { credited: eur(12) }]);
+    assert_eq!(
+        outcomes,
+        [RedemptionOutcome::Accepted { credited: eur(12) }]
+    );
 }
 
 #[test]
