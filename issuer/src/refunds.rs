@@ -120,10 +120,11 @@ fn refundable(
     }
     let of_kind: Vec<&PaymentDoc> = payments
         .iter()
-        .filter(|p| match (&p.paid_by, kind) {
-            (PaidBy::Record { .. }, RefundKind::Account) => true,
-            (PaidBy::Coins, RefundKind::Voucher) => true,
-            _ => false,
+        .filter(|p| {
+            matches!(
+                (&p.paid_by, kind),
+                (PaidBy::Record { .. }, RefundKind::Account) | (PaidBy::Coins, RefundKind::Voucher)
+            )
         })
         .collect();
     let Some(first) = of_kind.first() else {

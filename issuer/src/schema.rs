@@ -528,7 +528,10 @@ mod tests {
     fn refund_keys_group_a_payment_under_its_merchant_and_request() {
         let (merchant, request): (MerchantId, RequestId) = (id(1), id(2));
         let prefix = payment_prefix(merchant, request);
-        assert_eq!(prefix, [merchant.as_bytes(), request.as_bytes()].concat());
+        assert_eq!(
+            prefix,
+            [&merchant.as_bytes()[..], &request.as_bytes()[..]].concat()
+        );
         let digest = ContentDigest::of(b"payment");
         let payment = payment_key(merchant, request, digest);
         assert!(payment.starts_with(&prefix) && payment.ends_with(digest.as_bytes()));
@@ -538,7 +541,7 @@ mod tests {
         let refund: RefundId = id(3);
         assert_eq!(
             refund_key(merchant, refund),
-            [merchant.as_bytes(), refund.as_bytes()].concat()
+            [&merchant.as_bytes()[..], &refund.as_bytes()[..]].concat()
         );
     }
 
