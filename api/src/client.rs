@@ -29,8 +29,9 @@ use scrip_tokens::{
     DepositRecord, DepositRequest, DeviceId, DeviceRegistration, EndorsedCoinPayment,
     IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId,
     MerchantRegistration, MerchantStatement, MerchantStatementRequest, Message, PayoutReceipt,
-    PayoutRequest, ReasonCode, RedemptionBatch, RedemptionReport, RevocationList,
-    SignedKeyDirectory, Statement, StatementRequest, SyncReport, SyncRequest,
+    PayoutRequest, ReasonCode, RedemptionBatch, RedemptionReport, RefundReceipt, RefundRequest,
+    RevocationList, SignedKeyDirectory, Statement, StatementRequest, SyncReport, SyncRequest,
+    VoucherWithdrawalRequest,
 };
 
 use crate::ClientError as Error;
@@ -328,6 +329,20 @@ impl HttpClient {
     /// the same payout id and amount again, signed again.
     pub async fn payout(&self, request: &PayoutRequest) -> Result<PayoutReceipt, Error> {
         self.post("/v1/payouts", request, false).await
+    }
+
+    /// `POST /v1/refunds`: a merchant refunds a payment by record to the paying account.
+    /// Check the receipt with [`scrip_tokens::RefundReceipt::verify_for`].
+    pub async fn refund(&self, request: &RefundRequest) -> Result<RefundReceipt, Error> {
+        self.post("/v1/refunds", request, false).await
+    }
+
+    /// `POST /v1/refund-withdrawals`: blind coins against a merchant's refund voucher.
+    pub async fn withdraw_voucher(
+        &self,
+        request: &VoucherWithdrawalRequest,
+    ) -> Result<BlindWithdrawalResponse, Error> {
+        self.post("/v1/refund-withdrawals", request, false).await
     }
 
     /// `POST /v1/accounts/{id}/statement`.

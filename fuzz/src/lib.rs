@@ -128,6 +128,13 @@ token_types!(
     RevocationListPayload,
     RevocationList,
     RevocationCache,
+    RefundRequestPayload,
+    RefundRequest,
+    RefundVoucherPayload,
+    RefundVoucher,
+    VoucherWithdrawalRequest,
+    RefundReceiptPayload,
+    RefundReceipt,
 );
 
 /// The `decode_tokens` target: first byte picks the type, the rest is the encoding.
@@ -197,6 +204,8 @@ body_types!(
     ReissueRequest,              // POST /v1/devices/{id}/reissue
     MerchantStatementRequest,    // POST /v1/merchant-statements
     PayoutRequest,               // POST /v1/payouts
+    RefundRequest,               // POST /v1/refunds
+    VoucherWithdrawalRequest,    // POST /v1/refund-withdrawals
 );
 
 /// The `http_bodies` target: first byte picks the body type, the rest is the body.

@@ -14,7 +14,7 @@ use scrip_stores::RecordStore;
 use scrip_tokens::{
     BalanceCertificateRequest, BlindWithdrawalRequest, DepositConfirmation, DepositRequest,
     DeviceRegistration, IdentifiedWithdrawalRequest, MerchantRegistration, RedemptionBatch,
-    StatementRequest, SyncRequest,
+    RefundRequest, StatementRequest, SyncRequest, VoucherWithdrawalRequest,
 };
 
 use crate::api::DeviceEnrollment;
@@ -145,6 +145,40 @@ signed_by_merchant!(
     scrip_tokens::MerchantStatementRequest,
     scrip_tokens::PayoutRequest
 );
+
+impl sealed::Sealed for RefundRequest {}
+
+#[async_trait]
+impl SignedRequest for RefundRequest {
+    type Signer = MerchantDoc;
+
+    async fn signer<S: RecordStore, F: FundingSource>(
+        &self,
+        issuer: &Issuer<S, F>,
+    ) -> Result<MerchantDoc> {
+        let merchant = issuer.merchant(self.payload.merchant_id).await?;
+        self.verify(&merchant.certificate.payload)?;
+        Ok(merchant)
+    }
+}
+
+impl sealed::Sealed for VoucherWithdrawalRequest {}
+
+/// Unsigned itself: the merchant's signature on the voucher it carries is what is
+/// checked, before anything is signed or stored for it.
+#[async_trait]
+impl SignedRequest for VoucherWithdrawalRequest {
+    type Signer = MerchantDoc;
+
+    async fn signer<S: RecordStore, F: FundingSource>(
+        &self,
+        issuer: &Issuer<S, F>,
+    ) -> Result<MerchantDoc> {
+        let merchant = issuer.merchant(self.voucher.payload.merchant_id).await?;
+        self.voucher.verify(&merchant.certificate.payload)?;
+        Ok(merchant)
+    }
+}
 
 /// Self-signed: the key that signs is the key being registered. Anyone can make one, so
 /// admitting its nonce costs the sender a signature, not the server a lookup.

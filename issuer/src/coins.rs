@@ -8,9 +8,9 @@ use scrip_stores::{
     ClaimId, Claimant, CommitOutcome, Floor, LedgerAccount, Posting, RecordStore, Unit, Write,
 };
 use scrip_tokens::{
-    codec, AccountId, Amount, BlindWithdrawalRequest, BlindWithdrawalResponse, CoinId, Currency,
-    IdentifiedCoin, IdentifiedCoinPayload, IdentifiedWithdrawalRequest,
-    IdentifiedWithdrawalResponse, KeysetId, Message, Timestamp,
+    codec, AccountId, Amount, BlindSignature, BlindWithdrawalRequest, BlindWithdrawalResponse,
+    BlindedMessage, CoinId, Currency, IdentifiedCoin, IdentifiedCoinPayload,
+    IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse, KeysetId, Message, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +20,7 @@ use crate::schema::{
     coins_outstanding_account, device_coin_key, IdentifiedCoinDoc, ResponseKind, BLIND_RESPONSE,
     DEVICE_COINS, IDENTIFIED_COINS, IDENTIFIED_RESPONSE, RESPONSES,
 };
-use crate::{encode, FundingSource, Issuer, IssuerError, Result};
+use crate::{encode, FundingSource, Issuer, IssuerError, Keyring, KeysetKeys, Result};
 
 /// What a withdrawal's idempotency key stands for: the coins asked for, not the request's
 /// nonce or time, so a client that re-signs its retry still gets its original answer.
@@ -72,8 +72,44 @@ struct Withdrawal<T> {
     extra: Vec<Write>,
 }
 
+/// The keyset `id`, provided it issues coins at `now`.
+pub(crate) fn issuing_keyset(keys: &Keyring, id: KeysetId, now: Timestamp) -> Result<&KeysetKeys> {
+    let set = keys
+        .keyset(id)
+        .ok_or(scrip_tokens::Error::UnknownKeyset(id))?;
+    let keyset = &set.keyset;
+    if now < keyset.validity().not_before || now > keyset.issue_until() {
+        return Err(IssuerError::KeysetNotIssuing(id));
+    }
+    Ok(set)
+}
+
+/// One blind signature per `(denomination, blinded message)`, by `set`'s key for that
+/// denomination.
+pub(crate) fn sign_blinded<G: CryptoRng + ?Sized>(
+    set: &KeysetKeys,
+    coins: &[(u64, BlindedMessage)],
+    rng: &mut G,
+) -> Result<Vec<BlindSignature>> {
+    coins
+        .iter()
+        .map(|(value, blinded)| {
+            let key = set
+                .keys
+                .iter()
+                .find(|(v, _)| v == value)
+                .map(|(_, k)| k)
+                .ok_or(scrip_tokens::Error::UnknownDenomination {
+                    keyset_id: set.keyset.id(),
+                    minor_units: *value,
+                })?;
+            Ok(key.sign_blinded(rng, blinded)?)
+        })
+        .collect()
+}
+
 impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
-    fn check_coin_count(&self, n: usize) -> Result<()> {
+    pub(crate) fn check_coin_count(&self, n: usize) -> Result<()> {
         if n == 0 {
             return Err(IssuerError::Unsupported("a withdrawal of no coins"));
         }
@@ -132,13 +168,8 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         self.check_active(device, payload.account_id, now).await?;
         self.check_coin_count(payload.coins.len())?;
         let keys = self.keys();
-        let set = keys
-            .keyset(payload.keyset_id)
-            .ok_or(scrip_tokens::Error::UnknownKeyset(payload.keyset_id))?;
+        let set = issuing_keyset(&keys, payload.keyset_id, now)?;
         let keyset = &set.keyset;
-        if now < keyset.validity().not_before || now > keyset.issue_until() {
-            return Err(IssuerError::KeysetNotIssuing(payload.keyset_id));
-        }
         let total = Amount::checked_sum(
             keyset.currency(),
             payload
@@ -162,22 +193,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         // Blind signing costs a millisecond per coin: refuse what cannot be paid before
         // signing anything (the commit still checks the balance atomically).
         self.check_spendable(payload.account_id, total).await?;
-        let signatures = payload
-            .coins
-            .iter()
-            .map(|(value, blinded)| {
-                let key = set
-                    .keys
-                    .iter()
-                    .find(|(v, _)| v == value)
-                    .map(|(_, k)| k)
-                    .ok_or(scrip_tokens::Error::UnknownDenomination {
-                        keyset_id: keyset.id(),
-                        minor_units: *value,
-                    })?;
-                Ok(key.sign_blinded(rng, blinded)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let signatures = sign_blinded(set, &payload.coins, rng)?;
         let answer = BlindWithdrawalResponse {
             keyset_id: keyset.id(),
             signatures,

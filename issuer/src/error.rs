@@ -1,7 +1,9 @@
 //! The one error type of this crate.
 
 use scrip_stores::StoreError;
-use scrip_tokens::{AccountId, Amount, CertificateSerial, DeviceId, MerchantId, ReasonCode};
+use scrip_tokens::{
+    AccountId, Amount, CertificateSerial, DeviceId, MerchantId, ReasonCode, RefundId, RequestId,
+};
 
 use crate::funding::FundingError;
 use crate::payouts::PayoutError;
@@ -37,6 +39,52 @@ pub enum IssuerError {
     /// The merchant was revoked by the operator: its batches are refused.
     #[error("merchant {0} is revoked")]
     MerchantRevoked(MerchantId),
+    /// A refund names a payment this merchant was not paid.
+    #[error("merchant {merchant} was paid nothing for request {request}")]
+    UnknownPayment {
+        /// The merchant refunding.
+        merchant: MerchantId,
+        /// The request it named.
+        request: RequestId,
+    },
+    /// A refund of the wrong kind for its payment.
+    #[error("request {request} was paid by {paid_by}: {refund}")]
+    WrongPaymentKind {
+        /// The payment's request.
+        request: RequestId,
+        /// How it was paid ("coins", "withdrawal record").
+        paid_by: &'static str,
+        /// What refunds it instead.
+        refund: &'static str,
+    },
+    /// Records of several accounts paid the request: a refund cannot tell whose it is.
+    #[error("request {0} was paid by several accounts")]
+    AmbiguousPayment(RequestId),
+    /// With the earlier refunds, the refund would give back more than was paid.
+    #[error("refunding {requested} would exceed the payment: {paid} paid, {refunded} refunded")]
+    RefundExceedsPayment {
+        /// What the payment brought the merchant.
+        paid: Amount,
+        /// What was refunded of it before.
+        refunded: Amount,
+        /// What this refund asked.
+        requested: Amount,
+    },
+    /// The refund id was used before for another refund.
+    #[error("refund id {0} was used for another refund")]
+    RefundIdReused(RefundId),
+    /// The voucher was withdrawn already, for other coins.
+    #[error("the voucher of refund {0} was withdrawn already")]
+    VoucherAlreadyUsed(RefundId),
+    /// The merchant's balance does not cover a refund (it was paid out or refunded
+    /// already); the refund may be sent again once the merchant is credited again.
+    #[error("merchant {merchant}'s balance does not cover the refund of {requested}")]
+    MerchantBalanceShort {
+        /// The merchant.
+        merchant: MerchantId,
+        /// The refund.
+        requested: Amount,
+    },
     /// The key is already registered.
     #[error("this key is already registered")]
     AlreadyRegistered,
@@ -185,6 +233,13 @@ impl IssuerError {
             IssuerError::AccountFrozen(_) => ReasonCode::AccountFrozen,
             IssuerError::AccountNotFrozen(_) => ReasonCode::AccountNotFrozen,
             IssuerError::MerchantRevoked(_) => ReasonCode::MerchantRevoked,
+            IssuerError::UnknownPayment { .. } => ReasonCode::UnknownPayment,
+            IssuerError::WrongPaymentKind { .. } => ReasonCode::WrongPaymentKind,
+            IssuerError::AmbiguousPayment(_) => ReasonCode::AmbiguousPayment,
+            IssuerError::RefundExceedsPayment { .. } => ReasonCode::RefundExceedsPayment,
+            IssuerError::RefundIdReused(_) => ReasonCode::RefundIdReused,
+            IssuerError::VoucherAlreadyUsed(_) => ReasonCode::VoucherAlreadyUsed,
+            IssuerError::MerchantBalanceShort { .. } => ReasonCode::InsufficientFunds,
             IssuerError::AlreadyRegistered => ReasonCode::AlreadyRegistered,
             IssuerError::InsufficientFunds { .. } => ReasonCode::InsufficientFunds,
             IssuerError::NothingAvailable => ReasonCode::NothingAvailable,

@@ -14,6 +14,7 @@ pub mod keyring_files;
 mod operator;
 mod payouts;
 mod redemption;
+mod refunds;
 mod registry;
 mod revocations;
 mod schema;
@@ -45,8 +46,9 @@ pub use schema::{paid_out_account, payouts_pending_account, PayoutDoc, PayoutPro
 /// [`Issuer::record`], ...). Where and how they are stored (collections, keys, claim
 /// namespaces) is the crate-private storage schema.
 pub use schema::{
-    AccountDoc, CertificateDoc, DeviceDoc, IdentifiedCoinDoc, Mark, MerchantDoc, RecordDoc,
-    RecordSource, ReleaseDoc, RevocationSnapshot, RevokedCoinDoc, UnfreezeDoc,
+    AccountDoc, CertificateDoc, DeviceDoc, IdentifiedCoinDoc, Mark, MerchantDoc, PaidBy,
+    PaymentDoc, RecordDoc, RecordSource, RefundDoc, RefundPaid, RefundTotalDoc, ReleaseDoc,
+    RevocationSnapshot, RevokedCoinDoc, UnfreezeDoc,
 };
 
 /// The HTTP API's message types (crate `scrip-api`), shared with every client.

@@ -61,6 +61,10 @@
 //! **Equivocation**: a second, different record with an existing (device, sequence) is
 //! recorded as evidence next to the first, honoured under the same policy, logged, and the
 //! account is frozen.
+//!
+//! **Payment index**: the unit that credits the merchant also writes the payment under
+//! (merchant, request id, digest) in `payments` (who paid, how much): what a refund reads
+//! to know what it refunds (`src/refunds.rs`).
 
 use std::collections::{HashMap, HashSet};
 
@@ -72,16 +76,16 @@ use scrip_tokens::{
     codec, AccountId, Amount, BalanceCertificate, BalanceCertificatePayload, CertificateSerial,
     Coin, CoinId, CoinPayment, CoinSpendId, ContentDigest, CountersignedRecord, DeviceId,
     EndorsedCoinPayment, KeyDirectory, MerchantId, Message, RecordId, RedemptionBatch,
-    RedemptionItem, RedemptionOutcome, RedemptionReportPayload, RejectReason, Timestamp,
+    RedemptionItem, RedemptionOutcome, RedemptionReportPayload, RejectReason, RequestId, Timestamp,
     WithdrawalRecord,
 };
 
 use crate::authentication::Authenticated;
 use crate::schema::{
-    coins_outstanding_account, key2, record_digest, sequence_key, CoinHolder, FraudEntry,
-    FraudKind, Mark, MerchantDoc, RawValue, RecordDoc, RecordSource, CERTIFICATE_RECORDS,
-    EQUIVOCATING_RECORD, FRAUD_ENTRY, FRAUD_LOG, FROZEN, RECORDS, REUSED_RECORD_ID,
-    SEQUENCE_RECORDS,
+    coins_outstanding_account, key2, payment_key, record_digest, sequence_key, CoinHolder,
+    FraudEntry, FraudKind, Mark, MerchantDoc, PaidBy, PaymentDoc, RawValue, RecordDoc,
+    RecordSource, CERTIFICATE_RECORDS, EQUIVOCATING_RECORD, FRAUD_ENTRY, FRAUD_LOG, FROZEN,
+    PAYMENTS, RECORDS, REUSED_RECORD_ID, SEQUENCE_RECORDS,
 };
 use crate::{encode, FundingSource, Issuer, IssuerError, Result, RETRIES};
 
@@ -155,6 +159,28 @@ struct CoinUnit {
     unit: Unit,
 }
 
+/// The payment index entry a unit that credits a merchant writes with the credit, so a
+/// refund finds what the request paid (see `src/refunds.rs`).
+fn payment_index(
+    merchant: MerchantId,
+    request: RequestId,
+    digest: ContentDigest,
+    paid_by: PaidBy,
+    amount: Amount,
+    now: Timestamp,
+) -> Result<Write> {
+    let doc = PaymentDoc {
+        paid_by,
+        amount,
+        paid_at: now,
+    };
+    Ok(Write::put(
+        PAYMENTS,
+        payment_key(merchant, request, digest),
+        encode(&doc)?,
+    ))
+}
+
 /// The unit that redeems `payment` for `merchant_id`: the merchant is credited the total
 /// from `coins-outstanding`, and every coin is claimed under its spend id with the digest
 /// of the payment it was spent in, so a retry of this payment is a repeat and the coin in
@@ -167,12 +193,21 @@ fn coin_unit(
 ) -> Result<CoinUnit> {
     let total = payment.total()?;
     let digest = codec::digest(payment)?;
-    let mut unit = Unit::new(Claimant::Merchant(merchant_id), now).post(Posting::transfer(
-        coins_outstanding_account(),
-        LedgerAccount::Merchant(merchant_id),
-        total,
-        "coins redeemed",
-    ));
+    let mut unit = Unit::new(Claimant::Merchant(merchant_id), now)
+        .post(Posting::transfer(
+            coins_outstanding_account(),
+            LedgerAccount::Merchant(merchant_id),
+            total,
+            "coins redeemed",
+        ))
+        .write(payment_index(
+            merchant_id,
+            payment.request.payload.request_id,
+            digest,
+            PaidBy::Coins,
+            total,
+            now,
+        )?);
     let mut coins = Vec::with_capacity(payment.coins.len());
     for coin in &payment.coins {
         let spend_id = coin.spend_id()?;
@@ -588,6 +623,17 @@ fn record_unit(
             amount.currency,
         ))
         .write(Write::put(RECORDS, place.record_key, encode(&doc)?))
+        .write(payment_index(
+            identity.merchant_id,
+            p.payment_request.payload.request_id,
+            identity.digest,
+            PaidBy::Record {
+                account_id: p.account_id,
+                record_id: p.record_id,
+            },
+            amount,
+            now,
+        )?)
         .write(Write::put(
             CERTIFICATE_RECORDS,
             key2(p.certificate_serial.as_bytes(), identity.digest.as_bytes()),

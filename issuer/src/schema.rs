@@ -3,9 +3,10 @@
 
 use scrip_stores::{ClaimNamespace, Collection, LedgerAccount};
 use scrip_tokens::{
-    AccountCertificate, AccountId, Amount, BalanceCertificate, CertificateSerial, CoinId,
-    ContentDigest, DeviceId, IdentifiedCoin, MerchantCertificate, MerchantId, Message, RecordId,
-    RevocationEntry, Timestamp, VirtualId, WithdrawalRecord,
+    AccountCertificate, AccountId, Amount, BalanceCertificate, BlindWithdrawalResponse,
+    CertificateSerial, CoinId, ContentDigest, DeviceId, IdentifiedCoin, MerchantCertificate,
+    MerchantId, Message, RecordId, RefundId, RequestId, RevocationEntry, Timestamp, VirtualId,
+    WithdrawalRecord,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -63,6 +64,14 @@ pub(crate) const REVOCATION_LATEST_KEY: &[u8] = b"latest";
 /// ([`PayoutDoc`]).
 pub(crate) const PAYOUTS: Collection = Collection::new("payouts");
 
+/// Settled payments, by [`payment_key`]: what each paid request brought the merchant, and
+/// from whom, written by the unit that credits the merchant. Refunds read it.
+pub(crate) const PAYMENTS: Collection = Collection::new("payments");
+/// What was refunded of each payment, by [`payment_prefix`]: a [`RefundTotalDoc`].
+pub(crate) const REFUND_TOTALS: Collection = Collection::new("refund-totals");
+/// Refunds paid, by [`refund_key`]: a [`RefundDoc`].
+pub(crate) const REFUNDS: Collection = Collection::new("refunds");
+
 // Claim namespaces. The strings are in stored claims: never change one.
 
 /// A device's sequence numbers handed to one certificate (key: [`sequence_key`] of the
@@ -106,6 +115,12 @@ pub(crate) const PAYOUT: ClaimNamespace = ClaimNamespace::new("payout");
 /// The end of a payout, paid or declined (key: payout id; digest over the outcome): the
 /// money leaves the pending account once, whichever retry finishes it.
 pub(crate) const PAYOUT_OUTCOME: ClaimNamespace = ClaimNamespace::new("payout-outcome");
+
+/// A refund (key: [`refund_key`], digest: what it refunds): paid once per refund id.
+pub(crate) const REFUND: ClaimNamespace = ClaimNamespace::new("refund");
+/// The `n`-th refund of a payment (key: [`refund_slot_key`]): two refunds of one payment
+/// never both commit as its `n`-th, so each reads the total the other left.
+pub(crate) const REFUND_SLOT: ClaimNamespace = ClaimNamespace::new("refund-slot");
 
 /// A kind of answer kept in [`RESPONSES`] for a request answered once, under
 /// `prefix ‖ id`.
@@ -213,6 +228,32 @@ pub(crate) fn device_coin_key(device: DeviceId, coin: CoinId) -> Vec<u8> {
 pub(crate) fn parse_device_coin_key(key: &[u8]) -> Option<(DeviceId, CoinId)> {
     let (device, coin) = key.split_at_checked(16)?;
     Some((DeviceId::from_raw(device)?, CoinId::from_raw(coin)?))
+}
+
+/// `merchant ‖ request`: every payment of one request, the prefix of [`payment_key`] and
+/// the key of [`REFUND_TOTALS`].
+pub(crate) fn payment_prefix(merchant: MerchantId, request: RequestId) -> Vec<u8> {
+    key2(merchant.as_bytes(), request.as_bytes())
+}
+
+/// `merchant ‖ request ‖ digest` (of the record or the coin payment): one payment of a
+/// request. A request paid twice (a second record, say) keeps both.
+pub(crate) fn payment_key(
+    merchant: MerchantId,
+    request: RequestId,
+    digest: ContentDigest,
+) -> Vec<u8> {
+    key2(&payment_prefix(merchant, request), digest.as_bytes())
+}
+
+/// `merchant ‖ refund`: the key of [`REFUNDS`] and of [`REFUND`] claims.
+pub(crate) fn refund_key(merchant: MerchantId, refund: RefundId) -> Vec<u8> {
+    key2(merchant.as_bytes(), refund.as_bytes())
+}
+
+/// `merchant ‖ request ‖ n` (big-endian): the claim of a payment's `n`-th refund.
+pub(crate) fn refund_slot_key(merchant: MerchantId, request: RequestId, n: u64) -> Vec<u8> {
+    key2(&payment_prefix(merchant, request), &n.to_be_bytes())
 }
 
 /// A value stored as its raw fixed-width bytes rather than as a codec message: the ids
@@ -432,6 +473,75 @@ pub struct PayoutDoc {
 }
 doc!(PayoutDoc, "payout");
 
+/// Who paid a settled payment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PaidBy {
+    /// A withdrawal record of this account.
+    Record {
+        /// The account debited.
+        account_id: AccountId,
+        /// The record.
+        record_id: RecordId,
+    },
+    /// Coins (their holder is unknown).
+    Coins,
+}
+
+/// A settled payment of a merchant's request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentDoc {
+    /// Who paid.
+    pub paid_by: PaidBy,
+    /// What the merchant was credited.
+    pub amount: Amount,
+    /// When.
+    pub paid_at: Timestamp,
+}
+doc!(PaymentDoc, "payment");
+
+/// What was refunded of a payment so far.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundTotalDoc {
+    /// How many refunds: the next one claims slot `refunds + 1`.
+    pub refunds: u64,
+    /// Their total.
+    pub refunded: Amount,
+}
+doc!(RefundTotalDoc, "refund-total");
+
+/// Where a refund went.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefundPaid {
+    /// To the account that paid by record.
+    Account(AccountId),
+    /// As blind coins withdrawn against a voucher: the digest of the coins asked for, and
+    /// the answer (a retry of the same withdrawal gets it again).
+    Voucher {
+        /// Digest of the keyset and blinded coins of the withdrawal.
+        coins: ContentDigest,
+        /// The blind signatures given.
+        answer: BlindWithdrawalResponse,
+    },
+}
+
+/// A refund paid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundDoc {
+    /// The payment refunded.
+    pub request_id: RequestId,
+    /// Digest of what the refund asked (the refund claim's digest).
+    pub identity: ContentDigest,
+    /// How much.
+    pub amount: Amount,
+    /// Everything refunded of the payment once it was paid.
+    pub refunded_total: Amount,
+    /// When.
+    pub refunded_at: Timestamp,
+    /// Where it went.
+    pub paid: RefundPaid,
+}
+doc!(RefundDoc, "refund");
+
 /// Digest of a device-signed record: the identity both copies (merchant's, customer's)
 /// share.
 pub(crate) fn record_digest(record: &WithdrawalRecord) -> crate::Result<ContentDigest> {
@@ -464,6 +574,8 @@ mod tests {
             REVOCATION_VERSION,
             PAYOUT,
             PAYOUT_OUTCOME,
+            REFUND,
+            REFUND_SLOT,
         ]
         .map(|ns| ns.name());
         assert_eq!(
@@ -484,6 +596,8 @@ mod tests {
                 "revocation-version",
                 "payout",
                 "payout-outcome",
+                "refund",
+                "refund-slot",
             ]
         );
     }
@@ -501,6 +615,27 @@ mod tests {
         assert_eq!(REISSUE_RESPONSE.key(b"k"), b"reissue/k");
         assert_eq!(5u64.to_raw(), [5, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(device.to_raw(), device.as_bytes());
+    }
+
+    #[test]
+    fn refund_keys_group_a_payment_under_its_merchant_and_request() {
+        let (merchant, request): (MerchantId, RequestId) = (id(1), id(2));
+        let prefix = payment_prefix(merchant, request);
+        assert_eq!(
+            prefix,
+            [&merchant.as_bytes()[..], &request.as_bytes()[..]].concat()
+        );
+        let digest = ContentDigest::of(b"payment");
+        let payment = payment_key(merchant, request, digest);
+        assert!(payment.starts_with(&prefix) && payment.ends_with(digest.as_bytes()));
+        let mut third = prefix.clone();
+        third.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 3]);
+        assert_eq!(refund_slot_key(merchant, request, 3), third);
+        let refund: RefundId = id(3);
+        assert_eq!(
+            refund_key(merchant, refund),
+            [&merchant.as_bytes()[..], &refund.as_bytes()[..]].concat()
+        );
     }
 
     #[test]

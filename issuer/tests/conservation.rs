@@ -14,7 +14,9 @@
 //! identified coins reissued, the thief paying on with it), merchant payouts to the bank
 //! (paid, declined by the bank, the bank unreachable and the payout finished by a later
 //! retry, sent twice, the payout id reused for another amount, more than the merchant is
-//! owed), and restarts of the issuer over durable stores.
+//! owed), refunds (a payment by record back to its account, a coin payment by a voucher a
+//! wallet withdraws fresh coins against, in parts, beyond what is left, sent again), and
+//! restarts of the issuer over durable stores.
 //!
 //! A test-side model predicts every outcome and every ledger balance. After every step the
 //! test reads the issuer's store and checks:
@@ -24,7 +26,8 @@
 //! - coins outstanding = the value of coins issued and neither redeemed nor revoked;
 //! - every ledger account (customer, reservation, merchant, system) holds exactly what
 //!   the model says, so each merchant was credited exactly the accepted coin payments
-//!   and records (no coin or record credited twice);
+//!   and records, less its refunds (no coin or record credited twice, no refund paid
+//!   twice or beyond its payment);
 //! - every coin's claim (free, held by its redeeming merchant, held by the issuer after
 //!   revocation) and every account's frozen state match the model.
 //!
@@ -163,6 +166,16 @@ enum Op {
         share: u32,
         fault: PayoutFault,
     },
+    /// The merchant refunds (part of) a payment it was paid: a payment by record to the
+    /// account, a coin payment by a voucher that a wallet withdraws coins against. `part`
+    /// quarters of what is left of it (5: one more than is left); `again`: the last
+    /// refund sent again instead (it pays once).
+    Refund {
+        m: usize,
+        pick: usize,
+        part: u8,
+        again: bool,
+    },
     /// The issuer process restarts over the same (durable) store.
     Restart,
 }
@@ -260,6 +273,8 @@ fn op() -> impl Strategy<Value = Op> {
             ],
         )
             .prop_map(|(m, share, fault)| Op::Payout { m, share, fault }),
+        10 => (m.clone(), 0usize..8, 1u8..=5, prop::bool::weighted(0.2))
+            .prop_map(|(m, pick, part, again)| Op::Refund { m, pick, part, again }),
         // Rare: each account has one spare device key.
         1 => w.prop_map(|w| Op::Revoke { w }),
         1 => Just(Op::Restart),
@@ -352,6 +367,23 @@ enum Expect {
     Unpaid,
 }
 
+/// Who paid a merchant's request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PaidWith {
+    /// Records of this wallet.
+    Record(usize),
+    Coins,
+}
+
+/// A merchant's paid request, and what was refunded of it.
+struct PaymentModel {
+    merchant: usize,
+    request: RequestId,
+    with: PaidWith,
+    paid: u64,
+    refunded: u64,
+}
+
 #[derive(Default)]
 struct Model {
     deposited: i128,
@@ -372,9 +404,30 @@ struct Model {
     paid_out: i128,
     /// Pending payouts: merchant, id, amount.
     pending: Vec<(usize, PayoutId, u64)>,
+    /// Every paid request, in the order it was paid.
+    payments: Vec<PaymentModel>,
 }
 
 impl Model {
+    /// The merchant was paid `amount` for `request`.
+    fn paid(&mut self, merchant: usize, request: RequestId, with: PaidWith, amount: u64) {
+        match self
+            .payments
+            .iter_mut()
+            .find(|p| p.merchant == merchant && p.request == request)
+        {
+            // A request paid twice (two records signed for it): refundable together.
+            Some(p) => p.paid += amount,
+            None => self.payments.push(PaymentModel {
+                merchant,
+                request,
+                with,
+                paid: amount,
+                refunded: 0,
+            }),
+        }
+    }
+
     fn outstanding(&self) -> i128 {
         self.coins
             .values()
@@ -441,6 +494,8 @@ impl Model {
         self.records.get_mut(&id).unwrap().recorded = true;
         self.customer[wallet] -= from_balance;
         self.merchant[merchant] += i128::from(amount);
+        let request = p.payment_request.payload.request_id;
+        self.paid(merchant, request, PaidWith::Record(wallet), amount);
         self.sequences
             .entry((p.device_id, p.sequence))
             .or_insert(p.record_id);
@@ -471,6 +526,7 @@ impl Model {
                 total += c.value;
             }
             self.merchant[merchant] += i128::from(total);
+            self.paid(merchant, request, PaidWith::Coins, total);
             Expect::Accepted(total)
         } else if held.len() == coins.len()
             && held
@@ -522,8 +578,18 @@ struct ShopSide {
     sent: Vec<RedemptionItem>,
 }
 
+/// A refund the issuer paid, to send again.
+#[derive(Clone)]
+enum LastRefund {
+    /// To the account: the refund (signed again when sent again).
+    Account(RefundRequestPayload),
+    /// By voucher: the withdrawal, byte for byte, and what it was answered.
+    Voucher(VoucherWithdrawalRequest, BlindWithdrawalResponse),
+}
+
 struct World {
     rng: StdRng,
+    last_refund: Option<LastRefund>,
     now: Timestamp,
     keyset: Keyset,
     wallets: Vec<WalletSide>,
@@ -595,6 +661,7 @@ impl World {
             .clone();
         World {
             rng,
+            last_refund: None,
             now: NOW,
             keyset,
             wallets,
@@ -739,6 +806,15 @@ impl World {
             Op::Revoke { w } => self.revoke(issuer, step, op, *w).await,
             Op::Payout { m, share, fault } => {
                 self.payout(issuer, step, op, *m, *share, *fault).await
+            }
+            Op::Refund {
+                m,
+                pick,
+                part,
+                again,
+            } => {
+                self.refund(issuer, step, op, *m, *pick, *part, *again)
+                    .await
             }
             Op::Restart => unreachable!("handled by the driver"),
         }
@@ -1136,6 +1212,156 @@ impl World {
                 "step {step} ({op:?}): coin id issued twice"
             );
             self.wallets[w].coins.push(coin);
+        }
+    }
+
+    /// A refund of the `pick`-th payment merchant `m` was paid, or the last refund again.
+    #[allow(clippy::too_many_arguments)]
+    async fn refund<S: RecordStore>(
+        &mut self,
+        issuer: &TestIssuer<S>,
+        step: usize,
+        op: &Op,
+        m: usize,
+        pick: usize,
+        part: u8,
+        again: bool,
+    ) {
+        if again {
+            if let Some(last) = self.last_refund.clone() {
+                return self.refund_again(issuer, step, op, last).await;
+            }
+        }
+        let theirs: Vec<usize> = (0..self.model.payments.len())
+            .filter(|i| self.model.payments[*i].merchant == m)
+            .collect();
+        if theirs.is_empty() {
+            return;
+        }
+        let i = theirs[pick % theirs.len()];
+        let (request, with, left) = {
+            let p = &self.model.payments[i];
+            (p.request, p.with, p.paid - p.refunded)
+        };
+        let amount = match part {
+            5 => left + 1,
+            q => (left * u64::from(q) / 4).max(1),
+        };
+        // What the issuer must do: never more than is left of the payment, nor than the
+        // merchant holds.
+        let refusal: Option<fn(&IssuerError) -> bool> = if amount > left {
+            Some(|e| matches!(e, IssuerError::RefundExceedsPayment { .. }))
+        } else if self.model.merchant[m] < i128::from(amount) {
+            Some(|e| matches!(e, IssuerError::MerchantBalanceShort { .. }))
+        } else {
+            None
+        };
+        let shop = &self.shops[m].shop;
+        let refund_id = RefundId::random(&mut self.rng);
+        match with {
+            PaidWith::Record(w) => {
+                let payload = RefundRequestPayload {
+                    merchant_id: shop.id(),
+                    refund_id,
+                    request_id: request,
+                    amount: eur(amount),
+                    created_at: self.now,
+                    nonce: nonce(&mut self.rng),
+                };
+                let signed =
+                    RefundRequest::sign(payload.clone(), &shop.key, &mut self.rng).unwrap();
+                let result = issuer.refund(&signed, self.now).await;
+                if let Some(refusal) = refusal {
+                    return expect_err(step, op, result, refusal);
+                }
+                let receipt = result.unwrap_or_else(|e| fail(step, op, e));
+                assert_eq!(receipt.amount, eur(amount), "step {step}: refund");
+                self.model.customer[w] += i128::from(amount);
+                self.last_refund = Some(LastRefund::Account(payload));
+            }
+            PaidWith::Coins => {
+                let voucher = RefundVoucher::sign(
+                    RefundVoucherPayload {
+                        merchant_id: shop.id(),
+                        refund_id,
+                        request_id: request,
+                        amount: eur(amount),
+                        created_at: self.now,
+                    },
+                    &shop.key,
+                    &mut self.rng,
+                )
+                .unwrap();
+                let mut values = Vec::new();
+                let mut rest = amount;
+                for d in [10u64, 5, 2, 1] {
+                    while rest >= d {
+                        rest -= d;
+                        values.push(d);
+                    }
+                }
+                let pending: Vec<PendingCoin> = values
+                    .iter()
+                    .map(|v| PendingCoin::new(&mut self.rng, &self.keyset, eur(*v)).unwrap())
+                    .collect();
+                let withdrawal = VoucherWithdrawalRequest {
+                    voucher,
+                    keyset_id: self.keyset.id(),
+                    coins: pending
+                        .iter()
+                        .map(|p| (p.amount().minor_units, p.blinded().clone()))
+                        .collect(),
+                };
+                let result = issuer
+                    .withdraw_voucher(&withdrawal, self.now, &mut self.rng)
+                    .await;
+                if let Some(refusal) = refusal {
+                    return expect_err(step, op, result, refusal);
+                }
+                let response = result.unwrap_or_else(|e| fail(step, op, e));
+                let coins = finalize(&self.keyset, &pending, &response);
+                // Any wallet may hold the voucher: it names nobody.
+                self.take_coins(step, op, pick % WALLETS, coins, true, None);
+                self.last_refund = Some(LastRefund::Voucher(withdrawal, response));
+            }
+        }
+        self.model.merchant[m] -= i128::from(amount);
+        self.model.payments[i].refunded += amount;
+    }
+
+    /// The last refund paid, sent again: the same answer, nothing moves.
+    async fn refund_again<S: RecordStore>(
+        &mut self,
+        issuer: &TestIssuer<S>,
+        step: usize,
+        op: &Op,
+        last: LastRefund,
+    ) {
+        match last {
+            LastRefund::Account(mut payload) => {
+                let m = self
+                    .shops
+                    .iter()
+                    .position(|s| s.shop.id() == payload.merchant_id)
+                    .unwrap();
+                payload.nonce = nonce(&mut self.rng);
+                payload.created_at = self.now;
+                let signed =
+                    RefundRequest::sign(payload.clone(), &self.shops[m].shop.key, &mut self.rng)
+                        .unwrap();
+                let receipt = issuer
+                    .refund(&signed, self.now)
+                    .await
+                    .unwrap_or_else(|e| fail(step, op, e));
+                assert_eq!(receipt.amount, payload.amount, "step {step}: refund again");
+            }
+            LastRefund::Voucher(withdrawal, response) => {
+                let again = issuer
+                    .withdraw_voucher(&withdrawal, self.now, &mut self.rng)
+                    .await
+                    .unwrap_or_else(|e| fail(step, op, e));
+                assert_eq!(again, response, "step {step}: voucher withdrawn again");
+            }
         }
     }
 

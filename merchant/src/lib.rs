@@ -3,6 +3,7 @@
 
 mod error;
 mod merchant;
+mod refunds;
 mod schema;
 mod terminal;
 

@@ -38,7 +38,7 @@ use crate::{MerchantConfig, MerchantError, Result};
 
 /// A point of sale's key, certificate and limits: everything it decides with.
 pub struct Terminal {
-    key: SigningKey<MerchantRole>,
+    pub(crate) key: SigningKey<MerchantRole>,
     certificate: MerchantCertificate,
     config: MerchantConfig,
 }

@@ -87,6 +87,11 @@ uuid_id!(
     RecordId
 );
 uuid_id!(
+    /// A refund, chosen by the merchant: the issuer pays each refund id once (a retry of
+    /// the same refund gets the first answer; the id for another refund is refused).
+    RefundId
+);
+uuid_id!(
     /// A coin: chosen by the wallet (blind coins) or by the issuer (identified coins).
     /// The issuer accepts each coin id once.
     CoinId

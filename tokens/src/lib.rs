@@ -18,6 +18,7 @@ mod messages;
 mod payment;
 mod payouts;
 mod reason;
+mod refund;
 mod revocation;
 mod signed;
 
@@ -51,8 +52,8 @@ pub use directory::{
 pub use error::{Error, Result};
 pub use ids::{
     random_uuid, AccountId, CertificateSerial, CoinId, CoinSpendId, ContentDigest, DepositId,
-    DeviceId, KeyId, KeysetId, MerchantId, PayoutId, RecordId, RequestId, Timestamp, Validity,
-    VirtualId,
+    DeviceId, KeyId, KeysetId, MerchantId, PayoutId, RecordId, RefundId, RequestId, Timestamp,
+    Validity, VirtualId,
 };
 pub use keys::{
     BlindSignature, BlindedMessage, DenominationSigningKey, DenominationVerifyingKey, PublicKey,
@@ -78,6 +79,10 @@ pub use payouts::{
     PayoutRequestPayload, PayoutState, MAX_PAYOUT_REASON_LEN, MAX_PAYOUT_REFERENCE_LEN,
 };
 pub use reason::{ReasonCode, UnknownCode};
+pub use refund::{
+    RefundReceipt, RefundReceiptPayload, RefundRequest, RefundRequestPayload, RefundVoucher,
+    RefundVoucherPayload, VoucherWithdrawalRequest,
+};
 pub use revocation::{
     RevocationCache, RevocationEntry, RevocationList, RevocationListPayload, RevokedItem,
     MAX_REVOCATION_ENTRIES,

@@ -163,6 +163,22 @@ reason_codes! {
     FundingFailed = "funding_failed",
     /// The request asks for something the ledger forbids.
     InvalidRequest = "invalid_request",
+    /// A refund names a payment this merchant was not paid (no settled payment answers
+    /// that request id).
+    UnknownPayment = "unknown_payment",
+    /// A refund of the wrong kind for its payment: to the account for a coin payment, or a
+    /// voucher for a payment by record.
+    WrongPaymentKind = "wrong_payment_kind",
+    /// The request id was paid more than once in ways one refund cannot tell apart (by
+    /// several accounts).
+    AmbiguousPayment = "ambiguous_payment",
+    /// With the earlier refunds of the payment, the refund would give back more than was
+    /// paid.
+    RefundExceedsPayment = "refund_exceeds_payment",
+    /// The refund id was used before for another refund.
+    RefundIdReused = "refund_id_reused",
+    /// The voucher was withdrawn already, for other coins.
+    VoucherAlreadyUsed = "voucher_already_used",
     /// The issuer's store failed; the request may be retried.
     StoreError = "store_error",
     /// The issuer's keys could not be read or written.

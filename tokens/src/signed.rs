@@ -136,7 +136,7 @@ mod tests {
 
     /// Every message type's tag. A new type must be added here: the test below then proves
     /// its tag is distinct and its signatures do not transfer.
-    const ALL_TAGS: [&str; 72] = [
+    const ALL_TAGS: [&str; 79] = [
         AccountCertificatePayload::TAG,
         MerchantCertificatePayload::TAG,
         BalanceCertificatePayload::TAG,
@@ -209,6 +209,13 @@ mod tests {
         PayoutRequest::TAG,
         PayoutReceiptPayload::TAG,
         PayoutReceipt::TAG,
+        RefundRequestPayload::TAG,
+        RefundRequest::TAG,
+        RefundVoucherPayload::TAG,
+        RefundVoucher::TAG,
+        VoucherWithdrawalRequest::TAG,
+        RefundReceiptPayload::TAG,
+        RefundReceipt::TAG,
     ];
 
     fn header(tag: &str) -> Vec<u8> {

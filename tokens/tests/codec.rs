@@ -49,7 +49,49 @@ fn every_type_roundtrips() {
     roundtrip(&w.endorsed);
     roundtrip(w.directory());
     let mut rng = rng(1);
-    roundtrip(&PendingCoin::new(&mut rng, &w.issuer.keyset, eur(5)).unwrap());
+    let pending = PendingCoin::new(&mut rng, &w.issuer.keyset, eur(5)).unwrap();
+    roundtrip(&pending);
+
+    // Refunds.
+    let shop = fixtures::merchant(1);
+    let refund = RefundRequestPayload {
+        merchant_id: w.merchant_cert.payload.merchant_id,
+        refund_id: RefundId::random(&mut rng),
+        request_id: w.request.payload.request_id,
+        amount: eur(5),
+        created_at: fixtures::NOW,
+        nonce: [7; 16],
+    };
+    roundtrip(&refund);
+    let refund = RefundRequest::sign(refund, &shop, &mut rng).unwrap();
+    roundtrip(&refund);
+    let voucher = RefundVoucherPayload {
+        merchant_id: refund.payload.merchant_id,
+        refund_id: refund.payload.refund_id,
+        request_id: refund.payload.request_id,
+        amount: eur(5),
+        created_at: fixtures::NOW,
+    };
+    roundtrip(&voucher);
+    let voucher = RefundVoucher::sign(voucher, &shop, &mut rng).unwrap();
+    roundtrip(&voucher);
+    roundtrip(&VoucherWithdrawalRequest {
+        voucher,
+        keyset_id: w.issuer.keyset.id(),
+        coins: vec![(5, pending.blinded().clone())],
+    });
+    let receipt = RefundReceiptPayload {
+        merchant_id: refund.payload.merchant_id,
+        refund_id: refund.payload.refund_id,
+        request_id: refund.payload.request_id,
+        account_id: w.account_cert.payload.account_id,
+        amount: eur(5),
+        refunded_total: eur(5),
+        refunded_at: fixtures::NOW,
+        request_digest: codec::digest(&refund).unwrap(),
+        answered_at: fixtures::NOW,
+    };
+    roundtrip(&receipt);
 }
 
 #[test]

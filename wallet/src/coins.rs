@@ -4,7 +4,7 @@ use rand_core::CryptoRng;
 use scrip_tokens::{
     Amount, BlindWithdrawalRequest, BlindWithdrawalRequestPayload, BlindWithdrawalResponse, Coin,
     CoinId, Currency, IdentifiedWithdrawalRequest, IdentifiedWithdrawalRequestPayload,
-    IdentifiedWithdrawalResponse, PendingCoin, Timestamp,
+    IdentifiedWithdrawalResponse, KeysetId, PendingCoin, Timestamp,
 };
 
 use crate::state::PendingBlindWithdrawal;
@@ -71,15 +71,30 @@ impl Wallet {
             .position(|p| p.request == *request)
             .ok_or(WalletError::UnrequestedWithdrawal)?;
         let pending = &self.state.blind_withdrawals[index];
-        if response.signatures.len() != pending.coins.len()
-            || response.keyset_id != request.payload.keyset_id
-        {
+        let coins = self.unblind(request.payload.keyset_id, &pending.coins, response, now)?;
+        let ids = coins.iter().map(Coin::id).collect();
+        self.state.coins.extend(coins);
+        self.state.blind_withdrawals.remove(index);
+        self.touch();
+        Ok(ids)
+    }
+
+    /// The coins `pending` asked `keyset_id` for, unblinded with the issuer's
+    /// `response` and each verified against the key directory.
+    pub(crate) fn unblind(
+        &self,
+        keyset_id: KeysetId,
+        pending: &[PendingCoin],
+        response: &BlindWithdrawalResponse,
+        now: Timestamp,
+    ) -> Result<Vec<Coin>> {
+        if response.signatures.len() != pending.len() || response.keyset_id != keyset_id {
             return Err(WalletError::MismatchedWithdrawal);
         }
         let directory = self.directory()?;
         let keyset = directory.keyset(response.keyset_id)?;
-        let mut coins = Vec::with_capacity(pending.coins.len());
-        for (p, signature) in pending.coins.iter().zip(&response.signatures) {
+        let mut coins = Vec::with_capacity(pending.len());
+        for (p, signature) in pending.iter().zip(&response.signatures) {
             let key = keyset.key_for(p.amount().minor_units)?;
             let coin = Coin::Blind(
                 p.finalize(key, signature)
@@ -89,11 +104,7 @@ impl Wallet {
                 .map_err(|_| WalletError::BadCoin(coin.id()))?;
             coins.push(coin);
         }
-        let ids = coins.iter().map(Coin::id).collect();
-        self.state.coins.extend(coins);
-        self.state.blind_withdrawals.remove(index);
-        self.touch();
-        Ok(ids)
+        Ok(coins)
     }
 
     /// An identified withdrawal of coins worth `values` (one currency; the issuer picks

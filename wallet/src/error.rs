@@ -102,6 +102,10 @@ pub enum WalletError {
     /// A payment request for nothing (refused rather than paid with an empty payment).
     #[error("the payment request is for nothing")]
     ZeroRequest,
+    /// A refund voucher's amount that the current keyset's denominations cannot make
+    /// (or nothing).
+    #[error("no coins of the current keyset make exactly {0}")]
+    NoCoinsMake(Amount),
     /// Sealing the state failed (the AEAD refused; it does so only for absurd sizes).
     #[error("sealing the wallet state failed")]
     Sealing,

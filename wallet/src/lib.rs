@@ -9,6 +9,7 @@ mod error;
 mod identity;
 mod paying;
 mod recovery;
+mod refunds;
 mod saving;
 mod state;
 mod storage;
@@ -221,6 +222,7 @@ impl Wallet {
             pending_certificate_request: None,
             paid_requests: Vec::new(),
             generation: 1,
+            voucher_withdrawals: Vec::new(),
         };
         Ok(Wallet {
             state,

@@ -5,7 +5,8 @@ use scrip_tokens::{
     AccountCertificate, BalanceCertificate, BalanceCertificateRequest, BlindWithdrawalRequest,
     CertificateSerial, Coin, ContentDigest, DepositConfirmation, DepositRecord, DepositRequest,
     IdentifiedWithdrawalRequest, MerchantCertificate, Message, PaymentReceipt, PendingCoin,
-    RequestId, SignedKeyDirectory, Timestamp, VerifyingKey, WithdrawalRecord,
+    RequestId, SignedKeyDirectory, Timestamp, VerifyingKey, VoucherWithdrawalRequest,
+    WithdrawalRecord,
 };
 use serde::{Deserialize, Serialize};
 
@@ -49,6 +50,8 @@ pub(crate) struct WalletState {
     pub paid_requests: Vec<RequestId>,
     /// Bumped by every change that must be saved before a message leaves the wallet.
     pub generation: u64,
+    /// Withdrawals against refund vouchers sent, awaiting the issuer's answer.
+    pub voucher_withdrawals: Vec<PendingVoucherWithdrawal>,
 }
 
 impl Drop for WalletState {
@@ -91,6 +94,12 @@ pub(crate) struct RecordInFlight {
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct PendingBlindWithdrawal {
     pub request: BlindWithdrawalRequest,
+    pub coins: Vec<PendingCoin>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct PendingVoucherWithdrawal {
+    pub request: VoucherWithdrawalRequest,
     pub coins: Vec<PendingCoin>,
 }
 

@@ -151,6 +151,13 @@ impl From<IssuerError> for ApiError {
             | IssuerError::AccountFrozen(_)
             | IssuerError::MerchantRevoked(_) => StatusCode::FORBIDDEN,
             IssuerError::AccountNotFrozen(_) => StatusCode::CONFLICT,
+            IssuerError::UnknownPayment { .. } => StatusCode::NOT_FOUND,
+            IssuerError::WrongPaymentKind { .. }
+            | IssuerError::RefundExceedsPayment { .. }
+            | IssuerError::MerchantBalanceShort { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            IssuerError::AmbiguousPayment(_)
+            | IssuerError::RefundIdReused(_)
+            | IssuerError::VoucherAlreadyUsed(_) => StatusCode::CONFLICT,
             IssuerError::AlreadyRegistered | IssuerError::IdempotencyKeyReused => {
                 StatusCode::CONFLICT
             }

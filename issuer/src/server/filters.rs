@@ -252,9 +252,23 @@ pub fn routes(
     .unify()
     .or(signed(
         s,
+        warp::path!("v1" / "refunds").boxed(),
+        Access::Signed,
+        handlers::refund,
+    ))
+    .unify()
+    .or(signed(
+        s,
         warp::path!("v1" / "payouts").boxed(),
         Access::Signed,
         handlers::payout,
+    ))
+    .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "refund-withdrawals").boxed(),
+        Access::Signed,
+        handlers::withdraw_voucher,
     ))
     .unify()
     .boxed();

@@ -11,8 +11,8 @@ use scrip_tokens::{
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
     DepositRecord, DepositRequest, DeviceId, DeviceRegistration, EndorsedCoinPayment,
     IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId,
-    MerchantRegistration, RedemptionBatch, RedemptionReport, StatementRequest, SyncReport,
-    SyncRequest, Timestamp,
+    MerchantRegistration, RedemptionBatch, RedemptionReport, RefundReceipt, RefundRequest,
+    StatementRequest, SyncReport, SyncRequest, Timestamp, VoucherWithdrawalRequest,
 };
 use serde::Deserialize;
 use warp::http::StatusCode;
@@ -269,6 +269,50 @@ pub async fn withdraw_identified(
         .issuer
         .withdraw_identified_authenticated(request, now, &mut rng)
         .await?)
+}
+
+/// `POST /v1/refunds`: a merchant refunds a payment by record to the account.
+pub async fn refund(
+    state: Arc<AppState>,
+    request: RefundRequest,
+    now: Timestamp,
+) -> Result<RefundReceipt, ApiError> {
+    let authenticated = state.admit(&request, now).await?;
+    let receipt = state
+        .issuer
+        .refund_authenticated(authenticated, now)
+        .await?;
+    tracing::info!(
+        merchant = %receipt.merchant_id,
+        refund = %receipt.refund_id,
+        amount = %receipt.amount,
+        "refund to an account"
+    );
+    Ok(state.issuer.sign_answer(receipt, now, &mut request_rng())?)
+}
+
+/// `POST /v1/refund-withdrawals`: blind coins against a merchant's refund voucher. No
+/// freshness window and no nonce: a voucher may be days old when its holder comes online,
+/// and the same request again is answered the same (the refund id is claimed once). The
+/// voucher's signature is checked before anything is signed or stored.
+pub async fn withdraw_voucher(
+    state: Arc<AppState>,
+    request: VoucherWithdrawalRequest,
+    now: Timestamp,
+) -> Result<BlindWithdrawalResponse, ApiError> {
+    let authenticated = state.issuer.authenticate(&request).await?;
+    let mut rng = request_rng();
+    let answer = state
+        .issuer
+        .withdraw_voucher_authenticated(authenticated, now, &mut rng)
+        .await?;
+    tracing::info!(
+        merchant = %request.voucher.payload.merchant_id,
+        refund = %request.voucher.payload.refund_id,
+        coins = answer.signatures.len(),
+        "refund voucher withdrawn"
+    );
+    Ok(answer)
 }
 
 pub async fn redeem(

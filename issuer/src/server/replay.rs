@@ -28,8 +28,8 @@ use scrip_stores::ClusterState;
 use scrip_tokens::{
     BalanceCertificateRequest, BlindWithdrawalRequest, DepositConfirmation, DepositRequest,
     DeviceRegistration, IdentifiedWithdrawalRequest, MerchantRegistration,
-    MerchantStatementRequest, Message, PayoutRequest, RedemptionBatch, StatementRequest,
-    SyncRequest, Timestamp,
+    MerchantStatementRequest, Message, PayoutRequest, RedemptionBatch, RefundRequest,
+    StatementRequest, SyncRequest, Timestamp,
 };
 use sha2::{Digest, Sha256};
 
@@ -293,6 +293,7 @@ fresh_by_nonce!(
     StatementRequest => |p| p.device_id.as_bytes();
     MerchantStatementRequest => |p| p.merchant_id.as_bytes();
     PayoutRequest => |p| p.merchant_id.as_bytes();
+    RefundRequest => |p| p.merchant_id.as_bytes();
 );
 
 impl Fresh for DepositRequest {
