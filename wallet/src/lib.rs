@@ -263,7 +263,7 @@ impl Wallet {
     /// [`WalletError::WrongKeyOrCorrupted`].
     pub fn load(bytes: &[u8], key: &StorageKey) -> Result<Self> {
         let plaintext = storage::open(key, storage::Kind::WalletState, bytes)?;
-        let state: WalletState = codec::decode(&plaintext)?;
+        let state = WalletState::decode(&plaintext)?;
         let device_key = SigningKey::from_der(&state.device_key)?;
         let directory = match &state.directory {
             Some((signed, _)) => Some(signed.verify(&state.root)?.clone()),

@@ -1,5 +1,6 @@
 //! Everything a wallet remembers, as one serde value sealed at rest.
 
+use scrip_tokens::codec;
 use scrip_tokens::keys::DirectoryRoot;
 use scrip_tokens::{
     AccountCertificate, BalanceCertificate, BalanceCertificateRequest, BlindWithdrawalRequest,
@@ -10,7 +11,9 @@ use scrip_tokens::{
 };
 use serde::{Deserialize, Serialize};
 
-/// The wallet's whole state. Format version 1 (`scrip/wallet/state/v1`).
+/// The wallet's whole state, tag `scrip/wallet/state/v1`, format version 2 (version 1,
+/// saved by scrip 0.1 and before refunds, lacks `voucher_withdrawals`; it still loads, see
+/// [`WalletState::decode`]).
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct WalletState {
     /// The device's private key, PKCS#8 DER.
@@ -63,7 +66,53 @@ impl Drop for WalletState {
 
 impl Message for WalletState {
     const TAG: &'static str = "scrip/wallet/state/v1";
+    const VERSION: u16 = 2;
+}
+
+/// An empty list, encoded alone: what version 2 appends to a version-1 state.
+#[derive(Serialize, Deserialize)]
+struct NoVoucherWithdrawals(Vec<PendingVoucherWithdrawal>);
+
+impl Message for NoVoucherWithdrawals {
+    const TAG: &'static str = "scrip/wallet/no-voucher-withdrawals/v1";
     const VERSION: u16 = 1;
+}
+
+impl WalletState {
+    /// Decodes a saved state of the current format or of an older one (migrating it).
+    pub(crate) fn decode(plaintext: &[u8]) -> Result<WalletState, scrip_tokens::Error> {
+        match codec::decode::<WalletState>(plaintext) {
+            Err(scrip_tokens::Error::UnsupportedVersion { found: 1, .. }) => {
+                Self::from_version_1(plaintext)
+            }
+            other => other,
+        }
+    }
+
+    /// Version 1 is version 2 without its last field, `voucher_withdrawals` (there were no
+    /// vouchers then): the version-1 body with an empty list appended is the version-2
+    /// body. The result is decoded and checked like any state.
+    fn from_version_1(plaintext: &[u8]) -> Result<WalletState, scrip_tokens::Error> {
+        let header = |tag: &str, version: u16| {
+            let mut h = tag.as_bytes().to_vec();
+            h.push(0);
+            h.extend_from_slice(&version.to_le_bytes());
+            h
+        };
+        let body = plaintext
+            .strip_prefix(header(Self::TAG, 1).as_slice())
+            .ok_or(scrip_tokens::Error::WrongType {
+                expected: Self::TAG,
+            })?;
+        let empty = codec::encode(&NoVoucherWithdrawals(Vec::new()))?;
+        let empty = empty
+            .get(header(NoVoucherWithdrawals::TAG, 1).len()..)
+            .unwrap_or_default();
+        let mut migrated = header(Self::TAG, Self::VERSION);
+        migrated.extend_from_slice(body);
+        migrated.extend_from_slice(empty);
+        codec::decode(&migrated)
+    }
 }
 
 /// A balance certificate and the wallet's bookkeeping under it.

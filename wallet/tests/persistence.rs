@@ -599,3 +599,32 @@ async fn an_answer_from_a_discarded_state_is_not_released_by_another_save() {
         record_of(&kept).payload.sequence
     );
 }
+
+/// A wallet saved by the previous format (state version 1, before refund vouchers; the
+/// fixture was saved by scrip at commit ec1f70d with `StorageKey::new([0x5c; 32])`) loads
+/// with everything it held, and saves again in the current format.
+#[test]
+fn a_wallet_saved_in_format_version_1_loads_and_is_migrated() {
+    let bytes = include_bytes!("fixtures/wallet-v1.bin");
+    let key = StorageKey::new([0x5c; 32]);
+    let wallet = Wallet::load(bytes, &key).unwrap();
+    // What the old wallet reported before it was saved (fixtures/wallet-v1.txt).
+    assert_eq!(
+        wallet
+            .account()
+            .map(|a| a.account_id.to_string())
+            .as_deref(),
+        Some("51ebb154-dcf2-4a43-9d3c-66c0d0b5bb7f")
+    );
+    assert_eq!(wallet.next_sequence(), 3);
+    assert_eq!(wallet.coin_total(EUR), eur(30));
+    assert_eq!(wallet.coins().len(), 4);
+    assert_eq!(wallet.certificates().count(), 1);
+    assert_eq!(wallet.receipts().len(), 2);
+    assert_eq!(wallet.outbox().len(), 1);
+    assert_eq!(wallet.offline_spendable(EUR, at(30)), eur(235));
+    let mut rng = rng(9);
+    let saved = wallet.save(&key, &mut rng).unwrap();
+    let again = Wallet::load(saved.bytes(), &key).unwrap();
+    assert_eq!(snapshot(&again), snapshot(&wallet));
+}
