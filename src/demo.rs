@@ -16,7 +16,8 @@ use scrip_merchant::{Merchant, MerchantConfig};
 use scrip_stores::MemoryStore;
 use scrip_tokens::keys::{DirectoryRoot, Merchant as MerchantRole};
 use scrip_tokens::{
-    Amount, Currency, MerchantCategory, PaymentAnswer, RedemptionOutcome, SigningKey, VerifyingKey,
+    Amount, Currency, MerchantCategory, PaymentAnswer, PayoutId, PayoutState, ReasonCode,
+    RedemptionOutcome, RequestId, SigningKey, VerifyingKey,
 };
 use scrip_wallet::{CertificateOptions, PaymentStatus, StorageKey, Unreleased, Wallet};
 use serde::Serialize;
@@ -272,6 +273,7 @@ pub async fn run(
         "7. offline: pays merchant A EUR 7.50 with a signed withdrawal record",
     );
     let offer = shop_a.offer(eur(750), now(), &mut rng).await?;
+    let record_request = offer.request.payload.request_id;
     let answer = phone.wallet.pay_by_record(&offer, now(), &mut rng)?;
     let answer = phone.send(answer)?;
     let reply = shop_a.accept(&answer, now(), &mut rng).await?;
@@ -398,7 +400,227 @@ pub async fn run(
             ),
         );
     }
+
+    refunds(
+        client,
+        root,
+        &shop_a,
+        &mut phone,
+        record_request,
+        coin_request,
+        out,
+    )
+    .await?;
+    payout(client, &shop_a, out).await?;
+    stolen_phone(client, root, &shop_a, &phone, out).await?;
     Ok(outcomes)
+}
+
+/// Merchant A refunds part of the record payment to the customer's account, and the coin
+/// payment as a voucher the customer withdraws fresh coins against.
+async fn refunds(
+    client: &HttpClient,
+    root: &VerifyingKey<DirectoryRoot>,
+    shop: &Merchant<MemoryStore>,
+    phone: &mut Phone,
+    record_request: RequestId,
+    coin_request: RequestId,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    say(
+        out,
+        "15. merchant A refunds EUR 2.50 of the record payment to the customer's account",
+    );
+    let directory = client.key_directory().await?.verify(root)?.clone();
+    let request = shop
+        .terminal()
+        .refund_request(record_request, eur(250), now(), &mut rng)?;
+    let receipt = client.refund(&request).await?;
+    let refunded = shop
+        .terminal()
+        .verify_refund_receipt(&request, &receipt, &directory, now())?;
+    say(
+        out,
+        &format!(
+            "   refund {} credited to account {} (EUR {} of the EUR 7.50 payment refunded)",
+            refunded.refund_id,
+            refunded.account_id,
+            fmt_minor(refunded.refunded_total.minor_units)
+        ),
+    );
+
+    say(
+        out,
+        "16. merchant A refunds the EUR 0.10 coin payment with a voucher; the customer \
+         withdraws fresh blind coins against it, anonymously",
+    );
+    let voucher = shop
+        .terminal()
+        .refund_voucher(coin_request, eur(10), now(), &mut rng)?;
+    // What the terminal hands the customer over NFC or as a QR code.
+    let voucher = voucher.to_bytes()?;
+    let request = phone
+        .wallet
+        .voucher_withdrawal_request(&voucher, now(), &mut rng)?;
+    let request = phone.send(request)?;
+    let response = client.withdraw_voucher(&request).await?;
+    let coins = phone
+        .wallet
+        .on_voucher_withdrawal(&request, &response, now())?;
+    phone.save()?;
+    say(
+        out,
+        &format!(
+            "   {} fresh coin(s); the wallet holds EUR {} in coins",
+            coins.len(),
+            fmt_minor(phone.wallet.coin_total(Currency::EUR).minor_units)
+        ),
+    );
+    Ok(())
+}
+
+/// Merchant A reads its statement (credits, refunds) and has what it is owed paid out.
+async fn payout(
+    client: &HttpClient,
+    shop: &Merchant<MemoryStore>,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    say(
+        out,
+        "17. merchant A reads its signed statement and is paid out to its bank",
+    );
+    let statement = shop
+        .statement(client, Currency::EUR, None, 100, now(), &mut rng)
+        .await?;
+    for entry in &statement.entries {
+        say(
+            out,
+            &format!(
+                "   {:>+10}  balance {:>10}  {}",
+                entry.delta, entry.balance_after, entry.memo
+            ),
+        );
+    }
+    let owed = u64::try_from(statement.balance)
+        .ok()
+        .filter(|owed| *owed > 0)
+        .ok_or_else(|| Error::Demo("merchant A is owed nothing".into()))?;
+    let receipt = shop
+        .payout(
+            client,
+            PayoutId::random(&mut rng),
+            eur(owed),
+            now(),
+            &mut rng,
+        )
+        .await?;
+    match receipt.state {
+        PayoutState::Paid { reference, .. } => say(
+            out,
+            &format!(
+                "   payout {}: EUR {} paid, bank reference {reference}",
+                receipt.payout_id,
+                fmt_minor(receipt.amount.minor_units)
+            ),
+        ),
+        PayoutState::Declined { reason, .. } => {
+            return Err(Error::Demo(format!("the payout was declined: {reason}")))
+        }
+    }
+    Ok(())
+}
+
+/// A second phone of the customer's account is stolen and revoked; merchant A's terminal
+/// learns it from the signed revocation list and refuses the thief offline.
+async fn stolen_phone(
+    client: &HttpClient,
+    root: &VerifyingKey<DirectoryRoot>,
+    shop: &Merchant<MemoryStore>,
+    phone: &Phone,
+    out: &mut dyn Write,
+) -> Result<(), Error> {
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    say(
+        out,
+        "18. the customer adds a second phone, which is stolen: the operator revokes it",
+    );
+    let account_id = phone
+        .wallet
+        .account()
+        .map(|a| a.account_id)
+        .ok_or_else(|| Error::Demo("the customer has no account".into()))?;
+    let mut stolen = Phone::new(
+        Wallet::generate(root.clone(), &mut rng)?,
+        StorageKey::random(&mut rng),
+    );
+    stolen
+        .wallet
+        .update_directory(client.key_directory().await?, now())?;
+    let registration = stolen
+        .wallet
+        .registration_request(Some(account_id), now(), &mut rng)?;
+    let registration = stolen.send(registration)?;
+    let approval = phone
+        .wallet
+        .approve_device(stolen.wallet.device_key_id(), now(), &mut rng)?;
+    let certificate = client
+        .enroll_device(&scrip_api::DeviceEnrollment {
+            registration,
+            approval,
+        })
+        .await?;
+    let stolen_device = certificate.payload.device_id;
+    stolen.wallet.on_account_certificate(certificate, now())?;
+    let request = stolen.wallet.certificate_request(
+        CertificateOptions::up_to(eur(1_000)),
+        now(),
+        &mut rng,
+    )?;
+    let request = stolen.send(request)?;
+    let answer = client.balance_certificate_answered(&request).await?;
+    stolen
+        .wallet
+        .on_balance_certificate_answer(answer.certificate, &answer.hand_ins, now())?;
+    let revoked = client.revoke_device(stolen_device).await?;
+    say(
+        out,
+        &format!(
+            "   device {} revoked at {} (it still holds a certificate for EUR 10.00)",
+            revoked.device_id, revoked.revoked_at
+        ),
+    );
+
+    say(
+        out,
+        "19. merchant A's terminal syncs (key directory and revocation list); then, offline, \
+         the thief pays it EUR 5.00 by record",
+    );
+    shop.sync(client, now(), &mut rng).await?;
+    let age = shop
+        .revocation_list_age(now())
+        .ok_or_else(|| Error::Demo("merchant A holds no revocation list".into()))?;
+    say(
+        out,
+        &format!("   revocation list {} ms old", age.as_millis()),
+    );
+    let offer = shop.offer(eur(500), now(), &mut rng).await?;
+    let answer = stolen.wallet.pay_by_record(&offer, now(), &mut rng)?;
+    let answer = stolen.send(answer)?;
+    let reply = shop.accept(&answer, now(), &mut rng).await?;
+    match stolen.wallet.on_merchant_reply(&reply, now())? {
+        PaymentStatus::Rejected(reason) if reason.code == ReasonCode::RevocationListed => {
+            say(
+                out,
+                &format!("   refused offline: {} ({})", reason.code, reason.message),
+            );
+            Ok(())
+        }
+        other => Err(Error::Demo(format!(
+            "the revoked phone's payment was not refused by the list: {other:?}"
+        ))),
+    }
 }
 
 /// The customer's statement, checked by the wallet (signed by the issuer, for this
