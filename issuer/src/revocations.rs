@@ -14,9 +14,16 @@
 //! (an item lifted and listed again starts anew). The last
 //! [`REVOCATION_SNAPSHOTS_KEPT`] versions are kept, so a client that holds one of them
 //! gets a delta (what was added, what was lifted); a client holding an older or unknown
-//! version gets the full list. More than [`MAX_REVOCATION_ENTRIES`] items: the most
-//! recently listed are published (a device revoked or an account frozen long ago has no
-//! certificate left to pay with), and a warning is logged.
+//! version gets the full list. More than [`MAX_REVOCATION_ENTRIES`] items: devices first,
+//! then merchants, identified coins and frozen accounts, each kind most recently revoked
+//! first by the time its revocation was recorded, and a warning is logged. The order
+//! depends only on stored revocations, so the published set is stable from one
+//! publication to the next (ordering by `listed_since` would let a cut item come back as
+//! "new", push another out, and rotate revocations in and out forever). Devices go first
+//! because only the operator revokes them, while accounts are also frozen automatically
+//! (fraud), which a sender controlling accounts could use to push revocations out; a
+//! device revoked long ago has no certificate left to pay with (certificates issued
+//! before its revocation have expired), so the oldest are the ones to drop.
 //!
 //! **Grace** ([`crate::IssuerConfig::revocation_grace`], published in every list as
 //! `grace_secs`): see the revocation paragraph of `src/redemption.rs`.
@@ -26,13 +33,13 @@ use std::sync::Arc;
 
 use scrip_stores::{Claimant, CommitOutcome, RecordStore, Unit, Write};
 use scrip_tokens::{
-    AccountId, CoinId, ContentDigest, DeviceId, MerchantId, RevocationEntry, RevocationListPayload,
+    codec, AccountId, CoinId, ContentDigest, DeviceId, MerchantId, RevocationEntry, RevocationListPayload,
     RevokedItem, Timestamp, MAX_REVOCATION_ENTRIES,
 };
 use uuid::Uuid;
 
 use crate::schema::{
-    revocation_version_key, RawValue, RevocationSnapshot, FROZEN, REVOCATION_LATEST,
+    revocation_version_key, Mark, RawValue, RevocationSnapshot, RevokedCoinDoc, FROZEN, REVOCATION_LATEST,
     REVOCATION_LATEST_KEY, REVOCATION_SNAPSHOTS, REVOCATION_VERSION, REVOKED_COINS,
     REVOKED_DEVICES, REVOKED_MERCHANTS,
 };
@@ -76,6 +83,41 @@ fn item_of(collection: scrip_stores::Collection, key: &[u8]) -> Option<RevokedIt
     } else {
         RevokedItem::Merchant(MerchantId(uuid))
     })
+}
+
+/// The entries of the next publication: at most `max` of `items` (item, time its
+/// revocation was recorded), chosen by [`truncation_rank`] then most recent revocation,
+/// in item order, each listed since the time the latest version (`listed`) gives it, or
+/// `now` if it is new.
+fn entries_to_publish(
+    mut items: Vec<(RevokedItem, Timestamp)>,
+    listed: &HashMap<RevokedItem, Timestamp>,
+    now: Timestamp,
+    max: usize,
+) -> Vec<RevocationEntry> {
+    if items.len() > max {
+        items.sort_by_key(|(item, at)| (truncation_rank(item), std::cmp::Reverse(*at), *item));
+        items.truncate(max);
+        items.sort_unstable();
+    }
+    items
+        .into_iter()
+        .map(|(item, _)| RevocationEntry {
+            item,
+            listed_since: listed.get(&item).copied().unwrap_or(now),
+        })
+        .collect()
+}
+
+/// Which kinds of item a list too long for one publication keeps first (see the module
+/// doc): devices, merchants, identified coins, then frozen accounts.
+fn truncation_rank(item: &RevokedItem) -> u8 {
+    match item {
+        RevokedItem::Device(_) => 0,
+        RevokedItem::Merchant(_) => 1,
+        RevokedItem::Coin(_) => 2,
+        RevokedItem::Account(_) => 3,
+    }
 }
 
 /// The delta from `base` to `latest`: entries new or listed anew, and items lifted.
@@ -158,8 +200,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         Ok(self.latest_revocations().await?.index.get(item).copied())
     }
 
-    /// Every item the issuer's state says to list, in item order.
-    async fn items_to_list(&self) -> Result<Vec<RevokedItem>> {
+    /// Every item the issuer's state says to list, in item order, with the time its
+    /// revocation (or freeze) was recorded.
+    async fn items_to_list(&self) -> Result<Vec<(RevokedItem, Timestamp)>> {
         let mut items = Vec::new();
         for collection in [REVOKED_DEVICES, FROZEN, REVOKED_COINS, REVOKED_MERCHANTS] {
             let mut after: Option<Vec<u8>> = None;
@@ -168,11 +211,17 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                     .store
                     .scan(collection, after.as_deref(), crate::MAX_PAGE)
                     .await?;
-                for (key, _) in &page {
+                for (key, value) in &page {
                     let item = item_of(collection, key).ok_or_else(|| {
                         IssuerError::Corrupted(format!("{} key", collection.name()))
                     })?;
-                    items.push(item);
+                    let at = if collection == REVOKED_COINS {
+                        codec::decode::<RevokedCoinDoc>(value).map(|d| d.at)
+                    } else {
+                        codec::decode::<Mark>(value).map(|d| d.at)
+                    }
+                    .map_err(|e| IssuerError::Corrupted(format!("{}: {e}", collection.name())))?;
+                    items.push((item, at));
                 }
                 match page.last() {
                     Some((key, _)) if page.len() == crate::MAX_PAGE => after = Some(key.clone()),
@@ -181,7 +230,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             }
         }
         items.sort_unstable();
-        items.dedup();
+        items.dedup_by_key(|(item, _)| *item);
         Ok(items)
     }
 
@@ -192,23 +241,14 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         for _ in 0..RETRIES {
             let latest = self.latest_revocations().await?;
             let items = self.items_to_list().await?;
-            let mut entries: Vec<RevocationEntry> = items
-                .into_iter()
-                .map(|item| RevocationEntry {
-                    item,
-                    listed_since: latest.index.get(&item).copied().unwrap_or(now),
-                })
-                .collect();
-            if entries.len() > MAX_REVOCATION_ENTRIES {
+            if items.len() > MAX_REVOCATION_ENTRIES {
                 tracing::warn!(
-                    listed = entries.len(),
+                    listed = items.len(),
                     published = MAX_REVOCATION_ENTRIES,
-                    "more revoked items than a list holds: publishing the most recent"
+                    "more revoked items than a list holds: publishing devices first, the most recent first"
                 );
-                entries.sort_by_key(|e| std::cmp::Reverse(e.listed_since));
-                entries.truncate(MAX_REVOCATION_ENTRIES);
-                entries.sort_by_key(|e| e.item);
             }
+            let entries = entries_to_publish(items, &latest.index, now, MAX_REVOCATION_ENTRIES);
             let unchanged = entries.len() == latest.snapshot.entries.len()
                 && entries
                     .iter()
@@ -339,6 +379,47 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    /// Review finding: ordering a cut by `listed_since` made a cut item come back as new
+    /// at the next publication, push another out, and rotate revocations in and out (a
+    /// new version every interval, devices missing from lists and honoured). The cut now
+    /// depends on stored revocations only: publishing again changes nothing, and devices
+    /// are kept before frozen accounts (which senders can cause by fraud).
+    #[test]
+    fn a_list_too_long_is_cut_the_same_way_every_time_devices_first() {
+        let at = Timestamp::from_unix_millis;
+        let account = |n: u128| RevokedItem::Account(AccountId(Uuid::from_u128(n)));
+        let items = vec![
+            (device(1), at(10)),
+            (device(2), at(30)),
+            (device(3), at(20)),
+            (account(4), at(40)),
+            (account(5), at(50)),
+        ];
+        let mut listed = HashMap::new();
+        let first = entries_to_publish(items.clone(), &listed, at(100), 3);
+        assert_eq!(
+            first.iter().map(|e| e.item).collect::<Vec<_>>(),
+            [device(1), device(2), device(3)],
+            "devices before accounts, however recent the freezes"
+        );
+        for e in &first {
+            listed.insert(e.item, e.listed_since);
+        }
+        let again = entries_to_publish(items.clone(), &listed, at(200), 3);
+        assert_eq!(again, first, "the same set, listed since the same time");
+        // With room for two devices only, the two most recently revoked stay, every time.
+        let two = entries_to_publish(items.clone(), &listed, at(300), 2);
+        assert_eq!(
+            two.iter().map(|e| e.item).collect::<Vec<_>>(),
+            [device(2), device(3)]
+        );
+        let mut listed_two = HashMap::new();
+        for e in &two {
+            listed_two.insert(e.item, e.listed_since);
+        }
+        assert_eq!(entries_to_publish(items, &listed_two, at(400), 2), two);
     }
 
     #[test]

@@ -505,8 +505,13 @@ impl<S: RecordStore> Merchant<S> {
     }
 
     /// Goes online: refreshes the key directory and the revocation list, then uploads the
-    /// queue batch by batch and applies the answers. Any failure leaves the queue as it
-    /// was (retry later).
+    /// queue batch by batch and applies the answers. Any failure of the upload leaves the
+    /// queue as it was (retry later).
+    ///
+    /// A revocation list that cannot be fetched or applied (a server that does not serve
+    /// lists yet, a transient error) does not stop the upload: being paid for what was
+    /// accepted does not depend on it. The list then keeps its age
+    /// ([`Self::revocation_list_age`]), which a configured maximum age enforces.
     pub async fn sync<G: CryptoRng + ?Sized>(
         &self,
         issuer: &dyn IssuerClient,
@@ -515,7 +520,9 @@ impl<S: RecordStore> Merchant<S> {
     ) -> Result<SyncSummary> {
         self.refresh_directory(issuer.key_directory().await?, now)
             .await?;
-        self.sync_revocations(issuer, now).await?;
+        if let Err(error) = self.sync_revocations(issuer, now).await {
+            tracing::warn!(%error, "revocation list not refreshed; uploading anyway");
+        }
         let mut total = SyncSummary::default();
         while let Some(batch) = self.build_batch(now, rng).await? {
             let report = issuer.redeem(&batch).await?;

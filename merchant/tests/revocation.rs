@@ -277,3 +277,49 @@ async fn an_older_list_from_a_lagging_server_neither_replaces_the_list_nor_fails
         "a replayed or lagging list cannot lift a revocation"
     );
 }
+
+/// A server that does not serve revocation lists (not upgraded yet, or failing).
+struct NoLists {
+    inner: InProcess,
+}
+
+#[async_trait::async_trait]
+impl scrip_merchant::IssuerClient for NoLists {
+    async fn key_directory(&self) -> Result<SignedKeyDirectory, scrip_merchant::ClientError> {
+        self.inner.key_directory().await
+    }
+    async fn redeem(
+        &self,
+        batch: &RedemptionBatch,
+    ) -> Result<RedemptionReport, scrip_merchant::ClientError> {
+        self.inner.redeem(batch).await
+    }
+    async fn revocations(
+        &self,
+        _since: Option<u64>,
+    ) -> Result<RevocationList, scrip_merchant::ClientError> {
+        Err(scrip_merchant::ClientError::Refused {
+            code: scrip_tokens::ReasonCode::NotFound,
+            message: "no such route".into(),
+        })
+    }
+}
+
+/// Review finding: a revocation list that cannot be fetched must not keep a merchant from
+/// being paid for what it accepted; the queue is uploaded and the list keeps its age.
+#[tokio::test]
+async fn a_sync_uploads_the_queue_even_when_no_revocation_list_can_be_fetched() {
+    let issuer = issuer();
+    let merchant = shop(&issuer, 1, 100_000).await;
+    let mut phone = funded_phone(&issuer, 2).await;
+    let offer = merchant.offer(eur(300), at(2), &mut rng(4)).await.unwrap();
+    let answer = phone.pay_record(&offer, at(2));
+    let reply = merchant.accept(&answer, at(2), &mut rng(5)).await.unwrap();
+    assert!(matches!(reply, MerchantReply::Receipt(_)));
+    let summary = merchant
+        .sync(&NoLists { inner: client(&issuer, at(3)) }, at(3), &mut rng(6))
+        .await
+        .unwrap();
+    assert_eq!(summary.accepted, 1);
+    assert_eq!(merchant.revocation_list_age(at(3)), None);
+}

@@ -24,8 +24,9 @@ use crate::{AccountId, CoinId, DeviceId, Error, KeyDirectory, MerchantId, Result
 /// Most items one list (or one cache) holds; a delta's additions and lifts together stay
 /// under it too. At about 36 bytes an entry a full list stays near 600 KB, within the
 /// codec's 1 MiB message limit and one store value. An issuer with more listed items
-/// publishes the most recently listed ones: the oldest revocations matter least, since a
-/// revoked device or frozen account gets no new certificates and its old ones expire.
+/// publishes devices first, then merchants, identified coins and frozen accounts, each the
+/// most recently revoked first: the oldest revocations matter least, since a revoked
+/// device or frozen account gets no new certificates and its old ones expire.
 pub const MAX_REVOCATION_ENTRIES: usize = 16_384;
 
 /// Something the issuer no longer honours from now on.

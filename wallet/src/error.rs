@@ -103,7 +103,7 @@ pub enum WalletError {
     #[error("the payment request is for nothing")]
     ZeroRequest,
     /// A refund voucher's amount that the current keyset's denominations cannot make
-    /// (or nothing).
+    /// (or nothing, or only with more than [`crate::MAX_VOUCHER_COINS`] coins).
     #[error("no coins of the current keyset make exactly {0}")]
     NoCoinsMake(Amount),
     /// Sealing the state failed (the AEAD refused; it does so only for absurd sizes).

@@ -23,6 +23,7 @@ use scrip_tokens::{
 
 pub use error::{Result, WalletError};
 pub use recovery::RecoverySheet;
+pub use refunds::MAX_VOUCHER_COINS;
 pub use saving::{SaveError, SavingWallet, WalletStorage};
 pub use storage::{StorageKey, STORAGE_FORMAT_VERSION};
 

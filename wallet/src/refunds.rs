@@ -90,11 +90,20 @@ impl Wallet {
 
 /// `amount` in `denominations` (largest first), greedily: exact for the 1-2-5 series
 /// keysets use; `None` if it leaves a remainder.
+/// Most coins one voucher is withdrawn as: the issuer's default limit for one withdrawal.
+/// The voucher's amount is not checked by anyone before the issuer sees it (the wallet
+/// cannot verify the merchant's signature), so a forged voucher for an absurd amount must
+/// not make the wallet blind millions of coins: it is refused here.
+pub const MAX_VOUCHER_COINS: usize = 200;
+
 fn split(amount: u64, denominations: &[u64]) -> Option<Vec<u64>> {
     let mut left = amount;
     let mut values = Vec::new();
     for d in denominations.iter().copied().filter(|d| *d > 0) {
         while left >= d {
+            if values.len() == MAX_VOUCHER_COINS {
+                return None;
+            }
             left -= d;
             values.push(d);
         }
@@ -111,5 +120,14 @@ mod tests {
         assert_eq!(split(18, &[10, 5, 2, 1]), Some(vec![10, 5, 2, 1]));
         assert_eq!(split(3, &[10, 5, 2]), None);
         assert_eq!(split(0, &[10, 5, 2, 1]), None);
+    }
+
+    /// Review finding: a voucher (unverifiable by the wallet) for an absurd amount made the
+    /// wallet try to blind billions of coins. It is refused before any coin is made.
+    #[test]
+    fn an_amount_needing_more_coins_than_a_withdrawal_holds_is_refused() {
+        assert_eq!(split(200 * 10, &[10]).map(|v| v.len()), Some(MAX_VOUCHER_COINS));
+        assert_eq!(split(200 * 10 + 1, &[10, 1]), None);
+        assert_eq!(split(u64::MAX, &[20_000, 1]), None);
     }
 }

@@ -35,8 +35,18 @@ impl PublishedRevocations {
     /// Stores a new version if the issuer's state changed, and signs the full list afresh
     /// (a list with no change gets a new `issued_at`, same version).
     pub(crate) async fn publish(&self, state: &AppState) -> Result<()> {
+        // Built before taking the lock: the scan of every revoked item must not hold up
+        // the GETs served meanwhile from the previous publication.
+        let publication = Self::publication(state).await?;
         let mut latest = self.latest.lock().await;
-        *latest = Some(Self::publication(state).await?);
+        // Two publications racing (the periodic one and one after an operator action):
+        // never replace a later version by an earlier one.
+        if latest
+            .as_ref()
+            .is_none_or(|held| held.snapshot.version <= publication.snapshot.version)
+        {
+            *latest = Some(publication);
+        }
         Ok(())
     }
 
