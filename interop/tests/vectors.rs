@@ -1515,12 +1515,10 @@ fn committed_vectors_decode_and_verify() {
         load("refund-voucher")["value"]
     );
     // The committed answers pass the checks a merchant makes before acting on them.
-    let directory = codec::decode::<SignedKeyDirectory>(&hex_field(
-        &load("signed-key-directory"),
-        "encoded",
-    ))
-    .unwrap()
-    .payload;
+    let directory =
+        codec::decode::<SignedKeyDirectory>(&hex_field(&load("signed-key-directory"), "encoded"))
+            .unwrap()
+            .payload;
     let signed = |name: &str| hex_field(&load(name), "encoded");
     codec::decode::<MerchantStatement>(&signed("merchant-statement"))
         .unwrap()
