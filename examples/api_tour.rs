@@ -16,8 +16,8 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::Method;
 use scrip::demo::{now, Phone};
 use scrip::issuer::api::{
-    AccountOpenedBody, CoinState, DeviceEnrollment, DeviceRevoked, Done, FraudLogPage,
-    ReissueRequest, ReissuedCoins, RootKey, BINCODE, JSON,
+    AccountOpenedBody, BalanceCertificateAnswer, CoinPaymentState, CoinState, DeviceEnrollment,
+    DeviceRevoked, Done, FraudLogPage, ReissueRequest, ReissuedCoins, RootKey, BINCODE, JSON,
 };
 use scrip::issuer::server::{self, KeySource, ServerConfig, StoreKind};
 use scrip::merchant::{Merchant, MerchantConfig};
@@ -771,6 +771,21 @@ async fn main() -> Res<()> {
         statement.payload.entries.len()
     );
 
+    // The customer asks whether its coin payment was settled, with the merchant's receipt.
+    let receipt = phone
+        .wallet
+        .coin_receipt(coin_payment)
+        .ok_or("no receipt of the coin payment")?
+        .clone();
+    let _: CoinPaymentState = tour
+        .post(
+            "POST /v1/coin-payments/state",
+            "/v1/coin-payments/state",
+            &receipt,
+            false,
+        )
+        .await?;
+
     // ---- a merchant's money: statement, payout, refunds --------------------------------
     let terminal = shop_a.terminal();
     let request = terminal.statement_request(Currency::EUR, None, 100, now(), &mut rng)?;
@@ -845,6 +860,24 @@ async fn main() -> Res<()> {
     phone
         .wallet
         .on_voucher_withdrawal(&request, &response, now())?;
+    phone.save()?;
+
+    // A new certificate on the current route: the answer also says what became of each
+    // record handed in with the request.
+    let options = CertificateOptions::up_to(eur(2_000));
+    let request = phone.wallet.certificate_request(options, now(), &mut rng)?;
+    let request = phone.send(request)?;
+    let answer: BalanceCertificateAnswer = tour
+        .post(
+            "POST /v2/balance-certificates",
+            "/v2/balance-certificates",
+            &request,
+            false,
+        )
+        .await?;
+    phone
+        .wallet
+        .on_balance_certificate_answer(answer.certificate, &answer.hand_ins, now())?;
     phone.save()?;
 
     // ---- freshness refusals -----------------------------------------------------------
