@@ -16,8 +16,8 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::Method;
 use scrip::demo::{now, Phone};
 use scrip::issuer::api::{
-    AccountOpenedBody, CoinState, DeviceEnrollment, DeviceRevoked, Done, FraudLogPage,
-    ReissueRequest, ReissuedCoins, RootKey, BINCODE, JSON,
+    AccountOpenedBody, BalanceCertificateAnswer, CoinPaymentState, CoinState, DeviceEnrollment,
+    DeviceRevoked, Done, FraudLogPage, ReissueRequest, ReissuedCoins, RootKey, BINCODE, JSON,
 };
 use scrip::issuer::server::{self, KeySource, ServerConfig, StoreKind};
 use scrip::merchant::{Merchant, MerchantConfig};
@@ -28,8 +28,9 @@ use scrip::tokens::{
     BlindWithdrawalRequestPayload, BlindWithdrawalResponse, BlindedMessage, Currency,
     DepositRecord, DeviceId, IdentifiedWithdrawalRequest, IdentifiedWithdrawalRequestPayload,
     IdentifiedWithdrawalResponse, MerchantCategory, MerchantCertificate, MerchantRegistration,
-    MerchantRegistrationPayload, PaymentAnswer, RedemptionReport, Region, SignedKeyDirectory,
-    SigningKey, Statement, SyncReport, Timestamp,
+    MerchantRegistrationPayload, MerchantStatement, PaymentAnswer, PayoutId, PayoutReceipt,
+    RedemptionReport, RefundReceipt, Region, RevocationList, SignedKeyDirectory, SigningKey,
+    Statement, SyncReport, Timestamp,
 };
 use scrip::wallet::{CertificateOptions, StorageKey, Wallet};
 use serde::de::DeserializeOwned;
@@ -627,6 +628,7 @@ async fn main() -> Res<()> {
 
     // ---- offline payments, then redemption --------------------------------------------
     let offer = shop_a.offer(eur(750), now(), &mut rng).await?;
+    let record_payment = offer.request.payload.request_id;
     let answer = phone.wallet.pay_by_record(&offer, now(), &mut rng)?;
     let answer = phone.send(answer)?;
     let reply = shop_a.accept(&answer, now(), &mut rng).await?;
@@ -635,6 +637,7 @@ async fn main() -> Res<()> {
 
     let copied_state = phone.saved.clone();
     let offer = shop_a.offer(eur(10), now(), &mut rng).await?;
+    let coin_payment = offer.request.payload.request_id;
     let answer = phone.wallet.pay_by_coins(&offer, now())?;
     let answer = phone.send(answer)?;
     let spent_coin = match &answer {
@@ -768,6 +771,115 @@ async fn main() -> Res<()> {
         statement.payload.entries.len()
     );
 
+    // The customer asks whether its coin payment was settled, with the merchant's receipt.
+    let receipt = phone
+        .wallet
+        .coin_receipt(coin_payment)
+        .ok_or("no receipt of the coin payment")?
+        .clone();
+    let _: CoinPaymentState = tour
+        .post(
+            "POST /v1/coin-payments/state",
+            "/v1/coin-payments/state",
+            &receipt,
+            false,
+        )
+        .await?;
+
+    // ---- a merchant's money: statement, payout, refunds --------------------------------
+    let terminal = shop_a.terminal();
+    let request = terminal.statement_request(Currency::EUR, None, 100, now(), &mut rng)?;
+    let _: MerchantStatement = tour
+        .post(
+            "POST /v1/merchant-statements",
+            "/v1/merchant-statements",
+            &request,
+            false,
+        )
+        .await?;
+    let payout_id = PayoutId::random(&mut rng);
+    let request = terminal.payout_request(payout_id, eur(200), now(), &mut rng)?;
+    let _: PayoutReceipt = tour
+        .post(
+            "POST /v1/payouts (the demo payout sink)",
+            "/v1/payouts",
+            &request,
+            false,
+        )
+        .await?;
+    let request = terminal.payout_request(payout_id, eur(300), now(), &mut rng)?;
+    tour.refused(
+        "POST /v1/payouts with a used payout id and another amount",
+        "/v1/payouts",
+        &request,
+        false,
+        409,
+    )
+    .await?;
+    let request = terminal.refund_request(record_payment, eur(250), now(), &mut rng)?;
+    let _: RefundReceipt = tour
+        .post(
+            "POST /v1/refunds (part of a payment by record)",
+            "/v1/refunds",
+            &request,
+            false,
+        )
+        .await?;
+    let request = terminal.refund_request(record_payment, eur(600), now(), &mut rng)?;
+    tour.refused(
+        "POST /v1/refunds for more than is left of the payment",
+        "/v1/refunds",
+        &request,
+        false,
+        422,
+    )
+    .await?;
+    let request = terminal.refund_request(coin_payment, eur(10), now(), &mut rng)?;
+    tour.refused(
+        "POST /v1/refunds to an account for a coin payment",
+        "/v1/refunds",
+        &request,
+        false,
+        422,
+    )
+    .await?;
+    // A coin payment is refunded by a voucher the customer's wallet withdraws.
+    let voucher = terminal.refund_voucher(coin_payment, eur(10), now(), &mut rng)?;
+    let request = phone
+        .wallet
+        .voucher_withdrawal_request(&voucher.to_bytes()?, now(), &mut rng)?;
+    let request = phone.send(request)?;
+    let response: BlindWithdrawalResponse = tour
+        .post(
+            "POST /v1/refund-withdrawals",
+            "/v1/refund-withdrawals",
+            &request,
+            false,
+        )
+        .await?;
+    phone
+        .wallet
+        .on_voucher_withdrawal(&request, &response, now())?;
+    phone.save()?;
+
+    // A new certificate on the current route: the answer also says what became of each
+    // record handed in with the request.
+    let options = CertificateOptions::up_to(eur(2_000));
+    let request = phone.wallet.certificate_request(options, now(), &mut rng)?;
+    let request = phone.send(request)?;
+    let answer: BalanceCertificateAnswer = tour
+        .post(
+            "POST /v2/balance-certificates",
+            "/v2/balance-certificates",
+            &request,
+            false,
+        )
+        .await?;
+    phone
+        .wallet
+        .on_balance_certificate_answer(answer.certificate, &answer.hand_ins, now())?;
+    phone.save()?;
+
     // ---- freshness refusals -----------------------------------------------------------
     let request = phone.wallet.sync_request(now(), &mut rng)?;
     let _: SyncReport = tour
@@ -878,6 +990,18 @@ async fn main() -> Res<()> {
     tablet
         .wallet
         .accept_reissued_coins(&reissued.coins, now())?;
+
+    // The revocation is published at once: the full list, and the delta from version 1.
+    let _: RevocationList = tour
+        .get("GET /v1/revocations", "/v1/revocations", false)
+        .await?;
+    let _: RevocationList = tour
+        .get(
+            "GET /v1/revocations?since=1 (a delta)",
+            "/v1/revocations?since=1",
+            false,
+        )
+        .await?;
 
     let request = phone.wallet.sync_request(now(), &mut rng)?;
     tour.refused(

@@ -17,7 +17,8 @@ For every vector in the directory (default: interop/vectors next to this script)
   encoding of `input_msg` with `salt`;
 - digests that link vectors: each answer names the request vector it answers, the
   rejection the answer it refuses, the confirmation the deposit record, the approval the
-  enrolled key;
+  enrolled key; the voucher withdrawal carries refund-voucher.json and the revocation
+  delta names the full list's version as its base;
 - coin-spend-ids.json: each spend id is SHA-256(tag || 0x00 || variant || key id ||
   signed bytes), and the signed bytes are those of blind-coin.json (`prepared_message`)
   and identified-coin.json (`signed_bytes`).
@@ -106,7 +107,19 @@ def check_links(directory):
         ("statement", payload("statement")["request_digest"], sha256_of(directory, "statement-request")),
         ("payment-rejection", payload("payment-rejection")["answer_digest"], sha256_of(directory, "payment-answer-record")),
         ("deposit-confirmation", payload("deposit-confirmation")["deposit_record_digest"], sha256_of(directory, "deposit-record")),
+        ("merchant-statement", payload("merchant-statement")["request_digest"], sha256_of(directory, "merchant-statement-request")),
+        ("payout-receipt-paid", payload("payout-receipt-paid")["request_digest"], sha256_of(directory, "payout-request")),
+        ("payout-receipt-declined", payload("payout-receipt-declined")["request_digest"], sha256_of(directory, "payout-request-declined")),
+        ("refund-receipt", payload("refund-receipt")["request_digest"], sha256_of(directory, "refund-request")),
     ]
+    # A voucher withdrawal carries the voucher the merchant signed, unchanged.
+    withdrawal = json.loads((directory / "voucher-withdrawal-request.json").read_text())["value"]
+    voucher = json.loads((directory / "refund-voucher.json").read_text())
+    links.append(("voucher-withdrawal-request", withdrawal["voucher"], voucher["value"]))
+    # A delta names the version of the full list it applies to.
+    full = payload("revocation-list-full")
+    delta = payload("revocation-list-delta")
+    links.append(("revocation-list-delta", delta["base_version"], full["version"] if full["base_version"] == 0 else None))
     enrollment = json.loads((directory / "device-enrollment.json").read_text())["value"]
     links.append((
         "device-enrollment",

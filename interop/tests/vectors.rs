@@ -546,7 +546,359 @@ fn generate() -> Vec<(&'static str, Value)> {
     out.extend(offline_exchange(&w, rng));
     out.extend(api_bodies(&w, rng, &blind_coin));
     out.extend(customer_outcomes(&w, rng, &certificate_request));
+    out.extend(revocations(&w, rng));
+    out.extend(merchant_money(&w, rng));
     out
+}
+
+/// The revocation list of `GET /v1/revocations` (WIRE.md section 4.23): a full list and
+/// the delta from it to the next version, which a cache takes in that order.
+fn revocations(w: &Specimens, rng: &mut StdRng) -> Vec<(&'static str, Value)> {
+    let account = w.account();
+    let merchant_id = w.merchant_payload().merchant_id;
+    let grace_secs = 6 * 3600;
+    let full = RevocationList::sign(
+        RevocationListPayload {
+            version: 3,
+            base_version: 0,
+            issued_at: NOW,
+            grace_secs,
+            // In the order of the items' encoding: variant index, then uuid bytes.
+            entries: vec![
+                RevocationEntry {
+                    item: RevokedItem::Device(account.device_id),
+                    listed_since: NOW,
+                },
+                RevocationEntry {
+                    item: RevokedItem::Account(account.account_id),
+                    listed_since: NOW,
+                },
+                RevocationEntry {
+                    item: RevokedItem::Coin(w.identified_coin.payload.coin_id),
+                    listed_since: NOW,
+                },
+            ],
+            lifted: vec![],
+        },
+        &w.issuer.answer_signer,
+        rng,
+    )
+    .unwrap();
+    let later = NOW.saturating_add(std::time::Duration::from_secs(10));
+    let delta = RevocationList::sign(
+        RevocationListPayload {
+            version: 4,
+            base_version: 3,
+            issued_at: later,
+            grace_secs,
+            entries: vec![RevocationEntry {
+                item: RevokedItem::Merchant(merchant_id),
+                listed_since: later,
+            }],
+            lifted: vec![RevokedItem::Account(account.account_id)],
+        },
+        &w.issuer.answer_signer,
+        rng,
+    )
+    .unwrap();
+    // The delta applies to the full list: a client holding version 3 reaches version 4.
+    let mut cache = RevocationCache::new();
+    cache.apply(&full, w.directory(), later).unwrap();
+    cache.apply(&delta, w.directory(), later).unwrap();
+    assert_eq!(cache.version(), 4);
+    assert_eq!(cache.len(), 3);
+    let answer_key = w.issuer.answer_signer.verifying_key();
+    vec![
+        (
+            "revocation-list-full",
+            signed_vector(
+                "GET /v1/revocations: the full list of version 3 (base_version 0): device 1, \
+                 its account (frozen) and the identified coin of identified-coin.json.",
+                "issuer answer key",
+                answer_key,
+                &full,
+            ),
+        ),
+        (
+            "revocation-list-delta",
+            signed_vector(
+                "GET /v1/revocations?since=3: the delta from revocation-list-full.json to \
+                 version 4: merchant 1 listed, device 1's account lifted (unfrozen).",
+                "issuer answer key",
+                answer_key,
+                &delta,
+            ),
+        ),
+    ]
+}
+
+/// A merchant's statement, its payouts (one paid, one declined) and its refunds (to an
+/// account, and by voucher) (WIRE.md sections 4.24 and 4.25).
+fn merchant_money(w: &Specimens, rng: &mut StdRng) -> Vec<(&'static str, Value)> {
+    let issuer = &w.issuer;
+    let account = w.account();
+    let merchant_id = w.merchant_payload().merchant_id;
+    let merchant = w.merchant.verifying_key();
+    let answer_key = issuer.answer_signer.verifying_key();
+    let eur = |minor_units| Amount::new(minor_units, Currency::EUR);
+    let paid_id = PayoutId::random(rng);
+    let declined_id = PayoutId::random(rng);
+    let refund_id = RefundId::random(rng);
+    let voucher_refund_id = RefundId::random(rng);
+    let record_payment = w.request.payload.request_id;
+    let coin_payment = w.endorsed.payload.payment.request.payload.request_id;
+
+    let statement_request = MerchantStatementRequest::sign(
+        MerchantStatementRequestPayload {
+            merchant_id,
+            currency: Currency::EUR,
+            after_seq: None,
+            limit: 100,
+            created_at: NOW,
+            nonce: nonce(rng),
+        },
+        &w.merchant,
+        rng,
+    )
+    .unwrap();
+    let entry = |seq: u64, delta: i128, balance_after: i128, memo: String| StatementEntry {
+        seq,
+        at: NOW,
+        delta,
+        balance_after,
+        memo,
+    };
+    let statement = MerchantStatement::sign(
+        MerchantStatementPayload {
+            merchant_id,
+            request_digest: codec::digest(&statement_request).unwrap(),
+            currency: Currency::EUR,
+            balance: 265,
+            entries: vec![
+                entry(1, 1_250, 1_250, "withdrawal record".into()),
+                entry(2, 15, 1_265, "coins redeemed".into()),
+                entry(3, -500, 765, format!("payout {paid_id}")),
+                entry(4, -200, 565, format!("payout {declined_id}")),
+                entry(5, 200, 765, format!("payout {declined_id} declined")),
+                entry(6, -500, 265, format!("refund {refund_id} to account")),
+            ],
+            answered_at: NOW,
+        },
+        &issuer.answer_signer,
+        rng,
+    )
+    .unwrap();
+    statement
+        .verify_for(&statement_request, w.directory(), NOW)
+        .unwrap();
+
+    let payout_request = |payout_id, minor_units, rng: &mut StdRng| {
+        PayoutRequest::sign(
+            PayoutRequestPayload {
+                merchant_id,
+                payout_id,
+                amount: eur(minor_units),
+                created_at: NOW,
+                nonce: nonce(rng),
+            },
+            &w.merchant,
+            rng,
+        )
+        .unwrap()
+    };
+    let paid_request = payout_request(paid_id, 500, rng);
+    let paid = PayoutReceipt::sign(
+        PayoutReceiptPayload {
+            merchant_id,
+            payout_id: paid_id,
+            request_digest: codec::digest(&paid_request).unwrap(),
+            amount: eur(500),
+            state: PayoutState::Paid {
+                reference: format!("demo-{paid_id}"),
+                paid_at: NOW,
+            },
+            answered_at: NOW,
+        },
+        &issuer.answer_signer,
+        rng,
+    )
+    .unwrap();
+    paid.verify_for(&paid_request, w.directory(), NOW).unwrap();
+    let declined_request = payout_request(declined_id, 200, rng);
+    let declined = PayoutReceipt::sign(
+        PayoutReceiptPayload {
+            merchant_id,
+            payout_id: declined_id,
+            request_digest: codec::digest(&declined_request).unwrap(),
+            amount: eur(200),
+            state: PayoutState::Declined {
+                reason: "account closed".into(),
+                declined_at: NOW,
+            },
+            answered_at: NOW,
+        },
+        &issuer.answer_signer,
+        rng,
+    )
+    .unwrap();
+    declined
+        .verify_for(&declined_request, w.directory(), NOW)
+        .unwrap();
+
+    let refund_request = RefundRequest::sign(
+        RefundRequestPayload {
+            merchant_id,
+            refund_id,
+            request_id: record_payment,
+            amount: eur(500),
+            created_at: NOW,
+            nonce: nonce(rng),
+        },
+        &w.merchant,
+        rng,
+    )
+    .unwrap();
+    refund_request.verify(w.merchant_payload()).unwrap();
+    let refund_receipt = RefundReceipt::sign(
+        RefundReceiptPayload {
+            merchant_id,
+            refund_id,
+            request_id: record_payment,
+            account_id: account.account_id,
+            amount: eur(500),
+            refunded_total: eur(500),
+            refunded_at: NOW,
+            request_digest: codec::digest(&refund_request).unwrap(),
+            answered_at: NOW,
+        },
+        &issuer.answer_signer,
+        rng,
+    )
+    .unwrap();
+    refund_receipt
+        .verify_for(&refund_request, w.directory(), NOW)
+        .unwrap();
+    let voucher = RefundVoucher::sign(
+        RefundVoucherPayload {
+            merchant_id,
+            refund_id: voucher_refund_id,
+            request_id: coin_payment,
+            amount: eur(10),
+            created_at: NOW,
+        },
+        &w.merchant,
+        rng,
+    )
+    .unwrap();
+    voucher.verify(w.merchant_payload()).unwrap();
+    let refund_coin = PendingCoin::new(rng, &issuer.keyset, eur(10)).unwrap();
+    let voucher_withdrawal = VoucherWithdrawalRequest {
+        voucher: voucher.clone(),
+        keyset_id: issuer.keyset.id(),
+        coins: vec![(10, refund_coin.blinded().clone())],
+    };
+
+    vec![
+        (
+            "merchant-statement-request",
+            signed_vector(
+                "POST /v1/merchant-statements: merchant 1 asks for its EUR ledger from the \
+                 start; merchant-statement.json answers it.",
+                "merchant key",
+                merchant,
+                &statement_request,
+            ),
+        ),
+        (
+            "merchant-statement",
+            signed_vector(
+                "The issuer's answer to merchant-statement-request.json: credits for a record \
+                 and coins, the payouts of payout-receipt-paid.json and \
+                 payout-receipt-declined.json, and the refund of refund-receipt.json.",
+                "issuer answer key",
+                answer_key,
+                &statement,
+            ),
+        ),
+        (
+            "payout-request",
+            signed_vector(
+                "POST /v1/payouts: merchant 1 asks for EUR 5.00 to its bank account on file; \
+                 payout-receipt-paid.json answers it.",
+                "merchant key",
+                merchant,
+                &paid_request,
+            ),
+        ),
+        (
+            "payout-receipt-paid",
+            signed_vector(
+                "The issuer's receipt for payout-request.json: paid, with the bank's reference.",
+                "issuer answer key",
+                answer_key,
+                &paid,
+            ),
+        ),
+        (
+            "payout-request-declined",
+            signed_vector(
+                "POST /v1/payouts: merchant 1 asks for EUR 2.00 under another payout id; \
+                 payout-receipt-declined.json answers it.",
+                "merchant key",
+                merchant,
+                &declined_request,
+            ),
+        ),
+        (
+            "payout-receipt-declined",
+            signed_vector(
+                "The issuer's receipt for payout-request-declined.json: the bank declined, the \
+                 amount is back on the merchant's balance.",
+                "issuer answer key",
+                answer_key,
+                &declined,
+            ),
+        ),
+        (
+            "refund-request",
+            signed_vector(
+                "POST /v1/refunds: merchant 1 refunds EUR 5.00 of the record payment of \
+                 payment-request.json to the paying account; refund-receipt.json answers it.",
+                "merchant key",
+                merchant,
+                &refund_request,
+            ),
+        ),
+        (
+            "refund-receipt",
+            signed_vector(
+                "The issuer's receipt for refund-request.json: device 1's account credited.",
+                "issuer answer key",
+                answer_key,
+                &refund_receipt,
+            ),
+        ),
+        (
+            "refund-voucher",
+            signed_vector(
+                "Merchant 1's voucher refunding EUR 0.10 of the coin payment of \
+                 endorsed-coin-payment.json, handed to the customer offline (a bearer \
+                 instrument).",
+                "merchant key",
+                merchant,
+                &voucher,
+            ),
+        ),
+        (
+            "voucher-withdrawal-request",
+            unsigned_vector(
+                "VoucherWithdrawalRequest",
+                "POST /v1/refund-withdrawals: refund-voucher.json and one blinded coin of EUR \
+                 0.10 that adds up to its amount; answered with a BlindWithdrawalResponse.",
+                &voucher_withdrawal,
+            ),
+        ),
+    ]
 }
 
 /// Device approval and enrollment, merchant registration, identified withdrawal, and the
@@ -1118,6 +1470,18 @@ fn committed_vectors_decode_and_verify() {
     check_unsigned::<scrip_api::FraudLogPage>("fraud-log-page");
     check_unsigned::<scrip_api::BalanceCertificateAnswer>("balance-certificate-answer");
     check_unsigned::<scrip_api::CoinPaymentState>("coin-payment-state");
+    check_signed::<RevocationListPayload>("revocation-list-full");
+    check_signed::<RevocationListPayload>("revocation-list-delta");
+    check_signed::<MerchantStatementRequestPayload>("merchant-statement-request");
+    check_signed::<MerchantStatementPayload>("merchant-statement");
+    check_signed::<PayoutRequestPayload>("payout-request");
+    check_signed::<PayoutReceiptPayload>("payout-receipt-paid");
+    check_signed::<PayoutRequestPayload>("payout-request-declined");
+    check_signed::<PayoutReceiptPayload>("payout-receipt-declined");
+    check_signed::<RefundRequestPayload>("refund-request");
+    check_signed::<RefundReceiptPayload>("refund-receipt");
+    check_signed::<RefundVoucherPayload>("refund-voucher");
+    check_unsigned::<VoucherWithdrawalRequest>("voucher-withdrawal-request");
 
     // The answers name what they answer: statement.json the statement request, the
     // rejection the answer by record, the approval the enrolled key.
@@ -1134,6 +1498,63 @@ fn committed_vectors_decode_and_verify() {
         load("payment-rejection")["value"]["payload"]["answer_digest"],
         digest_of("payment-answer-record")
     );
+    for (answer, request) in [
+        ("merchant-statement", "merchant-statement-request"),
+        ("payout-receipt-paid", "payout-request"),
+        ("payout-receipt-declined", "payout-request-declined"),
+        ("refund-receipt", "refund-request"),
+    ] {
+        assert_eq!(
+            load(answer)["value"]["payload"]["request_digest"],
+            digest_of(request),
+            "{answer} does not name {request}"
+        );
+    }
+    assert_eq!(
+        load("voucher-withdrawal-request")["value"]["voucher"],
+        load("refund-voucher")["value"]
+    );
+    // The committed answers pass the checks a merchant makes before acting on them.
+    let directory =
+        codec::decode::<SignedKeyDirectory>(&hex_field(&load("signed-key-directory"), "encoded"))
+            .unwrap()
+            .payload;
+    let signed = |name: &str| hex_field(&load(name), "encoded");
+    codec::decode::<MerchantStatement>(&signed("merchant-statement"))
+        .unwrap()
+        .verify_for(
+            &codec::decode(&signed("merchant-statement-request")).unwrap(),
+            &directory,
+            NOW,
+        )
+        .unwrap();
+    codec::decode::<PayoutReceipt>(&signed("payout-receipt-declined"))
+        .unwrap()
+        .verify_for(
+            &codec::decode(&signed("payout-request-declined")).unwrap(),
+            &directory,
+            NOW,
+        )
+        .unwrap();
+    codec::decode::<RefundReceipt>(&signed("refund-receipt"))
+        .unwrap()
+        .verify_for(
+            &codec::decode(&signed("refund-request")).unwrap(),
+            &directory,
+            NOW,
+        )
+        .unwrap();
+    let mut cache = RevocationCache::new();
+    for list in ["revocation-list-full", "revocation-list-delta"] {
+        cache
+            .apply(
+                &codec::decode(&signed(list)).unwrap(),
+                &directory,
+                NOW.saturating_add(std::time::Duration::from_secs(10)),
+            )
+            .unwrap();
+    }
+    assert_eq!(cache.version(), 4);
     let enrollment = load("device-enrollment");
     let registration_key =
         hex_field_at(&enrollment["value"]["registration"]["payload"]["device_key"]);
@@ -1408,6 +1829,7 @@ fn every_type_has_one_name_in_wire_md_and_the_vectors() {
         "Coin",             // blind-coin.json and coin-payment.json hold coins
         "PendingCoin",      // wallet-local
         "KeysetIdInput",    // hashed into a keyset id
+        "RevocationCache",  // wallet- and terminal-local
     ];
     let missing: Vec<&(String, String)> = listed
         .iter()
