@@ -33,15 +33,15 @@ use std::sync::Arc;
 
 use scrip_stores::{Claimant, CommitOutcome, RecordStore, Unit, Write};
 use scrip_tokens::{
-    codec, AccountId, CoinId, ContentDigest, DeviceId, MerchantId, RevocationEntry, RevocationListPayload,
-    RevokedItem, Timestamp, MAX_REVOCATION_ENTRIES,
+    codec, AccountId, CoinId, ContentDigest, DeviceId, MerchantId, RevocationEntry,
+    RevocationListPayload, RevokedItem, Timestamp, MAX_REVOCATION_ENTRIES,
 };
 use uuid::Uuid;
 
 use crate::schema::{
-    revocation_version_key, Mark, RawValue, RevocationSnapshot, RevokedCoinDoc, FROZEN, REVOCATION_LATEST,
-    REVOCATION_LATEST_KEY, REVOCATION_SNAPSHOTS, REVOCATION_VERSION, REVOKED_COINS,
-    REVOKED_DEVICES, REVOKED_MERCHANTS,
+    revocation_version_key, Mark, RawValue, RevocationSnapshot, RevokedCoinDoc, FROZEN,
+    REVOCATION_LATEST, REVOCATION_LATEST_KEY, REVOCATION_SNAPSHOTS, REVOCATION_VERSION,
+    REVOKED_COINS, REVOKED_DEVICES, REVOKED_MERCHANTS,
 };
 use crate::{encode, FundingSource, Issuer, IssuerError, Result, RETRIES};
 

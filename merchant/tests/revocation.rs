@@ -317,7 +317,13 @@ async fn a_sync_uploads_the_queue_even_when_no_revocation_list_can_be_fetched() 
     let reply = merchant.accept(&answer, at(2), &mut rng(5)).await.unwrap();
     assert!(matches!(reply, MerchantReply::Receipt(_)));
     let summary = merchant
-        .sync(&NoLists { inner: client(&issuer, at(3)) }, at(3), &mut rng(6))
+        .sync(
+            &NoLists {
+                inner: client(&issuer, at(3)),
+            },
+            at(3),
+            &mut rng(6),
+        )
         .await
         .unwrap();
     assert_eq!(summary.accepted, 1);

@@ -126,7 +126,10 @@ mod tests {
     /// wallet try to blind billions of coins. It is refused before any coin is made.
     #[test]
     fn an_amount_needing_more_coins_than_a_withdrawal_holds_is_refused() {
-        assert_eq!(split(200 * 10, &[10]).map(|v| v.len()), Some(MAX_VOUCHER_COINS));
+        assert_eq!(
+            split(200 * 10, &[10]).map(|v| v.len()),
+            Some(MAX_VOUCHER_COINS)
+        );
         assert_eq!(split(200 * 10 + 1, &[10, 1]), None);
         assert_eq!(split(u64::MAX, &[20_000, 1]), None);
     }
