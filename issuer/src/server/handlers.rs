@@ -19,7 +19,7 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 
 use super::errors::ApiError;
-use super::models::{reply, Body, Format};
+use super::models::{reply, reply_bytes, Body, Format};
 use super::{request_rng, AppState};
 use crate::api::{
     AccountOpenedBody, AccountUnfrozen, BalanceCertificateAnswer, DeviceEnrollment, DeviceRevoked,
@@ -41,7 +41,15 @@ pub async fn revocations(
     state: Arc<AppState>,
 ) -> Response {
     match state.revocations.list(&state, query.since).await {
-        Ok(list) => reply(&*list, accept),
+        Ok(list) => match list.encoded(accept) {
+            Ok(bytes) => reply_bytes(bytes, accept),
+            Err(e) => ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ReasonCode::Encoding,
+                format!("could not encode the answer: {e}"),
+            )
+            .into_response(),
+        },
         Err(e) => ApiError::from(e).into_response(),
     }
 }

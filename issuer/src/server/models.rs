@@ -104,14 +104,7 @@ pub fn reply<T: Message + Serialize>(value: &T, format: Format) -> Response {
         Format::Bincode => codec::encode(value).map_err(|e| e.to_string()),
     };
     match encoded {
-        Ok(bytes) => {
-            let mut response = Response::new(bytes.into());
-            response.headers_mut().insert(
-                warp::http::header::CONTENT_TYPE,
-                warp::http::HeaderValue::from_static(format.media_type()),
-            );
-            response
-        }
+        Ok(bytes) => reply_bytes(bytes.into(), format),
         Err(e) => ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             ReasonCode::Encoding,
@@ -119,6 +112,16 @@ pub fn reply<T: Message + Serialize>(value: &T, format: Format) -> Response {
         )
         .into_response(),
     }
+}
+
+/// An answer already encoded as `format`.
+pub fn reply_bytes(bytes: bytes::Bytes, format: Format) -> Response {
+    let mut response = Response::new(bytes.into());
+    response.headers_mut().insert(
+        warp::http::header::CONTENT_TYPE,
+        warp::http::HeaderValue::from_static(format.media_type()),
+    );
+    response
 }
 
 #[cfg(test)]

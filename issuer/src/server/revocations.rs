@@ -8,21 +8,57 @@
 //! carries its `issued_at`, so a list a client gets is as young as the last publication.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use scrip_tokens::{RevocationList, Timestamp};
 
+use super::models::Format;
 use super::{request_rng, AppState};
 use crate::{Result, RevocationSnapshot, REVOCATION_SNAPSHOTS_KEPT};
+
+/// A signed list and its encodings, each made on first demand and then served as is: a
+/// full list is up to about 600 KB, and encoding it again for every unauthenticated GET
+/// would make each small request cost the server an encoding of that size.
+pub(crate) struct ServedList {
+    list: RevocationList,
+    json: OnceLock<bytes::Bytes>,
+    bincode: OnceLock<bytes::Bytes>,
+}
+
+impl ServedList {
+    fn new(list: RevocationList) -> Self {
+        ServedList {
+            list,
+            json: OnceLock::new(),
+            bincode: OnceLock::new(),
+        }
+    }
+
+    /// The list encoded as `format` asks.
+    pub(crate) fn encoded(&self, format: Format) -> std::result::Result<bytes::Bytes, String> {
+        let cell = match format {
+            Format::Json => &self.json,
+            Format::Bincode => &self.bincode,
+        };
+        if let Some(bytes) = cell.get() {
+            return Ok(bytes.clone());
+        }
+        let encoded = match format {
+            Format::Json => serde_json::to_vec(&self.list).map_err(|e| e.to_string()),
+            Format::Bincode => scrip_tokens::codec::encode(&self.list).map_err(|e| e.to_string()),
+        }?;
+        Ok(cell.get_or_init(|| bytes::Bytes::from(encoded)).clone())
+    }
+}
 
 /// One publication: the version it signed, when, and what was signed from it.
 struct Publication {
     snapshot: Arc<RevocationSnapshot>,
     issued_at: Timestamp,
-    full: Arc<RevocationList>,
+    full: Arc<ServedList>,
     /// Deltas signed on demand, by the version they apply to.
-    deltas: BTreeMap<u64, Arc<RevocationList>>,
+    deltas: BTreeMap<u64, Arc<ServedList>>,
 }
 
 /// The signed lists of the latest publication.
@@ -58,7 +94,7 @@ impl PublishedRevocations {
         Ok(Publication {
             snapshot,
             issued_at: now,
-            full: Arc::new(full),
+            full: Arc::new(ServedList::new(full)),
             deltas: BTreeMap::new(),
         })
     }
@@ -68,7 +104,7 @@ impl PublishedRevocations {
         &self,
         state: &AppState,
         since: Option<u64>,
-    ) -> Result<Arc<RevocationList>> {
+    ) -> Result<Arc<ServedList>> {
         let mut latest = self.latest.lock().await;
         let publication = match &mut *latest {
             Some(p) => p,
@@ -91,11 +127,11 @@ impl PublishedRevocations {
         let list = if payload.is_full() {
             Arc::clone(&publication.full)
         } else {
-            Arc::new(
-                state
-                    .issuer
-                    .sign_answer(payload, state.now(), &mut request_rng())?,
-            )
+            Arc::new(ServedList::new(state.issuer.sign_answer(
+                payload,
+                state.now(),
+                &mut request_rng(),
+            )?))
         };
         publication.deltas.insert(since, Arc::clone(&list));
         Ok(list)
