@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use scrip_tokens::{Amount, MerchantId, PayoutId, Timestamp};
@@ -39,7 +39,8 @@ struct PaidLine {
 /// its bank.
 pub struct DemoPayoutFile {
     path: PathBuf,
-    state: Mutex<(File, HashMap<PayoutId, PaidLine>)>,
+    /// Shared with the blocking task that writes and fsyncs (never on the async runtime).
+    state: Arc<Mutex<(File, HashMap<PayoutId, PaidLine>)>>,
 }
 
 impl DemoPayoutFile {
@@ -63,7 +64,7 @@ impl DemoPayoutFile {
         }
         Ok(DemoPayoutFile {
             path,
-            state: Mutex::new((file, paid)),
+            state: Arc::new(Mutex::new((file, paid))),
         })
     }
 
@@ -108,45 +109,56 @@ fn read_lines(file: &mut File, path: &Path) -> Result<(HashMap<PayoutId, PaidLin
 #[async_trait]
 impl PayoutSink for DemoPayoutFile {
     async fn pay(&self, payout: &Payout) -> std::result::Result<PayoutConfirmation, PayoutError> {
-        let mut guard = self.state.lock().map_err(|_| {
-            PayoutError::Unavailable("the demo payouts file lock is poisoned".into())
-        })?;
-        let (file, paid) = &mut *guard;
-        if let Some(known) = paid.get(&payout.payout_id) {
-            return if known.merchant_id == payout.merchant_id && known.amount == payout.amount {
-                Ok(PayoutConfirmation {
-                    reference: known.reference.clone(),
-                })
-            } else {
-                Err(PayoutError::Mismatch)
-            };
-        }
-        let line = PaidLine {
-            payout_id: payout.payout_id,
-            merchant_id: payout.merchant_id,
-            amount: payout.amount,
-            reference: format!("demo-{}", payout.payout_id),
-            paid_at: super::now(),
-        };
-        let mut bytes = serde_json::to_vec(&line)
-            .map_err(|e| PayoutError::Unavailable(format!("encoding a payout: {e}")))?;
-        bytes.push(b'\n');
-        // One write of the whole line, then fsync: confirmed only once durable. A failed
-        // write may leave a partial line; it is cut off before anything else is appended.
-        let written = file.write_all(&bytes).and_then(|()| file.sync_data());
-        if let Err(e) = written {
-            let _ = file
-                .metadata()
-                .and_then(|m| file.set_len(m.len().saturating_sub(bytes.len() as u64)));
-            return Err(PayoutError::Unavailable(format!(
-                "{}: {e}",
-                self.path.display()
-            )));
-        }
-        let reference = line.reference.clone();
-        paid.insert(payout.payout_id, line);
-        Ok(PayoutConfirmation { reference })
+        let (state, path, payout) = (Arc::clone(&self.state), self.path.clone(), payout.clone());
+        // The write and its fsync block: off the async runtime.
+        tokio::task::spawn_blocking(move || pay_blocking(&state, &path, &payout))
+            .await
+            .map_err(|e| PayoutError::Unavailable(format!("the demo payout task failed: {e}")))?
     }
+}
+
+fn pay_blocking(
+    state: &Mutex<(File, HashMap<PayoutId, PaidLine>)>,
+    path: &Path,
+    payout: &Payout,
+) -> std::result::Result<PayoutConfirmation, PayoutError> {
+    let mut guard = state
+        .lock()
+        .map_err(|_| PayoutError::Unavailable("the demo payouts file lock is poisoned".into()))?;
+    let (file, paid) = &mut *guard;
+    if let Some(known) = paid.get(&payout.payout_id) {
+        return if known.merchant_id == payout.merchant_id && known.amount == payout.amount {
+            Ok(PayoutConfirmation {
+                reference: known.reference.clone(),
+            })
+        } else {
+            Err(PayoutError::Mismatch)
+        };
+    }
+    let line = PaidLine {
+        payout_id: payout.payout_id,
+        merchant_id: payout.merchant_id,
+        amount: payout.amount,
+        reference: format!("demo-{}", payout.payout_id),
+        paid_at: super::now(),
+    };
+    let mut bytes = serde_json::to_vec(&line)
+        .map_err(|e| PayoutError::Unavailable(format!("encoding a payout: {e}")))?;
+    bytes.push(b'\n');
+    let unavailable =
+        |e: std::io::Error| PayoutError::Unavailable(format!("{}: {e}", path.display()));
+    // One write of the whole line, then fsync: confirmed only once durable. A failed write
+    // may leave part of the line: the file is cut back to its length before the write (not
+    // by the line's length, which would cut into the last confirmed line after a short
+    // write).
+    let before = file.metadata().map_err(unavailable)?.len();
+    if let Err(e) = file.write_all(&bytes).and_then(|()| file.sync_data()) {
+        let _ = file.set_len(before);
+        return Err(unavailable(e));
+    }
+    let reference = line.reference.clone();
+    paid.insert(payout.payout_id, line);
+    Ok(PayoutConfirmation { reference })
 }
 
 #[cfg(test)]
