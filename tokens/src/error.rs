@@ -219,6 +219,16 @@ pub enum Error {
     /// Signing failed inside the RSA implementation.
     #[error("signing failed: {0}")]
     Signing(String),
+    /// A private-key result failed its check under the public key (a fault in the
+    /// computation); it was not released.
+    #[error("a signature failed its check under the public key and was withheld")]
+    SigningFault,
+    /// The private key is held elsewhere (an HSM, a remote signer) and cannot be exported.
+    #[error("the private key is not held in this process and cannot be exported")]
+    KeyNotExportable,
+    /// A crypto backend name that is not compiled in.
+    #[error("unknown crypto backend {0}")]
+    UnknownBackend(String),
 
     // --- revocation list -----------------------------------------------------------------
     /// A revocation list older than the one held: a replay cannot lift a revocation.
@@ -283,7 +293,8 @@ impl Error {
             Error::AmountMismatch { .. } => ReasonCode::AmountMismatch,
             Error::DuplicateKey(_) => ReasonCode::DuplicateKey,
             Error::Blind(_) => ReasonCode::BlindSignatureFailed,
-            Error::Signing(_) => ReasonCode::SigningFailed,
+            Error::Signing(_) | Error::SigningFault => ReasonCode::SigningFailed,
+            Error::KeyNotExportable | Error::UnknownBackend(_) => ReasonCode::InvalidKey,
             Error::OutdatedRevocationList { .. } => ReasonCode::OutdatedRevocationList,
             Error::RevocationDeltaBase { .. } => ReasonCode::RevocationDeltaBase,
         }

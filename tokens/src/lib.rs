@@ -56,8 +56,8 @@ pub use ids::{
     Validity, VirtualId,
 };
 pub use keys::{
-    BlindSignature, BlindedMessage, DenominationSigningKey, DenominationVerifyingKey, PublicKey,
-    Signature, SigningKey, VerifyingKey,
+    Backend, BlindSignature, BlindedMessage, DenominationSigningKey, DenominationVerifyingKey,
+    PublicKey, Signature, SigningKey, VerifyingKey,
 };
 pub use messages::{
     BalanceCertificateRequest, BalanceCertificateRequestPayload, BlindWithdrawalRequest,

@@ -4,20 +4,21 @@
 //! live in [`crate::hazmat`], for test vectors and interoperability checks.
 
 use std::fmt;
+use std::sync::Arc;
 
-use blind_rsa_signatures::{BlindingResult, MessageRandomizer, Randomized, Sha384, PSS};
+use blind_rsa_signatures::{BlindingResult, Randomized, Sha384, PSS};
 use rand_core::CryptoRng;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
+use super::backend::{Backend, BlindSigner};
 use super::pss::{
-    generate_private, parse_private_der, parse_private_pem, private_to_der, private_to_pem,
-    PublicKey, Signature,
+    checked_private, der_to_pem, generate_private, parse_private_der, parse_private_pem, PublicKey,
+    Signature,
 };
 use crate::{Error, KeyId, Result};
 
 type BrsaPublicKey = blind_rsa_signatures::PublicKey<Sha384, PSS, Randomized>;
-type BrsaSecretKey = blind_rsa_signatures::SecretKey<Sha384, PSS, Randomized>;
 
 /// A blinded coin message, as the wallet sends it to the issuer (modulus-sized).
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -92,6 +93,14 @@ impl DenominationVerifyingKey {
         self.key.key_id()
     }
 
+    /// The same key, verifying coins on `backend` (see [`PublicKey::on_backend`]).
+    pub fn on_backend(&self, backend: Backend) -> Self {
+        DenominationVerifyingKey {
+            key: self.key.on_backend(backend),
+            brsa: self.brsa.clone(),
+        }
+    }
+
     /// The RFC 9474 `id-RSASSA-PSS` SubjectPublicKeyInfo (SHA-384, MGF1-SHA-384, 48-byte
     /// salt) that other RFC 9474 implementations import.
     pub fn to_rfc9474_spki(&self) -> Result<Vec<u8>> {
@@ -129,13 +138,12 @@ impl DenominationVerifyingKey {
         randomizer: [u8; 32],
         message: &[u8],
     ) -> Result<()> {
-        self.brsa
-            .verify(
-                &blind_rsa_signatures::Signature(signature.0.clone()),
-                Some(MessageRandomizer(randomizer)),
-                message,
-            )
-            .map_err(|_| Error::BadSignature)
+        if signature.0.len() != self.key.size() {
+            return Err(Error::BadSignature);
+        }
+        self.key
+            .verifier()
+            .verify_pss_sha384(&randomizer, message, &signature.0)
     }
 }
 
@@ -164,51 +172,73 @@ impl<'de> Deserialize<'de> for DenominationVerifyingKey {
     }
 }
 
-/// The issuer's private key of one denomination. Signs blinded messages without seeing
-/// the coin id, so it cannot link a withdrawal to a later redemption. `Debug` shows the
-/// key id only.
+/// The issuer's private key of one denomination, wherever it lives: loaded from a file
+/// onto a [`Backend`], or any [`BlindSigner`] ([`DenominationSigningKey::from_signer`]).
+/// Signs blinded messages without seeing the coin id, so it cannot link a withdrawal to a
+/// later redemption. `Debug` shows the key id only.
 pub struct DenominationSigningKey {
-    secret: BrsaSecretKey,
+    signer: Arc<dyn BlindSigner>,
     public: DenominationVerifyingKey,
 }
 
 impl DenominationSigningKey {
-    fn from_rsa(mut key: rsa::RsaPrivateKey) -> Result<Self> {
-        key.validate()
-            .map_err(|e| Error::InvalidKey(e.to_string()))?;
-        key.precompute()
-            .map_err(|e| Error::InvalidKey(e.to_string()))?;
+    fn from_rsa(key: rsa::RsaPrivateKey, backend: Backend) -> Result<Self> {
+        let key = checked_private(key)?;
         let public =
-            DenominationVerifyingKey::from_public(PublicKey::from_rsa(key.to_public_key())?)?;
+            DenominationVerifyingKey::from_public(PublicKey::from_rsa(key.to_public_key())?)?
+                .on_backend(backend);
         Ok(DenominationSigningKey {
-            secret: BrsaSecretKey::new(key),
+            signer: backend.blind_signer(key, public.key.clone())?,
             public,
         })
     }
 
-    /// A fresh key of `bits` bits (2048 to 4096).
+    /// A key held by `signer` (an HSM, a remote signer, a backend of this crate). Its
+    /// public key must be a blind key this crate accepts (2048, 3072 or 4096 bits,
+    /// exponent 65537).
+    pub fn from_signer(signer: Arc<dyn BlindSigner>) -> Result<Self> {
+        let public = DenominationVerifyingKey::from_public(signer.public_key().clone())?;
+        Ok(DenominationSigningKey { signer, public })
+    }
+
+    /// A fresh key of `bits` bits (2048 to 4096), on the pure-Rust backend.
     pub fn generate<G: CryptoRng + ?Sized>(rng: &mut G, bits: usize) -> Result<Self> {
-        Self::from_rsa(generate_private(rng, bits)?)
+        Self::from_rsa(generate_private(rng, bits)?, Backend::RustCrypto)
     }
 
-    /// Parses a PKCS#8 or PKCS#1 PEM document.
+    /// Parses a PKCS#8 or PKCS#1 PEM document, onto the pure-Rust backend.
     pub fn from_pem(pem: &str) -> Result<Self> {
-        Self::from_rsa(parse_private_pem(pem)?)
+        Self::from_rsa(parse_private_pem(pem)?, Backend::RustCrypto)
     }
 
-    /// Parses a PKCS#8 or PKCS#1 DER encoding.
+    /// Parses a PKCS#8 or PKCS#1 DER encoding, onto the pure-Rust backend.
     pub fn from_der(der: &[u8]) -> Result<Self> {
-        Self::from_rsa(parse_private_der(der)?)
+        Self::from_rsa(parse_private_der(der)?, Backend::RustCrypto)
+    }
+
+    /// The same key on `backend` (see [`SigningKey::on_backend`](crate::SigningKey::on_backend)).
+    pub fn on_backend(&self, backend: Backend) -> Result<Self> {
+        Self::from_rsa(parse_private_der(&self.to_der()?)?, backend)
+    }
+
+    /// The backend that signs.
+    pub fn backend(&self) -> Backend {
+        self.public.public_key().backend()
+    }
+
+    /// The object that performs this key's private-key operation.
+    pub fn signer(&self) -> Arc<dyn BlindSigner> {
+        Arc::clone(&self.signer)
     }
 
     /// The key as a PKCS#8 PEM document (wiped from memory when dropped).
     pub fn to_pem(&self) -> Result<Zeroizing<String>> {
-        private_to_pem(self.secret.as_ref())
+        der_to_pem(&self.to_der()?)
     }
 
     /// The key as PKCS#8 DER (wiped from memory when dropped).
     pub fn to_der(&self) -> Result<Zeroizing<Vec<u8>>> {
-        private_to_der(self.secret.as_ref())
+        self.signer.to_pkcs8_der()
     }
 
     /// The matching public key.
@@ -221,20 +251,35 @@ impl DenominationSigningKey {
         self.public.key_id()
     }
 
-    /// Signs a wallet's blinded message (issuer side of the blind flow). `rng` drives the
-    /// RSA blinding that protects the private-key operation against timing attacks.
+    /// Signs a wallet's blinded message (issuer side of the blind flow): RFC 9474
+    /// `BlindSign`, with its step 3 check that the result raised to `e` gives the message
+    /// back, so a faulty private-key computation (which would reveal a factor of the
+    /// modulus) is never released. `rng` drives the RSA blinding that protects the
+    /// private-key operation against timing attacks, where the backend takes randomness
+    /// from its caller.
     ///
     /// The issuer must have debited the account for this denomination before calling.
     pub fn sign_blinded<G: CryptoRng + ?Sized>(
         &self,
-        rng: &mut G,
+        mut rng: &mut G,
         blinded: &BlindedMessage,
     ) -> Result<BlindSignature> {
-        let sig = self
-            .secret
-            .blind_sign_with_rng(rng, &blinded.0)
-            .map_err(blind_err)?;
-        Ok(BlindSignature(sig.0))
+        // RFC 9474 BlindSign step 1: a modulus-sized integer below the modulus. The
+        // backends check the range too; the length is checked here for all of them.
+        if blinded.0.len() != self.public.key.size() {
+            return Err(Error::Blind("blinded message is not modulus-sized".into()));
+        }
+        let signature = self.signer.rsasp1(&mut rng, &blinded.0)?;
+        let back = self
+            .public
+            .key
+            .verifier()
+            .rsavp1(&signature)
+            .map_err(|_| Error::SigningFault)?;
+        if signature.len() != blinded.0.len() || back != blinded.0 {
+            return Err(Error::SigningFault);
+        }
+        Ok(BlindSignature(signature))
     }
 }
 

@@ -1,9 +1,14 @@
 //! Keys, typed by role: RSA-PSS signing and verifying keys for certificates, requests,
 //! records and identified coins; RFC 9474 blind-signature keys for coin denominations.
 
+pub mod backend;
 mod denomination;
+#[cfg(feature = "fast")]
+mod fast;
 mod pss;
 mod role;
+
+pub use backend::Backend;
 
 pub use denomination::{
     BlindSignature, BlindedMessage, DenominationSigningKey, DenominationVerifyingKey,

@@ -7,13 +7,12 @@ use std::sync::Arc;
 use rand_core::CryptoRng;
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
-use rsa::signature::{RandomizedSigner, SignatureEncoding, Verifier};
 use rsa::traits::PublicKeyParts;
 use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use super::backend::{Backend, PssSigner, Verifier};
 use super::role::Role;
 use crate::{Error, KeyId, Result};
 
@@ -58,11 +57,14 @@ fn check_modulus(key: &RsaPublicKey) -> Result<()> {
 struct PublicKeyInner {
     spki_der: Vec<u8>,
     key_id: KeyId,
-    pss: rsa::pss::VerifyingKey<Sha256>,
+    rsa: RsaPublicKey,
+    verifier: Arc<dyn Verifier>,
+    backend: Backend,
 }
 
 /// An RSA public key of no particular role, parsed and checked (2048 to 4096 bits), with
-/// its SPKI DER and [`KeyId`] at hand. Cheap to clone.
+/// its SPKI DER and [`KeyId`] at hand, and the [`Verifier`] of a [`Backend`] (pure Rust
+/// unless [`PublicKey::on_backend`] chose another). Cheap to clone.
 #[derive(Clone)]
 pub struct PublicKey(Arc<PublicKeyInner>);
 
@@ -73,11 +75,45 @@ impl PublicKey {
             .to_public_key_der()
             .map_err(|e| Error::InvalidKey(e.to_string()))?
             .into_vec();
+        let (backend, verifier) = Backend::RustCrypto.verifier(&key, &spki_der);
         Ok(PublicKey(Arc::new(PublicKeyInner {
             key_id: KeyId::of_spki_der(&spki_der),
             spki_der,
-            pss: rsa::pss::VerifyingKey::new(key),
+            rsa: key,
+            verifier,
+            backend,
         })))
+    }
+
+    /// The same key, verifying on `backend` (parsed for it once, here). A key the backend
+    /// cannot load (none that this crate's parser accepts, so far) keeps the pure-Rust
+    /// verifier: [`PublicKey::backend`] tells which one verifies.
+    pub fn on_backend(&self, backend: Backend) -> PublicKey {
+        if self.0.backend == backend {
+            return self.clone();
+        }
+        let (backend, verifier) = backend.verifier(&self.0.rsa, &self.0.spki_der);
+        PublicKey(Arc::new(PublicKeyInner {
+            spki_der: self.0.spki_der.clone(),
+            key_id: self.0.key_id,
+            rsa: self.0.rsa.clone(),
+            verifier,
+            backend,
+        }))
+    }
+
+    /// The backend whose verifier this key uses.
+    pub fn backend(&self) -> Backend {
+        self.0.backend
+    }
+
+    pub(crate) fn verifier(&self) -> &dyn Verifier {
+        &*self.0.verifier
+    }
+
+    /// The modulus size in bytes: the length of every signature under this key.
+    pub(crate) fn size(&self) -> usize {
+        self.0.rsa.size()
     }
 
     /// Parses a SubjectPublicKeyInfo DER (`rsaEncryption`).
@@ -129,7 +165,7 @@ impl PublicKey {
     }
 
     pub(crate) fn rsa(&self) -> &RsaPublicKey {
-        self.0.pss.as_ref()
+        &self.0.rsa
     }
 
     /// RSA-PSS-SHA256 verification of `signature` over exactly `message`.
@@ -137,15 +173,11 @@ impl PublicKey {
         // Exactly modulus-sized (RFC 8017 8.1.2 step 1): the rsa crate also accepts
         // signatures with leading zero bytes stripped, which would give one signed object
         // two encodings and two content digests.
-        if signature.as_bytes().len() != self.rsa().size() {
+        if signature.as_bytes().len() != self.size() {
             return Err(Error::BadSignature);
         }
-        let sig =
-            rsa::pss::Signature::try_from(signature.as_bytes()).map_err(|_| Error::BadSignature)?;
-        self.0
-            .pss
-            .verify(message, &sig)
-            .map_err(|_| Error::BadSignature)
+        self.verifier()
+            .verify_pss_sha256(message, signature.as_bytes())
     }
 }
 
@@ -214,6 +246,11 @@ impl<R: Role> VerifyingKey<R> {
     /// SHA-256 of the SPKI DER.
     pub fn key_id(&self) -> KeyId {
         self.key.key_id()
+    }
+
+    /// The same key, verifying on `backend` (see [`PublicKey::on_backend`]).
+    pub fn on_backend(&self, backend: Backend) -> Self {
+        Self::with_role(self.key.on_backend(backend))
     }
 
     pub(crate) fn verify_raw(&self, message: &[u8], signature: &Signature) -> Result<()> {
@@ -289,53 +326,75 @@ pub(crate) fn generate_private<G: CryptoRng + ?Sized>(
     Ok(key)
 }
 
-/// A private key that signs for role `R` with RSA-PSS-SHA256. Its `Debug` output shows
-/// the key id only; the secret never reaches a log.
+/// A private key that signs for role `R` with RSA-PSS-SHA256, wherever it lives: loaded
+/// from a file onto a [`Backend`], or any [`PssSigner`] ([`SigningKey::from_signer`]). Its
+/// `Debug` output shows the key id only; the secret never reaches a log.
 pub struct SigningKey<R: Role> {
-    /// `BlindedSigningKey`: the private-key operation runs on a randomly blinded input
-    /// (RSA blinding, nothing to do with blind signatures), so its timing does not depend
-    /// on the message; `rsa::pss::SigningKey` skips that. Same signatures either way.
-    inner: rsa::pss::BlindedSigningKey<Sha256>,
+    signer: Arc<dyn PssSigner>,
     public: VerifyingKey<R>,
 }
 
 impl<R: Role> SigningKey<R> {
-    fn from_rsa(mut key: RsaPrivateKey) -> Result<Self> {
-        key.validate()
-            .map_err(|e| Error::InvalidKey(e.to_string()))?;
-        key.precompute()
-            .map_err(|e| Error::InvalidKey(e.to_string()))?;
-        let public = VerifyingKey::with_role(PublicKey::from_rsa(key.to_public_key())?);
+    fn from_rsa(key: RsaPrivateKey, backend: Backend) -> Result<Self> {
+        let key = checked_private(key)?;
+        let public = PublicKey::from_rsa(key.to_public_key())?.on_backend(backend);
         Ok(SigningKey {
-            inner: rsa::pss::BlindedSigningKey::new(key),
-            public,
+            signer: backend.pss_signer(key, public.clone())?,
+            public: VerifyingKey::with_role(public),
         })
     }
 
-    /// A fresh key of `bits` bits (2048 to 4096). Slow in debug builds; tests load keys
-    /// from fixtures instead.
+    /// A key held by `signer` (an HSM, a remote signer, a backend of this crate), typed by
+    /// role. Its public key must be one this crate accepts (2048 to 4096 bits).
+    pub fn from_signer(signer: Arc<dyn PssSigner>) -> Result<Self> {
+        let public = signer.public_key().clone();
+        Ok(SigningKey {
+            signer,
+            public: VerifyingKey::with_role(public),
+        })
+    }
+
+    /// A fresh key of `bits` bits (2048 to 4096), on the pure-Rust backend. Slow in debug
+    /// builds; tests load keys from fixtures instead.
     pub fn generate<G: CryptoRng + ?Sized>(rng: &mut G, bits: usize) -> Result<Self> {
-        Self::from_rsa(generate_private(rng, bits)?)
+        Self::from_rsa(generate_private(rng, bits)?, Backend::RustCrypto)
     }
 
-    /// Parses a PKCS#8 (`BEGIN PRIVATE KEY`) or PKCS#1 (`BEGIN RSA PRIVATE KEY`) PEM document.
+    /// Parses a PKCS#8 (`BEGIN PRIVATE KEY`) or PKCS#1 (`BEGIN RSA PRIVATE KEY`) PEM
+    /// document, onto the pure-Rust backend.
     pub fn from_pem(pem: &str) -> Result<Self> {
-        Self::from_rsa(parse_private_pem(pem)?)
+        Self::from_rsa(parse_private_pem(pem)?, Backend::RustCrypto)
     }
 
-    /// Parses a PKCS#8 or PKCS#1 DER encoding.
+    /// Parses a PKCS#8 or PKCS#1 DER encoding, onto the pure-Rust backend.
     pub fn from_der(der: &[u8]) -> Result<Self> {
-        Self::from_rsa(parse_private_der(der)?)
+        Self::from_rsa(parse_private_der(der)?, Backend::RustCrypto)
+    }
+
+    /// The same key on `backend`: its private key is exported from this process's copy
+    /// and loaded there ([`Error::KeyNotExportable`] for a key held elsewhere).
+    pub fn on_backend(&self, backend: Backend) -> Result<Self> {
+        Self::from_rsa(parse_private_der(&self.to_der()?)?, backend)
+    }
+
+    /// The backend that signs (and whose verifier checks each signature it makes).
+    pub fn backend(&self) -> Backend {
+        self.public.public_key().backend()
+    }
+
+    /// The object that performs this key's private-key operation.
+    pub fn signer(&self) -> Arc<dyn PssSigner> {
+        Arc::clone(&self.signer)
     }
 
     /// The key as a PKCS#8 PEM document (wiped from memory when dropped).
     pub fn to_pem(&self) -> Result<Zeroizing<String>> {
-        private_to_pem(self.inner.as_ref())
+        der_to_pem(&self.to_der()?)
     }
 
     /// The key as PKCS#8 DER (wiped from memory when dropped).
     pub fn to_der(&self) -> Result<Zeroizing<Vec<u8>>> {
-        private_to_der(self.inner.as_ref())
+        self.signer.to_pkcs8_der()
     }
 
     /// The matching public key.
@@ -348,17 +407,33 @@ impl<R: Role> SigningKey<R> {
         self.public.key_id()
     }
 
+    /// Signs, then checks the signature under the public key before it leaves: a
+    /// faulty private-key computation (a CRT fault) is never released.
     pub(crate) fn sign_raw<G: CryptoRng + ?Sized>(
         &self,
-        rng: &mut G,
+        mut rng: &mut G,
         message: &[u8],
     ) -> Result<Signature> {
-        let sig = self
-            .inner
-            .try_sign_with_rng(rng, message)
-            .map_err(|e| Error::Signing(e.to_string()))?;
-        Ok(Signature(sig.to_vec()))
+        let signature = Signature(self.signer.sign_pss_sha256(&mut rng, message)?);
+        self.public
+            .verify_raw(message, &signature)
+            .map_err(|_| Error::SigningFault)?;
+        Ok(signature)
     }
+}
+
+/// Checks a private key and precomputes its CRT values.
+pub(crate) fn checked_private(mut key: RsaPrivateKey) -> Result<RsaPrivateKey> {
+    key.validate()
+        .map_err(|e| Error::InvalidKey(e.to_string()))?;
+    key.precompute()
+        .map_err(|e| Error::InvalidKey(e.to_string()))?;
+    Ok(key)
+}
+
+/// PKCS#8 DER to PEM (both wiped from memory when dropped).
+pub(crate) fn der_to_pem(der: &[u8]) -> Result<Zeroizing<String>> {
+    private_to_pem(&parse_private_der(der)?)
 }
 
 impl<R: Role> fmt::Debug for SigningKey<R> {
