@@ -10,8 +10,8 @@ use scrip_tokens::keys::{
     IdentifiedCoinIssuer, IssuerKeyRole, IssuerRole, MerchantCertifier, DEFAULT_RSA_BITS,
 };
 use scrip_tokens::{
-    Currency, DenominationKeyEntry, DenominationSigningKey, IssuerKeyEntry, KeyDirectory, Keyset,
-    KeysetId, SignedKeyDirectory, SigningKey, Timestamp, Validity,
+    Backend, Currency, DenominationKeyEntry, DenominationSigningKey, IssuerKeyEntry, KeyDirectory,
+    Keyset, KeysetId, SignedKeyDirectory, SigningKey, Timestamp, Validity,
 };
 use sha2::{Digest, Sha256};
 
@@ -125,6 +125,19 @@ impl<R: IssuerRole> RoleKeys<R> {
         self.keys.push(IssuerKey { key, validity });
     }
 
+    fn on_backend(self, backend: Backend) -> Self {
+        RoleKeys {
+            keys: self
+                .keys
+                .into_iter()
+                .map(|k| IssuerKey {
+                    key: moved(&k.key, backend, SigningKey::on_backend, SigningKey::backend),
+                    validity: k.validity,
+                })
+                .collect(),
+        }
+    }
+
     /// Feeds every key's public half and validity, oldest first, into a fingerprint.
     fn fingerprint_into(&self, hasher: &mut Sha256) {
         hash_bytes(hasher, R::NAME.as_bytes());
@@ -196,11 +209,86 @@ pub struct Keyring {
     pub keysets: Vec<KeysetKeys>,
 }
 
+/// `key` on `backend`; a key that cannot move there (held elsewhere, or refused by the
+/// backend) stays where it is, with a warning: it signs the same, only slower.
+fn moved<K: Clone + std::fmt::Debug>(
+    key: &K,
+    backend: Backend,
+    on_backend: impl Fn(&K, Backend) -> scrip_tokens::Result<K>,
+    current: impl Fn(&K) -> Backend,
+) -> K {
+    if current(key) == backend {
+        return key.clone();
+    }
+    match on_backend(key, backend) {
+        Ok(moved) => moved,
+        Err(e) => {
+            tracing::warn!(?key, %backend, error = %e, "key stays on its backend");
+            key.clone()
+        }
+    }
+}
+
 fn one<R: IssuerRole>(key: SigningKey<R>, validity: Validity) -> Result<RoleKeys<R>> {
     RoleKeys::new(vec![IssuerKey { key, validity }])
 }
 
 impl Keyring {
+    /// Every key held in this process moved onto `backend` (the server: the fastest
+    /// compiled in), public keys included, so that what the directory lists verifies there
+    /// too. Same keys, ids, keysets and fingerprint; a key held elsewhere stays there.
+    pub fn on_backend(self, backend: Backend) -> Keyring {
+        let keysets = self
+            .keysets
+            .into_iter()
+            .map(|set| {
+                let keys = set
+                    .keys
+                    .iter()
+                    .map(|(v, k)| {
+                        let k = moved(
+                            k,
+                            backend,
+                            DenominationSigningKey::on_backend,
+                            DenominationSigningKey::backend,
+                        );
+                        (*v, k)
+                    })
+                    .collect();
+                let keyset = &set.keyset;
+                match KeysetKeys::new(
+                    keyset.currency(),
+                    keyset.validity(),
+                    keyset.issue_until(),
+                    keys,
+                ) {
+                    Ok(moved) if moved.keyset.id() == keyset.id() => moved,
+                    // The same keys make the same keyset; should that ever fail, this
+                    // keyset keeps verifying and signing as it did.
+                    _ => {
+                        tracing::warn!(keyset = %keyset.id(), %backend, "keyset stays on its backend");
+                        set
+                    }
+                }
+            })
+            .collect();
+        Keyring {
+            root: moved(
+                &self.root,
+                backend,
+                SigningKey::on_backend,
+                SigningKey::backend,
+            ),
+            account_certifier: self.account_certifier.on_backend(backend),
+            merchant_certifier: self.merchant_certifier.on_backend(backend),
+            balance_certifier: self.balance_certifier.on_backend(backend),
+            deposit_issuer: self.deposit_issuer.on_backend(backend),
+            identified_coin_issuer: self.identified_coin_issuer.on_backend(backend),
+            answer_signer: self.answer_signer.on_backend(backend),
+            keysets,
+        }
+    }
+
     /// Generates every key (slow: one RSA key generation per role and denomination).
     pub fn generate<G: CryptoRng + ?Sized>(
         config: &KeyringConfig,

@@ -27,7 +27,8 @@ use std::time::Duration;
 
 use scrip_stores::{Collection, LedgerAccount, LedgerEntry, RecordStore};
 use scrip_tokens::{
-    codec, AccountId, Currency, Message, Signed, SignedKeyDirectory, SignedPayload, Timestamp,
+    codec, AccountId, Backend, Currency, Message, Signed, SignedKeyDirectory, SignedPayload,
+    Timestamp,
 };
 
 pub use authentication::{Authenticated, SignedRequest};
@@ -101,6 +102,11 @@ pub struct IssuerConfig {
     pub max_coins_per_withdrawal: usize,
     /// Most items in one redemption batch.
     pub max_batch_items: usize,
+    /// Where the RSA work runs: the issuer's keys are moved onto this backend when the
+    /// keyring is installed, and every device and merchant key is verified on it. Default
+    /// pure Rust ([`Backend::RustCrypto`]); the server runs [`Backend::fastest`]
+    /// (`--crypto-backend`).
+    pub backend: Backend,
 }
 
 impl Default for IssuerConfig {
@@ -116,9 +122,13 @@ impl Default for IssuerConfig {
             max_certificate_amount: 100_000,
             max_coins_per_withdrawal: 200,
             max_batch_items: 1_000,
+            backend: Backend::default(),
         }
     }
 }
+
+/// The crypto backends (`scrip_tokens::keys::backend`).
+pub use scrip_tokens::keys::backend;
 
 /// The account management system: registration, deposits, balance certificates, coin
 /// issuance, redemption, reconciliation and the fraud log, over any [`RecordStore`].
@@ -141,7 +151,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         Issuer {
             store,
             funding,
-            keyring: RwLock::new(Arc::new(keyring)),
+            keyring: RwLock::new(Arc::new(keyring.on_backend(config.backend))),
             config,
             revocations: RwLock::default(),
         }
@@ -173,7 +183,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     /// Replaces the keyring (after a rotation). Tokens signed by keys that are still
     /// listed keep verifying.
     pub fn replace_keyring(&self, keyring: Keyring) {
-        let new = Arc::new(keyring);
+        let new = Arc::new(keyring.on_backend(self.config.backend));
         match self.keyring.write() {
             Ok(mut k) => *k = new,
             Err(poisoned) => *poisoned.into_inner() = new,

@@ -363,17 +363,28 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     }
 
     /// A registered device.
+    /// Its key verifies on the issuer's backend (parsed for it here, once per lookup: the
+    /// request, its records and its certificate checks all use this one).
     pub async fn device(&self, device_id: DeviceId) -> Result<DeviceDoc> {
-        self.doc(DEVICES, device_id.as_bytes())
+        let mut doc: DeviceDoc = self
+            .doc(DEVICES, device_id.as_bytes())
             .await?
-            .ok_or(IssuerError::UnknownDevice(device_id))
+            .ok_or(IssuerError::UnknownDevice(device_id))?;
+        let key = &mut doc.certificate.payload.device_key;
+        *key = key.on_backend(self.config.backend);
+        Ok(doc)
     }
 
-    /// A registered merchant.
+    /// A registered merchant, its key verifying on the issuer's backend (as for
+    /// [`Self::device`]).
     pub async fn merchant(&self, merchant_id: MerchantId) -> Result<MerchantDoc> {
-        self.doc(MERCHANTS, merchant_id.as_bytes())
+        let mut doc: MerchantDoc = self
+            .doc(MERCHANTS, merchant_id.as_bytes())
             .await?
-            .ok_or(IssuerError::UnknownMerchant(merchant_id))
+            .ok_or(IssuerError::UnknownMerchant(merchant_id))?;
+        let key = &mut doc.certificate.payload.merchant_key;
+        *key = key.on_backend(self.config.backend);
+        Ok(doc)
     }
 
     /// Why the account is frozen, if it is.

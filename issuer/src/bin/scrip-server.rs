@@ -263,6 +263,12 @@ struct ServeArgs {
     #[arg(long, env = "SCRIP_MAX_BATCH_ITEMS", default_value_t = 1_000)]
     max_batch_items: usize,
 
+    /// Where the RSA work runs: `fast` (OpenSSL private-key operations, aws-lc-rs
+    /// verification; the default where compiled in) or `rustcrypto` (pure Rust). Both
+    /// give the same signatures and accept the same ones; keys and files are the same.
+    #[arg(long, env = "SCRIP_CRYPTO_BACKEND", default_value_t = scrip_tokens::Backend::fastest())]
+    crypto_backend: scrip_tokens::Backend,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SCRIP_MAX_BODY_BYTES", default_value_t = 8 << 20)]
     max_body_bytes: usize,
@@ -401,6 +407,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         revocation_grace: Duration::from_secs(args.revocation_grace_secs),
         max_certificate_amount: args.max_certificate_amount,
         max_batch_items: args.max_batch_items,
+        backend: args.crypto_backend,
         ..IssuerConfig::default()
     };
     config.revocation_publish_interval = Duration::from_secs(args.revocation_publish_secs.max(1));

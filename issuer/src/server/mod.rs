@@ -264,7 +264,11 @@ impl ServerConfig {
             data_dir,
             store: StoreKind::Redb,
             custom_store: None,
-            issuer: IssuerConfig::default(),
+            // The server verifies and signs on the fastest backend compiled in.
+            issuer: IssuerConfig {
+                backend: scrip_tokens::Backend::fastest(),
+                ..IssuerConfig::default()
+            },
             operator_token: operator_token.into(),
             max_body_bytes: 8 << 20,
             max_clock_skew: Duration::from_secs(300),
@@ -735,6 +739,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         %addr,
         store = %config.store,
         cluster = state.is_cluster(),
+        crypto_backend = %config.issuer.backend,
         data_dir = %config.data_dir.display(),
         "listening"
     );

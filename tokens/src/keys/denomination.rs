@@ -175,7 +175,8 @@ impl<'de> Deserialize<'de> for DenominationVerifyingKey {
 /// The issuer's private key of one denomination, wherever it lives: loaded from a file
 /// onto a [`Backend`], or any [`BlindSigner`] ([`DenominationSigningKey::from_signer`]).
 /// Signs blinded messages without seeing the coin id, so it cannot link a withdrawal to a
-/// later redemption. `Debug` shows the key id only.
+/// later redemption. `Debug` shows the key id only. A clone shares the same private key.
+#[derive(Clone)]
 pub struct DenominationSigningKey {
     signer: Arc<dyn BlindSigner>,
     public: DenominationVerifyingKey,

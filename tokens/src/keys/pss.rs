@@ -328,7 +328,8 @@ pub(crate) fn generate_private<G: CryptoRng + ?Sized>(
 
 /// A private key that signs for role `R` with RSA-PSS-SHA256, wherever it lives: loaded
 /// from a file onto a [`Backend`], or any [`PssSigner`] ([`SigningKey::from_signer`]). Its
-/// `Debug` output shows the key id only; the secret never reaches a log.
+/// `Debug` output shows the key id only; the secret never reaches a log. A clone shares the
+/// same private key (no copy of the secret is made).
 pub struct SigningKey<R: Role> {
     signer: Arc<dyn PssSigner>,
     public: VerifyingKey<R>,
@@ -434,6 +435,15 @@ pub(crate) fn checked_private(mut key: RsaPrivateKey) -> Result<RsaPrivateKey> {
 /// PKCS#8 DER to PEM (both wiped from memory when dropped).
 pub(crate) fn der_to_pem(der: &[u8]) -> Result<Zeroizing<String>> {
     private_to_pem(&parse_private_der(der)?)
+}
+
+impl<R: Role> Clone for SigningKey<R> {
+    fn clone(&self) -> Self {
+        SigningKey {
+            signer: Arc::clone(&self.signer),
+            public: self.public.clone(),
+        }
+    }
 }
 
 impl<R: Role> fmt::Debug for SigningKey<R> {
