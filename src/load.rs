@@ -21,7 +21,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use scrip_tokens::keys::{Device, DirectoryRoot, Merchant as MerchantRole, DEFAULT_RSA_BITS};
 use scrip_tokens::{
-    codec, Amount, BlindCoin, BlindWithdrawalRequest, BlindWithdrawalRequestPayload, Coin,
+    codec, Amount, Backend, BlindCoin, BlindWithdrawalRequest, BlindWithdrawalRequestPayload, Coin,
     CoinPayment, CoinSpendId, Currency, DepositConfirmation, DepositConfirmationPayload, DepositId,
     DepositRequest, DepositRequestPayload, DeviceRegistration, DeviceRegistrationPayload,
     EndorsedCoinPayment, EndorsedCoinPaymentPayload, KeyDirectory, MerchantCategory,
@@ -62,6 +62,9 @@ pub struct LoadConfig {
     /// Pause of each merchant between two uploads (zero: as fast as the server answers).
     /// Paces a run whose length must not depend on the server's speed.
     pub pause: Duration,
+    /// Cores the server runs on, for [`LoadReport::fraction_of_verify_limit`] (`None`: the
+    /// cores this process may run on, right when both share the machine unpinned).
+    pub server_cores: Option<usize>,
 }
 
 impl Default for LoadConfig {
@@ -78,6 +81,7 @@ impl Default for LoadConfig {
             verify_measurement: Duration::from_secs(2),
             progress: true,
             pause: Duration::ZERO,
+            server_cores: None,
         }
     }
 }
@@ -120,11 +124,15 @@ pub struct LoadReport {
     /// Coin signatures one core of this machine verifies per second (measured in this
     /// run, on the minted coins, with the directory lookup a server does).
     pub single_core_verify_per_s: f64,
-    /// Cores of this machine.
+    /// The backend `single_core_verify_per_s` was measured on (the fastest compiled in).
+    pub verify_backend: String,
+    /// Cores the server runs on: `--server-cores`, else those this process may run on.
     pub cores: usize,
     /// `redemptions_per_s / (cores * single_core_verify_per_s)`: the distance to the
     /// hardware limit when the server runs on this machine.
     pub fraction_of_verify_limit: f64,
+    /// The blind withdrawals of the setup: issuance over HTTP.
+    pub issuance: Issuance,
     /// Upload attempts that failed (transport, 5xx) and were retried.
     pub retried_uploads: u64,
     /// Items answered other than `Accepted`/`AlreadyAccepted` (should be 0).
@@ -154,13 +162,33 @@ fn say(progress: bool, line: &str) {
     }
 }
 
-/// Opens an account, deposits, and mints `config.coins` blind coins over HTTP.
+/// The issuance part of a run: blind withdrawals over HTTP (the wallet's blinding before,
+/// its unblinding after, the timed part).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Issuance {
+    /// Blind withdrawals sent (`PER_WITHDRAWAL` coins each, the last one the rest).
+    pub withdrawals: usize,
+    /// Coins signed.
+    pub coins: usize,
+    /// Seconds from the first request to the last answer.
+    pub seconds: f64,
+    /// Withdrawals answered per second.
+    pub withdrawals_per_s: f64,
+    /// Coins signed per second (one RSA private-key operation each).
+    pub coins_per_s: f64,
+}
+
+/// Coins per blind withdrawal while minting.
+const PER_WITHDRAWAL: u64 = 100;
+
+/// Opens an account, deposits, and mints `config.coins` blind coins over HTTP, timing the
+/// withdrawals alone.
 pub async fn mint(
     client: &HttpClient,
     directory: &KeyDirectory,
     config: &LoadConfig,
     rng: &mut StdRng,
-) -> Result<Vec<BlindCoin>, Error> {
+) -> Result<(Vec<BlindCoin>, Issuance), Error> {
     let device = SigningKey::<Device>::generate(rng, DEFAULT_RSA_BITS)?;
     let registration = DeviceRegistration::sign(
         DeviceRegistrationPayload {
@@ -209,34 +237,33 @@ pub async fn mint(
         .ok_or_else(|| Error::Usage(format!("the server issues no {} coins", config.currency)))?
         .clone();
     let key = keyset.key_for(config.denomination)?.clone();
+
+    // Blinding (the wallet's work, pure Rust, ~1 ms a coin) is done before the clock
+    // starts, on every core, so the timed phase measures the server's issuance.
+    say(
+        config.progress,
+        "  blinding coins and signing withdrawal requests",
+    );
+    let mut chunks = Vec::new();
+    let mut left = config.coins as u64;
+    while left > 0 {
+        let take = left.min(PER_WITHDRAWAL);
+        chunks.push(take);
+        left -= take;
+    }
     let device = Arc::new(device);
-    let minted = Arc::new(Mutex::new(Vec::with_capacity(config.coins)));
-    let remaining = Arc::new(AtomicU64::new(config.coins as u64));
-    const PER_WITHDRAWAL: u64 = 100;
-    let started = Instant::now();
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..config.mint_concurrency.max(1) {
-        let (client, device, keyset, key) =
-            (client.clone(), device.clone(), keyset.clone(), key.clone());
-        let (minted, remaining) = (minted.clone(), remaining.clone());
-        let (denomination, currency, progress, goal) = (
-            config.denomination,
-            config.currency,
-            config.progress,
-            config.coins,
-        );
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut preparing = tokio::task::JoinSet::new();
+    for (i, part) in chunks
+        .chunks(chunks.len().div_ceil(workers).max(1))
+        .enumerate()
+    {
+        let (part, keyset, device) = (part.to_vec(), keyset.clone(), device.clone());
+        let (denomination, currency) = (config.denomination, config.currency);
         let mut rng = StdRng::from_rng(rng);
-        tasks.spawn(async move {
-            loop {
-                let take = remaining
-                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
-                        r.checked_sub(r.min(PER_WITHDRAWAL)).filter(|_| r > 0)
-                    })
-                    .map(|r| r.min(PER_WITHDRAWAL))
-                    .unwrap_or(0);
-                if take == 0 {
-                    return Ok::<(), Error>(());
-                }
+        preparing.spawn_blocking(move || {
+            let mut out = Vec::with_capacity(part.len());
+            for take in part {
                 let pending = (0..take)
                     .map(|_| {
                         PendingCoin::new(&mut rng, &keyset, Amount::new(denomination, currency))
@@ -258,19 +285,38 @@ pub async fn mint(
                     &device,
                     &mut rng,
                 )?;
+                out.push((pending, request));
+            }
+            Ok::<_, Error>((i, out))
+        });
+    }
+    let mut prepared = Vec::new();
+    while let Some(joined) = preparing.join_next().await {
+        prepared.push(joined.map_err(|e| Error::Demo(format!("preparing withdrawals: {e}")))??);
+    }
+    prepared.sort_by_key(|(i, _)| *i);
+    let queue: VecDeque<_> = prepared.into_iter().flat_map(|(_, part)| part).collect();
+    let withdrawals = queue.len();
+    let queue = Arc::new(Mutex::new(queue));
+
+    // Timed: the withdrawals over HTTP, `mint_concurrency` in flight.
+    let answered = Arc::new(Mutex::new(Vec::with_capacity(withdrawals)));
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..config.mint_concurrency.max(1) {
+        let (client, queue, answered) = (client.clone(), queue.clone(), answered.clone());
+        let (progress, goal) = (config.progress, config.coins);
+        tasks.spawn(async move {
+            loop {
+                let next = queue.lock().map_err(|_| poisoned())?.pop_front();
+                let Some((pending, request)) = next else {
+                    return Ok::<(), Error>(());
+                };
                 let response = client.withdraw_blind(&request).await?;
-                if response.signatures.len() != pending.len() {
-                    return Err(Error::Demo("the issuer answered for other coins".into()));
-                }
-                let coins = pending
-                    .iter()
-                    .zip(&response.signatures)
-                    .map(|(p, s)| p.finalize(&key, s))
-                    .collect::<Result<Vec<_>, _>>()?;
                 let done = {
-                    let mut minted = minted.lock().map_err(|_| poisoned())?;
-                    minted.extend(coins);
-                    minted.len()
+                    let mut answered = answered.lock().map_err(|_| poisoned())?;
+                    answered.push((pending, response));
+                    answered.iter().map(|(p, _)| p.len()).sum::<usize>()
                 };
                 if progress {
                     eprint!(
@@ -285,9 +331,28 @@ pub async fn mint(
     while let Some(joined) = tasks.join_next().await {
         joined.map_err(|e| Error::Demo(format!("minting task: {e}")))??;
     }
+    let seconds = started.elapsed().as_secs_f64();
     say(config.progress, "");
-    let minted = std::mem::take(&mut *minted.lock().map_err(|_| poisoned())?);
-    Ok(minted)
+    let answered = std::mem::take(&mut *answered.lock().map_err(|_| poisoned())?);
+    let issuance = Issuance {
+        withdrawals,
+        coins: config.coins,
+        seconds: round(seconds, 3),
+        withdrawals_per_s: round(withdrawals as f64 / seconds.max(1e-9), 1),
+        coins_per_s: round(config.coins as f64 / seconds.max(1e-9), 1),
+    };
+
+    // Unblinding and checking (the wallet's work again), after the clock.
+    let mut minted = Vec::with_capacity(config.coins);
+    for (pending, response) in answered {
+        if response.signatures.len() != pending.len() {
+            return Err(Error::Demo("the issuer answered for other coins".into()));
+        }
+        for (p, signature) in pending.iter().zip(&response.signatures) {
+            minted.push(p.finalize(&key, signature)?);
+        }
+    }
+    Ok((minted, issuance))
 }
 
 fn poisoned() -> Error {
@@ -523,6 +588,10 @@ pub struct Prepared {
     pub assignment: Vec<(MerchantId, CoinSpendId)>,
     /// Single-core coin verifications per second.
     pub verify_rate: f64,
+    /// The backend `verify_rate` was measured on.
+    pub verify_backend: Backend,
+    /// The blind withdrawals that minted the coins, timed.
+    pub issuance: Issuance,
     /// Seconds the setup took.
     pub setup_s: f64,
 }
@@ -548,14 +617,28 @@ pub async fn prepare(
             config.coins, config.denomination, config.merchants
         ),
     );
-    let coins = mint(client, &directory, config, rng).await?;
+    let (coins, issuance) = mint(client, &directory, config, rng).await?;
     let minted = coins.len();
+    say(
+        config.progress,
+        &format!(
+            "  issued {} coins in {} blind withdrawals: {:.0} coins/s, {:.1} withdrawals/s",
+            issuance.coins, issuance.withdrawals, issuance.coins_per_s, issuance.withdrawals_per_s
+        ),
+    );
 
-    say(config.progress, "measuring single-core coin verification");
+    // The hardware limit: one core verifying coins as the server does, on the fastest
+    // backend compiled in (the server's default) with the keys parsed once.
+    let backend = Backend::fastest();
+    say(
+        config.progress,
+        &format!("measuring single-core coin verification ({backend})"),
+    );
     let sample: Vec<BlindCoin> = coins.iter().take(256).cloned().collect();
     let measure = config.verify_measurement;
+    let on_backend = directory.on_backend(backend);
     let verify_rate =
-        tokio::task::spawn_blocking(move || single_core_verify_rate(&sample, &directory, measure))
+        tokio::task::spawn_blocking(move || single_core_verify_rate(&sample, &on_backend, measure))
             .await
             .map_err(|e| Error::Demo(format!("verify measurement: {e}")))?;
     say(
@@ -579,6 +662,8 @@ pub async fn prepare(
         coins: minted,
         assignment,
         verify_rate,
+        verify_backend: backend,
+        issuance,
         setup_s: setup_started.elapsed().as_secs_f64(),
     })
 }
@@ -637,6 +722,8 @@ pub async fn redeem_across(
         shops,
         directory,
         verify_rate,
+        verify_backend,
+        issuance,
         setup_s,
         ..
     } = prepared;
@@ -762,7 +849,9 @@ pub async fn redeem_across(
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
     let coins = counters.coins.load(Ordering::Relaxed);
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = config
+        .server_cores
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let rate = coins as f64 / elapsed.max(1e-9);
     let report = LoadReport {
         server: servers
@@ -787,11 +876,13 @@ pub async fn redeem_across(
             max_ms: round(percentile(1.0), 2),
         },
         single_core_verify_per_s: round(verify_rate, 1),
+        verify_backend: verify_backend.to_string(),
         cores,
         fraction_of_verify_limit: round(rate / (cores as f64 * verify_rate).max(1e-9), 3),
         retried_uploads: counters.retried.load(Ordering::Relaxed),
         unexpected_outcomes: counters.unexpected.load(Ordering::Relaxed),
         setup_s: round(setup_s, 1),
+        issuance,
     };
     let acknowledged = std::mem::take(&mut *acknowledged.lock().map_err(|_| poisoned())?);
     Ok((report, acknowledged))

@@ -51,9 +51,19 @@ pub fn fixture_keyring(validity: Validity) -> Keyring {
 /// store unless said otherwise.
 pub type TestIssuer<S = MemoryStore> = Issuer<S, InMemoryFunding>;
 
-/// An issuer core over `store` with the fixture keys valid for `validity` and default limits.
+/// An issuer core over `store` with the fixture keys valid for `validity` and default
+/// limits, on the fastest crypto backend compiled in, as the server runs: the workspace's
+/// test command runs the issuer's tests on the fast backend, and CI runs them again
+/// without the feature `fast`, on the pure-Rust one (`.ci/run`).
 pub fn issuer<S: RecordStore>(store: S, validity: Validity) -> TestIssuer<S> {
-    issuer_with(store, validity, IssuerConfig::default())
+    issuer_with(
+        store,
+        validity,
+        IssuerConfig {
+            backend: scrip_tokens::Backend::fastest(),
+            ..IssuerConfig::default()
+        },
+    )
 }
 
 /// An issuer core over `store` with the fixture keys valid for `validity` and `config`'s

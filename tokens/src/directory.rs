@@ -9,7 +9,7 @@ use crate::keys::{
     DenominationVerifyingKey, DirectoryRoot, IssuerKeyRole, IssuerRole, PublicKey, VerifyingKey,
 };
 use crate::signed::{message, signed_token};
-use crate::{Currency, Error, KeyId, KeysetId, Result, Timestamp, Validity};
+use crate::{Backend, Currency, Error, KeyId, KeysetId, Result, Timestamp, Validity};
 
 /// Most denominations one keyset may have.
 pub const MAX_DENOMINATIONS: usize = 64;
@@ -134,6 +134,21 @@ impl Keyset {
                 .collect(),
         };
         Ok(KeysetId(codec::digest(&input)?.0))
+    }
+
+    /// The same keyset, its coins verified on `backend` (same keys, same id).
+    pub fn on_backend(&self, backend: Backend) -> Keyset {
+        Keyset {
+            denominations: self
+                .denominations
+                .iter()
+                .map(|d| DenominationKeyEntry {
+                    minor_units: d.minor_units,
+                    key: d.key.on_backend(backend),
+                })
+                .collect(),
+            ..self.clone()
+        }
     }
 
     /// The keyset id.
@@ -269,6 +284,23 @@ impl KeyDirectory {
             issuer_keys,
             keysets,
         })
+    }
+
+    /// The same directory, every key verifying on `backend` (each parsed for it once,
+    /// here): what a server does with a directory it verifies many tokens against.
+    pub fn on_backend(&self, backend: Backend) -> KeyDirectory {
+        KeyDirectory {
+            issued_at: self.issued_at,
+            issuer_keys: self
+                .issuer_keys
+                .iter()
+                .map(|e| IssuerKeyEntry {
+                    key: e.key.on_backend(backend),
+                    ..e.clone()
+                })
+                .collect(),
+            keysets: self.keysets.iter().map(|k| k.on_backend(backend)).collect(),
+        }
     }
 
     /// When the issuer produced this directory (lets a cache show its age).

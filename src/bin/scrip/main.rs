@@ -81,6 +81,11 @@ enum Command {
         /// Use the bincode codec instead of JSON.
         #[arg(long)]
         bincode: bool,
+        /// Cores the server runs on (when it is pinned apart from this load, e.g. with
+        /// `taskset`), for the fraction of the verification limit; default: the cores this
+        /// process may run on.
+        #[arg(long)]
+        server_cores: Option<usize>,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -138,6 +143,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             payments_per_batch,
             denomination,
             bincode,
+            server_cores,
             quiet,
             trust,
         } => {
@@ -149,6 +155,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 payments_per_batch,
                 denomination,
                 progress: !quiet,
+                server_cores,
                 ..scrip::load::LoadConfig::default()
             };
             run_load(&server, bincode, trust, config).await
@@ -240,8 +247,9 @@ async fn run_load(
     let (report, _) = scrip::load::run_across(&servers, &root, &config).await?;
     eprintln!(
         "redeemed {} coins in {:.1} s: {:.0} redemptions/s, {:.0} payments/s, batch latency \
-         p50 {:.1} ms p99 {:.1} ms; one core verifies {:.0} coins/s ({} cores: {:.0}% of \
-         cores x verify); {} retried uploads, {} unexpected outcomes",
+         p50 {:.1} ms p99 {:.1} ms; one core verifies {:.0} coins/s ({}; {} server cores: \
+         {:.0}% of cores x verify); issued {:.0} coins/s in {:.1} blind withdrawals/s; {} \
+         retried uploads, {} unexpected outcomes",
         report.coins_redeemed,
         report.elapsed_s,
         report.redemptions_per_s,
@@ -249,8 +257,11 @@ async fn run_load(
         report.batch_latency.p50_ms,
         report.batch_latency.p99_ms,
         report.single_core_verify_per_s,
+        report.verify_backend,
         report.cores,
         report.fraction_of_verify_limit * 100.0,
+        report.issuance.coins_per_s,
+        report.issuance.withdrawals_per_s,
         report.retried_uploads,
         report.unexpected_outcomes,
     );
