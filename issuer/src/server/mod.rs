@@ -683,6 +683,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         None => ReplayGuard::new(config.max_clock_skew, started),
     };
     let store = MeteredStore::new(store, Arc::clone(&metrics));
+    let crypto_backend = config.issuer.backend;
     let issuer = Issuer::new(store, funding, keyring, config.issuer);
     let state = Arc::new(AppState {
         issuer,
@@ -739,7 +740,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         %addr,
         store = %config.store,
         cluster = state.is_cluster(),
-        crypto_backend = %config.issuer.backend,
+        %crypto_backend,
         data_dir = %config.data_dir.display(),
         "listening"
     );

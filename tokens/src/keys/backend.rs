@@ -260,7 +260,7 @@ impl Verifier for RustCryptoVerifier {
         let key = self.rsa();
         let bits = key.n().as_ref().bits_precision();
         let s = BoxedUint::from_be_slice(signature, bits).map_err(|_| Error::BadSignature)?;
-        if &s >= key.n().as_ref() {
+        if s >= *key.n().as_ref() {
             return Err(Error::BadSignature);
         }
         let m = rsa::hazmat::rsa_encrypt(key, &s).map_err(|_| Error::BadSignature)?;
