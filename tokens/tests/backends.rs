@@ -425,3 +425,66 @@ fn keys_with_another_public_exponent_verify_alike_on_every_backend() {
         again.verify_signature(signer.verifying_key()).unwrap();
     }
 }
+
+/// `bytes` as a big-endian integer of exactly `len` bytes.
+fn be(bytes: &[u8], len: usize) -> Vec<u8> {
+    let digits: Vec<u8> = bytes.iter().copied().skip_while(|b| *b == 0).collect();
+    let mut out = vec![0u8; len - digits.len()];
+    out.extend(digits);
+    out
+}
+
+#[test]
+fn a_nonzero_leading_octet_is_refused_on_every_backend_for_keys_of_8k_plus_1_bits() {
+    // With a 2049-bit modulus the PSS encoding is 256 octets, one short of the modulus:
+    // RSAVP1's output must start with a zero octet (RFC 8017 §8.1.2). The `rsa` crate
+    // skips that octet unchecked, aws-lc checks it. A device with such a key could sign
+    // `2^2048 + EM` for a valid encoding EM: a merchant verifying with the pure-Rust
+    // backend would accept the record, the issuer (fast) would refuse it.
+    use rsa::pkcs8::EncodePrivateKey;
+    use rsa::traits::PublicKeyParts;
+    let mut rng = rng(11);
+    let raw = loop {
+        let k = rsa::RsaPrivateKey::new(&mut rng, 2049).unwrap();
+        // n ≥ 2^2048 + 2^2047: room above 2^2048 for many encodings.
+        let n = be(&k.n().to_be_bytes(), 257);
+        if n[0] == 1 && n[1] & 0x80 != 0 {
+            break k;
+        }
+    };
+    let precision = raw.n().as_ref().bits_precision();
+    let signer = SigningKey::<Device>::from_der(raw.to_pkcs8_der().unwrap().as_bytes()).unwrap();
+    let payload = fixtures::Specimens::new(&mut rng).record.payload.clone();
+    let n = be(&raw.n().to_be_bytes(), 257);
+    // A genuine signature whose encoding EM leaves 2^2048 + EM below n (about half do).
+    let (genuine, em) = loop {
+        let genuine = WithdrawalRecord::sign(payload.clone(), &signer, &mut rng).unwrap();
+        let s = rsa::BoxedUint::from_be_slice(genuine.signature.as_bytes(), precision).unwrap();
+        let mut em = be(
+            &rsa::hazmat::rsa_encrypt(&raw.to_public_key(), &s)
+                .unwrap()
+                .to_be_bytes(),
+            257,
+        );
+        assert_eq!(em[0], 0);
+        em[0] = 1;
+        if em < n {
+            break (genuine, em);
+        }
+    };
+    let m = rsa::BoxedUint::from_be_slice(&em, precision).unwrap();
+    let forged_sig = rsa::hazmat::rsa_decrypt(None::<&mut StdRng>, &raw, &m).unwrap();
+    let forged = Signed {
+        signature: Signature(be(&forged_sig.to_be_bytes(), 257)),
+        ..genuine.clone()
+    };
+    for backend in Backend::ALL {
+        let key = signer.verifying_key().on_backend(*backend);
+        genuine.verify_signature(&key).unwrap();
+        assert_eq!(
+            forged.verify_signature(&key).map(|_| ()),
+            Err(Error::BadSignature),
+            "{backend} accepted 2^2048 + EM"
+        );
+    }
+}

@@ -565,7 +565,11 @@ impl ClusterNode {
             return;
         };
         let name = dir.display().to_string();
-        let loaded = blocking(move || keyring_files::load(&dir)).await;
+        // Moving the keys onto the backend parses and loads each one: off the runtime too
+        // (`replace_keyring` then finds them there).
+        let backend = app.issuer.config().backend;
+        let loaded =
+            blocking(move || keyring_files::load(&dir).map(|k| k.on_backend(backend))).await;
         match loaded {
             Ok(keyring) if keyring.fingerprint() == published.fingerprint => {
                 if let Some(dir) = self.keys_dir.clone() {

@@ -60,8 +60,8 @@ pub trait BlindSigner: Send + Sync {
     /// The matching public key.
     fn public_key(&self) -> &PublicKey;
 
-    /// RSASP1 on `input`, a modulus-sized big-endian integer below the modulus (checked by
-    /// the typed key before calling). Implementations blind the operation (RSA blinding)
+    /// RSASP1 on `input`, a modulus-sized big-endian integer below the modulus (both
+    /// checked by the typed key before calling). Implementations blind the operation (RSA blinding)
     /// so its timing does not depend on `input`; `rng` as in
     /// [`PssSigner::sign_pss_sha256`]. The typed key checks the result (`result^e mod n ==
     /// input`) before it is released.
@@ -234,6 +234,15 @@ impl RustCryptoVerifier {
 
 impl Verifier for RustCryptoVerifier {
     fn verify_pss_sha256(&self, message: &[u8], signature: &[u8]) -> Result<()> {
+        // RFC 8017 §8.1.2 step 2c: the encoded message is RSAVP1's output as `emLen`
+        // octets. Where the modulus has 8·k + 1 bits, `emLen` is one octet short of the
+        // modulus, so that output's leading octet must be zero. The `rsa` crate skips the
+        // octet unchecked; aws-lc (the fast backend) refuses it, and so must this one, or a
+        // device with such a key could sign records merchants accept and the issuer
+        // refuses.
+        if self.rsa().n().as_ref().bits() % 8 == 1 && self.rsavp1(signature)?.first() != Some(&0) {
+            return Err(Error::BadSignature);
+        }
         let sig = rsa::pss::Signature::try_from(signature).map_err(|_| Error::BadSignature)?;
         self.pss
             .verify(message, &sig)
@@ -297,7 +306,9 @@ impl PssSigner for RustCryptoPssSigner {
             .key
             .try_sign_with_rng(&mut rng, message)
             .map_err(|e| Error::Signing(e.to_string()))?;
-        Ok(sig.to_vec())
+        // The `rsa` crate pads to its integers' precision (whole 64-bit limbs): 264 bytes
+        // for a 2049-bit key. A signature is exactly modulus-sized (RFC 8017 §8.1.1).
+        left_pad(&sig.to_vec(), self.public.size())
     }
 
     fn to_pkcs8_der(&self) -> Result<Zeroizing<Vec<u8>>> {

@@ -180,6 +180,8 @@ impl<'de> Deserialize<'de> for DenominationVerifyingKey {
 pub struct DenominationSigningKey {
     signer: Arc<dyn BlindSigner>,
     public: DenominationVerifyingKey,
+    /// Where `signer` runs (for a key held elsewhere: where its results are checked).
+    backend: Backend,
 }
 
 impl DenominationSigningKey {
@@ -191,6 +193,7 @@ impl DenominationSigningKey {
         Ok(DenominationSigningKey {
             signer: backend.blind_signer(key, public.key.clone())?,
             public,
+            backend,
         })
     }
 
@@ -199,7 +202,11 @@ impl DenominationSigningKey {
     /// exponent 65537).
     pub fn from_signer(signer: Arc<dyn BlindSigner>) -> Result<Self> {
         let public = DenominationVerifyingKey::from_public(signer.public_key().clone())?;
-        Ok(DenominationSigningKey { signer, public })
+        Ok(DenominationSigningKey {
+            backend: public.public_key().backend(),
+            signer,
+            public,
+        })
     }
 
     /// A fresh key of `bits` bits (2048 to 4096), on the pure-Rust backend.
@@ -222,12 +229,15 @@ impl DenominationSigningKey {
         Self::from_rsa(parse_private_der(&self.to_der()?)?, backend)
     }
 
-    /// The backend that signs.
+    /// The backend that signs (for a key made with
+    /// [`DenominationSigningKey::from_signer`]: the one that checks its results).
     pub fn backend(&self) -> Backend {
-        self.public.public_key().backend()
+        self.backend
     }
 
-    /// The object that performs this key's private-key operation.
+    /// The object that performs this key's private-key operation, to wrap or delegate to.
+    /// What it returns is **not** checked: sign through
+    /// [`DenominationSigningKey::sign_blinded`], which checks every result.
     pub fn signer(&self) -> Arc<dyn BlindSigner> {
         Arc::clone(&self.signer)
     }
@@ -265,10 +275,15 @@ impl DenominationSigningKey {
         mut rng: &mut G,
         blinded: &BlindedMessage,
     ) -> Result<BlindSignature> {
-        // RFC 9474 BlindSign step 1: a modulus-sized integer below the modulus. The
-        // backends check the range too; the length is checked here for all of them.
+        // RFC 9474 BlindSign step 1: a modulus-sized integer below the modulus, checked
+        // here for every backend (a signer held elsewhere might reduce it instead).
         if blinded.0.len() != self.public.key.size() {
             return Err(Error::Blind("blinded message is not modulus-sized".into()));
+        }
+        if blinded.0.as_slice() >= self.public.key.modulus_be().as_slice() {
+            return Err(Error::Blind(
+                "blinded message is not below the modulus".into(),
+            ));
         }
         let signature = self.signer.rsasp1(&mut rng, &blinded.0)?;
         let back = self

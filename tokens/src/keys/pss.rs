@@ -86,8 +86,9 @@ impl PublicKey {
     }
 
     /// The same key, verifying on `backend` (parsed for it once, here). A key the backend
-    /// cannot load (none that this crate's parser accepts, so far) keeps the pure-Rust
-    /// verifier: [`PublicKey::backend`] tells which one verifies.
+    /// cannot load (aws-lc refuses even public exponents, which this crate's parser
+    /// accepts) keeps the pure-Rust verifier: [`PublicKey::backend`] tells which one
+    /// verifies, and both accept the same signatures.
     pub fn on_backend(&self, backend: Backend) -> PublicKey {
         if self.0.backend == backend {
             return self.clone();
@@ -114,6 +115,13 @@ impl PublicKey {
     /// The modulus size in bytes: the length of every signature under this key.
     pub(crate) fn size(&self) -> usize {
         self.0.rsa.size()
+    }
+
+    /// The modulus, big-endian, exactly [`Self::size`] bytes (compares bytewise as the
+    /// integer does).
+    pub(crate) fn modulus_be(&self) -> Vec<u8> {
+        let n = self.0.rsa.n().to_be_bytes();
+        super::backend::left_pad(&n, self.size()).unwrap_or_else(|_| n.to_vec())
     }
 
     /// Parses a SubjectPublicKeyInfo DER (`rsaEncryption`).
@@ -333,6 +341,8 @@ pub(crate) fn generate_private<G: CryptoRng + ?Sized>(
 pub struct SigningKey<R: Role> {
     signer: Arc<dyn PssSigner>,
     public: VerifyingKey<R>,
+    /// Where `signer` runs (for a key held elsewhere: where its signatures are checked).
+    backend: Backend,
 }
 
 impl<R: Role> SigningKey<R> {
@@ -342,6 +352,7 @@ impl<R: Role> SigningKey<R> {
         Ok(SigningKey {
             signer: backend.pss_signer(key, public.clone())?,
             public: VerifyingKey::with_role(public),
+            backend,
         })
     }
 
@@ -350,6 +361,7 @@ impl<R: Role> SigningKey<R> {
     pub fn from_signer(signer: Arc<dyn PssSigner>) -> Result<Self> {
         let public = signer.public_key().clone();
         Ok(SigningKey {
+            backend: public.backend(),
             signer,
             public: VerifyingKey::with_role(public),
         })
@@ -378,12 +390,15 @@ impl<R: Role> SigningKey<R> {
         Self::from_rsa(parse_private_der(&self.to_der()?)?, backend)
     }
 
-    /// The backend that signs (and whose verifier checks each signature it makes).
+    /// The backend that signs (for a key made with [`SigningKey::from_signer`]: the one
+    /// that checks its signatures).
     pub fn backend(&self) -> Backend {
-        self.public.public_key().backend()
+        self.backend
     }
 
-    /// The object that performs this key's private-key operation.
+    /// The object that performs this key's private-key operation, to wrap or delegate to.
+    /// What it returns is **not** checked: sign through this key (or the token types),
+    /// which checks every signature under the public key before it leaves.
     pub fn signer(&self) -> Arc<dyn PssSigner> {
         Arc::clone(&self.signer)
     }
@@ -442,6 +457,7 @@ impl<R: Role> Clone for SigningKey<R> {
         SigningKey {
             signer: Arc::clone(&self.signer),
             public: self.public.clone(),
+            backend: self.backend,
         }
     }
 }
