@@ -301,10 +301,16 @@ pub async fn mint(
 
     // Timed: the withdrawals over HTTP, `mint_concurrency` in flight.
     let answered = Arc::new(Mutex::new(Vec::with_capacity(withdrawals)));
+    let signed = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..config.mint_concurrency.max(1) {
-        let (client, queue, answered) = (client.clone(), queue.clone(), answered.clone());
+        let (client, queue, answered, signed) = (
+            client.clone(),
+            queue.clone(),
+            answered.clone(),
+            signed.clone(),
+        );
         let (progress, goal) = (config.progress, config.coins);
         tasks.spawn(async move {
             loop {
@@ -313,11 +319,12 @@ pub async fn mint(
                     return Ok::<(), Error>(());
                 };
                 let response = client.withdraw_blind(&request).await?;
-                let done = {
-                    let mut answered = answered.lock().map_err(|_| poisoned())?;
-                    answered.push((pending, response));
-                    answered.iter().map(|(p, _)| p.len()).sum::<usize>()
-                };
+                let done = signed.fetch_add(pending.len() as u64, Ordering::Relaxed)
+                    + pending.len() as u64;
+                answered
+                    .lock()
+                    .map_err(|_| poisoned())?
+                    .push((pending, response));
                 if progress {
                     eprint!(
                         "\r  minting: {} {done}/{goal} coins ({:.0}/s)   ",

@@ -104,23 +104,8 @@ signed_by_device!(
     StatementRequest,
 );
 
-impl sealed::Sealed for RedemptionBatch {}
-
-#[async_trait]
-impl SignedRequest for RedemptionBatch {
-    type Signer = MerchantDoc;
-
-    async fn signer<S: RecordStore, F: FundingSource>(
-        &self,
-        issuer: &Issuer<S, F>,
-    ) -> Result<MerchantDoc> {
-        let merchant = issuer.merchant(self.payload.merchant_id).await?;
-        self.verify_signature(&merchant.certificate.payload.merchant_key)?;
-        Ok(merchant)
-    }
-}
-
-/// A merchant's requests about its own money (statement, payout): signed by its key.
+/// Requests a merchant signs with its key: redemption batches and its requests about its
+/// own money (statement, payout).
 macro_rules! signed_by_merchant {
     ($($ty:ty),* $(,)?) => {$(
         impl sealed::Sealed for $ty {}
@@ -142,6 +127,7 @@ macro_rules! signed_by_merchant {
 }
 
 signed_by_merchant!(
+    RedemptionBatch,
     scrip_tokens::MerchantStatementRequest,
     scrip_tokens::PayoutRequest
 );

@@ -135,24 +135,18 @@ impl Backend {
         }
     }
 
-    /// The verifier of `key` on this backend. A key this backend refuses to load gets the
+    /// The verifier of the key `spki_der` on this backend, for a backend other than the
+    /// pure-Rust one (whose verifier every [`PublicKey`] holds anyway). `None` for
+    /// `RustCrypto`, and for a key this backend refuses to load: such a key keeps the
     /// pure-Rust verifier, so every backend accepts exactly the keys the parser accepted.
     #[cfg_attr(not(feature = "fast"), allow(unused_variables))]
-    pub(crate) fn verifier(
-        self,
-        key: &RsaPublicKey,
-        spki_der: &[u8],
-    ) -> (Backend, Arc<dyn Verifier>) {
+    pub(crate) fn verifier(self, spki_der: &[u8]) -> Option<Arc<dyn Verifier>> {
         match self {
-            Backend::RustCrypto => (self, Arc::new(RustCryptoVerifier::new(key.clone()))),
+            Backend::RustCrypto => None,
             #[cfg(feature = "fast")]
-            Backend::Fast => match super::fast::FastVerifier::new(spki_der) {
-                Some(v) => (self, Arc::new(v)),
-                None => (
-                    Backend::RustCrypto,
-                    Arc::new(RustCryptoVerifier::new(key.clone())),
-                ),
-            },
+            Backend::Fast => {
+                super::fast::FastVerifier::new(spki_der).map(|v| Arc::new(v) as Arc<dyn Verifier>)
+            }
         }
     }
 
@@ -209,13 +203,14 @@ impl FromStr for Backend {
     }
 }
 
-type BrsaPublicKey = blind_rsa_signatures::PublicKey<Sha384, PSS, Randomized>;
+pub(crate) type BrsaPublicKey = blind_rsa_signatures::PublicKey<Sha384, PSS, Randomized>;
 type BrsaSecretKey = blind_rsa_signatures::SecretKey<Sha384, PSS, Randomized>;
 
 /// Pure-Rust verification: `rsa`'s PSS verifier, and `blind-rsa-signatures` for RFC 9474.
+/// Every [`PublicKey`] holds one, and its RSA key is the key's only parsed copy.
 pub(crate) struct RustCryptoVerifier {
     pss: rsa::pss::VerifyingKey<Sha256>,
-    /// Built on first use: most keys (devices, merchants) never verify a coin.
+    /// Built on first use: most keys (devices, merchants) never verify or blind a coin.
     brsa: OnceLock<BrsaPublicKey>,
 }
 
@@ -227,8 +222,15 @@ impl RustCryptoVerifier {
         }
     }
 
-    fn rsa(&self) -> &RsaPublicKey {
+    pub(crate) fn rsa(&self) -> &RsaPublicKey {
         self.pss.as_ref()
+    }
+
+    /// The key as `blind-rsa-signatures` takes it (RFC 9474 blinding, finalizing and
+    /// verification).
+    pub(crate) fn brsa(&self) -> &BrsaPublicKey {
+        self.brsa
+            .get_or_init(|| BrsaPublicKey::new(self.rsa().clone()))
     }
 }
 
@@ -255,8 +257,7 @@ impl Verifier for RustCryptoVerifier {
         message: &[u8],
         signature: &[u8],
     ) -> Result<()> {
-        self.brsa
-            .get_or_init(|| BrsaPublicKey::new(self.rsa().clone()))
+        self.brsa()
             .verify(
                 &blind_rsa_signatures::Signature(signature.to_vec()),
                 Some(blind_rsa_signatures::MessageRandomizer(*randomizer)),

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use blind_rsa_signatures::{BlindingResult, Randomized, Sha384, PSS};
+use blind_rsa_signatures::BlindingResult;
 use rand_core::CryptoRng;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
@@ -17,8 +17,6 @@ use super::pss::{
     Signature,
 };
 use crate::{Error, KeyId, Result};
-
-type BrsaPublicKey = blind_rsa_signatures::PublicKey<Sha384, PSS, Randomized>;
 
 /// A blinded coin message, as the wallet sends it to the issuer (modulus-sized).
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -50,7 +48,6 @@ fn blind_err(e: blind_rsa_signatures::Error) -> Error {
 #[derive(Clone)]
 pub struct DenominationVerifyingKey {
     key: PublicKey,
-    brsa: BrsaPublicKey,
 }
 
 /// Modulus sizes accepted for blind keys. RFC 9474 interoperability and the blinding code
@@ -64,8 +61,7 @@ impl DenominationVerifyingKey {
             return Err(Error::UnsupportedKeySize { bits });
         }
         if key.public_exponent_is_65537() {
-            let brsa = BrsaPublicKey::new(key.rsa().clone());
-            Ok(DenominationVerifyingKey { key, brsa })
+            Ok(DenominationVerifyingKey { key })
         } else {
             Err(Error::InvalidKey(
                 "blind keys must use the public exponent 65537".into(),
@@ -97,14 +93,13 @@ impl DenominationVerifyingKey {
     pub fn on_backend(&self, backend: Backend) -> Self {
         DenominationVerifyingKey {
             key: self.key.on_backend(backend),
-            brsa: self.brsa.clone(),
         }
     }
 
     /// The RFC 9474 `id-RSASSA-PSS` SubjectPublicKeyInfo (SHA-384, MGF1-SHA-384, 48-byte
     /// salt) that other RFC 9474 implementations import.
     pub fn to_rfc9474_spki(&self) -> Result<Vec<u8>> {
-        self.brsa.to_spki().map_err(blind_err)
+        self.key.brsa().to_spki().map_err(blind_err)
     }
 
     pub(crate) fn blind<G: CryptoRng + ?Sized>(
@@ -112,7 +107,7 @@ impl DenominationVerifyingKey {
         rng: &mut G,
         message: &[u8],
     ) -> Result<BlindingResult> {
-        self.brsa.blind(rng, message).map_err(blind_err)
+        self.key.brsa().blind(rng, message).map_err(blind_err)
     }
 
     pub(crate) fn finalize(
@@ -122,7 +117,8 @@ impl DenominationVerifyingKey {
         message: &[u8],
     ) -> Result<Signature> {
         let sig = self
-            .brsa
+            .key
+            .brsa()
             .finalize(
                 &blind_rsa_signatures::BlindSignature(blind_signature.0.clone()),
                 blinding,

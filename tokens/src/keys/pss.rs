@@ -12,7 +12,7 @@ use rsa::{RsaPrivateKey, RsaPublicKey};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use zeroize::Zeroizing;
 
-use super::backend::{Backend, PssSigner, Verifier};
+use super::backend::{Backend, BrsaPublicKey, PssSigner, RustCryptoVerifier, Verifier};
 use super::role::Role;
 use crate::{Error, KeyId, Result};
 
@@ -57,9 +57,10 @@ fn check_modulus(key: &RsaPublicKey) -> Result<()> {
 struct PublicKeyInner {
     spki_der: Vec<u8>,
     key_id: KeyId,
-    rsa: RsaPublicKey,
-    verifier: Arc<dyn Verifier>,
-    backend: Backend,
+    /// The parsed key, verifying in pure Rust.
+    pure: RustCryptoVerifier,
+    /// The verifier of another backend, where [`PublicKey::on_backend`] chose one.
+    other: Option<(Backend, Arc<dyn Verifier>)>,
 }
 
 /// An RSA public key of no particular role, parsed and checked (2048 to 4096 bits), with
@@ -75,13 +76,11 @@ impl PublicKey {
             .to_public_key_der()
             .map_err(|e| Error::InvalidKey(e.to_string()))?
             .into_vec();
-        let (backend, verifier) = Backend::RustCrypto.verifier(&key, &spki_der);
         Ok(PublicKey(Arc::new(PublicKeyInner {
             key_id: KeyId::of_spki_der(&spki_der),
             spki_der,
-            rsa: key,
-            verifier,
-            backend,
+            pure: RustCryptoVerifier::new(key),
+            other: None,
         })))
     }
 
@@ -90,37 +89,48 @@ impl PublicKey {
     /// accepts) keeps the pure-Rust verifier: [`PublicKey::backend`] tells which one
     /// verifies, and both accept the same signatures.
     pub fn on_backend(&self, backend: Backend) -> PublicKey {
-        if self.0.backend == backend {
+        if self.backend() == backend {
             return self.clone();
         }
-        let (backend, verifier) = backend.verifier(&self.0.rsa, &self.0.spki_der);
         PublicKey(Arc::new(PublicKeyInner {
             spki_der: self.0.spki_der.clone(),
             key_id: self.0.key_id,
-            rsa: self.0.rsa.clone(),
-            verifier,
-            backend,
+            pure: RustCryptoVerifier::new(self.rsa().clone()),
+            other: backend
+                .verifier(&self.0.spki_der)
+                .map(|verifier| (backend, verifier)),
         }))
     }
 
     /// The backend whose verifier this key uses.
     pub fn backend(&self) -> Backend {
-        self.0.backend
+        self.0
+            .other
+            .as_ref()
+            .map_or(Backend::RustCrypto, |(backend, _)| *backend)
     }
 
     pub(crate) fn verifier(&self) -> &dyn Verifier {
-        &*self.0.verifier
+        match &self.0.other {
+            Some((_, verifier)) => &**verifier,
+            None => &self.0.pure,
+        }
+    }
+
+    /// The key as `blind-rsa-signatures` takes it (built on first use).
+    pub(crate) fn brsa(&self) -> &BrsaPublicKey {
+        self.0.pure.brsa()
     }
 
     /// The modulus size in bytes: the length of every signature under this key.
     pub(crate) fn size(&self) -> usize {
-        self.0.rsa.size()
+        self.rsa().size()
     }
 
     /// The modulus, big-endian, exactly [`Self::size`] bytes (compares bytewise as the
     /// integer does).
     pub(crate) fn modulus_be(&self) -> Vec<u8> {
-        let n = self.0.rsa.n().to_be_bytes();
+        let n = self.rsa().n().to_be_bytes();
         super::backend::left_pad(&n, self.size()).unwrap_or_else(|_| n.to_vec())
     }
 
@@ -173,7 +183,7 @@ impl PublicKey {
     }
 
     pub(crate) fn rsa(&self) -> &RsaPublicKey {
-        &self.0.rsa
+        self.0.pure.rsa()
     }
 
     /// RSA-PSS-SHA256 verification of `signature` over exactly `message`.
