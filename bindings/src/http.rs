@@ -1,0 +1,123 @@
+//! [`IssuerHttp`]: a blocking client for the online steps (feature `http`). Each method
+//! takes the bytes the wallet or merchant produced and returns exactly the body the
+//! endpoint answers, so an app may instead carry the same bytes over its own HTTP stack
+//! (`POST` with `Content-Type: application/vnd.scrip.bincode`).
+
+use std::sync::Arc;
+
+use scrip_api::client::HttpClient;
+use scrip_tokens::{
+    codec, BalanceCertificateRequest, BlindWithdrawalRequest, DepositConfirmation, DepositRequest,
+    DeviceRegistration, MerchantRegistration, Message, RedemptionBatch, SyncRequest,
+};
+
+use crate::merchant::{block_on, Merchant, SyncSummary};
+use crate::{at, rng, Result};
+
+fn decode<T: Message>(bytes: &[u8]) -> Result<T> {
+    Ok(codec::decode(bytes)?)
+}
+
+fn encode<T: Message>(value: &T) -> Result<Vec<u8>> {
+    Ok(codec::encode(value)?)
+}
+
+/// The issuer's HTTP API, blocking (each call waits for the answer). Thread-safe.
+#[derive(uniffi::Object)]
+pub struct IssuerHttp {
+    client: HttpClient,
+}
+
+#[uniffi::export]
+impl IssuerHttp {
+    /// A client of the server at `base_url` (e.g. `https://issuer.example`), with the
+    /// operator token for operator-only calls (registering a merchant) if given.
+    #[uniffi::constructor]
+    pub fn new(base_url: String, operator_token: Option<String>) -> Result<Arc<Self>> {
+        let mut client = HttpClient::new(&base_url)?;
+        if let Some(token) = operator_token {
+            client = client.with_operator_token(token);
+        }
+        Ok(Arc::new(IssuerHttp { client }))
+    }
+
+    /// `GET /v1/root-key`, as PEM. Fetching the root key is trust on first use: ship the
+    /// issuer's root key with the app and pin it instead where you can.
+    pub fn root_key_pem(&self) -> Result<String> {
+        let root = block_on(self.client.root_key())??;
+        Ok(root.key.public_key().to_pem()?)
+    }
+
+    /// `GET /v1/keys`: the signed key directory.
+    pub fn key_directory(&self) -> Result<Vec<u8>> {
+        encode(&block_on(self.client.key_directory())??)
+    }
+
+    /// `GET /v1/revocations[?since=V]`: the signed revocation list (a delta since
+    /// version `since`, or the full list).
+    pub fn revocations(&self, since: Option<u64>) -> Result<Vec<u8>> {
+        encode(&block_on(self.client.revocations(since))??)
+    }
+
+    /// `POST /v1/accounts` with a wallet's registration.
+    pub fn open_account(&self, registration: Vec<u8>) -> Result<Vec<u8>> {
+        let registration: DeviceRegistration = decode(&registration)?;
+        encode(&block_on(self.client.open_account(&registration))??)
+    }
+
+    /// `POST /v1/merchants` (operator token) with a merchant's registration; the answer
+    /// is the merchant certificate.
+    pub fn register_merchant(&self, registration: Vec<u8>) -> Result<Vec<u8>> {
+        let registration: MerchantRegistration = decode(&registration)?;
+        encode(&block_on(self.client.register_merchant(&registration))??)
+    }
+
+    /// `POST /v1/deposits`.
+    pub fn deposit(&self, request: Vec<u8>) -> Result<Vec<u8>> {
+        let request: DepositRequest = decode(&request)?;
+        encode(&block_on(self.client.deposit(&request))??)
+    }
+
+    /// `POST /v1/deposit-confirmations`.
+    pub fn confirm_deposit(&self, confirmation: Vec<u8>) -> Result<()> {
+        let confirmation: DepositConfirmation = decode(&confirmation)?;
+        Ok(block_on(self.client.confirm_deposit(&confirmation))??)
+    }
+
+    /// `POST /v2/balance-certificates`.
+    pub fn balance_certificate(&self, request: Vec<u8>) -> Result<Vec<u8>> {
+        let request: BalanceCertificateRequest = decode(&request)?;
+        encode(&block_on(
+            self.client.balance_certificate_answered(&request),
+        )??)
+    }
+
+    /// `POST /v1/sync`.
+    pub fn sync(&self, request: Vec<u8>) -> Result<Vec<u8>> {
+        let request: SyncRequest = decode(&request)?;
+        encode(&block_on(self.client.sync(&request))??)
+    }
+
+    /// `POST /v1/withdrawals/blind`.
+    pub fn withdraw_blind(&self, request: Vec<u8>) -> Result<Vec<u8>> {
+        let request: BlindWithdrawalRequest = decode(&request)?;
+        encode(&block_on(self.client.withdraw_blind(&request))??)
+    }
+
+    /// `POST /v1/redemptions` with a merchant's batch; the answer is the signed report.
+    pub fn redeem(&self, batch: Vec<u8>) -> Result<Vec<u8>> {
+        let batch: RedemptionBatch = decode(&batch)?;
+        encode(&block_on(self.client.redeem(&batch))??)
+    }
+
+    /// Settles `merchant`'s queue: refreshes its key directory and revocation list, then
+    /// uploads batch by batch and applies the issuer's answers.
+    pub fn settle(&self, merchant: Arc<Merchant>, now_unix_ms: u64) -> Result<SyncSummary> {
+        let summary = block_on(
+            merchant
+                .inner()
+                .sync(&self.client, at(now_unix_ms), &mut rng()),
+        )??;
+        Ok(summary.into())
+    }
+}
