@@ -12,7 +12,8 @@ use scrip_tokens::{
 };
 
 use crate::merchant::{block_on, Merchant, SyncSummary};
-use crate::{at, rng, Result};
+use crate::wallet::{statement_of, Statement};
+use crate::{at, rng, Result, ScripError};
 
 fn decode<T: Message>(bytes: &[u8]) -> Result<T> {
     Ok(codec::decode(bytes)?)
@@ -120,4 +121,108 @@ impl IssuerHttp {
         )??;
         Ok(summary.into())
     }
+
+    /// `POST /v1/withdrawals/identified`.
+    pub fn withdraw_identified(&self, request: Vec<u8>) -> Result<Vec<u8>> {
+        let request: scrip_tokens::IdentifiedWithdrawalRequest = decode(&request)?;
+        encode(&block_on(self.client.withdraw_identified(&request))??)
+    }
+
+    /// `POST /v1/refund-withdrawals`: fresh blind coins against a refund voucher.
+    pub fn withdraw_voucher(&self, request: Vec<u8>) -> Result<Vec<u8>> {
+        let request: scrip_tokens::VoucherWithdrawalRequest = decode(&request)?;
+        encode(&block_on(self.client.withdraw_voucher(&request))??)
+    }
+
+    /// `POST /v1/accounts/{id}/statement`.
+    pub fn statement(&self, request: Vec<u8>) -> Result<Vec<u8>> {
+        let request: scrip_tokens::StatementRequest = decode(&request)?;
+        encode(&block_on(self.client.statement(&request))??)
+    }
+
+    /// `POST /v1/devices`: a new device joins an account, with the approval of one
+    /// already on it; the answer is the new device's account certificate.
+    pub fn enroll_device(&self, registration: Vec<u8>, approval: Vec<u8>) -> Result<Vec<u8>> {
+        let enrollment = scrip_api::DeviceEnrollment {
+            registration: decode(&registration)?,
+            approval: decode(&approval)?,
+        };
+        encode(&block_on(self.client.enroll_device(&enrollment))??)
+    }
+
+    /// `POST /v1/refunds` with a merchant's refund request; the answer is the receipt
+    /// (check it with `Merchant.verify_refund_receipt`).
+    pub fn refund(&self, request: Vec<u8>) -> Result<Vec<u8>> {
+        let request: scrip_tokens::RefundRequest = decode(&request)?;
+        encode(&block_on(self.client.refund(&request))??)
+    }
+
+    /// `merchant`'s statement in its currency (entries after `after_seq`, at most
+    /// `limit`), checked against its key directory.
+    pub fn merchant_statement(
+        &self,
+        merchant: Arc<Merchant>,
+        after_seq: Option<u64>,
+        limit: u32,
+        now_unix_ms: u64,
+    ) -> Result<Statement> {
+        let currency = merchant.inner().terminal().config().max_unsettled.currency;
+        let payload = block_on(merchant.inner().statement(
+            &self.client,
+            currency,
+            after_seq,
+            limit,
+            at(now_unix_ms),
+            &mut rng(),
+        ))??;
+        statement_of(payload.currency, payload.balance, &payload.entries)
+    }
+
+    /// Pays `amount_minor` of `merchant`'s balance out to its bank under `payout_id` (a
+    /// fresh [`crate::new_id`], kept until a receipt comes: after an error, calling again
+    /// with the same id and amount pays once). The receipt is checked.
+    pub fn payout(
+        &self,
+        merchant: Arc<Merchant>,
+        payout_id: String,
+        amount_minor: u64,
+        now_unix_ms: u64,
+    ) -> Result<PayoutResult> {
+        let payout_id: scrip_tokens::PayoutId = payout_id.parse().map_err(|_| {
+            ScripError::bad_argument(format!("payout id {payout_id:?} is not a UUID"))
+        })?;
+        let currency = merchant.inner().terminal().config().max_unsettled.currency;
+        let amount = scrip_tokens::Amount::new(amount_minor, currency);
+        let receipt = block_on(merchant.inner().payout(
+            &self.client,
+            payout_id,
+            amount,
+            at(now_unix_ms),
+            &mut rng(),
+        ))??;
+        let (paid, detail) = match receipt.state {
+            scrip_tokens::PayoutState::Paid { reference, .. } => (true, reference),
+            scrip_tokens::PayoutState::Declined { reason, .. } => (false, reason),
+        };
+        Ok(PayoutResult {
+            payout_id: payout_id.to_string(),
+            amount_minor: receipt.amount.minor_units,
+            paid,
+            detail,
+        })
+    }
+}
+
+/// The issuer's checked receipt for a payout.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct PayoutResult {
+    /// The payout's id (UUID).
+    pub payout_id: String,
+    /// The amount, in minor units.
+    pub amount_minor: u64,
+    /// Paid by the bank (`detail`: its reference), or declined for good (`detail`: why;
+    /// the amount is back on the merchant's balance).
+    pub paid: bool,
+    /// The bank's reference, or the reason it declined.
+    pub detail: String,
 }

@@ -12,10 +12,12 @@ use scrip_tokens::{Amount, Currency, Timestamp};
 pub use error::{Result, ScripError};
 #[cfg(feature = "http")]
 pub use http::IssuerHttp;
-pub use merchant::{Acceptance, Merchant, MerchantSetup, SyncSummary};
+#[cfg(feature = "http")]
+pub use http::PayoutResult;
+pub use merchant::{Acceptance, Merchant, MerchantSetup, RefundRequest, RefundResult, SyncSummary};
 pub use wallet::{
-    Balance, HandIn, OfferSummary, PayMethod, PaymentResult, Wallet, WalletStore,
-    WithdrawalReceived,
+    Balance, HandIn, OfferSummary, PayMethod, PaymentResult, Statement, StatementLine, Wallet,
+    WalletStore, WithdrawalReceived,
 };
 
 uniffi::setup_scaffolding!("scrip");
@@ -66,6 +68,13 @@ pub fn new_storage_key() -> Vec<u8> {
     let mut key = vec![0u8; 32];
     rand::rng().fill_bytes(&mut key);
     key
+}
+
+/// A fresh random id (UUID v4), for a payout: choose it before the first attempt and keep
+/// it until a receipt comes.
+#[uniffi::export]
+pub fn new_id() -> String {
+    scrip_tokens::random_uuid(&mut rng()).to_string()
 }
 
 pub(crate) fn currency(code: &str) -> Result<Currency> {

@@ -248,3 +248,112 @@ impl Merchant {
         Ok(summary.into())
     }
 }
+
+/// A signed refund request and the id it pays under.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct RefundRequest {
+    /// The refund's id (UUID): keep it until a receipt came; a retry under the same id
+    /// pays once.
+    pub refund_id: String,
+    /// The request, for `POST /v1/refunds`.
+    pub request: Vec<u8>,
+}
+
+/// The issuer's receipt for a refund, checked.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct RefundResult {
+    /// The refund's id.
+    pub refund_id: String,
+    /// The account credited (UUID).
+    pub account_id: String,
+    /// This refund, in minor units.
+    pub amount_minor: u64,
+    /// Everything refunded of that payment so far, in minor units.
+    pub refunded_total_minor: u64,
+}
+
+fn parse_id<T: std::str::FromStr>(what: &str, text: &str) -> Result<T> {
+    text.parse()
+        .map_err(|_| ScripError::bad_argument(format!("{what} {text:?} is not a UUID")))
+}
+
+/// Refunds.
+#[uniffi::export]
+impl Merchant {
+    /// A refund of `amount_minor` of the payment by record that answered this terminal's
+    /// request `request_id`, to the account that paid. `refund_id`: `None` for a new
+    /// refund; the id of an earlier request to retry it (it pays once).
+    pub fn refund_request(
+        &self,
+        request_id: String,
+        amount_minor: u64,
+        refund_id: Option<String>,
+        now_unix_ms: u64,
+    ) -> Result<RefundRequest> {
+        let request_id = parse_id("request id", &request_id)?;
+        let terminal = self.inner.terminal();
+        let amount =
+            scrip_tokens::Amount::new(amount_minor, terminal.config().max_unsettled.currency);
+        let mut rng = rng();
+        let refund_id = match refund_id {
+            Some(id) => parse_id("refund id", &id)?,
+            None => scrip_tokens::RefundId::random(&mut rng),
+        };
+        let request = terminal.refund_request_again(
+            refund_id,
+            request_id,
+            amount,
+            at(now_unix_ms),
+            &mut rng,
+        )?;
+        Ok(RefundRequest {
+            refund_id: refund_id.to_string(),
+            request: encode(&request)?,
+        })
+    }
+
+    /// Checks the issuer's receipt for a refund request against the key directory held:
+    /// count the refund as paid only once this returns.
+    pub fn verify_refund_receipt(
+        &self,
+        request: Vec<u8>,
+        receipt: Vec<u8>,
+        now_unix_ms: u64,
+    ) -> Result<RefundResult> {
+        let request: scrip_tokens::RefundRequest = decode(&request)?;
+        let receipt: scrip_tokens::RefundReceipt = decode(&receipt)?;
+        let directory = self
+            .inner
+            .key_directory()
+            .ok_or(scrip_merchant::MerchantError::NoDirectory)?;
+        let payload = self.inner.terminal().verify_refund_receipt(
+            &request,
+            &receipt,
+            &directory,
+            at(now_unix_ms),
+        )?;
+        Ok(RefundResult {
+            refund_id: payload.refund_id.to_string(),
+            account_id: payload.account_id.to_string(),
+            amount_minor: payload.amount.minor_units,
+            refunded_total_minor: payload.refunded_total.minor_units,
+        })
+    }
+
+    /// A voucher refunding `amount_minor` of the coin payment that answered this
+    /// terminal's request `request_id`: give its bytes to the customer (whoever holds them
+    /// can withdraw fresh coins worth it, once).
+    pub fn refund_voucher(
+        &self,
+        request_id: String,
+        amount_minor: u64,
+        now_unix_ms: u64,
+    ) -> Result<Vec<u8>> {
+        let request_id = parse_id("request id", &request_id)?;
+        let terminal = self.inner.terminal();
+        let amount =
+            scrip_tokens::Amount::new(amount_minor, terminal.config().max_unsettled.currency);
+        let voucher = terminal.refund_voucher(request_id, amount, at(now_unix_ms), &mut rng())?;
+        Ok(voucher.to_bytes()?)
+    }
+}

@@ -435,3 +435,279 @@ impl Wallet {
             .map(|a| a.account_id.to_string())
     }
 }
+
+/// One line of a statement.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct StatementLine {
+    /// The entry's sequence number (ask for lines after it to page on).
+    pub seq: u64,
+    /// When it was booked (milliseconds since the Unix epoch).
+    pub at_unix_ms: u64,
+    /// The change, in minor units.
+    pub delta_minor: i64,
+    /// The balance after it, in minor units.
+    pub balance_after_minor: i64,
+    /// What it was.
+    pub memo: String,
+}
+
+/// A statement, checked: signed by the issuer's answer key, for this very request.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct Statement {
+    /// Its currency.
+    pub currency: String,
+    /// The balance now, in minor units.
+    pub balance_minor: i64,
+    /// The entries asked for, oldest first.
+    pub lines: Vec<StatementLine>,
+}
+
+/// A balance in minor units as the foreign languages' 64-bit integer. The ledger keeps
+/// 128 bits; a balance beyond 2^63 minor units is refused rather than wrapped.
+fn minor_i64(value: i128) -> Result<i64> {
+    i64::try_from(value).map_err(|_| ScripError::Invalid {
+        code: scrip_tokens::ReasonCode::AmountOverflow.as_str().to_owned(),
+        message: format!("{value} minor units do not fit 64 bits"),
+    })
+}
+
+pub(crate) fn statement_of(
+    currency: scrip_tokens::Currency,
+    balance: i128,
+    entries: &[scrip_tokens::StatementEntry],
+) -> Result<Statement> {
+    Ok(Statement {
+        currency: currency.to_string(),
+        balance_minor: minor_i64(balance)?,
+        lines: entries
+            .iter()
+            .map(|e| {
+                Ok(StatementLine {
+                    seq: e.seq,
+                    at_unix_ms: e.at.as_unix_millis(),
+                    delta_minor: minor_i64(e.delta)?,
+                    balance_after_minor: minor_i64(e.balance_after)?,
+                    memo: e.memo.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?,
+    })
+}
+
+fn parse_id<T: std::str::FromStr>(what: &str, text: &str) -> Result<T> {
+    text.parse()
+        .map_err(|_| ScripError::bad_argument(format!("{what} {text:?} is not a UUID")))
+}
+
+/// The other steps: revocations, identified coins, coins back from an unanswered payment,
+/// refund vouchers, statements, more devices, coin backups.
+#[uniffi::export]
+impl Wallet {
+    /// Takes the issuer's signed revocation list (`GET /v1/revocations`, the delta since
+    /// [`Wallet::revocation_version`] or the full list): `check_offer` then refuses a
+    /// revoked merchant. The list is not part of the sealed state: keep
+    /// [`Wallet::revocation_state`]'s bytes beside it and give them back with
+    /// [`Wallet::set_revocation_state`] after a restore.
+    pub fn update_revocations(&self, list: Vec<u8>, now_unix_ms: u64) -> Result<()> {
+        let list: scrip_tokens::RevocationList = decode(&list)?;
+        Ok(self
+            .lock()
+            .wallet_mut()
+            .update_revocations(&list, at(now_unix_ms))?)
+    }
+
+    /// The version of the revocation list held (0: none yet).
+    pub fn revocation_version(&self) -> u64 {
+        self.lock().wallet().revocations().version()
+    }
+
+    /// The revocation list held, encoded, to store beside the sealed state.
+    pub fn revocation_state(&self) -> Result<Vec<u8>> {
+        encode(self.lock().wallet().revocations())
+    }
+
+    /// Restores a revocation list from [`Wallet::revocation_state`]'s bytes.
+    pub fn set_revocation_state(&self, state: Vec<u8>) -> Result<()> {
+        let cache: scrip_tokens::RevocationCache = decode(&state)?;
+        self.lock().wallet_mut().set_revocations(cache);
+        Ok(())
+    }
+
+    /// An identified withdrawal (coins carrying the account's virtual id: the issuer can
+    /// revoke and reissue them if the phone is lost), for `POST /v1/withdrawals/identified`.
+    pub fn identified_withdrawal_request(
+        &self,
+        values_minor: Vec<u64>,
+        currency: String,
+        now_unix_ms: u64,
+    ) -> Result<Vec<u8>> {
+        let values = values_minor
+            .into_iter()
+            .map(|v| amount(v, &currency))
+            .collect::<Result<Vec<_>>>()?;
+        let mut rng = rng();
+        let mut wallet = self.lock();
+        let request = wallet.wallet_mut().identified_withdrawal_request(
+            &values,
+            at(now_unix_ms),
+            &mut rng,
+        )?;
+        encode(&wallet.send(request, &mut rng)?)
+    }
+
+    /// Verifies and keeps the coins of the issuer's answer to an identified withdrawal.
+    pub fn on_identified_withdrawal(
+        &self,
+        request: Vec<u8>,
+        response: Vec<u8>,
+        now_unix_ms: u64,
+    ) -> Result<WithdrawalReceived> {
+        let request: scrip_tokens::IdentifiedWithdrawalRequest = decode(&request)?;
+        let response: scrip_tokens::IdentifiedWithdrawalResponse = decode(&response)?;
+        let mut wallet = self.lock();
+        let ids = wallet.apply(&mut rng(), |w, _| {
+            w.on_identified_withdrawal(&request, &response, at(now_unix_ms))
+        })?;
+        Ok(WithdrawalReceived {
+            coin_ids: ids.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    /// Takes back the coins of a payment (`request_id`, from [`Wallet::check_offer`]) that
+    /// the merchant never answered. Only if the answer surely never reached the merchant:
+    /// coins it did receive and redeems are spent, and paying with them again is a double
+    /// spend. Returns how many came back.
+    pub fn take_back_unanswered_coins(&self, request_id: String) -> Result<u32> {
+        let request_id = parse_id("request id", &request_id)?;
+        let mut wallet = self.lock();
+        let n = wallet.apply(&mut rng(), |w, _| w.take_back_unanswered_coins(request_id))?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+
+    /// A withdrawal of fresh blind coins against a merchant's refund voucher (its bytes),
+    /// for `POST /v1/refund-withdrawals` (no account needed).
+    pub fn voucher_withdrawal_request(
+        &self,
+        voucher: Vec<u8>,
+        now_unix_ms: u64,
+    ) -> Result<Vec<u8>> {
+        let mut rng = rng();
+        let mut wallet = self.lock();
+        let request =
+            wallet
+                .wallet_mut()
+                .voucher_withdrawal_request(&voucher, at(now_unix_ms), &mut rng)?;
+        encode(&wallet.send(request, &mut rng)?)
+    }
+
+    /// Unblinds, verifies and keeps the coins of the answer to a voucher withdrawal.
+    pub fn on_voucher_withdrawal(
+        &self,
+        request: Vec<u8>,
+        response: Vec<u8>,
+        now_unix_ms: u64,
+    ) -> Result<WithdrawalReceived> {
+        let request: scrip_tokens::VoucherWithdrawalRequest = decode(&request)?;
+        let response: BlindWithdrawalResponse = decode(&response)?;
+        let mut wallet = self.lock();
+        let ids = wallet.apply(&mut rng(), |w, _| {
+            w.on_voucher_withdrawal(&request, &response, at(now_unix_ms))
+        })?;
+        Ok(WithdrawalReceived {
+            coin_ids: ids.iter().map(ToString::to_string).collect(),
+        })
+    }
+
+    /// A signed request for the account's statement in `currency` (entries after
+    /// `after_seq`, at most `limit`), for `POST /v1/accounts/{id}/statement`.
+    pub fn statement_request(
+        &self,
+        currency: String,
+        after_seq: Option<u64>,
+        limit: u32,
+        now_unix_ms: u64,
+    ) -> Result<Vec<u8>> {
+        let currency = crate::currency(&currency)?;
+        let request = self.lock().wallet().statement_request(
+            currency,
+            after_seq,
+            limit,
+            at(now_unix_ms),
+            &mut rng(),
+        )?;
+        encode(&request)
+    }
+
+    /// Checks the issuer's answer to a statement request and returns its lines.
+    pub fn verify_statement(
+        &self,
+        request: Vec<u8>,
+        statement: Vec<u8>,
+        now_unix_ms: u64,
+    ) -> Result<Statement> {
+        let request: scrip_tokens::StatementRequest = decode(&request)?;
+        let answer: scrip_tokens::Statement = decode(&statement)?;
+        let wallet = self.lock();
+        let payload = wallet
+            .wallet()
+            .verify_statement(&request, &answer, at(now_unix_ms))?;
+        statement_of(payload.currency, payload.balance, &payload.entries)
+    }
+
+    /// A new device's registration to join the account `account_id` (this wallet is the
+    /// new device): an existing device approves it ([`Wallet::approve_device`]), then
+    /// `POST /v1/devices` with both; [`Wallet::on_device_enrolled`] takes the answer.
+    pub fn join_request(&self, account_id: String, now_unix_ms: u64) -> Result<Vec<u8>> {
+        let account = parse_id("account id", &account_id)?;
+        let mut rng = rng();
+        let mut wallet = self.lock();
+        let request =
+            wallet
+                .wallet_mut()
+                .registration_request(Some(account), at(now_unix_ms), &mut rng)?;
+        encode(&wallet.send(request, &mut rng)?)
+    }
+
+    /// This (registered) device approves the new device whose registration these are.
+    pub fn approve_device(&self, registration: Vec<u8>, now_unix_ms: u64) -> Result<Vec<u8>> {
+        let registration: scrip_tokens::DeviceRegistration = decode(&registration)?;
+        let new_key = registration.payload.device_key.key_id();
+        let approval = self
+            .lock()
+            .wallet()
+            .approve_device(new_key, at(now_unix_ms), &mut rng())?;
+        encode(&approval)
+    }
+
+    /// Takes the account certificate `POST /v1/devices` answered for this new device.
+    pub fn on_device_enrolled(&self, certificate: Vec<u8>, now_unix_ms: u64) -> Result<()> {
+        let certificate: scrip_tokens::AccountCertificate = decode(&certificate)?;
+        let mut wallet = self.lock();
+        Ok(wallet.apply(&mut rng(), |w, _| {
+            w.on_account_certificate(certificate, at(now_unix_ms))
+        })?)
+    }
+
+    /// The blind coins held, sealed with `backup_key` (32 bytes; not the storage key):
+    /// blind coins cannot be reissued by the issuer, so a copy elsewhere is their only
+    /// backup. Restoring a backup after spending from it is a double spend.
+    pub fn backup_blind_coins(&self, backup_key: Vec<u8>) -> Result<Vec<u8>> {
+        let key = sealing_key(&backup_key)?;
+        Ok(self.lock().wallet().backup_blind_coins(&key, &mut rng())?)
+    }
+
+    /// Adds the valid coins of a backup that the wallet does not hold; returns how many.
+    pub fn restore_blind_coins(
+        &self,
+        backup: Vec<u8>,
+        backup_key: Vec<u8>,
+        now_unix_ms: u64,
+    ) -> Result<u32> {
+        let key = sealing_key(&backup_key)?;
+        let mut wallet = self.lock();
+        let n = wallet.apply(&mut rng(), |w, _| {
+            w.restore_blind_coins(&backup, &key, at(now_unix_ms))
+        })?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    }
+}

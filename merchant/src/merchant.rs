@@ -171,6 +171,13 @@ impl<S: RecordStore> Merchant<S> {
         }
     }
 
+    /// The key directory held (verified against the root when it was taken), if any:
+    /// what answers from the issuer are checked against, for instance a refund receipt
+    /// ([`Terminal::verify_refund_receipt`]).
+    pub fn key_directory(&self) -> Option<KeyDirectory> {
+        self.cached_directory().map(|(directory, _)| directory)
+    }
+
     /// The merchant's certificate.
     pub fn certificate(&self) -> &MerchantCertificate {
         self.terminal.certificate()

@@ -1,0 +1,136 @@
+"""The other steps through the SDK against the real server: identified coins, the
+revocation list on both sides, coins back from an unanswered payment, refunds by record
+and by voucher, statements, a payout, a second device, a blind-coin backup."""
+
+import time
+
+import pytest
+
+import scrip_sdk as scrip
+from test_story import MemoryStore, fund, new_wallet, open_shop, pay, withdraw
+
+
+def now():
+    return int(time.time() * 1000)
+
+
+@pytest.fixture
+def client(server):
+    return scrip.IssuerHttp(server.url, server.operator_token)
+
+
+def test_identified_coins_revocations_and_coins_taken_back(client, server):
+    wallet, store, key = new_wallet(client, server)
+    fund(client, wallet, 500)
+    request = wallet.identified_withdrawal_request([5, 2], "EUR", now())
+    received = wallet.on_identified_withdrawal(request, client.withdraw_identified(request), now())
+    assert len(received.coin_ids) == 2
+    assert wallet.balance("EUR", now()).coins_minor == 7
+
+    # The revocation list: applied, kept beside the sealed state, restored with it.
+    assert wallet.revocation_version() == 0
+    wallet.update_revocations(client.revocations(None), now())
+    state = wallet.revocation_state()
+    restored = scrip.Wallet.restore(store.sealed, key, MemoryStore())
+    restored.set_revocation_state(state)
+    assert restored.revocation_version() == wallet.revocation_version()
+
+    shop, _, _ = open_shop(client, server)
+    shop.refresh_revocations(client.revocations(None), now())
+    # A payment whose answer never reached the merchant: the coins come back.
+    offer = shop.offer(7, now())
+    request_id = wallet.check_offer(offer, now()).request_id
+    wallet.pay(offer, scrip.PayMethod.COINS, now())
+    assert wallet.balance("EUR", now()).coins_minor == 0
+    assert wallet.take_back_unanswered_coins(request_id) == 2
+    assert wallet.balance("EUR", now()).coins_minor == 7
+    with pytest.raises(scrip.ScripError.Wallet) as e:
+        wallet.take_back_unanswered_coins(request_id)
+    assert e.value.code == "no_coins_in_flight"
+    with pytest.raises(scrip.ScripError.BadArgument):
+        wallet.take_back_unanswered_coins("not-a-uuid")
+
+
+def test_refunds_statements_and_a_payout(client, server):
+    wallet, _, _ = new_wallet(client, server)
+    fund(client, wallet, 5_000)
+    withdraw(client, wallet, [20, 10])
+    request = wallet.certificate_request("EUR", 2_000, now())
+    wallet.on_certificate_answer(client.balance_certificate(request), now())
+    shop, _, _ = open_shop(client, server)
+
+    record_offer = shop.offer(1_000, now())
+    record_request = wallet.check_offer(record_offer, now()).request_id
+    answer = wallet.pay(record_offer, scrip.PayMethod.RECORD, now())
+    assert wallet.on_merchant_reply(shop.accept(answer, now()).reply, now()).completed
+    _, acceptance = pay(wallet, shop, 20, scrip.PayMethod.COINS)
+    assert wallet.on_merchant_reply(acceptance.reply, now()).completed
+    assert client.settle(shop, now()).accepted == 2
+
+    # A refund by record goes to the account; the retry under the same id pays once.
+    refund = shop.refund_request(record_request, 300, None, now())
+    first = shop.verify_refund_receipt(refund.request, client.refund(refund.request), now())
+    again = shop.refund_request(record_request, 300, refund.refund_id, now())
+    second = shop.verify_refund_receipt(again.request, client.refund(again.request), now())
+    assert first == second
+    assert (first.amount_minor, first.refunded_total_minor) == (300, 300)
+    assert first.account_id == wallet.account_id()
+
+    # The customer's statement shows deposit, payment and refund.
+    statement_request = wallet.statement_request("EUR", None, 100, now())
+    statement = wallet.verify_statement(statement_request, client.statement(statement_request), now())
+    assert statement.currency == "EUR"
+    assert [line.delta_minor for line in statement.lines][:1] == [5_000]
+    assert 300 in [line.delta_minor for line in statement.lines]
+    assert statement.balance_minor == statement.lines[-1].balance_after_minor
+
+    # The merchant's statement, then it is paid out what it is owed.
+    merchant_statement = client.merchant_statement(shop, None, 100, now())
+    owed = merchant_statement.balance_minor
+    assert owed == 1_000 + 20 - 300
+    payout_id = scrip.new_id()
+    receipt = client.payout(shop, payout_id, owed, now())
+    assert receipt.paid and receipt.payout_id == payout_id and receipt.amount_minor == owed
+    assert client.payout(shop, payout_id, owed, now()) == receipt  # a retry pays once
+
+
+def test_a_voucher_refund_of_a_coin_payment(client, server):
+    wallet, _, _ = new_wallet(client, server)
+    fund(client, wallet, 100)
+    withdraw(client, wallet, [10])
+    shop, _, _ = open_shop(client, server)
+    offer = shop.offer(10, now())
+    request_id = wallet.check_offer(offer, now()).request_id
+    answer = wallet.pay(offer, scrip.PayMethod.COINS, now())
+    assert wallet.on_merchant_reply(shop.accept(answer, now()).reply, now()).completed
+    assert client.settle(shop, now()).accepted == 1
+    voucher = shop.refund_voucher(request_id, 10, now())
+    # Anyone holding the voucher bytes withdraws fresh blind coins against it, once.
+    other, _, _ = new_wallet(client, server)
+    request = other.voucher_withdrawal_request(voucher, now())
+    received = other.on_voucher_withdrawal(request, client.withdraw_voucher(request), now())
+    assert received.coin_ids
+    assert other.balance("EUR", now()).coins_minor == 10
+    with pytest.raises(scrip.ScripError.Refused):
+        client.withdraw_voucher(wallet.voucher_withdrawal_request(voucher, now()))
+
+
+def test_a_second_device_and_a_blind_coin_backup(client, server):
+    wallet, _, _ = new_wallet(client, server)
+    fund(client, wallet, 100)
+    withdraw(client, wallet, [5, 2])
+
+    tablet = scrip.Wallet.create(server.root_key_pem, scrip.new_storage_key(), MemoryStore())
+    tablet.update_directory(client.key_directory(), now())
+    registration = tablet.join_request(wallet.account_id(), now())
+    approval = wallet.approve_device(registration, now())
+    tablet.on_device_enrolled(client.enroll_device(registration, approval), now())
+    assert tablet.account_id() == wallet.account_id()
+
+    backup_key = scrip.new_storage_key()
+    backup = wallet.backup_blind_coins(backup_key)
+    assert tablet.restore_blind_coins(backup, backup_key, now()) == 2
+    assert tablet.balance("EUR", now()).coins_minor == 7
+    assert tablet.restore_blind_coins(backup, backup_key, now()) == 0  # held already
+    with pytest.raises(scrip.ScripError.WrongKeyOrCorrupted):
+        tablet.restore_blind_coins(backup, scrip.new_storage_key(), now())
