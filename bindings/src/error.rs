@@ -12,8 +12,8 @@ use scrip_wallet::{SaveError, WalletError};
 /// becomes one of these.
 #[derive(Debug, thiserror::Error, uniffi::Error)]
 pub enum ScripError {
-    /// Bytes that do not decode as the message the call expects, or a message that fails
-    /// a check (signature, expiry, key, amount). `code` says which.
+    /// Bytes passed to the call that do not decode as the message it expects, or that
+    /// fail a check (signature, expiry, key, amount). `code` says which.
     #[error("{code}: {message}")]
     Invalid {
         /// The stable reason code.
@@ -41,8 +41,9 @@ pub enum ScripError {
         supported: u32,
     },
     /// The wallet cannot do this now (not registered yet, no key directory, no usable
-    /// certificate, an answer to nothing it asked, a merchant that was revoked, ...).
-    /// `code` is the stable reason.
+    /// certificate, an answer to nothing it asked, a merchant that was revoked, ...), or
+    /// an issuer's answer does not verify (`code`: the failed check, e.g.
+    /// `bad_signature`; nothing changed). `code` is the stable reason.
     #[error("{code}: {message}")]
     Wallet {
         /// The stable reason code.
@@ -64,7 +65,8 @@ pub enum ScripError {
         closest_above_minor: Option<u64>,
     },
     /// The point of sale cannot do this (no key directory yet, another currency, its
-    /// store failed). `code` is the stable reason.
+    /// store failed), or an issuer's answer does not verify (`code`: the failed check;
+    /// nothing changed). `code` is the stable reason.
     #[error("{code}: {message}")]
     Merchant {
         /// The stable reason code.
@@ -86,7 +88,8 @@ pub enum ScripError {
         /// Detail for people.
         message: String,
     },
-    /// The app's storage callback failed: nothing was released, nothing is lost; retry.
+    /// The app's storage callback failed: nothing was released and the wallet went back
+    /// to the state last stored; the same call can be retried.
     #[error("the app's storage failed: {message}")]
     Storage {
         /// What the app reported.
@@ -191,13 +194,12 @@ impl From<WalletError> for ScripError {
     }
 }
 
-impl<E: std::fmt::Display> From<SaveError<E>> for ScripError {
-    fn from(e: SaveError<E>) -> Self {
+/// The app's storage failing is already a [`ScripError::Storage`] (from its callback).
+impl From<SaveError<ScripError>> for ScripError {
+    fn from(e: SaveError<ScripError>) -> Self {
         match e {
             SaveError::Wallet(inner) => inner.into(),
-            SaveError::Storage(inner) => ScripError::Storage {
-                message: inner.to_string(),
-            },
+            SaveError::Storage(inner) => inner,
         }
     }
 }
@@ -251,8 +253,7 @@ impl From<scrip_api::ClientError> for ScripError {
                 message,
             },
             C::Token(inner) => invalid(&inner),
-            C::BadUrl(message) => ScripError::BadArgument { message },
-            C::NoOperatorToken | C::BadOperatorToken => ScripError::BadArgument {
+            C::BadUrl(_) | C::NoOperatorToken | C::BadOperatorToken => ScripError::BadArgument {
                 message: e.to_string(),
             },
             other => ScripError::Transport {

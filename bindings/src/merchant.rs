@@ -44,40 +44,53 @@ fn encode<T: Message>(value: &T) -> Result<Vec<u8>> {
     Ok(codec::encode(value)?)
 }
 
-/// A new merchant key and its self-signed registration.
-#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+/// A new merchant key and its self-signed registration. An object, not a record, so
+/// that printing or logging it never shows the private key.
+#[derive(uniffi::Object)]
 pub struct MerchantSetup {
-    /// The merchant's private key (PKCS#8 DER): keep it in the terminal's secure storage;
-    /// [`Merchant::open`] takes it.
-    pub private_key: Vec<u8>,
-    /// The registration, for the issuer's operator (`POST /v1/merchants`), whose answer is
-    /// the merchant certificate.
-    pub registration: Vec<u8>,
+    private_key: zeroize::Zeroizing<Vec<u8>>,
+    registration: Vec<u8>,
 }
 
-/// A fresh merchant key (RSA-2048) and its registration for merchant category `category`
-/// (ISO 18245 MCC, e.g. 5411) in `region` (e.g. `DE-BY`).
 #[uniffi::export]
-pub fn merchant_setup(category: u16, region: String, now_unix_ms: u64) -> Result<MerchantSetup> {
-    let mut rng = rng();
-    let key = SigningKey::<MerchantRole>::generate(&mut rng, scrip_tokens::keys::DEFAULT_RSA_BITS)?;
-    let mut nonce = [0u8; 16];
-    rand::Rng::fill_bytes(&mut rng, &mut nonce);
-    let registration = MerchantRegistration::sign(
-        MerchantRegistrationPayload {
-            merchant_key: key.verifying_key().clone(),
-            category: MerchantCategory::new(category)?,
-            region: Region::new(&region)?,
-            created_at: at(now_unix_ms),
-            nonce,
-        },
-        &key,
-        &mut rng,
-    )?;
-    Ok(MerchantSetup {
-        private_key: key.to_der()?.to_vec(),
-        registration: encode(&registration)?,
-    })
+impl MerchantSetup {
+    /// A fresh merchant key (RSA-2048) and its registration for merchant category
+    /// `category` (ISO 18245 MCC, e.g. 5411) in `region` (e.g. `DE-BY`).
+    #[uniffi::constructor]
+    pub fn generate(category: u16, region: String, now_unix_ms: u64) -> Result<Arc<Self>> {
+        let mut rng = rng();
+        let key =
+            SigningKey::<MerchantRole>::generate(&mut rng, scrip_tokens::keys::DEFAULT_RSA_BITS)?;
+        let mut nonce = [0u8; 16];
+        rand::Rng::fill_bytes(&mut rng, &mut nonce);
+        let registration = MerchantRegistration::sign(
+            MerchantRegistrationPayload {
+                merchant_key: key.verifying_key().clone(),
+                category: MerchantCategory::new(category)?,
+                region: Region::new(&region)?,
+                created_at: at(now_unix_ms),
+                nonce,
+            },
+            &key,
+            &mut rng,
+        )?;
+        Ok(Arc::new(MerchantSetup {
+            private_key: key.to_der()?,
+            registration: encode(&registration)?,
+        }))
+    }
+
+    /// The merchant's private key (PKCS#8 DER): keep it in the terminal's secure storage;
+    /// [`Merchant::open`] takes it.
+    pub fn private_key(&self) -> Vec<u8> {
+        self.private_key.to_vec()
+    }
+
+    /// The registration, for the issuer's operator (`POST /v1/merchants`), whose answer is
+    /// the merchant certificate.
+    pub fn registration(&self) -> Vec<u8> {
+        self.registration.clone()
+    }
 }
 
 /// What the terminal decided on a wallet's answer.
@@ -342,7 +355,10 @@ impl Merchant {
 
     /// A voucher refunding `amount_minor` of the coin payment that answered this
     /// terminal's request `request_id`: give its bytes to the customer (whoever holds them
-    /// can withdraw fresh coins worth it, once).
+    /// can withdraw fresh coins worth it, once). Every call makes a new voucher under a new
+    /// refund id, each withdrawable up to what is left of the payment: to show the same
+    /// voucher again (a QR code shown twice), keep its bytes and show them, do not call
+    /// this again.
     pub fn refund_voucher(
         &self,
         request_id: String,

@@ -4,6 +4,7 @@
 //! sealed state it depends on. Every message in and out is bytes in scrip's wire format:
 //! the app carries them over HTTP, NFC, BLE or QR codes.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use scrip_api::{AccountOpenedBody, BalanceCertificateAnswer};
@@ -13,28 +14,113 @@ use scrip_tokens::{
     MerchantReply, Message, RedemptionOutcome, SignedKeyDirectory, SyncReport, SyncRequest,
     VerifyingKey,
 };
-use scrip_wallet::{CertificateOptions, PayWith, PaymentStatus, SavingWallet, StorageKey};
+use scrip_wallet::{
+    CertificateOptions, PayWith, PaymentStatus, SaveError, SavingWallet, StorageKey, Unreleased,
+};
 
 use crate::{amount, at, rng, Result, ScripError};
 
 /// Where the app keeps the sealed wallet state (a file, the keystore, a database row).
 /// `save` must make the bytes durable before it returns: the SDK releases a payment or a
-/// withdrawal request only after it returned.
+/// withdrawal request only after it returned. `save` must not call back into the same
+/// wallet (that call fails with code `reentrant_call`): it runs while the wallet is busy.
 #[uniffi::export(with_foreign)]
 pub trait WalletStore: Send + Sync {
     /// Replaces the stored state with `sealed`. Throw (`ScripError.Storage`) if it could
-    /// not be stored: the SDK then releases nothing.
+    /// not be stored: the SDK then releases nothing and the wallet goes back to the state
+    /// last stored, so the same call can be retried.
     fn save(&self, sealed: Vec<u8>) -> Result<()>;
 }
 
-/// Adapts the app's store to the wallet crate's storage trait.
-struct AppStorage(Arc<dyn WalletStore>);
+/// Adapts the app's store to the wallet crate's storage trait, remembering the bytes the
+/// app last stored: the state a failed save (or a panic) rolls the wallet back to.
+struct AppStorage {
+    app: Arc<dyn WalletStore>,
+    last_stored: Vec<u8>,
+}
 
 impl scrip_wallet::WalletStorage for AppStorage {
     type Error = ScripError;
 
     fn store(&mut self, sealed: &[u8]) -> Result<()> {
-        self.0.save(sealed.to_vec())
+        self.app.save(sealed.to_vec())?;
+        self.last_stored = sealed.to_vec();
+        Ok(())
+    }
+}
+
+/// Puts the wallet back to the state the app last stored, keeping the revocation list
+/// (which is not part of the sealed state). After a failed save the in-memory wallet is
+/// ahead of storage (a sequence number used, coins handed over, an answer taken); going
+/// back makes memory and storage agree again, and the failed call can be repeated.
+fn roll_back(saving: &mut SavingWallet<AppStorage>) -> Result<()> {
+    let revocations = saving.wallet().revocations().clone();
+    let mut wallet =
+        scrip_wallet::Wallet::load(&saving.storage().last_stored, saving.storage_key())?;
+    wallet.set_revocations(revocations);
+    *saving.wallet_mut() = wallet;
+    Ok(())
+}
+
+/// A small per-thread number, to tell the thread that holds a wallet's lock.
+fn thread_tag() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    thread_local!(static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed));
+    TAG.with(|tag| *tag)
+}
+
+/// One call's exclusive use of a wallet. Its `send` and `apply` roll the wallet back when
+/// the app's store fails.
+struct Session<'a> {
+    guard: MutexGuard<'a, SavingWallet<AppStorage>>,
+    owner: &'a AtomicU64,
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        // Runs before the guard (a field) is dropped: still under the lock.
+        self.owner.store(0, Ordering::SeqCst);
+    }
+}
+
+impl std::ops::Deref for Session<'_> {
+    type Target = SavingWallet<AppStorage>;
+    fn deref(&self) -> &Self::Target {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for Session<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.guard
+    }
+}
+
+impl Session<'_> {
+    fn failed<T>(&mut self, e: SaveError<ScripError>) -> Result<T> {
+        if matches!(e, SaveError::Storage(_)) {
+            roll_back(&mut self.guard)?;
+        }
+        Err(e.into())
+    }
+
+    /// Stores the state `message` depends on, then releases it.
+    fn send<T>(&mut self, message: Unreleased<T>) -> Result<T> {
+        match self.guard.send(message, &mut rng()) {
+            Ok(message) => Ok(message),
+            Err(e) => self.failed(e),
+        }
+    }
+
+    /// Applies an answer, then stores the result.
+    fn apply<R>(
+        &mut self,
+        f: impl FnOnce(&mut scrip_wallet::Wallet, &mut rand::rngs::ThreadRng) -> scrip_wallet::Result<R>,
+    ) -> Result<R> {
+        match self.guard.apply(&mut rng(), f) {
+            Ok(result) => Ok(result),
+            Err(e) => self.failed(e),
+        }
     }
 }
 
@@ -156,16 +242,43 @@ fn hand_ins(outcomes: Vec<scrip_wallet::HandInOutcome>) -> Vec<HandIn> {
 #[derive(uniffi::Object)]
 pub struct Wallet {
     inner: Mutex<SavingWallet<AppStorage>>,
+    /// The thread inside a call (0: none): a call from the app's `save` callback into the
+    /// same wallet is refused instead of deadlocking.
+    owner: AtomicU64,
 }
 
 impl Wallet {
-    fn lock(&self) -> MutexGuard<'_, SavingWallet<AppStorage>> {
-        // A panic while holding the lock cannot leave a half-made change in storage: the
-        // state is only stored whole. Keep serving.
-        match self.inner.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
+    fn new(saving: SavingWallet<AppStorage>) -> Arc<Self> {
+        Arc::new(Wallet {
+            inner: Mutex::new(saving),
+            owner: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> Result<Session<'_>> {
+        let tag = thread_tag();
+        if self.owner.load(Ordering::SeqCst) == tag {
+            return Err(ScripError::Wallet {
+                code: "reentrant_call".into(),
+                message: "a call into the wallet from inside its own WalletStore.save".into(),
+            });
         }
+        let guard = match self.inner.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => {
+                // A panic inside a call may have left the in-memory state half-changed:
+                // start again from what the app last stored.
+                let mut guard = poisoned.into_inner();
+                roll_back(&mut guard)?;
+                self.inner.clear_poison();
+                guard
+            }
+        };
+        self.owner.store(tag, Ordering::SeqCst);
+        Ok(Session {
+            guard,
+            owner: &self.owner,
+        })
     }
 }
 
@@ -182,15 +295,12 @@ impl Wallet {
     ) -> Result<Arc<Self>> {
         let mut rng = rng();
         let wallet = scrip_wallet::Wallet::generate(root_key(&root_key_pem)?, &mut rng)?;
-        let saving = SavingWallet::new(
-            wallet,
-            sealing_key(&storage_key)?,
-            AppStorage(store),
-            &mut rng,
-        )?;
-        Ok(Arc::new(Wallet {
-            inner: Mutex::new(saving),
-        }))
+        let storage = AppStorage {
+            app: store,
+            last_stored: Vec::new(),
+        };
+        let saving = SavingWallet::new(wallet, sealing_key(&storage_key)?, storage, &mut rng)?;
+        Ok(Wallet::new(saving))
     }
 
     /// Opens a wallet from the sealed bytes `store` holds (as `save` last received them).
@@ -204,40 +314,45 @@ impl Wallet {
     ) -> Result<Arc<Self>> {
         let key = sealing_key(&storage_key)?;
         let wallet = scrip_wallet::Wallet::load(&sealed, &key)?;
-        Ok(Arc::new(Wallet {
-            inner: Mutex::new(SavingWallet::loaded(wallet, key, AppStorage(store))),
-        }))
+        let storage = AppStorage {
+            app: store,
+            last_stored: sealed,
+        };
+        Ok(Wallet::new(SavingWallet::loaded(wallet, key, storage)))
     }
 
     /// Takes the issuer's signed key directory (`GET /v1/keys`), verified against the
     /// root key.
     pub fn update_directory(&self, directory: Vec<u8>, now_unix_ms: u64) -> Result<()> {
         let directory: SignedKeyDirectory = decode(&directory)?;
-        let mut wallet = self.lock();
-        Ok(wallet.apply(&mut rng(), |w, _| {
-            w.update_directory(directory, at(now_unix_ms))
-        })?)
+        let mut wallet = self.lock()?;
+        wallet.apply(|w, _| w.update_directory(directory, at(now_unix_ms)))
     }
 
     /// The device's self-signed registration, for `POST /v1/accounts`.
     pub fn registration_request(&self, now_unix_ms: u64) -> Result<Vec<u8>> {
         let mut rng = rng();
-        let mut wallet = self.lock();
+        let mut wallet = self.lock()?;
         let request = wallet
             .wallet_mut()
             .registration_request(None, at(now_unix_ms), &mut rng)?;
-        encode(&wallet.send(request, &mut rng)?)
+        encode(&wallet.send(request)?)
     }
 
-    /// Takes the answer of `POST /v1/accounts`; returns the account id.
+    /// Takes the answer of `POST /v1/accounts`; returns the account id (from the
+    /// verified certificate).
     pub fn on_account_opened(&self, answer: Vec<u8>, now_unix_ms: u64) -> Result<String> {
         let opened: AccountOpenedBody = decode(&answer)?;
-        let account = opened.account_id.to_string();
-        let mut wallet = self.lock();
-        wallet.apply(&mut rng(), |w, _| {
-            w.on_account_certificate(opened.certificate, at(now_unix_ms))
-        })?;
-        Ok(account)
+        let mut wallet = self.lock()?;
+        wallet.apply(|w, _| w.on_account_certificate(opened.certificate, at(now_unix_ms)))?;
+        wallet
+            .wallet()
+            .account()
+            .map(|a| a.account_id.to_string())
+            .ok_or_else(|| ScripError::Wallet {
+                code: "not_registered".into(),
+                message: "the account certificate was not kept".into(),
+            })
     }
 
     /// A signed deposit request, for `POST /v1/deposits`.
@@ -249,21 +364,20 @@ impl Wallet {
     ) -> Result<Vec<u8>> {
         let amount = amount(amount_minor, &currency)?;
         let mut rng = rng();
-        let mut wallet = self.lock();
+        let mut wallet = self.lock()?;
         let request = wallet
             .wallet_mut()
             .deposit_request(amount, at(now_unix_ms), &mut rng)?;
-        encode(&wallet.send(request, &mut rng)?)
+        encode(&wallet.send(request)?)
     }
 
     /// Takes the issuer's deposit record; returns the signed confirmation, for
     /// `POST /v1/deposit-confirmations` (it also goes with the next sync).
     pub fn on_deposit_record(&self, record: Vec<u8>, now_unix_ms: u64) -> Result<Vec<u8>> {
         let record: DepositRecord = decode(&record)?;
-        let mut wallet = self.lock();
-        let confirmation = wallet.apply(&mut rng(), |w, rng| {
-            w.on_deposit_record(record, at(now_unix_ms), rng)
-        })?;
+        let mut wallet = self.lock()?;
+        let confirmation =
+            wallet.apply(|w, rng| w.on_deposit_record(record, at(now_unix_ms), rng))?;
         encode(&confirmation)
     }
 
@@ -281,20 +395,20 @@ impl Wallet {
             None => CertificateOptions::any(crate::currency(&currency)?),
         };
         let mut rng = rng();
-        let mut wallet = self.lock();
+        let mut wallet = self.lock()?;
         let request =
             wallet
                 .wallet_mut()
                 .certificate_request(options, at(now_unix_ms), &mut rng)?;
-        encode(&wallet.send(request, &mut rng)?)
+        encode(&wallet.send(request)?)
     }
 
     /// Takes the answer of `POST /v2/balance-certificates`; returns what became of each
     /// handed-in record (show a refused one: it is money a merchant was not paid).
     pub fn on_certificate_answer(&self, answer: Vec<u8>, now_unix_ms: u64) -> Result<Vec<HandIn>> {
         let answer: BalanceCertificateAnswer = decode(&answer)?;
-        let mut wallet = self.lock();
-        let outcomes = wallet.apply(&mut rng(), |w, _| {
+        let mut wallet = self.lock()?;
+        let outcomes = wallet.apply(|w, _| {
             w.on_balance_certificate_answer(answer.certificate, &answer.hand_ins, at(now_unix_ms))
         })?;
         Ok(hand_ins(outcomes))
@@ -304,7 +418,7 @@ impl Wallet {
     /// asking for a certificate, for `POST /v1/sync`.
     pub fn sync_request(&self, now_unix_ms: u64) -> Result<Vec<u8>> {
         let request = self
-            .lock()
+            .lock()?
             .wallet_mut()
             .sync_request(at(now_unix_ms), &mut rng())?;
         encode(&request)
@@ -319,10 +433,8 @@ impl Wallet {
     ) -> Result<Vec<HandIn>> {
         let request: SyncRequest = decode(&request)?;
         let report: SyncReport = decode(&report)?;
-        let mut wallet = self.lock();
-        let outcomes = wallet.apply(&mut rng(), |w, _| {
-            w.on_sync_report(&request, &report, at(now_unix_ms))
-        })?;
+        let mut wallet = self.lock()?;
+        let outcomes = wallet.apply(|w, _| w.on_sync_report(&request, &report, at(now_unix_ms)))?;
         Ok(hand_ins(outcomes))
     }
 
@@ -339,12 +451,12 @@ impl Wallet {
             .map(|v| amount(v, &currency))
             .collect::<Result<Vec<_>>>()?;
         let mut rng = rng();
-        let mut wallet = self.lock();
+        let mut wallet = self.lock()?;
         let request =
             wallet
                 .wallet_mut()
                 .blind_withdrawal_request(&values, at(now_unix_ms), &mut rng)?;
-        encode(&wallet.send(request, &mut rng)?)
+        encode(&wallet.send(request)?)
     }
 
     /// Unblinds and verifies the issuer's answer to `request`, and keeps the coins.
@@ -356,10 +468,9 @@ impl Wallet {
     ) -> Result<WithdrawalReceived> {
         let request: BlindWithdrawalRequest = decode(&request)?;
         let response: BlindWithdrawalResponse = decode(&response)?;
-        let mut wallet = self.lock();
-        let ids = wallet.apply(&mut rng(), |w, _| {
-            w.on_blind_withdrawal(&request, &response, at(now_unix_ms))
-        })?;
+        let mut wallet = self.lock()?;
+        let ids =
+            wallet.apply(|w, _| w.on_blind_withdrawal(&request, &response, at(now_unix_ms)))?;
         Ok(WithdrawalReceived {
             coin_ids: ids.iter().map(ToString::to_string).collect(),
         })
@@ -369,7 +480,7 @@ impl Wallet {
     /// revocation list, its signature, not paid before); returns what it asks.
     pub fn check_offer(&self, offer: Vec<u8>, now_unix_ms: u64) -> Result<OfferSummary> {
         let offer: MerchantOffer = decode(&offer)?;
-        let wallet = self.lock();
+        let wallet = self.lock()?;
         let request = wallet.wallet().check_offer(&offer, at(now_unix_ms))?;
         Ok(OfferSummary {
             merchant_id: request.merchant_id.to_string(),
@@ -387,21 +498,19 @@ impl Wallet {
             PayMethod::Coins => PayWith::Coins,
         };
         let mut rng = rng();
-        let mut wallet = self.lock();
+        let mut wallet = self.lock()?;
         let answer = wallet
             .wallet_mut()
             .pay_bytes(&offer, with, at(now_unix_ms), &mut rng)?;
-        Ok(wallet.send(answer, &mut rng)?)
+        wallet.send(answer)
     }
 
     /// Takes the merchant's reply: keeps the countersigned receipt, or on a signed
     /// refusal takes the coins back.
     pub fn on_merchant_reply(&self, reply: Vec<u8>, now_unix_ms: u64) -> Result<PaymentResult> {
         let reply: MerchantReply = decode(&reply)?;
-        let mut wallet = self.lock();
-        let status = wallet.apply(&mut rng(), |w, _| {
-            w.on_merchant_reply(&reply, at(now_unix_ms))
-        })?;
+        let mut wallet = self.lock()?;
+        let status = wallet.apply(|w, _| w.on_merchant_reply(&reply, at(now_unix_ms)))?;
         Ok(match status {
             PaymentStatus::Completed(_) => PaymentResult {
                 completed: true,
@@ -419,7 +528,7 @@ impl Wallet {
     /// What the wallet holds in `currency`.
     pub fn balance(&self, currency: String, now_unix_ms: u64) -> Result<Balance> {
         let currency = crate::currency(&currency)?;
-        let wallet = self.lock();
+        let wallet = self.lock()?;
         let w = wallet.wallet();
         Ok(Balance {
             coins_minor: w.coin_total(currency).minor_units,
@@ -428,11 +537,12 @@ impl Wallet {
     }
 
     /// The account this device belongs to (UUID), once registered.
-    pub fn account_id(&self) -> Option<String> {
-        self.lock()
+    pub fn account_id(&self) -> Result<Option<String>> {
+        Ok(self
+            .lock()?
             .wallet()
             .account()
-            .map(|a| a.account_id.to_string())
+            .map(|a| a.account_id.to_string()))
     }
 }
 
@@ -511,25 +621,25 @@ impl Wallet {
     pub fn update_revocations(&self, list: Vec<u8>, now_unix_ms: u64) -> Result<()> {
         let list: scrip_tokens::RevocationList = decode(&list)?;
         Ok(self
-            .lock()
+            .lock()?
             .wallet_mut()
             .update_revocations(&list, at(now_unix_ms))?)
     }
 
     /// The version of the revocation list held (0: none yet).
-    pub fn revocation_version(&self) -> u64 {
-        self.lock().wallet().revocations().version()
+    pub fn revocation_version(&self) -> Result<u64> {
+        Ok(self.lock()?.wallet().revocations().version())
     }
 
     /// The revocation list held, encoded, to store beside the sealed state.
     pub fn revocation_state(&self) -> Result<Vec<u8>> {
-        encode(self.lock().wallet().revocations())
+        encode(self.lock()?.wallet().revocations())
     }
 
     /// Restores a revocation list from [`Wallet::revocation_state`]'s bytes.
     pub fn set_revocation_state(&self, state: Vec<u8>) -> Result<()> {
         let cache: scrip_tokens::RevocationCache = decode(&state)?;
-        self.lock().wallet_mut().set_revocations(cache);
+        self.lock()?.wallet_mut().set_revocations(cache);
         Ok(())
     }
 
@@ -546,13 +656,13 @@ impl Wallet {
             .map(|v| amount(v, &currency))
             .collect::<Result<Vec<_>>>()?;
         let mut rng = rng();
-        let mut wallet = self.lock();
+        let mut wallet = self.lock()?;
         let request = wallet.wallet_mut().identified_withdrawal_request(
             &values,
             at(now_unix_ms),
             &mut rng,
         )?;
-        encode(&wallet.send(request, &mut rng)?)
+        encode(&wallet.send(request)?)
     }
 
     /// Verifies and keeps the coins of the issuer's answer to an identified withdrawal.
@@ -564,10 +674,9 @@ impl Wallet {
     ) -> Result<WithdrawalReceived> {
         let request: scrip_tokens::IdentifiedWithdrawalRequest = decode(&request)?;
         let response: scrip_tokens::IdentifiedWithdrawalResponse = decode(&response)?;
-        let mut wallet = self.lock();
-        let ids = wallet.apply(&mut rng(), |w, _| {
-            w.on_identified_withdrawal(&request, &response, at(now_unix_ms))
-        })?;
+        let mut wallet = self.lock()?;
+        let ids = wallet
+            .apply(|w, _| w.on_identified_withdrawal(&request, &response, at(now_unix_ms)))?;
         Ok(WithdrawalReceived {
             coin_ids: ids.iter().map(ToString::to_string).collect(),
         })
@@ -579,8 +688,8 @@ impl Wallet {
     /// spend. Returns how many came back.
     pub fn take_back_unanswered_coins(&self, request_id: String) -> Result<u32> {
         let request_id = parse_id("request id", &request_id)?;
-        let mut wallet = self.lock();
-        let n = wallet.apply(&mut rng(), |w, _| w.take_back_unanswered_coins(request_id))?;
+        let mut wallet = self.lock()?;
+        let n = wallet.apply(|w, _| w.take_back_unanswered_coins(request_id))?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
@@ -592,12 +701,12 @@ impl Wallet {
         now_unix_ms: u64,
     ) -> Result<Vec<u8>> {
         let mut rng = rng();
-        let mut wallet = self.lock();
+        let mut wallet = self.lock()?;
         let request =
             wallet
                 .wallet_mut()
                 .voucher_withdrawal_request(&voucher, at(now_unix_ms), &mut rng)?;
-        encode(&wallet.send(request, &mut rng)?)
+        encode(&wallet.send(request)?)
     }
 
     /// Unblinds, verifies and keeps the coins of the answer to a voucher withdrawal.
@@ -609,10 +718,9 @@ impl Wallet {
     ) -> Result<WithdrawalReceived> {
         let request: scrip_tokens::VoucherWithdrawalRequest = decode(&request)?;
         let response: BlindWithdrawalResponse = decode(&response)?;
-        let mut wallet = self.lock();
-        let ids = wallet.apply(&mut rng(), |w, _| {
-            w.on_voucher_withdrawal(&request, &response, at(now_unix_ms))
-        })?;
+        let mut wallet = self.lock()?;
+        let ids =
+            wallet.apply(|w, _| w.on_voucher_withdrawal(&request, &response, at(now_unix_ms)))?;
         Ok(WithdrawalReceived {
             coin_ids: ids.iter().map(ToString::to_string).collect(),
         })
@@ -628,7 +736,7 @@ impl Wallet {
         now_unix_ms: u64,
     ) -> Result<Vec<u8>> {
         let currency = crate::currency(&currency)?;
-        let request = self.lock().wallet().statement_request(
+        let request = self.lock()?.wallet().statement_request(
             currency,
             after_seq,
             limit,
@@ -647,7 +755,7 @@ impl Wallet {
     ) -> Result<Statement> {
         let request: scrip_tokens::StatementRequest = decode(&request)?;
         let answer: scrip_tokens::Statement = decode(&statement)?;
-        let wallet = self.lock();
+        let wallet = self.lock()?;
         let payload = wallet
             .wallet()
             .verify_statement(&request, &answer, at(now_unix_ms))?;
@@ -660,32 +768,30 @@ impl Wallet {
     pub fn join_request(&self, account_id: String, now_unix_ms: u64) -> Result<Vec<u8>> {
         let account = parse_id("account id", &account_id)?;
         let mut rng = rng();
-        let mut wallet = self.lock();
+        let mut wallet = self.lock()?;
         let request =
             wallet
                 .wallet_mut()
                 .registration_request(Some(account), at(now_unix_ms), &mut rng)?;
-        encode(&wallet.send(request, &mut rng)?)
+        encode(&wallet.send(request)?)
     }
 
     /// This (registered) device approves the new device whose registration these are.
     pub fn approve_device(&self, registration: Vec<u8>, now_unix_ms: u64) -> Result<Vec<u8>> {
         let registration: scrip_tokens::DeviceRegistration = decode(&registration)?;
         let new_key = registration.payload.device_key.key_id();
-        let approval = self
-            .lock()
-            .wallet()
-            .approve_device(new_key, at(now_unix_ms), &mut rng())?;
+        let approval =
+            self.lock()?
+                .wallet()
+                .approve_device(new_key, at(now_unix_ms), &mut rng())?;
         encode(&approval)
     }
 
     /// Takes the account certificate `POST /v1/devices` answered for this new device.
     pub fn on_device_enrolled(&self, certificate: Vec<u8>, now_unix_ms: u64) -> Result<()> {
         let certificate: scrip_tokens::AccountCertificate = decode(&certificate)?;
-        let mut wallet = self.lock();
-        Ok(wallet.apply(&mut rng(), |w, _| {
-            w.on_account_certificate(certificate, at(now_unix_ms))
-        })?)
+        let mut wallet = self.lock()?;
+        wallet.apply(|w, _| w.on_account_certificate(certificate, at(now_unix_ms)))
     }
 
     /// The blind coins held, sealed with `backup_key` (32 bytes; not the storage key):
@@ -693,7 +799,7 @@ impl Wallet {
     /// backup. Restoring a backup after spending from it is a double spend.
     pub fn backup_blind_coins(&self, backup_key: Vec<u8>) -> Result<Vec<u8>> {
         let key = sealing_key(&backup_key)?;
-        Ok(self.lock().wallet().backup_blind_coins(&key, &mut rng())?)
+        Ok(self.lock()?.wallet().backup_blind_coins(&key, &mut rng())?)
     }
 
     /// Adds the valid coins of a backup that the wallet does not hold; returns how many.
@@ -704,10 +810,8 @@ impl Wallet {
         now_unix_ms: u64,
     ) -> Result<u32> {
         let key = sealing_key(&backup_key)?;
-        let mut wallet = self.lock();
-        let n = wallet.apply(&mut rng(), |w, _| {
-            w.restore_blind_coins(&backup, &key, at(now_unix_ms))
-        })?;
+        let mut wallet = self.lock()?;
+        let n = wallet.apply(|w, _| w.restore_blind_coins(&backup, &key, at(now_unix_ms)))?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 }

@@ -47,9 +47,9 @@ def parts(server):
     wallet = scrip.Wallet.create(server.root_key_pem, key, store)
     wallet.update_directory(client.key_directory(), now())
     wallet.on_account_opened(client.open_account(wallet.registration_request(now())), now())
-    setup = scrip.merchant_setup(5411, "DE-BY", now())
-    certificate = client.register_merchant(setup.registration)
-    shop = scrip.Merchant.open(setup.private_key, certificate, server.root_key_pem,
+    setup = scrip.MerchantSetup.generate(5411, "DE-BY", now())
+    certificate = client.register_merchant(setup.registration())
+    shop = scrip.Merchant.open(setup.private_key(), certificate, server.root_key_pem,
                                10_000, "EUR", None, now())
     shop.refresh_directory(client.key_directory(), now())
     return client, wallet, shop, store, key, setup, certificate, server
@@ -59,7 +59,24 @@ def entry_points(parts):
     client, wallet, shop, store, key, setup, certificate, server = parts
     t = now()
     root = server.root_key_pem
+    # Valid first arguments, so that the second one is the one decoded.
+    sync = wallet.sync_request(t)
+    statement = wallet.statement_request("EUR", None, 10, t)
+    withdrawal = wallet.blind_withdrawal_request([1], "EUR", t)
+    identified = wallet.identified_withdrawal_request([1], "EUR", t)
+    refund = shop.refund_request(scrip.new_id(), 1, None, t).request
+    registration = scrip.Wallet.create(root, key, Keep()).registration_request(t)
     return {
+        "on_sync_report(report)": lambda b: wallet.on_sync_report(sync, b, t),
+        "verify_statement(statement)": lambda b: wallet.verify_statement(statement, b, t),
+        "on_blind_withdrawal(response)": lambda b: wallet.on_blind_withdrawal(withdrawal, b, t),
+        "on_identified_withdrawal(response)": lambda b: wallet.on_identified_withdrawal(identified, b, t),
+        "verify_refund_receipt(receipt)": lambda b: shop.verify_refund_receipt(refund, b, t),
+        "enroll_device(approval)": lambda b: client.enroll_device(registration, b),
+        "certificate_request(currency)": lambda b: wallet.certificate_request(b.decode("latin-1"), 10, t),
+        "blind_withdrawal_request(currency)": lambda b: wallet.blind_withdrawal_request([1], b.decode("latin-1"), t),
+        "identified_withdrawal_request(currency)": lambda b: wallet.identified_withdrawal_request([1], b.decode("latin-1"), t),
+        "Merchant.open(currency)": lambda b: scrip.Merchant.open(setup.private_key(), certificate, root, 1, b.decode("latin-1"), None, t),
         "Wallet.restore": lambda b: scrip.Wallet.restore(b, key, Keep()),
         "Wallet.restore(key)": lambda b: scrip.Wallet.restore(store.sealed, b, Keep()),
         "Wallet.create(root)": lambda b: scrip.Wallet.create(b.decode("latin-1"), key, Keep()),
@@ -76,10 +93,10 @@ def entry_points(parts):
         "on_merchant_reply": lambda b: wallet.on_merchant_reply(b, t),
         "deposit_request(currency)": lambda b: wallet.deposit_request(1, b.decode("latin-1"), t),
         "balance(currency)": lambda b: wallet.balance(b.decode("latin-1"), t),
-        "merchant_setup(region)": lambda b: scrip.merchant_setup(5411, b.decode("latin-1"), t),
+        "merchant_setup(region)": lambda b: scrip.MerchantSetup.generate(5411, b.decode("latin-1"), t),
         "Merchant.open(key)": lambda b: scrip.Merchant.open(b, certificate, root, 1, "EUR", None, t),
-        "Merchant.open(certificate)": lambda b: scrip.Merchant.open(setup.private_key, b, root, 1, "EUR", None, t),
-        "Merchant.open(root)": lambda b: scrip.Merchant.open(setup.private_key, certificate, b.decode("latin-1"), 1, "EUR", None, t),
+        "Merchant.open(certificate)": lambda b: scrip.Merchant.open(setup.private_key(), b, root, 1, "EUR", None, t),
+        "Merchant.open(root)": lambda b: scrip.Merchant.open(setup.private_key(), certificate, b.decode("latin-1"), 1, "EUR", None, t),
         "refresh_directory": lambda b: shop.refresh_directory(b, t),
         "refresh_revocations": lambda b: shop.refresh_revocations(b, t),
         "accept": lambda b: shop.accept(b, t),

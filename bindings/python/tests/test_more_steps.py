@@ -134,3 +134,99 @@ def test_a_second_device_and_a_blind_coin_backup(client, server):
     assert tablet.restore_blind_coins(backup, backup_key, now()) == 0  # held already
     with pytest.raises(scrip.ScripError.WrongKeyOrCorrupted):
         tablet.restore_blind_coins(backup, scrip.new_storage_key(), now())
+
+
+def revoke_merchant(server, merchant_id):
+    """The operator revokes a merchant (the operator API, not part of the SDK)."""
+    import json
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{server.url}/v1/merchants/{merchant_id}/revoke",
+        data=json.dumps({"reason": "sdk test"}).encode(),
+        headers={"content-type": "application/json", "x-scrip-operator": server.operator_token},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        assert answer.status == 200
+
+
+def test_a_revoked_merchant_is_refused_and_the_list_survives_a_restore(client, server):
+    wallet, store, key = new_wallet(client, server)
+    shop, _, _ = open_shop(client, server)
+    offer = shop.offer(5, now())
+    wallet.check_offer(offer, now())  # not revoked yet
+    revoke_merchant(server, shop.merchant_id())
+    wallet.update_revocations(client.revocations(wallet.revocation_version()), now())
+    assert wallet.revocation_version() >= 1
+    with pytest.raises(scrip.ScripError.Wallet) as e:
+        wallet.check_offer(offer, now())
+    assert e.value.code == "merchant_revoked"
+    # The list is not in the sealed state: a restored wallet needs it given back.
+    restored = scrip.Wallet.restore(store.sealed, key, MemoryStore())
+    restored.check_offer(offer, now())
+    restored.set_revocation_state(wallet.revocation_state())
+    assert restored.revocation_version() == wallet.revocation_version()
+    with pytest.raises(scrip.ScripError.Wallet) as e:
+        restored.check_offer(offer, now())
+    assert e.value.code == "merchant_revoked"
+
+
+class FlakyStore(MemoryStore):
+    """Storage that can be made to fail, or to call back into the wallet from save."""
+
+    def __init__(self):
+        super().__init__()
+        self.fail = False
+        self.wallet = None
+        self.inner_errors = []
+
+    def save(self, sealed):
+        if self.wallet is not None:
+            try:
+                self.wallet.balance("EUR", now())
+            except scrip.ScripError as e:
+                self.inner_errors.append(e)
+        if self.fail:
+            raise scrip.ScripError.Storage("disk full")
+        super().save(sealed)
+
+
+def test_a_payment_whose_state_cannot_be_stored_is_not_made_and_can_be_retried(client, server):
+    store = FlakyStore()
+    key = scrip.new_storage_key()
+    wallet = scrip.Wallet.create(server.root_key_pem, key, store)
+    wallet.update_directory(client.key_directory(), now())
+    wallet.on_account_opened(client.open_account(wallet.registration_request(now())), now())
+    fund(client, wallet, 1_000)
+    withdraw(client, wallet, [5, 2])
+    request = wallet.certificate_request("EUR", 500, now())
+    wallet.on_certificate_answer(client.balance_certificate(request), now())
+    shop, _, _ = open_shop(client, server)
+
+    for method, amount in ((scrip.PayMethod.COINS, 7), (scrip.PayMethod.RECORD, 300)):
+        offer = shop.offer(amount, now())
+        before = wallet.balance("EUR", now())
+        saved = len(store.history)
+        store.fail = True
+        with pytest.raises(scrip.ScripError.Storage) as e:
+            wallet.pay(offer, method, now())
+        assert e.value.message == "disk full"  # the app's own error, not wrapped again
+        store.fail = False
+        # Nothing was handed over, nothing stored, and the same offer can be paid now.
+        assert len(store.history) == saved
+        assert wallet.balance("EUR", now()) == before
+        answer = wallet.pay(offer, method, now())
+        acceptance = shop.accept(answer, now())
+        assert acceptance.accepted
+        assert wallet.on_merchant_reply(acceptance.reply, now()).completed
+    assert client.settle(shop, now()).accepted == 2
+    # The state last stored is the wallet's: a restore sees both payments made.
+    restored = scrip.Wallet.restore(store.sealed, key, MemoryStore())
+    assert restored.balance("EUR", now()) == wallet.balance("EUR", now())
+
+    # A save that calls back into the same wallet gets an error instead of a deadlock.
+    store.wallet = wallet
+    wallet.sync_request(now())
+    wallet.update_directory(client.key_directory(), now())
+    assert [e.code for e in store.inner_errors] == ["reentrant_call"]

@@ -35,11 +35,11 @@ class FailingStore(scrip.WalletStore):
 
 
 def open_shop(client, server, tmp_path=None, name="shop"):
-    setup = scrip.merchant_setup(5411, "DE-BY", now())
-    certificate = client.register_merchant(setup.registration)
+    setup = scrip.MerchantSetup.generate(5411, "DE-BY", now())
+    certificate = client.register_merchant(setup.registration())
     queue = str(tmp_path / name) if tmp_path is not None else None
     shop = scrip.Merchant.open(
-        setup.private_key, certificate, server.root_key_pem, 1_000_000, "EUR", queue, now()
+        setup.private_key(), certificate, server.root_key_pem, 1_000_000, "EUR", queue, now()
     )
     shop.refresh_directory(client.key_directory(), now())
     return shop, setup, certificate
@@ -147,7 +147,7 @@ def test_the_whole_story(server, tmp_path):
     del shop_a
     gc.collect()
     reopened = scrip.Merchant.open(
-        setup_a.private_key, certificate_a, server.root_key_pem, 1_000_000, "EUR",
+        setup_a.private_key(), certificate_a, server.root_key_pem, 1_000_000, "EUR",
         str(tmp_path / "queue-a"), now(),
     )
     assert reopened.unsettled_minor() == 5
@@ -177,7 +177,7 @@ def test_exact_change_and_refusals_are_typed(server):
     # A wrong operator token is refused too.
     with pytest.raises(scrip.ScripError.Refused):
         scrip.IssuerHttp(server.url, "not-the-token").register_merchant(
-            scrip.merchant_setup(5411, "DE-BY", now()).registration
+            scrip.MerchantSetup.generate(5411, "DE-BY", now()).registration()
         )
 
 
