@@ -138,6 +138,7 @@ pub struct Merchant {
 }
 
 impl Merchant {
+    #[cfg(feature = "http")]
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
     }
