@@ -31,13 +31,15 @@ pub enum ScripError {
     /// The sealed state does not open with this key, or was altered.
     #[error("the sealed state does not open with this key, or was altered")]
     WrongKeyOrCorrupted,
-    /// The sealed state is of a format version this SDK does not read (a newer SDK wrote
-    /// it): keep the bytes and update the app.
-    #[error("sealed state of format version {found}; this SDK reads version {supported}")]
+    /// The sealed state is of a version this SDK does not read (a newer SDK wrote it):
+    /// keep the bytes and update the app. The version is the envelope's
+    /// (`versions().sealed_format`) or, inside it, the state's (`versions().wallet_state`,
+    /// which also reads every older one).
+    #[error("sealed state of version {found}; this SDK reads version {supported}")]
     UnsupportedStateVersion {
         /// The version in the bytes.
         found: u32,
-        /// The version this SDK reads and writes.
+        /// The version this SDK reads (and writes).
         supported: u32,
     },
     /// The wallet cannot do this now (not registered yet, no key directory, no usable

@@ -27,16 +27,20 @@ uniffi::setup_scaffolding!("scrip");
 /// another version is refused (`unsupported_version`).
 pub const WIRE_FORMAT_VERSION: u16 = 1;
 
-/// What this SDK speaks: an app stores `wallet_state` beside its sealed bytes' origin and
-/// checks `wire_format` against the issuer it talks to.
+/// What this SDK speaks: the wire format of its messages and the formats of the sealed
+/// wallet state it writes.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct Versions {
     /// This SDK's release (the crate version).
     pub sdk: String,
     /// The wire format of every message (`interop/WIRE.md`).
     pub wire_format: u16,
-    /// The format of the sealed wallet state this SDK writes and reads. A state sealed by
-    /// an SDK of another format version is refused with `UnsupportedStateVersion`.
+    /// The format of the sealed envelope around the wallet state. Bytes sealed in
+    /// another envelope version are refused with `UnsupportedStateVersion`.
+    pub sealed_format: u16,
+    /// The version of the wallet state inside the envelope this SDK writes. It reads this
+    /// and every older version (migrating them); a newer one is refused with
+    /// `UnsupportedStateVersion`.
     pub wallet_state: u16,
 }
 
@@ -46,7 +50,8 @@ pub fn versions() -> Versions {
     Versions {
         sdk: env!("CARGO_PKG_VERSION").to_owned(),
         wire_format: WIRE_FORMAT_VERSION,
-        wallet_state: scrip_wallet::STORAGE_FORMAT_VERSION,
+        sealed_format: scrip_wallet::STORAGE_FORMAT_VERSION,
+        wallet_state: scrip_wallet::STATE_VERSION,
     }
 }
 

@@ -146,7 +146,7 @@ impl Merchant {
 
 #[uniffi::export]
 impl Merchant {
-    /// Opens the point of sale with its key (from [`merchant_setup`]), its certificate
+    /// Opens the point of sale with its key (from [`MerchantSetup::generate`]), its certificate
     /// (the operator's answer to the registration), the issuer's root key, and the most
     /// that accepted but unsettled payments may add up to (its currency is the only one
     /// the terminal takes). `queue_dir`: a directory for the durable queue of accepted

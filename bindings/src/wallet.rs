@@ -4,7 +4,7 @@
 //! sealed state it depends on. Every message in and out is bytes in scrip's wire format:
 //! the app carries them over HTTP, NFC, BLE or QR codes.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use scrip_api::{AccountOpenedBody, BalanceCertificateAnswer};
@@ -22,8 +22,9 @@ use crate::{amount, at, rng, Result, ScripError};
 
 /// Where the app keeps the sealed wallet state (a file, the keystore, a database row).
 /// `save` must make the bytes durable before it returns: the SDK releases a payment or a
-/// withdrawal request only after it returned. `save` must not call back into the same
-/// wallet (that call fails with code `reentrant_call`): it runs while the wallet is busy.
+/// withdrawal request only after it returned. `save` runs while the wallet is busy: it
+/// must not call into the same wallet (on the same thread that call fails with code
+/// `reentrant_call`; from another thread it would wait for `save`, forever).
 #[uniffi::export(with_foreign)]
 pub trait WalletStore: Send + Sync {
     /// Replaces the stored state with `sealed`. Throw (`ScripError.Storage`) if it could
@@ -43,7 +44,13 @@ impl scrip_wallet::WalletStorage for AppStorage {
     type Error = ScripError;
 
     fn store(&mut self, sealed: &[u8]) -> Result<()> {
-        self.app.save(sealed.to_vec())?;
+        self.app.save(sealed.to_vec()).map_err(|e| match e {
+            ScripError::Storage { .. } => e,
+            // Whatever the app threw, it is a failed save (and is reported as one).
+            other => ScripError::Storage {
+                message: other.to_string(),
+            },
+        })?;
         self.last_stored = sealed.to_vec();
         Ok(())
     }
@@ -66,7 +73,9 @@ fn roll_back(saving: &mut SavingWallet<AppStorage>) -> Result<()> {
 fn thread_tag() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     thread_local!(static TAG: u64 = NEXT.fetch_add(1, Ordering::Relaxed));
-    TAG.with(|tag| *tag)
+    // A thread tearing down its locals gets a tag of its own for this call.
+    TAG.try_with(|tag| *tag)
+        .unwrap_or_else(|_| NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// One call's exclusive use of a wallet. Its `send` and `apply` roll the wallet back when
@@ -74,6 +83,7 @@ fn thread_tag() -> u64 {
 struct Session<'a> {
     guard: MutexGuard<'a, SavingWallet<AppStorage>>,
     owner: &'a AtomicU64,
+    broken: &'a AtomicBool,
 }
 
 impl Drop for Session<'_> {
@@ -97,11 +107,33 @@ impl std::ops::DerefMut for Session<'_> {
 }
 
 impl Session<'_> {
-    fn failed<T>(&mut self, e: SaveError<ScripError>) -> Result<T> {
-        if matches!(e, SaveError::Storage(_)) {
-            roll_back(&mut self.guard)?;
+    /// After a failed call that may have changed the wallet in memory: back to the state
+    /// last stored. If even that fails, the wallet refuses every later call (the app
+    /// restores it from its storage) rather than go on from a state storage does not
+    /// hold.
+    fn roll_back_or_break(&mut self) {
+        if roll_back(&mut self.guard).is_err() {
+            self.broken.store(true, Ordering::SeqCst);
         }
+    }
+
+    fn failed<T>(&mut self, e: SaveError<ScripError>) -> Result<T> {
+        self.roll_back_or_break();
         Err(e.into())
+    }
+
+    /// Builds a message with `f`; if it fails, whatever it changed is undone.
+    fn build<T>(
+        &mut self,
+        f: impl FnOnce(&mut scrip_wallet::Wallet, &mut rand::rngs::ThreadRng) -> scrip_wallet::Result<T>,
+    ) -> Result<T> {
+        match f(self.guard.wallet_mut(), &mut rng()) {
+            Ok(message) => Ok(message),
+            Err(e) => {
+                self.roll_back_or_break();
+                Err(e.into())
+            }
+        }
     }
 
     /// Stores the state `message` depends on, then releases it.
@@ -243,8 +275,11 @@ fn hand_ins(outcomes: Vec<scrip_wallet::HandInOutcome>) -> Vec<HandIn> {
 pub struct Wallet {
     inner: Mutex<SavingWallet<AppStorage>>,
     /// The thread inside a call (0: none): a call from the app's `save` callback into the
-    /// same wallet is refused instead of deadlocking.
+    /// same wallet (on the same thread) is refused instead of deadlocking.
     owner: AtomicU64,
+    /// Set when the wallet could not be put back to the state last stored: every call is
+    /// refused (`state_lost`); restore the wallet from storage.
+    broken: AtomicBool,
 }
 
 impl Wallet {
@@ -252,6 +287,7 @@ impl Wallet {
         Arc::new(Wallet {
             inner: Mutex::new(saving),
             owner: AtomicU64::new(0),
+            broken: AtomicBool::new(false),
         })
     }
 
@@ -269,15 +305,26 @@ impl Wallet {
                 // A panic inside a call may have left the in-memory state half-changed:
                 // start again from what the app last stored.
                 let mut guard = poisoned.into_inner();
-                roll_back(&mut guard)?;
+                if roll_back(&mut guard).is_err() {
+                    self.broken.store(true, Ordering::SeqCst);
+                }
                 self.inner.clear_poison();
                 guard
             }
         };
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(ScripError::Wallet {
+                code: "state_lost".into(),
+                message: "the wallet could not return to its stored state after a failure: \
+                          restore it from storage"
+                    .into(),
+            });
+        }
         self.owner.store(tag, Ordering::SeqCst);
         Ok(Session {
             guard,
             owner: &self.owner,
+            broken: &self.broken,
         })
     }
 }
@@ -303,9 +350,11 @@ impl Wallet {
         Ok(Wallet::new(saving))
     }
 
-    /// Opens a wallet from the sealed bytes `store` holds (as `save` last received them).
-    /// A wrong key or altered bytes: `WrongKeyOrCorrupted`; a state of another format
-    /// version: `UnsupportedStateVersion`.
+    /// Opens a wallet from the sealed bytes `store` holds: exactly the bytes `save` last
+    /// received. An older copy would bring back coins already spent and sequence numbers
+    /// already used (double spends the issuer refuses, at the merchants' expense). A wrong
+    /// key or altered bytes: `WrongKeyOrCorrupted`; a state of a newer format:
+    /// `UnsupportedStateVersion` (one of an older format is migrated).
     #[uniffi::constructor]
     pub fn restore(
         sealed: Vec<u8>,
@@ -313,7 +362,17 @@ impl Wallet {
         store: Arc<dyn WalletStore>,
     ) -> Result<Arc<Self>> {
         let key = sealing_key(&storage_key)?;
-        let wallet = scrip_wallet::Wallet::load(&sealed, &key)?;
+        let wallet = scrip_wallet::Wallet::load(&sealed, &key).map_err(|e| match e {
+            // The state inside the envelope is of a newer version than this SDK's.
+            scrip_wallet::WalletError::Invalid(scrip_tokens::Error::UnsupportedVersion {
+                found,
+                ..
+            }) => ScripError::UnsupportedStateVersion {
+                found: u32::from(found),
+                supported: u32::from(scrip_wallet::STATE_VERSION),
+            },
+            other => other.into(),
+        })?;
         let storage = AppStorage {
             app: store,
             last_stored: sealed,
@@ -331,11 +390,8 @@ impl Wallet {
 
     /// The device's self-signed registration, for `POST /v1/accounts`.
     pub fn registration_request(&self, now_unix_ms: u64) -> Result<Vec<u8>> {
-        let mut rng = rng();
         let mut wallet = self.lock()?;
-        let request = wallet
-            .wallet_mut()
-            .registration_request(None, at(now_unix_ms), &mut rng)?;
+        let request = wallet.build(|w, rng| w.registration_request(None, at(now_unix_ms), rng))?;
         encode(&wallet.send(request)?)
     }
 
@@ -363,11 +419,8 @@ impl Wallet {
         now_unix_ms: u64,
     ) -> Result<Vec<u8>> {
         let amount = amount(amount_minor, &currency)?;
-        let mut rng = rng();
         let mut wallet = self.lock()?;
-        let request = wallet
-            .wallet_mut()
-            .deposit_request(amount, at(now_unix_ms), &mut rng)?;
+        let request = wallet.build(|w, rng| w.deposit_request(amount, at(now_unix_ms), rng))?;
         encode(&wallet.send(request)?)
     }
 
@@ -394,12 +447,9 @@ impl Wallet {
             Some(minor) => CertificateOptions::up_to(amount(minor, &currency)?),
             None => CertificateOptions::any(crate::currency(&currency)?),
         };
-        let mut rng = rng();
         let mut wallet = self.lock()?;
         let request =
-            wallet
-                .wallet_mut()
-                .certificate_request(options, at(now_unix_ms), &mut rng)?;
+            wallet.build(|w, rng| w.certificate_request(options, at(now_unix_ms), rng))?;
         encode(&wallet.send(request)?)
     }
 
@@ -450,12 +500,9 @@ impl Wallet {
             .into_iter()
             .map(|v| amount(v, &currency))
             .collect::<Result<Vec<_>>>()?;
-        let mut rng = rng();
         let mut wallet = self.lock()?;
         let request =
-            wallet
-                .wallet_mut()
-                .blind_withdrawal_request(&values, at(now_unix_ms), &mut rng)?;
+            wallet.build(|w, rng| w.blind_withdrawal_request(&values, at(now_unix_ms), rng))?;
         encode(&wallet.send(request)?)
     }
 
@@ -497,11 +544,8 @@ impl Wallet {
             PayMethod::Record => PayWith::Record,
             PayMethod::Coins => PayWith::Coins,
         };
-        let mut rng = rng();
         let mut wallet = self.lock()?;
-        let answer = wallet
-            .wallet_mut()
-            .pay_bytes(&offer, with, at(now_unix_ms), &mut rng)?;
+        let answer = wallet.build(|w, rng| w.pay_bytes(&offer, with, at(now_unix_ms), rng))?;
         wallet.send(answer)
     }
 
@@ -655,13 +699,9 @@ impl Wallet {
             .into_iter()
             .map(|v| amount(v, &currency))
             .collect::<Result<Vec<_>>>()?;
-        let mut rng = rng();
         let mut wallet = self.lock()?;
-        let request = wallet.wallet_mut().identified_withdrawal_request(
-            &values,
-            at(now_unix_ms),
-            &mut rng,
-        )?;
+        let request = wallet
+            .build(|w, rng| w.identified_withdrawal_request(&values, at(now_unix_ms), rng))?;
         encode(&wallet.send(request)?)
     }
 
@@ -700,12 +740,9 @@ impl Wallet {
         voucher: Vec<u8>,
         now_unix_ms: u64,
     ) -> Result<Vec<u8>> {
-        let mut rng = rng();
         let mut wallet = self.lock()?;
         let request =
-            wallet
-                .wallet_mut()
-                .voucher_withdrawal_request(&voucher, at(now_unix_ms), &mut rng)?;
+            wallet.build(|w, rng| w.voucher_withdrawal_request(&voucher, at(now_unix_ms), rng))?;
         encode(&wallet.send(request)?)
     }
 
@@ -767,12 +804,9 @@ impl Wallet {
     /// `POST /v1/devices` with both; [`Wallet::on_device_enrolled`] takes the answer.
     pub fn join_request(&self, account_id: String, now_unix_ms: u64) -> Result<Vec<u8>> {
         let account = parse_id("account id", &account_id)?;
-        let mut rng = rng();
         let mut wallet = self.lock()?;
         let request =
-            wallet
-                .wallet_mut()
-                .registration_request(Some(account), at(now_unix_ms), &mut rng)?;
+            wallet.build(|w, rng| w.registration_request(Some(account), at(now_unix_ms), rng))?;
         encode(&wallet.send(request)?)
     }
 

@@ -25,6 +25,7 @@ pub use error::{Result, WalletError};
 pub use recovery::RecoverySheet;
 pub use refunds::MAX_VOUCHER_COINS;
 pub use saving::{SaveError, SavingWallet, WalletStorage};
+pub use state::STATE_VERSION;
 pub use storage::{StorageKey, STORAGE_FORMAT_VERSION};
 
 use state::WalletState;

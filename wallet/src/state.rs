@@ -66,8 +66,17 @@ impl Drop for WalletState {
 
 impl Message for WalletState {
     const TAG: &'static str = "scrip/wallet/state/v1";
-    const VERSION: u16 = 2;
+    const VERSION: u16 = STATE_VERSION;
 }
+
+/// The version of the wallet state inside the sealed envelope (which has its own,
+/// [`crate::STORAGE_FORMAT_VERSION`]). Older versions are migrated when loaded.
+pub const STATE_VERSION: u16 = 2;
+
+/// Largest sealed state [`WalletState::decode`] reads: the codec's allocation bound, far
+/// above its default message limit (1 MiB), which a wallet keeping receipts of a few
+/// thousand payments outgrows. The bytes were authenticated by the vendor's key first.
+const MAX_STATE_LEN: usize = 16 << 20;
 
 /// An empty list, encoded alone: what version 2 appends to a version-1 state.
 #[derive(Serialize, Deserialize)]
@@ -81,7 +90,7 @@ impl Message for NoVoucherWithdrawals {
 impl WalletState {
     /// Decodes a saved state of the current format or of an older one (migrating it).
     pub(crate) fn decode(plaintext: &[u8]) -> Result<WalletState, scrip_tokens::Error> {
-        match codec::decode::<WalletState>(plaintext) {
+        match codec::decode_with_limit::<WalletState>(plaintext, MAX_STATE_LEN) {
             Err(scrip_tokens::Error::UnsupportedVersion { found: 1, .. }) => {
                 Self::from_version_1(plaintext)
             }
@@ -111,7 +120,7 @@ impl WalletState {
         let mut migrated = header(Self::TAG, Self::VERSION);
         migrated.extend_from_slice(body);
         migrated.extend_from_slice(empty);
-        codec::decode(&migrated)
+        codec::decode_with_limit(&migrated, MAX_STATE_LEN)
     }
 }
 
@@ -203,5 +212,31 @@ mod serde_bytes_vec {
             }
         }
         d.deserialize_bytes(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+    use scrip_tokens::fixtures;
+
+    use crate::{StorageKey, Wallet};
+
+    /// A wallet that kept the receipts of thousands of payments is larger than the
+    /// codec's default message limit (1 MiB); it must still open.
+    #[test]
+    fn a_state_above_the_default_message_limit_saves_and_opens() {
+        let root = fixtures::directory_root().verifying_key().clone();
+        let mut wallet = Wallet::new(fixtures::device(1), root).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        // Any growing list does: what matters is the size of the sealed state.
+        wallet.state.paid_requests = (0..100_000)
+            .map(|_| scrip_tokens::RequestId::random(&mut rng))
+            .collect();
+        let key = StorageKey::random(&mut rng);
+        let saved = wallet.save(&key, &mut rng).unwrap();
+        assert!(saved.bytes().len() > scrip_tokens::codec::DEFAULT_MAX_MESSAGE_LEN);
+        let opened = Wallet::load(saved.bytes(), &key).unwrap();
+        assert_eq!(opened.state.paid_requests.len(), 100_000);
     }
 }

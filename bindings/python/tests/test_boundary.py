@@ -173,7 +173,7 @@ def test_an_unreachable_issuer_is_a_transport_error():
 
 def test_versions_are_reported():
     v = scrip.versions()
-    assert (v.wire_format, v.wallet_state) == (1, 1)
+    assert (v.wire_format, v.sealed_format, v.wallet_state) == (1, 1, 2)
     assert v.sdk
     assert "bad_signature" in scrip.reason_codes()
 
@@ -187,6 +187,18 @@ def test_a_state_of_another_format_version_is_refused_clearly(parts):
     assert (e.value.found, e.value.supported) == (2, 1)
     with pytest.raises(scrip.ScripError.WrongKeyOrCorrupted):
         scrip.Wallet.restore(store.sealed, bytes(32), Keep())
+
+
+def test_a_state_of_the_previous_state_version_opens_and_is_migrated():
+    # Sealed in state version 1 (before refund vouchers) with the key 0x5c * 32: the
+    # wallet crate's own fixture (wallet/tests/fixtures/wallet-v1.txt says what it held).
+    sealed = (FIXTURES / "wallet-state-format1.bin").read_bytes()
+    store = Keep()
+    wallet = scrip.Wallet.restore(sealed, b"\x5c" * 32, store)
+    assert wallet.account_id() == "51ebb154-dcf2-4a43-9d3c-66c0d0b5bb7f"
+    assert wallet.balance("EUR", now()).coins_minor == 30
+    # Opening writes nothing: the old bytes stay as they were until the next change.
+    assert store.sealed is None
 
 
 def test_a_state_sealed_by_an_earlier_build_opens():
