@@ -23,9 +23,17 @@ fn library() -> PathBuf {
     } else {
         "libscrip_ffi.so"
     };
-    let path = profile_dir().join(name);
-    assert!(path.exists(), "no SDK library at {}", path.display());
-    path
+    // `cargo test` builds the cdylib into `deps/` (it uplifts only binaries); a
+    // `cargo build` also copies it up one level.
+    let built = [
+        profile_dir().join("deps").join(name),
+        profile_dir().join(name),
+    ];
+    built
+        .iter()
+        .find(|path| path.exists())
+        .unwrap_or_else(|| panic!("no SDK library in {}", profile_dir().display()))
+        .clone()
 }
 
 fn run(command: &mut Command) -> String {
