@@ -127,9 +127,10 @@ mod tests {
         assert!(carried.iter().all(|v| *v == WIRE_FORMAT_VERSION));
         assert_eq!(versions().wire_format, WIRE_FORMAT_VERSION);
         assert_eq!(
-            versions().wallet_state,
+            versions().sealed_format,
             scrip_wallet::STORAGE_FORMAT_VERSION
         );
+        assert_eq!(versions().wallet_state, scrip_wallet::STATE_VERSION);
     }
 
     #[test]
