@@ -7,21 +7,13 @@ use std::sync::Arc;
 
 use scrip_api::client::HttpClient;
 use scrip_tokens::{
-    codec, BalanceCertificateRequest, BlindWithdrawalRequest, DepositConfirmation, DepositRequest,
-    DeviceRegistration, MerchantRegistration, Message, RedemptionBatch, SyncRequest,
+    BalanceCertificateRequest, BlindWithdrawalRequest, DepositConfirmation, DepositRequest,
+    DeviceRegistration, MerchantRegistration, RedemptionBatch, SyncRequest,
 };
 
 use crate::merchant::{block_on, Merchant, SyncSummary};
 use crate::wallet::{statement_of, Statement};
-use crate::{at, rng, Result, ScripError};
-
-fn decode<T: Message>(bytes: &[u8]) -> Result<T> {
-    Ok(codec::decode(bytes)?)
-}
-
-fn encode<T: Message>(value: &T) -> Result<Vec<u8>> {
-    Ok(codec::encode(value)?)
-}
+use crate::{at, decode, encode, rng, Result, ScripError};
 
 /// The issuer's HTTP API, blocking (each call waits for the answer). Thread-safe.
 #[derive(uniffi::Object)]

@@ -82,6 +82,22 @@ pub fn new_id() -> String {
     scrip_tokens::random_uuid(&mut rng()).to_string()
 }
 
+/// Decodes `bytes` as a `T` (its tag and version checked, bounded, never panicking).
+pub(crate) fn decode<T: scrip_tokens::Message>(bytes: &[u8]) -> Result<T> {
+    Ok(scrip_tokens::codec::decode(bytes)?)
+}
+
+/// Encodes `value` in the wire format.
+pub(crate) fn encode<T: scrip_tokens::Message>(value: &T) -> Result<Vec<u8>> {
+    Ok(scrip_tokens::codec::encode(value)?)
+}
+
+/// A UUID argument (request, refund, account id).
+pub(crate) fn parse_id<T: std::str::FromStr>(what: &str, text: &str) -> Result<T> {
+    text.parse()
+        .map_err(|_| ScripError::bad_argument(format!("{what} {text:?} is not a UUID")))
+}
+
 pub(crate) fn currency(code: &str) -> Result<Currency> {
     Currency::new(code).map_err(|e| ScripError::bad_argument(format!("currency {code:?}: {e}")))
 }

@@ -9,12 +9,12 @@ use scrip_merchant::MerchantConfig;
 use scrip_stores::{FileStore, MemoryStore, RecordStore};
 use scrip_tokens::keys::Merchant as MerchantRole;
 use scrip_tokens::{
-    codec, MerchantCategory, MerchantCertificate, MerchantRegistration,
-    MerchantRegistrationPayload, MerchantReply, Message, PaymentAnswer, RedemptionBatch,
-    RedemptionReport, Region, RevocationList, SignedKeyDirectory, SigningKey, VerifyingKey,
+    MerchantCategory, MerchantCertificate, MerchantRegistration, MerchantRegistrationPayload,
+    MerchantReply, PaymentAnswer, RedemptionBatch, RedemptionReport, Region, RevocationList,
+    SignedKeyDirectory, SigningKey, VerifyingKey,
 };
 
-use crate::{amount, at, rng, Result, ScripError};
+use crate::{amount, at, decode, encode, parse_id, rng, Result, ScripError};
 
 /// The runtime the merchant's store answers on (the durable store commits on its own
 /// writer thread; this only drives the waiting). One per process, started on first use.
@@ -34,14 +34,6 @@ pub(crate) fn block_on<F: std::future::Future>(future: F) -> Result<F::Output> {
             message: format!("starting the SDK's runtime: {e}"),
         }),
     }
-}
-
-fn decode<T: Message>(bytes: &[u8]) -> Result<T> {
-    Ok(codec::decode(bytes)?)
-}
-
-fn encode<T: Message>(value: &T) -> Result<Vec<u8>> {
-    Ok(codec::encode(value)?)
 }
 
 /// A new merchant key and its self-signed registration. An object, not a record, so
@@ -284,11 +276,6 @@ pub struct RefundResult {
     pub amount_minor: u64,
     /// Everything refunded of that payment so far, in minor units.
     pub refunded_total_minor: u64,
-}
-
-fn parse_id<T: std::str::FromStr>(what: &str, text: &str) -> Result<T> {
-    text.parse()
-        .map_err(|_| ScripError::bad_argument(format!("{what} {text:?} is not a UUID")))
 }
 
 /// Refunds.

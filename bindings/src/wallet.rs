@@ -10,15 +10,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use scrip_api::{AccountOpenedBody, BalanceCertificateAnswer};
 use scrip_tokens::keys::DirectoryRoot;
 use scrip_tokens::{
-    codec, BlindWithdrawalRequest, BlindWithdrawalResponse, DepositRecord, MerchantOffer,
-    MerchantReply, Message, RedemptionOutcome, SignedKeyDirectory, SyncReport, SyncRequest,
-    VerifyingKey,
+    BlindWithdrawalRequest, BlindWithdrawalResponse, DepositRecord, MerchantOffer, MerchantReply,
+    RedemptionOutcome, SignedKeyDirectory, SyncReport, SyncRequest, VerifyingKey,
 };
 use scrip_wallet::{
     CertificateOptions, PayWith, PaymentStatus, SaveError, SavingWallet, StorageKey, Unreleased,
 };
 
-use crate::{amount, at, rng, Result, ScripError};
+use crate::{amount, at, decode, encode, parse_id, rng, Result, ScripError};
 
 /// Where the app keeps the sealed wallet state (a file, the keystore, a database row).
 /// `save` must make the bytes durable before it returns: the SDK releases a payment or a
@@ -154,14 +153,6 @@ impl Session<'_> {
             Err(e) => self.failed(e),
         }
     }
-}
-
-fn decode<T: Message>(bytes: &[u8]) -> Result<T> {
-    Ok(codec::decode(bytes)?)
-}
-
-fn encode<T: Message>(value: &T) -> Result<Vec<u8>> {
-    Ok(codec::encode(value)?)
 }
 
 fn sealing_key(bytes: &[u8]) -> Result<StorageKey> {
@@ -646,11 +637,6 @@ pub(crate) fn statement_of(
             })
             .collect::<Result<Vec<_>>>()?,
     })
-}
-
-fn parse_id<T: std::str::FromStr>(what: &str, text: &str) -> Result<T> {
-    text.parse()
-        .map_err(|_| ScripError::bad_argument(format!("{what} {text:?} is not a UUID")))
 }
 
 /// The other steps: revocations, identified coins, coins back from an unanswered payment,
