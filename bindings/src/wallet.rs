@@ -415,6 +415,18 @@ impl Wallet {
         encode(&wallet.send(request)?)
     }
 
+    /// The deposit request `request` (bytes an earlier [`Wallet::deposit_request`]
+    /// returned) signed again now, for a retry after a timeout: the issuer refuses replayed
+    /// bytes and credits a deposit id once, whenever it was signed.
+    pub fn resign_deposit_request(&self, request: Vec<u8>, now_unix_ms: u64) -> Result<Vec<u8>> {
+        let earlier: scrip_tokens::DepositRequest = decode(&request)?;
+        let deposit_id = earlier.payload.deposit_id;
+        let mut wallet = self.lock()?;
+        let request =
+            wallet.build(|w, rng| w.resign_deposit_request(deposit_id, at(now_unix_ms), rng))?;
+        encode(&wallet.send(request)?)
+    }
+
     /// Takes the issuer's deposit record; returns the signed confirmation, for
     /// `POST /v1/deposit-confirmations` (it also goes with the next sync).
     pub fn on_deposit_record(&self, record: Vec<u8>, now_unix_ms: u64) -> Result<Vec<u8>> {
@@ -441,6 +453,14 @@ impl Wallet {
         let mut wallet = self.lock()?;
         let request =
             wallet.build(|w, rng| w.certificate_request(options, at(now_unix_ms), rng))?;
+        encode(&wallet.send(request)?)
+    }
+
+    /// The pending certificate request signed again now, for a retry after a timeout
+    /// (same content and nonce, which the issuer answers once; new time).
+    pub fn resign_certificate_request(&self, now_unix_ms: u64) -> Result<Vec<u8>> {
+        let mut wallet = self.lock()?;
+        let request = wallet.build(|w, rng| w.resign_certificate_request(at(now_unix_ms), rng))?;
         encode(&wallet.send(request)?)
     }
 

@@ -110,6 +110,7 @@ def entry_points(parts):
         "sync": lambda b: client.sync(b),
         "withdraw_blind": lambda b: client.withdraw_blind(b),
         "redeem": lambda b: client.redeem(b),
+        "resign_deposit_request": lambda b: wallet.resign_deposit_request(b, t),
         "update_revocations": lambda b: wallet.update_revocations(b, t),
         "set_revocation_state": lambda b: wallet.set_revocation_state(b),
         "on_identified_withdrawal": lambda b: wallet.on_identified_withdrawal(b, b, t),

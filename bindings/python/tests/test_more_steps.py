@@ -230,3 +230,25 @@ def test_a_payment_whose_state_cannot_be_stored_is_not_made_and_can_be_retried(c
     wallet.sync_request(now())
     wallet.update_directory(client.key_directory(), now())
     assert [e.code for e in store.inner_errors] == ["reentrant_call"]
+
+
+def test_requests_signed_again_for_a_retry_are_answered_once(client, server):
+    wallet, _, _ = new_wallet(client, server)
+    request = wallet.deposit_request(400, "EUR", now())
+    first = client.deposit(request)  # the answer is "lost"
+    # The same bytes again are a replay; signed again they are the same deposit.
+    with pytest.raises(scrip.ScripError.Refused) as e:
+        client.deposit(request)
+    assert e.value.code == "replayed"
+    again = client.deposit(wallet.resign_deposit_request(request, now()))
+    assert again == first
+    client.confirm_deposit(wallet.on_deposit_record(again, now()))
+
+    request = wallet.certificate_request("EUR", 100, now())
+    client.balance_certificate(request)  # lost
+    answer = client.balance_certificate(wallet.resign_certificate_request(now()))
+    wallet.on_certificate_answer(answer, now())
+    assert wallet.balance("EUR", now()).offline_spendable_minor == 100
+    with pytest.raises(scrip.ScripError.Wallet) as e:
+        wallet.resign_certificate_request(now())
+    assert e.value.code == "no_pending_certificate_request"
