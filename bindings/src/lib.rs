@@ -106,6 +106,14 @@ pub(crate) fn amount(minor_units: u64, code: &str) -> Result<Amount> {
     Ok(Amount::new(minor_units, currency(code)?))
 }
 
+pub(crate) fn amounts(minor_units: &[u64], code: &str) -> Result<Vec<Amount>> {
+    let currency = currency(code)?;
+    Ok(minor_units
+        .iter()
+        .map(|m| Amount::new(*m, currency))
+        .collect())
+}
+
 /// The SDK never reads the clock: every call that needs the time takes it, in
 /// milliseconds since the Unix epoch.
 pub(crate) fn at(now_unix_ms: u64) -> Timestamp {

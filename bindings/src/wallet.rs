@@ -17,7 +17,7 @@ use scrip_wallet::{
     CertificateOptions, PayWith, PaymentStatus, SaveError, SavingWallet, StorageKey, Unreleased,
 };
 
-use crate::{amount, at, decode, encode, parse_id, rng, Result, ScripError};
+use crate::{amount, amounts, at, decode, encode, parse_id, rng, Result, ScripError};
 
 /// Where the app keeps the sealed wallet state (a file, the keystore, a database row).
 /// `save` must make the bytes durable before it returns: the SDK releases a payment or a
@@ -135,6 +135,19 @@ impl Session<'_> {
         }
     }
 
+    /// Builds a message with `f`, stores the state it depends on, then releases it,
+    /// encoded.
+    fn release<T: scrip_tokens::Message>(
+        &mut self,
+        f: impl FnOnce(
+            &mut scrip_wallet::Wallet,
+            &mut rand::rngs::ThreadRng,
+        ) -> scrip_wallet::Result<Unreleased<T>>,
+    ) -> Result<Vec<u8>> {
+        let message = self.build(f)?;
+        encode(&self.send(message)?)
+    }
+
     /// Stores the state `message` depends on, then releases it.
     fn send<T>(&mut self, message: Unreleased<T>) -> Result<T> {
         match self.guard.send(message, &mut rng()) {
@@ -205,6 +218,14 @@ pub struct PaymentResult {
 pub struct WithdrawalReceived {
     /// The new coins' ids (UUIDs), each unblinded and verified.
     pub coin_ids: Vec<String>,
+}
+
+impl WithdrawalReceived {
+    fn of(ids: &[scrip_tokens::CoinId]) -> Self {
+        WithdrawalReceived {
+            coin_ids: ids.iter().map(ToString::to_string).collect(),
+        }
+    }
 }
 
 /// What the issuer did with one record the wallet handed in.
@@ -382,8 +403,7 @@ impl Wallet {
     /// The device's self-signed registration, for `POST /v1/accounts`.
     pub fn registration_request(&self, now_unix_ms: u64) -> Result<Vec<u8>> {
         let mut wallet = self.lock()?;
-        let request = wallet.build(|w, rng| w.registration_request(None, at(now_unix_ms), rng))?;
-        encode(&wallet.send(request)?)
+        wallet.release(|w, rng| w.registration_request(None, at(now_unix_ms), rng))
     }
 
     /// Takes the answer of `POST /v1/accounts`; returns the account id (from the
@@ -411,8 +431,7 @@ impl Wallet {
     ) -> Result<Vec<u8>> {
         let amount = amount(amount_minor, &currency)?;
         let mut wallet = self.lock()?;
-        let request = wallet.build(|w, rng| w.deposit_request(amount, at(now_unix_ms), rng))?;
-        encode(&wallet.send(request)?)
+        wallet.release(|w, rng| w.deposit_request(amount, at(now_unix_ms), rng))
     }
 
     /// The deposit request `request` (bytes an earlier [`Wallet::deposit_request`]
@@ -422,9 +441,7 @@ impl Wallet {
         let earlier: scrip_tokens::DepositRequest = decode(&request)?;
         let deposit_id = earlier.payload.deposit_id;
         let mut wallet = self.lock()?;
-        let request =
-            wallet.build(|w, rng| w.resign_deposit_request(deposit_id, at(now_unix_ms), rng))?;
-        encode(&wallet.send(request)?)
+        wallet.release(|w, rng| w.resign_deposit_request(deposit_id, at(now_unix_ms), rng))
     }
 
     /// Takes the issuer's deposit record; returns the signed confirmation, for
@@ -451,17 +468,14 @@ impl Wallet {
             None => CertificateOptions::any(crate::currency(&currency)?),
         };
         let mut wallet = self.lock()?;
-        let request =
-            wallet.build(|w, rng| w.certificate_request(options, at(now_unix_ms), rng))?;
-        encode(&wallet.send(request)?)
+        wallet.release(|w, rng| w.certificate_request(options, at(now_unix_ms), rng))
     }
 
     /// The pending certificate request signed again now, for a retry after a timeout
     /// (same content and nonce, which the issuer answers once; new time).
     pub fn resign_certificate_request(&self, now_unix_ms: u64) -> Result<Vec<u8>> {
         let mut wallet = self.lock()?;
-        let request = wallet.build(|w, rng| w.resign_certificate_request(at(now_unix_ms), rng))?;
-        encode(&wallet.send(request)?)
+        wallet.release(|w, rng| w.resign_certificate_request(at(now_unix_ms), rng))
     }
 
     /// Takes the answer of `POST /v2/balance-certificates`; returns what became of each
@@ -507,14 +521,9 @@ impl Wallet {
         currency: String,
         now_unix_ms: u64,
     ) -> Result<Vec<u8>> {
-        let values = values_minor
-            .into_iter()
-            .map(|v| amount(v, &currency))
-            .collect::<Result<Vec<_>>>()?;
+        let values = amounts(&values_minor, &currency)?;
         let mut wallet = self.lock()?;
-        let request =
-            wallet.build(|w, rng| w.blind_withdrawal_request(&values, at(now_unix_ms), rng))?;
-        encode(&wallet.send(request)?)
+        wallet.release(|w, rng| w.blind_withdrawal_request(&values, at(now_unix_ms), rng))
     }
 
     /// Unblinds and verifies the issuer's answer to `request`, and keeps the coins.
@@ -529,9 +538,7 @@ impl Wallet {
         let mut wallet = self.lock()?;
         let ids =
             wallet.apply(|w, _| w.on_blind_withdrawal(&request, &response, at(now_unix_ms)))?;
-        Ok(WithdrawalReceived {
-            coin_ids: ids.iter().map(ToString::to_string).collect(),
-        })
+        Ok(WithdrawalReceived::of(&ids))
     }
 
     /// Checks a merchant's offer offline (its certificate against the key directory, the
@@ -701,14 +708,9 @@ impl Wallet {
         currency: String,
         now_unix_ms: u64,
     ) -> Result<Vec<u8>> {
-        let values = values_minor
-            .into_iter()
-            .map(|v| amount(v, &currency))
-            .collect::<Result<Vec<_>>>()?;
+        let values = amounts(&values_minor, &currency)?;
         let mut wallet = self.lock()?;
-        let request = wallet
-            .build(|w, rng| w.identified_withdrawal_request(&values, at(now_unix_ms), rng))?;
-        encode(&wallet.send(request)?)
+        wallet.release(|w, rng| w.identified_withdrawal_request(&values, at(now_unix_ms), rng))
     }
 
     /// Verifies and keeps the coins of the issuer's answer to an identified withdrawal.
@@ -723,9 +725,7 @@ impl Wallet {
         let mut wallet = self.lock()?;
         let ids = wallet
             .apply(|w, _| w.on_identified_withdrawal(&request, &response, at(now_unix_ms)))?;
-        Ok(WithdrawalReceived {
-            coin_ids: ids.iter().map(ToString::to_string).collect(),
-        })
+        Ok(WithdrawalReceived::of(&ids))
     }
 
     /// Takes back the coins of a payment (`request_id`, from [`Wallet::check_offer`]) that
@@ -747,9 +747,7 @@ impl Wallet {
         now_unix_ms: u64,
     ) -> Result<Vec<u8>> {
         let mut wallet = self.lock()?;
-        let request =
-            wallet.build(|w, rng| w.voucher_withdrawal_request(&voucher, at(now_unix_ms), rng))?;
-        encode(&wallet.send(request)?)
+        wallet.release(|w, rng| w.voucher_withdrawal_request(&voucher, at(now_unix_ms), rng))
     }
 
     /// Unblinds, verifies and keeps the coins of the answer to a voucher withdrawal.
@@ -764,9 +762,7 @@ impl Wallet {
         let mut wallet = self.lock()?;
         let ids =
             wallet.apply(|w, _| w.on_voucher_withdrawal(&request, &response, at(now_unix_ms)))?;
-        Ok(WithdrawalReceived {
-            coin_ids: ids.iter().map(ToString::to_string).collect(),
-        })
+        Ok(WithdrawalReceived::of(&ids))
     }
 
     /// A signed request for the account's statement in `currency` (entries after
@@ -811,9 +807,7 @@ impl Wallet {
     pub fn join_request(&self, account_id: String, now_unix_ms: u64) -> Result<Vec<u8>> {
         let account = parse_id("account id", &account_id)?;
         let mut wallet = self.lock()?;
-        let request =
-            wallet.build(|w, rng| w.registration_request(Some(account), at(now_unix_ms), rng))?;
-        encode(&wallet.send(request)?)
+        wallet.release(|w, rng| w.registration_request(Some(account), at(now_unix_ms), rng))
     }
 
     /// This (registered) device approves the new device whose registration these are.
