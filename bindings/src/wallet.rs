@@ -77,8 +77,8 @@ fn thread_tag() -> u64 {
         .unwrap_or_else(|_| NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
-/// One call's exclusive use of a wallet. Its `send` and `apply` roll the wallet back when
-/// the app's store fails.
+/// One call's exclusive use of a wallet. Its `build`, `send` and `apply` roll the wallet
+/// back to the state last stored when they fail.
 struct Session<'a> {
     guard: MutexGuard<'a, SavingWallet<AppStorage>>,
     owner: &'a AtomicU64,
