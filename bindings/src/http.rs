@@ -13,7 +13,7 @@ use scrip_tokens::{
 
 use crate::merchant::{block_on, Merchant, SyncSummary};
 use crate::wallet::{statement_of, Statement};
-use crate::{at, decode, encode, rng, Result, ScripError};
+use crate::{at, decode, encode, parse_id, rng, Result};
 
 /// The issuer's HTTP API, blocking (each call waits for the answer). Thread-safe.
 #[derive(uniffi::Object)]
@@ -180,9 +180,7 @@ impl IssuerHttp {
         amount_minor: u64,
         now_unix_ms: u64,
     ) -> Result<PayoutResult> {
-        let payout_id: scrip_tokens::PayoutId = payout_id.parse().map_err(|_| {
-            ScripError::bad_argument(format!("payout id {payout_id:?} is not a UUID"))
-        })?;
+        let payout_id: scrip_tokens::PayoutId = parse_id("payout id", &payout_id)?;
         let currency = merchant.inner().terminal().config().max_unsettled.currency;
         let amount = scrip_tokens::Amount::new(amount_minor, currency);
         let receipt = block_on(merchant.inner().payout(

@@ -71,7 +71,7 @@ pub fn reason_codes() -> Vec<String> {
 pub fn new_storage_key() -> Vec<u8> {
     use rand::Rng as _;
     let mut key = vec![0u8; 32];
-    rand::rng().fill_bytes(&mut key);
+    rng().fill_bytes(&mut key);
     key
 }
 

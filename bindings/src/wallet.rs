@@ -253,7 +253,7 @@ pub struct Balance {
 }
 
 /// The outcome's name, as in the API's JSON.
-pub(crate) fn outcome_name(outcome: &RedemptionOutcome) -> (&'static str, Option<String>) {
+fn outcome_name(outcome: &RedemptionOutcome) -> (&'static str, Option<String>) {
     match outcome {
         RedemptionOutcome::Accepted { .. } => ("accepted", None),
         RedemptionOutcome::AlreadyAccepted { .. } => ("already_accepted", None),
