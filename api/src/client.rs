@@ -30,8 +30,8 @@ use scrip_tokens::{
     IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId,
     MerchantRegistration, MerchantStatement, MerchantStatementRequest, Message, PayoutReceipt,
     PayoutRequest, ReasonCode, RedemptionBatch, RedemptionReport, RefundReceipt, RefundRequest,
-    RevocationList, SignedKeyDirectory, Statement, StatementRequest, SyncReport, SyncRequest,
-    VoucherWithdrawalRequest,
+    RevocationList, SignedKeyDirectory, Statement, StatementRequest, SwapReceipt, SwapRequest,
+    SyncReport, SyncRequest, VoucherWithdrawalRequest,
 };
 
 use crate::ClientError as Error;
@@ -343,6 +343,13 @@ impl HttpClient {
         request: &VoucherWithdrawalRequest,
     ) -> Result<BlindWithdrawalResponse, Error> {
         self.post("/v1/refund-withdrawals", request, false).await
+    }
+
+    /// `POST /v1/swaps`: coins in, blind signatures on new coins out, in one atomic step.
+    /// Check the receipt with [`scrip_tokens::SwapReceipt::verify_for`]; after a lost
+    /// answer send the very same request again.
+    pub async fn swap(&self, request: &SwapRequest) -> Result<SwapReceipt, Error> {
+        self.post("/v1/swaps", request, false).await
     }
 
     /// `POST /v1/accounts/{id}/statement`.

@@ -161,6 +161,9 @@ fn wallet_code(e: &WalletError) -> String {
         WalletError::EmptyWithdrawal => "empty_withdrawal",
         WalletError::NoOpenKeyset(_) => "no_open_keyset",
         WalletError::NoCoinsMake(_) => "no_coins_make",
+        WalletError::CoinNotHeld(_) => "coin_not_held",
+        WalletError::NotEnoughCoins { .. } => "not_enough_coins",
+        WalletError::TooManyCoins { .. } => "too_many_coins",
         WalletError::Sealing => "sealing",
         _ => "wallet",
     };

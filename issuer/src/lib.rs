@@ -21,6 +21,7 @@ mod schema;
 #[cfg(feature = "server")]
 pub mod server;
 mod statements;
+mod swaps;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -41,7 +42,7 @@ pub use keyring::{one_two_five, IssuerKey, Keyring, KeyringConfig, KeysetKeys, R
 pub use registry::AccountOpened;
 pub use revocations::REVOCATION_SNAPSHOTS_KEPT;
 use schema::RawValue;
-pub use schema::{coins_outstanding_account, funding_account};
+pub use schema::{coins_outstanding_account, funding_account, swap_fees_account};
 pub use schema::{paid_out_account, payouts_pending_account, PayoutDoc, PayoutProgress};
 /// The stored documents the issuer's read methods return ([`Issuer::account`],
 /// [`Issuer::record`], ...). Where and how they are stored (collections, keys, claim
@@ -102,6 +103,14 @@ pub struct IssuerConfig {
     pub max_coins_per_withdrawal: usize,
     /// Most items in one redemption batch.
     pub max_batch_items: usize,
+    /// The swap fee hook: minor units the issuer keeps per coin handed in to a swap
+    /// (`POST /v1/swaps`), moved from `coins-outstanding` to `swap-fees`
+    /// ([`swap_fees_account`]). A swap's outputs must add up to its inputs less this fee
+    /// per input coin. Default 0: change and refresh cost nothing, so a wallet never
+    /// loses value by keeping its coins spendable. The key directory does not publish the
+    /// fee: an issuer that sets one tells its wallet vendors, whose wallets ask for
+    /// outputs worth the inputs less the fee (`scrip_wallet::Wallet::swap_request`).
+    pub swap_fee_per_coin: u64,
     /// Where the RSA work runs: the issuer's keys are moved onto this backend when the
     /// keyring is installed, and every device and merchant key is verified on it. Default
     /// pure Rust ([`Backend::RustCrypto`]); the server runs [`Backend::fastest`]
@@ -122,6 +131,7 @@ impl Default for IssuerConfig {
             max_certificate_amount: 100_000,
             max_coins_per_withdrawal: 200,
             max_batch_items: 1_000,
+            swap_fee_per_coin: 0,
             backend: Backend::default(),
         }
     }

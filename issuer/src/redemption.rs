@@ -837,7 +837,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     /// A coin of a keyset the directory no longer lists: if the issuer had that keyset and
     /// its window has ended, say so (`keyset_expired`) rather than `unknown_keyset`, so a
     /// merchant can tell stale coins from forged ones.
-    fn explain_unknown_keyset(&self, e: IssuerError, now: Timestamp) -> IssuerError {
+    pub(crate) fn explain_unknown_keyset(&self, e: IssuerError, now: Timestamp) -> IssuerError {
         if let IssuerError::Invalid(scrip_tokens::Error::UnknownKeyset(id)) = &e {
             if let Some(set) = self.keys().keyset(*id) {
                 if set.keyset.validity().not_after < now {
@@ -897,6 +897,25 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         first_redeemed_at: Timestamp,
         now: Timestamp,
     ) -> Result<()> {
+        let holders = self.holders_of(presented, &spent).await?;
+        let entry = FraudEntry {
+            at: now,
+            kind: FraudKind::DoubleSpend {
+                merchant,
+                coins: spent,
+                first_redeemed_at,
+                holders,
+            },
+        };
+        self.log_fraud(&entry, now).await
+    }
+
+    /// The holders named by the identified coins of `presented` that are in `spent`.
+    pub(crate) async fn holders_of(
+        &self,
+        presented: &[Coin],
+        spent: &[scrip_tokens::CoinId],
+    ) -> Result<Vec<CoinHolder>> {
         let mut holders = Vec::new();
         for coin in presented.iter().filter(|c| spent.contains(&c.id())) {
             if let Some(virtual_id) = coin.holder() {
@@ -908,16 +927,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 });
             }
         }
-        let entry = FraudEntry {
-            at: now,
-            kind: FraudKind::DoubleSpend {
-                merchant,
-                coins: spent,
-                first_redeemed_at,
-                holders,
-            },
-        };
-        self.log_fraud(&entry, now).await
+        Ok(holders)
     }
 
     /// Appends `entry` to the fraud log once (a retried batch does not log twice).

@@ -116,6 +116,9 @@ pub(crate) const PAYOUT: ClaimNamespace = ClaimNamespace::new("payout");
 /// money leaves the pending account once, whichever retry finishes it.
 pub(crate) const PAYOUT_OUTCOME: ClaimNamespace = ClaimNamespace::new("payout-outcome");
 
+/// A swap (key: the holder's request key; digest: the whole request): answered once.
+pub(crate) const SWAP_REQUEST: ClaimNamespace = ClaimNamespace::new("swap-request");
+
 /// A refund (key: [`refund_key`], digest: what it refunds): paid once per refund id.
 pub(crate) const REFUND: ClaimNamespace = ClaimNamespace::new("refund");
 /// The `n`-th refund of a payment (key: [`refund_slot_key`]): two refunds of one payment
@@ -140,6 +143,8 @@ pub(crate) const CERTIFICATE_RESPONSE: ResponseKind = ResponseKind(b"certificate
 pub(crate) const BLIND_RESPONSE: ResponseKind = ResponseKind(b"blind/");
 /// An identified withdrawal, by the key bytes of its idempotency claim.
 pub(crate) const IDENTIFIED_RESPONSE: ResponseKind = ResponseKind(b"identified/");
+/// A swap's blind signatures, by the key bytes of its request claim.
+pub(crate) const SWAP_RESPONSE: ResponseKind = ResponseKind(b"swap/");
 /// The coins reissued for a revoked device, by its id.
 pub(crate) const REISSUE_RESPONSE: ResponseKind = ResponseKind(b"reissue/");
 
@@ -158,6 +163,12 @@ pub fn coins_outstanding_account() -> LedgerAccount {
 /// A revocation list version's key: big-endian, so versions scan in order.
 pub(crate) fn revocation_version_key(version: u64) -> Vec<u8> {
     version.to_be_bytes().to_vec()
+}
+
+/// The issuer's system ledger account of swap fees kept
+/// ([`crate::IssuerConfig::swap_fee_per_coin`]; nothing while the fee is zero).
+pub fn swap_fees_account() -> LedgerAccount {
+    LedgerAccount::System("swap-fees".into())
 }
 
 /// The issuer's system ledger account holding payouts taken from merchants' balances and

@@ -15,7 +15,9 @@
 //! (paid, declined by the bank, the bank unreachable and the payout finished by a later
 //! retry, sent twice, the payout id reused for another amount, more than the merchant is
 //! owed), refunds (a payment by record back to its account, a coin payment by a voucher a
-//! wallet withdraws fresh coins against, in parts, beyond what is left, sent again), and
+//! wallet withdraws fresh coins against, in parts, beyond what is left, sent again), swaps
+//! (coins in hand for new blind coins in other denominations; with coins already handed to
+//! a merchant, redeemed or not yet; the last swap sent again after its answer), and
 //! restarts of the issuer over durable stores.
 //!
 //! A test-side model predicts every outcome and every ledger balance. After every step the
@@ -29,7 +31,7 @@
 //!   and records, less its refunds (no coin or record credited twice, no refund paid
 //!   twice or beyond its payment);
 //! - every coin's claim (free, held by its redeeming merchant, held by the issuer after
-//!   revocation) and every account's frozen state match the model.
+//!   revocation, held by a swap's holder) and every account's frozen state match the model.
 //!
 //! It runs against every store backend: memory, file, redb and PostgreSQL (a throwaway
 //! server the test starts itself, the system accounts striped as a cluster stripes them).
@@ -176,6 +178,15 @@ enum Op {
         part: u8,
         again: bool,
     },
+    /// The wallet swaps `count` coins in hand, and `spent` it handed to a merchant
+    /// already, for new blind coins (split at random); `again`: it sends its last swap
+    /// again instead, byte for byte (an answer lost).
+    Swap {
+        w: usize,
+        count: usize,
+        spent: usize,
+        again: bool,
+    },
     /// The issuer process restarts over the same (durable) store.
     Restart,
 }
@@ -275,6 +286,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(m, share, fault)| Op::Payout { m, share, fault }),
         10 => (m.clone(), 0usize..8, 1u8..=5, prop::bool::weighted(0.2))
             .prop_map(|(m, pick, part, again)| Op::Refund { m, pick, part, again }),
+        8 => (w.clone(), 1usize..4, prop_oneof![3 => Just(0usize), 2 => Just(1usize)], prop::bool::weighted(0.2))
+            .prop_map(|(w, count, spent, again)| Op::Swap { w, count, spent, again }),
         // Rare: each account has one spare device key.
         1 => w.prop_map(|w| Op::Revoke { w }),
         1 => Just(Op::Restart),
@@ -336,6 +349,8 @@ enum CoinState {
     /// Redeemed by this merchant, in the payment answering this request.
     Redeemed(usize, RequestId),
     Revoked,
+    /// Handed in to a swap (claimed by its holder).
+    Swapped,
 }
 
 struct CoinModel {
@@ -570,6 +585,8 @@ struct WalletSide {
     last_blind: Option<(BlindWithdrawalRequest, Vec<PendingCoin>)>,
     last_identified: Option<IdentifiedWithdrawalRequest>,
     reissued: Option<Vec<CoinId>>,
+    /// The last swap sent, and what it was answered.
+    last_swap: Option<(SwapRequest, SwapOutcome)>,
 }
 
 struct ShopSide {
@@ -634,6 +651,7 @@ impl World {
                 last_blind: None,
                 last_identified: None,
                 reissued: None,
+                last_swap: None,
             });
         }
         let places = [
@@ -711,6 +729,10 @@ impl World {
                 )
             }
             Op::SpendCoins { w, .. } => *w = pick(wallets(&|ws| !ws.coins.is_empty()), *w),
+            Op::Swap {
+                w, again: false, ..
+            } => *w = pick(wallets(&|ws| !ws.coins.is_empty()), *w),
+            Op::Swap { w, again: true, .. } => *w = pick(wallets(&|ws| ws.last_swap.is_some()), *w),
             Op::DoubleSpend { w, .. } => *w = pick(wallets(&|ws| !ws.given.is_empty()), *w),
             Op::Sync {
                 m, resend: false, ..
@@ -816,7 +838,134 @@ impl World {
                 self.refund(issuer, step, op, *m, *pick, *part, *again)
                     .await
             }
+            Op::Swap {
+                w,
+                count,
+                spent,
+                again,
+            } => {
+                self.swap(issuer, step, op, *w, *count, *spent, *again)
+                    .await
+            }
             Op::Restart => unreachable!("handled by the driver"),
+        }
+    }
+
+    /// A swap of coins in hand (and of `spent` coins already given away), or the last
+    /// swap again.
+    #[allow(clippy::too_many_arguments)]
+    async fn swap<S: RecordStore>(
+        &mut self,
+        issuer: &TestIssuer<S>,
+        step: usize,
+        op: &Op,
+        w: usize,
+        count: usize,
+        spent: usize,
+        again: bool,
+    ) {
+        if again {
+            let Some((request, first)) = self.wallets[w].last_swap.clone() else {
+                return;
+            };
+            let answer = issuer
+                .swap(&request, self.now, &mut self.rng)
+                .await
+                .unwrap_or_else(|e| fail(step, op, e));
+            match (&first, &answer.outcome) {
+                // The same request after it was done: the same signatures, nothing more.
+                (SwapOutcome::Swapped { .. }, again) => assert_eq!(
+                    again, &first,
+                    "step {step} ({op:?}): a repeated swap got another answer"
+                ),
+                // Refused before: still refused (its spent coins stay spent).
+                (SwapOutcome::DoubleSpent { .. }, SwapOutcome::DoubleSpent { .. }) => {}
+                (_, other) => fail(step, op, format!("a refused swap now {other:?}")),
+            }
+            return;
+        }
+        let ws = &mut self.wallets[w];
+        let n = count.min(ws.coins.len());
+        if n == 0 {
+            return;
+        }
+        let mut coins: Vec<Coin> = ws.coins.drain(..n).collect();
+        let old: Vec<Coin> = ws.given.iter().rev().take(spent).cloned().collect();
+        coins.extend(old.iter().cloned());
+        let total: u64 = coins.iter().map(|c| c.amount().minor_units).sum();
+        let mut values = Vec::new();
+        let mut left = total;
+        while left > 0 {
+            let fits: Vec<u64> = [1u64, 2, 5, 10]
+                .into_iter()
+                .filter(|d| *d <= left)
+                .collect();
+            let value = fits[self.rng.random_range(0..fits.len())];
+            values.push(value);
+            left -= value;
+        }
+        let pending: Vec<PendingCoin> = values
+            .iter()
+            .map(|v| PendingCoin::new(&mut self.rng, &self.keyset, eur(*v)).unwrap())
+            .collect();
+        let mut request_key = [0u8; 32];
+        self.rng.fill_bytes(&mut request_key);
+        let request = SwapRequest {
+            request_key,
+            coins: coins.clone(),
+            keyset_id: self.keyset.id(),
+            outputs: pending
+                .iter()
+                .map(|p| (p.amount().minor_units, p.blinded().clone()))
+                .collect(),
+        };
+        let answer = issuer
+            .swap(&request, self.now, &mut self.rng)
+            .await
+            .unwrap_or_else(|e| fail(step, op, e));
+        let taken: Vec<CoinId> = coins
+            .iter()
+            .map(Coin::id)
+            .filter(|id| self.model.coins[id].state != CoinState::Outstanding)
+            .collect();
+        self.wallets[w].last_swap = Some((request.clone(), answer.outcome.clone()));
+        match answer.outcome {
+            SwapOutcome::Swapped {
+                keyset_id,
+                signatures,
+            } => {
+                assert!(
+                    taken.is_empty(),
+                    "step {step} ({op:?}): swapped coins spent before: {taken:?}"
+                );
+                for coin in &coins {
+                    self.model.coins.get_mut(&coin.id()).unwrap().state = CoinState::Swapped;
+                }
+                let response = BlindWithdrawalResponse {
+                    keyset_id,
+                    signatures,
+                };
+                let new = finalize(&self.keyset, &pending, &response);
+                self.take_coins(step, op, w, new, true, None);
+            }
+            SwapOutcome::DoubleSpent { coins: named, .. } => {
+                let mut named = named;
+                named.sort_unstable();
+                let mut expected = taken;
+                expected.sort_unstable();
+                assert!(
+                    !expected.is_empty() && named == expected,
+                    "step {step} ({op:?}): double spent {named:?}, expected {expected:?}"
+                );
+                // The coins in hand that were not spent come back.
+                let ws = &mut self.wallets[w];
+                ws.coins.extend(
+                    coins[..n]
+                        .iter()
+                        .filter(|c| !named.contains(&c.id()))
+                        .cloned(),
+                );
+            }
         }
     }
 
@@ -1775,6 +1924,7 @@ impl World {
                     Some(Claimant::Merchant(self.shops[shop].shop.id()))
                 }
                 CoinState::Revoked => Some(Claimant::Issuer),
+                CoinState::Swapped => Some(Claimant::Holder),
             };
             assert_eq!(
                 holder, expected,

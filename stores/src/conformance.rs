@@ -376,6 +376,55 @@ pub async fn the_same_claimant_with_another_digest_is_a_conflict<H: Harness>(h: 
     assert_eq!(store.claims(&[coin(31)]).await.unwrap(), vec![None]);
 }
 
+/// Every kind of claimant is stored and read back as itself (after a reopen too, for
+/// durable backends): whose claim it is decides what the issuer answers (a coin held by
+/// the issuer was revoked, one held by a swap's holder was swapped), and a repeat needs
+/// the same claimant.
+pub async fn every_claimant_is_read_back_as_itself<H: Harness>(h: H) {
+    let claimants = [
+        merchant(7),
+        Claimant::Account(AccountId(uuid::Uuid::from_u128(8))),
+        Claimant::Device(scrip_tokens::DeviceId(uuid::Uuid::from_u128(9))),
+        Claimant::Issuer,
+        Claimant::Holder,
+    ];
+    let ids: Vec<ClaimId> = (0..claimants.len() as u128)
+        .map(|n| coin(900 + n))
+        .collect();
+    {
+        let store = h.open();
+        for (n, (claimant, id)) in claimants.iter().zip(&ids).enumerate() {
+            let unit = Unit::new(claimant.clone(), at(n as u64)).claim(id.clone(), digest(5));
+            assert_eq!(store.commit(unit).await.unwrap(), CommitOutcome::Committed);
+        }
+        // The same id and digest under another claimant is not a repeat.
+        let other = Unit::new(Claimant::Issuer, at(50)).claim(ids[4].clone(), digest(5));
+        assert!(matches!(
+            store.commit(other).await.unwrap(),
+            CommitOutcome::Conflict(_)
+        ));
+        if H::DURABLE {
+            store.close().await.unwrap();
+        } else {
+            let held = store.claims(&ids).await.unwrap();
+            let read: Vec<Claimant> = held.into_iter().map(|c| c.unwrap().claimant).collect();
+            assert_eq!(read, claimants);
+            return;
+        }
+    }
+    let store = h.open();
+    let held = store.claims(&ids).await.unwrap();
+    let read: Vec<Claimant> = held.into_iter().map(|c| c.unwrap().claimant).collect();
+    assert_eq!(read, claimants);
+    let again = Unit::new(Claimant::Holder, at(60)).claim(ids[4].clone(), digest(5));
+    assert_eq!(
+        store.commit(again).await.unwrap(),
+        CommitOutcome::Repeated {
+            first_claimed_at: at(4)
+        }
+    );
+}
+
 pub async fn exactly_one_of_64_concurrent_claims_wins<H: Harness>(h: H) {
     let store = Arc::new(h.open());
     let tasks: Vec<_> = (0..64u128)
@@ -826,6 +875,7 @@ macro_rules! store_conformance {
             fresh_claims_commit_and_conflicts_name_the_holder,
             an_idempotent_repeat_returns_the_original_outcome_and_applies_nothing_twice,
             the_same_claimant_with_another_digest_is_a_conflict,
+            every_claimant_is_read_back_as_itself,
             exactly_one_of_64_concurrent_claims_wins,
             a_unit_of_100_with_one_conflicting_id_writes_nothing,
             ledger_postings_are_applied_exactly_once,

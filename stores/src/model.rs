@@ -168,6 +168,10 @@ pub enum Claimant {
     Device(DeviceId),
     /// The issuer itself (registrations, expiry, reissue).
     Issuer,
+    /// Whoever held the coins a swap handed in: a swap names nobody (coins are bearer
+    /// tokens), so its claims carry only the swap's digest. Appended last: claims stored
+    /// before it existed decode unchanged.
+    Holder,
 }
 
 /// An existing claim: who holds the id, since when, and the digest of what they claimed

@@ -18,7 +18,7 @@ pub use keyring::{
     directory, fixture_keyring, issuer, issuer_with, keyset, root, validity_around, TestIssuer,
 };
 pub use phone::{up_to, Phone};
-pub use raw_wallet::{finalize, registration, RawWallet};
+pub use raw_wallet::{finalize, registration, swap_request, RawWallet};
 /// The fixed "now" of every fixture (2026-01-01T00:00:00Z), re-exported for convenience.
 pub use scrip_tokens::fixtures::NOW;
 pub use shop::{rejection, Shop};

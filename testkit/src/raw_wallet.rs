@@ -363,3 +363,29 @@ pub fn finalize(
         })
         .collect()
 }
+
+/// A swap of `coins` for new blind coins of `outputs` (minor units) under `keyset`, with
+/// a fresh request key, and the pending coins to finalize with the answer.
+pub fn swap_request(
+    keyset: &Keyset,
+    coins: Vec<Coin>,
+    outputs: &[u64],
+    rng: &mut StdRng,
+) -> (SwapRequest, Vec<PendingCoin>) {
+    let pending: Vec<PendingCoin> = outputs
+        .iter()
+        .map(|v| PendingCoin::new(rng, keyset, eur(*v)).unwrap())
+        .collect();
+    let mut request_key = [0u8; 32];
+    rng.fill_bytes(&mut request_key);
+    let request = SwapRequest {
+        request_key,
+        coins,
+        keyset_id: keyset.id(),
+        outputs: pending
+            .iter()
+            .map(|p| (p.amount().minor_units, p.blinded().clone()))
+            .collect(),
+    };
+    (request, pending)
+}

@@ -21,6 +21,7 @@ mod reason;
 mod refund;
 mod revocation;
 mod signed;
+mod swap;
 
 #[cfg(any(test, feature = "test-fixtures"))]
 pub mod fixtures;
@@ -88,3 +89,4 @@ pub use revocation::{
     MAX_REVOCATION_ENTRIES,
 };
 pub use signed::{Signed, SignedPayload};
+pub use swap::{SwapOutcome, SwapReceipt, SwapReceiptPayload, SwapRequest, MAX_COINS_PER_SWAP};

@@ -86,6 +86,54 @@ pub(crate) fn exact_change(values: &[u64], amount: u64) -> Change {
     Change::Impossible { below, above }
 }
 
+/// `amount` in `denominations` (largest first), greedily: exact for the 1-2-5 series
+/// keysets use; `None` if it leaves a remainder or needs more than `max` coins.
+pub(crate) fn split(amount: u64, denominations: &[u64], max: usize) -> Option<Vec<u64>> {
+    let mut left = amount;
+    let mut values = Vec::new();
+    for d in denominations.iter().copied().filter(|d| *d > 0) {
+        while left >= d {
+            if values.len() == max {
+                return None;
+            }
+            left -= d;
+            values.push(d);
+        }
+    }
+    (left == 0).then_some(values)
+}
+
+/// The default denomination mix for `amount` (the wallet's change when it splits coins
+/// ahead of going offline): a *ladder* of small coins first, then the rest in the largest
+/// denominations. Of each denomination (smallest first) the ladder takes as many as make
+/// every amount below the next denomination payable exactly with the coins taken so far:
+/// for the 1-2-5 series that is 1, 2, 2, 5, 10, 20, 20, 50, ... (each decade 1+2+2+5),
+/// so with the ladder complete every whole amount up to its total (and, with the larger
+/// coins, most amounts beyond) can be paid without change. `denominations` is largest
+/// first; `None` as for [`split`].
+pub(crate) fn ladder(amount: u64, denominations: &[u64], max: usize) -> Option<Vec<u64>> {
+    let mut ascending: Vec<u64> = denominations.iter().copied().filter(|d| *d > 0).collect();
+    ascending.sort_unstable();
+    ascending.dedup();
+    let mut left = amount;
+    let mut values = Vec::new();
+    let mut covered = 0u64;
+    for (i, d) in ascending.iter().copied().enumerate() {
+        let next = ascending.get(i + 1).copied().unwrap_or(u64::MAX);
+        while covered.saturating_add(1) < next && d <= left && values.len() < max {
+            values.push(d);
+            left -= d;
+            covered = covered.saturating_add(d);
+        }
+    }
+    let mut descending = ascending;
+    descending.reverse();
+    let rest = split(left, &descending, max.checked_sub(values.len())?)?;
+    values.extend(rest);
+    values.sort_unstable_by(|a, b| b.cmp(a));
+    Some(values)
+}
+
 fn greedy(values: &[u64], amount: u64) -> Change {
     let mut order: Vec<usize> = (0..values.len()).collect();
     order.sort_by_key(|i| std::cmp::Reverse(values[*i]));
@@ -152,6 +200,34 @@ mod tests {
                 above: None
             }
         );
+    }
+
+    #[test]
+    fn the_ladder_keeps_small_coins_and_puts_the_rest_in_large_ones() {
+        let series = [500, 200, 100, 50, 20, 10, 5, 2, 1];
+        assert_eq!(
+            ladder(100, &series, 200),
+            Some(vec![20, 20, 20, 20, 10, 5, 2, 2, 1])
+        );
+        assert_eq!(ladder(0, &series, 200), Some(vec![]));
+        // Short of a whole rung: the ladder stops where the amount ends.
+        assert_eq!(ladder(4, &series, 200), Some(vec![2, 1, 1]));
+        assert_eq!(ladder(1_000, &series, 5), None);
+        assert_eq!(split(3, &[10, 5, 2], 200), None);
+        assert_eq!(ladder(3, &[10, 5, 2], 200), None);
+    }
+
+    proptest! {
+        #[test]
+        fn a_ladder_adds_up_and_pays_every_amount_up_to_its_rungs(amount in 0u64..3_000) {
+            let series = [500, 200, 100, 50, 20, 10, 5, 2, 1];
+            let mix = ladder(amount, &series, 200).unwrap();
+            prop_assert_eq!(mix.iter().sum::<u64>(), amount);
+            // Every amount up to min(amount, 10) is payable exactly from the mix.
+            for pay in 1..=amount.min(10) {
+                prop_assert!(matches!(exact_change(&mix, pay), Change::Exact(_)), "{} from {:?}", pay, mix);
+            }
+        }
     }
 
     proptest! {

@@ -198,7 +198,7 @@ impl Wallet {
         Ok(ids)
     }
 
-    /// True if the coin is held or in flight to a merchant.
+    /// True if the coin is held, in flight to a merchant, or handed in to a pending swap.
     pub(crate) fn holds(&self, id: CoinId) -> bool {
         self.state.coins.iter().any(|c| c.id() == id)
             || self
@@ -206,6 +206,11 @@ impl Wallet {
                 .coins_in_flight
                 .iter()
                 .any(|f| f.coins.iter().any(|c| c.id() == id))
+            || self
+                .state
+                .swaps
+                .iter()
+                .any(|s| s.request.coins.iter().any(|c| c.id() == id))
     }
 
     /// The coins held (not counting coins handed to a merchant awaiting its reply).

@@ -102,10 +102,30 @@ pub enum WalletError {
     /// A payment request for nothing (refused rather than paid with an empty payment).
     #[error("the payment request is for nothing")]
     ZeroRequest,
-    /// A refund voucher's amount that the current keyset's denominations cannot make
-    /// (or nothing, or only with more than [`crate::MAX_VOUCHER_COINS`] coins).
+    /// An amount the current keyset's denominations cannot make: a refund voucher's (or
+    /// nothing, or only with more than [`crate::MAX_VOUCHER_COINS`] coins), or one asked
+    /// of [`crate::Wallet::change_request`].
     #[error("no coins of the current keyset make exactly {0}")]
     NoCoinsMake(Amount),
+    /// The coin is not in the purse (unknown, spent, or handed over and awaiting an answer).
+    #[error("coin {0} is not held")]
+    CoinNotHeld(CoinId),
+    /// The coins held are worth less than the amounts asked for.
+    #[error("the coins held ({held}) are worth less than {needed}")]
+    NotEnoughCoins {
+        /// What the amounts add up to.
+        needed: Amount,
+        /// What the coins held are worth.
+        held: Amount,
+    },
+    /// More coins than one request holds.
+    #[error("{needed} coins needed, one request holds at most {max}")]
+    TooManyCoins {
+        /// Coins needed.
+        needed: usize,
+        /// The most one request holds.
+        max: usize,
+    },
     /// Sealing the state failed (the AEAD refused; it does so only for absurd sizes).
     #[error("sealing the wallet state failed")]
     Sealing,

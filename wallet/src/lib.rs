@@ -13,6 +13,7 @@ mod refunds;
 mod saving;
 mod state;
 mod storage;
+mod swaps;
 
 use rand_core::CryptoRng;
 use scrip_tokens::keys::{Device, DirectoryRoot};
@@ -27,6 +28,7 @@ pub use refunds::MAX_VOUCHER_COINS;
 pub use saving::{SaveError, SavingWallet, WalletStorage};
 pub use state::STATE_VERSION;
 pub use storage::{StorageKey, STORAGE_FORMAT_VERSION};
+pub use swaps::{SwapResult, DEFAULT_MIX, REFRESH_MARGIN};
 
 use state::WalletState;
 
@@ -225,6 +227,7 @@ impl Wallet {
             paid_requests: Vec::new(),
             generation: 1,
             voucher_withdrawals: Vec::new(),
+            swaps: Vec::new(),
         };
         Ok(Wallet {
             state,

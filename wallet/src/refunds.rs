@@ -88,8 +88,6 @@ impl Wallet {
     }
 }
 
-/// `amount` in `denominations` (largest first), greedily: exact for the 1-2-5 series
-/// keysets use; `None` if it leaves a remainder.
 /// Most coins one voucher is withdrawn as: the issuer's default limit for one withdrawal.
 /// The voucher's amount is not checked by anyone before the issuer sees it (the wallet
 /// cannot verify the merchant's signature), so a forged voucher for an absurd amount must
@@ -97,18 +95,8 @@ impl Wallet {
 pub const MAX_VOUCHER_COINS: usize = 200;
 
 fn split(amount: u64, denominations: &[u64]) -> Option<Vec<u64>> {
-    let mut left = amount;
-    let mut values = Vec::new();
-    for d in denominations.iter().copied().filter(|d| *d > 0) {
-        while left >= d {
-            if values.len() == MAX_VOUCHER_COINS {
-                return None;
-            }
-            left -= d;
-            values.push(d);
-        }
-    }
-    (left == 0 && !values.is_empty()).then_some(values)
+    crate::change::split(amount, denominations, MAX_VOUCHER_COINS)
+        .filter(|values| !values.is_empty())
 }
 
 #[cfg(test)]

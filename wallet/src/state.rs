@@ -6,14 +6,14 @@ use scrip_tokens::{
     AccountCertificate, BalanceCertificate, BalanceCertificateRequest, BlindWithdrawalRequest,
     CertificateSerial, Coin, ContentDigest, DepositConfirmation, DepositRecord, DepositRequest,
     IdentifiedWithdrawalRequest, MerchantCertificate, Message, PaymentReceipt, PendingCoin,
-    RequestId, SignedKeyDirectory, Timestamp, VerifyingKey, VoucherWithdrawalRequest,
+    RequestId, SignedKeyDirectory, SwapRequest, Timestamp, VerifyingKey, VoucherWithdrawalRequest,
     WithdrawalRecord,
 };
 use serde::{Deserialize, Serialize};
 
-/// The wallet's whole state, tag `scrip/wallet/state/v1`, format version 2 (version 1,
-/// saved by scrip 0.1 and before refunds, lacks `voucher_withdrawals`; it still loads, see
-/// [`WalletState::decode`]).
+/// The wallet's whole state, tag `scrip/wallet/state/v1`, format version 3. Older formats
+/// still load ([`WalletState::decode`]): version 2 (before swaps) lacks `swaps`, version 1
+/// (scrip 0.1, before refunds) lacks `voucher_withdrawals` too.
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct WalletState {
     /// The device's private key, PKCS#8 DER.
@@ -55,6 +55,8 @@ pub(crate) struct WalletState {
     pub generation: u64,
     /// Withdrawals against refund vouchers sent, awaiting the issuer's answer.
     pub voucher_withdrawals: Vec<PendingVoucherWithdrawal>,
+    /// Swaps sent, awaiting the issuer's answer (the coins handed in are in the request).
+    pub swaps: Vec<PendingSwap>,
 }
 
 impl Drop for WalletState {
@@ -71,18 +73,18 @@ impl Message for WalletState {
 
 /// The version of the wallet state inside the sealed envelope (which has its own,
 /// [`crate::STORAGE_FORMAT_VERSION`]). Older versions are migrated when loaded.
-pub const STATE_VERSION: u16 = 2;
+pub const STATE_VERSION: u16 = 3;
 
 /// Largest sealed state [`WalletState::decode`] reads: the codec's allocation bound, far
 /// above its default message limit (1 MiB), which a wallet keeping receipts of a few
 /// thousand payments outgrows. The bytes were authenticated by the vendor's key first.
 const MAX_STATE_LEN: usize = 16 << 20;
 
-/// An empty list, encoded alone: what version 2 appends to a version-1 state.
+/// An empty list, encoded alone: what each newer format appends to an older state.
 #[derive(Serialize, Deserialize)]
-struct NoVoucherWithdrawals(Vec<PendingVoucherWithdrawal>);
+struct EmptyList(Vec<PendingVoucherWithdrawal>);
 
-impl Message for NoVoucherWithdrawals {
+impl Message for EmptyList {
     const TAG: &'static str = "scrip/wallet/no-voucher-withdrawals/v1";
     const VERSION: u16 = 1;
 }
@@ -91,17 +93,20 @@ impl WalletState {
     /// Decodes a saved state of the current format or of an older one (migrating it).
     pub(crate) fn decode(plaintext: &[u8]) -> Result<WalletState, scrip_tokens::Error> {
         match codec::decode_with_limit::<WalletState>(plaintext, MAX_STATE_LEN) {
-            Err(scrip_tokens::Error::UnsupportedVersion { found: 1, .. }) => {
-                Self::from_version_1(plaintext)
+            Err(scrip_tokens::Error::UnsupportedVersion { found, .. })
+                if (1..STATE_VERSION).contains(&found) =>
+            {
+                Self::from_older(plaintext, found)
             }
             other => other,
         }
     }
 
-    /// Version 1 is version 2 without its last field, `voucher_withdrawals` (there were no
-    /// vouchers then): the version-1 body with an empty list appended is the version-2
-    /// body. The result is decoded and checked like any state.
-    fn from_version_1(plaintext: &[u8]) -> Result<WalletState, scrip_tokens::Error> {
+    /// Every format since version 1 only appended lists at the end of the state (version
+    /// 2 `voucher_withdrawals`, version 3 `swaps`), and nothing was pending in a list
+    /// before it existed: a version-`found` body with one empty list appended per newer
+    /// format is the current body. The result is decoded and checked like any state.
+    fn from_older(plaintext: &[u8], found: u16) -> Result<WalletState, scrip_tokens::Error> {
         let header = |tag: &str, version: u16| {
             let mut h = tag.as_bytes().to_vec();
             h.push(0);
@@ -109,17 +114,19 @@ impl WalletState {
             h
         };
         let body = plaintext
-            .strip_prefix(header(Self::TAG, 1).as_slice())
+            .strip_prefix(header(Self::TAG, found).as_slice())
             .ok_or(scrip_tokens::Error::WrongType {
                 expected: Self::TAG,
             })?;
-        let empty = codec::encode(&NoVoucherWithdrawals(Vec::new()))?;
+        let empty = codec::encode(&EmptyList(Vec::new()))?;
         let empty = empty
-            .get(header(NoVoucherWithdrawals::TAG, 1).len()..)
+            .get(header(EmptyList::TAG, 1).len()..)
             .unwrap_or_default();
         let mut migrated = header(Self::TAG, Self::VERSION);
         migrated.extend_from_slice(body);
-        migrated.extend_from_slice(empty);
+        for _ in found..STATE_VERSION {
+            migrated.extend_from_slice(empty);
+        }
         codec::decode_with_limit(&migrated, MAX_STATE_LEN)
     }
 }
@@ -158,6 +165,13 @@ pub(crate) struct PendingBlindWithdrawal {
 #[derive(Clone, Serialize, Deserialize)]
 pub(crate) struct PendingVoucherWithdrawal {
     pub request: VoucherWithdrawalRequest,
+    pub coins: Vec<PendingCoin>,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+pub(crate) struct PendingSwap {
+    pub request: SwapRequest,
+    /// The new coins, blinded in the request's outputs.
     pub coins: Vec<PendingCoin>,
 }
 

@@ -271,6 +271,13 @@ pub fn routes(
         handlers::withdraw_voucher,
     ))
     .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "swaps").boxed(),
+        Access::Signed,
+        handlers::swap,
+    ))
+    .unify()
     .boxed();
 
     health

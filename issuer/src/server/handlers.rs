@@ -12,7 +12,8 @@ use scrip_tokens::{
     DepositRecord, DepositRequest, DeviceId, DeviceRegistration, EndorsedCoinPayment,
     IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId,
     MerchantRegistration, RedemptionBatch, RedemptionReport, RefundReceipt, RefundRequest,
-    StatementRequest, SyncReport, SyncRequest, Timestamp, VoucherWithdrawalRequest,
+    StatementRequest, SwapOutcome, SwapReceipt, SwapRequest, SyncReport, SyncRequest, Timestamp,
+    VoucherWithdrawalRequest,
 };
 use serde::Deserialize;
 use warp::http::StatusCode;
@@ -321,6 +322,34 @@ pub async fn withdraw_voucher(
         "refund voucher withdrawn"
     );
     Ok(answer)
+}
+
+/// `POST /v1/swaps`: coins in, new blind coins out. Like a voucher withdrawal it has no
+/// freshness window and no nonce (a retry after a lost answer is the same request, and
+/// gets the same answer; a holder may come online days after taking coins), and no signer
+/// but the coins' issuer: every coin's signature is checked before anything is read,
+/// signed or stored. The answer, swapped or double spent, is signed.
+pub async fn swap(
+    state: Arc<AppState>,
+    request: SwapRequest,
+    now: Timestamp,
+) -> Result<SwapReceipt, ApiError> {
+    let mut rng = request_rng();
+    let receipt = state.issuer.swap(&request, now, &mut rng).await?;
+    let (swapped, outcome) = match &receipt.outcome {
+        SwapOutcome::Swapped { .. } => (true, "swapped"),
+        SwapOutcome::DoubleSpent { .. } => (false, "double_spent"),
+    };
+    state
+        .metrics
+        .swap(swapped, request.coins.len(), request.outputs.len());
+    tracing::info!(
+        coins = request.coins.len(),
+        outputs = request.outputs.len(),
+        outcome,
+        "swap"
+    );
+    Ok(state.issuer.sign_answer(receipt, now, &mut rng)?)
 }
 
 pub async fn redeem(

@@ -24,6 +24,10 @@ const LATENCY_BUCKETS: [f64; 12] = [
 pub struct Metrics {
     requests: Mutex<BTreeMap<(String, &'static str, u16), u64>>,
     redemptions: [AtomicU64; 4],
+    /// Swaps answered `swapped` and `double_spent`; coins handed in and signed by swaps.
+    swaps: [AtomicU64; 2],
+    swap_coins_in: AtomicU64,
+    swap_coins_out: AtomicU64,
     commit_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     commit_count: AtomicU64,
     commit_micros: AtomicU64,
@@ -128,6 +132,20 @@ impl Metrics {
         }
     }
 
+    /// Counts one answered swap: swapped (`coins_in` claimed, `coins_out` signed) or
+    /// double spent (nothing claimed or signed).
+    pub fn swap(&self, swapped: bool, coins_in: usize, coins_out: usize) {
+        if swapped {
+            self.swaps[0].fetch_add(1, Ordering::Relaxed);
+            self.swap_coins_in
+                .fetch_add(coins_in as u64, Ordering::Relaxed);
+            self.swap_coins_out
+                .fetch_add(coins_out as u64, Ordering::Relaxed);
+        } else {
+            self.swaps[1].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn commit(&self, started: Instant, units: usize) {
         let elapsed = started.elapsed();
         let secs = elapsed.as_secs_f64();
@@ -178,6 +196,21 @@ impl Metrics {
             let n = self.redemptions[i].load(Ordering::Relaxed);
             let _ = writeln!(out, "scrip_redemptions_total{{outcome=\"{name}\"}} {n}");
         }
+        out.push_str("# HELP scrip_swaps_total Swaps answered, by outcome.\n");
+        out.push_str("# TYPE scrip_swaps_total counter\n");
+        for (i, name) in ["swapped", "double_spent"].iter().enumerate() {
+            let n = self.swaps[i].load(Ordering::Relaxed);
+            let _ = writeln!(out, "scrip_swaps_total{{outcome=\"{name}\"}} {n}");
+        }
+        let _ = writeln!(
+            out,
+            "# HELP scrip_swap_coins_total Coins handed in to (in) and signed by (out) swaps that were done.\n\
+             # TYPE scrip_swap_coins_total counter\n\
+             scrip_swap_coins_total{{direction=\"in\"}} {}\n\
+             scrip_swap_coins_total{{direction=\"out\"}} {}",
+            self.swap_coins_in.load(Ordering::Relaxed),
+            self.swap_coins_out.load(Ordering::Relaxed)
+        );
         out.push_str(
             "# HELP scrip_store_commit_seconds Latency of store commits (durable when they return).\n",
         );

@@ -97,6 +97,7 @@ fn claimant_bytes(claimant: &Claimant) -> Vec<u8> {
         Claimant::Account(id) => (2, Some(id.0)),
         Claimant::Device(id) => (3, Some(id.0)),
         Claimant::Issuer => (4, None),
+        Claimant::Holder => (5, None),
     };
     let mut out = vec![kind];
     if let Some(id) = id {
@@ -118,6 +119,7 @@ fn parse_claimant(bytes: &[u8]) -> Result<Claimant> {
         Some(2) => Ok(Claimant::Account(scrip_tokens::AccountId(id()?))),
         Some(3) => Ok(Claimant::Device(scrip_tokens::DeviceId(id()?))),
         Some(4) if bytes.len() == 1 => Ok(Claimant::Issuer),
+        Some(5) if bytes.len() == 1 => Ok(Claimant::Holder),
         _ => Err(corrupted("claimant")),
     }
 }

@@ -1,0 +1,490 @@
+//! Swaps (issue 20) on every store backend: memory, file, redb and PostgreSQL (a throwaway
+//! server the test starts itself). A swap claims the coins handed in and signs the new
+//! ones in one unit: a retry after a lost answer gets the same signatures (after a
+//! restart too), one spent coin leaves everything unclaimed, and of 50 concurrent swaps
+//! and redemptions of one coin exactly one wins. Also: what is refused before anything is
+//! read or signed, refresh from a keyset that stopped issuing, the fee hook, and the fraud
+//! log for identified coins handed in twice.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use scrip_issuer::api::FraudKind;
+use scrip_issuer::{
+    coins_outstanding_account, swap_fees_account, IssuerConfig, IssuerError, KeyringConfig,
+};
+use scrip_stores::conformance::Harness;
+use scrip_stores::{ClaimId, Claimant, LedgerAccount, RecordStore};
+use scrip_tokens::fixtures::NOW;
+use scrip_tokens::*;
+
+/// Expands each test once per backend.
+macro_rules! on_every_backend {
+    ($($name:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(scrip_stores::conformance::MemoryHarness).await; })*
+        }
+        mod file {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(scrip_stores::conformance::FileHarness::new()).await; })*
+        }
+        mod redb {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(scrip_stores::conformance::RedbHarness::new()).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() { super::$name(scrip_stores::conformance::PostgresHarness::new()).await; })*
+        }
+    };
+}
+
+on_every_backend!(
+    a_swap_whose_answer_is_lost_gets_the_same_signatures_again,
+    one_spent_coin_leaves_the_whole_swap_unclaimed,
+    of_50_concurrent_swaps_and_redemptions_of_one_coin_exactly_one_wins,
+);
+
+async fn coins_outstanding(store: &impl RecordStore) -> i128 {
+    store
+        .balance(&coins_outstanding_account(), EUR)
+        .await
+        .unwrap()
+}
+
+fn swapped(outcome: &SwapOutcome) -> &[BlindSignature] {
+    match outcome {
+        SwapOutcome::Swapped { signatures, .. } => signatures,
+        other => panic!("expected swapped, got {other:?}"),
+    }
+}
+
+/// The answer is lost: the holder sends the very same request again, and again after the
+/// issuer restarted (durable stores). Same signatures each time; the coins are claimed by
+/// the swap's holder once; coins outstanding did not move; the new coins verify and spend.
+async fn a_swap_whose_answer_is_lost_gets_the_same_signatures_again<H: Harness>(h: H) {
+    let mut rng = rng(1);
+    let issuer = issuer(h.open());
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
+    wallet.deposit(&issuer, 100, &mut rng).await;
+    let coins = wallet.withdraw_blind(&issuer, &[10, 5], &mut rng).await;
+    let mut coins_in = coins.clone();
+    coins_in.extend(wallet.withdraw_identified(&issuer, &[2], &mut rng).await);
+    let keyset = keyset(&directory(&issuer));
+    let (request, pending) = swap_request(&keyset, coins_in.clone(), &[5, 5, 5, 2], &mut rng);
+    let before = coins_outstanding(issuer.store()).await;
+
+    let first = issuer.swap(&request, NOW, &mut rng).await.unwrap();
+    assert_eq!(first.request_digest, codec::digest(&request).unwrap());
+    let signatures = swapped(&first.outcome).to_vec();
+    let later = NOW.saturating_add(MINUTE);
+    let again = issuer.swap(&request, later, &mut rng).await.unwrap();
+    assert_eq!(swapped(&again.outcome), signatures);
+    assert_eq!(coins_outstanding(issuer.store()).await, before);
+
+    let issuer = if H::DURABLE {
+        issuer.store().close().await.unwrap();
+        drop(issuer);
+        common::issuer(h.open())
+    } else {
+        issuer
+    };
+    let after_restart = issuer.swap(&request, later, &mut rng).await.unwrap();
+    assert_eq!(swapped(&after_restart.outcome), signatures);
+    for coin in &coins_in {
+        let held = issuer
+            .store()
+            .claims(&[ClaimId::Coin(coin.spend_id().unwrap())])
+            .await
+            .unwrap()
+            .pop()
+            .flatten()
+            .unwrap();
+        assert_eq!(held.claimant, Claimant::Holder);
+        assert_eq!(held.claimed_at, NOW);
+    }
+    assert_eq!(coins_outstanding(issuer.store()).await, before);
+
+    // The new coins are real money: a merchant redeems them; the old ones are spent.
+    let response = BlindWithdrawalResponse {
+        keyset_id: keyset.id(),
+        signatures,
+    };
+    let new = finalize(&keyset, &pending, &response);
+    for coin in &new {
+        coin.verify(&directory(&issuer), NOW).unwrap();
+    }
+    let shop = Shop::register(&issuer, 1, &mut rng).await;
+    let outcomes = shop
+        .redeem(
+            &issuer,
+            vec![
+                RedemptionItem::Coins(shop.endorse(new, &mut rng)),
+                RedemptionItem::Coins(shop.endorse(coins, &mut rng)),
+            ],
+            NOW,
+            &mut rng,
+        )
+        .await;
+    assert_eq!(
+        outcomes[0],
+        RedemptionOutcome::Accepted { credited: eur(17) }
+    );
+    assert!(matches!(
+        &outcomes[1],
+        RedemptionOutcome::DoubleSpent { coins, first_redeemed_at }
+            if coins.len() == 2 && *first_redeemed_at == NOW
+    ));
+
+    // The request key with anything else is refused; the key's swap stays as it was.
+    let (other, _) = swap_request(&keyset, coins_in, &[10, 5, 1, 1], &mut rng);
+    let reused = SwapRequest {
+        request_key: request.request_key,
+        ..other
+    };
+    assert!(matches!(
+        issuer.swap(&reused, later, &mut rng).await,
+        Err(IssuerError::IdempotencyKeyReused)
+    ));
+}
+
+/// All or nothing: a swap holding one coin spent before claims nothing and signs nothing;
+/// the answer names that coin and when it was spent. The other coins swap afterwards.
+async fn one_spent_coin_leaves_the_whole_swap_unclaimed<H: Harness>(h: H) {
+    let mut rng = rng(2);
+    let issuer = issuer(h.open());
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
+    wallet.deposit(&issuer, 100, &mut rng).await;
+    let coins = wallet.withdraw_blind(&issuer, &[10, 5, 2], &mut rng).await;
+    let shop = Shop::register(&issuer, 1, &mut rng).await;
+    let spent_at = NOW.saturating_add(MINUTE);
+    let item = RedemptionItem::Coins(shop.endorse(vec![coins[1].clone()], &mut rng));
+    shop.redeem(&issuer, vec![item], spent_at, &mut rng).await;
+    let keyset = keyset(&directory(&issuer));
+    let (request, _) = swap_request(&keyset, coins.clone(), &[10, 5, 2], &mut rng);
+    let answer = issuer
+        .swap(&request, spent_at.saturating_add(MINUTE), &mut rng)
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.outcome,
+        SwapOutcome::DoubleSpent {
+            first_redeemed_at: spent_at,
+            coins: vec![coins[1].id()],
+        }
+    );
+    let claims = issuer
+        .store()
+        .claims(&[
+            ClaimId::Coin(coins[0].spend_id().unwrap()),
+            ClaimId::Coin(coins[2].spend_id().unwrap()),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(claims, vec![None, None]);
+    // Blind coins name nobody: nothing for the fraud log.
+    assert!(issuer.fraud_log(None, 10).await.unwrap().is_empty());
+
+    let rest = vec![coins[0].clone(), coins[2].clone()];
+    let (request, _) = swap_request(&keyset, rest, &[5, 5, 2], &mut rng);
+    let answer = issuer.swap(&request, spent_at, &mut rng).await.unwrap();
+    assert_eq!(swapped(&answer.outcome).len(), 3);
+}
+
+/// One coin, 50 concurrent attempts: 25 swaps (each its own request) and 25 redemptions
+/// (each its own payment, by four merchants). Exactly one is done; every other swap is
+/// `double_spent` and every other redemption `double_spent`; the money moved once.
+async fn of_50_concurrent_swaps_and_redemptions_of_one_coin_exactly_one_wins<H: Harness>(h: H) {
+    let mut rng = rng(3);
+    let issuer = Arc::new(issuer(h.open()));
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
+    wallet.deposit(&issuer, 100, &mut rng).await;
+    let coin = wallet
+        .withdraw_blind(&issuer, &[10], &mut rng)
+        .await
+        .remove(0);
+    let keyset = keyset(&directory(&issuer));
+    let mut shops = Vec::new();
+    for n in 1..=4 {
+        shops.push(Shop::register(&issuer, n, &mut rng).await);
+    }
+    let outstanding = coins_outstanding(issuer.store()).await;
+    let mut tasks = Vec::new();
+    for i in 0..50u64 {
+        let issuer = Arc::clone(&issuer);
+        if i % 2 == 0 {
+            let (request, _) = swap_request(&keyset, vec![coin.clone()], &[5, 5], &mut rng);
+            tasks.push(tokio::spawn(async move {
+                let mut rng = common::rng(100 + i);
+                let answer = issuer.swap(&request, NOW, &mut rng).await.unwrap();
+                matches!(answer.outcome, SwapOutcome::Swapped { .. })
+            }));
+        } else {
+            let shop = &shops[(i as usize / 2) % shops.len()];
+            let batch = shop.batch(
+                vec![RedemptionItem::Coins(
+                    shop.endorse(vec![coin.clone()], &mut rng),
+                )],
+                &mut rng,
+            );
+            tasks.push(tokio::spawn(async move {
+                let report = issuer.redeem(&batch, NOW).await.unwrap();
+                match &report.outcomes[0] {
+                    RedemptionOutcome::Accepted { .. } => true,
+                    RedemptionOutcome::DoubleSpent { .. } => false,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }));
+        }
+    }
+    let mut winners = Vec::new();
+    for (i, task) in tasks.into_iter().enumerate() {
+        if task.await.unwrap() {
+            winners.push(i);
+        }
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let merchants: i128 = {
+        let mut total = 0;
+        for shop in &shops {
+            total += issuer
+                .store()
+                .balance(&LedgerAccount::Merchant(shop.id()), EUR)
+                .await
+                .unwrap();
+        }
+        total
+    };
+    let held = issuer
+        .store()
+        .claims(&[ClaimId::Coin(coin.spend_id().unwrap())])
+        .await
+        .unwrap()
+        .pop()
+        .flatten()
+        .unwrap();
+    if winners[0] % 2 == 0 {
+        // A swap won: no merchant was paid, the value is still outstanding as new coins.
+        assert_eq!(held.claimant, Claimant::Holder);
+        assert_eq!(merchants, 0);
+        assert_eq!(coins_outstanding(issuer.store()).await, outstanding);
+    } else {
+        assert!(matches!(held.claimant, Claimant::Merchant(_)));
+        assert_eq!(merchants, 10);
+        assert_eq!(coins_outstanding(issuer.store()).await, outstanding - 10);
+    }
+}
+
+/// Everything refused before a read or a signature leaves the coins unclaimed: outputs
+/// worth more or less than the coins, a forged coin, a coin listed twice, no coins, no
+/// outputs, too many outputs, an unknown denomination, a keyset that does not issue.
+#[tokio::test]
+async fn malformed_swaps_are_refused_and_claim_nothing() {
+    let mut rng = rng(4);
+    let issuer = issuer(scrip_stores::MemoryStore::new());
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
+    wallet.deposit(&issuer, 1_000, &mut rng).await;
+    let coins = wallet.withdraw_blind(&issuer, &[10, 5], &mut rng).await;
+    let keyset = keyset(&directory(&issuer));
+    let refuse = |request: SwapRequest, code: ReasonCode| {
+        let issuer = &issuer;
+        async move {
+            let mut rng = common::rng(40);
+            match issuer.swap(&request, NOW, &mut rng).await {
+                Err(e) => assert_eq!(e.code(), code, "{e}"),
+                Ok(answer) => panic!("expected {code:?}, got {answer:?}"),
+            }
+        }
+    };
+    refuse(
+        swap_request(&keyset, coins.clone(), &[10, 10], &mut rng).0,
+        ReasonCode::AmountMismatch,
+    )
+    .await;
+    refuse(
+        swap_request(&keyset, coins.clone(), &[10], &mut rng).0,
+        ReasonCode::AmountMismatch,
+    )
+    .await;
+    let mut forged = coins.clone();
+    if let Coin::Blind(c) = &mut forged[1] {
+        c.randomizer[0] ^= 1;
+    }
+    refuse(
+        swap_request(&keyset, forged, &[10, 5], &mut rng).0,
+        ReasonCode::BadSignature,
+    )
+    .await;
+    refuse(
+        swap_request(
+            &keyset,
+            vec![coins[0].clone(), coins[0].clone()],
+            &[10, 10],
+            &mut rng,
+        )
+        .0,
+        ReasonCode::DuplicateCoin,
+    )
+    .await;
+    refuse(
+        swap_request(&keyset, Vec::new(), &[5], &mut rng).0,
+        ReasonCode::InvalidField,
+    )
+    .await;
+    refuse(
+        swap_request(&keyset, coins.clone(), &[], &mut rng).0,
+        ReasonCode::InvalidField,
+    )
+    .await;
+    refuse(
+        swap_request(&keyset, coins.clone(), &[1; 201], &mut rng).0,
+        ReasonCode::InvalidField,
+    )
+    .await;
+    let mut odd = swap_request(&keyset, coins.clone(), &[10, 5], &mut rng).0;
+    odd.outputs[1].0 = 3;
+    odd.outputs[0].0 = 12;
+    refuse(odd, ReasonCode::UnknownDenomination).await;
+    let mut elsewhere = swap_request(&keyset, coins.clone(), &[10, 5], &mut rng).0;
+    elsewhere.keyset_id = KeysetId([9; 32]);
+    refuse(elsewhere, ReasonCode::UnknownKeyset).await;
+    for coin in &coins {
+        let held = issuer
+            .store()
+            .claims(&[ClaimId::Coin(coin.spend_id().unwrap())])
+            .await
+            .unwrap();
+        assert_eq!(held, vec![None]);
+    }
+}
+
+/// Refresh: coins of a keyset that no longer issues swap into the current keyset, with
+/// its other denominations, until the old keyset's acceptance window ends; after it they
+/// are refused `keyset_expired`, and no swap ever signs with a keyset that stopped issuing.
+#[tokio::test]
+async fn coins_of_a_keyset_that_stopped_issuing_refresh_into_the_current_one() {
+    let mut rng = rng(5);
+    let issuer = issuer(scrip_stores::MemoryStore::new());
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
+    wallet.deposit(&issuer, 1_000, &mut rng).await;
+    let old_coins = wallet.withdraw_blind(&issuer, &[10, 5, 5], &mut rng).await;
+    let old = keyset(&directory(&issuer));
+
+    // A new keyset of 1 and 20 opens in an hour; the old one keeps accepting coins until
+    // its window ends (NOW + 180 days).
+    let from = NOW.saturating_add(HOUR);
+    let mut keyring = fixture_keyring();
+    let config = KeyringConfig {
+        denominations: Vec::new(),
+        key_lifetime: DAY * 365,
+        keyset_issue_period: DAY * 200,
+        keyset_redeem_grace: DAY * 30,
+        rsa_bits: scrip_tokens::keys::DEFAULT_RSA_BITS,
+    };
+    let new_id = keyring
+        .add_keyset(EUR, &[1, 20], &config, from, &mut rng)
+        .unwrap();
+    issuer.replace_keyring(keyring);
+    let near_end = NOW.saturating_add(DAY * 175);
+    let directory = issuer.keys().directory(near_end).unwrap();
+    let current = directory.current_keyset(EUR, near_end).unwrap().clone();
+    assert_eq!(current.id(), new_id);
+
+    let (request, pending) = swap_request(&current, old_coins[..2].to_vec(), &[1; 15], &mut rng);
+    let answer = issuer.swap(&request, near_end, &mut rng).await.unwrap();
+    let response = BlindWithdrawalResponse {
+        keyset_id: current.id(),
+        signatures: swapped(&answer.outcome).to_vec(),
+    };
+    for coin in finalize(&current, &pending, &response) {
+        assert_eq!(coin.keyset_id(), Some(new_id));
+        coin.verify(&directory, near_end).unwrap();
+    }
+
+    // After the old window: its coin is worth nothing.
+    let after = old.validity().not_after.saturating_add(MINUTE);
+    let (late, _) = swap_request(&current, old_coins[2..].to_vec(), &[1; 5], &mut rng);
+    let e = issuer.swap(&late, after, &mut rng).await.unwrap_err();
+    assert_eq!(e.code(), ReasonCode::KeysetExpired, "{e}");
+    // And no swap signs with a keyset past its issue_until.
+    let fresh = wallet.withdraw_blind(&issuer, &[5], &mut rng).await;
+    let past_issuing = old.issue_until().saturating_add(MINUTE);
+    let (into_old, _) = swap_request(&old, fresh, &[5], &mut rng);
+    let e = issuer
+        .swap(&into_old, past_issuing, &mut rng)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e.code(),
+            ReasonCode::KeysetNotIssuing | ReasonCode::KeysetExpired
+        ),
+        "{e}"
+    );
+}
+
+/// The fee hook: with a fee of 1 per coin handed in, outputs worth the coins less the fee
+/// swap, the fee lands in `swap-fees`, and outputs worth the whole coins are refused.
+#[tokio::test]
+async fn a_per_coin_fee_is_kept_in_swap_fees() {
+    let mut rng = rng(6);
+    let issuer = issuer_with(
+        scrip_stores::MemoryStore::new(),
+        IssuerConfig {
+            swap_fee_per_coin: 1,
+            ..IssuerConfig::default()
+        },
+    );
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
+    wallet.deposit(&issuer, 1_000, &mut rng).await;
+    let coins = wallet.withdraw_blind(&issuer, &[10, 5], &mut rng).await;
+    let keyset = keyset(&directory(&issuer));
+    let (whole, _) = swap_request(&keyset, coins.clone(), &[10, 5], &mut rng);
+    let e = issuer.swap(&whole, NOW, &mut rng).await.unwrap_err();
+    assert_eq!(e.code(), ReasonCode::AmountMismatch);
+    let (less_fee, _) = swap_request(&keyset, coins, &[10, 2, 1], &mut rng);
+    let answer = issuer.swap(&less_fee, NOW, &mut rng).await.unwrap();
+    assert_eq!(swapped(&answer.outcome).len(), 3);
+    let store = issuer.store();
+    assert_eq!(store.balance(&swap_fees_account(), EUR).await.unwrap(), 2);
+    assert_eq!(coins_outstanding(store).await, 13);
+    let all = store.balances(None, usize::MAX).await.unwrap();
+    assert_eq!(all.iter().map(|(_, _, b)| b).sum::<i128>(), 0);
+}
+
+/// Identified coins name their holder: handing spent ones to a swap is logged (once per
+/// set of coins, however often it is tried); blind coins handed in again are not.
+#[tokio::test]
+async fn identified_coins_swapped_twice_are_logged_with_their_holder() {
+    let mut rng = rng(7);
+    let issuer = issuer(scrip_stores::MemoryStore::new());
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
+    wallet.deposit(&issuer, 1_000, &mut rng).await;
+    let coins = wallet.withdraw_identified(&issuer, &[10], &mut rng).await;
+    let keyset = keyset(&directory(&issuer));
+    let (first, _) = swap_request(&keyset, coins.clone(), &[10], &mut rng);
+    swapped(&issuer.swap(&first, NOW, &mut rng).await.unwrap().outcome);
+    for _ in 0..3 {
+        let (again, _) = swap_request(&keyset, coins.clone(), &[5, 5], &mut rng);
+        let answer = issuer.swap(&again, NOW, &mut rng).await.unwrap();
+        assert!(matches!(answer.outcome, SwapOutcome::DoubleSpent { .. }));
+    }
+    let log = issuer.fraud_log(None, 10).await.unwrap();
+    assert_eq!(log.len(), 1);
+    match &log[0].1.kind {
+        FraudKind::SwapDoubleSpend {
+            coins: spent,
+            holders,
+            ..
+        } => {
+            assert_eq!(spent, &vec![coins[0].id()]);
+            assert_eq!(holders[0].account_id, Some(wallet.account_id));
+        }
+        other => panic!("{other:?}"),
+    }
+}

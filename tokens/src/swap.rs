@@ -1,0 +1,163 @@
+//! Swaps: coins back into circulation. A holder hands in valid coins and blinded messages
+//! for new blind coins of the same total (less the issuer's fee, zero by default); in one
+//! atomic unit the issuer claims the old coins and signs the new ones.
+//!
+//! A swap is a bearer operation, like spending: it names no account and no device, and
+//! is signed by nobody but the coins' issuer. What authorises it is holding the coins
+//! whole (their spend ids, [`crate::Coin::spend_id`], are claimed), so a swap tells the
+//! issuer nothing about who swapped, and the blinded outputs nothing about the new coins.
+//! The same flow serves change (split coins while online), refresh (coins of a keyset that
+//! stopped issuing, into the current one) and a merchant taking the coins it was paid into
+//! its own purse.
+//!
+//! Idempotent by [`SwapRequest::request_key`], chosen at random by the holder: the same
+//! request again (a retry after a lost answer) gets the same blind signatures back and
+//! nothing is signed twice; the key with anything else is refused.
+
+use serde::{Deserialize, Serialize};
+
+use crate::codec;
+use crate::keys::{AnswerSigner, BlindSignature, BlindedMessage};
+use crate::signed::{message, signed_token};
+use crate::{
+    Amount, Coin, CoinId, ContentDigest, Error, KeyDirectory, KeysetId, Result, Timestamp,
+};
+
+/// Most coins handed in, and most coins asked for, in one swap.
+pub const MAX_COINS_PER_SWAP: usize = 200;
+
+/// A holder's request to swap `coins` for new blind coins of `keyset_id`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwapRequest {
+    /// Chosen at random by the holder and kept with the request: a retry sends the very
+    /// same request, and gets the first answer back.
+    #[serde(with = "crate::bytes::array")]
+    pub request_key: [u8; 32],
+    /// The coins handed in (blind or identified, of any keyset still accepting them).
+    pub coins: Vec<Coin>,
+    /// The keyset to sign the new coins with (one issuing now, of the coins' currency).
+    pub keyset_id: KeysetId,
+    /// (denomination in minor units, blinded coin message) per new coin, as in a blind
+    /// withdrawal.
+    pub outputs: Vec<(u64, BlindedMessage)>,
+}
+message!(SwapRequest, tag: "swap-request");
+
+impl SwapRequest {
+    /// Total face value of the coins handed in. Fails on mixed currencies, on a coin listed
+    /// twice, and on no coins or more than [`MAX_COINS_PER_SWAP`].
+    pub fn input_total(&self) -> Result<Amount> {
+        let first = self.coins.first().ok_or(Error::InvalidField {
+            field: "coins",
+            reason: "a swap of no coins",
+        })?;
+        if self.coins.len() > MAX_COINS_PER_SWAP {
+            return Err(Error::InvalidField {
+                field: "coins",
+                reason: "more coins than one swap may hand in",
+            });
+        }
+        let mut ids: Vec<CoinId> = self.coins.iter().map(Coin::id).collect();
+        ids.sort_unstable();
+        if let Some(w) = ids.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::DuplicateCoin(w[0]));
+        }
+        Amount::checked_sum(first.amount().currency, self.coins.iter().map(Coin::amount))
+    }
+
+    /// Total face value of the coins asked for, in minor units. Fails on no outputs or
+    /// more than [`MAX_COINS_PER_SWAP`].
+    pub fn output_total(&self) -> Result<u64> {
+        if self.outputs.is_empty() || self.outputs.len() > MAX_COINS_PER_SWAP {
+            return Err(Error::InvalidField {
+                field: "outputs",
+                reason: "a swap asks for 1 to 200 coins",
+            });
+        }
+        self.outputs
+            .iter()
+            .try_fold(0u64, |acc, (v, _)| acc.checked_add(*v))
+            .ok_or(Error::AmountOverflow)
+    }
+}
+
+/// What a swap did.
+// A message built once per answer: the size of the larger variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SwapOutcome {
+    /// The coins handed in are spent; here are the new coins' blind signatures, in the
+    /// order of the request's outputs.
+    Swapped {
+        /// The keyset signed with.
+        keyset_id: KeysetId,
+        /// One per output.
+        signatures: Vec<BlindSignature>,
+    },
+    /// Some coins were spent before: nothing was claimed and nothing signed (the other
+    /// coins are still good).
+    DoubleSpent {
+        /// When the first of them was spent.
+        first_redeemed_at: Timestamp,
+        /// The coins already spent.
+        coins: Vec<CoinId>,
+    },
+}
+
+/// The issuer's answer to a [`SwapRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwapReceiptPayload {
+    /// `codec::digest` of the request it answers.
+    pub request_digest: ContentDigest,
+    /// What happened.
+    pub outcome: SwapOutcome,
+    /// When the issuer answered.
+    pub answered_at: Timestamp,
+}
+
+signed_token!(
+    /// A [`SwapReceiptPayload`] signed by the issuer's answer key: a holder drops coins
+    /// as spent only on a signed answer.
+    SwapReceipt = SwapReceiptPayload,
+    signer: AnswerSigner,
+    tag: "swap-receipt"
+);
+
+impl SwapReceipt {
+    /// Checks the issuer's signature under the answer key `directory` lists at `now`, and
+    /// that the receipt answers `request`: its digest, one signature per output, coins it
+    /// names as spent among those handed in. Act on the outcome only after this.
+    pub fn verify_for(
+        &self,
+        request: &SwapRequest,
+        directory: &KeyDirectory,
+        now: Timestamp,
+    ) -> Result<&SwapReceiptPayload> {
+        let payload = self.verify_in(directory, now)?;
+        if payload.request_digest != codec::digest(request)? {
+            return Err(Error::InvalidField {
+                field: "request_digest",
+                reason: "the answer is for another request",
+            });
+        }
+        let consistent = match &payload.outcome {
+            SwapOutcome::Swapped {
+                keyset_id,
+                signatures,
+            } => *keyset_id == request.keyset_id && signatures.len() == request.outputs.len(),
+            SwapOutcome::DoubleSpent { coins, .. } => {
+                !coins.is_empty()
+                    && coins
+                        .iter()
+                        .all(|id| request.coins.iter().any(|c| c.id() == *id))
+            }
+        };
+        if !consistent {
+            return Err(Error::InvalidField {
+                field: "outcome",
+                reason: "the answer does not fit the request",
+            });
+        }
+        Ok(payload)
+    }
+}
