@@ -208,6 +208,25 @@ impl Phone {
         .await
     }
 
+    /// Sends a swap the wallet built (saving first), has the issuer answer and sign it at
+    /// `now`, and applies the signed answer.
+    pub async fn swap<S: RecordStore>(
+        &mut self,
+        issuer: &TestIssuer<S>,
+        request: Unreleased<SwapRequest>,
+        now: Timestamp,
+    ) -> scrip_wallet::SwapResult {
+        self.exchange(
+            request,
+            async |r, rng| {
+                let answer = issuer.swap(r, now, rng).await.unwrap();
+                issuer.sign_answer(answer, now, rng).unwrap()
+            },
+            |w, r, receipt, _| w.on_swap_receipt(r, &receipt, now),
+        )
+        .await
+    }
+
     /// Pays `offer` by record at `now`, saving before release; returns the answer sent.
     pub fn pay_record(&mut self, offer: &MerchantOffer, now: Timestamp) -> PaymentAnswer {
         let answer = self

@@ -64,6 +64,16 @@ impl Wallet {
         Ok(self.unreleased(request))
     }
 
+    /// The voucher withdrawals sent and not answered yet: after a lost answer or a
+    /// restart, send each again, unchanged.
+    pub fn pending_voucher_withdrawals(&self) -> Vec<VoucherWithdrawalRequest> {
+        self.state
+            .voucher_withdrawals
+            .iter()
+            .map(|p| p.request.clone())
+            .collect()
+    }
+
     /// Unblinds the issuer's answer to a voucher withdrawal into coins, verifies each
     /// against the key directory, and keeps them. Returns the new coins' ids.
     pub fn on_voucher_withdrawal(

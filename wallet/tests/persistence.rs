@@ -628,3 +628,34 @@ fn a_wallet_saved_in_format_version_1_loads_and_is_migrated() {
     let again = Wallet::load(saved.bytes(), &key).unwrap();
     assert_eq!(snapshot(&again), snapshot(&wallet));
 }
+
+/// A wallet saved in format version 2 (before swaps; the fixture was saved by scrip at
+/// commit 32ffc48 with `StorageKey::new([0x5c; 32])`: `wallet-v1.bin` migrated, plus one
+/// pending voucher withdrawal, see fixtures/wallet-v2.txt) loads with everything it held,
+/// its pending withdrawal included, and saves again in the current format.
+#[test]
+fn a_wallet_saved_in_format_version_2_loads_and_is_migrated() {
+    let bytes = include_bytes!("fixtures/wallet-v2.bin");
+    let key = StorageKey::new([0x5c; 32]);
+    let wallet = Wallet::load(bytes, &key).unwrap();
+    assert_eq!(
+        wallet
+            .account()
+            .map(|a| a.account_id.to_string())
+            .as_deref(),
+        Some("51ebb154-dcf2-4a43-9d3c-66c0d0b5bb7f")
+    );
+    assert_eq!(wallet.next_sequence(), 3);
+    assert_eq!(wallet.coin_total(EUR), eur(30));
+    assert_eq!(wallet.coins().len(), 4);
+    let vouchers = wallet.pending_voucher_withdrawals();
+    assert_eq!(vouchers.len(), 1);
+    assert_eq!(vouchers[0].voucher.payload.amount, eur(15));
+    assert!(vouchers[0].coins.iter().map(|(v, _)| *v).eq([10, 5]));
+    assert!(wallet.pending_swaps().is_empty());
+    let mut rng = rng(9);
+    let saved = wallet.save(&key, &mut rng).unwrap();
+    let again = Wallet::load(saved.bytes(), &key).unwrap();
+    assert_eq!(snapshot(&again), snapshot(&wallet));
+    assert_eq!(again.pending_voucher_withdrawals(), vouchers);
+}
