@@ -12,7 +12,8 @@
 //! - [`demo`] (feature `cli`, on by default): the whole story over HTTP, as `scrip demo`
 //!   runs it;
 //! - [`load`] (feature `cli`): the redemption load run of `scrip load`;
-//! - [`setup`] (feature `cli`): the clock, root-key trust and merchant registration they share.
+//! - [`setup`] (feature `cli`): the clock, root-key trust and merchant registration they share;
+//! - [`swapping`] (feature `cli`): swaps over HTTP in bulk (the swap phase of `scrip load`).
 //!
 //! A wallet or point-of-sale vendor who wants only the client builds with
 //! `default-features = false, features = ["client"]`: no warp, no hyper server, no clap.
@@ -39,5 +40,7 @@ mod error;
 pub mod load;
 #[cfg(feature = "cli")]
 pub mod setup;
+#[cfg(feature = "cli")]
+pub mod swapping;
 #[cfg(feature = "cli")]
 pub use error::Error;

@@ -33,6 +33,7 @@ use serde::Serialize;
 
 use crate::client::HttpClient;
 use crate::setup::{now, register_merchant};
+use crate::swapping;
 use crate::Error;
 use scrip_api::ClientError;
 
@@ -65,6 +66,10 @@ pub struct LoadConfig {
     /// Cores the server runs on, for [`LoadReport::fraction_of_verify_limit`] (`None`: the
     /// cores this process may run on, right when both share the machine unpinned).
     pub server_cores: Option<usize>,
+    /// Swap every minted coin once, in swaps of [`crate::swapping::PER_SWAP`] coins, timed
+    /// like the withdrawals (`mint_concurrency` in flight), before the payments are
+    /// signed with the new coins: [`LoadReport::swapping`].
+    pub swap: bool,
 }
 
 impl Default for LoadConfig {
@@ -82,6 +87,7 @@ impl Default for LoadConfig {
             progress: true,
             pause: Duration::ZERO,
             server_cores: None,
+            swap: true,
         }
     }
 }
@@ -133,6 +139,9 @@ pub struct LoadReport {
     pub fraction_of_verify_limit: f64,
     /// The blind withdrawals of the setup: issuance over HTTP.
     pub issuance: Issuance,
+    /// The swaps of the setup (every minted coin swapped once), over HTTP in the same run:
+    /// compare `coins_per_s` with the issuance's. `None` without [`LoadConfig::swap`].
+    pub swapping: Option<crate::swapping::Swapping>,
     /// Upload attempts that failed (transport, 5xx) and were retried.
     pub retried_uploads: u64,
     /// Items answered other than `Accepted`/`AlreadyAccepted` (should be 0).
@@ -599,6 +608,8 @@ pub struct Prepared {
     pub verify_backend: Backend,
     /// The blind withdrawals that minted the coins, timed.
     pub issuance: Issuance,
+    /// The swaps of the minted coins, timed.
+    pub swapping: Option<crate::swapping::Swapping>,
     /// Seconds the setup took.
     pub setup_s: f64,
 }
@@ -653,6 +664,40 @@ pub async fn prepare(
         &format!("  one core verifies {verify_rate:.0} coins/s"),
     );
 
+    let (coins, swapping) = if config.swap {
+        let keyset = directory
+            .current_keyset(config.currency, now())
+            .ok_or_else(|| Error::Usage(format!("the server issues no {} coins", config.currency)))?
+            .clone();
+        say(config.progress, "swapping every coin once");
+        let jobs = swapping::prepare(coins, &keyset, swapping::PER_SWAP, rng).await?;
+        let (answered, measured) = swapping::run(
+            client,
+            &answers_directory,
+            jobs,
+            config.mint_concurrency,
+            Duration::ZERO,
+            Arc::default(),
+        )
+        .await?;
+        say(
+            config.progress,
+            &format!(
+                "  swapped {} coins in {} swaps: {:.0} coins/s, {:.1} swaps/s",
+                measured.coins, measured.swaps, measured.coins_per_s, measured.swaps_per_s
+            ),
+        );
+        let coins = swapping::new_coins(&answered, &directory)?;
+        if coins.len() != minted {
+            return Err(Error::Demo(format!(
+                "{minted} coins minted, {} came back from swaps",
+                coins.len()
+            )));
+        }
+        (coins, Some(measured))
+    } else {
+        (coins, None)
+    };
     let mut shops = open_shops(client, config.merchants.max(1), rng).await?;
     say(config.progress, "signing payments");
     prepare_payments(&mut shops, coins, config, rng).await?;
@@ -671,6 +716,7 @@ pub async fn prepare(
         verify_rate,
         verify_backend: backend,
         issuance,
+        swapping,
         setup_s: setup_started.elapsed().as_secs_f64(),
     })
 }
@@ -731,6 +777,7 @@ pub async fn redeem_across(
         verify_rate,
         verify_backend,
         issuance,
+        swapping,
         setup_s,
         ..
     } = prepared;
@@ -890,6 +937,7 @@ pub async fn redeem_across(
         unexpected_outcomes: counters.unexpected.load(Ordering::Relaxed),
         setup_s: round(setup_s, 1),
         issuance,
+        swapping,
     };
     let acknowledged = std::mem::take(&mut *acknowledged.lock().map_err(|_| poisoned())?);
     Ok((report, acknowledged))

@@ -86,6 +86,10 @@ enum Command {
         /// process may run on.
         #[arg(long)]
         server_cores: Option<usize>,
+        /// Skip the swap phase (every minted coin swapped once, timed next to the
+        /// withdrawals, before the payments are signed).
+        #[arg(long)]
+        no_swap: bool,
         /// No progress bar.
         #[arg(long)]
         quiet: bool,
@@ -144,6 +148,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             denomination,
             bincode,
             server_cores,
+            no_swap,
             quiet,
             trust,
         } => {
@@ -156,6 +161,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 denomination,
                 progress: !quiet,
                 server_cores,
+                swap: !no_swap,
                 ..scrip::load::LoadConfig::default()
             };
             run_load(&server, bincode, trust, config).await
@@ -248,7 +254,7 @@ async fn run_load(
     eprintln!(
         "redeemed {} coins in {:.1} s: {:.0} redemptions/s, {:.0} payments/s, batch latency \
          p50 {:.1} ms p99 {:.1} ms; one core verifies {:.0} coins/s ({}; {} server cores: \
-         {:.0}% of cores x verify); issued {:.0} coins/s in {:.1} blind withdrawals/s; {} \
+         {:.0}% of cores x verify); issued {:.0} coins/s in {:.1} blind withdrawals/s; {}; {} \
          retried uploads, {} unexpected outcomes",
         report.coins_redeemed,
         report.elapsed_s,
@@ -262,6 +268,13 @@ async fn run_load(
         report.fraction_of_verify_limit * 100.0,
         report.issuance.coins_per_s,
         report.issuance.withdrawals_per_s,
+        report.swapping.as_ref().map_or_else(
+            || "no swaps".to_owned(),
+            |s| format!(
+                "swapped {:.0} coins/s in {:.1} swaps/s",
+                s.coins_per_s, s.swaps_per_s
+            )
+        ),
         report.retried_uploads,
         report.unexpected_outcomes,
     );

@@ -9,7 +9,8 @@ use scrip::client::HttpClient;
 use scrip::setup::now;
 use scrip::tokens::{codec, Amount, Currency, MerchantReply};
 use scrip::wallet::{
-    CertificateOptions, PayWith, PaymentStatus, SavingWallet, StorageKey, Wallet, WalletStorage,
+    CertificateOptions, PayWith, PaymentStatus, SavingWallet, StorageKey, SwapResult, Wallet,
+    WalletStorage,
 };
 use scrip::Error;
 
@@ -63,6 +64,21 @@ pub enum WalletStep {
         /// Reply file (`-`: stdin).
         #[arg(long, default_value = "-")]
         reply: String,
+    },
+    /// Swaps coins at the server for new blind coins (change, refresh, or a chosen split).
+    /// First sends again every swap whose answer was lost. With no option, does only that.
+    Swap {
+        /// Split the coins so that these amounts (minor units, comma separated) can each be
+        /// paid offline with exact change; the rest goes into the default mix.
+        #[arg(long, value_delimiter = ',', conflicts_with_all = ["into", "refresh"])]
+        change: Vec<u64>,
+        /// Swap every coin for coins of these values (minor units, comma separated; they
+        /// must add up to the coins' total).
+        #[arg(long, value_delimiter = ',', conflicts_with = "refresh")]
+        into: Vec<u64>,
+        /// Refresh coins whose keyset stopped issuing or ends within a week.
+        #[arg(long)]
+        refresh: bool,
     },
     /// Hands unsent records to the server.
     Sync,
@@ -238,6 +254,59 @@ pub async fn step(dir: &Path, step: WalletStep) -> Result<(), Error> {
                 }
             }
         }
+        WalletStep::Swap {
+            change,
+            into,
+            refresh,
+        } => {
+            // Receipts are checked against the directory's answer key, and new coins
+            // against its keysets: take a fresh one.
+            let directory = client.key_directory().await?;
+            phone.apply(&mut rng, |w, _| w.update_directory(directory, now()))?;
+            for request in phone.wallet().pending_swaps() {
+                println!("sending again a swap whose answer was lost");
+                swap(&client, &mut phone, request, &mut rng).await?;
+            }
+            if !change.is_empty() {
+                let request = phone
+                    .wallet_mut()
+                    .change_request(&eurs(&change), now(), &mut rng)?;
+                match request {
+                    Some(request) => {
+                        let request = phone.send(request, &mut rng)?;
+                        swap(&client, &mut phone, request, &mut rng).await?;
+                    }
+                    None => println!("the coins held already pay {change:?} with exact change"),
+                }
+            }
+            if !into.is_empty() {
+                let ids: Vec<_> = phone.wallet().coins().iter().map(|c| c.id()).collect();
+                let request =
+                    phone
+                        .wallet_mut()
+                        .swap_request(&ids, &eurs(&into), now(), &mut rng)?;
+                let request = phone.send(request, &mut rng)?;
+                swap(&client, &mut phone, request, &mut rng).await?;
+            }
+            if refresh {
+                let mut refreshed = false;
+                while let Some(request) = phone.wallet_mut().refresh_request(now(), &mut rng)? {
+                    let request = phone.send(request, &mut rng)?;
+                    swap(&client, &mut phone, request, &mut rng).await?;
+                    refreshed = true;
+                }
+                if !refreshed {
+                    println!("no coin needs refreshing");
+                }
+            }
+            let values: Vec<u64> = phone
+                .wallet()
+                .coins()
+                .iter()
+                .map(|c| c.amount().minor_units)
+                .collect();
+            println!("coins: {values:?}");
+        }
         WalletStep::Sync => {
             // The answer is checked against the directory's answer key: take a fresh one.
             let directory = client.key_directory().await?;
@@ -268,6 +337,41 @@ pub async fn step(dir: &Path, step: WalletStep) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// Sends a saved swap and applies the signed answer. A refusal (the issuer answered 4xx:
+/// nothing was claimed) gives the coins back; a lost answer (transport error, 5xx, busy)
+/// leaves the swap pending, to be sent again by the next `scrip wallet swap`.
+async fn swap(
+    client: &HttpClient,
+    phone: &mut Phone,
+    request: scrip::tokens::SwapRequest,
+    rng: &mut impl rand::CryptoRng,
+) -> Result<(), Error> {
+    match client.swap(&request).await {
+        Ok(receipt) => {
+            let result = phone.apply(rng, |w, _| w.on_swap_receipt(&request, &receipt, now()))?;
+            match result {
+                SwapResult::Swapped { coins } => println!("swapped: {} new coins", coins.len()),
+                SwapResult::DoubleSpent {
+                    spent, returned, ..
+                } => println!(
+                    "double spent: {} coins were spent before and are dropped, {} kept",
+                    spent.len(),
+                    returned.len()
+                ),
+            }
+            Ok(())
+        }
+        Err(e @ scrip_api::ClientError::Refused { status, .. })
+            if (400..500).contains(&status) && status != 408 && status != 429 =>
+        {
+            phone.apply(rng, |w, _| w.cancel_swap(&request))?;
+            eprintln!("the issuer refused the swap: its coins are back in the wallet");
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Tells the user of every handed-in record the issuer refused: the merchant was not paid
