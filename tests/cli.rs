@@ -165,3 +165,59 @@ async fn a_wallet_and_a_terminal_pay_and_settle_from_the_command_line() {
     });
     server.shutdown().await.unwrap();
 }
+
+/// `scrip wallet swap`: change made online for the amounts the user expects to pay
+/// offline, a chosen split, refresh (nothing to do with one keyset), and a refused swap
+/// (outputs short of the coins) that gives the coins back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wallet_swaps_its_coins_from_the_command_line() {
+    let data = tempfile::tempdir().unwrap();
+    let server = common::start(StoreKind::Redb, data.path()).await;
+    let url = server.url();
+    let work = tempfile::tempdir().unwrap();
+    let wallet = work.path().join("wallet");
+    let w = |args: &[&str]| {
+        let mut all = vec!["wallet", "--dir", path(&wallet)];
+        all.extend_from_slice(args);
+        scrip(&all)
+    };
+    let coins = |shown: &str| -> Vec<u64> {
+        let mut v: Vec<u64> = json(shown)["coins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_u64().unwrap())
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    tokio::task::block_in_place(|| {
+        w(&["init", "--server", &url, "--data-dir", path(data.path())]);
+        w(&["deposit", "1000"]);
+        w(&["withdraw", "--blind", "10,10"]);
+        let changed = w(&["swap", "--change", "3,4"]);
+        assert!(changed.contains("swapped: "), "{changed}");
+        // 3 = 2 + 1, 4 = 2 + 2, the other 13 in the ladder (1, 2, 2, 5) and 2 + 1.
+        assert_eq!(coins(&w(&["show"])), [1, 1, 1, 2, 2, 2, 2, 2, 2, 5]);
+        let again = w(&["swap", "--change", "3,4"]);
+        assert!(again.contains("already pay"), "{again}");
+        let split = w(&["swap", "--into", "10,10"]);
+        assert!(split.contains("swapped: 2 new coins"), "{split}");
+        assert_eq!(coins(&w(&["show"])), [10, 10]);
+        let refresh = w(&["swap", "--refresh"]);
+        assert!(refresh.contains("no coin needs refreshing"), "{refresh}");
+
+        // Outputs worth less than the coins (a fee this issuer does not charge): refused
+        // with its reason, and the coins are back in the wallet.
+        let refused = Command::new(env!("CARGO_BIN_EXE_scrip"))
+            .args(["wallet", "--dir", path(&wallet), "swap", "--into", "10,5"])
+            .output()
+            .unwrap();
+        assert!(!refused.status.success());
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(stderr.contains("amount_mismatch"), "{stderr}");
+        assert!(stderr.contains("coins are back"), "{stderr}");
+        assert_eq!(coins(&w(&["show"])), [10, 10]);
+    });
+    server.shutdown().await.unwrap();
+}

@@ -9,6 +9,9 @@
 //!   merchant is credited exactly the coins it holds, and the coins-outstanding account
 //!   is exactly the coins no merchant holds.
 //!
+//! SIGKILL during swaps: wallets swap coins while the server is killed and restarted; no
+//! coin may end up claimed without its swap's signatures stored (see `crash_during_swaps`).
+//!
 //! The server runs in a child process (this test binary, re-executed to run the ignored
 //! `crash_server_child` test), so SIGKILL hits only the server. `SCRIP_CRASH_CYCLES` sets
 //! the kill count (default 10).
@@ -29,9 +32,11 @@ use rand::{RngExt, SeedableRng};
 use scrip::client::HttpClient;
 use scrip::issuer::server::{self, KeySource, ServerConfig, StoreKind};
 use scrip::issuer::{coins_outstanding_account, funding_account};
+use scrip::issuer::{InMemoryFunding, Issuer, IssuerConfig};
 use scrip::load::{self, LoadConfig};
 use scrip::stores::{ClaimId, Claimant, LedgerAccount, RecordStore};
-use scrip::tokens::{Currency, MerchantId};
+use scrip::swapping;
+use scrip::tokens::{codec, Currency, MerchantId, SwapOutcome, SwapRequest};
 
 const CHILD_ENV: &str = "SCRIP_CRASH_SERVER_CHILD";
 
@@ -193,6 +198,7 @@ async fn crash_under_load(backend: Backend) {
         verify_measurement: Duration::from_millis(50),
         progress: false,
         pause: Duration::from_millis(10),
+        swap: false,
         ..LoadConfig::default()
     };
     let mut rng = StdRng::from_rng(&mut rand::rng());
@@ -391,6 +397,7 @@ async fn sigkill_one_of_two_servers_mid_batch_while_the_other_keeps_serving() {
         verify_measurement: Duration::from_millis(50),
         progress: false,
         pause: Duration::from_millis(20),
+        swap: false,
         ..LoadConfig::default()
     };
     let mut rng = StdRng::from_rng(&mut rand::rng());
@@ -437,4 +444,174 @@ async fn sigkill_one_of_two_servers_mid_batch_while_the_other_keeps_serving() {
     assert!(acked > 0);
     store.close().await.unwrap();
     eprintln!("two servers, {KILLS} kills of one: {acked} coins acknowledged, {redeemed} redeemed");
+}
+
+/// SIGKILL during swaps: wallets swap coins (two in, two out per swap, four in flight) and
+/// send every swap whose answer was lost again, unchanged, while the server is killed at
+/// random moments and restarted. Afterwards the store, opened directly, must show no coin
+/// both claimed and unsigned-for: every swap's coins are claimed all or none, by the
+/// swap's holder with that swap's digest, and every swap whose coins are claimed has its
+/// blind signatures stored (the same request answers `swapped`, with exactly the
+/// signatures a wallet was given if it was answered before). Swaps move no money: coins
+/// outstanding stay what was minted.
+async fn crash_during_swaps(backend: Backend) {
+    const KILLS: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = spawn_server(&backend, port, dir.path());
+    let client = HttpClient::new(&format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .with_operator_token(common::OPERATOR_TOKEN);
+    wait_until_serving(&client, &mut child).await;
+
+    let config = LoadConfig {
+        coins: 3_000,
+        denomination: 2,
+        mint_concurrency: 2,
+        progress: false,
+        swap: false,
+        ..LoadConfig::default()
+    };
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let directory = Arc::new(common::key_directory(&client).await);
+    let (coins, _) = load::mint(&client, &directory, &config, &mut rng)
+        .await
+        .unwrap();
+    let keyset = directory
+        .current_keyset(Currency::EUR, server::now())
+        .unwrap()
+        .clone();
+    let jobs = swapping::prepare(coins, &keyset, 2, &mut rng)
+        .await
+        .unwrap();
+    let requests: Vec<SwapRequest> = jobs.iter().map(|j| j.request.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    // Paced (each of the four wallets pauses 10 ms after each answer), so that swaps are in
+    // flight at every kill.
+    let swapper = {
+        let (client, directory, stop) = (client.clone(), Arc::clone(&directory), stop.clone());
+        tokio::spawn(async move {
+            swapping::run(
+                &client,
+                &directory,
+                jobs,
+                4,
+                Duration::from_millis(10),
+                stop,
+            )
+            .await
+        })
+    };
+    for _ in 0..KILLS {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(50..300))).await;
+        assert!(
+            !swapper.is_finished(),
+            "the swaps ended before the kills did"
+        );
+        kill(&mut child);
+        child = spawn_server(&backend, port, dir.path());
+        wait_until_serving(&client, &mut child).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let (answered, swapping) = swapper.await.unwrap().unwrap();
+    assert!(swapping.retried > 0, "no swap was cut: {swapping:?}");
+    kill(&mut child);
+
+    let store = backend.open(dir.path()).await;
+    let keys = match &backend {
+        Backend::Embedded(..) => dir.path().join("keys"),
+        Backend::Cluster(cluster) => cluster.keys_dir().to_owned(),
+    };
+    let keyring = scrip::issuer::keyring_files::load(&keys).unwrap();
+    let issuer = Issuer::new(
+        Arc::clone(&store),
+        InMemoryFunding::new(),
+        keyring,
+        IssuerConfig::default(),
+    );
+    let acked: HashMap<[u8; 32], SwapOutcome> = answered
+        .iter()
+        .map(|a| (a.request.request_key, a.receipt.payload.outcome.clone()))
+        .collect();
+    let (mut swapped, mut untouched) = (0, 0);
+    for request in &requests {
+        let digest = codec::digest(request).unwrap();
+        let ids: Vec<ClaimId> = request
+            .coins
+            .iter()
+            .map(|c| ClaimId::Coin(c.spend_id().unwrap()))
+            .collect();
+        let claims = store.claims(&ids).await.unwrap();
+        let claimed = claims.iter().flatten().count();
+        assert!(
+            claimed == 0 || claimed == ids.len(),
+            "a swap claimed {claimed} of its {} coins",
+            ids.len()
+        );
+        for claim in claims.iter().flatten() {
+            assert_eq!(claim.claimant, Claimant::Holder);
+            assert_eq!(claim.digest, digest, "a coin claimed for another request");
+        }
+        let acknowledged = acked.get(&request.request_key);
+        if claimed == 0 {
+            assert!(
+                acknowledged.is_none(),
+                "an answered swap left its coins free"
+            );
+            untouched += 1;
+            continue;
+        }
+        // Claimed, so signed for: the same request reads the stored signatures back.
+        let mut rng = StdRng::from_rng(&mut rand::rng());
+        let answer = issuer.swap(request, server::now(), &mut rng).await.unwrap();
+        assert!(
+            matches!(answer.outcome, SwapOutcome::Swapped { .. }),
+            "coins claimed without their signatures: {:?}",
+            answer.outcome
+        );
+        if let Some(first) = acknowledged {
+            assert_eq!(&answer.outcome, first, "signed twice");
+        }
+        swapped += 1;
+    }
+    let minted = i128::from(config.denomination) * config.coins as i128;
+    assert_eq!(
+        store
+            .balance(&coins_outstanding_account(), Currency::EUR)
+            .await
+            .unwrap(),
+        minted,
+        "coins outstanding"
+    );
+    let sums: i128 = store
+        .balances(None, usize::MAX)
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, _, b)| b)
+        .sum();
+    assert_eq!(sums, 0);
+    store.close().await.unwrap();
+    eprintln!(
+        "{}: {KILLS} kills during swaps: {} swaps answered, {swapped} done, {untouched} not \
+         sent or not done, {} attempts sent again",
+        backend.name(),
+        answered.len(),
+        swapping.retried
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_swaps_with_the_redb_store_leaves_no_coin_claimed_and_unsigned() {
+    crash_during_swaps(Backend::Embedded(StoreKind::Redb, "redb")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_swaps_with_the_file_store_leaves_no_coin_claimed_and_unsigned() {
+    crash_during_swaps(Backend::Embedded(StoreKind::File, "file")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_swaps_with_the_postgres_store_leaves_no_coin_claimed_and_unsigned() {
+    crash_during_swaps(Backend::Cluster(Arc::new(common::TestCluster::new().await))).await;
 }

@@ -390,3 +390,81 @@ async fn a_new_data_directory_is_readable_by_its_owner_only() {
         server.shutdown().await.unwrap();
     }
 }
+
+/// Swaps over HTTP (`POST /v1/swaps`), in JSON and in bincode: the wallet's change request
+/// is answered with a signed receipt the wallet verifies; the same request sent again (a
+/// lost answer) gets the same signatures; coins swapped before are answered double spent,
+/// signed too, and nothing is claimed; a refusal says why; the metrics count both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swaps_over_http_are_idempotent_signed_and_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = common::start(StoreKind::Redb, dir.path()).await;
+    let mut rng = rng();
+    for bincode in [false, true] {
+        let client = if bincode {
+            common::bincode_client(&server)
+        } else {
+            common::client(&server)
+        };
+        let mut phone = customer(&client, 100).await;
+        common::withdraw_blind(&mut phone, &client, &[10, 5]).await;
+        let old_coins = phone.wallet.coins().to_vec();
+        let request = phone
+            .wallet
+            .change_request(&[eur(3)], demo::now(), &mut rng)
+            .unwrap()
+            .unwrap();
+        let request = phone.send(request).unwrap();
+        let receipt = client.swap(&request).await.unwrap();
+        let again = client.swap(&request).await.unwrap();
+        assert_eq!(again.payload.outcome, receipt.payload.outcome);
+        let result = phone
+            .wallet
+            .on_swap_receipt(&request, &again, demo::now())
+            .unwrap();
+        assert!(
+            matches!(result, scrip::wallet::SwapResult::Swapped { .. }),
+            "{result:?}"
+        );
+        assert_eq!(phone.wallet.coin_total(Currency::EUR), eur(15));
+
+        // The old coins again, in another request: double spent, nothing claimed.
+        let keyset = common::key_directory(&client)
+            .await
+            .current_keyset(Currency::EUR, demo::now())
+            .unwrap()
+            .clone();
+        let (replay, _) = scrip_testkit::swap_request(&keyset, old_coins, &[5, 5, 5], &mut rng);
+        let refused = client.swap(&replay).await.unwrap();
+        let directory = common::key_directory(&client).await;
+        let payload = refused
+            .verify_for(&replay, &directory, demo::now())
+            .unwrap();
+        assert!(
+            matches!(&payload.outcome, scrip::tokens::SwapOutcome::DoubleSpent { coins, .. } if coins.len() == 2),
+            "{:?}",
+            payload.outcome
+        );
+
+        // Outputs worth more than the coins: refused, with the reason.
+        let mine = phone.wallet.coins().to_vec();
+        let (greedy, _) = scrip_testkit::swap_request(&keyset, mine, &[10, 10], &mut rng);
+        match client.swap(&greedy).await {
+            Err(scrip::api::ClientError::Refused { status, code, .. }) => {
+                assert_eq!(status, 400);
+                assert_eq!(code, scrip::tokens::ReasonCode::AmountMismatch);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    let metrics = common::client(&server).metrics().await.unwrap();
+    assert!(
+        metrics.contains("scrip_swaps_total{outcome=\"swapped\"} 4"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("scrip_swaps_total{outcome=\"double_spent\"} 2"),
+        "{metrics}"
+    );
+    server.shutdown().await.unwrap();
+}

@@ -135,6 +135,17 @@ pub async fn shop(
     merchant
 }
 
+/// The server's key directory, verified under the pinned root.
+pub async fn key_directory(client: &HttpClient) -> scrip::tokens::KeyDirectory {
+    client
+        .key_directory()
+        .await
+        .unwrap()
+        .verify(&root())
+        .unwrap()
+        .clone()
+}
+
 pub fn client(server: &RunningServer) -> HttpClient {
     HttpClient::new(&server.url())
         .unwrap()
