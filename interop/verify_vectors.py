@@ -111,6 +111,8 @@ def check_links(directory):
         ("payout-receipt-paid", payload("payout-receipt-paid")["request_digest"], sha256_of(directory, "payout-request")),
         ("payout-receipt-declined", payload("payout-receipt-declined")["request_digest"], sha256_of(directory, "payout-request-declined")),
         ("refund-receipt", payload("refund-receipt")["request_digest"], sha256_of(directory, "refund-request")),
+        ("swap-receipt", payload("swap-receipt")["request_digest"], sha256_of(directory, "swap-request")),
+        ("swap-receipt-double-spent", payload("swap-receipt-double-spent")["request_digest"], sha256_of(directory, "swap-request-again")),
     ]
     # A voucher withdrawal carries the voucher the merchant signed, unchanged.
     withdrawal = json.loads((directory / "voucher-withdrawal-request.json").read_text())["value"]

@@ -548,7 +548,131 @@ fn generate() -> Vec<(&'static str, Value)> {
     out.extend(customer_outcomes(&w, rng, &certificate_request));
     out.extend(revocations(&w, rng));
     out.extend(merchant_money(&w, rng));
+    out.extend(swaps(&w, rng, &blind_coin));
     out
+}
+
+/// A swap (WIRE.md section 4.26): the blind coin of blind-coin.json and the identified
+/// coin of identified-coin.json handed in for two new blind coins of EUR 0.05, the
+/// issuer's receipt that swapped them, and its receipt refusing the same coins in another
+/// request as double spent.
+fn swaps(w: &Specimens, rng: &mut StdRng, blind: &BlindCoin) -> Vec<(&'static str, Value)> {
+    let issuer = &w.issuer;
+    let eur = |minor_units| Amount::new(minor_units, Currency::EUR);
+    let outputs: Vec<PendingCoin> = (0..2)
+        .map(|_| PendingCoin::new(rng, &issuer.keyset, eur(5)).unwrap())
+        .collect();
+    let request = SwapRequest {
+        request_key: nonce(rng),
+        coins: vec![
+            Coin::Blind(blind.clone()),
+            Coin::Identified(w.identified_coin.clone()),
+        ],
+        keyset_id: issuer.keyset.id(),
+        outputs: outputs.iter().map(|p| (5, p.blinded().clone())).collect(),
+    };
+    let signatures: Vec<BlindSignature> = outputs
+        .iter()
+        .map(|p| {
+            issuer
+                .denomination_key(5)
+                .unwrap()
+                .sign_blinded(rng, p.blinded())
+                .unwrap()
+        })
+        .collect();
+    // Each signature finalizes into a valid new coin.
+    for (p, signature) in outputs.iter().zip(&signatures) {
+        let coin = p
+            .finalize(issuer.keyset.key_for(5).unwrap(), signature)
+            .unwrap();
+        Coin::Blind(coin).verify(w.directory(), NOW).unwrap();
+    }
+    let swapped = SwapReceipt::sign(
+        SwapReceiptPayload {
+            request_digest: codec::digest(&request).unwrap(),
+            outcome: SwapOutcome::Swapped {
+                keyset_id: issuer.keyset.id(),
+                signatures,
+            },
+            answered_at: NOW,
+        },
+        &issuer.answer_signer,
+        rng,
+    )
+    .unwrap();
+    swapped.verify_for(&request, w.directory(), NOW).unwrap();
+    let again = SwapRequest {
+        request_key: nonce(rng),
+        outputs: vec![(
+            10,
+            PendingCoin::new(rng, &issuer.keyset, eur(10))
+                .unwrap()
+                .blinded()
+                .clone(),
+        )],
+        ..request.clone()
+    };
+    let later = NOW.saturating_add(std::time::Duration::from_secs(60));
+    let double_spent = SwapReceipt::sign(
+        SwapReceiptPayload {
+            request_digest: codec::digest(&again).unwrap(),
+            outcome: SwapOutcome::DoubleSpent {
+                first_redeemed_at: NOW,
+                coins: vec![blind.coin_id, w.identified_coin.payload.coin_id],
+            },
+            answered_at: later,
+        },
+        &issuer.answer_signer,
+        rng,
+    )
+    .unwrap();
+    double_spent
+        .verify_for(&again, w.directory(), later)
+        .unwrap();
+    let answer_key = issuer.answer_signer.verifying_key();
+    vec![
+        (
+            "swap-request",
+            unsigned_vector(
+                "SwapRequest",
+                "POST /v1/swaps: the blind coin of blind-coin.json and the identified coin of \
+                 identified-coin.json (EUR 0.10) for two new blind coins of EUR 0.05; \
+                 swap-receipt.json answers it.",
+                &request,
+            ),
+        ),
+        (
+            "swap-receipt",
+            signed_vector(
+                "The issuer's receipt for swap-request.json: swapped, one blind signature per \
+                 output (each finalizes into a valid coin).",
+                "issuer answer key",
+                answer_key,
+                &swapped,
+            ),
+        ),
+        (
+            "swap-request-again",
+            unsigned_vector(
+                "SwapRequest",
+                "The same two coins in another request (another key, one output of EUR \
+                 0.10), after swap-request.json was done; swap-receipt-double-spent.json \
+                 answers it.",
+                &again,
+            ),
+        ),
+        (
+            "swap-receipt-double-spent",
+            signed_vector(
+                "The issuer's receipt for swap-request-again.json: both coins were spent \
+                 (by swap-request.json); nothing was claimed or signed.",
+                "issuer answer key",
+                answer_key,
+                &double_spent,
+            ),
+        ),
+    ]
 }
 
 /// The revocation list of `GET /v1/revocations` (WIRE.md section 4.23): a full list and
@@ -1482,6 +1606,10 @@ fn committed_vectors_decode_and_verify() {
     check_signed::<RefundReceiptPayload>("refund-receipt");
     check_signed::<RefundVoucherPayload>("refund-voucher");
     check_unsigned::<VoucherWithdrawalRequest>("voucher-withdrawal-request");
+    check_unsigned::<SwapRequest>("swap-request");
+    check_unsigned::<SwapRequest>("swap-request-again");
+    check_signed::<SwapReceiptPayload>("swap-receipt");
+    check_signed::<SwapReceiptPayload>("swap-receipt-double-spent");
 
     // The answers name what they answer: statement.json the statement request, the
     // rejection the answer by record, the approval the enrolled key.
@@ -1503,6 +1631,8 @@ fn committed_vectors_decode_and_verify() {
         ("payout-receipt-paid", "payout-request"),
         ("payout-receipt-declined", "payout-request-declined"),
         ("refund-receipt", "refund-request"),
+        ("swap-receipt", "swap-request"),
+        ("swap-receipt-double-spent", "swap-request-again"),
     ] {
         assert_eq!(
             load(answer)["value"]["payload"]["request_digest"],
@@ -1540,6 +1670,14 @@ fn committed_vectors_decode_and_verify() {
         .unwrap()
         .verify_for(
             &codec::decode(&signed("refund-request")).unwrap(),
+            &directory,
+            NOW,
+        )
+        .unwrap();
+    codec::decode::<SwapReceipt>(&signed("swap-receipt"))
+        .unwrap()
+        .verify_for(
+            &codec::decode(&signed("swap-request")).unwrap(),
             &directory,
             NOW,
         )

@@ -136,7 +136,7 @@ mod tests {
 
     /// Every message type's tag. A new type must be added here: the test below then proves
     /// its tag is distinct and its signatures do not transfer.
-    const ALL_TAGS: [&str; 79] = [
+    const ALL_TAGS: [&str; 82] = [
         AccountCertificatePayload::TAG,
         MerchantCertificatePayload::TAG,
         BalanceCertificatePayload::TAG,
@@ -216,6 +216,9 @@ mod tests {
         VoucherWithdrawalRequest::TAG,
         RefundReceiptPayload::TAG,
         RefundReceipt::TAG,
+        SwapRequest::TAG,
+        SwapReceiptPayload::TAG,
+        SwapReceipt::TAG,
     ];
 
     fn header(tag: &str) -> Vec<u8> {
