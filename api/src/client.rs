@@ -28,10 +28,10 @@ use scrip_tokens::{
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
     DepositRecord, DepositRequest, DeviceId, DeviceRegistration, EndorsedCoinPayment,
     IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId,
-    MerchantRegistration, MerchantStatement, MerchantStatementRequest, Message, PayoutReceipt,
-    PayoutRequest, ReasonCode, RedemptionBatch, RedemptionReport, RefundReceipt, RefundRequest,
-    RevocationList, SignedKeyDirectory, Statement, StatementRequest, SwapReceipt, SwapRequest,
-    SyncReport, SyncRequest, VoucherWithdrawalRequest,
+    MerchantRegistration, MerchantStatement, MerchantStatementRequest, MerchantSwapRequest,
+    Message, PayoutReceipt, PayoutRequest, ReasonCode, RedemptionBatch, RedemptionReport,
+    RefundReceipt, RefundRequest, RevocationList, SignedKeyDirectory, Statement, StatementRequest,
+    SwapReceipt, SwapRequest, SyncReport, SyncRequest, VoucherWithdrawalRequest,
 };
 
 use crate::ClientError as Error;
@@ -352,6 +352,14 @@ impl HttpClient {
         self.post("/v1/swaps", request, false).await
     }
 
+    /// `POST /v1/merchant-swaps`: a merchant takes the coin payments it accepted as new
+    /// blind coins instead of account credit. Check the receipt with
+    /// [`scrip_tokens::SwapReceipt::verify_for_merchant`]; after a lost answer send the
+    /// same request again.
+    pub async fn merchant_swap(&self, request: &MerchantSwapRequest) -> Result<SwapReceipt, Error> {
+        self.post("/v1/merchant-swaps", request, false).await
+    }
+
     /// `POST /v1/accounts/{id}/statement`.
     pub async fn statement(&self, request: &StatementRequest) -> Result<Statement, Error> {
         let path = format!("/v1/accounts/{}/statement", request.payload.account_id);
@@ -511,6 +519,15 @@ impl scrip_merchant::IssuerClient for HttpClient {
         request: &PayoutRequest,
     ) -> Result<PayoutReceipt, scrip_merchant::ClientError> {
         HttpClient::payout(self, request)
+            .await
+            .map_err(merchant_error)
+    }
+
+    async fn merchant_swap(
+        &self,
+        request: &MerchantSwapRequest,
+    ) -> Result<SwapReceipt, scrip_merchant::ClientError> {
+        HttpClient::merchant_swap(self, request)
             .await
             .map_err(merchant_error)
     }

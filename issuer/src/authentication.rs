@@ -128,6 +128,7 @@ macro_rules! signed_by_merchant {
 
 signed_by_merchant!(
     RedemptionBatch,
+    scrip_tokens::MerchantSwapRequest,
     scrip_tokens::MerchantStatementRequest,
     scrip_tokens::PayoutRequest
 );

@@ -161,7 +161,7 @@ struct CoinUnit {
 
 /// The payment index entry a unit that credits a merchant writes with the credit, so a
 /// refund finds what the request paid (see `src/refunds.rs`).
-fn payment_index(
+pub(crate) fn payment_index(
     merchant: MerchantId,
     request: RequestId,
     digest: ContentDigest,
@@ -314,7 +314,7 @@ fn double_spent(spent: Vec<SpentCoin>, now: Timestamp) -> RedemptionOutcome {
 
 /// Every check of a coin payment: the merchant's endorsement, its certification when it
 /// took the payment, and the payment itself.
-fn check_coin_payment<'b>(
+pub(crate) fn check_coin_payment<'b>(
     merchant: &MerchantDoc,
     endorsed: &'b EndorsedCoinPayment,
     directory: &KeyDirectory,

@@ -145,6 +145,8 @@ pub(crate) const BLIND_RESPONSE: ResponseKind = ResponseKind(b"blind/");
 pub(crate) const IDENTIFIED_RESPONSE: ResponseKind = ResponseKind(b"identified/");
 /// A swap's blind signatures, by the key bytes of its request claim.
 pub(crate) const SWAP_RESPONSE: ResponseKind = ResponseKind(b"swap/");
+/// A merchant's swap's blind signatures, by the key bytes of its idempotency claim.
+pub(crate) const MERCHANT_SWAP_RESPONSE: ResponseKind = ResponseKind(b"merchant-swap/");
 /// The coins reissued for a revoked device, by its id.
 pub(crate) const REISSUE_RESPONSE: ResponseKind = ResponseKind(b"reissue/");
 

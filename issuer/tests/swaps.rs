@@ -48,6 +48,7 @@ on_every_backend!(
     a_swap_whose_answer_is_lost_gets_the_same_signatures_again,
     one_spent_coin_leaves_the_whole_swap_unclaimed,
     of_50_concurrent_swaps_and_redemptions_of_one_coin_exactly_one_wins,
+    a_merchant_takes_coin_payments_as_coins_under_the_rules_of_redemption,
 );
 
 async fn coins_outstanding(store: &impl RecordStore) -> i128 {
@@ -487,4 +488,162 @@ async fn identified_coins_swapped_twice_are_logged_with_their_holder() {
         }
         other => panic!("{other:?}"),
     }
+}
+
+/// `shop`'s signed swap of `payments` for new coins of `outputs` under `keyset`, with a
+/// fresh request key (or `key`), and the pending coins.
+fn merchant_swap(
+    shop: &Shop,
+    payments: Vec<EndorsedCoinPayment>,
+    keyset: &Keyset,
+    outputs: &[u64],
+    key: Option<[u8; 32]>,
+    rng: &mut rand::rngs::StdRng,
+) -> (MerchantSwapRequest, Vec<PendingCoin>) {
+    let (template, pending) = swap_request(keyset, Vec::new(), outputs, rng);
+    let request = MerchantSwapRequest::sign(
+        MerchantSwapRequestPayload {
+            merchant_id: shop.id(),
+            request_key: key.unwrap_or(template.request_key),
+            payments,
+            keyset_id: keyset.id(),
+            outputs: template.outputs,
+        },
+        &shop.key,
+        rng,
+    )
+    .unwrap();
+    (request, pending)
+}
+
+/// A merchant's swap of the coin payments it accepted: checked and claimed as a
+/// redemption would (the customer sees them settled; the same payment uploaded afterwards
+/// is `already_accepted` and credits nothing; another merchant finds the coins spent),
+/// idempotent by its request key across re-signing, all or nothing, and refused for a
+/// payment endorsed by someone else or a revoked merchant.
+async fn a_merchant_takes_coin_payments_as_coins_under_the_rules_of_redemption<H: Harness>(h: H) {
+    let mut rng = rng(8);
+    let issuer = issuer(h.open());
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
+    wallet.deposit(&issuer, 100, &mut rng).await;
+    let coins = wallet
+        .withdraw_blind(&issuer, &[10, 5, 2, 1], &mut rng)
+        .await;
+    let shop = Shop::register(&issuer, 1, &mut rng).await;
+    let other = Shop::register(&issuer, 2, &mut rng).await;
+    let keyset = keyset(&directory(&issuer));
+    let first = shop.endorse(coins[..2].to_vec(), &mut rng);
+    let second = shop.endorse(coins[2..3].to_vec(), &mut rng);
+    let outstanding = coins_outstanding(issuer.store()).await;
+
+    let (request, pending) = merchant_swap(
+        &shop,
+        vec![first.clone(), second.clone()],
+        &keyset,
+        &[10, 5, 1, 1],
+        None,
+        &mut rng,
+    );
+    let answer = issuer.merchant_swap(&request, NOW, &mut rng).await.unwrap();
+    assert_eq!(answer.request_digest, codec::digest(&request).unwrap());
+    let signatures = swapped(&answer.outcome).to_vec();
+    // Signed again (a retry after a lost answer): the same signatures, nothing more.
+    let resigned = MerchantSwapRequest::sign(request.payload.clone(), &shop.key, &mut rng).unwrap();
+    assert_ne!(resigned, request);
+    let again = issuer
+        .merchant_swap(&resigned, NOW, &mut rng)
+        .await
+        .unwrap();
+    assert_eq!(swapped(&again.outcome), signatures);
+    let new = finalize(
+        &keyset,
+        &pending,
+        &BlindWithdrawalResponse {
+            keyset_id: keyset.id(),
+            signatures,
+        },
+    );
+    assert_eq!(new.len(), 4);
+    for coin in &new {
+        coin.verify(&directory(&issuer), NOW).unwrap();
+    }
+    assert_eq!(coins_outstanding(issuer.store()).await, outstanding);
+    let merchant = LedgerAccount::Merchant(shop.id());
+    assert_eq!(issuer.store().balance(&merchant, EUR).await.unwrap(), 0);
+
+    // The customer's payment is settled; uploading it now credits nothing.
+    let state = issuer.coin_payment_state(&first).await.unwrap();
+    assert!(matches!(
+        state.state,
+        scrip_issuer::api::CoinPaymentStatus::Settled { .. }
+    ));
+    let outcomes = shop
+        .redeem(
+            &issuer,
+            vec![RedemptionItem::Coins(first.clone())],
+            NOW,
+            &mut rng,
+        )
+        .await;
+    assert!(matches!(
+        outcomes[0],
+        RedemptionOutcome::AlreadyAccepted { .. }
+    ));
+    assert_eq!(issuer.store().balance(&merchant, EUR).await.unwrap(), 0);
+    // Another merchant with the same coins: spent.
+    let outcomes = other
+        .redeem(
+            &issuer,
+            vec![RedemptionItem::Coins(
+                other.endorse(coins[..1].to_vec(), &mut rng),
+            )],
+            NOW,
+            &mut rng,
+        )
+        .await;
+    assert!(matches!(outcomes[0], RedemptionOutcome::DoubleSpent { .. }));
+
+    // All or nothing: a spent payment next to a fresh one claims neither.
+    let fresh = shop.endorse(coins[3..].to_vec(), &mut rng);
+    let (mixed, _) = merchant_swap(
+        &shop,
+        vec![second.clone(), fresh.clone()],
+        &keyset,
+        &[2, 1],
+        None,
+        &mut rng,
+    );
+    let answer = issuer.merchant_swap(&mixed, NOW, &mut rng).await.unwrap();
+    assert!(
+        matches!(&answer.outcome, SwapOutcome::DoubleSpent { coins: named, .. } if named == &vec![coins[2].id()]),
+        "{:?}",
+        answer.outcome
+    );
+    let held = issuer
+        .store()
+        .claims(&[ClaimId::Coin(coins[3].spend_id().unwrap())])
+        .await
+        .unwrap();
+    assert_eq!(held, vec![None]);
+
+    // Another merchant's payment, in this merchant's swap: its endorsement does not verify
+    // under this merchant's key, as in a redemption batch; refused whole.
+    let theirs = other.endorse(coins[3..].to_vec(), &mut rng);
+    let (wrong, _) = merchant_swap(&shop, vec![theirs], &keyset, &[1], None, &mut rng);
+    let e = issuer
+        .merchant_swap(&wrong, NOW, &mut rng)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ReasonCode::UnknownKey, "{e}");
+    // A revoked merchant takes nothing more.
+    issuer
+        .revoke_merchant(shop.id(), "test", NOW)
+        .await
+        .unwrap();
+    let (revoked, _) = merchant_swap(&shop, vec![fresh], &keyset, &[1], None, &mut rng);
+    let e = issuer
+        .merchant_swap(&revoked, NOW, &mut rng)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ReasonCode::MerchantRevoked, "{e}");
 }

@@ -49,6 +49,10 @@ pub enum MerchantError {
     /// An offer for nothing.
     #[error("an offer must be for more than zero")]
     ZeroAmount,
+    /// No coin payment is queued to take as coins, or the take was applied or cancelled
+    /// already.
+    #[error("no coin payment to take as coins (or that take is settled already)")]
+    NothingToTake,
 }
 
 /// Result alias of this crate.

@@ -5,6 +5,7 @@ mod error;
 mod merchant;
 mod refunds;
 mod schema;
+mod taking;
 mod terminal;
 
 use std::time::Duration;
@@ -17,7 +18,7 @@ use scrip_tokens::{
 
 pub use error::{ClientError, MerchantError, Result};
 pub use merchant::Merchant;
-pub use schema::{OpenRequest, QueuedPayment, Settlement};
+pub use schema::{CoinsTaken, OpenRequest, QueuedPayment, Settlement};
 pub use terminal::{item_origin, request_of, Acceptance, Decision, Lookups, Seen, Terminal};
 
 /// How a merchant reaches the issuer when it is online. The HTTP client implements it for
@@ -42,6 +43,14 @@ pub trait IssuerClient: Send + Sync {
     /// A payout to the merchant's bank. The default refuses (`unsupported`).
     async fn payout(&self, _request: &PayoutRequest) -> Result<PayoutReceipt, ClientError> {
         Err(unsupported("payouts"))
+    }
+    /// A swap of coin payments the merchant accepted for new coins
+    /// ([`Merchant::take_coins`]). The default refuses (`unsupported`).
+    async fn merchant_swap(
+        &self,
+        _request: &scrip_tokens::MerchantSwapRequest,
+    ) -> Result<scrip_tokens::SwapReceipt, ClientError> {
+        Err(unsupported("merchant swaps"))
     }
 }
 

@@ -91,7 +91,7 @@ impl<S: RecordStore> Merchant<S> {
         Ok(())
     }
 
-    fn claimant(&self) -> Claimant {
+    pub(crate) fn claimant(&self) -> Claimant {
         Claimant::Merchant(self.terminal.certificate().payload.merchant_id)
     }
 
@@ -164,7 +164,7 @@ impl<S: RecordStore> Merchant<S> {
         }
     }
 
-    fn cached_directory(&self) -> Option<(KeyDirectory, Timestamp)> {
+    pub(crate) fn cached_directory(&self) -> Option<(KeyDirectory, Timestamp)> {
         match self.directory.read() {
             Ok(d) => d.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),

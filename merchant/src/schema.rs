@@ -16,6 +16,11 @@ pub(crate) const QUEUE: Collection = Collection::new("queue");
 pub(crate) const REPLIES: Collection = Collection::new("replies");
 /// Settled payments, by [`queue_key`].
 pub(crate) const SETTLED: Collection = Collection::new("settled");
+/// Coin payments taken out of the queue into a pending swap ([`TakingCoins`]), by the
+/// swap's request key.
+pub(crate) const TAKING: Collection = Collection::new("taking-coins");
+/// Coin payments taken as coins ([`CoinsTaken`]), by [`queue_key`].
+pub(crate) const TAKEN: Collection = Collection::new("taken-coins");
 /// Single values of the terminal (the cached key directory).
 pub(crate) const LOCAL: Collection = Collection::new("merchant");
 /// The cached directory's key in [`LOCAL`].
@@ -98,6 +103,30 @@ pub struct Settlement {
     pub settled_at: Timestamp,
 }
 local_doc!(Settlement, "settlement");
+
+/// A swap of queued coin payments sent to the issuer and not answered yet: the signed
+/// request (sent again, unchanged, after a lost answer) and the payments it took out of
+/// the queue (they come back if the issuer refuses it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TakingCoins {
+    /// The signed request.
+    pub request: scrip_tokens::MerchantSwapRequest,
+    /// The payments it takes.
+    pub payments: Vec<QueuedPayment>,
+}
+local_doc!(TakingCoins, "taking-coins");
+
+/// A coin payment the merchant took as new coins (a swap) instead of account credit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoinsTaken {
+    /// The payment.
+    pub payment: QueuedPayment,
+    /// The swap's request key.
+    pub request_key: [u8; 32],
+    /// When the issuer's receipt was applied.
+    pub taken_at: Timestamp,
+}
+local_doc!(CoinsTaken, "coins-taken");
 
 /// The verified key directory, kept across restarts.
 #[derive(Serialize, Deserialize)]

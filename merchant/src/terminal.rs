@@ -536,6 +536,18 @@ impl Terminal {
         )?))
     }
 
+    /// `payload` signed with the merchant's key: a take of coin payments as coins
+    /// ([`crate::Merchant::take_coins_request`]).
+    pub fn sign_swap<G: CryptoRng + ?Sized>(
+        &self,
+        payload: scrip_tokens::MerchantSwapRequestPayload,
+        rng: &mut G,
+    ) -> Result<scrip_tokens::MerchantSwapRequest> {
+        Ok(scrip_tokens::MerchantSwapRequest::sign(
+            payload, &self.key, rng,
+        )?)
+    }
+
     /// The issuer's answer to `batch`, if it is one: signed by the answer key that
     /// `directory` lists, and naming this very batch. Anyone on the path can send an
     /// answer; only this one may change the queue.

@@ -89,4 +89,7 @@ pub use revocation::{
     MAX_REVOCATION_ENTRIES,
 };
 pub use signed::{Signed, SignedPayload};
-pub use swap::{SwapOutcome, SwapReceipt, SwapReceiptPayload, SwapRequest, MAX_COINS_PER_SWAP};
+pub use swap::{
+    MerchantSwapRequest, MerchantSwapRequestPayload, SwapOutcome, SwapReceipt, SwapReceiptPayload,
+    SwapRequest, MAX_COINS_PER_SWAP,
+};

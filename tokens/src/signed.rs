@@ -136,7 +136,7 @@ mod tests {
 
     /// Every message type's tag. A new type must be added here: the test below then proves
     /// its tag is distinct and its signatures do not transfer.
-    const ALL_TAGS: [&str; 82] = [
+    const ALL_TAGS: [&str; 84] = [
         AccountCertificatePayload::TAG,
         MerchantCertificatePayload::TAG,
         BalanceCertificatePayload::TAG,
@@ -219,6 +219,8 @@ mod tests {
         SwapRequest::TAG,
         SwapReceiptPayload::TAG,
         SwapReceipt::TAG,
+        MerchantSwapRequestPayload::TAG,
+        MerchantSwapRequest::TAG,
     ];
 
     fn header(tag: &str) -> Vec<u8> {

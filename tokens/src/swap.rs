@@ -13,14 +13,24 @@
 //! Idempotent by [`SwapRequest::request_key`], chosen at random by the holder: the same
 //! request again (a retry after a lost answer) gets the same blind signatures back and
 //! nothing is signed twice; the key with anything else is refused.
+//!
+//! A merchant taking the coin payments it accepted into its own purse sends a
+//! [`MerchantSwapRequest`] instead: signed by the merchant, carrying the endorsed payments
+//! as it would upload them for redemption. The issuer checks them exactly as for a
+//! redemption and claims their coins exactly as a redemption would (the merchant as
+//! claimant, each payment's digest), so the customer sees the payment settled and the
+//! double-spend rules are unchanged; instead of crediting the merchant's account, it signs
+//! the outputs.
 
 use serde::{Deserialize, Serialize};
 
+use crate::certificates::MerchantCertificatePayload;
 use crate::codec;
-use crate::keys::{AnswerSigner, BlindSignature, BlindedMessage};
+use crate::keys::{AnswerSigner, BlindSignature, BlindedMessage, Merchant};
 use crate::signed::{message, signed_token};
 use crate::{
-    Amount, Coin, CoinId, ContentDigest, Error, KeyDirectory, KeysetId, Result, Timestamp,
+    Amount, Coin, CoinId, ContentDigest, EndorsedCoinPayment, Error, KeyDirectory, KeysetId,
+    MerchantId, Result, Timestamp,
 };
 
 /// Most coins handed in, and most coins asked for, in one swap.
@@ -81,6 +91,76 @@ impl SwapRequest {
     }
 }
 
+/// A merchant's swap of coin payments it accepted (and endorsed) for new blind coins.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MerchantSwapRequestPayload {
+    /// The merchant.
+    pub merchant_id: MerchantId,
+    /// Chosen at random by the merchant and kept with the request: a retry sends the
+    /// very same signed request.
+    #[serde(with = "crate::bytes::array")]
+    pub request_key: [u8; 32],
+    /// The payments taken, as endorsed (what a redemption batch would carry).
+    pub payments: Vec<EndorsedCoinPayment>,
+    /// The keyset to sign the new coins with.
+    pub keyset_id: KeysetId,
+    /// (denomination in minor units, blinded coin message) per new coin.
+    pub outputs: Vec<(u64, BlindedMessage)>,
+}
+
+signed_token!(
+    /// A [`MerchantSwapRequestPayload`] signed by the merchant's key.
+    MerchantSwapRequest = MerchantSwapRequestPayload,
+    signer: Merchant,
+    tag: "merchant-swap-request"
+);
+
+impl MerchantSwapRequest {
+    /// Checks that `merchant` (whose certificate the caller verified) signed it, that it
+    /// names that merchant, and its sizes: 1 to [`MAX_COINS_PER_SWAP`] coins over all its
+    /// payments and outputs, no coin twice. The payments themselves are checked as for a
+    /// redemption.
+    pub fn verify(
+        &self,
+        merchant: &MerchantCertificatePayload,
+    ) -> Result<&MerchantSwapRequestPayload> {
+        if self.payload.merchant_id != merchant.merchant_id {
+            return Err(Error::WrongMerchant);
+        }
+        self.check_shape()?;
+        self.verify_signature(&merchant.merchant_key)
+    }
+
+    /// The sizes [`Self::verify`] checks, without the signature: 1 to
+    /// [`MAX_COINS_PER_SWAP`] coins over all its payments and outputs, no coin twice.
+    pub fn check_shape(&self) -> Result<()> {
+        let payload = &self.payload;
+        let coins: Vec<CoinId> = payload
+            .payments
+            .iter()
+            .flat_map(|p| p.payload.payment.coins.iter().map(Coin::id))
+            .collect();
+        if coins.is_empty() || coins.len() > MAX_COINS_PER_SWAP {
+            return Err(Error::InvalidField {
+                field: "payments",
+                reason: "a swap hands in 1 to 200 coins",
+            });
+        }
+        let mut sorted = coins;
+        sorted.sort_unstable();
+        if let Some(w) = sorted.windows(2).find(|w| w[0] == w[1]) {
+            return Err(Error::DuplicateCoin(w[0]));
+        }
+        if payload.outputs.is_empty() || payload.outputs.len() > MAX_COINS_PER_SWAP {
+            return Err(Error::InvalidField {
+                field: "outputs",
+                reason: "a swap asks for 1 to 200 coins",
+            });
+        }
+        Ok(())
+    }
+}
+
 /// What a swap did.
 // A message built once per answer: the size of the larger variant does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -133,8 +213,51 @@ impl SwapReceipt {
         directory: &KeyDirectory,
         now: Timestamp,
     ) -> Result<&SwapReceiptPayload> {
+        let handed_in: Vec<CoinId> = request.coins.iter().map(Coin::id).collect();
+        self.verify_answer(
+            codec::digest(request)?,
+            request.keyset_id,
+            request.outputs.len(),
+            &handed_in,
+            directory,
+            now,
+        )
+    }
+
+    /// [`Self::verify_for`] for a merchant's swap.
+    pub fn verify_for_merchant(
+        &self,
+        request: &MerchantSwapRequest,
+        directory: &KeyDirectory,
+        now: Timestamp,
+    ) -> Result<&SwapReceiptPayload> {
+        let handed_in: Vec<CoinId> = request
+            .payload
+            .payments
+            .iter()
+            .flat_map(|p| p.payload.payment.coins.iter().map(Coin::id))
+            .collect();
+        self.verify_answer(
+            codec::digest(request)?,
+            request.payload.keyset_id,
+            request.payload.outputs.len(),
+            &handed_in,
+            directory,
+            now,
+        )
+    }
+
+    fn verify_answer(
+        &self,
+        digest: ContentDigest,
+        keyset: KeysetId,
+        outputs: usize,
+        handed_in: &[CoinId],
+        directory: &KeyDirectory,
+        now: Timestamp,
+    ) -> Result<&SwapReceiptPayload> {
         let payload = self.verify_in(directory, now)?;
-        if payload.request_digest != codec::digest(request)? {
+        if payload.request_digest != digest {
             return Err(Error::InvalidField {
                 field: "request_digest",
                 reason: "the answer is for another request",
@@ -144,12 +267,9 @@ impl SwapReceipt {
             SwapOutcome::Swapped {
                 keyset_id,
                 signatures,
-            } => *keyset_id == request.keyset_id && signatures.len() == request.outputs.len(),
+            } => *keyset_id == keyset && signatures.len() == outputs,
             SwapOutcome::DoubleSpent { coins, .. } => {
-                !coins.is_empty()
-                    && coins
-                        .iter()
-                        .all(|id| request.coins.iter().any(|c| c.id() == *id))
+                !coins.is_empty() && coins.iter().all(|id| handed_in.contains(id))
             }
         };
         if !consistent {

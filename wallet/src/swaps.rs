@@ -285,12 +285,113 @@ impl Wallet {
     }
 
     /// The swaps sent and not answered yet: after a lost answer or a restart, send each
-    /// again, unchanged.
+    /// again, unchanged. (Outputs made for a merchant's take are not among them:
+    /// [`Wallet::pending_swap_outputs`].)
     pub fn pending_swaps(&self) -> Vec<SwapRequest> {
-        self.state.swaps.iter().map(|p| p.request.clone()).collect()
+        self.state
+            .swaps
+            .iter()
+            .filter(|p| !p.request.coins.is_empty())
+            .map(|p| p.request.clone())
+            .collect()
     }
 
-    /// Gives up a pending swap the issuer *refused* (an error answer: a stale key
+    /// New coins for a swap whose coins someone else hands in: a merchant taking the coin
+    /// payments it accepted into this wallet (`scrip_merchant::Merchant::take_coins`).
+    /// Blinds coins worth `total` of the current keyset in the default mix
+    /// ([`DEFAULT_MIX`]: the merchant pays other merchants with them, offline) and keeps
+    /// the secrets: save before releasing. The result is a [`SwapRequest`] with no coins,
+    /// whose `request_key`, `keyset_id` and `outputs` the merchant's request carries.
+    pub fn swap_outputs<G: CryptoRng + ?Sized>(
+        &mut self,
+        total: Amount,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<Unreleased<SwapRequest>> {
+        let keyset = self.current_keyset(total.currency, now)?;
+        let values = ladder(total.minor_units, &descending(&keyset), MAX_COINS_PER_SWAP)
+            .filter(|v| !v.is_empty())
+            .ok_or(WalletError::NoCoinsMake(total))?;
+        let pending = values
+            .iter()
+            .map(|v| PendingCoin::new(rng, &keyset, Amount::new(*v, total.currency)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut request_key = [0u8; 32];
+        rng.fill_bytes(&mut request_key);
+        let request = SwapRequest {
+            request_key,
+            coins: Vec::new(),
+            keyset_id: keyset.id(),
+            outputs: pending
+                .iter()
+                .map(|c| (c.amount().minor_units, c.blinded().clone()))
+                .collect(),
+        };
+        self.state.swaps.push(PendingSwap {
+            request: request.clone(),
+            coins: pending,
+        });
+        Ok(self.unreleased(request))
+    }
+
+    /// Outputs made with [`Wallet::swap_outputs`] whose outcome has not been applied yet.
+    pub fn pending_swap_outputs(&self) -> Vec<SwapRequest> {
+        self.state
+            .swaps
+            .iter()
+            .filter(|p| p.request.coins.is_empty())
+            .map(|p| p.request.clone())
+            .collect()
+    }
+
+    /// Takes the outcome of a merchant's take for `outputs` (from
+    /// `scrip_merchant::Merchant::apply_take_receipt`, which checked the issuer's signed
+    /// receipt). Swapped: the new coins are unblinded, each verified against the key
+    /// directory (a signature that does not make a valid coin is refused, nothing
+    /// changes), and kept. Double spent: nothing was signed; the outputs are dropped.
+    pub fn on_merchant_swap(
+        &mut self,
+        outputs: &SwapRequest,
+        outcome: &SwapOutcome,
+        now: Timestamp,
+    ) -> Result<SwapResult> {
+        let index = self
+            .state
+            .swaps
+            .iter()
+            .position(|p| p.request == *outputs && p.request.coins.is_empty())
+            .ok_or(WalletError::UnrequestedWithdrawal)?;
+        let result = match outcome {
+            SwapOutcome::Swapped {
+                keyset_id,
+                signatures,
+            } => {
+                let response = BlindWithdrawalResponse {
+                    keyset_id: *keyset_id,
+                    signatures: signatures.clone(),
+                };
+                let pending = &self.state.swaps[index];
+                let coins = self.unblind(outputs.keyset_id, &pending.coins, &response, now)?;
+                let ids = coins.iter().map(Coin::id).collect();
+                self.state.coins.extend(coins);
+                SwapResult::Swapped { coins: ids }
+            }
+            SwapOutcome::DoubleSpent {
+                first_redeemed_at,
+                coins,
+            } => SwapResult::DoubleSpent {
+                spent: coins.clone(),
+                returned: Vec::new(),
+                first_redeemed_at: *first_redeemed_at,
+            },
+        };
+        self.state.swaps.remove(index);
+        self.touch();
+        Ok(result)
+    }
+
+    /// Gives up a pending swap the issuer *refused* (or outputs whose merchant take was
+    /// refused) (an error answer: a stale key
     /// directory, a fee the outputs did not leave room for): its coins come back to the
     /// purse. Never after a lost answer: the issuer may have swapped the coins, and the
     /// only way to the new ones is sending the request again.

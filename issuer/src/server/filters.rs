@@ -278,6 +278,13 @@ pub fn routes(
         handlers::swap,
     ))
     .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "merchant-swaps").boxed(),
+        Access::Signed,
+        handlers::merchant_swap,
+    ))
+    .unify()
     .boxed();
 
     health

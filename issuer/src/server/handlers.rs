@@ -11,9 +11,9 @@ use scrip_tokens::{
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
     DepositRecord, DepositRequest, DeviceId, DeviceRegistration, EndorsedCoinPayment,
     IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId,
-    MerchantRegistration, RedemptionBatch, RedemptionReport, RefundReceipt, RefundRequest,
-    StatementRequest, SwapOutcome, SwapReceipt, SwapRequest, SyncReport, SyncRequest, Timestamp,
-    VoucherWithdrawalRequest,
+    MerchantRegistration, MerchantSwapRequest, RedemptionBatch, RedemptionReport, RefundReceipt,
+    RefundRequest, StatementRequest, SwapOutcome, SwapReceipt, SwapRequest, SyncReport,
+    SyncRequest, Timestamp, VoucherWithdrawalRequest,
 };
 use serde::Deserialize;
 use warp::http::StatusCode;
@@ -348,6 +348,42 @@ pub async fn swap(
         outputs = request.outputs.len(),
         outcome,
         "swap"
+    );
+    Ok(state.issuer.sign_answer(receipt, now, &mut rng)?)
+}
+
+/// `POST /v1/merchant-swaps`: a merchant takes coin payments it accepted as new blind
+/// coins. Signed by the merchant and checked before anything is read, signed or stored;
+/// not fresh-checked and no nonce, like `POST /v1/swaps`: the same request again is
+/// answered the same (idempotent by its request key), so a retry after a lost answer
+/// sends the same bytes.
+pub async fn merchant_swap(
+    state: Arc<AppState>,
+    request: MerchantSwapRequest,
+    now: Timestamp,
+) -> Result<SwapReceipt, ApiError> {
+    let authenticated = state.issuer.authenticate(&request).await?;
+    let mut rng = request_rng();
+    let receipt = state
+        .issuer
+        .merchant_swap_authenticated(authenticated, now, &mut rng)
+        .await?;
+    let coins: usize = request
+        .payload
+        .payments
+        .iter()
+        .map(|p| p.payload.payment.coins.len())
+        .sum();
+    let swapped = matches!(receipt.outcome, SwapOutcome::Swapped { .. });
+    state
+        .metrics
+        .swap(swapped, coins, request.payload.outputs.len());
+    tracing::info!(
+        merchant = %request.payload.merchant_id,
+        payments = request.payload.payments.len(),
+        coins,
+        swapped,
+        "merchant swap"
     );
     Ok(state.issuer.sign_answer(receipt, now, &mut rng)?)
 }

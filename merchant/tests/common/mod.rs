@@ -66,6 +66,27 @@ impl IssuerClient for InProcess {
             .map_err(refused)
     }
 
+    async fn merchant_swap(
+        &self,
+        request: &MerchantSwapRequest,
+    ) -> Result<SwapReceipt, ClientError> {
+        if self.offline {
+            return Err(ClientError::Transport("offline".into()));
+        }
+        let refused = |e: scrip_issuer::IssuerError| ClientError::Refused {
+            code: e.code(),
+            message: e.to_string(),
+        };
+        let answer = self
+            .issuer
+            .merchant_swap(request, self.now, &mut rng(96))
+            .await
+            .map_err(refused)?;
+        self.issuer
+            .sign_answer(answer, self.now, &mut rng(95))
+            .map_err(refused)
+    }
+
     /// The list of the latest published version (the test publishes, as the server's
     /// periodic step would), signed now.
     async fn revocations(&self, since: Option<u64>) -> Result<RevocationList, ClientError> {
