@@ -5,8 +5,12 @@
 //! once by coins; merchant A reconnects and uploads (its first answer is "lost", so it
 //! uploads the same items again); the customer syncs its copy of the record; a copy of the
 //! customer's wallet made before the coin payment spends the same coin at merchant B, who
-//! finds out when it redeems. Expected outcome counts: 2 accepted, 3 already accepted,
-//! 1 double spent, 0 invalid.
+//! finds out when it redeems. Then refunds, a payout, a stolen phone refused by the
+//! revocation list, and coins back in circulation: the customer makes change online for
+//! the amounts it expects to pay, pays merchant B with coins, merchant B takes that
+//! payment as coins into its own wallet (a swap) and pays merchant A with them, offline;
+//! merchant A is paid when it syncs. Expected outcome counts: 3 accepted, 3 already
+//! accepted, 1 double spent, 0 invalid.
 
 use std::io::Write;
 
@@ -65,7 +69,7 @@ impl Outcomes {
 
     /// What the story produces against a correct issuer.
     pub const EXPECTED: Outcomes = Outcomes {
-        accepted: 2,
+        accepted: 3,
         already_accepted: 3,
         double_spent: 1,
         invalid: 0,
@@ -413,7 +417,115 @@ pub async fn run(
     .await?;
     payout(client, &shop_a, out).await?;
     stolen_phone(client, root, &shop_a, &phone, out).await?;
+    let seen = circulation(client, root, &shop_a, &shop_b, &mut phone, out).await?;
+    outcomes.merge(seen);
     Ok(outcomes)
+}
+
+/// Coins back in circulation: change made online, a merchant taking a coin payment as
+/// coins into its own wallet, and paying another merchant with them offline.
+async fn circulation(
+    client: &HttpClient,
+    root: &VerifyingKey<DirectoryRoot>,
+    shop_a: &Merchant<MemoryStore>,
+    shop_b: &Merchant<MemoryStore>,
+    phone: &mut Phone,
+    out: &mut dyn Write,
+) -> Result<Outcomes, Error> {
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    say(
+        out,
+        "20. online, the customer swaps its coins so that it can pay EUR 0.03 and EUR 0.04 \
+         offline with exact change",
+    );
+    phone
+        .wallet
+        .update_directory(client.key_directory().await?, now())?;
+    let held = |phone: &Phone| {
+        let mut values: Vec<u64> = phone
+            .wallet
+            .coins()
+            .iter()
+            .map(|c| c.amount().minor_units)
+            .collect();
+        values.sort_unstable_by(|a, b| b.cmp(a));
+        values
+    };
+    say(out, &format!("   coins before: {:?}", held(phone)));
+    let request = phone
+        .wallet
+        .change_request(&[eur(3), eur(4)], now(), &mut rng)?
+        .ok_or_else(|| Error::Demo("the coins already paid both amounts".into()))?;
+    let request = phone.send(request)?;
+    let receipt = client.swap(&request).await?;
+    match phone.wallet.on_swap_receipt(&request, &receipt, now())? {
+        scrip_wallet::SwapResult::Swapped { .. } => {}
+        other => return Err(Error::Demo(format!("the change was not made: {other:?}"))),
+    }
+    phone.save()?;
+    say(
+        out,
+        &format!(
+            "   coins after: {:?} (the issuer cannot link them to the old ones)",
+            held(phone)
+        ),
+    );
+
+    say(
+        out,
+        "21. offline: the customer pays merchant B EUR 0.04 with coins; merchant B takes \
+         the payment as new coins into its own wallet instead of account credit",
+    );
+    let offer = shop_b.offer(eur(4), now(), &mut rng).await?;
+    let answer = phone.wallet.pay_by_coins(&offer, now())?;
+    let answer = phone.send(answer)?;
+    let reply = shop_b.accept(&answer, now(), &mut rng).await?;
+    expect_completed(phone.wallet.on_merchant_reply(&reply, now())?, "coins")?;
+    phone.save()?;
+    let mut purse = Phone::new(
+        Wallet::generate(root.clone(), &mut rng)?,
+        StorageKey::random(&mut rng),
+    );
+    purse
+        .wallet
+        .update_directory(client.key_directory().await?, now())?;
+    let total = shop_b
+        .coins_to_take()
+        .await?
+        .ok_or_else(|| Error::Demo("merchant B holds no coin payment".into()))?;
+    let outputs = purse.wallet.swap_outputs(total, now(), &mut rng)?;
+    let outputs = purse.send(outputs)?;
+    let outcome = shop_b.take_coins(client, &outputs, now(), &mut rng).await?;
+    purse.wallet.on_merchant_swap(&outputs, &outcome, now())?;
+    purse.save()?;
+    say(
+        out,
+        &format!(
+            "   merchant B's wallet holds EUR {} in coins: {:?}",
+            fmt_minor(purse.wallet.coin_total(Currency::EUR).minor_units),
+            held(&purse)
+        ),
+    );
+
+    say(
+        out,
+        "22. offline: merchant B pays merchant A EUR 0.03 with those coins; merchant A \
+         syncs",
+    );
+    let offer = shop_a.offer(eur(3), now(), &mut rng).await?;
+    let answer = purse.wallet.pay_by_coins(&offer, now())?;
+    let answer = purse.send(answer)?;
+    let reply = shop_a.accept(&answer, now(), &mut rng).await?;
+    expect_completed(purse.wallet.on_merchant_reply(&reply, now())?, "coins")?;
+    purse.save()?;
+    let seen = sync_and_count(shop_a, client, &mut rng).await?;
+    say(out, &format!("   issuer answered: {seen}"));
+    if seen.accepted != 1 {
+        return Err(Error::Demo(
+            "merchant A was not paid for merchant B's coins".into(),
+        ));
+    }
+    Ok(seen)
 }
 
 /// Merchant A refunds part of the record payment to the customer's account, and the coin

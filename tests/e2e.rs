@@ -39,11 +39,16 @@ async fn demo_story(kind: StoreKind, bincode: bool) {
     let outcomes = outcomes.unwrap_or_else(|e| panic!("demo failed: {e}\n{log}"));
     assert_eq!(outcomes, Outcomes::EXPECTED, "{log}");
 
-    // The server counted what it answered: 2 accepted and a double spend from merchants
-    // (the customer's copy comes through /v1/sync and is not a merchant redemption).
+    // The server counted what it answered: 3 accepted and a double spend from merchants
+    // (the customer's copy comes through /v1/sync and is not a merchant redemption), and
+    // two swaps (the customer's change, merchant B taking its payment as coins).
     let metrics = client.metrics().await.unwrap();
     assert!(
-        metrics.contains("scrip_redemptions_total{outcome=\"accepted\"} 2"),
+        metrics.contains("scrip_redemptions_total{outcome=\"accepted\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("scrip_swaps_total{outcome=\"swapped\"} 2"),
         "{metrics}"
     );
     assert!(
