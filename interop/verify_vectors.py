@@ -113,6 +113,7 @@ def check_links(directory):
         ("refund-receipt", payload("refund-receipt")["request_digest"], sha256_of(directory, "refund-request")),
         ("swap-receipt", payload("swap-receipt")["request_digest"], sha256_of(directory, "swap-request")),
         ("swap-receipt-double-spent", payload("swap-receipt-double-spent")["request_digest"], sha256_of(directory, "swap-request-again")),
+        ("merchant-swap-receipt", payload("merchant-swap-receipt")["request_digest"], sha256_of(directory, "merchant-swap-request")),
     ]
     # A voucher withdrawal carries the voucher the merchant signed, unchanged.
     withdrawal = json.loads((directory / "voucher-withdrawal-request.json").read_text())["value"]

@@ -630,8 +630,75 @@ fn swaps(w: &Specimens, rng: &mut StdRng, blind: &BlindCoin) -> Vec<(&'static st
     double_spent
         .verify_for(&again, w.directory(), later)
         .unwrap();
+    // A merchant takes the coin payment of endorsed-coin-payment.json as two new coins.
+    let taken: Vec<PendingCoin> = [10u64, 5]
+        .iter()
+        .map(|v| PendingCoin::new(rng, &issuer.keyset, eur(*v)).unwrap())
+        .collect();
+    let merchant_request = MerchantSwapRequest::sign(
+        MerchantSwapRequestPayload {
+            merchant_id: w.merchant_payload().merchant_id,
+            request_key: nonce(rng),
+            payments: vec![w.endorsed.clone()],
+            keyset_id: issuer.keyset.id(),
+            outputs: taken
+                .iter()
+                .map(|p| (p.amount().minor_units, p.blinded().clone()))
+                .collect(),
+        },
+        &w.merchant,
+        rng,
+    )
+    .unwrap();
+    merchant_request.verify(w.merchant_payload()).unwrap();
+    let merchant_receipt = SwapReceipt::sign(
+        SwapReceiptPayload {
+            request_digest: codec::digest(&merchant_request).unwrap(),
+            outcome: SwapOutcome::Swapped {
+                keyset_id: issuer.keyset.id(),
+                signatures: taken
+                    .iter()
+                    .map(|p| {
+                        issuer
+                            .denomination_key(p.amount().minor_units)
+                            .unwrap()
+                            .sign_blinded(rng, p.blinded())
+                            .unwrap()
+                    })
+                    .collect(),
+            },
+            answered_at: NOW,
+        },
+        &issuer.answer_signer,
+        rng,
+    )
+    .unwrap();
+    merchant_receipt
+        .verify_for_merchant(&merchant_request, w.directory(), NOW)
+        .unwrap();
     let answer_key = issuer.answer_signer.verifying_key();
     vec![
+        (
+            "merchant-swap-request",
+            signed_vector(
+                "POST /v1/merchant-swaps: merchant 1 takes the coin payment of \
+                 endorsed-coin-payment.json (EUR 0.15) as two new blind coins of EUR 0.10 and \
+                 0.05 instead of account credit; merchant-swap-receipt.json answers it.",
+                "merchant key",
+                w.merchant.verifying_key(),
+                &merchant_request,
+            ),
+        ),
+        (
+            "merchant-swap-receipt",
+            signed_vector(
+                "The issuer's receipt for merchant-swap-request.json: swapped, one blind \
+                 signature per output.",
+                "issuer answer key",
+                answer_key,
+                &merchant_receipt,
+            ),
+        ),
         (
             "swap-request",
             unsigned_vector(
@@ -1610,6 +1677,8 @@ fn committed_vectors_decode_and_verify() {
     check_unsigned::<SwapRequest>("swap-request-again");
     check_signed::<SwapReceiptPayload>("swap-receipt");
     check_signed::<SwapReceiptPayload>("swap-receipt-double-spent");
+    check_signed::<MerchantSwapRequestPayload>("merchant-swap-request");
+    check_signed::<SwapReceiptPayload>("merchant-swap-receipt");
 
     // The answers name what they answer: statement.json the statement request, the
     // rejection the answer by record, the approval the enrolled key.
@@ -1633,6 +1702,7 @@ fn committed_vectors_decode_and_verify() {
         ("refund-receipt", "refund-request"),
         ("swap-receipt", "swap-request"),
         ("swap-receipt-double-spent", "swap-request-again"),
+        ("merchant-swap-receipt", "merchant-swap-request"),
     ] {
         assert_eq!(
             load(answer)["value"]["payload"]["request_digest"],

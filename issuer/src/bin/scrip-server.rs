@@ -263,6 +263,12 @@ struct ServeArgs {
     #[arg(long, env = "SCRIP_MAX_BATCH_ITEMS", default_value_t = 1_000)]
     max_batch_items: usize,
 
+    /// Swap fee: minor units kept per coin handed in to a swap (`POST /v1/swaps`,
+    /// `POST /v1/merchant-swaps`). Not published in the key directory: tell wallet vendors.
+    /// The same on every server of a cluster.
+    #[arg(long, env = "SCRIP_SWAP_FEE_PER_COIN", default_value_t = 0)]
+    swap_fee_per_coin: u64,
+
     /// Where the RSA work runs: `fast` (OpenSSL private-key operations, aws-lc-rs
     /// verification; the default where compiled in) or `rustcrypto` (pure Rust). Both
     /// give the same signatures and accept the same ones; keys and files are the same.
@@ -407,6 +413,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         revocation_grace: Duration::from_secs(args.revocation_grace_secs),
         max_certificate_amount: args.max_certificate_amount,
         max_batch_items: args.max_batch_items,
+        swap_fee_per_coin: args.swap_fee_per_coin,
         backend: args.crypto_backend,
         ..IssuerConfig::default()
     };
