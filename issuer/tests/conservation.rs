@@ -17,8 +17,10 @@
 //! owed), refunds (a payment by record back to its account, a coin payment by a voucher a
 //! wallet withdraws fresh coins against, in parts, beyond what is left, sent again), swaps
 //! (coins in hand for new blind coins in other denominations; with coins already handed to
-//! a merchant, redeemed or not yet; the last swap sent again after its answer), and
-//! restarts of the issuer over durable stores.
+//! a merchant, redeemed or not yet; the last swap sent again after its answer), merchants
+//! taking their queued coin payments as new coins instead of credit (some of whose coins
+//! were spent elsewhere; the take sent again, signed again; its payments uploaded again
+//! afterwards), and restarts of the issuer over durable stores.
 //!
 //! A test-side model predicts every outcome and every ledger balance. After every step the
 //! test reads the issuer's store and checks:
@@ -30,8 +32,9 @@
 //!   the model says, so each merchant was credited exactly the accepted coin payments
 //!   and records, less its refunds (no coin or record credited twice, no refund paid
 //!   twice or beyond its payment);
-//! - every coin's claim (free, held by its redeeming merchant, held by the issuer after
-//!   revocation, held by a swap's holder) and every account's frozen state match the model.
+//! - every coin's claim (free, held by its redeeming or taking merchant, held by the issuer
+//!   after revocation, held by a swap's holder) and every account's frozen state match the
+//!   model.
 //!
 //! It runs against every store backend: memory, file, redb and PostgreSQL (a throwaway
 //! server the test starts itself, the system accounts striped as a cluster stripes them).
@@ -187,6 +190,12 @@ enum Op {
         spent: usize,
         again: bool,
     },
+    /// The merchant takes its queued coin payments as new coins (a merchant swap), the new
+    /// coins going to wallet `m`; `again`: it sends its last take again, signed again.
+    Take {
+        m: usize,
+        again: bool,
+    },
     /// The issuer process restarts over the same (durable) store.
     Restart,
 }
@@ -288,6 +297,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(m, pick, part, again)| Op::Refund { m, pick, part, again }),
         8 => (w.clone(), 1usize..4, prop_oneof![3 => Just(0usize), 2 => Just(1usize)], prop::bool::weighted(0.2))
             .prop_map(|(w, count, spent, again)| Op::Swap { w, count, spent, again }),
+        6 => (m.clone(), prop::bool::weighted(0.25)).prop_map(|(m, again)| Op::Take { m, again }),
         // Rare: each account has one spare device key.
         1 => w.prop_map(|w| Op::Revoke { w }),
         1 => Just(Op::Restart),
@@ -351,6 +361,8 @@ enum CoinState {
     Revoked,
     /// Handed in to a swap (claimed by its holder).
     Swapped,
+    /// Taken as new coins by this merchant, in the payment answering this request.
+    Taken(usize, RequestId),
 }
 
 struct CoinModel {
@@ -544,15 +556,22 @@ impl Model {
             self.paid(merchant, request, PaidWith::Coins, total);
             Expect::Accepted(total)
         } else if held.len() == coins.len()
-            && held
-                .iter()
-                .all(|id| self.coins[id].state == CoinState::Redeemed(merchant, request))
+            && held.iter().all(|id| {
+                let state = self.coins[id].state;
+                state == CoinState::Redeemed(merchant, request)
+                    || state == CoinState::Taken(merchant, request)
+            })
         {
+            // Redeemed, or taken as coins, by this merchant in this very payment: a repeat
+            // that credits nothing.
             Expect::AlreadyAccepted
         } else if held.len() == coins.len()
-            && held.iter().all(
-                |id| matches!(self.coins[id].state, CoinState::Redeemed(m, _) if m == merchant),
-            )
+            && held.iter().all(|id| {
+                matches!(
+                    self.coins[id].state,
+                    CoinState::Redeemed(m, _) | CoinState::Taken(m, _) if m == merchant
+                )
+            })
         {
             Expect::ReusedInAnotherPayment(held)
         } else {
@@ -593,6 +612,8 @@ struct ShopSide {
     shop: Shop,
     pending: Vec<RedemptionItem>,
     sent: Vec<RedemptionItem>,
+    /// The last take sent, and what it was answered.
+    last_take: Option<(MerchantSwapRequestPayload, SwapOutcome)>,
 }
 
 /// A refund the issuer paid, to send again.
@@ -668,6 +689,7 @@ impl World {
                 shop,
                 pending: Vec::new(),
                 sent: Vec::new(),
+                last_take: None,
             });
         }
         let keyset = issuer
@@ -734,6 +756,27 @@ impl World {
             } => *w = pick(wallets(&|ws| !ws.coins.is_empty()), *w),
             Op::Swap { w, again: true, .. } => *w = pick(wallets(&|ws| ws.last_swap.is_some()), *w),
             Op::DoubleSpend { w, .. } => *w = pick(wallets(&|ws| !ws.given.is_empty()), *w),
+            Op::Take { m, again: false } => {
+                *m = pick(
+                    (0..SHOPS)
+                        .filter(|m| {
+                            self.shops[*m]
+                                .pending
+                                .iter()
+                                .any(|i| matches!(i, RedemptionItem::Coins(_)))
+                        })
+                        .collect(),
+                    *m,
+                )
+            }
+            Op::Take { m, again: true } => {
+                *m = pick(
+                    (0..SHOPS)
+                        .filter(|m| self.shops[*m].last_take.is_some())
+                        .collect(),
+                    *m,
+                )
+            }
             Op::Sync {
                 m, resend: false, ..
             } => {
@@ -847,7 +890,157 @@ impl World {
                 self.swap(issuer, step, op, *w, *count, *spent, *again)
                     .await
             }
+            Op::Take { m, again } => self.take(issuer, step, op, *m, *again).await,
             Op::Restart => unreachable!("handled by the driver"),
+        }
+    }
+
+    /// Merchant `m` takes its queued coin payments (those whose coins are distinct, at most
+    /// 200 coins) as new coins for wallet `m`, or sends its last take again.
+    async fn take<S: RecordStore>(
+        &mut self,
+        issuer: &TestIssuer<S>,
+        step: usize,
+        op: &Op,
+        m: usize,
+        again: bool,
+    ) {
+        if again {
+            let Some((payload, first)) = self.shops[m].last_take.clone() else {
+                return;
+            };
+            let resigned =
+                MerchantSwapRequest::sign(payload, &self.shops[m].shop.key, &mut self.rng).unwrap();
+            let answer = issuer
+                .merchant_swap(&resigned, self.now, &mut self.rng)
+                .await
+                .unwrap_or_else(|e| fail(step, op, e));
+            match (&first, &answer.outcome) {
+                (SwapOutcome::Swapped { .. }, again) => assert_eq!(
+                    again, &first,
+                    "step {step} ({op:?}): a repeated take got another answer"
+                ),
+                (SwapOutcome::DoubleSpent { .. }, SwapOutcome::DoubleSpent { .. }) => {}
+                (_, other) => fail(step, op, format!("a refused take now {other:?}")),
+            }
+            return;
+        }
+        // The coin payments to take: each valid on its own, no coin in two of them.
+        let shop = &mut self.shops[m];
+        let mut taken = Vec::new();
+        let mut seen: HashSet<CoinId> = HashSet::new();
+        let mut kept = Vec::new();
+        for item in std::mem::take(&mut shop.pending) {
+            let take = match &item {
+                RedemptionItem::Coins(endorsed) => {
+                    let coins = &endorsed.payload.payment.coins;
+                    let ids: HashSet<CoinId> = coins.iter().map(Coin::id).collect();
+                    ids.len() == coins.len()
+                        && ids.is_disjoint(&seen)
+                        && seen.len() + ids.len() <= 200
+                        && {
+                            seen.extend(ids);
+                            true
+                        }
+                }
+                RedemptionItem::Record(_) => false,
+            };
+            if take {
+                taken.push(item);
+            } else {
+                kept.push(item);
+            }
+        }
+        shop.pending = kept;
+        let payments: Vec<EndorsedCoinPayment> = taken
+            .iter()
+            .filter_map(|item| match item {
+                RedemptionItem::Coins(endorsed) => Some(endorsed.clone()),
+                RedemptionItem::Record(_) => None,
+            })
+            .collect();
+        if payments.is_empty() {
+            return;
+        }
+        let total: u64 = payments
+            .iter()
+            .flat_map(|p| p.payload.payment.coins.iter())
+            .map(|c| c.amount().minor_units)
+            .sum();
+        let values = random_split(total, &mut self.rng);
+        let pending: Vec<PendingCoin> = values
+            .iter()
+            .map(|v| PendingCoin::new(&mut self.rng, &self.keyset, eur(*v)).unwrap())
+            .collect();
+        let mut request_key = [0u8; 32];
+        self.rng.fill_bytes(&mut request_key);
+        let payload = MerchantSwapRequestPayload {
+            merchant_id: self.shops[m].shop.id(),
+            request_key,
+            payments: payments.clone(),
+            keyset_id: self.keyset.id(),
+            outputs: pending
+                .iter()
+                .map(|p| (p.amount().minor_units, p.blinded().clone()))
+                .collect(),
+        };
+        let request =
+            MerchantSwapRequest::sign(payload.clone(), &self.shops[m].shop.key, &mut self.rng)
+                .unwrap();
+        let answer = issuer
+            .merchant_swap(&request, self.now, &mut self.rng)
+            .await
+            .unwrap_or_else(|e| fail(step, op, e));
+        let spent: Vec<CoinId> = payments
+            .iter()
+            .flat_map(|p| p.payload.payment.coins.iter().map(Coin::id))
+            .filter(|id| self.model.coins[id].state != CoinState::Outstanding)
+            .collect();
+        self.shops[m].last_take = Some((payload, answer.outcome.clone()));
+        match answer.outcome {
+            SwapOutcome::Swapped {
+                keyset_id,
+                signatures,
+            } => {
+                assert!(
+                    spent.is_empty(),
+                    "step {step} ({op:?}): took coins spent before: {spent:?}"
+                );
+                for endorsed in &payments {
+                    let payment = &endorsed.payload.payment;
+                    let request = payment.request.payload.request_id;
+                    let mut value = 0;
+                    for coin in &payment.coins {
+                        let c = self.model.coins.get_mut(&coin.id()).unwrap();
+                        c.state = CoinState::Taken(m, request);
+                        value += c.value;
+                    }
+                    // Paid (for refunds), but not credited: the merchant took coins.
+                    self.model.paid(m, request, PaidWith::Coins, value);
+                }
+                // Uploading them again later is a repeat.
+                self.shops[m].sent.extend(taken);
+                let new = finalize(
+                    &self.keyset,
+                    &pending,
+                    &BlindWithdrawalResponse {
+                        keyset_id,
+                        signatures,
+                    },
+                );
+                self.take_coins(step, op, m % WALLETS, new, true, None);
+            }
+            SwapOutcome::DoubleSpent { coins: named, .. } => {
+                let (mut named, mut expected) = (named, spent);
+                named.sort_unstable();
+                expected.sort_unstable();
+                assert!(
+                    !expected.is_empty() && named == expected,
+                    "step {step} ({op:?}): take double spent {named:?}, expected {expected:?}"
+                );
+                // Nothing was claimed: the payments wait for the next sync.
+                self.shops[m].pending.extend(taken);
+            }
         }
     }
 
@@ -893,17 +1086,7 @@ impl World {
         let old: Vec<Coin> = ws.given.iter().rev().take(spent).cloned().collect();
         coins.extend(old.iter().cloned());
         let total: u64 = coins.iter().map(|c| c.amount().minor_units).sum();
-        let mut values = Vec::new();
-        let mut left = total;
-        while left > 0 {
-            let fits: Vec<u64> = [1u64, 2, 5, 10]
-                .into_iter()
-                .filter(|d| *d <= left)
-                .collect();
-            let value = fits[self.rng.random_range(0..fits.len())];
-            values.push(value);
-            left -= value;
-        }
+        let values = random_split(total, &mut self.rng);
         let pending: Vec<PendingCoin> = values
             .iter()
             .map(|v| PendingCoin::new(&mut self.rng, &self.keyset, eur(*v)).unwrap())
@@ -1925,6 +2108,7 @@ impl World {
                 }
                 CoinState::Revoked => Some(Claimant::Issuer),
                 CoinState::Swapped => Some(Claimant::Holder),
+                CoinState::Taken(shop, _) => Some(Claimant::Merchant(self.shops[shop].shop.id())),
             };
             assert_eq!(
                 holder, expected,
@@ -1939,6 +2123,22 @@ impl World {
             );
         }
     }
+}
+
+/// `total` in denominations of the fixture keyset, picked at random.
+fn random_split(total: u64, rng: &mut StdRng) -> Vec<u64> {
+    let mut values = Vec::new();
+    let mut left = total;
+    while left > 0 {
+        let fits: Vec<u64> = [1u64, 2, 5, 10]
+            .into_iter()
+            .filter(|d| *d <= left)
+            .collect();
+        let value = fits[rng.random_range(0..fits.len())];
+        values.push(value);
+        left -= value;
+    }
+    values
 }
 
 // ---- the driver -------------------------------------------------------------------------
