@@ -29,8 +29,8 @@ use scrip::tokens::{
     DepositRecord, DeviceId, IdentifiedWithdrawalRequest, IdentifiedWithdrawalRequestPayload,
     IdentifiedWithdrawalResponse, MerchantCategory, MerchantCertificate, MerchantRegistration,
     MerchantRegistrationPayload, MerchantStatement, PaymentAnswer, PayoutId, PayoutReceipt,
-    RedemptionReport, RefundReceipt, Region, RevocationList, SignedKeyDirectory, SigningKey,
-    Statement, SyncReport, Timestamp,
+    PendingCoin, RedemptionReport, RefundReceipt, Region, RevocationList, SignedKeyDirectory,
+    SigningKey, Statement, SwapReceipt, SwapRequest, SyncReport, Timestamp,
 };
 use scrip::wallet::{CertificateOptions, StorageKey, Wallet};
 use serde::de::DeserializeOwned;
@@ -862,6 +862,96 @@ async fn main() -> Res<()> {
         .on_voucher_withdrawal(&request, &response, now())?;
     phone.save()?;
 
+    // ---- swaps ------------------------------------------------------------------------
+    // Change made online: the wallet's blind coins for coins of EUR 0.01.
+    phone
+        .wallet
+        .update_directory(codec::decode(&tour_directory(&tour).await?)?, now())?;
+    let blind: Vec<_> = phone
+        .wallet
+        .coins()
+        .iter()
+        .filter(|c| matches!(c, scrip::tokens::Coin::Blind(_)))
+        .map(|c| (c.id(), c.amount().minor_units))
+        .collect();
+    let ids: Vec<_> = blind.iter().map(|(id, _)| *id).collect();
+    let total: u64 = blind.iter().map(|(_, v)| v).sum();
+    let ones: Vec<Amount> = (0..total).map(|_| eur(1)).collect();
+    let request = phone.wallet.swap_request(&ids, &ones, now(), &mut rng)?;
+    let request = phone.send(request)?;
+    let old_coins = request.coins.clone();
+    let _: SwapReceipt = tour
+        .post(
+            "POST /v1/swaps (change: the wallet's blind coins into coins of EUR 0.01)",
+            "/v1/swaps",
+            &request,
+            false,
+        )
+        .await?;
+    let receipt: SwapReceipt = tour
+        .post(
+            "POST /v1/swaps again with the same bytes (an answer lost: the same signatures)",
+            "/v1/swaps",
+            &request,
+            false,
+        )
+        .await?;
+    phone.wallet.on_swap_receipt(&request, &receipt, now())?;
+    phone.save()?;
+    // The old coins in another request: double spent, nothing claimed, a signed answer.
+    let keyset_id = request.keyset_id;
+    let total: u64 = old_coins.iter().map(|c| c.amount().minor_units).sum();
+    let signed: SignedKeyDirectory = codec::decode(&tour_directory(&tour).await?)?;
+    let keyset = signed.verify(&root)?.keyset(keyset_id)?.clone();
+    let pending = (0..total)
+        .map(|_| PendingCoin::new(&mut rng, &keyset, eur(1)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let replay = SwapRequest {
+        request_key: random(&mut rng),
+        coins: old_coins,
+        keyset_id,
+        outputs: pending
+            .iter()
+            .map(|p| (p.amount().minor_units, p.blinded().clone()))
+            .collect(),
+    };
+    let _: SwapReceipt = tour
+        .post(
+            "POST /v1/swaps with coins swapped before (double spent)",
+            "/v1/swaps",
+            &replay,
+            false,
+        )
+        .await?;
+    // A merchant takes a coin payment as coins into its own wallet.
+    let offer = shop_b.offer(eur(3), now(), &mut rng).await?;
+    let answer = phone.wallet.pay_by_coins(&offer, now())?;
+    let answer = phone.send(answer)?;
+    let reply = shop_b.accept(&answer, now(), &mut rng).await?;
+    phone.wallet.on_merchant_reply(&reply, now())?;
+    phone.save()?;
+    let mut purse = Phone::new(
+        Wallet::generate(root.clone(), &mut rng)?,
+        StorageKey::random(&mut rng),
+    );
+    purse
+        .wallet
+        .update_directory(codec::decode(&tour_directory(&tour).await?)?, now())?;
+    let total = shop_b.coins_to_take().await?.ok_or("nothing to take")?;
+    let outputs = purse.wallet.swap_outputs(total, now(), &mut rng)?;
+    let outputs = purse.send(outputs)?;
+    let request = shop_b.take_coins_request(&outputs, now(), &mut rng).await?;
+    let receipt: SwapReceipt = tour
+        .post(
+            "POST /v1/merchant-swaps",
+            "/v1/merchant-swaps",
+            &request,
+            false,
+        )
+        .await?;
+    let outcome = shop_b.apply_take_receipt(&request, &receipt, now()).await?;
+    purse.wallet.on_merchant_swap(&outputs, &outcome, now())?;
+
     // A new certificate on the current route: the answer also says what became of each
     // record handed in with the request.
     let options = CertificateOptions::up_to(eur(2_000));
@@ -1225,6 +1315,20 @@ async fn main() -> Res<()> {
 }
 
 /// The id of the directory's first keyset.
+/// The server's signed key directory, as bytes of the binary codec (fetched quietly: not
+/// part of the tour's output).
+async fn tour_directory(tour: &Tour) -> Res<Vec<u8>> {
+    let bytes = tour
+        .http
+        .get(format!("{}/v1/keys", tour.base))
+        .header("accept", BINCODE)
+        .send()
+        .await?
+        .bytes()
+        .await?;
+    Ok(bytes.to_vec())
+}
+
 fn response_keyset(directory: &SignedKeyDirectory) -> Res<scrip::tokens::KeysetId> {
     Ok(directory.payload.keysets().first().ok_or("no keyset")?.id())
 }

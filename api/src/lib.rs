@@ -354,16 +354,4 @@ pub enum FraudKind {
         /// By how much the records exceed the certificate.
         excess: Amount,
     },
-    /// Identified coins already spent were handed in to a swap (`POST /v1/swaps`). Logged
-    /// only for identified coins, which name their holder: a swap names nobody, and a
-    /// spent blind coin handed in again says nothing about anyone. Appended last: fraud
-    /// logs written before it existed decode unchanged.
-    SwapDoubleSpend {
-        /// The coins already spent.
-        coins: Vec<CoinId>,
-        /// When the first of them was spent.
-        first_redeemed_at: Timestamp,
-        /// Their holders.
-        holders: Vec<CoinHolder>,
-    },
 }

@@ -552,30 +552,31 @@ fn generate() -> Vec<(&'static str, Value)> {
     out
 }
 
-/// A swap (WIRE.md section 4.26): the blind coin of blind-coin.json and the identified
-/// coin of identified-coin.json handed in for two new blind coins of EUR 0.05, the
-/// issuer's receipt that swapped them, and its receipt refusing the same coins in another
-/// request as double spent.
+/// A swap (WIRE.md section 4.26): the blind coin of blind-coin.json (EUR 0.05) handed in
+/// for new blind coins of 0.02, 0.02 and 0.01, the issuer's receipt that swapped it, and
+/// its receipt refusing the same coin in another request as double spent; and a merchant
+/// taking the coin payment of endorsed-coin-payment.json as coins.
 fn swaps(w: &Specimens, rng: &mut StdRng, blind: &BlindCoin) -> Vec<(&'static str, Value)> {
     let issuer = &w.issuer;
     let eur = |minor_units| Amount::new(minor_units, Currency::EUR);
-    let outputs: Vec<PendingCoin> = (0..2)
-        .map(|_| PendingCoin::new(rng, &issuer.keyset, eur(5)).unwrap())
+    let outputs: Vec<PendingCoin> = [2u64, 2, 1]
+        .iter()
+        .map(|v| PendingCoin::new(rng, &issuer.keyset, eur(*v)).unwrap())
         .collect();
     let request = SwapRequest {
         request_key: nonce(rng),
-        coins: vec![
-            Coin::Blind(blind.clone()),
-            Coin::Identified(w.identified_coin.clone()),
-        ],
+        coins: vec![Coin::Blind(blind.clone())],
         keyset_id: issuer.keyset.id(),
-        outputs: outputs.iter().map(|p| (5, p.blinded().clone())).collect(),
+        outputs: outputs
+            .iter()
+            .map(|p| (p.amount().minor_units, p.blinded().clone()))
+            .collect(),
     };
     let signatures: Vec<BlindSignature> = outputs
         .iter()
         .map(|p| {
             issuer
-                .denomination_key(5)
+                .denomination_key(p.amount().minor_units)
                 .unwrap()
                 .sign_blinded(rng, p.blinded())
                 .unwrap()
@@ -583,9 +584,8 @@ fn swaps(w: &Specimens, rng: &mut StdRng, blind: &BlindCoin) -> Vec<(&'static st
         .collect();
     // Each signature finalizes into a valid new coin.
     for (p, signature) in outputs.iter().zip(&signatures) {
-        let coin = p
-            .finalize(issuer.keyset.key_for(5).unwrap(), signature)
-            .unwrap();
+        let key = issuer.keyset.key_for(p.amount().minor_units).unwrap();
+        let coin = p.finalize(key, signature).unwrap();
         Coin::Blind(coin).verify(w.directory(), NOW).unwrap();
     }
     let swapped = SwapReceipt::sign(
@@ -605,8 +605,8 @@ fn swaps(w: &Specimens, rng: &mut StdRng, blind: &BlindCoin) -> Vec<(&'static st
     let again = SwapRequest {
         request_key: nonce(rng),
         outputs: vec![(
-            10,
-            PendingCoin::new(rng, &issuer.keyset, eur(10))
+            5,
+            PendingCoin::new(rng, &issuer.keyset, eur(5))
                 .unwrap()
                 .blinded()
                 .clone(),
@@ -619,7 +619,7 @@ fn swaps(w: &Specimens, rng: &mut StdRng, blind: &BlindCoin) -> Vec<(&'static st
             request_digest: codec::digest(&again).unwrap(),
             outcome: SwapOutcome::DoubleSpent {
                 first_redeemed_at: NOW,
-                coins: vec![blind.coin_id, w.identified_coin.payload.coin_id],
+                coins: vec![blind.coin_id],
             },
             answered_at: later,
         },
@@ -703,9 +703,8 @@ fn swaps(w: &Specimens, rng: &mut StdRng, blind: &BlindCoin) -> Vec<(&'static st
             "swap-request",
             unsigned_vector(
                 "SwapRequest",
-                "POST /v1/swaps: the blind coin of blind-coin.json and the identified coin of \
-                 identified-coin.json (EUR 0.10) for two new blind coins of EUR 0.05; \
-                 swap-receipt.json answers it.",
+                "POST /v1/swaps: the blind coin of blind-coin.json (EUR 0.05) for new blind \
+                 coins of EUR 0.02, 0.02 and 0.01; swap-receipt.json answers it.",
                 &request,
             ),
         ),
@@ -723,17 +722,17 @@ fn swaps(w: &Specimens, rng: &mut StdRng, blind: &BlindCoin) -> Vec<(&'static st
             "swap-request-again",
             unsigned_vector(
                 "SwapRequest",
-                "The same two coins in another request (another key, one output of EUR \
-                 0.10), after swap-request.json was done; swap-receipt-double-spent.json \
-                 answers it.",
+                "The same coin in another request (another key, one output of EUR 0.05), \
+                 after swap-request.json was done; swap-receipt-double-spent.json answers \
+                 it.",
                 &again,
             ),
         ),
         (
             "swap-receipt-double-spent",
             signed_vector(
-                "The issuer's receipt for swap-request-again.json: both coins were spent \
-                 (by swap-request.json); nothing was claimed or signed.",
+                "The issuer's receipt for swap-request-again.json: the coin was spent (by \
+                 swap-request.json); nothing was claimed or signed.",
                 "issuer answer key",
                 answer_key,
                 &double_spent,

@@ -76,6 +76,10 @@ pub enum IssuerError {
     /// The voucher was withdrawn already, for other coins.
     #[error("the voucher of refund {0} was withdrawn already")]
     VoucherAlreadyUsed(RefundId),
+    /// A merchant's swap holds a payment this merchant settled already (redeemed for
+    /// account credit, or taken as coins by another swap): nothing was claimed or signed.
+    #[error("the payment of request {0} was settled by this merchant already: upload it for its outcome")]
+    AlreadyRedeemed(RequestId),
     /// The merchant's balance does not cover a refund (it was paid out or refunded
     /// already); the refund may be sent again once the merchant is credited again.
     #[error("merchant {merchant}'s balance does not cover the refund of {requested}")]
@@ -239,6 +243,7 @@ impl IssuerError {
             IssuerError::RefundExceedsPayment { .. } => ReasonCode::RefundExceedsPayment,
             IssuerError::RefundIdReused(_) => ReasonCode::RefundIdReused,
             IssuerError::VoucherAlreadyUsed(_) => ReasonCode::VoucherAlreadyUsed,
+            IssuerError::AlreadyRedeemed(_) => ReasonCode::AlreadyRedeemed,
             IssuerError::MerchantBalanceShort { .. } => ReasonCode::InsufficientFunds,
             IssuerError::AlreadyRegistered => ReasonCode::AlreadyRegistered,
             IssuerError::InsufficientFunds { .. } => ReasonCode::InsufficientFunds,

@@ -153,6 +153,8 @@ pub struct Issuer<S, F> {
     config: IssuerConfig,
     /// The latest revocation list version read or written, indexed.
     revocations: RwLock<Arc<revocations::LatestRevocations>>,
+    /// Coins being swapped by this process (one swap at a time per coin).
+    swaps_in_flight: swaps::SwapsInFlight,
 }
 
 impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
@@ -164,6 +166,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             keyring: RwLock::new(Arc::new(keyring.on_backend(config.backend))),
             config,
             revocations: RwLock::default(),
+            swaps_in_flight: swaps::SwapsInFlight::default(),
         }
     }
 

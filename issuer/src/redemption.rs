@@ -889,7 +889,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         Ok(to_commit)
     }
 
-    async fn log_double_spend(
+    pub(crate) async fn log_double_spend(
         &self,
         merchant: scrip_tokens::MerchantId,
         presented: &[Coin],

@@ -9,10 +9,21 @@
 //! (`Repeated`), and nothing is ever signed twice for the same coins. Money: the old coins
 //! leave `coins-outstanding` as the new ones enter it, so only the fee moves.
 //!
+//! **The stored answer first.** A request already answered is answered from the store
+//! before anything that depends on the time or the configuration is checked: a retry
+//! after a lost answer gets its signatures even once the coins' keyset has expired, the
+//! output keyset stopped issuing, the fee changed or the merchant was revoked. Only the
+//! request's shape (and a merchant's signature) is checked before that read.
+//!
 //! **All or nothing.** One coin spent before (redeemed, revoked, swapped by another
 //! request, or claimed by scrip 0.1 under its bare id) and nothing is claimed: the answer
 //! is `DoubleSpent`, naming those coins and when the first was spent, as a redemption
 //! would. The other coins stay good, and the holder swaps them again under a new key.
+//!
+//! **Blind coins only, for holders.** Identified coins name their holder so that a lost
+//! device's coins can be revoked and reissued; a bearer swap would let a thief turn them
+//! into untraceable blind coins first, so a holder's swap refuses them (`unsupported`).
+//! Merchants take identified coins they were paid in their swaps, as in redemption.
 //!
 //! **Unlinkable.** The request names no account, device or merchant, and carries no
 //! nonce or time: only the coins (whose spend ids only a holder can compute) authorise
@@ -27,13 +38,22 @@
 //! digest), with the payment index a refund reads. So the customer's payment shows
 //! settled, a later upload of the same payment is `already_accepted` (the merchant was
 //! paid, in coins) and the coins are spent for everyone else. The merchant's account is
-//! not credited: the new coins are its money. A revoked merchant's swap is refused.
+//! not credited: the new coins are its money. A revoked merchant's swap is refused. A
+//! payment this merchant already redeemed for credit is refused `already_redeemed`
+//! (nothing claimed, nothing logged): upload it for its outcome. Double spends found are
+//! logged as a redemption logs them (the merchant named). No fee: settling is free, as
+//! redemption is.
 //!
-//! **Costs an unauthenticated sender can cause.** Shape and coin signatures are checked
-//! before any read; a request whose coins were spent is answered from one read, before
-//! any signing; blind signing (a millisecond per output) happens only for coins that are
-//! valid and unspent, that is, for real money. Only identified coins' double spends are
-//! written to the fraud log (they name a holder), once per set of coins.
+//! **Costs an unauthenticated sender can cause.** The shape is checked before any read,
+//! the coins' signatures before any further read; a request whose coins were spent is
+//! answered from one read, before any signing; blind signing (a millisecond per output)
+//! happens only for coins that are valid and unspent, that is, for real money, and one
+//! swap at a time per coin in this process (a concurrent swap of a coin being swapped is
+//! `contended`, 503): the same coins cannot buy parallel signing. A holder's swap writes
+//! nothing but its own unit (no fraud log: blind coins name nobody).
+
+use std::collections::HashSet;
+use std::sync::Mutex;
 
 use rand_core::CryptoRng;
 use scrip_stores::{
@@ -41,8 +61,8 @@ use scrip_stores::{
 };
 use scrip_tokens::{
     codec, Amount, BlindWithdrawalResponse, BlindedMessage, Coin, CoinId, CoinSpendId,
-    ContentDigest, KeysetId, MerchantSwapRequest, SwapOutcome, SwapReceiptPayload, SwapRequest,
-    Timestamp,
+    ContentDigest, KeysetId, MerchantId, MerchantSwapRequest, RequestId, SwapOutcome,
+    SwapReceiptPayload, SwapRequest, Timestamp,
 };
 
 use crate::authentication::Authenticated;
@@ -50,22 +70,64 @@ use crate::coins::{issuing_keyset, sign_blinded};
 use crate::idempotency::{impossible_outcome, Answered, Idempotent};
 use crate::redemption::{check_coin_payment, payment_index};
 use crate::schema::{
-    coins_outstanding_account, swap_fees_account, FraudEntry, FraudKind, MerchantDoc, PaidBy,
-    MERCHANT_SWAP_RESPONSE, RESPONSES, SWAP_REQUEST, SWAP_RESPONSE,
+    coins_outstanding_account, swap_fees_account, MerchantDoc, PaidBy, MERCHANT_SWAP_RESPONSE,
+    RESPONSES, SWAP_REQUEST, SWAP_RESPONSE,
 };
 use crate::{FundingSource, Issuer, IssuerError, Result};
 
-/// One coin handed in: the coin, its spend id, and the digest it is claimed with.
+/// The coins being swapped in this process right now: a second swap of one of them waits
+/// for the first to finish (it is refused `contended`) rather than signing in parallel.
+#[derive(Default)]
+pub(crate) struct SwapsInFlight(Mutex<HashSet<CoinSpendId>>);
+
+/// The coins of one swap, marked in flight until dropped.
+struct InFlight<'a> {
+    set: &'a SwapsInFlight,
+    ids: Vec<CoinSpendId>,
+}
+
+impl SwapsInFlight {
+    /// Marks `ids` in flight, or `None` if one of them already is.
+    fn enter(&self, ids: Vec<CoinSpendId>) -> Option<InFlight<'_>> {
+        let mut set = match self.0.lock() {
+            Ok(set) => set,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if ids.iter().any(|id| set.contains(id)) {
+            return None;
+        }
+        set.extend(ids.iter().copied());
+        Some(InFlight { set: self, ids })
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut set = match self.set.0.lock() {
+            Ok(set) => set,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        for id in &self.ids {
+            set.remove(id);
+        }
+    }
+}
+
+/// One coin handed in: the coin, its spend id, the digest it is claimed with, and for a
+/// merchant's swap the payment it came in.
 struct HandedIn<'r> {
     coin: &'r Coin,
     spend_id: CoinSpendId,
     digest: ContentDigest,
+    payment: Option<RequestId>,
 }
 
 /// A swap checked and ready to meet the store.
 struct Plan<'r> {
     /// Who claims the coins (a bearer swap's holder, or the merchant).
     claimant: Claimant,
+    /// The merchant of a merchant's swap: its double spends are logged.
+    merchant: Option<MerchantId>,
     coins: Vec<HandedIn<'r>>,
     keyset_id: KeysetId,
     outputs: &'r [(u64, BlindedMessage)],
@@ -80,6 +142,17 @@ struct Plan<'r> {
 struct Spent {
     coin_id: CoinId,
     at: Timestamp,
+}
+
+/// What the read before signing found.
+enum Found {
+    /// Nothing spent: sign and commit.
+    Fresh,
+    /// These coins were spent by something else.
+    Spent(Vec<Spent>),
+    /// A coin is held by this very claimant under its own digest: this request's twin
+    /// committed meanwhile, or (a merchant's swap) the merchant redeemed this payment.
+    Ours(Option<RequestId>),
 }
 
 fn double_spent(mut spent: Vec<Spent>, now: Timestamp) -> SwapOutcome {
@@ -111,9 +184,35 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         let digest = codec::digest(request)?;
         let input = request.input_total()?;
         request.output_total()?;
+        if request
+            .coins
+            .iter()
+            .any(|c| matches!(c, Coin::Identified(_)))
+        {
+            return Err(IssuerError::Unsupported(
+                "identified coins are not swapped (they stay traceable and revocable): pay \
+                 them to a merchant",
+            ));
+        }
+        let claim = SWAP_REQUEST.claim(request.request_key.to_vec());
+        let idempotent = Idempotent {
+            answer_key: SWAP_RESPONSE.key(&claim.key_bytes()),
+            claim,
+            digest,
+            answers: RESPONSES,
+        };
+        let answered = |outcome| SwapReceiptPayload {
+            request_digest: digest,
+            outcome,
+            answered_at: now,
+        };
+        if let Some(answer) = self.previous_answer(&idempotent).await? {
+            return Ok(answered(swapped(answer)));
+        }
         let fee = self.check_outputs(
             input,
             request.coins.len(),
+            self.config.swap_fee_per_coin,
             request.keyset_id,
             &request.outputs,
             now,
@@ -123,9 +222,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             coin.verify(&directory, now)
                 .map_err(|e| self.explain_unknown_keyset(e.into(), now))?;
         }
-        let claim = SWAP_REQUEST.claim(request.request_key.to_vec());
         let plan = Plan {
             claimant: Claimant::Holder,
+            merchant: None,
             coins: request
                 .coins
                 .iter()
@@ -134,26 +233,17 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                         coin,
                         spend_id: coin.spend_id()?,
                         digest,
+                        payment: None,
                     })
                 })
                 .collect::<Result<_>>()?,
             keyset_id: request.keyset_id,
             outputs: &request.outputs,
-            idempotent: Idempotent {
-                answer_key: SWAP_RESPONSE.key(&claim.key_bytes()),
-                claim,
-                digest,
-                answers: RESPONSES,
-            },
+            idempotent,
             fee,
             writes: Vec::new(),
         };
-        let outcome = self.execute(plan, now, rng).await?;
-        Ok(SwapReceiptPayload {
-            request_digest: digest,
-            outcome,
-            answered_at: now,
-        })
+        Ok(answered(self.execute(plan, now, rng).await?))
     }
 
     /// A merchant's swap of the coin payments it accepted (see the module documentation):
@@ -181,6 +271,26 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         request.check_shape()?;
         let payload = &request.payload;
         let merchant_id = payload.merchant_id;
+        let claim = ClaimId::Idempotency {
+            scope: *merchant_id.as_uuid(),
+            key: payload.request_key,
+        };
+        let idempotent = Idempotent {
+            answer_key: MERCHANT_SWAP_RESPONSE.key(&claim.key_bytes()),
+            claim,
+            // The payload, not the signed request: a retry signed again is the same swap.
+            digest: codec::digest(payload)?,
+            answers: RESPONSES,
+        };
+        let request_digest = codec::digest(request)?;
+        let answered = |outcome| SwapReceiptPayload {
+            request_digest,
+            outcome,
+            answered_at: now,
+        };
+        if let Some(answer) = self.previous_answer(&idempotent).await? {
+            return Ok(answered(swapped(answer)));
+        }
         if self.merchant_revoked(merchant_id).await?.is_some() {
             return Err(IssuerError::MerchantRevoked(merchant_id));
         }
@@ -197,9 +307,10 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 Some(sum) => sum.checked_add(total)?,
             });
             let digest = codec::digest(payment)?;
+            let request_id = payment.request.payload.request_id;
             writes.push(payment_index(
                 merchant_id,
-                payment.request.payload.request_id,
+                request_id,
                 digest,
                 PaidBy::Coins,
                 total,
@@ -210,47 +321,42 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                     coin,
                     spend_id: coin.spend_id()?,
                     digest,
+                    payment: Some(request_id),
                 });
             }
         }
         let input = input.ok_or(IssuerError::Unsupported("a swap of no payments"))?;
-        let fee =
-            self.check_outputs(input, coins.len(), payload.keyset_id, &payload.outputs, now)?;
-        let claim = scrip_stores::ClaimId::Idempotency {
-            scope: *merchant_id.as_uuid(),
-            key: payload.request_key,
-        };
+        // No fee: a merchant settling its payments as coins pays what redemption costs.
+        let fee = self.check_outputs(
+            input,
+            coins.len(),
+            0,
+            payload.keyset_id,
+            &payload.outputs,
+            now,
+        )?;
         let plan = Plan {
             claimant: Claimant::Merchant(merchant_id),
+            merchant: Some(merchant_id),
             coins,
             keyset_id: payload.keyset_id,
             outputs: &payload.outputs,
-            idempotent: Idempotent {
-                answer_key: MERCHANT_SWAP_RESPONSE.key(&claim.key_bytes()),
-                claim,
-                // The payload, not the signed request: a retry signed again is the same
-                // swap.
-                digest: codec::digest(payload)?,
-                answers: RESPONSES,
-            },
+            idempotent,
             fee,
             writes,
         };
-        let outcome = self.execute(plan, now, rng).await?;
-        Ok(SwapReceiptPayload {
-            request_digest: codec::digest(request)?,
-            outcome,
-            answered_at: now,
-        })
+        Ok(answered(self.execute(plan, now, rng).await?))
     }
 
     /// The checks of a swap's outputs that need no store: sizes, the output keyset
     /// (issuing now, of the coins' currency, knowing every denomination asked for), and
-    /// the totals. Returns the fee for `coins` coins handed in worth `input`.
+    /// the totals. Returns the fee for `coins` coins handed in worth `input`, at
+    /// `per_coin` each.
     fn check_outputs(
         &self,
         input: Amount,
         coins: usize,
+        per_coin: u64,
         keyset_id: KeysetId,
         outputs: &[(u64, BlindedMessage)],
         now: Timestamp,
@@ -271,7 +377,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         }
         let fee = u64::try_from(coins)
             .ok()
-            .and_then(|n| n.checked_mul(self.config.swap_fee_per_coin))
+            .and_then(|n| n.checked_mul(per_coin))
             .ok_or(scrip_tokens::Error::AmountOverflow)?;
         let expected = input
             .minor_units
@@ -289,23 +395,22 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         Ok(Amount::new(fee, input.currency))
     }
 
-    /// The stored answer, or a `DoubleSpent` answer from one read, or the signatures
-    /// committed with the claims in one unit.
+    /// A `DoubleSpent` answer from one read, or the signatures committed with the claims in
+    /// one unit (the caller found no stored answer).
     async fn execute<G: CryptoRng + Send + ?Sized>(
         &self,
         plan: Plan<'_>,
         now: Timestamp,
         rng: &mut G,
     ) -> Result<SwapOutcome> {
-        if let Some(answer) = self
-            .previous_answer::<BlindWithdrawalResponse>(&plan.idempotent)
-            .await?
-        {
-            return Ok(swapped(answer));
-        }
-        let spent = self.spent_before(&plan).await?;
-        if !spent.is_empty() {
-            return self.refuse_double_spend(&plan, spent, now).await;
+        let _in_flight = self
+            .swaps_in_flight
+            .enter(plan.coins.iter().map(|c| c.spend_id).collect())
+            .ok_or(IssuerError::Contended { operation: "swap" })?;
+        match self.spent_before(&plan).await? {
+            Found::Fresh => {}
+            Found::Spent(spent) => return self.refuse_double_spend(&plan, spent, now).await,
+            Found::Ours(payment) => return self.ours(&plan, payment).await,
         }
         let keys = self.keys();
         let set = issuing_keyset(&keys, plan.keyset_id, now)?;
@@ -332,34 +437,57 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             Answered::Answer(answer) => Ok(swapped(answer)),
             // A coin went elsewhere between the read and the commit.
             Answered::NotApplied(CommitOutcome::Conflict(report)) => {
-                let spent = report
-                    .iter()
-                    .filter_map(|(id, held)| match (id, held) {
-                        (ClaimId::Coin(spend_id), Some(held)) => {
-                            let coin = plan.coins.iter().find(|c| c.spend_id == *spend_id)?;
-                            Some(Spent {
-                                coin_id: coin.coin.id(),
-                                at: held.claimed_at,
-                            })
-                        }
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>();
-                if spent.is_empty() {
-                    return Err(impossible_outcome("swap", &CommitOutcome::Conflict(report)));
+                let mut spent = Vec::new();
+                let mut ours = None;
+                for (id, held) in &report {
+                    let (ClaimId::Coin(spend_id), Some(held)) = (id, held) else {
+                        continue;
+                    };
+                    let Some(coin) = plan.coins.iter().find(|c| c.spend_id == *spend_id) else {
+                        continue;
+                    };
+                    if held.claimant == plan.claimant && held.digest == coin.digest {
+                        ours = Some(coin.payment);
+                    } else {
+                        spent.push(Spent {
+                            coin_id: coin.coin.id(),
+                            at: held.claimed_at,
+                        });
+                    }
                 }
-                self.refuse_double_spend(&plan, spent, now).await
+                if !spent.is_empty() {
+                    return self.refuse_double_spend(&plan, spent, now).await;
+                }
+                match ours {
+                    Some(payment) => self.ours(&plan, payment).await,
+                    None => Err(impossible_outcome("swap", &CommitOutcome::Conflict(report))),
+                }
             }
             Answered::NotApplied(other) => Err(impossible_outcome("swap", &other)),
         }
     }
 
-    /// The coins of `plan` spent before, by anything but this very swap: one read of their
-    /// spend-id claims and of the bare-id claims scrip 0.1 made (never written now, so
-    /// reading them first cannot race). A coin held by the swap's claimant with its own
-    /// digest is left to the commit, which tells a concurrent twin of this swap (a
-    /// repeat) from a redemption of the same payment (a conflict).
-    async fn spent_before(&self, plan: &Plan<'_>) -> Result<Vec<Spent>> {
+    /// A coin held by this swap's claimant under its own digest: the answer of this
+    /// request's twin if one committed, else (a merchant's swap) the payment was redeemed
+    /// for credit before.
+    async fn ours(&self, plan: &Plan<'_>, payment: Option<RequestId>) -> Result<SwapOutcome> {
+        if let Some(answer) = self
+            .previous_answer::<BlindWithdrawalResponse>(&plan.idempotent)
+            .await?
+        {
+            return Ok(swapped(answer));
+        }
+        match payment {
+            Some(request) => Err(IssuerError::AlreadyRedeemed(request)),
+            None => Err(IssuerError::Corrupted(
+                "a swap's coins are claimed without its answer".into(),
+            )),
+        }
+    }
+
+    /// What one read of the coins' spend-id claims, and of the bare-id claims scrip 0.1
+    /// made (never written now, so reading them first cannot race), says about them.
+    async fn spent_before(&self, plan: &Plan<'_>) -> Result<Found> {
         let ids: Vec<ClaimId> = plan
             .coins
             .iter()
@@ -377,25 +505,30 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             ));
         }
         let n = plan.coins.len();
-        Ok(plan
-            .coins
-            .iter()
-            .enumerate()
-            .filter_map(|(i, coin)| {
-                let ours =
-                    |h: &ExistingClaim| h.claimant == plan.claimant && h.digest == coin.digest;
-                let by_spend_id = held[i].as_ref().filter(|h| !ours(h));
-                let by_bare_id = held[n + i].as_ref();
-                by_spend_id.or(by_bare_id).map(|h| Spent {
+        let mut spent = Vec::new();
+        let mut ours = None;
+        for (i, coin) in plan.coins.iter().enumerate() {
+            let is_ours =
+                |h: &ExistingClaim| h.claimant == plan.claimant && h.digest == coin.digest;
+            match (held[i].as_ref(), held[n + i].as_ref()) {
+                (Some(h), _) if is_ours(h) => ours = Some(coin.payment),
+                (Some(h), _) | (None, Some(h)) => spent.push(Spent {
                     coin_id: coin.coin.id(),
                     at: h.claimed_at,
-                })
-            })
-            .collect())
+                }),
+                (None, None) => {}
+            }
+        }
+        Ok(if !spent.is_empty() {
+            Found::Spent(spent)
+        } else if let Some(payment) = ours {
+            Found::Ours(payment)
+        } else {
+            Found::Fresh
+        })
     }
 
-    /// The `DoubleSpent` answer, after logging the holders of identified coins among the
-    /// spent ones.
+    /// The `DoubleSpent` answer; a merchant's swap logs it as a redemption would.
     async fn refuse_double_spend(
         &self,
         plan: &Plan<'_>,
@@ -403,24 +536,17 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         now: Timestamp,
     ) -> Result<SwapOutcome> {
         let outcome = double_spent(spent, now);
-        if let SwapOutcome::DoubleSpent {
-            first_redeemed_at,
-            coins,
-        } = &outcome
+        if let (
+            Some(merchant),
+            SwapOutcome::DoubleSpent {
+                first_redeemed_at,
+                coins,
+            },
+        ) = (plan.merchant, &outcome)
         {
             let presented: Vec<Coin> = plan.coins.iter().map(|c| c.coin.clone()).collect();
-            let holders = self.holders_of(&presented, coins).await?;
-            if !holders.is_empty() {
-                let entry = FraudEntry {
-                    at: now,
-                    kind: FraudKind::SwapDoubleSpend {
-                        coins: holders.iter().map(|h| h.coin_id).collect(),
-                        first_redeemed_at: *first_redeemed_at,
-                        holders,
-                    },
-                };
-                self.log_fraud(&entry, now).await?;
-            }
+            self.log_double_spend(merchant, &presented, coins.clone(), *first_redeemed_at, now)
+                .await?;
         }
         Ok(outcome)
     }

@@ -753,7 +753,12 @@ impl World {
             Op::SpendCoins { w, .. } => *w = pick(wallets(&|ws| !ws.coins.is_empty()), *w),
             Op::Swap {
                 w, again: false, ..
-            } => *w = pick(wallets(&|ws| !ws.coins.is_empty()), *w),
+            } => {
+                *w = pick(
+                    wallets(&|ws| ws.coins.iter().any(|c| matches!(c, Coin::Blind(_)))),
+                    *w,
+                )
+            }
             Op::Swap { w, again: true, .. } => *w = pick(wallets(&|ws| ws.last_swap.is_some()), *w),
             Op::DoubleSpend { w, .. } => *w = pick(wallets(&|ws| !ws.given.is_empty()), *w),
             Op::Take { m, again: false } => {
@@ -1078,12 +1083,25 @@ impl World {
             return;
         }
         let ws = &mut self.wallets[w];
-        let n = count.min(ws.coins.len());
+        // Blind coins only: a holder's swap refuses identified ones.
+        let blind: Vec<usize> = (0..ws.coins.len())
+            .filter(|i| matches!(ws.coins[*i], Coin::Blind(_)))
+            .take(count)
+            .collect();
+        let n = blind.len();
         if n == 0 {
             return;
         }
-        let mut coins: Vec<Coin> = ws.coins.drain(..n).collect();
-        let old: Vec<Coin> = ws.given.iter().rev().take(spent).cloned().collect();
+        let mut coins: Vec<Coin> = blind.iter().rev().map(|i| ws.coins.remove(*i)).collect();
+        coins.reverse();
+        let old: Vec<Coin> = ws
+            .given
+            .iter()
+            .rev()
+            .filter(|c| matches!(c, Coin::Blind(_)))
+            .take(spent)
+            .cloned()
+            .collect();
         coins.extend(old.iter().cloned());
         let total: u64 = coins.iter().map(|c| c.amount().minor_units).sum();
         let values = random_split(total, &mut self.rng);

@@ -73,9 +73,8 @@ async fn a_swap_whose_answer_is_lost_gets_the_same_signatures_again<H: Harness>(
     let issuer = issuer(h.open());
     let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     wallet.deposit(&issuer, 100, &mut rng).await;
-    let coins = wallet.withdraw_blind(&issuer, &[10, 5], &mut rng).await;
-    let mut coins_in = coins.clone();
-    coins_in.extend(wallet.withdraw_identified(&issuer, &[2], &mut rng).await);
+    let coins = wallet.withdraw_blind(&issuer, &[10, 5, 2], &mut rng).await;
+    let coins_in = coins.clone();
     let keyset = keyset(&directory(&issuer));
     let (request, pending) = swap_request(&keyset, coins_in.clone(), &[5, 5, 5, 2], &mut rng);
     let before = coins_outstanding(issuer.store()).await;
@@ -139,7 +138,7 @@ async fn a_swap_whose_answer_is_lost_gets_the_same_signatures_again<H: Harness>(
     assert!(matches!(
         &outcomes[1],
         RedemptionOutcome::DoubleSpent { coins, first_redeemed_at }
-            if coins.len() == 2 && *first_redeemed_at == NOW
+            if coins.len() == 3 && *first_redeemed_at == NOW
     ));
 
     // The request key with anything else is refused; the key's swap stays as it was.
@@ -198,8 +197,9 @@ async fn one_spent_coin_leaves_the_whole_swap_unclaimed<H: Harness>(h: H) {
 }
 
 /// One coin, 50 concurrent attempts: 25 swaps (each its own request) and 25 redemptions
-/// (each its own payment, by four merchants). Exactly one is done; every other swap is
-/// `double_spent` and every other redemption `double_spent`; the money moved once.
+/// (each its own payment, by four merchants). Exactly one is done; every other redemption
+/// is `double_spent`, every other swap `double_spent` or `contended` (a swap of the coin
+/// was in flight: nothing signed in parallel); the money moved once.
 async fn of_50_concurrent_swaps_and_redemptions_of_one_coin_exactly_one_wins<H: Harness>(h: H) {
     let mut rng = rng(3);
     let issuer = Arc::new(issuer(h.open()));
@@ -222,8 +222,12 @@ async fn of_50_concurrent_swaps_and_redemptions_of_one_coin_exactly_one_wins<H: 
             let (request, _) = swap_request(&keyset, vec![coin.clone()], &[5, 5], &mut rng);
             tasks.push(tokio::spawn(async move {
                 let mut rng = common::rng(100 + i);
-                let answer = issuer.swap(&request, NOW, &mut rng).await.unwrap();
-                matches!(answer.outcome, SwapOutcome::Swapped { .. })
+                match issuer.swap(&request, NOW, &mut rng).await {
+                    Ok(answer) => matches!(answer.outcome, SwapOutcome::Swapped { .. }),
+                    // Another swap of the coin was in flight in this process.
+                    Err(IssuerError::Contended { .. }) => false,
+                    Err(e) => panic!("{e}"),
+                }
             }));
         } else {
             let shop = &shops[(i as usize / 2) % shops.len()];
@@ -407,8 +411,11 @@ async fn coins_of_a_keyset_that_stopped_issuing_refresh_into_the_current_one() {
         coin.verify(&directory, near_end).unwrap();
     }
 
-    // After the old window: its coin is worth nothing.
+    // After the old window: the refresh's answer, if lost, is still there for its retry;
+    // a coin of the old keyset not refreshed is worth nothing.
     let after = old.validity().not_after.saturating_add(MINUTE);
+    let again = issuer.swap(&request, after, &mut rng).await.unwrap();
+    assert_eq!(again.outcome, answer.outcome);
     let (late, _) = swap_request(&current, old_coins[2..].to_vec(), &[1; 5], &mut rng);
     let e = issuer.swap(&late, after, &mut rng).await.unwrap_err();
     assert_eq!(e.code(), ReasonCode::KeysetExpired, "{e}");
@@ -458,35 +465,28 @@ async fn a_per_coin_fee_is_kept_in_swap_fees() {
     assert_eq!(all.iter().map(|(_, _, b)| b).sum::<i128>(), 0);
 }
 
-/// Identified coins name their holder: handing spent ones to a swap is logged (once per
-/// set of coins, however often it is tried); blind coins handed in again are not.
+/// Identified coins stay traceable and revocable: a holder's swap refuses them (a thief
+/// cannot turn a stolen device's identified coins into blind ones before they are
+/// revoked), and claims nothing.
 #[tokio::test]
-async fn identified_coins_swapped_twice_are_logged_with_their_holder() {
+async fn identified_coins_are_refused_in_a_holders_swap() {
     let mut rng = rng(7);
     let issuer = issuer(scrip_stores::MemoryStore::new());
     let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     wallet.deposit(&issuer, 1_000, &mut rng).await;
-    let coins = wallet.withdraw_identified(&issuer, &[10], &mut rng).await;
+    let mut coins = wallet.withdraw_blind(&issuer, &[5], &mut rng).await;
+    coins.extend(wallet.withdraw_identified(&issuer, &[10], &mut rng).await);
     let keyset = keyset(&directory(&issuer));
-    let (first, _) = swap_request(&keyset, coins.clone(), &[10], &mut rng);
-    swapped(&issuer.swap(&first, NOW, &mut rng).await.unwrap().outcome);
-    for _ in 0..3 {
-        let (again, _) = swap_request(&keyset, coins.clone(), &[5, 5], &mut rng);
-        let answer = issuer.swap(&again, NOW, &mut rng).await.unwrap();
-        assert!(matches!(answer.outcome, SwapOutcome::DoubleSpent { .. }));
-    }
-    let log = issuer.fraud_log(None, 10).await.unwrap();
-    assert_eq!(log.len(), 1);
-    match &log[0].1.kind {
-        FraudKind::SwapDoubleSpend {
-            coins: spent,
-            holders,
-            ..
-        } => {
-            assert_eq!(spent, &vec![coins[0].id()]);
-            assert_eq!(holders[0].account_id, Some(wallet.account_id));
-        }
-        other => panic!("{other:?}"),
+    let (request, _) = swap_request(&keyset, coins.clone(), &[10, 5], &mut rng);
+    let e = issuer.swap(&request, NOW, &mut rng).await.unwrap_err();
+    assert_eq!(e.code(), ReasonCode::Unsupported, "{e}");
+    for coin in &coins {
+        let held = issuer
+            .store()
+            .claims(&[ClaimId::Coin(coin.spend_id().unwrap())])
+            .await
+            .unwrap();
+        assert_eq!(held, vec![None]);
     }
 }
 
@@ -603,11 +603,41 @@ async fn a_merchant_takes_coin_payments_as_coins_under_the_rules_of_redemption<H
         .await;
     assert!(matches!(outcomes[0], RedemptionOutcome::DoubleSpent { .. }));
 
-    // All or nothing: a spent payment next to a fresh one claims neither.
+    // A payment this merchant settled already (redeemed for credit, or taken as coins), in
+    // a swap: refused `already_redeemed`, nothing claimed, nothing logged.
+    let (taken_again, _) =
+        merchant_swap(&shop, vec![second.clone()], &keyset, &[2], None, &mut rng);
+    let e = issuer
+        .merchant_swap(&taken_again, NOW, &mut rng)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ReasonCode::AlreadyRedeemed, "{e}");
+    let redeemed_coins = wallet.withdraw_blind(&issuer, &[5], &mut rng).await;
+    let redeemed = shop.endorse(redeemed_coins.clone(), &mut rng);
+    let outcomes = shop
+        .redeem(
+            &issuer,
+            vec![RedemptionItem::Coins(redeemed.clone())],
+            NOW,
+            &mut rng,
+        )
+        .await;
+    assert!(matches!(outcomes[0], RedemptionOutcome::Accepted { .. }));
+    let (again_for_coins, _) = merchant_swap(&shop, vec![redeemed], &keyset, &[5], None, &mut rng);
+    let e = issuer
+        .merchant_swap(&again_for_coins, NOW, &mut rng)
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), ReasonCode::AlreadyRedeemed, "{e}");
+    let logged = issuer.fraud_log(None, 10).await.unwrap().len();
+
+    // All or nothing: a payment whose coin was spent (here in this merchant's earlier
+    // take, under another payment) next to a fresh one claims neither.
     let fresh = shop.endorse(coins[3..].to_vec(), &mut rng);
+    let reused = shop.endorse(coins[2..3].to_vec(), &mut rng);
     let (mixed, _) = merchant_swap(
         &shop,
-        vec![second.clone(), fresh.clone()],
+        vec![reused, fresh.clone()],
         &keyset,
         &[2, 1],
         None,
@@ -625,6 +655,14 @@ async fn a_merchant_takes_coin_payments_as_coins_under_the_rules_of_redemption<H
         .await
         .unwrap();
     assert_eq!(held, vec![None]);
+    // Logged as a redemption logs it, naming the merchant.
+    let log = issuer.fraud_log(None, 10).await.unwrap();
+    assert_eq!(log.len(), logged + 1);
+    assert!(matches!(
+        &log[logged].1.kind,
+        FraudKind::DoubleSpend { merchant, coins: named, .. }
+            if *merchant == shop.id() && named == &vec![coins[2].id()]
+    ));
 
     // Another merchant's payment, in this merchant's swap: its endorsement does not verify
     // under this merchant's key, as in a redemption batch; refused whole.

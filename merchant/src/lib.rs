@@ -18,7 +18,8 @@ use scrip_tokens::{
 
 pub use error::{ClientError, MerchantError, Result};
 pub use merchant::Merchant;
-pub use schema::{CoinsTaken, OpenRequest, QueuedPayment, Settlement};
+pub use schema::{CoinsTaken, OpenRequest, QueuedPayment, Settlement, TakingCoins};
+pub use taking::TakeStatus;
 pub use terminal::{item_origin, request_of, Acceptance, Decision, Lookups, Seen, Terminal};
 
 /// How a merchant reaches the issuer when it is online. The HTTP client implements it for

@@ -21,6 +21,8 @@ pub(crate) const SETTLED: Collection = Collection::new("settled");
 pub(crate) const TAKING: Collection = Collection::new("taking-coins");
 /// Coin payments taken as coins ([`CoinsTaken`]), by [`queue_key`].
 pub(crate) const TAKEN: Collection = Collection::new("taken-coins");
+/// How each take ended ([`TakeEnd`]), by its request key.
+pub(crate) const TAKE_ENDS: Collection = Collection::new("take-ends");
 /// Single values of the terminal (the cached key directory).
 pub(crate) const LOCAL: Collection = Collection::new("merchant");
 /// The cached directory's key in [`LOCAL`].
@@ -127,6 +129,15 @@ pub struct CoinsTaken {
     pub taken_at: Timestamp,
 }
 local_doc!(CoinsTaken, "coins-taken");
+
+/// How a take ended: the issuer's verified outcome (for the wallet, again after a crash),
+/// or `None` when it was refused and cancelled.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TakeEnd {
+    pub(crate) outcome: Option<scrip_tokens::SwapOutcome>,
+    pub(crate) ended_at: Timestamp,
+}
+local_doc!(TakeEnd, "take-end");
 
 /// The verified key directory, kept across restarts.
 #[derive(Serialize, Deserialize)]

@@ -2,8 +2,9 @@
 //! account credit, the new coins kept in a wallet, and paid to another merchant offline.
 //! Endorsement and double-spend rules are those of redemption: the customer's payment
 //! shows settled, another merchant redeeming the same coins finds them spent, a take whose
-//! coins were spent elsewhere settles those payments `double_spent` and queues the rest
-//! again, and a take whose answer was lost is sent again and applied once.
+//! coins were spent elsewhere goes back to the queue whole and the next sync gives each
+//! payment its outcome, a take whose answer was lost is sent again and applied once, and
+//! a take the issuer refuses is cancelled with its payments queued again.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -12,7 +13,7 @@ mod common;
 use async_trait::async_trait;
 use common::*;
 use scrip_issuer::api::CoinPaymentStatus;
-use scrip_merchant::{ClientError, IssuerClient, MerchantError};
+use scrip_merchant::{ClientError, IssuerClient, MerchantError, QueuedPayment};
 use scrip_stores::{LedgerAccount, RecordStore};
 use scrip_tokens::fixtures::NOW;
 use scrip_tokens::*;
@@ -165,7 +166,7 @@ async fn a_take_whose_answer_is_lost_is_sent_again_and_applied_once() {
     assert_eq!(outcomes[0].0, outputs.request_key);
     purse
         .wallet
-        .on_merchant_swap(&outputs, &outcomes[0].1, NOW)
+        .on_merchant_swap(&outputs, outcomes[0].1.as_ref().unwrap(), NOW)
         .unwrap();
     assert_eq!(purse.wallet.coin_total(EUR), eur(15));
     assert!(a.pending_takes().await.unwrap().is_empty());
@@ -174,7 +175,7 @@ async fn a_take_whose_answer_is_lost_is_sent_again_and_applied_once() {
 }
 
 #[tokio::test]
-async fn a_take_holding_coins_spent_elsewhere_settles_that_payment_and_requeues_the_rest() {
+async fn a_take_holding_coins_spent_elsewhere_goes_back_to_the_queue_for_the_sync() {
     let issuer = issuer();
     let client = client(&issuer, NOW);
     let mut customer = Phone::open(&issuer, 1, 1_000, 7).await;
@@ -219,13 +220,22 @@ async fn a_take_holding_coins_spent_elsewhere_settles_that_payment_and_requeues_
         .unwrap();
     assert!(matches!(result, SwapResult::DoubleSpent { .. }));
     assert_eq!(purse.wallet.coin_total(EUR), eur(0));
-    // The 15 is settled double spent, as a redemption would have settled it; the 2 is back
-    // in the queue and settles by the next take (or sync).
+    // Nothing was claimed: both payments are back in the queue; the sync settles the 15
+    // double spent and the 2 accepted, as if they had never been taken.
+    assert_eq!(a.pending(10).await.unwrap().len(), 2);
+    assert_eq!(
+        a.take_status(outputs.request_key).await.unwrap(),
+        Some(scrip_merchant::TakeStatus::Answered(outcome.clone()))
+    );
+    let synced = a.sync(&client, NOW, &mut rng(14)).await.unwrap();
+    assert_eq!((synced.accepted, synced.double_spent), (1, 1));
     let settled = a.settlements(10).await.unwrap();
-    assert_eq!(settled.len(), 1);
-    assert_eq!(settled[0].payment.amount, eur(15));
+    let spent = settled
+        .iter()
+        .find(|s| s.payment.amount == eur(15))
+        .unwrap();
     assert!(matches!(
-        settled[0].outcome,
+        spent.outcome,
         RedemptionOutcome::DoubleSpent { .. }
     ));
     assert_eq!(
@@ -239,19 +249,69 @@ async fn a_take_holding_coins_spent_elsewhere_settles_that_payment_and_requeues_
             coins: vec![ten[0].id()],
         }
     );
-    assert_eq!(a.coins_to_take().await.unwrap(), Some(eur(2)));
+    assert_eq!(a.coins_to_take().await.unwrap(), None);
+    assert_eq!(a.unsettled().await.unwrap(), eur(0));
+}
+
+/// A take the issuer refuses (here: a payment the merchant's sync settled after the take
+/// was signed, `already_redeemed`) is cancelled at once: the payments not settled go back
+/// to the queue, nothing is lost, and the wallet drops its outputs.
+#[tokio::test]
+async fn a_refused_take_is_cancelled_and_its_unsettled_payments_queued_again() {
+    let issuer = issuer();
+    let client = client(&issuer, NOW);
+    let mut customer = Phone::open(&issuer, 1, 1_000, 20).await;
+    customer.withdraw_blind(&issuer, &[10, 5]).await;
+    let a = shop(&issuer, 1, 10_000).await;
+    let first = pay(&mut customer, &a, 10, PayWith::Coins, NOW).await;
+    pay(&mut customer, &a, 5, PayWith::Coins, NOW).await;
+    let mut purse = Phone::new(&issuer, 3, 21);
     let outputs = purse
         .wallet
-        .swap_outputs(eur(2), NOW, &mut purse.rng)
+        .swap_outputs(eur(15), NOW, &mut purse.rng)
         .unwrap();
     let outputs = purse.send(outputs);
-    let outcome = a
-        .take_coins(&client, &outputs, NOW, &mut rng(14))
+    let request = a
+        .take_coins_request(&outputs, NOW, &mut rng(22))
         .await
         .unwrap();
-    purse
-        .wallet
-        .on_merchant_swap(&outputs, &outcome, NOW)
+    // Meanwhile the first payment was redeemed for credit (an upload of it from before
+    // the take, whose answer the terminal never applied).
+    let queued = QueuedPayment {
+        item: RedemptionItem::Coins(endorsed(&first)),
+        amount: eur(10),
+        accepted_at: NOW,
+    };
+    let batch = a
+        .terminal()
+        .batch(vec![queued], NOW, &mut rng(23))
+        .unwrap()
         .unwrap();
-    assert_eq!(purse.wallet.coin_total(EUR), eur(2));
+    let report = issuer.redeem(&batch, NOW).await.unwrap();
+    assert!(matches!(
+        report.outcomes[0],
+        RedemptionOutcome::Accepted { .. }
+    ));
+    let e = a.resume_takes(&client, NOW).await.unwrap();
+    assert_eq!(e.len(), 1);
+    assert!(
+        matches!(
+            &e[0].1,
+            Err(MerchantError::Client(ClientError::Refused { code, .. }))
+                if *code == ReasonCode::AlreadyRedeemed
+        ),
+        "{:?}",
+        e[0].1
+    );
+    assert_eq!(
+        a.take_status(request.payload.request_key).await.unwrap(),
+        Some(scrip_merchant::TakeStatus::Cancelled)
+    );
+    assert!(a.pending_takes().await.unwrap().is_empty());
+    // Both payments are queued again; the sync answers each.
+    assert_eq!(a.pending(10).await.unwrap().len(), 2);
+    let synced = a.sync(&client, NOW, &mut rng(24)).await.unwrap();
+    assert_eq!((synced.accepted, synced.already_accepted), (1, 1));
+    purse.wallet.cancel_swap(&outputs).unwrap();
+    assert!(purse.wallet.pending_swap_outputs().is_empty());
 }

@@ -179,6 +179,10 @@ reason_codes! {
     RefundIdReused = "refund_id_reused",
     /// The voucher was withdrawn already, for other coins.
     VoucherAlreadyUsed = "voucher_already_used",
+    /// A merchant's swap holds a payment this merchant settled already (redeemed for
+    /// credit, or taken as coins by another swap): nothing was claimed; upload the payment
+    /// for its outcome.
+    AlreadyRedeemed = "already_redeemed",
     /// The issuer's store failed; the request may be retried.
     StoreError = "store_error",
     /// The issuer's keys could not be read or written.

@@ -131,10 +131,21 @@ impl MerchantSwapRequest {
         self.verify_signature(&merchant.merchant_key)
     }
 
-    /// The sizes [`Self::verify`] checks, without the signature: 1 to
-    /// [`MAX_COINS_PER_SWAP`] coins over all its payments and outputs, no coin twice.
+    /// The sizes [`Self::verify`] checks, without the signature: every payment holds a
+    /// coin, 1 to [`MAX_COINS_PER_SWAP`] coins over all its payments and outputs, no coin
+    /// twice.
     pub fn check_shape(&self) -> Result<()> {
         let payload = &self.payload;
+        if payload
+            .payments
+            .iter()
+            .any(|p| p.payload.payment.coins.is_empty())
+        {
+            return Err(Error::InvalidField {
+                field: "payments",
+                reason: "a payment of no coins",
+            });
+        }
         let coins: Vec<CoinId> = payload
             .payments
             .iter()

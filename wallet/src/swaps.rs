@@ -61,8 +61,9 @@ pub enum SwapResult {
 }
 
 impl Wallet {
-    /// A swap of the held coins `coins` for new blind coins worth `outputs` (one currency,
-    /// denominations of its current keyset). The outputs add up to the coins' total, less
+    /// A swap of the held blind coins `coins` for new blind coins worth `outputs` (one
+    /// currency, denominations of its current keyset). Identified coins are not swapped
+    /// (the issuer refuses them: they stay traceable and revocable), `NotSwappable`. The outputs add up to the coins' total, less
     /// the issuer's fee if it charges one (none by default). The coins leave the purse
     /// until the answer ([`Wallet::on_swap_receipt`]); save before releasing.
     pub fn swap_request<G: CryptoRng + ?Sized>(
@@ -81,6 +82,9 @@ impl Wallet {
                 .iter()
                 .position(|c| c.id() == *id)
                 .ok_or(WalletError::CoinNotHeld(*id))?;
+            if !matches!(self.state.coins[index], Coin::Blind(_)) {
+                return Err(WalletError::NotSwappable(*id));
+            }
             if indices.contains(&index) {
                 return Err(scrip_tokens::Error::DuplicateCoin(*id).into());
             }
@@ -106,9 +110,10 @@ impl Wallet {
     /// paid in turn with exact change, offline: the amounts the vendor expects its user to
     /// pay (a bus fare twice, a coffee). What they leave is split into the default mix
     /// ([`DEFAULT_MIX`]). `None` when the coins held already pay them all in turn: no
-    /// swap needed. All coins of the currency are handed in (at most
-    /// [`MAX_COINS_PER_SWAP`], the largest), and the new coins add up to the same total:
-    /// with an issuer that charges a swap fee, use [`Wallet::swap_request`].
+    /// swap needed. The blind coins of the currency whose keyset still accepts them are
+    /// handed in (at most [`MAX_COINS_PER_SWAP`], the largest; identified coins are kept
+    /// and still pay), and the new coins add up to the same total: with an issuer that
+    /// charges a swap fee, use [`Wallet::swap_request`].
     ///
     /// Tells the vendor when an amount cannot be made: `NoCoinsMake` (the current
     /// keyset's denominations cannot make it), `NotEnoughCoins` (the coins together are
@@ -136,8 +141,19 @@ impl Wallet {
         }
         let keyset = self.current_keyset(currency, now)?;
         let denominations = descending(&keyset);
+        let directory = self.directory()?;
+        // Blind coins of the currency whose keyset still accepts them: identified coins
+        // are not swapped, and an expired coin would make the issuer refuse the swap.
         let mut indices: Vec<usize> = (0..self.state.coins.len())
-            .filter(|i| self.state.coins[*i].amount().currency == currency)
+            .filter(|i| match &self.state.coins[*i] {
+                Coin::Blind(c) => {
+                    c.amount.currency == currency
+                        && directory
+                            .keyset(c.keyset_id)
+                            .is_ok_and(|k| k.validity().contains(now))
+                }
+                Coin::Identified(_) => false,
+            })
             .collect();
         indices.sort_by_key(|i| std::cmp::Reverse(self.state.coins[*i].amount().minor_units));
         indices.truncate(MAX_COINS_PER_SWAP);
@@ -166,6 +182,23 @@ impl Wallet {
                 needed: outputs.len(),
                 max: MAX_COINS_PER_SWAP,
             });
+        }
+        // What the wallet will hold: the new coins and those not handed in. Each expected
+        // amount has its own exact split among the new coins, so this holds; checked
+        // rather than assumed, since the payment's coin choice is a search of its own.
+        let after: Vec<u64> = outputs
+            .iter()
+            .copied()
+            .chain(
+                (0..self.state.coins.len())
+                    .filter(|i| !indices.contains(i))
+                    .map(|i| self.state.coins[i].amount())
+                    .filter(|a| a.currency == currency)
+                    .map(|a| a.minor_units),
+            )
+            .collect();
+        if !pays_in_turn(after, &amounts) {
+            return Err(WalletError::NoCoinsMake(Amount::new(needed, currency)));
         }
         self.start_swap(indices, &keyset, &outputs, rng).map(Some)
     }

@@ -242,3 +242,28 @@ async fn coins_near_their_keysets_end_are_refreshed_into_the_current_keyset() {
         .unwrap()
         .is_none());
 }
+
+#[tokio::test]
+async fn identified_coins_are_kept_out_of_swaps_and_still_pay() {
+    let issuer = issuer();
+    let mut phone = Phone::open(&issuer, 1, 1_000, 16).await;
+    phone.withdraw_blind(&issuer, &[10]).await;
+    let identified = phone.withdraw_identified(&issuer, &[5]).await;
+    assert_eq!(
+        phone
+            .wallet
+            .swap_request(&identified, &eurs(&[5]), NOW, &mut phone.rng)
+            .err(),
+        Some(WalletError::NotSwappable(identified[0]))
+    );
+    // Change for 3 and 5: the ten is split, the identified five is kept (it pays the 5).
+    let request = phone
+        .wallet
+        .change_request(&eurs(&[3, 5]), NOW, &mut phone.rng)
+        .unwrap()
+        .expect("a swap is needed");
+    let result = phone.swap(&issuer, request, NOW).await;
+    assert!(matches!(result, SwapResult::Swapped { .. }), "{result:?}");
+    assert_eq!(phone.wallet.coin_total(EUR), eur(15));
+    assert!(phone.wallet.coins().iter().any(|c| c.id() == identified[0]));
+}

@@ -157,7 +157,8 @@ impl From<IssuerError> for ApiError {
             | IssuerError::MerchantBalanceShort { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             IssuerError::AmbiguousPayment(_)
             | IssuerError::RefundIdReused(_)
-            | IssuerError::VoucherAlreadyUsed(_) => StatusCode::CONFLICT,
+            | IssuerError::VoucherAlreadyUsed(_)
+            | IssuerError::AlreadyRedeemed(_) => StatusCode::CONFLICT,
             IssuerError::AlreadyRegistered | IssuerError::IdempotencyKeyReused => {
                 StatusCode::CONFLICT
             }

@@ -265,7 +265,11 @@ pub async fn step(dir: &Path, step: WalletStep) -> Result<(), Error> {
             phone.apply(&mut rng, |w, _| w.update_directory(directory, now()))?;
             for request in phone.wallet().pending_swaps() {
                 println!("sending again a swap whose answer was lost");
-                swap(&client, &mut phone, request, &mut rng).await?;
+                // The issuer answers a request it did before from its store, whatever
+                // changed since; a refusal of a resend is reported, never cancelled.
+                if let Err(e) = resend(&client, &mut phone, &request, &mut rng).await {
+                    eprintln!("the swap stays pending: {e}");
+                }
             }
             if !change.is_empty() {
                 let request = phone
@@ -280,7 +284,14 @@ pub async fn step(dir: &Path, step: WalletStep) -> Result<(), Error> {
                 }
             }
             if !into.is_empty() {
-                let ids: Vec<_> = phone.wallet().coins().iter().map(|c| c.id()).collect();
+                // Blind coins only: identified coins are not swapped.
+                let ids: Vec<_> = phone
+                    .wallet()
+                    .coins()
+                    .iter()
+                    .filter(|c| matches!(c, scrip::tokens::Coin::Blind(_)))
+                    .map(|c| c.id())
+                    .collect();
                 let request =
                     phone
                         .wallet_mut()
@@ -339,9 +350,36 @@ pub async fn step(dir: &Path, step: WalletStep) -> Result<(), Error> {
     Ok(())
 }
 
-/// Sends a saved swap and applies the signed answer. A refusal (the issuer answered 4xx:
-/// nothing was claimed) gives the coins back; a lost answer (transport error, 5xx, busy)
-/// leaves the swap pending, to be sent again by the next `scrip wallet swap`.
+/// Sends a pending swap again and applies the signed answer; any error leaves it pending.
+async fn resend(
+    client: &HttpClient,
+    phone: &mut Phone,
+    request: &scrip::tokens::SwapRequest,
+    rng: &mut impl rand::CryptoRng,
+) -> Result<(), Error> {
+    let receipt = client.swap(request).await?;
+    let result = phone.apply(rng, |w, _| w.on_swap_receipt(request, &receipt, now()))?;
+    report_swap(&result);
+    Ok(())
+}
+
+fn report_swap(result: &SwapResult) {
+    match result {
+        SwapResult::Swapped { coins } => println!("swapped: {} new coins", coins.len()),
+        SwapResult::DoubleSpent {
+            spent, returned, ..
+        } => println!(
+            "double spent: {} coins were spent before and are dropped, {} kept",
+            spent.len(),
+            returned.len()
+        ),
+    }
+}
+
+/// Sends a new swap (its first send) and applies the signed answer. A refusal (the issuer
+/// answered 4xx to a request it never did: nothing was claimed) gives the coins back; a
+/// lost answer (transport error, 5xx, busy) leaves the swap pending, to be sent again by
+/// the next `scrip wallet swap`.
 async fn swap(
     client: &HttpClient,
     phone: &mut Phone,
@@ -351,16 +389,7 @@ async fn swap(
     match client.swap(&request).await {
         Ok(receipt) => {
             let result = phone.apply(rng, |w, _| w.on_swap_receipt(&request, &receipt, now()))?;
-            match result {
-                SwapResult::Swapped { coins } => println!("swapped: {} new coins", coins.len()),
-                SwapResult::DoubleSpent {
-                    spent, returned, ..
-                } => println!(
-                    "double spent: {} coins were spent before and are dropped, {} kept",
-                    spent.len(),
-                    returned.len()
-                ),
-            }
+            report_swap(&result);
             Ok(())
         }
         Err(e @ scrip_api::ClientError::Refused { status, .. })
