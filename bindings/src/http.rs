@@ -126,6 +126,14 @@ impl IssuerHttp {
         encode(&block_on(self.client.withdraw_voucher(&request))??)
     }
 
+    /// `POST /v1/swaps`: a wallet's swap (change, refresh); the answer is the signed
+    /// receipt for [`crate::Wallet::on_swap_receipt`]. After a lost answer send the same
+    /// request again.
+    pub fn swap(&self, request: Vec<u8>) -> Result<Vec<u8>> {
+        let request: scrip_tokens::SwapRequest = decode(&request)?;
+        encode(&block_on(self.client.swap(&request))??)
+    }
+
     /// `POST /v1/accounts/{id}/statement`.
     pub fn statement(&self, request: Vec<u8>) -> Result<Vec<u8>> {
         let request: scrip_tokens::StatementRequest = decode(&request)?;

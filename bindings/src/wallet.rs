@@ -228,6 +228,41 @@ impl WithdrawalReceived {
     }
 }
 
+/// What a swap did.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct SwapDone {
+    /// The coins were swapped (else: some had been spent before, nothing was swapped).
+    pub swapped: bool,
+    /// The new coins' ids (swapped).
+    pub new_coin_ids: Vec<String>,
+    /// The coins found spent and dropped (double spent).
+    pub spent_coin_ids: Vec<String>,
+    /// The other coins, held again (double spent).
+    pub returned_coin_ids: Vec<String>,
+}
+
+impl SwapDone {
+    fn of(result: &scrip_wallet::SwapResult) -> Self {
+        let ids = |ids: &[scrip_tokens::CoinId]| ids.iter().map(ToString::to_string).collect();
+        match result {
+            scrip_wallet::SwapResult::Swapped { coins } => SwapDone {
+                swapped: true,
+                new_coin_ids: ids(coins),
+                spent_coin_ids: Vec::new(),
+                returned_coin_ids: Vec::new(),
+            },
+            scrip_wallet::SwapResult::DoubleSpent {
+                spent, returned, ..
+            } => SwapDone {
+                swapped: false,
+                new_coin_ids: Vec::new(),
+                spent_coin_ids: ids(spent),
+                returned_coin_ids: ids(returned),
+            },
+        }
+    }
+}
+
 /// What the issuer did with one record the wallet handed in.
 #[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
 pub struct HandIn {
@@ -763,6 +798,86 @@ impl Wallet {
         let ids =
             wallet.apply(|w, _| w.on_voucher_withdrawal(&request, &response, at(now_unix_ms)))?;
         Ok(WithdrawalReceived::of(&ids))
+    }
+
+    /// A swap for change, before going offline (`POST /v1/swaps`): the wallet's blind
+    /// coins of `currency` split so that each of `amounts_minor` can be paid in turn with
+    /// exact change, the rest in the default mix (1, 2, 2, 5 per decade, then largest
+    /// first). `None` when the coins held already pay them all. Errors say which amount
+    /// cannot be made (`no_coins_make`, `not_enough_coins`). Send the request; give the
+    /// signed receipt to [`Wallet::on_swap_receipt`].
+    pub fn change_request(
+        &self,
+        amounts_minor: Vec<u64>,
+        currency: String,
+        now_unix_ms: u64,
+    ) -> Result<Option<Vec<u8>>> {
+        let amounts = amounts(&amounts_minor, &currency)?;
+        let mut wallet = self.lock()?;
+        match wallet.build(|w, rng| w.change_request(&amounts, at(now_unix_ms), rng))? {
+            Some(message) => Ok(Some(encode(&wallet.send(message)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A swap of coins whose keyset stopped issuing or ends within a week into the current
+    /// keyset (`POST /v1/swaps`), or `None` when none needs it. Call it whenever online
+    /// with a fresh key directory, again after each answer until it says `None`.
+    pub fn refresh_request(&self, now_unix_ms: u64) -> Result<Option<Vec<u8>>> {
+        let mut wallet = self.lock()?;
+        match wallet.build(|w, rng| w.refresh_request(at(now_unix_ms), rng))? {
+            Some(message) => Ok(Some(encode(&wallet.send(message)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A swap of the held blind coins `coin_ids` for new coins worth `values_minor` (one
+    /// currency; they add up to the coins, less the issuer's swap fee if it charges one).
+    pub fn swap_request(
+        &self,
+        coin_ids: Vec<String>,
+        values_minor: Vec<u64>,
+        currency: String,
+        now_unix_ms: u64,
+    ) -> Result<Vec<u8>> {
+        let ids = coin_ids
+            .iter()
+            .map(|id| parse_id("coin id", id).map(scrip_tokens::CoinId))
+            .collect::<Result<Vec<_>>>()?;
+        let values = amounts(&values_minor, &currency)?;
+        let mut wallet = self.lock()?;
+        wallet.release(|w, rng| w.swap_request(&ids, &values, at(now_unix_ms), rng))
+    }
+
+    /// Applies the issuer's signed answer to a swap: swapped (new coins kept, the old ones
+    /// gone) or double spent (the coins named dropped, the others back).
+    pub fn on_swap_receipt(
+        &self,
+        request: Vec<u8>,
+        receipt: Vec<u8>,
+        now_unix_ms: u64,
+    ) -> Result<SwapDone> {
+        let request: scrip_tokens::SwapRequest = decode(&request)?;
+        let receipt: scrip_tokens::SwapReceipt = decode(&receipt)?;
+        let mut wallet = self.lock()?;
+        let result = wallet.apply(|w, _| w.on_swap_receipt(&request, &receipt, at(now_unix_ms)))?;
+        Ok(SwapDone::of(&result))
+    }
+
+    /// The swaps sent and not answered yet: after a lost answer or a restart, send each
+    /// again, unchanged.
+    pub fn pending_swaps(&self) -> Result<Vec<Vec<u8>>> {
+        let wallet = self.lock()?;
+        wallet.wallet().pending_swaps().iter().map(encode).collect()
+    }
+
+    /// Gives up a swap the issuer refused (an error answer to its first send: never after
+    /// a lost answer); its coins come back. Returns how many.
+    pub fn cancel_swap(&self, request: Vec<u8>) -> Result<u32> {
+        let request: scrip_tokens::SwapRequest = decode(&request)?;
+        let mut wallet = self.lock()?;
+        let ids = wallet.apply(|w, _| w.cancel_swap(&request))?;
+        Ok(u32::try_from(ids.len()).unwrap_or(u32::MAX))
     }
 
     /// A signed request for the account's statement in `currency` (entries after

@@ -174,7 +174,7 @@ def test_an_unreachable_issuer_is_a_transport_error():
 
 def test_versions_are_reported():
     v = scrip.versions()
-    assert (v.wire_format, v.sealed_format, v.wallet_state) == (1, 1, 2)
+    assert (v.wire_format, v.sealed_format, v.wallet_state) == (1, 1, 3)
     assert v.sdk
     assert "bad_signature" in scrip.reason_codes()
 

@@ -1,6 +1,7 @@
 """The other steps through the SDK against the real server: identified coins, the
 revocation list on both sides, coins back from an unanswered payment, refunds by record
-and by voucher, statements, a payout, a second device, a blind-coin backup."""
+and by voucher, statements, a payout, a second device, a blind-coin backup, swaps (change
+before going offline, a lost answer sent again, coins spent before)."""
 
 import time
 
@@ -252,3 +253,35 @@ def test_requests_signed_again_for_a_retry_are_answered_once(client, server):
     with pytest.raises(scrip.ScripError.Wallet) as e:
         wallet.resign_certificate_request(now())
     assert e.value.code == "no_pending_certificate_request"
+
+
+def test_change_made_online_pays_offline_and_a_lost_answer_is_sent_again(client, server):
+    wallet, store, key = new_wallet(client, server)
+    fund(client, wallet, 100)
+    withdraw(client, wallet, [10, 10])
+    shop, _, _ = open_shop(client, server)
+    # Two tens cannot pay 3 offline; change made online can.
+    with pytest.raises(scrip.ScripError.ExactChangeImpossible):
+        wallet.pay(shop.offer(3, now()), scrip.PayMethod.COINS, now())
+    request = wallet.change_request([3, 4], "EUR", now())
+    assert request is not None
+    receipt = client.swap(request)
+    # The answer is lost and the phone restarts: the request is pending, sent again.
+    restored = scrip.Wallet.restore(store.sealed, key, store)
+    assert restored.pending_swaps() == [request]
+    assert restored.balance("EUR", now()).coins_minor == 0
+    again = client.swap(request)
+    done = restored.on_swap_receipt(request, again, now())
+    assert done.swapped and len(done.new_coin_ids) > 2
+    assert restored.balance("EUR", now()).coins_minor == 20
+    assert restored.pending_swaps() == []
+    for minor in (3, 4):
+        answer = restored.pay(shop.offer(minor, now()), scrip.PayMethod.COINS, now())
+        assert restored.on_merchant_reply(shop.accept(answer, now()).reply, now()).completed
+    assert client.settle(shop, now()).accepted == 2
+    assert restored.change_request([1, 2], "EUR", now()) is None
+    assert restored.refresh_request(now()) is None
+    # The first receipt, for the same request, applies nowhere now.
+    with pytest.raises(scrip.ScripError.Wallet):
+        restored.on_swap_receipt(request, receipt, now())
+
