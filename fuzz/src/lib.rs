@@ -135,6 +135,11 @@ token_types!(
     VoucherWithdrawalRequest,
     RefundReceiptPayload,
     RefundReceipt,
+    SwapRequest,
+    SwapReceiptPayload,
+    SwapReceipt,
+    MerchantSwapRequestPayload,
+    MerchantSwapRequest,
 );
 
 /// The `decode_tokens` target: first byte picks the type, the rest is the encoding.
@@ -206,6 +211,8 @@ body_types!(
     PayoutRequest,               // POST /v1/payouts
     RefundRequest,               // POST /v1/refunds
     VoucherWithdrawalRequest,    // POST /v1/refund-withdrawals
+    SwapRequest,                 // POST /v1/swaps
+    MerchantSwapRequest,         // POST /v1/merchant-swaps
 );
 
 /// The `http_bodies` target: first byte picks the body type, the rest is the body.
