@@ -920,14 +920,7 @@ impl World {
                 .merchant_swap(&resigned, self.now, &mut self.rng)
                 .await
                 .unwrap_or_else(|e| fail(step, op, e));
-            match (&first, &answer.outcome) {
-                (SwapOutcome::Swapped { .. }, again) => assert_eq!(
-                    again, &first,
-                    "step {step} ({op:?}): a repeated take got another answer"
-                ),
-                (SwapOutcome::DoubleSpent { .. }, SwapOutcome::DoubleSpent { .. }) => {}
-                (_, other) => fail(step, op, format!("a refused take now {other:?}")),
-            }
+            answered_as_before(step, op, &first, &answer.outcome);
             return;
         }
         // The coin payments to take: each valid on its own, no coin in two of them.
@@ -1070,16 +1063,7 @@ impl World {
                 .swap(&request, self.now, &mut self.rng)
                 .await
                 .unwrap_or_else(|e| fail(step, op, e));
-            match (&first, &answer.outcome) {
-                // The same request after it was done: the same signatures, nothing more.
-                (SwapOutcome::Swapped { .. }, again) => assert_eq!(
-                    again, &first,
-                    "step {step} ({op:?}): a repeated swap got another answer"
-                ),
-                // Refused before: still refused (its spent coins stay spent).
-                (SwapOutcome::DoubleSpent { .. }, SwapOutcome::DoubleSpent { .. }) => {}
-                (_, other) => fail(step, op, format!("a refused swap now {other:?}")),
-            }
+            answered_as_before(step, op, &first, &answer.outcome);
             return;
         }
         let ws = &mut self.wallets[w];
@@ -2140,6 +2124,20 @@ impl World {
                 "step {step} ({op:?}): wallet {w} frozen"
             );
         }
+    }
+}
+
+/// A swap (or take) sent again after its answer: done before, the same signatures and
+/// nothing more; refused before as double spent, still refused (its spent coins stay
+/// spent).
+fn answered_as_before(step: usize, op: &Op, first: &SwapOutcome, again: &SwapOutcome) {
+    match (first, again) {
+        (SwapOutcome::Swapped { .. }, again) => assert_eq!(
+            again, first,
+            "step {step} ({op:?}): a repeated swap got another answer"
+        ),
+        (SwapOutcome::DoubleSpent { .. }, SwapOutcome::DoubleSpent { .. }) => {}
+        (_, other) => fail(step, op, format!("a refused swap now {other:?}")),
     }
 }
 

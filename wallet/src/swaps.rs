@@ -286,17 +286,7 @@ impl Wallet {
             SwapOutcome::Swapped {
                 keyset_id,
                 signatures,
-            } => {
-                let response = BlindWithdrawalResponse {
-                    keyset_id: *keyset_id,
-                    signatures: signatures.clone(),
-                };
-                let pending = &self.state.swaps[index];
-                let coins = self.unblind(request.keyset_id, &pending.coins, &response, now)?;
-                let ids = coins.iter().map(Coin::id).collect();
-                self.state.coins.extend(coins);
-                SwapResult::Swapped { coins: ids }
-            }
+            } => self.keep_swapped(index, *keyset_id, signatures, now)?,
             SwapOutcome::DoubleSpent {
                 first_redeemed_at,
                 coins,
@@ -398,17 +388,7 @@ impl Wallet {
             SwapOutcome::Swapped {
                 keyset_id,
                 signatures,
-            } => {
-                let response = BlindWithdrawalResponse {
-                    keyset_id: *keyset_id,
-                    signatures: signatures.clone(),
-                };
-                let pending = &self.state.swaps[index];
-                let coins = self.unblind(outputs.keyset_id, &pending.coins, &response, now)?;
-                let ids = coins.iter().map(Coin::id).collect();
-                self.state.coins.extend(coins);
-                SwapResult::Swapped { coins: ids }
-            }
+            } => self.keep_swapped(index, *keyset_id, signatures, now)?,
             SwapOutcome::DoubleSpent {
                 first_redeemed_at,
                 coins,
@@ -442,6 +422,26 @@ impl Wallet {
             .extend(pending.request.coins.iter().cloned());
         self.touch();
         Ok(ids)
+    }
+
+    /// Unblinds the new coins of the pending swap at `index` with the issuer's
+    /// `signatures` (each coin verified against the directory) and keeps them.
+    fn keep_swapped(
+        &mut self,
+        index: usize,
+        keyset_id: scrip_tokens::KeysetId,
+        signatures: &[scrip_tokens::BlindSignature],
+        now: Timestamp,
+    ) -> Result<SwapResult> {
+        let pending = &self.state.swaps[index];
+        let response = BlindWithdrawalResponse {
+            keyset_id,
+            signatures: signatures.to_vec(),
+        };
+        let coins = self.unblind(pending.request.keyset_id, &pending.coins, &response, now)?;
+        let ids = coins.iter().map(Coin::id).collect();
+        self.state.coins.extend(coins);
+        Ok(SwapResult::Swapped { coins: ids })
     }
 
     /// The current keyset of `currency`, from the cached directory.
