@@ -335,26 +335,8 @@ impl Wallet {
         let values = ladder(total.minor_units, &descending(&keyset), MAX_COINS_PER_SWAP)
             .filter(|v| !v.is_empty())
             .ok_or(WalletError::NoCoinsMake(total))?;
-        let pending = values
-            .iter()
-            .map(|v| PendingCoin::new(rng, &keyset, Amount::new(*v, total.currency)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut request_key = [0u8; 32];
-        rng.fill_bytes(&mut request_key);
-        let request = SwapRequest {
-            request_key,
-            coins: Vec::new(),
-            keyset_id: keyset.id(),
-            outputs: pending
-                .iter()
-                .map(|c| (c.amount().minor_units, c.blinded().clone()))
-                .collect(),
-        };
-        self.state.swaps.push(PendingSwap {
-            request: request.clone(),
-            coins: pending,
-        });
-        Ok(self.unreleased(request))
+        let pending = blind(&keyset, &values, rng)?;
+        Ok(self.pend_swap(Vec::new(), &keyset, pending, rng))
     }
 
     /// Outputs made with [`Wallet::swap_outputs`] whose outcome has not been applied yet.
@@ -489,13 +471,8 @@ impl Wallet {
                 max: MAX_COINS_PER_SWAP,
             });
         }
-        let currency = keyset.currency();
-        let pending = values
-            .iter()
-            .map(|v| PendingCoin::new(rng, keyset, Amount::new(*v, currency)))
-            .collect::<Result<Vec<_>, _>>()?;
-        let mut request_key = [0u8; 32];
-        rng.fill_bytes(&mut request_key);
+        // Blinded first: if that fails, no coin has left the purse.
+        let pending = blind(keyset, values, rng)?;
         // Remove from the back so the earlier indices stay valid.
         indices.sort_unstable_by(|a, b| b.cmp(a));
         let mut coins: Vec<Coin> = indices
@@ -503,6 +480,20 @@ impl Wallet {
             .map(|i| self.state.coins.remove(*i))
             .collect();
         coins.reverse();
+        Ok(self.pend_swap(coins, keyset, pending, rng))
+    }
+
+    /// Keeps `coins` (handed in, already out of the purse) and the new coins `pending` as a
+    /// pending swap; returns the request.
+    fn pend_swap<G: CryptoRng + ?Sized>(
+        &mut self,
+        coins: Vec<Coin>,
+        keyset: &Keyset,
+        pending: Vec<PendingCoin>,
+        rng: &mut G,
+    ) -> Unreleased<SwapRequest> {
+        let mut request_key = [0u8; 32];
+        rng.fill_bytes(&mut request_key);
         let request = SwapRequest {
             request_key,
             coins,
@@ -516,8 +507,21 @@ impl Wallet {
             request: request.clone(),
             coins: pending,
         });
-        Ok(self.unreleased(request))
+        self.unreleased(request)
     }
+}
+
+/// New coins worth `values` of `keyset`, blinded.
+fn blind<G: CryptoRng + ?Sized>(
+    keyset: &Keyset,
+    values: &[u64],
+    rng: &mut G,
+) -> Result<Vec<PendingCoin>> {
+    let currency = keyset.currency();
+    Ok(values
+        .iter()
+        .map(|v| PendingCoin::new(rng, keyset, Amount::new(*v, currency)))
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 /// The keyset's denominations, largest first.
