@@ -18,7 +18,7 @@ use scrip_issuer::{
     coins_outstanding_account, swap_fees_account, IssuerConfig, IssuerError, KeyringConfig,
 };
 use scrip_stores::conformance::Harness;
-use scrip_stores::{ClaimId, Claimant, LedgerAccount, RecordStore};
+use scrip_stores::{ClaimId, Claimant, ExistingClaim, LedgerAccount, RecordStore};
 use scrip_tokens::fixtures::NOW;
 use scrip_tokens::*;
 
@@ -50,6 +50,16 @@ on_every_backend!(
     of_50_concurrent_swaps_and_redemptions_of_one_coin_exactly_one_wins,
     a_merchant_takes_coin_payments_as_coins_under_the_rules_of_redemption,
 );
+
+/// Who holds `coin`'s spend-id claim, if anyone.
+async fn claim_of(store: &impl RecordStore, coin: &Coin) -> Option<ExistingClaim> {
+    store
+        .claims(&[ClaimId::Coin(coin.spend_id().unwrap())])
+        .await
+        .unwrap()
+        .pop()
+        .flatten()
+}
 
 async fn coins_outstanding(store: &impl RecordStore) -> i128 {
     store
@@ -97,14 +107,7 @@ async fn a_swap_whose_answer_is_lost_gets_the_same_signatures_again<H: Harness>(
     let after_restart = issuer.swap(&request, later, &mut rng).await.unwrap();
     assert_eq!(swapped(&after_restart.outcome), signatures);
     for coin in &coins_in {
-        let held = issuer
-            .store()
-            .claims(&[ClaimId::Coin(coin.spend_id().unwrap())])
-            .await
-            .unwrap()
-            .pop()
-            .flatten()
-            .unwrap();
+        let held = claim_of(issuer.store(), coin).await.unwrap();
         assert_eq!(held.claimant, Claimant::Holder);
         assert_eq!(held.claimed_at, NOW);
     }
@@ -265,14 +268,7 @@ async fn of_50_concurrent_swaps_and_redemptions_of_one_coin_exactly_one_wins<H: 
         }
         total
     };
-    let held = issuer
-        .store()
-        .claims(&[ClaimId::Coin(coin.spend_id().unwrap())])
-        .await
-        .unwrap()
-        .pop()
-        .flatten()
-        .unwrap();
+    let held = claim_of(issuer.store(), &coin).await.unwrap();
     if winners[0] % 2 == 0 {
         // A swap won: no merchant was paid, the value is still outstanding as new coins.
         assert_eq!(held.claimant, Claimant::Holder);
@@ -359,12 +355,7 @@ async fn malformed_swaps_are_refused_and_claim_nothing() {
     elsewhere.keyset_id = KeysetId([9; 32]);
     refuse(elsewhere, ReasonCode::UnknownKeyset).await;
     for coin in &coins {
-        let held = issuer
-            .store()
-            .claims(&[ClaimId::Coin(coin.spend_id().unwrap())])
-            .await
-            .unwrap();
-        assert_eq!(held, vec![None]);
+        assert_eq!(claim_of(issuer.store(), coin).await, None);
     }
 }
 
@@ -481,12 +472,7 @@ async fn identified_coins_are_refused_in_a_holders_swap() {
     let e = issuer.swap(&request, NOW, &mut rng).await.unwrap_err();
     assert_eq!(e.code(), ReasonCode::Unsupported, "{e}");
     for coin in &coins {
-        let held = issuer
-            .store()
-            .claims(&[ClaimId::Coin(coin.spend_id().unwrap())])
-            .await
-            .unwrap();
-        assert_eq!(held, vec![None]);
+        assert_eq!(claim_of(issuer.store(), coin).await, None);
     }
 }
 
@@ -649,12 +635,7 @@ async fn a_merchant_takes_coin_payments_as_coins_under_the_rules_of_redemption<H
         "{:?}",
         answer.outcome
     );
-    let held = issuer
-        .store()
-        .claims(&[ClaimId::Coin(coins[3].spend_id().unwrap())])
-        .await
-        .unwrap();
-    assert_eq!(held, vec![None]);
+    assert_eq!(claim_of(issuer.store(), &coins[3]).await, None);
     // Logged as a redemption logs it, naming the merchant.
     let log = issuer.fraud_log(None, 10).await.unwrap();
     assert_eq!(log.len(), logged + 1);

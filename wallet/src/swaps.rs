@@ -273,12 +273,7 @@ impl Wallet {
         receipt: &SwapReceipt,
         now: Timestamp,
     ) -> Result<SwapResult> {
-        let index = self
-            .state
-            .swaps
-            .iter()
-            .position(|p| p.request == *request)
-            .ok_or(WalletError::UnrequestedWithdrawal)?;
+        let index = self.pending_swap(request)?;
         let payload = receipt
             .verify_for(request, self.directory()?, now)
             .map_err(WalletError::UnverifiedAnswer)?;
@@ -391,12 +386,7 @@ impl Wallet {
     /// purse. Never after a lost answer: the issuer may have swapped the coins, and the
     /// only way to the new ones is sending the request again.
     pub fn cancel_swap(&mut self, request: &SwapRequest) -> Result<Vec<CoinId>> {
-        let index = self
-            .state
-            .swaps
-            .iter()
-            .position(|p| p.request == *request)
-            .ok_or(WalletError::UnrequestedWithdrawal)?;
+        let index = self.pending_swap(request)?;
         let pending = self.state.swaps.remove(index);
         let ids = pending.request.coins.iter().map(Coin::id).collect();
         self.state
@@ -424,6 +414,15 @@ impl Wallet {
         let ids = coins.iter().map(Coin::id).collect();
         self.state.coins.extend(coins);
         Ok(SwapResult::Swapped { coins: ids })
+    }
+
+    /// Where `request` is among the pending swaps.
+    fn pending_swap(&self, request: &SwapRequest) -> Result<usize> {
+        self.state
+            .swaps
+            .iter()
+            .position(|p| p.request == *request)
+            .ok_or(WalletError::UnrequestedWithdrawal)
     }
 
     /// The current keyset of `currency`, from the cached directory.
