@@ -423,20 +423,22 @@ impl<S: RecordStore> Merchant<S> {
                 continue; // applied before
             };
             let payment: QueuedPayment = codec::decode(&bytes)?;
-            summary.count(outcome);
-            self.settle(key, payment, outcome, now).await?;
+            if self.settle(key, payment, outcome, now).await? {
+                summary.count(outcome);
+            }
         }
         Ok(summary)
     }
 
-    /// Moves one payment from the queue to the settlements, once.
+    /// Moves one payment from the queue to the settlements, once: `false` when a
+    /// concurrent call (another sync applying the same answer) settled it first.
     async fn settle(
         &self,
         key: Vec<u8>,
         payment: QueuedPayment,
         outcome: &RedemptionOutcome,
         now: Timestamp,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let amount = payment.amount;
         let settlement = Settlement {
             payment,
@@ -453,8 +455,14 @@ impl<S: RecordStore> Merchant<S> {
             ))
             .write(Write::delete(QUEUE, key.clone()))
             .write(Write::put(SETTLED, key, codec::encode(&settlement)?));
-        self.store.commit(unit).await?;
-        Ok(())
+        match self.store.commit(unit).await? {
+            CommitOutcome::Committed => Ok(true),
+            CommitOutcome::Repeated { .. } => Ok(false),
+            // The claim's digest is a function of its key and the unit has no floor.
+            other => Err(MerchantError::Corrupted(format!(
+                "settling a payment did not apply: {other:?}"
+            ))),
+        }
     }
 
     /// Settlements so far, oldest first.

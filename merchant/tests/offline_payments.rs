@@ -5,7 +5,10 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::*;
+use scrip_merchant::Merchant;
 use scrip_stores::{LedgerAccount, RecordStore};
 use scrip_tokens::fixtures::NOW;
 use scrip_tokens::*;
@@ -225,14 +228,17 @@ async fn the_same_coins_offered_to_two_merchants_offline_are_caught_at_redemptio
     assert_eq!(issuer.fraud_log(None, 10).await.unwrap().len(), 1);
 }
 
-#[tokio::test]
-async fn syncing_the_same_batch_twice_counts_nothing_twice() {
-    let issuer = issuer();
-    let merchant = shop(&issuer, 1, 100_000).await;
-    let mut phone = Phone::open(&issuer, 1, 10_000, 12).await;
+/// A customer (its generator seeded by `seed`) pays `merchant` EUR 10.00 by record at
+/// `at(1)` and EUR 0.07 in coins at `at(2)`: two payments queued.
+async fn queue_a_record_and_coins<S: RecordStore>(
+    issuer: &Arc<TestIssuer>,
+    merchant: &Merchant<S>,
+    seed: u64,
+) {
+    let mut phone = Phone::open(issuer, 1, 10_000, seed).await;
     phone
         .certificate(
-            &issuer,
+            issuer,
             CertificateOptions {
                 requested_amount: Some(eur(5_000)),
                 ..CertificateOptions::any(EUR)
@@ -240,13 +246,20 @@ async fn syncing_the_same_batch_twice_counts_nothing_twice() {
             NOW,
         )
         .await;
-    phone.withdraw_blind(&issuer, &[5, 2]).await;
+    phone.withdraw_blind(issuer, &[5, 2]).await;
     assert!(is_receipt(
-        &pay(&mut phone, &merchant, 1_000, PayWith::Record, at(1)).await
+        &pay(&mut phone, merchant, 1_000, PayWith::Record, at(1)).await
     ));
     assert!(is_receipt(
-        &pay(&mut phone, &merchant, 7, PayWith::Coins, at(2)).await
+        &pay(&mut phone, merchant, 7, PayWith::Coins, at(2)).await
     ));
+}
+
+#[tokio::test]
+async fn syncing_the_same_batch_twice_counts_nothing_twice() {
+    let issuer = issuer();
+    let merchant = shop(&issuer, 1, 100_000).await;
+    queue_a_record_and_coins(&issuer, &merchant, 12).await;
 
     // The upload reaches the issuer but the answer is lost (timeout, crash).
     let batch = merchant
@@ -282,6 +295,36 @@ async fn syncing_the_same_batch_twice_counts_nothing_twice() {
     );
     assert_eq!(merchant.unsettled().await.unwrap(), eur(0));
     assert_eq!(merchant.settlements(10).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn two_syncs_applying_one_answer_at_once_count_each_payment_once() {
+    // A terminal that syncs from two tasks (a timer and a button) can apply the same
+    // answer twice at once: both read a payment still queued, one settles it. The
+    // summaries the operator sees must add up to what was settled. On redb, whose commits
+    // wait for the writer thread, the two calls interleave.
+    let issuer = issuer();
+    let dir = tempfile::tempdir().unwrap();
+    let store = scrip_stores::RedbStore::open(dir.path().join("shop.redb")).unwrap();
+    let merchant = shop_over(&issuer, 1, 100_000, store).await;
+    queue_a_record_and_coins(&issuer, &merchant, 41).await;
+    let batch = merchant
+        .build_batch(at(10), &mut rng(42))
+        .await
+        .unwrap()
+        .unwrap();
+    let report = issuer.redeem(&batch, at(10)).await.unwrap();
+    let report = issuer.sign_answer(report, at(10), &mut rng(43)).unwrap();
+
+    let (first, second) = tokio::join!(
+        merchant.apply_report(&batch, &report, at(11)),
+        merchant.apply_report(&batch, &report, at(11)),
+    );
+    let mut total = first.unwrap();
+    total.add(&second.unwrap());
+    assert_eq!(total.accepted, 2);
+    assert_eq!(merchant.settlements(10).await.unwrap().len(), 2);
+    assert_eq!(merchant.unsettled().await.unwrap(), eur(0));
 }
 
 #[tokio::test]
