@@ -951,6 +951,23 @@ async fn main() -> Res<()> {
         .await?;
     let outcome = shop_b.apply_take_receipt(&request, &receipt, now()).await?;
     purse.wallet.on_merchant_swap(&outputs, &outcome, now())?;
+    // Identified coins are swapped only by their holder's device, signed.
+    let request = phone
+        .wallet
+        .identified_swap_request(Currency::EUR, now(), &mut rng)?
+        .ok_or("the tour's phone holds no identified coin")?;
+    let request = phone.send(request)?;
+    let signed = phone.wallet.sign_swap(&request, now(), &mut rng)?;
+    let receipt: SwapReceipt = tour
+        .post(
+            "POST /v1/device-swaps (the phone's identified coins, for blind coins)",
+            "/v1/device-swaps",
+            &signed,
+            false,
+        )
+        .await?;
+    phone.wallet.on_swap_receipt(&request, &receipt, now())?;
+    phone.save()?;
 
     // A new certificate on the current route: the answer also says what became of each
     // record handed in with the request.

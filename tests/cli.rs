@@ -167,8 +167,9 @@ async fn a_wallet_and_a_terminal_pay_and_settle_from_the_command_line() {
 }
 
 /// `scrip wallet swap`: change made online for the amounts the user expects to pay
-/// offline, a chosen split, refresh (nothing to do with one keyset), and a refused swap
-/// (outputs short of the coins) that gives the coins back.
+/// offline, a chosen split, refresh (nothing to do with one keyset), a refused swap
+/// (outputs short of the coins) that gives the coins back, and identified coins swapped
+/// for blind ones (signed by the device).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wallet_swaps_its_coins_from_the_command_line() {
     let data = tempfile::tempdir().unwrap();
@@ -218,6 +219,14 @@ async fn a_wallet_swaps_its_coins_from_the_command_line() {
         assert!(stderr.contains("amount_mismatch"), "{stderr}");
         assert!(stderr.contains("coins are back"), "{stderr}");
         assert_eq!(coins(&w(&["show"])), [10, 10]);
+
+        // Identified coins: swapped for blind coins through the device-signed route.
+        w(&["withdraw", "--identified", "5"]);
+        let identified = w(&["swap", "--identified"]);
+        assert!(identified.contains("swapped: "), "{identified}");
+        assert_eq!(coins(&w(&["show"])).iter().sum::<u64>(), 25);
+        let none = w(&["swap", "--identified"]);
+        assert!(none.contains("no identified coin to swap"), "{none}");
     });
     server.shutdown().await.unwrap();
 }

@@ -26,12 +26,13 @@ use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use scrip_tokens::{
     codec, AccountCertificate, AccountId, BalanceCertificate, BalanceCertificateRequest,
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
-    DepositRecord, DepositRequest, DeviceId, DeviceRegistration, EndorsedCoinPayment,
-    IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId,
-    MerchantRegistration, MerchantStatement, MerchantStatementRequest, MerchantSwapRequest,
-    Message, PayoutReceipt, PayoutRequest, ReasonCode, RedemptionBatch, RedemptionReport,
-    RefundReceipt, RefundRequest, RevocationList, SignedKeyDirectory, Statement, StatementRequest,
-    SwapReceipt, SwapRequest, SyncReport, SyncRequest, VoucherWithdrawalRequest,
+    DepositRecord, DepositRequest, DeviceId, DeviceRegistration, DeviceSwapRequest,
+    EndorsedCoinPayment, IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse,
+    MerchantCertificate, MerchantId, MerchantRegistration, MerchantStatement,
+    MerchantStatementRequest, MerchantSwapRequest, Message, PayoutReceipt, PayoutRequest,
+    ReasonCode, RedemptionBatch, RedemptionReport, RefundReceipt, RefundRequest, RevocationList,
+    SignedKeyDirectory, Statement, StatementRequest, SwapReceipt, SwapRequest, SyncReport,
+    SyncRequest, VoucherWithdrawalRequest,
 };
 
 use crate::ClientError as Error;
@@ -350,6 +351,14 @@ impl HttpClient {
     /// answer send the very same request again.
     pub async fn swap(&self, request: &SwapRequest) -> Result<SwapReceipt, Error> {
         self.post("/v1/swaps", request, false).await
+    }
+
+    /// `POST /v1/device-swaps`: a swap signed by a device of the holder, the only way
+    /// identified coins are swapped (`scrip_wallet::Wallet::sign_swap`). Check the
+    /// receipt with [`scrip_tokens::SwapReceipt::verify_for`] against the inner swap;
+    /// after a lost answer sign the same swap again and send that.
+    pub async fn device_swap(&self, request: &DeviceSwapRequest) -> Result<SwapReceipt, Error> {
+        self.post("/v1/device-swaps", request, false).await
     }
 
     /// `POST /v1/merchant-swaps`: a merchant takes the coin payments it accepted as new

@@ -162,7 +162,6 @@ fn wallet_code(e: &WalletError) -> String {
         WalletError::NoOpenKeyset(_) => "no_open_keyset",
         WalletError::NoCoinsMake(_) => "no_coins_make",
         WalletError::CoinNotHeld(_) => "coin_not_held",
-        WalletError::NotSwappable(_) => "not_swappable",
         WalletError::NotEnoughCoins { .. } => "not_enough_coins",
         WalletError::TooManyCoins { .. } => "too_many_coins",
         WalletError::Sealing => "sealing",

@@ -134,6 +134,15 @@ impl IssuerHttp {
         encode(&block_on(self.client.swap(&request))??)
     }
 
+    /// `POST /v1/device-swaps`: a swap signed by this device ([`crate::Wallet::sign_swap`]),
+    /// the only way identified coins are swapped; the answer is the signed receipt for
+    /// [`crate::Wallet::on_swap_receipt`] (with the unsigned request). After a lost answer
+    /// sign the same request again and send that.
+    pub fn device_swap(&self, request: Vec<u8>) -> Result<Vec<u8>> {
+        let request: scrip_tokens::DeviceSwapRequest = decode(&request)?;
+        encode(&block_on(self.client.device_swap(&request))??)
+    }
+
     /// `POST /v1/accounts/{id}/statement`.
     pub fn statement(&self, request: Vec<u8>) -> Result<Vec<u8>> {
         let request: scrip_tokens::StatementRequest = decode(&request)?;

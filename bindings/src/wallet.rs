@@ -831,8 +831,46 @@ impl Wallet {
         }
     }
 
-    /// A swap of the held blind coins `coin_ids` for new coins worth `values_minor` (one
+    /// A swap of the identified coins of `currency` for blind coins of the same total
+    /// (the default mix), or `None` when none is held. The issuer swaps identified coins
+    /// only for a device of their holder: sign the request with [`Wallet::sign_swap`]
+    /// and send that (`POST /v1/device-swaps`).
+    pub fn identified_swap_request(
+        &self,
+        currency: String,
+        now_unix_ms: u64,
+    ) -> Result<Option<Vec<u8>>> {
+        let currency = crate::currency(&currency)?;
+        let mut wallet = self.lock()?;
+        match wallet.build(|w, rng| w.identified_swap_request(currency, at(now_unix_ms), rng))? {
+            Some(message) => Ok(Some(encode(&wallet.send(message)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A pending swap (`request`, as a swap function or [`Wallet::pending_swaps`] gave
+    /// it), signed by this device, for `POST /v1/device-swaps`: required when it hands in
+    /// identified coins, allowed for any. Give the receipt to [`Wallet::on_swap_receipt`]
+    /// with `request` (not the signed bytes). After a lost answer, sign it again.
+    pub fn sign_swap(&self, request: Vec<u8>, now_unix_ms: u64) -> Result<Vec<u8>> {
+        let request: scrip_tokens::SwapRequest = decode(&request)?;
+        let signed = self
+            .lock()?
+            .wallet()
+            .sign_swap(&request, at(now_unix_ms), &mut rng())?;
+        encode(&signed)
+    }
+
+    /// Whether a swap request hands in identified coins: then send it signed
+    /// ([`Wallet::sign_swap`]) to `POST /v1/device-swaps`.
+    pub fn swap_hands_in_identified(&self, request: Vec<u8>) -> Result<bool> {
+        let request: scrip_tokens::SwapRequest = decode(&request)?;
+        Ok(request.hands_in_identified())
+    }
+
+    /// A swap of the held coins `coin_ids` for new coins worth `values_minor` (one
     /// currency; they add up to the coins, less the issuer's swap fee if it charges one).
+    /// If it hands in identified coins, send it signed ([`Wallet::sign_swap`]).
     pub fn swap_request(
         &self,
         coin_ids: Vec<String>,
@@ -865,7 +903,9 @@ impl Wallet {
     }
 
     /// The swaps sent and not answered yet: after a lost answer or a restart, send each
-    /// again, unchanged.
+    /// again, unchanged; one that hands in identified coins
+    /// ([`Wallet::swap_hands_in_identified`]) signed again ([`Wallet::sign_swap`]) and
+    /// sent to `POST /v1/device-swaps`, as every time.
     pub fn pending_swaps(&self) -> Result<Vec<Vec<u8>>> {
         let wallet = self.lock()?;
         wallet.wallet().pending_swaps().iter().map(encode).collect()

@@ -140,6 +140,8 @@ token_types!(
     SwapReceipt,
     MerchantSwapRequestPayload,
     MerchantSwapRequest,
+    DeviceSwapRequestPayload,
+    DeviceSwapRequest,
 );
 
 /// The `decode_tokens` target: first byte picks the type, the rest is the encoding.
@@ -213,6 +215,7 @@ body_types!(
     VoucherWithdrawalRequest,    // POST /v1/refund-withdrawals
     SwapRequest,                 // POST /v1/swaps
     MerchantSwapRequest,         // POST /v1/merchant-swaps
+    DeviceSwapRequest,           // POST /v1/device-swaps
 );
 
 /// The `http_bodies` target: first byte picks the body type, the rest is the body.

@@ -676,8 +676,44 @@ fn swaps(w: &Specimens, rng: &mut StdRng, blind: &BlindCoin) -> Vec<(&'static st
     merchant_receipt
         .verify_for_merchant(&merchant_request, w.directory(), NOW)
         .unwrap();
+    // Device 1 swaps the identified coin of identified-coin.json for a blind coin.
+    let account = w.account();
+    let for_identified = PendingCoin::new(rng, &issuer.keyset, eur(5)).unwrap();
+    let device_request = DeviceSwapRequest::sign(
+        DeviceSwapRequestPayload {
+            account_id: account.account_id,
+            device_id: account.device_id,
+            swap: SwapRequest {
+                request_key: nonce(rng),
+                coins: vec![Coin::Identified(w.identified_coin.clone())],
+                keyset_id: issuer.keyset.id(),
+                outputs: vec![(5, for_identified.blinded().clone())],
+            },
+            created_at: NOW,
+            nonce: nonce(rng),
+        },
+        &w.device,
+        rng,
+    )
+    .unwrap();
+    device_request
+        .verify_signature(&account.device_key)
+        .unwrap();
+    assert!(device_request.payload.swap.hands_in_identified());
     let answer_key = issuer.answer_signer.verifying_key();
     vec![
+        (
+            "device-swap-request",
+            signed_vector(
+                "POST /v1/device-swaps: device 1 swaps the identified coin of \
+                 identified-coin.json (EUR 0.05, its account's holder) for a new blind coin \
+                 of EUR 0.05. The answer is a SwapReceipt whose request_digest is \
+                 codec::digest of payload.swap (the inner SwapRequest).",
+                "device key",
+                w.device.verifying_key(),
+                &device_request,
+            ),
+        ),
         (
             "merchant-swap-request",
             signed_vector(
@@ -1678,6 +1714,7 @@ fn committed_vectors_decode_and_verify() {
     check_signed::<SwapReceiptPayload>("swap-receipt-double-spent");
     check_signed::<MerchantSwapRequestPayload>("merchant-swap-request");
     check_signed::<SwapReceiptPayload>("merchant-swap-receipt");
+    check_signed::<DeviceSwapRequestPayload>("device-swap-request");
 
     // The answers name what they answer: statement.json the statement request, the
     // rejection the answer by record, the approval the enrolled key.

@@ -13,8 +13,8 @@ use async_trait::async_trait;
 use scrip_stores::RecordStore;
 use scrip_tokens::{
     BalanceCertificateRequest, BlindWithdrawalRequest, DepositConfirmation, DepositRequest,
-    DeviceRegistration, IdentifiedWithdrawalRequest, MerchantRegistration, RedemptionBatch,
-    RefundRequest, StatementRequest, SyncRequest, VoucherWithdrawalRequest,
+    DeviceRegistration, DeviceSwapRequest, IdentifiedWithdrawalRequest, MerchantRegistration,
+    RedemptionBatch, RefundRequest, StatementRequest, SyncRequest, VoucherWithdrawalRequest,
 };
 
 use crate::api::DeviceEnrollment;
@@ -102,6 +102,7 @@ signed_by_device!(
     BlindWithdrawalRequest,
     IdentifiedWithdrawalRequest,
     StatementRequest,
+    DeviceSwapRequest,
 );
 
 /// Requests a merchant signs with its key: redemption batches and its requests about its

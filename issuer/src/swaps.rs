@@ -20,15 +20,26 @@
 //! is `DoubleSpent`, naming those coins and when the first was spent, as a redemption
 //! would. The other coins stay good, and the holder swaps them again under a new key.
 //!
-//! **Blind coins only, for holders.** Identified coins name their holder so that a lost
-//! device's coins can be revoked and reissued; a bearer swap would let a thief turn them
-//! into untraceable blind coins first, so a holder's swap refuses them (`unsupported`).
-//! Merchants take identified coins they were paid in their swaps, as in redemption.
+//! **Identified coins: only their holder's device.** Identified coins name their holder so
+//! that a lost device's coins can be revoked and reissued; a bearer swap would let
+//! whoever holds them turn them into untraceable blind coins first, so a bearer swap
+//! refuses them (`unsupported`, after the stored-answer lookup: a swap done before is
+//! answered on either route). A [`DeviceSwapRequest`] ([`Issuer::device_swap`]) swaps
+//! them: signed by an active device of the account every identified coin names
+//! (`wrong_account` otherwise). So what a stolen, unlocked device exposes until it is
+//! revoked is the account's balance (withdrawable as blind coins, as before) and now
+//! also the identified coins on it, which the thief can make untraceable instead of
+//! only spending them at merchants; revocation stops both, and a swapped coin is not
+//! reissued (it is spent). Each device swap is logged with its account and device. It is
+//! otherwise the same swap, answered for the same inner [`SwapRequest`]. Merchants take
+//! identified coins they were paid in their swaps, as in redemption.
 //!
 //! **Unlinkable.** The request names no account, device or merchant, and carries no
 //! nonce or time: only the coins (whose spend ids only a holder can compute) authorise
 //! it, and the outputs are blinded, so the issuer cannot link old and new coins beyond
-//! "the same request". The request key is chosen at random by the holder.
+//! "the same request". The request key is chosen at random by the holder. (A device swap
+//! names the account, as a blind withdrawal does: the new coins stay unlinkable to
+//! where they are spent.)
 //!
 //! **A merchant's swap** ([`Issuer::merchant_swap`]): a merchant takes the coin payments it
 //! accepted into its own purse. Its signed request carries the endorsed payments as a
@@ -60,9 +71,9 @@ use scrip_stores::{
     ClaimId, Claimant, CommitOutcome, ExistingClaim, Posting, RecordStore, Unit, Write,
 };
 use scrip_tokens::{
-    codec, Amount, BlindWithdrawalResponse, BlindedMessage, Coin, CoinId, CoinSpendId,
-    ContentDigest, KeysetId, MerchantId, MerchantSwapRequest, RequestId, SwapOutcome,
-    SwapReceiptPayload, SwapRequest, Timestamp,
+    codec, AccountId, Amount, BlindWithdrawalResponse, BlindedMessage, Coin, CoinId, CoinSpendId,
+    ContentDigest, DeviceSwapRequest, KeysetId, MerchantId, MerchantSwapRequest, RequestId,
+    SwapOutcome, SwapReceiptPayload, SwapRequest, Timestamp,
 };
 
 use crate::authentication::Authenticated;
@@ -70,8 +81,8 @@ use crate::coins::{issuing_keyset, sign_blinded};
 use crate::idempotency::{impossible_outcome, Answered, Idempotent};
 use crate::redemption::{check_coin_payment, payment_index};
 use crate::schema::{
-    coins_outstanding_account, swap_fees_account, MerchantDoc, PaidBy, MERCHANT_SWAP_RESPONSE,
-    RESPONSES, SWAP_REQUEST, SWAP_RESPONSE,
+    coins_outstanding_account, swap_fees_account, DeviceDoc, MerchantDoc, PaidBy,
+    MERCHANT_SWAP_RESPONSE, RESPONSES, SWAP_REQUEST, SWAP_RESPONSE,
 };
 use crate::{FundingSource, Issuer, IssuerError, Result};
 
@@ -111,6 +122,18 @@ impl Drop for InFlight<'_> {
             set.remove(id);
         }
     }
+}
+
+/// Who sent a holder's swap, and so what it may hand in.
+enum Sender<'a> {
+    /// Whoever holds the coins (`POST /v1/swaps`): blind coins only.
+    Bearer,
+    /// A device of `account_id`, authenticated (`POST /v1/device-swaps`): identified coins
+    /// naming the account's holder too, while the device is active.
+    Device {
+        device: &'a DeviceDoc,
+        account_id: AccountId,
+    },
 }
 
 /// One coin handed in: the coin, its spend id, the digest it is claimed with, and for a
@@ -181,19 +204,67 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         now: Timestamp,
         rng: &mut G,
     ) -> Result<SwapReceiptPayload> {
+        self.swap_checked(request, Sender::Bearer, now, rng).await
+    }
+
+    /// A holder's swap signed by one of its devices: how identified coins are swapped
+    /// (see the module documentation). Verifies the device's signature first.
+    pub async fn device_swap<G: CryptoRng + Send + ?Sized>(
+        &self,
+        request: &DeviceSwapRequest,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<SwapReceiptPayload> {
+        let request = self.authenticate(request).await?;
+        self.device_swap_authenticated(request, now, rng).await
+    }
+
+    /// [`Self::device_swap`] for a request whose signature was checked. The device must be
+    /// of the account the request names and every identified coin must name that
+    /// account's holder (`wrong_account` otherwise); a swap not done before also needs
+    /// the device active (not revoked, the account not frozen). A swap done before is
+    /// answered from the store, as every swap is: its coins were spent when it was done.
+    pub async fn device_swap_authenticated<G: CryptoRng + Send + ?Sized>(
+        &self,
+        request: Authenticated<'_, DeviceSwapRequest>,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<SwapReceiptPayload> {
+        let device = request.signer();
+        let payload = &request.request().payload;
+        if device.certificate.payload.account_id != payload.account_id {
+            return Err(scrip_tokens::Error::WrongAccount.into());
+        }
+        if payload.swap.hands_in_identified() {
+            let holder = self.account(payload.account_id).await?.virtual_id;
+            if payload
+                .swap
+                .coins
+                .iter()
+                .any(|c| c.holder().is_some_and(|h| h != holder))
+            {
+                return Err(scrip_tokens::Error::WrongAccount.into());
+            }
+        }
+        let sender = Sender::Device {
+            device,
+            account_id: payload.account_id,
+        };
+        self.swap_checked(&payload.swap, sender, now, rng).await
+    }
+
+    /// A holder's swap: the stored answer if it was done before, else what `sender` may
+    /// do, then the swap.
+    async fn swap_checked<G: CryptoRng + Send + ?Sized>(
+        &self,
+        request: &SwapRequest,
+        sender: Sender<'_>,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<SwapReceiptPayload> {
         let digest = codec::digest(request)?;
         let input = request.input_total()?;
         request.output_total()?;
-        if request
-            .coins
-            .iter()
-            .any(|c| matches!(c, Coin::Identified(_)))
-        {
-            return Err(IssuerError::Unsupported(
-                "identified coins are not swapped (they stay traceable and revocable): pay \
-                 them to a merchant",
-            ));
-        }
         let claim = SWAP_REQUEST.claim(request.request_key.to_vec());
         let idempotent = Idempotent {
             answer_key: SWAP_RESPONSE.key(&claim.key_bytes()),
@@ -208,6 +279,18 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         };
         if let Some(answer) = self.previous_answer(&idempotent).await? {
             return Ok(answered(swapped(answer)));
+        }
+        match sender {
+            Sender::Bearer if request.hands_in_identified() => {
+                return Err(IssuerError::Unsupported(
+                    "identified coins are swapped only by a device of their holder: sign \
+                     the swap with it (POST /v1/device-swaps)",
+                ))
+            }
+            Sender::Bearer => {}
+            Sender::Device { device, account_id } => {
+                self.check_active(device, account_id, now).await?
+            }
         }
         let fee = self.check_outputs(
             input,

@@ -753,12 +753,7 @@ impl World {
             Op::SpendCoins { w, .. } => *w = pick(wallets(&|ws| !ws.coins.is_empty()), *w),
             Op::Swap {
                 w, again: false, ..
-            } => {
-                *w = pick(
-                    wallets(&|ws| ws.coins.iter().any(|c| matches!(c, Coin::Blind(_)))),
-                    *w,
-                )
-            }
+            } => *w = pick(wallets(&|ws| !ws.coins.is_empty()), *w),
             Op::Swap { w, again: true, .. } => *w = pick(wallets(&|ws| ws.last_swap.is_some()), *w),
             Op::DoubleSpend { w, .. } => *w = pick(wallets(&|ws| !ws.given.is_empty()), *w),
             Op::Take { m, again: false } => {
@@ -1042,6 +1037,26 @@ impl World {
         }
     }
 
+    /// Sends `request`: bare, or signed by wallet `w`'s current device when it hands in
+    /// identified coins.
+    async fn send_swap<S: RecordStore>(
+        &mut self,
+        issuer: &TestIssuer<S>,
+        w: usize,
+        request: &SwapRequest,
+    ) -> Result<SwapReceiptPayload, IssuerError> {
+        if request.hands_in_identified() {
+            let signed =
+                self.wallets[w]
+                    .dev
+                    .w
+                    .device_swap(request.clone(), self.now, &mut self.rng);
+            issuer.device_swap(&signed, self.now, &mut self.rng).await
+        } else {
+            issuer.swap(request, self.now, &mut self.rng).await
+        }
+    }
+
     /// A swap of coins in hand (and of `spent` coins already given away), or the last
     /// swap again.
     #[allow(clippy::too_many_arguments)]
@@ -1059,33 +1074,32 @@ impl World {
             let Some((request, first)) = self.wallets[w].last_swap.clone() else {
                 return;
             };
-            let answer = issuer
-                .swap(&request, self.now, &mut self.rng)
-                .await
-                .unwrap_or_else(|e| fail(step, op, e));
+            // A swap done before is answered from the store whatever became of the device;
+            // one answered `DoubleSpent` (nothing stored) is judged again, and a device swap
+            // then needs the device active.
+            let judged_again = !matches!(first, SwapOutcome::Swapped { .. });
+            let refusal = (judged_again && request.hands_in_identified())
+                .then(|| self.refused(w, self.wallets[w].dev.w.device_id))
+                .flatten();
+            let result = self.send_swap(issuer, w, &request).await;
+            if let Some(refusal) = refusal {
+                return expect_err(step, op, result, refusal);
+            }
+            let answer = result.unwrap_or_else(|e| fail(step, op, e));
             answered_as_before(step, op, &first, &answer.outcome);
             return;
         }
         let ws = &mut self.wallets[w];
-        // Blind coins only: a holder's swap refuses identified ones.
-        let blind: Vec<usize> = (0..ws.coins.len())
-            .filter(|i| matches!(ws.coins[*i], Coin::Blind(_)))
-            .take(count)
-            .collect();
-        let n = blind.len();
-        if n == 0 {
+        // Blind and identified coins: a swap that hands in identified ones is signed by
+        // the account's current device.
+        let held: Vec<usize> = (0..ws.coins.len()).take(count).collect();
+        if held.is_empty() {
             return;
         }
-        let mut coins: Vec<Coin> = blind.iter().rev().map(|i| ws.coins.remove(*i)).collect();
+        let mut coins: Vec<Coin> = held.iter().rev().map(|i| ws.coins.remove(*i)).collect();
         coins.reverse();
-        let old: Vec<Coin> = ws
-            .given
-            .iter()
-            .rev()
-            .filter(|c| matches!(c, Coin::Blind(_)))
-            .take(spent)
-            .cloned()
-            .collect();
+        let n = coins.len();
+        let old: Vec<Coin> = ws.given.iter().rev().take(spent).cloned().collect();
         coins.extend(old.iter().cloned());
         let total: u64 = coins.iter().map(|c| c.amount().minor_units).sum();
         let values = random_split(total, &mut self.rng);
@@ -1104,8 +1118,15 @@ impl World {
                 .map(|p| (p.amount().minor_units, p.blinded().clone()))
                 .collect(),
         };
-        let answer = issuer
-            .swap(&request, self.now, &mut self.rng)
+        if request.hands_in_identified() {
+            if let Some(refusal) = self.refused(w, self.wallets[w].dev.w.device_id) {
+                let result = self.send_swap(issuer, w, &request).await;
+                self.wallets[w].coins.extend(coins.into_iter().take(n));
+                return expect_err(step, op, result, refusal);
+            }
+        }
+        let answer = self
+            .send_swap(issuer, w, &request)
             .await
             .unwrap_or_else(|e| fail(step, op, e));
         let taken: Vec<CoinId> = coins

@@ -49,6 +49,7 @@ on_every_backend!(
     one_spent_coin_leaves_the_whole_swap_unclaimed,
     of_50_concurrent_swaps_and_redemptions_of_one_coin_exactly_one_wins,
     a_merchant_takes_coin_payments_as_coins_under_the_rules_of_redemption,
+    identified_coins_are_swapped_only_by_their_holders_device,
 );
 
 /// Who holds `coin`'s spend-id claim, if anyone.
@@ -456,24 +457,81 @@ async fn a_per_coin_fee_is_kept_in_swap_fees() {
     assert_eq!(all.iter().map(|(_, _, b)| b).sum::<i128>(), 0);
 }
 
-/// Identified coins stay traceable and revocable: a holder's swap refuses them (a thief
-/// cannot turn a stolen device's identified coins into blind ones before they are
-/// revoked), and claims nothing.
-#[tokio::test]
-async fn identified_coins_are_refused_in_a_holders_swap() {
+/// Identified coins are swapped only by a device of the holder they name: a bearer swap of
+/// them is refused, and so is another account's device, both claiming nothing. The
+/// holder's device swaps them (blind coins beside them) for blind coins; a retry signed
+/// again, or the same swap sent bare, gets the same signatures; once the device is revoked
+/// (lost) it swaps nothing new, and the swapped coin is not reissued: it is spent, as if
+/// redeemed.
+async fn identified_coins_are_swapped_only_by_their_holders_device<H: Harness>(h: H) {
     let mut rng = rng(7);
-    let issuer = issuer(scrip_stores::MemoryStore::new());
+    let issuer = issuer(h.open());
     let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
     wallet.deposit(&issuer, 1_000, &mut rng).await;
     let mut coins = wallet.withdraw_blind(&issuer, &[5], &mut rng).await;
     coins.extend(wallet.withdraw_identified(&issuer, &[10], &mut rng).await);
     let keyset = keyset(&directory(&issuer));
-    let (request, _) = swap_request(&keyset, coins.clone(), &[10, 5], &mut rng);
-    let e = issuer.swap(&request, NOW, &mut rng).await.unwrap_err();
-    assert_eq!(e.code(), ReasonCode::Unsupported, "{e}");
+    let (request, pending) = swap_request(&keyset, coins.clone(), &[10, 5], &mut rng);
+    let before = coins_outstanding(issuer.store()).await;
+
+    let bearer = issuer.swap(&request, NOW, &mut rng).await.unwrap_err();
+    assert_eq!(bearer.code(), ReasonCode::Unsupported, "{bearer}");
+    let stranger = RawWallet::open(&issuer, 2, &mut rng).await;
+    let theirs = stranger.device_swap(request.clone(), NOW, &mut rng);
+    let wrong = issuer
+        .device_swap(&theirs, NOW, &mut rng)
+        .await
+        .unwrap_err();
+    assert_eq!(wrong.code(), ReasonCode::WrongAccount, "{wrong}");
     for coin in &coins {
         assert_eq!(claim_of(issuer.store(), coin).await, None);
     }
+
+    let signed = wallet.device_swap(request.clone(), NOW, &mut rng);
+    let answer = issuer.device_swap(&signed, NOW, &mut rng).await.unwrap();
+    assert_eq!(answer.request_digest, codec::digest(&request).unwrap());
+    let signatures = swapped(&answer.outcome).to_vec();
+    for coin in &coins {
+        let held = claim_of(issuer.store(), coin).await.unwrap();
+        assert_eq!(held.claimant, Claimant::Holder);
+    }
+    assert_eq!(coins_outstanding(issuer.store()).await, before);
+    let response = BlindWithdrawalResponse {
+        keyset_id: keyset.id(),
+        signatures: signatures.clone(),
+    };
+    for coin in finalize(&keyset, &pending, &response) {
+        coin.verify(&directory(&issuer), NOW).unwrap();
+    }
+    // A retry signed again, or the same swap sent bare: done before, answered the same.
+    let later = NOW.saturating_add(MINUTE);
+    let resigned = wallet.device_swap(request.clone(), later, &mut rng);
+    let again = issuer
+        .device_swap(&resigned, later, &mut rng)
+        .await
+        .unwrap();
+    assert_eq!(swapped(&again.outcome), signatures);
+    let bare = issuer.swap(&request, later, &mut rng).await.unwrap();
+    assert_eq!(swapped(&bare.outcome), signatures);
+
+    // Lost: the device is revoked. It swaps nothing new; the swapped coin is spent and not
+    // reissued.
+    let heir = wallet.add_device(&issuer, 3, &mut rng).await;
+    let kept = heir.withdraw_identified(&issuer, &[2], &mut rng).await;
+    issuer.revoke_device(wallet.device_id, later).await.unwrap();
+    let (new, _) = swap_request(&keyset, kept.clone(), &[2], &mut rng);
+    let signed = wallet.device_swap(new, later, &mut rng);
+    let revoked = issuer
+        .device_swap(&signed, later, &mut rng)
+        .await
+        .unwrap_err();
+    assert_eq!(revoked.code(), ReasonCode::DeviceRevoked, "{revoked}");
+    assert_eq!(claim_of(issuer.store(), &kept[0]).await, None);
+    let reissued = issuer
+        .reissue_identified_coins(wallet.device_id, heir.device_id, later, &mut rng)
+        .await
+        .unwrap();
+    assert!(reissued.is_empty(), "{reissued:?}");
 }
 
 /// `shop`'s signed swap of `payments` for new coins of `outputs` under `keyset`, with a

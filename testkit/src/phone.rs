@@ -208,23 +208,28 @@ impl Phone {
         .await
     }
 
-    /// Sends a swap the wallet built (saving first), has the issuer answer and sign it at
-    /// `now`, and applies the signed answer.
+    /// Sends a swap the wallet built (saving first; signed by this device when it hands in
+    /// identified coins), has the issuer answer and sign it at `now`, and applies the
+    /// signed answer.
     pub async fn swap<S: RecordStore>(
         &mut self,
         issuer: &TestIssuer<S>,
         request: Unreleased<SwapRequest>,
         now: Timestamp,
     ) -> scrip_wallet::SwapResult {
-        self.exchange(
-            request,
-            async |r, rng| {
-                let answer = issuer.swap(r, now, rng).await.unwrap();
-                issuer.sign_answer(answer, now, rng).unwrap()
-            },
-            |w, r, receipt, _| w.on_swap_receipt(r, &receipt, now),
-        )
-        .await
+        let request = self.send(request);
+        let answer = if request.hands_in_identified() {
+            let signed = self.wallet.sign_swap(&request, now, &mut self.rng).unwrap();
+            issuer.device_swap(&signed, now, &mut self.rng).await
+        } else {
+            issuer.swap(&request, now, &mut self.rng).await
+        };
+        let receipt = issuer
+            .sign_answer(answer.unwrap(), now, &mut self.rng)
+            .unwrap();
+        self.wallet
+            .on_swap_receipt(&request, &receipt, now)
+            .unwrap()
     }
 
     /// Pays `offer` by record at `now`, saving before release; returns the answer sent.

@@ -329,6 +329,28 @@ impl RawWallet {
         .unwrap()
     }
 
+    /// `swap` signed by this device at `now` (a fresh nonce): how identified coins are
+    /// swapped.
+    pub fn device_swap(
+        &self,
+        swap: SwapRequest,
+        now: Timestamp,
+        rng: &mut StdRng,
+    ) -> DeviceSwapRequest {
+        DeviceSwapRequest::sign(
+            DeviceSwapRequestPayload {
+                account_id: self.account_id,
+                device_id: self.device_id,
+                swap,
+                created_at: now,
+                nonce: nonce(rng),
+            },
+            &self.key,
+            rng,
+        )
+        .unwrap()
+    }
+
     /// Withdraws identified coins of `amounts`.
     pub async fn withdraw_identified<S: RecordStore>(
         &self,

@@ -90,6 +90,6 @@ pub use revocation::{
 };
 pub use signed::{Signed, SignedPayload};
 pub use swap::{
-    MerchantSwapRequest, MerchantSwapRequestPayload, SwapOutcome, SwapReceipt, SwapReceiptPayload,
-    SwapRequest, MAX_COINS_PER_SWAP,
+    DeviceSwapRequest, DeviceSwapRequestPayload, MerchantSwapRequest, MerchantSwapRequestPayload,
+    SwapOutcome, SwapReceipt, SwapReceiptPayload, SwapRequest, MAX_COINS_PER_SWAP,
 };

@@ -136,7 +136,7 @@ mod tests {
 
     /// Every message type's tag. A new type must be added here: the test below then proves
     /// its tag is distinct and its signatures do not transfer.
-    const ALL_TAGS: [&str; 84] = [
+    const ALL_TAGS: [&str; 86] = [
         AccountCertificatePayload::TAG,
         MerchantCertificatePayload::TAG,
         BalanceCertificatePayload::TAG,
@@ -221,6 +221,8 @@ mod tests {
         SwapReceipt::TAG,
         MerchantSwapRequestPayload::TAG,
         MerchantSwapRequest::TAG,
+        DeviceSwapRequestPayload::TAG,
+        DeviceSwapRequest::TAG,
     ];
 
     fn header(tag: &str) -> Vec<u8> {

@@ -14,6 +14,13 @@
 //! request again (a retry after a lost answer) gets the same blind signatures back and
 //! nothing is signed twice; the key with anything else is refused.
 //!
+//! Identified coins name their holder, so that a lost device's coins can be revoked and
+//! reissued: a bearer swap of them would let whoever holds the device turn them into
+//! untraceable blind coins. A swap that hands in identified coins is therefore sent as a
+//! [`DeviceSwapRequest`]: the same [`SwapRequest`], signed by a device of the account the
+//! coins name. It is as private as a blind withdrawal (the issuer knows who swapped, not
+//! where the new coins go) and the answer is the same [`SwapReceipt`].
+//!
 //! A merchant taking the coin payments it accepted into its own purse sends a
 //! [`MerchantSwapRequest`] instead: signed by the merchant, carrying the endorsed payments
 //! as it would upload them for redemption. The issuer checks them exactly as for a
@@ -26,11 +33,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::certificates::MerchantCertificatePayload;
 use crate::codec;
-use crate::keys::{AnswerSigner, BlindSignature, BlindedMessage, Merchant};
+use crate::keys::{AnswerSigner, BlindSignature, BlindedMessage, Device, Merchant};
 use crate::signed::{message, signed_token};
 use crate::{
-    Amount, Coin, CoinId, ContentDigest, EndorsedCoinPayment, Error, KeyDirectory, KeysetId,
-    MerchantId, Result, Timestamp,
+    AccountId, Amount, Coin, CoinId, ContentDigest, DeviceId, EndorsedCoinPayment, Error,
+    KeyDirectory, KeysetId, MerchantId, Nonce, Result, Timestamp,
 };
 
 /// Most coins handed in, and most coins asked for, in one swap.
@@ -89,7 +96,40 @@ impl SwapRequest {
             .try_fold(0u64, |acc, (v, _)| acc.checked_add(*v))
             .ok_or(Error::AmountOverflow)
     }
+
+    /// Whether it hands in identified coins: then only a device of the account they name
+    /// may send it, as a [`DeviceSwapRequest`].
+    pub fn hands_in_identified(&self) -> bool {
+        self.coins.iter().any(|c| matches!(c, Coin::Identified(_)))
+    }
 }
+
+/// A holder's swap signed by one of its devices: how identified coins are swapped (every
+/// identified coin must name the account's holder). Blind coins may be handed in beside
+/// them. The issuer's answer is a [`SwapReceipt`] for [`Self::payload`]'s `swap`
+/// ([`SwapReceipt::verify_for`]); a retry after a lost answer signs the same `swap` again
+/// with a new time and nonce.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSwapRequestPayload {
+    /// The account whose holder the identified coins name.
+    pub account_id: AccountId,
+    /// The requesting device (of that account).
+    pub device_id: DeviceId,
+    /// The swap.
+    pub swap: SwapRequest,
+    /// When the device signed it.
+    pub created_at: Timestamp,
+    /// Random per request.
+    #[serde(with = "crate::bytes::array")]
+    pub nonce: Nonce,
+}
+
+signed_token!(
+    /// A [`DeviceSwapRequestPayload`] signed by the device's key.
+    DeviceSwapRequest = DeviceSwapRequestPayload,
+    signer: Device,
+    tag: "device-swap-request"
+);
 
 /// A merchant's swap of coin payments it accepted (and endorsed) for new blind coins.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

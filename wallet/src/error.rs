@@ -110,10 +110,6 @@ pub enum WalletError {
     /// The coin is not in the purse (unknown, spent, or handed over and awaiting an answer).
     #[error("coin {0} is not held")]
     CoinNotHeld(CoinId),
-    /// An identified coin handed to a swap: the issuer swaps blind coins only (identified
-    /// coins stay traceable and revocable).
-    #[error("coin {0} is identified: only blind coins are swapped")]
-    NotSwappable(CoinId),
     /// The coins held are worth less than the amounts asked for.
     #[error("the coins held ({held}) are worth less than {needed}")]
     NotEnoughCoins {

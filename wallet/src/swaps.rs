@@ -11,22 +11,28 @@
 //!
 //! The request names no account and is not signed by the device: like a payment, it is
 //! authorised by holding the coins, so the issuer learns nothing that links the old coins
-//! to the new ones or to this wallet. Save before releasing it: the blinding secrets of the
-//! new coins and the coins handed in live only in the saved state until the answer. If the
-//! answer is lost, send the same request again ([`Wallet::pending_swaps`]): the issuer
-//! answers it with the same signatures and never signs twice.
+//! to the new ones or to this wallet. Identified coins are the exception: they name their
+//! holder, and the issuer swaps them only for a device of that holder, so a swap that
+//! hands them in is always sent signed, first send and resends alike
+//! ([`Wallet::identified_swap_request`], [`Wallet::sign_swap`]); signing also tells the
+//! issuer which account held any blind coins handed in beside them. Save before releasing
+//! it: the blinding secrets of the new coins and the coins handed in live only in the
+//! saved state until the answer. If the answer is lost, send the same request again
+//! ([`Wallet::pending_swaps`]): the issuer answers it with the same signatures and never
+//! signs twice.
 
 use std::time::Duration;
 
 use rand_core::CryptoRng;
 use scrip_tokens::{
-    Amount, BlindWithdrawalResponse, Coin, CoinId, Currency, Keyset, PendingCoin, SwapOutcome,
-    SwapReceipt, SwapRequest, Timestamp, MAX_COINS_PER_SWAP,
+    Amount, BlindWithdrawalResponse, Coin, CoinId, Currency, DeviceSwapRequest,
+    DeviceSwapRequestPayload, Keyset, PendingCoin, SwapOutcome, SwapReceipt, SwapRequest,
+    Timestamp, MAX_COINS_PER_SWAP,
 };
 
 use crate::change::{exact_change, ladder, split, Change};
 use crate::state::PendingSwap;
-use crate::{coin_values, Result, Unreleased, Wallet, WalletError};
+use crate::{coin_values, nonce, Result, Unreleased, Wallet, WalletError};
 
 /// How long before a keyset's acceptance window ends the wallet refreshes its coins
 /// ([`Wallet::refresh_request`]): a week, so a wallet that comes online weekly still
@@ -61,11 +67,13 @@ pub enum SwapResult {
 }
 
 impl Wallet {
-    /// A swap of the held blind coins `coins` for new blind coins worth `outputs` (one
-    /// currency, denominations of its current keyset). Identified coins are not swapped
-    /// (the issuer refuses them: they stay traceable and revocable), `NotSwappable`. The outputs add up to the coins' total, less
-    /// the issuer's fee if it charges one (none by default). The coins leave the purse
-    /// until the answer ([`Wallet::on_swap_receipt`]); save before releasing.
+    /// A swap of the held coins `coins` for new blind coins worth `outputs` (one
+    /// currency, denominations of its current keyset). The outputs add up to the coins'
+    /// total, less the issuer's fee if it charges one (none by default). The coins leave
+    /// the purse until the answer ([`Wallet::on_swap_receipt`]); save before releasing.
+    /// A swap that hands in identified coins is sent signed by this device
+    /// ([`Wallet::sign_swap`], `POST /v1/device-swaps`): the issuer swaps them only for
+    /// a device of the holder they name.
     pub fn swap_request<G: CryptoRng + ?Sized>(
         &mut self,
         coins: &[CoinId],
@@ -82,9 +90,6 @@ impl Wallet {
                 .iter()
                 .position(|c| c.id() == *id)
                 .ok_or(WalletError::CoinNotHeld(*id))?;
-            if !matches!(self.state.coins[index], Coin::Blind(_)) {
-                return Err(WalletError::NotSwappable(*id));
-            }
             if indices.contains(&index) {
                 return Err(scrip_tokens::Error::DuplicateCoin(*id).into());
             }
@@ -143,7 +148,8 @@ impl Wallet {
         let denominations = descending(&keyset);
         let directory = self.directory()?;
         // Blind coins of the currency whose keyset still accepts them: identified coins
-        // are not swapped, and an expired coin would make the issuer refuse the swap.
+        // would make the swap name the account ([`Wallet::identified_swap_request`] swaps
+        // them on their own), and an expired coin would make the issuer refuse the swap.
         let mut indices: Vec<usize> = (0..self.state.coins.len())
             .filter(|i| match &self.state.coins[*i] {
                 Coin::Blind(c) => {
@@ -263,6 +269,68 @@ impl Wallet {
         }
     }
 
+    /// A swap of the identified coins of `currency` that the key directory still accepts
+    /// (at most [`MAX_COINS_PER_SWAP`], the largest first) for blind coins of the same total in the default mix
+    /// ([`DEFAULT_MIX`]): unlinkable coins that pay like any other. `None` when none is
+    /// held. Send it signed by this device ([`Wallet::sign_swap`]). The issuer learns
+    /// that this account swapped them, as for a blind withdrawal; not where the new
+    /// coins go. The new coins add up to the same total: with an issuer that charges a
+    /// swap fee, use [`Wallet::swap_request`] with outputs worth the coins less the fee.
+    pub fn identified_swap_request<G: CryptoRng + ?Sized>(
+        &mut self,
+        currency: Currency,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<Option<Unreleased<SwapRequest>>> {
+        let directory = self.directory()?;
+        // Those the issuer still accepts: one it refuses would refuse the whole swap.
+        let mut indices: Vec<usize> = (0..self.state.coins.len())
+            .filter(|i| match &self.state.coins[*i] {
+                Coin::Identified(c) => {
+                    c.payload.amount.currency == currency && c.verify_in(directory, now).is_ok()
+                }
+                Coin::Blind(_) => false,
+            })
+            .collect();
+        if indices.is_empty() {
+            return Ok(None);
+        }
+        indices.sort_by_key(|i| std::cmp::Reverse(self.state.coins[*i].amount().minor_units));
+        indices.truncate(MAX_COINS_PER_SWAP);
+        let total = self.total_of(&indices, currency)?;
+        let keyset = self.current_keyset(currency, now)?;
+        let outputs = ladder(total, &descending(&keyset), MAX_COINS_PER_SWAP)
+            .filter(|v| !v.is_empty())
+            .ok_or(WalletError::NoCoinsMake(Amount::new(total, currency)))?;
+        self.start_swap(indices, &keyset, &outputs, rng).map(Some)
+    }
+
+    /// A pending swap (`request`, as the swap functions returned it or
+    /// [`Wallet::pending_swaps`] lists it), signed by this device: how a swap that hands
+    /// in identified coins is sent (`POST /v1/device-swaps`). Any pending swap may be
+    /// sent this way; the answer is the same [`SwapReceipt`] for `request`. After a lost
+    /// answer, sign it again (a new time and nonce, the same swap) and send that.
+    pub fn sign_swap<G: CryptoRng + ?Sized>(
+        &self,
+        request: &SwapRequest,
+        now: Timestamp,
+        rng: &mut G,
+    ) -> Result<DeviceSwapRequest> {
+        self.pending_swap(request)?;
+        let account = &self.registered()?.payload;
+        Ok(DeviceSwapRequest::sign(
+            DeviceSwapRequestPayload {
+                account_id: account.account_id,
+                device_id: account.device_id,
+                swap: request.clone(),
+                created_at: now,
+                nonce: nonce(rng),
+            },
+            &self.key,
+            rng,
+        )?)
+    }
+
     /// Takes the issuer's signed answer to a pending swap. Swapped: the new coins are
     /// unblinded, verified and kept. Double spent: the coins the issuer names are dropped
     /// (someone spent them first) and the others come back. Either way the swap is no
@@ -303,7 +371,9 @@ impl Wallet {
     }
 
     /// The swaps sent and not answered yet: after a lost answer or a restart, send each
-    /// again, unchanged. (Outputs made for a merchant's take are not among them:
+    /// again, unchanged (one that hands in identified coins signed again with
+    /// [`Wallet::sign_swap`], as every time). (Outputs made for a merchant's take are not
+    /// among them:
     /// [`Wallet::pending_swap_outputs`].)
     pub fn pending_swaps(&self) -> Vec<SwapRequest> {
         self.state

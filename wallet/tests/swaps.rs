@@ -244,18 +244,11 @@ async fn coins_near_their_keysets_end_are_refreshed_into_the_current_keyset() {
 }
 
 #[tokio::test]
-async fn identified_coins_are_kept_out_of_swaps_and_still_pay() {
+async fn identified_coins_are_kept_out_of_change_and_swapped_by_the_device() {
     let issuer = issuer();
     let mut phone = Phone::open(&issuer, 1, 1_000, 16).await;
     phone.withdraw_blind(&issuer, &[10]).await;
     let identified = phone.withdraw_identified(&issuer, &[5]).await;
-    assert_eq!(
-        phone
-            .wallet
-            .swap_request(&identified, &eurs(&[5]), NOW, &mut phone.rng)
-            .err(),
-        Some(WalletError::NotSwappable(identified[0]))
-    );
     // Change for 3 and 5: the ten is split, the identified five is kept (it pays the 5).
     let request = phone
         .wallet
@@ -266,4 +259,44 @@ async fn identified_coins_are_kept_out_of_swaps_and_still_pay() {
     assert!(matches!(result, SwapResult::Swapped { .. }), "{result:?}");
     assert_eq!(phone.wallet.coin_total(EUR), eur(15));
     assert!(phone.wallet.coins().iter().any(|c| c.id() == identified[0]));
+
+    // Unlinkable coins instead: the identified five, for blind coins, signed by the device.
+    let request = phone
+        .wallet
+        .identified_swap_request(EUR, NOW, &mut phone.rng)
+        .unwrap()
+        .expect("an identified coin is held");
+    let unsigned = phone.send(request);
+    assert!(unsigned.hands_in_identified());
+    let refused = issuer
+        .swap(&unsigned, NOW, &mut phone.rng)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), ReasonCode::Unsupported, "{refused}");
+    let signed = phone
+        .wallet
+        .sign_swap(&unsigned, NOW, &mut phone.rng)
+        .unwrap();
+    assert_eq!(signed.payload.swap, unsigned);
+    let answer = issuer
+        .device_swap(&signed, NOW, &mut phone.rng)
+        .await
+        .unwrap();
+    let receipt = issuer.sign_answer(answer, NOW, &mut phone.rng).unwrap();
+    let result = phone
+        .wallet
+        .on_swap_receipt(&unsigned, &receipt, NOW)
+        .unwrap();
+    assert!(matches!(result, SwapResult::Swapped { .. }), "{result:?}");
+    assert_eq!(phone.wallet.coin_total(EUR), eur(15));
+    assert!(phone
+        .wallet
+        .coins()
+        .iter()
+        .all(|c| matches!(c, Coin::Blind(_))));
+    assert!(phone
+        .wallet
+        .identified_swap_request(EUR, NOW, &mut phone.rng)
+        .unwrap()
+        .is_none());
 }

@@ -134,6 +134,14 @@ def entry_points(parts):
         "enroll_device": lambda b: client.enroll_device(b, b),
         "refund": lambda b: client.refund(b),
         "payout(id)": lambda b: client.payout(shop, b.decode("latin-1"), 1, t),
+        "swap": lambda b: client.swap(b),
+        "device_swap": lambda b: client.device_swap(b),
+        "on_swap_receipt": lambda b: wallet.on_swap_receipt(b, b, t),
+        "cancel_swap": lambda b: wallet.cancel_swap(b),
+        "sign_swap": lambda b: wallet.sign_swap(b, t),
+        "swap_hands_in_identified": lambda b: wallet.swap_hands_in_identified(b),
+        "change_request(currency)": lambda b: wallet.change_request([1], b.decode("latin-1"), t),
+        "identified_swap_request(currency)": lambda b: wallet.identified_swap_request(b.decode("latin-1"), t),
     }
 
 

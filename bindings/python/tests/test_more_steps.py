@@ -255,6 +255,24 @@ def test_requests_signed_again_for_a_retry_are_answered_once(client, server):
     assert e.value.code == "no_pending_certificate_request"
 
 
+def test_identified_coins_are_swapped_for_blind_coins_signed_by_the_device(client, server):
+    wallet, store, key = new_wallet(client, server)
+    fund(client, wallet, 100)
+    request = wallet.identified_withdrawal_request([5, 2], "EUR", now())
+    wallet.on_identified_withdrawal(request, client.withdraw_identified(request), now())
+    swap = wallet.identified_swap_request("EUR", now())
+    assert swap is not None and wallet.swap_hands_in_identified(swap)
+    # Unsigned, the issuer refuses it: identified coins are swapped only by their holder.
+    with pytest.raises(scrip.ScripError.Refused) as e:
+        client.swap(swap)
+    assert e.value.code == "unsupported"
+    receipt = client.device_swap(wallet.sign_swap(swap, now()))
+    done = wallet.on_swap_receipt(swap, receipt, now())
+    assert done.swapped and len(done.new_coin_ids) >= 3
+    assert wallet.balance("EUR", now()).coins_minor == 7
+    assert wallet.identified_swap_request("EUR", now()) is None
+
+
 def test_change_made_online_pays_offline_and_a_lost_answer_is_sent_again(client, server):
     wallet, store, key = new_wallet(client, server)
     fund(client, wallet, 100)

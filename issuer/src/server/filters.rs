@@ -285,6 +285,13 @@ pub fn routes(
         handlers::merchant_swap,
     ))
     .unify()
+    .or(signed(
+        s,
+        warp::path!("v1" / "device-swaps").boxed(),
+        Access::Signed,
+        handlers::device_swap,
+    ))
+    .unify()
     .boxed();
 
     health

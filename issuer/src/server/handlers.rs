@@ -9,11 +9,11 @@ use scrip_stores::RecordStore;
 use scrip_tokens::{
     AccountCertificate, AccountId, BalanceCertificate, BalanceCertificateRequest,
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
-    DepositRecord, DepositRequest, DeviceId, DeviceRegistration, EndorsedCoinPayment,
-    IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse, MerchantCertificate, MerchantId,
-    MerchantRegistration, MerchantSwapRequest, RedemptionBatch, RedemptionReport, RefundReceipt,
-    RefundRequest, StatementRequest, SwapOutcome, SwapReceipt, SwapRequest, SyncReport,
-    SyncRequest, Timestamp, VoucherWithdrawalRequest,
+    DepositRecord, DepositRequest, DeviceId, DeviceRegistration, DeviceSwapRequest,
+    EndorsedCoinPayment, IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse,
+    MerchantCertificate, MerchantId, MerchantRegistration, MerchantSwapRequest, RedemptionBatch,
+    RedemptionReport, RefundReceipt, RefundRequest, StatementRequest, SwapOutcome, SwapReceipt,
+    SwapReceiptPayload, SwapRequest, SyncReport, SyncRequest, Timestamp, VoucherWithdrawalRequest,
 };
 use serde::Deserialize;
 use warp::http::StatusCode;
@@ -336,6 +336,45 @@ pub async fn swap(
 ) -> Result<SwapReceipt, ApiError> {
     let mut rng = request_rng();
     let receipt = state.issuer.swap(&request, now, &mut rng).await?;
+    answer_swap(&state, receipt, &request, None, now, &mut rng)
+}
+
+/// `POST /v1/device-swaps`: a swap signed by a device of the holder, the only way
+/// identified coins are swapped. Fresh-checked with a nonce like every device request; a
+/// retry after a lost answer signs the same swap again (same request key), and gets the
+/// same answer.
+pub async fn device_swap(
+    state: Arc<AppState>,
+    request: DeviceSwapRequest,
+    now: Timestamp,
+) -> Result<SwapReceipt, ApiError> {
+    let authenticated = state.admit(&request, now).await?;
+    let mut rng = request_rng();
+    let receipt = state
+        .issuer
+        .device_swap_authenticated(authenticated, now, &mut rng)
+        .await?;
+    let sender = (request.payload.account_id, request.payload.device_id);
+    answer_swap(
+        &state,
+        receipt,
+        &request.payload.swap,
+        Some(sender),
+        now,
+        &mut rng,
+    )
+}
+
+/// Counts and logs a holder's swap (with the account and device of a device swap: the
+/// trail of who made identified coins untraceable), and signs its answer.
+fn answer_swap(
+    state: &AppState,
+    receipt: SwapReceiptPayload,
+    request: &SwapRequest,
+    device: Option<(AccountId, DeviceId)>,
+    now: Timestamp,
+    rng: &mut rand::rngs::StdRng,
+) -> Result<SwapReceipt, ApiError> {
     let (swapped, outcome) = match &receipt.outcome {
         SwapOutcome::Swapped { .. } => (true, "swapped"),
         SwapOutcome::DoubleSpent { .. } => (false, "double_spent"),
@@ -346,10 +385,13 @@ pub async fn swap(
     tracing::info!(
         coins = request.coins.len(),
         outputs = request.outputs.len(),
+        identified = request.coins.iter().filter(|c| c.holder().is_some()).count(),
+        account = ?device.map(|(account, _)| account.to_string()),
+        device = ?device.map(|(_, device)| device.to_string()),
         outcome,
         "swap"
     );
-    Ok(state.issuer.sign_answer(receipt, now, &mut rng)?)
+    Ok(state.issuer.sign_answer(receipt, now, rng)?)
 }
 
 /// `POST /v1/merchant-swaps`: a merchant takes coin payments it accepted as new blind

@@ -27,7 +27,7 @@ use std::time::Duration;
 use scrip_stores::ClusterState;
 use scrip_tokens::{
     BalanceCertificateRequest, BlindWithdrawalRequest, DepositConfirmation, DepositRequest,
-    DeviceRegistration, IdentifiedWithdrawalRequest, MerchantRegistration,
+    DeviceRegistration, DeviceSwapRequest, IdentifiedWithdrawalRequest, MerchantRegistration,
     MerchantStatementRequest, Message, PayoutRequest, RedemptionBatch, RefundRequest,
     StatementRequest, SyncRequest, Timestamp,
 };
@@ -294,6 +294,7 @@ fresh_by_nonce!(
     MerchantStatementRequest => |p| p.merchant_id.as_bytes();
     PayoutRequest => |p| p.merchant_id.as_bytes();
     RefundRequest => |p| p.merchant_id.as_bytes();
+    DeviceSwapRequest => |p| p.device_id.as_bytes();
 );
 
 impl Fresh for DepositRequest {

@@ -79,6 +79,10 @@ pub enum WalletStep {
         /// Refresh coins whose keyset stopped issuing or ends within a week.
         #[arg(long)]
         refresh: bool,
+        /// Swap the identified coins for blind coins of the same total (signed by this
+        /// device: the issuer swaps identified coins only for their holder).
+        #[arg(long)]
+        identified: bool,
     },
     /// Hands unsent records to the server.
     Sync,
@@ -258,6 +262,7 @@ pub async fn step(dir: &Path, step: WalletStep) -> Result<(), Error> {
             change,
             into,
             refresh,
+            identified,
         } => {
             // Receipts are checked against the directory's answer key, and new coins
             // against its keysets: take a fresh one.
@@ -284,7 +289,7 @@ pub async fn step(dir: &Path, step: WalletStep) -> Result<(), Error> {
                 }
             }
             if !into.is_empty() {
-                // Blind coins only: identified coins are not swapped.
+                // Blind coins only: `--identified` swaps the identified ones.
                 let ids: Vec<_> = phone
                     .wallet()
                     .coins()
@@ -298,6 +303,18 @@ pub async fn step(dir: &Path, step: WalletStep) -> Result<(), Error> {
                         .swap_request(&ids, &eurs(&into), now(), &mut rng)?;
                 let request = phone.send(request, &mut rng)?;
                 swap(&client, &mut phone, request, &mut rng).await?;
+            }
+            if identified {
+                match phone
+                    .wallet_mut()
+                    .identified_swap_request(Currency::EUR, now(), &mut rng)?
+                {
+                    Some(request) => {
+                        let request = phone.send(request, &mut rng)?;
+                        swap(&client, &mut phone, request, &mut rng).await?;
+                    }
+                    None => println!("no identified coin to swap"),
+                }
             }
             if refresh {
                 let mut refreshed = false;
@@ -357,10 +374,27 @@ async fn resend(
     request: &scrip::tokens::SwapRequest,
     rng: &mut impl rand::CryptoRng,
 ) -> Result<(), Error> {
-    let receipt = client.swap(request).await?;
+    let receipt = send_swap(client, phone, request, rng).await??;
     let result = phone.apply(rng, |w, _| w.on_swap_receipt(request, &receipt, now()))?;
     report_swap(&result);
     Ok(())
+}
+
+/// Sends a pending swap: as it is, or signed by this device when it hands in identified
+/// coins (the issuer swaps those only for their holder's device). The outer error is
+/// local (signing); the inner one is the server's answer.
+async fn send_swap(
+    client: &HttpClient,
+    phone: &Phone,
+    request: &scrip::tokens::SwapRequest,
+    rng: &mut impl rand::CryptoRng,
+) -> Result<Result<scrip::tokens::SwapReceipt, scrip_api::ClientError>, Error> {
+    if request.hands_in_identified() {
+        let signed = phone.wallet().sign_swap(request, now(), rng)?;
+        Ok(client.device_swap(&signed).await)
+    } else {
+        Ok(client.swap(request).await)
+    }
 }
 
 fn report_swap(result: &SwapResult) {
@@ -386,21 +420,33 @@ async fn swap(
     request: scrip::tokens::SwapRequest,
     rng: &mut impl rand::CryptoRng,
 ) -> Result<(), Error> {
-    match client.swap(&request).await {
+    match send_swap(client, phone, &request, rng).await? {
         Ok(receipt) => {
             let result = phone.apply(rng, |w, _| w.on_swap_receipt(&request, &receipt, now()))?;
             report_swap(&result);
             Ok(())
         }
-        Err(e @ scrip_api::ClientError::Refused { status, .. })
-            if (400..500).contains(&status) && status != 408 && status != 429 =>
-        {
+        Err(e) if never_done(&e) => {
             phone.apply(rng, |w, _| w.cancel_swap(&request))?;
             eprintln!("the issuer refused the swap: its coins are back in the wallet");
             Err(e.into())
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether the issuer's refusal of a swap's first send means it never carried it out: a
+/// 4xx other than a timeout, a rate limit or `replayed` (these very signed bytes were
+/// admitted before and may have been carried out; only a resend, signed again, tells).
+fn never_done(e: &scrip_api::ClientError) -> bool {
+    matches!(
+        e,
+        scrip_api::ClientError::Refused { status, code, .. }
+            if (400..500).contains(status)
+                && *status != 408
+                && *status != 429
+                && *code != scrip_tokens::ReasonCode::Replayed
+    )
 }
 
 /// Tells the user of every handed-in record the issuer refused: the merchant was not paid
