@@ -462,7 +462,7 @@ async fn a_per_coin_fee_is_kept_in_swap_fees() {
 /// holder's device swaps them (blind coins beside them) for blind coins; a retry signed
 /// again, or the same swap sent bare, gets the same signatures; once the device is revoked
 /// (lost) it swaps nothing new, and the swapped coin is not reissued: it is spent, as if
-/// redeemed.
+/// redeemed. A frozen account's devices swap nothing new.
 async fn identified_coins_are_swapped_only_by_their_holders_device<H: Harness>(h: H) {
     let mut rng = rng(7);
     let issuer = issuer(h.open());
@@ -532,6 +532,20 @@ async fn identified_coins_are_swapped_only_by_their_holders_device<H: Harness>(h
         .await
         .unwrap();
     assert!(reissued.is_empty(), "{reissued:?}");
+
+    // A frozen account's devices swap nothing new either.
+    issuer
+        .freeze_account(wallet.account_id, "equivocation under review", later)
+        .await
+        .unwrap();
+    let (held, _) = swap_request(&keyset, kept.clone(), &[2], &mut rng);
+    let signed = heir.device_swap(held, later, &mut rng);
+    let frozen = issuer
+        .device_swap(&signed, later, &mut rng)
+        .await
+        .unwrap_err();
+    assert_eq!(frozen.code(), ReasonCode::AccountFrozen, "{frozen}");
+    assert_eq!(claim_of(issuer.store(), &kept[0]).await, None);
 }
 
 /// `shop`'s signed swap of `payments` for new coins of `outputs` under `keyset`, with a
