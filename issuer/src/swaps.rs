@@ -81,8 +81,8 @@ use crate::coins::{issuing_keyset, sign_blinded};
 use crate::idempotency::{impossible_outcome, Answered, Idempotent};
 use crate::redemption::{check_coin_payment, payment_index};
 use crate::schema::{
-    coins_outstanding_account, swap_fees_account, DeviceDoc, MerchantDoc, PaidBy,
-    MERCHANT_SWAP_RESPONSE, RESPONSES, SWAP_REQUEST, SWAP_RESPONSE,
+    coins_outstanding_account, swap_fees_account, DeviceDoc, IdentifiedCoinDoc, MerchantDoc,
+    PaidBy, IDENTIFIED_COINS, MERCHANT_SWAP_RESPONSE, RESPONSES, SWAP_REQUEST, SWAP_RESPONSE,
 };
 use crate::{FundingSource, Issuer, IssuerError, Result};
 
@@ -253,6 +253,25 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         self.swap_checked(&payload.swap, sender, now, rng).await
     }
 
+    /// Refuses identified coins held by a revoked device other than `signer`: revoking a
+    /// lost device hands its coins to the operator's reissue, and another device of the
+    /// account (one the thief enrolled with the lost device, say) must not take them
+    /// first. Coins of the account held by an active device may be swapped by any active
+    /// device of it.
+    async fn check_holding_devices(&self, request: &SwapRequest, signer: &DeviceDoc) -> Result<()> {
+        let signer = signer.certificate.payload.device_id;
+        for coin in request.coins.iter().filter(|c| c.holder().is_some()) {
+            let held: Option<IdentifiedCoinDoc> =
+                self.doc(IDENTIFIED_COINS, coin.id().as_bytes()).await?;
+            if let Some(holding) = held.and_then(|doc| doc.device_id) {
+                if holding != signer && self.revoked(holding).await?.is_some() {
+                    return Err(IssuerError::DeviceRevoked(holding));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// A holder's swap: the stored answer if it was done before, else what `sender` may
     /// do, then the swap.
     async fn swap_checked<G: CryptoRng + Send + ?Sized>(
@@ -289,7 +308,8 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             }
             Sender::Bearer => {}
             Sender::Device { device, account_id } => {
-                self.check_active(device, account_id, now).await?
+                self.check_active(device, account_id, now).await?;
+                self.check_holding_devices(request, device).await?;
             }
         }
         let fee = self.check_outputs(

@@ -50,6 +50,7 @@ on_every_backend!(
     of_50_concurrent_swaps_and_redemptions_of_one_coin_exactly_one_wins,
     a_merchant_takes_coin_payments_as_coins_under_the_rules_of_redemption,
     identified_coins_are_swapped_only_by_their_holders_device,
+    a_lost_devices_coins_wait_for_reissue_and_no_other_device_swaps_them,
 );
 
 /// Who holds `coin`'s spend-id claim, if anyone.
@@ -546,6 +547,42 @@ async fn identified_coins_are_swapped_only_by_their_holders_device<H: Harness>(h
         .unwrap_err();
     assert_eq!(frozen.code(), ReasonCode::AccountFrozen, "{frozen}");
     assert_eq!(claim_of(issuer.store(), &kept[0]).await, None);
+}
+
+/// A thief holding a lost, unlocked device enrolls a second device of the account with it,
+/// then swaps the lost device's identified coins with the second one once the owner has
+/// had the lost device revoked: refused (`device_revoked`), nothing claimed, and the
+/// operator's reissue still hands the coins to the owner's new device. While the first
+/// device was active, the account's other device could swap its coins.
+async fn a_lost_devices_coins_wait_for_reissue_and_no_other_device_swaps_them<H: Harness>(h: H) {
+    let mut rng = rng(8);
+    let issuer = issuer(h.open());
+    let owner = RawWallet::open(&issuer, 1, &mut rng).await;
+    owner.deposit(&issuer, 1_000, &mut rng).await;
+    let coins = owner.withdraw_identified(&issuer, &[10, 5], &mut rng).await;
+    let keyset = keyset(&directory(&issuer));
+    let enrolled = owner.add_device(&issuer, 2, &mut rng).await;
+    let heir = owner.add_device(&issuer, 3, &mut rng).await;
+
+    let (while_active, _) = swap_request(&keyset, vec![coins[1].clone()], &[5], &mut rng);
+    let signed = enrolled.device_swap(while_active, NOW, &mut rng);
+    issuer.device_swap(&signed, NOW, &mut rng).await.unwrap();
+
+    issuer.revoke_device(owner.device_id, NOW).await.unwrap();
+    let (taken, _) = swap_request(&keyset, vec![coins[0].clone()], &[10], &mut rng);
+    let signed = enrolled.device_swap(taken, NOW, &mut rng);
+    let refused = issuer
+        .device_swap(&signed, NOW, &mut rng)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), ReasonCode::DeviceRevoked, "{refused}");
+    assert_eq!(claim_of(issuer.store(), &coins[0]).await, None);
+
+    let reissued = issuer
+        .reissue_identified_coins(owner.device_id, heir.device_id, NOW, &mut rng)
+        .await
+        .unwrap();
+    assert_eq!(reissued.len(), 1, "{reissued:?}");
 }
 
 /// `shop`'s signed swap of `payments` for new coins of `outputs` under `keyset`, with a

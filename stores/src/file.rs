@@ -252,15 +252,25 @@ fn write_temporary(
     name: &str,
     write: impl FnOnce(&mut BufWriter<&File>) -> Result<()>,
 ) -> Result<PathBuf> {
-    let tmp = dir.join(format!("{name}.tmp"));
+    let tmp = temporary_path(dir, name);
     let file = File::create(&tmp).map_err(io("creating a temporary file"))?;
-    {
+    let written = {
         let mut out = BufWriter::new(&file);
-        write(&mut out)?;
-        out.flush().map_err(io("writing a temporary file"))?;
+        write(&mut out).and_then(|()| out.flush().map_err(io("writing a temporary file")))
     }
-    file.sync_all().map_err(io("syncing a temporary file"))?;
+    .and_then(|()| file.sync_all().map_err(io("syncing a temporary file")));
+    if let Err(e) = written {
+        // On a full disk the half-written file would hold the space the log needs next.
+        drop(file);
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     Ok(tmp)
+}
+
+/// Where [`write_temporary`] writes `dir/name` before renaming it into place.
+fn temporary_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.tmp"))
 }
 
 /// Writes `dir/name` atomically: temporary file, fsync, rename, fsync of the directory.
@@ -326,7 +336,13 @@ struct FileCommitter {
     generation: u64,
     options: FileStoreOptions,
     poisoned: bool,
+    /// After a failed compaction (a full disk, typically), none is tried before this: each
+    /// try writes up to a whole snapshot, which a write path must not pay on every batch.
+    compact_not_before: Option<std::time::Instant>,
 }
+
+/// How long a failed compaction waits before the next try.
+const COMPACTION_RETRY: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl FileCommitter {
     /// Appends and fsyncs one frame; on failure cuts the file back so that no partial
@@ -437,11 +453,18 @@ impl BatchCommitter for FileCommitter {
                 tables.apply(table, key, value);
             }
         }
-        if self.log_len > self.options.compact_after_bytes.max(self.snapshot_len) {
-            // The batch is durable either way; a failed compaction is retried after the next
-            // batch (or poisons the store if it left the files inconsistent).
-            if let Err(e) = self.compact() {
-                tracing::error!(error = %e, "file store compaction failed");
+        let may_compact = self
+            .compact_not_before
+            .is_none_or(|at| std::time::Instant::now() >= at);
+        if may_compact && self.log_len > self.options.compact_after_bytes.max(self.snapshot_len) {
+            // The batch is durable either way; a failed compaction is retried after
+            // `COMPACTION_RETRY` (or poisons the store if it left the files inconsistent).
+            match self.compact() {
+                Ok(()) => self.compact_not_before = None,
+                Err(e) => {
+                    tracing::error!(error = %e, "file store compaction failed");
+                    self.compact_not_before = Some(std::time::Instant::now() + COMPACTION_RETRY);
+                }
             }
         }
         Ok(outcomes)
@@ -532,6 +555,13 @@ impl FileStore {
         lock.try_lock()
             .map_err(|e| StoreError::Locked(format!("{}: {e}", dir.display())))?;
 
+        // A snapshot that a crash or a failed compaction left half-written is never read
+        // (only a renamed one is); remove it so that it does not hold space the log needs.
+        match fs::remove_file(temporary_path(&dir, Self::SNAPSHOT_FILE)) {
+            Ok(()) => tracing::info!("file store: removed a stale temporary snapshot"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("removing a stale temporary snapshot", e)),
+        }
         let mut tables = MemTables::default();
         let mut report = RecoveryReport::default();
         let snapshot_path = dir.join(Self::SNAPSHOT_FILE);
@@ -577,6 +607,7 @@ impl FileStore {
             generation,
             options,
             poisoned: false,
+            compact_not_before: None,
         };
         let backend = FileBackend {
             image,
@@ -727,6 +758,27 @@ mod tests {
             assert!(read_frame(&bad).is_err(), "flip at {i}");
         }
         assert!(matches!(read_frame(&[]), Err(FrameEnd::Clean)));
+    }
+
+    /// A compaction that fails midway (a full disk) removes what it wrote: the partial
+    /// snapshot would otherwise hold the space the log needs for the next batch.
+    #[test]
+    fn a_failed_temporary_write_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let failed = write_temporary(dir.path(), "scrip.snapshot", |out| {
+            out.write_all(&[7u8; 1 << 16]).map_err(io("writing"))?;
+            Err(StoreError::io(
+                "writing the snapshot",
+                std::io::ErrorKind::StorageFull.into(),
+            ))
+        });
+        assert!(failed.is_err());
+        assert!(!temporary_path(dir.path(), "scrip.snapshot").exists());
+        let written = write_temporary(dir.path(), "scrip.snapshot", |out| {
+            out.write_all(b"whole").map_err(io("writing"))
+        })
+        .unwrap();
+        assert_eq!(fs::read(written).unwrap(), b"whole");
     }
 
     #[test]

@@ -435,6 +435,11 @@ async fn check_interrupted(dir: &Path, c: &Compaction, expect_generation: u64, s
     );
     let store =
         open_file(dir, COMPACTING).unwrap_or_else(|e| panic!("{context}: open failed: {e}"));
+    // A half-written snapshot holds disk space until the next compaction otherwise.
+    assert!(
+        !dir.join("scrip.snapshot.tmp").exists(),
+        "{context}: kept at open"
+    );
     let report = store.recovery_report().clone();
     assert_eq!(report.generation, expect_generation, "{context}");
     assert_eq!(report.discarded_stale_log, stale, "{context}");
