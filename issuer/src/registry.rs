@@ -77,6 +77,15 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 "opening an account: the registration must not name an account",
             ));
         }
+        if let Some(device) = self.registered_before(registration).await? {
+            let account = self.account(device.certificate.payload.account_id).await?;
+            return Ok(AccountOpened {
+                account_id: account.account_id,
+                device_id: device.certificate.payload.device_id,
+                virtual_id: account.virtual_id,
+                certificate: device.certificate,
+            });
+        }
         let account_id = AccountId::random(rng);
         let virtual_id = VirtualId::random(rng);
         let account = AccountDoc {
@@ -164,6 +173,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         if approved.new_device_key != payload.device_key.key_id() {
             return Err(scrip_tokens::Error::UnknownKey(approved.new_device_key).into());
         }
+        if let Some(device) = self.registered_before(registration).await? {
+            return Ok(device.certificate);
+        }
         let device = self.device_unit(registration, account_id, now, rng)?;
         match self.store.commit(device.unit).await? {
             CommitOutcome::Committed => Ok(device.certificate),
@@ -203,6 +215,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             ));
         };
         self.account(account_id).await?;
+        if let Some(device) = self.registered_before(registration).await? {
+            return Ok(device.certificate);
+        }
         let device = self.device_unit(registration, account_id, now, rng)?;
         match self.store.commit(device.unit).await? {
             CommitOutcome::Committed => Ok(device.certificate),
@@ -266,6 +281,31 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             certificate,
             unit,
         })
+    }
+
+    /// The device `registration` registered, if these very bytes were registered before
+    /// (`AlreadyRegistered` if its key was registered by another registration). Read before
+    /// anything is signed, so that a replayed registration (one self-signed body, resent
+    /// for as long as its clock window admits it) costs a read, not a certificate
+    /// signature. Two first sends racing both sign; the store keeps one, and
+    /// [`CommitOutcome::Repeated`] answers the other from it.
+    async fn registered_before(
+        &self,
+        registration: &DeviceRegistration,
+    ) -> Result<Option<DeviceDoc>> {
+        let key_id = registration.payload.device_key.key_id();
+        let claim = DEVICE_KEY.claim(key_id.as_bytes().to_vec());
+        let held = self.store.claims(std::slice::from_ref(&claim)).await?;
+        match held.first() {
+            Some(Some(held)) if held.digest == codec::digest(registration)? => {
+                Ok(Some(self.device_by_key(registration).await?))
+            }
+            Some(Some(_)) => Err(IssuerError::AlreadyRegistered),
+            Some(None) => Ok(None),
+            None => Err(IssuerError::Corrupted(
+                "store answered another number of claims".into(),
+            )),
+        }
     }
 
     async fn device_by_key(&self, registration: &DeviceRegistration) -> Result<DeviceDoc> {

@@ -395,6 +395,88 @@ async fn device_approvals_are_checked() {
     assert_eq!(&cert.payload.device_key, new_key.verifying_key());
 }
 
+/// The account certifier's key, counting its signatures.
+struct CountingSigner {
+    inner: std::sync::Arc<dyn scrip_tokens::keys::backend::PssSigner>,
+    signed: std::sync::atomic::AtomicUsize,
+}
+
+impl scrip_tokens::keys::backend::PssSigner for CountingSigner {
+    fn public_key(&self) -> &scrip_tokens::keys::PublicKey {
+        self.inner.public_key()
+    }
+    fn sign_pss_sha256(
+        &self,
+        rng: &mut dyn rand::CryptoRng,
+        message: &[u8],
+    ) -> scrip_tokens::Result<Vec<u8>> {
+        self.signed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.sign_pss_sha256(rng, message)
+    }
+}
+
+/// A registration is self-signed and admitted again for as long as its clock window
+/// lasts, so anyone can resend one: each resend is answered with the stored certificate,
+/// and the issuer signs no new one (a certificate signature costs about twenty
+/// verifications). The same holds for a device added to an account and for a key that a
+/// new registration tries to register again.
+#[tokio::test]
+async fn a_replayed_registration_is_answered_without_signing_again() {
+    let issuer = issuer(MemoryStore::new());
+    let counting = std::sync::Arc::new(CountingSigner {
+        inner: fixtures::account_certifier().signer(),
+        signed: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let mut keyring = fixture_keyring();
+    keyring.account_certifier = scrip_issuer::RoleKeys::new(vec![scrip_issuer::IssuerKey {
+        key: SigningKey::from_signer(counting.clone()).unwrap(),
+        validity: key_validity(),
+    }])
+    .unwrap();
+    issuer.replace_keyring(keyring);
+    let signed = || counting.signed.load(std::sync::atomic::Ordering::SeqCst);
+    let mut rng = rng(9);
+
+    let key = fixtures::device(1);
+    let opening = registration(&key, None, &mut rng);
+    let first = issuer.open_account(&opening, NOW, &mut rng).await.unwrap();
+    assert_eq!(signed(), 1);
+    for _ in 0..3 {
+        let again = issuer.open_account(&opening, NOW, &mut rng).await.unwrap();
+        assert_eq!(again, first);
+    }
+    assert!(matches!(
+        issuer
+            .open_account(&registration(&key, None, &mut rng), NOW, &mut rng)
+            .await,
+        Err(IssuerError::AlreadyRegistered)
+    ));
+    assert_eq!(signed(), 1);
+
+    let new_key = fixtures::device(2);
+    let joining = registration(&new_key, Some(first.account_id), &mut rng);
+    let approved = approval(
+        &key,
+        first.account_id,
+        first.device_id,
+        new_key.key_id(),
+        &mut rng,
+    );
+    let added = issuer
+        .add_device(&joining, &approved, NOW, &mut rng)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let again = issuer
+            .add_device(&joining, &approved, NOW, &mut rng)
+            .await
+            .unwrap();
+        assert_eq!(again, added);
+    }
+    assert_eq!(signed(), 2);
+}
+
 #[tokio::test]
 async fn a_key_is_registered_once() {
     let issuer = issuer(MemoryStore::new());
