@@ -74,6 +74,10 @@ struct MemoryNonces {
 struct Buckets {
     by_expiry: BTreeMap<u64, HashSet<NonceKey>>,
     len: usize,
+    /// Every bucket ending at or before this (unix ms) was forgotten: a nonce that would
+    /// go into one is refused as stale, even if the wall clock has since stepped back
+    /// (the window check alone would admit it again then).
+    forgotten_before_ms: u64,
 }
 
 impl ReplayGuard {
@@ -197,7 +201,11 @@ impl MemoryNonces {
         let outcome = {
             let mut seen = self.lock();
             self.take_expired(&mut seen, now, &mut expired);
-            if seen
+            if bucket.saturating_add(1).saturating_mul(self.bucket_ms) <= seen.forgotten_before_ms {
+                Err(ApiError::stale(
+                    "the request is older than the allowed clock skew; sign it again",
+                ))
+            } else if seen
                 .by_expiry
                 .get(&bucket)
                 .is_some_and(|set| set.contains(&key))
@@ -236,6 +244,8 @@ impl MemoryNonces {
             if first.key().saturating_add(1).saturating_mul(self.bucket_ms) > now_ms {
                 break;
             }
+            let end = first.key().saturating_add(1).saturating_mul(self.bucket_ms);
+            seen.forgotten_before_ms = seen.forgotten_before_ms.max(end);
             let set = first.remove();
             seen.len -= set.len();
             expired.push(set);
@@ -344,6 +354,30 @@ mod tests {
     use std::collections::HashMap;
 
     const T0: Timestamp = Timestamp::from_unix_secs(1_000_000);
+
+    /// Once a nonce's bucket is forgotten, a wall clock stepped back (an NTP correction)
+    /// puts its request inside the window again: it must still be a replay, not admitted.
+    #[tokio::test]
+    async fn a_forgotten_nonce_is_not_admitted_again_when_the_clock_steps_back() {
+        let skew = Duration::from_secs(60);
+        let guard = ReplayGuard::new(skew, T0);
+        let created_at = T0.saturating_add(Duration::from_secs(10));
+        guard.admit(created_at, b"n", created_at).await.unwrap();
+        let later = created_at.saturating_add(skew * 3);
+        guard.prune(later);
+        assert_eq!(guard.remembered(), 0);
+        let stepped_back = created_at.saturating_add(Duration::from_secs(5));
+        assert_eq!(
+            guard
+                .admit(created_at, b"n", stepped_back)
+                .await
+                .unwrap_err()
+                .code,
+            ReasonCode::StaleRequest
+        );
+        // A request made after the step is admitted as usual.
+        guard.admit(stepped_back, b"m", stepped_back).await.unwrap();
+    }
 
     #[tokio::test]
     async fn a_nonce_is_admitted_once_within_the_window() {
