@@ -624,7 +624,16 @@ impl FileStore {
         report: &mut RecoveryReport,
     ) -> Result<(File, u64)> {
         let path = dir.join(Self::LOG_FILE);
+        // The log is only ever replaced by a rename of a whole one (`new_log`), so no crash
+        // leaves it missing or shorter than its header; beside a snapshot (generation 1 or
+        // later), either means it was damaged or deleted, and the batches acknowledged
+        // since the snapshot are gone: refuse to open rather than serve without them.
         if !path.exists() {
+            if generation > 0 {
+                return Err(StoreError::Corrupted(format!(
+                    "the log is missing beside snapshot generation {generation}"
+                )));
+            }
             return Ok((new_log(dir, generation)?, HEADER_LEN));
         }
         let mut file = OpenOptions::new()
@@ -636,10 +645,10 @@ impl FileStore {
         file.read_to_end(&mut bytes)
             .map_err(io("reading the log"))?;
         if bytes.len() < HEADER_LEN as usize {
-            // The header is written before the log is renamed into place, so a short log
-            // can only be a damaged leftover that never held an acknowledged batch.
-            report.discarded_stale_log = true;
-            return Ok((new_log(dir, generation)?, HEADER_LEN));
+            return Err(StoreError::Corrupted(format!(
+                "the log is {} bytes long, shorter than its header",
+                bytes.len()
+            )));
         }
         let log_generation = parse_header(&bytes[..HEADER_LEN as usize], LOG_MAGIC, "log")?;
         if log_generation < generation {
