@@ -72,8 +72,8 @@ use scrip_stores::{
 };
 use scrip_tokens::{
     codec, AccountId, Amount, BlindWithdrawalResponse, BlindedMessage, Coin, CoinId, CoinSpendId,
-    ContentDigest, DeviceSwapRequest, KeysetId, MerchantId, MerchantSwapRequest, RequestId,
-    SwapOutcome, SwapReceiptPayload, SwapRequest, Timestamp,
+    ContentDigest, DeviceId, DeviceSwapRequest, KeysetId, MerchantId, MerchantSwapRequest,
+    RequestId, SwapOutcome, SwapReceiptPayload, SwapRequest, Timestamp,
 };
 
 use crate::authentication::Authenticated;
@@ -253,20 +253,29 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         self.swap_checked(&payload.swap, sender, now, rng).await
     }
 
-    /// Refuses identified coins held by a revoked device other than `signer`: revoking a
-    /// lost device hands its coins to the operator's reissue, and another device of the
-    /// account (one the thief enrolled with the lost device, say) must not take them
-    /// first. Coins of the account held by an active device may be swapped by any active
-    /// device of it.
-    async fn check_holding_devices(&self, request: &SwapRequest, signer: &DeviceDoc) -> Result<()> {
-        let signer = signer.certificate.payload.device_id;
+    /// Refuses identified coins held by a revoked device (`device_revoked`, naming that
+    /// device): revoking a lost device hands its coins to the operator's reissue, and
+    /// another device of the account (one a thief enrolled with the lost device, say) must
+    /// not take them first. Coins of the account held by an active device may be swapped
+    /// by any active device of it. A coin already reissued is let through: it is spent
+    /// (the reissue claimed it), and the swap answers `double_spent`, so the wallet drops
+    /// it instead of keeping a coin every later swap would be refused for. Each holding
+    /// device is looked up once.
+    async fn check_holding_devices(&self, request: &SwapRequest) -> Result<()> {
+        let mut active: HashSet<DeviceId> = HashSet::new();
         for coin in request.coins.iter().filter(|c| c.holder().is_some()) {
             let held: Option<IdentifiedCoinDoc> =
                 self.doc(IDENTIFIED_COINS, coin.id().as_bytes()).await?;
-            if let Some(holding) = held.and_then(|doc| doc.device_id) {
-                if holding != signer && self.revoked(holding).await?.is_some() {
-                    return Err(IssuerError::DeviceRevoked(holding));
-                }
+            let Some(holding) = held.and_then(|doc| doc.device_id) else {
+                continue;
+            };
+            if active.contains(&holding) {
+                continue;
+            }
+            if self.revoked(holding).await?.is_none() {
+                active.insert(holding);
+            } else if self.revoked_coin(coin.id()).await?.is_none() {
+                return Err(IssuerError::DeviceRevoked(holding));
             }
         }
         Ok(())
@@ -299,6 +308,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         if let Some(answer) = self.previous_answer(&idempotent).await? {
             return Ok(answered(swapped(answer)));
         }
+        let by_device = matches!(sender, Sender::Device { .. });
         match sender {
             Sender::Bearer if request.hands_in_identified() => {
                 return Err(IssuerError::Unsupported(
@@ -308,8 +318,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             }
             Sender::Bearer => {}
             Sender::Device { device, account_id } => {
-                self.check_active(device, account_id, now).await?;
-                self.check_holding_devices(request, device).await?;
+                self.check_active(device, account_id, now).await?
             }
         }
         let fee = self.check_outputs(
@@ -324,6 +333,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         for coin in &request.coins {
             coin.verify(&directory, now)
                 .map_err(|e| self.explain_unknown_keyset(e.into(), now))?;
+        }
+        if by_device {
+            self.check_holding_devices(request).await?;
         }
         let plan = Plan {
             claimant: Claimant::Holder,

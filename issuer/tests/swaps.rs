@@ -552,8 +552,9 @@ async fn identified_coins_are_swapped_only_by_their_holders_device<H: Harness>(h
 /// A thief holding a lost, unlocked device enrolls a second device of the account with it,
 /// then swaps the lost device's identified coins with the second one once the owner has
 /// had the lost device revoked: refused (`device_revoked`), nothing claimed, and the
-/// operator's reissue still hands the coins to the owner's new device. While the first
-/// device was active, the account's other device could swap its coins.
+/// operator's reissue still hands the coins to the owner's new device; the old coin is
+/// then `double_spent`. While the first device was active, the account's other device
+/// could swap its coins.
 async fn a_lost_devices_coins_wait_for_reissue_and_no_other_device_swaps_them<H: Harness>(h: H) {
     let mut rng = rng(8);
     let issuer = issuer(h.open());
@@ -583,6 +584,17 @@ async fn a_lost_devices_coins_wait_for_reissue_and_no_other_device_swaps_them<H:
         .await
         .unwrap();
     assert_eq!(reissued.len(), 1, "{reissued:?}");
+
+    // Once reissued, the old coin is spent: a swap of it is `double_spent` (the wallet
+    // drops it), not refused for its holding device (it would keep it).
+    let (stale, _) = swap_request(&keyset, vec![coins[0].clone()], &[10], &mut rng);
+    let signed = enrolled.device_swap(stale, NOW, &mut rng);
+    let answer = issuer.device_swap(&signed, NOW, &mut rng).await.unwrap();
+    assert!(
+        matches!(answer.outcome, SwapOutcome::DoubleSpent { .. }),
+        "{:?}",
+        answer.outcome
+    );
 }
 
 /// `shop`'s signed swap of `payments` for new coins of `outputs` under `keyset`, with a
