@@ -554,6 +554,13 @@ fn file_compaction_survives_reopen() {
                 log.map(<[u8]>::len)
             );
         }
+        // Without a snapshot too: a log is created whole, so a short one is damage.
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(FileStore::LOG_FILE), &log_bytes[..10]).unwrap();
+        assert!(matches!(
+            open_file(dir.path(), COMPACTING).err(),
+            Some(StoreError::Corrupted(_))
+        ));
 
         for c in &compactions {
             // Interrupted after the new snapshot was renamed into place, before the new log
