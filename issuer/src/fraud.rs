@@ -249,12 +249,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     /// the bare id).
     async fn unspent_coins(&self, coins: Vec<IssuedCoin>) -> Result<Vec<IssuedCoin>> {
         let ids: Vec<ClaimId> = coins.iter().flat_map(IssuedCoin::spent_claims).collect();
-        let held = self.store.claims(&ids).await?;
-        if held.len() != ids.len() {
-            return Err(IssuerError::Corrupted(
-                "store answered another number of claims".into(),
-            ));
-        }
+        let held = self.held_claims(&ids).await?;
         Ok(unspent(coins, &held))
     }
 

@@ -255,6 +255,34 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             .await?)
     }
 
+    /// The claims held under `ids`, one answer per id in order (a store answering
+    /// another number is corrupted).
+    async fn held_claims(
+        &self,
+        ids: &[scrip_stores::ClaimId],
+    ) -> Result<Vec<Option<scrip_stores::ExistingClaim>>> {
+        let held = self.store.claims(ids).await?;
+        if held.len() != ids.len() {
+            return Err(IssuerError::Corrupted(
+                "store answered another number of claims".into(),
+            ));
+        }
+        Ok(held)
+    }
+
+    /// The claim held under `id`, if any.
+    async fn held_claim(
+        &self,
+        id: scrip_stores::ClaimId,
+    ) -> Result<Option<scrip_stores::ExistingClaim>> {
+        Ok(self
+            .held_claims(std::slice::from_ref(&id))
+            .await?
+            .into_iter()
+            .next()
+            .flatten())
+    }
+
     async fn doc<T: Message>(&self, collection: Collection, key: &[u8]) -> Result<Option<T>> {
         match self.store.get(collection, key).await? {
             None => Ok(None),

@@ -870,12 +870,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         if legacy.is_empty() {
             return Ok(coin_units);
         }
-        let held = self.store.claims(&legacy).await?;
-        if held.len() != legacy.len() {
-            return Err(IssuerError::Corrupted(
-                "store answered another number of claims".into(),
-            ));
-        }
+        let held = self.held_claims(&legacy).await?;
         let mut rest = held.as_slice();
         let mut to_commit = Vec::with_capacity(coin_units.len());
         for coin_unit in coin_units {
@@ -1005,12 +1000,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             .iter()
             .flat_map(RecordIdentity::first_claims)
             .collect();
-        let held = self.store.claims(&ids).await?;
-        if held.len() != ids.len() {
-            return Err(IssuerError::Corrupted(
-                "store answered a different number of claims".into(),
-            ));
-        }
+        let held = self.held_claims(&ids).await?;
         Ok(record_kinds(&identities, &held))
     }
 

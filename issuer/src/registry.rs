@@ -295,16 +295,12 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     ) -> Result<Option<DeviceDoc>> {
         let key_id = registration.payload.device_key.key_id();
         let claim = DEVICE_KEY.claim(key_id.as_bytes().to_vec());
-        let held = self.store.claims(std::slice::from_ref(&claim)).await?;
-        match held.first() {
-            Some(Some(held)) if held.digest == codec::digest(registration)? => {
+        match self.held_claim(claim).await? {
+            Some(held) if held.digest == codec::digest(registration)? => {
                 Ok(Some(self.device_by_key(registration).await?))
             }
-            Some(Some(_)) => Err(IssuerError::AlreadyRegistered),
-            Some(None) => Ok(None),
-            None => Err(IssuerError::Corrupted(
-                "store answered another number of claims".into(),
-            )),
+            Some(_) => Err(IssuerError::AlreadyRegistered),
+            None => Ok(None),
         }
     }
 

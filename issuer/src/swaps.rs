@@ -613,12 +613,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                     .map(|c| ClaimId::LegacyCoinId(c.coin.id())),
             )
             .collect();
-        let held = self.store.claims(&ids).await?;
-        if held.len() != ids.len() {
-            return Err(IssuerError::Corrupted(
-                "store answered another number of claims".into(),
-            ));
-        }
+        let held = self.held_claims(&ids).await?;
         let n = plan.coins.len();
         let mut spent = Vec::new();
         let mut ours = None;
