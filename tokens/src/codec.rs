@@ -22,6 +22,8 @@ use serde::Serialize;
 
 use crate::{ContentDigest, Error, Result};
 
+mod writer;
+
 /// Default upper bound on an encoded message accepted by [`decode`]: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE_LEN: usize = 1 << 20;
 
@@ -59,8 +61,7 @@ pub fn encode<T: Message>(value: &T) -> Result<Vec<u8>> {
     out.extend_from_slice(T::TAG.as_bytes());
     out.push(0);
     out.extend_from_slice(&T::VERSION.to_le_bytes());
-    bincode::serde::encode_into_std_write(value, &mut out, config())
-        .map_err(|e| Error::Encoding(e.to_string()))?;
+    writer::write(value, &mut out).map_err(|e| Error::Encoding(e.to_string()))?;
     Ok(out)
 }
 
