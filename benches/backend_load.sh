@@ -23,7 +23,7 @@ MERCHANTS=${MERCHANTS:-16}
 ROUNDS=${ROUNDS:-1}
 export RUST_LOG=warn
 D=$(mktemp -d /tmp/scrip-backend-load.XXXX)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$D"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$D"' EXIT
 run() { # backend store cpp ppb
   local backend=$1 store=$2 cpp=$3 ppb=$4 port=$((20000 + RANDOM % 20000))
   local dir="$D/$backend-$store-$port"

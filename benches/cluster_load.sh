@@ -16,7 +16,7 @@ PORT=$((20000 + RANDOM % 20000))
 as_postgres "$PGBIN/initdb" -D "$D/data" -U postgres -A trust --no-sync -E UTF8 >/dev/null
 as_postgres "$PGBIN/pg_ctl" -D "$D/data" -l "$D/pglog" -w \
   -o "-p $PORT -k $D -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=512MB" start >/dev/null
-trap 'kill $(jobs -p) 2>/dev/null; as_postgres "$PGBIN/pg_ctl" -D "$D/data" -m immediate stop >/dev/null; rm -rf "$D"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; as_postgres "$PGBIN/pg_ctl" -D "$D/data" -m immediate stop >/dev/null || true; rm -rf "$D"' EXIT
 URL="host=127.0.0.1 port=$PORT user=postgres dbname=postgres"
 TOKEN=bench-token
 export RUST_LOG=warn
