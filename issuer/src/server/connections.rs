@@ -40,6 +40,41 @@ use super::metrics::Metrics;
 /// connection is closed without an answer (the answer is a courtesy, not a duty).
 const REFUSALS_IN_FLIGHT: usize = 64;
 
+/// File descriptors kept for everything but client connections and refusals: the
+/// listener, the store's files or database connections, key and payout files, logs.
+const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// The process's soft limit on open files, read from `/proc/self/limits` (Linux); `None`
+/// where it cannot be read or is unlimited.
+pub(super) fn open_files_limit() -> Option<u64> {
+    parse_open_files_limit(&std::fs::read_to_string("/proc/self/limits").ok()?)
+}
+
+/// The soft limit in the `Max open files` line of a `/proc/<pid>/limits` text.
+fn parse_open_files_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The connection cap that fits under the open-files limit `limit`: `configured`,
+/// lowered so that the connections, the refusals being answered and
+/// [`RESERVED_DESCRIPTORS`] fit. At the descriptor limit `accept` fails, so the cap could
+/// never answer `503 busy`, and the store could not open a file (a compaction, a space
+/// probe) while clients hold every descriptor: the cap must be reached first.
+pub(super) fn connection_cap(configured: usize, limit: Option<u64>) -> usize {
+    let Some(limit) = limit else {
+        return configured.max(1);
+    };
+    let room = limit.saturating_sub(RESERVED_DESCRIPTORS + REFUSALS_IN_FLIGHT as u64);
+    configured
+        .min(usize::try_from(room).unwrap_or(usize::MAX))
+        .max(1)
+}
+
 /// How the accept loop bounds what clients can hold.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct ConnectionLimits {
@@ -271,6 +306,41 @@ async fn accept_failed(e: std::io::Error) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const LIMITS: &str =
+        "Limit                     Soft Limit           Hard Limit           Units     \n\
+Max cpu time              unlimited            unlimited            seconds   \n\
+Max open files            1024                 524288               files     \n\
+Max locked memory         8388608              8388608              bytes     \n";
+
+    #[test]
+    fn the_soft_open_files_limit_is_read_from_proc_limits() {
+        assert_eq!(parse_open_files_limit(LIMITS), Some(1024));
+        let unlimited = LIMITS.replace(
+            "1024                 524288",
+            "unlimited            unlimited",
+        );
+        assert_eq!(parse_open_files_limit(&unlimited), None);
+        assert_eq!(
+            parse_open_files_limit("Max processes 10 10 processes"),
+            None
+        );
+        #[cfg(target_os = "linux")]
+        assert!(open_files_limit().is_some_and(|n| n > 0));
+    }
+
+    #[test]
+    fn the_connection_cap_leaves_descriptors_for_the_store_and_refusals() {
+        let reserved = (RESERVED_DESCRIPTORS + REFUSALS_IN_FLIGHT as u64) as usize;
+        // Debian's and systemd's default soft limit: 1024 connections would exhaust it.
+        assert_eq!(connection_cap(1024, Some(1024)), 1024 - reserved);
+        // A raised limit leaves the configured cap alone; an unreadable one too.
+        assert_eq!(connection_cap(1024, Some(65_536)), 1024);
+        assert_eq!(connection_cap(1024, None), 1024);
+        // Never below one connection, whatever the limit.
+        assert_eq!(connection_cap(1024, Some(10)), 1);
+        assert_eq!(connection_cap(0, None), 1);
+    }
 
     #[test]
     fn hyper_refusals_get_a_json_body_and_nothing_else_does() {

@@ -202,7 +202,9 @@ pub struct ServerConfig {
     /// slower client is cut off (headers: the connection is closed; body: `408
     /// request_timeout`), so slow senders cannot hold connections forever.
     pub read_timeout: Duration,
-    /// Most connections served at once; more are answered `503 busy` and closed.
+    /// Most connections served at once; more are answered `503 busy` and closed. Lowered
+    /// at start (with a warning) to fit the process's open-files limit, less descriptors
+    /// kept for the store and for answering refusals.
     pub max_connections: usize,
     /// Largest request head (request line and headers) a connection may buffer; larger
     /// heads get `431 headers_too_large`.
@@ -708,9 +710,20 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
 
     let (stop, stopped) = oneshot::channel::<()>();
     let routes = filters::routes(Arc::clone(&state));
+    let open_files = connections::open_files_limit();
+    let max_connections = connections::connection_cap(config.max_connections, open_files);
+    if max_connections < config.max_connections {
+        tracing::warn!(
+            configured = config.max_connections,
+            serving = max_connections,
+            open_files_limit = open_files,
+            "max_connections lowered to fit the open-files limit; raise the limit \
+             (ulimit -n, systemd LimitNOFILE) to serve more"
+        );
+    }
     let limits = connections::ConnectionLimits {
         read_timeout: config.read_timeout,
-        max_connections: config.max_connections.max(1),
+        max_connections,
         max_header_bytes: config.max_header_bytes,
     };
     let serve = tokio::spawn(connections::serve(
