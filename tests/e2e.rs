@@ -473,3 +473,55 @@ async fn swaps_over_http_are_idempotent_signed_and_all_or_nothing() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// `GET /v1/keys` is open to anyone, and a signed key directory costs an RSA signature:
+/// requests that find the cache cold (or stale) at the same moment wait for one signature
+/// instead of each signing their own. PSS signatures are randomized, so directories signed
+/// twice differ: every answer of a burst on a cold cache must be the same bytes.
+// Eight workers, so that several requests reach the cold cache while one is signing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn a_burst_of_key_directory_requests_on_a_cold_cache_is_answered_with_one_signature() {
+    // Whether a burst meets a signing in progress is timing: several fresh servers, each
+    // with a cold cache, make a second signature near certain where requests do not wait.
+    for round in 0..8 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = scrip::issuer::server::ServerConfig::new(
+            ([127, 0, 0, 1], 0).into(),
+            dir.path(),
+            common::OPERATOR_TOKEN.to_owned(),
+        );
+        config.store = StoreKind::Memory;
+        config.keys =
+            scrip::issuer::server::KeySource::Provided(Box::new(common::fixture_keyring()));
+        // The pure-Rust signer, slower than OpenSSL: a wider window for a second signature.
+        config.issuer.backend = scrip::tokens::Backend::RustCrypto;
+        let server = scrip::issuer::server::start(config).await.unwrap();
+        let base = format!("http://{}", server.local_addr());
+        // Each request on its own connection, opened beforehand, all sent at once.
+        const BURST: usize = 48;
+        let start = Arc::new(tokio::sync::Barrier::new(BURST));
+        let requests: Vec<_> = (0..BURST)
+            .map(|_| {
+                let (base, start) = (base.clone(), Arc::clone(&start));
+                tokio::spawn(async move {
+                    let http = reqwest::Client::new();
+                    let ready = http.get(format!("{base}/healthz")).send().await.unwrap();
+                    assert_eq!(ready.status().as_u16(), 200);
+                    start.wait().await;
+                    let response = http.get(format!("{base}/v1/keys")).send().await.unwrap();
+                    assert_eq!(response.status().as_u16(), 200);
+                    response.bytes().await.unwrap()
+                })
+            })
+            .collect();
+        let mut bodies = Vec::new();
+        for request in requests {
+            bodies.push(request.await.unwrap());
+        }
+        assert!(
+            bodies.iter().all(|b| *b == bodies[0]),
+            "round {round}: the directory was signed more than once"
+        );
+        server.shutdown().await.unwrap();
+    }
+}

@@ -59,31 +59,15 @@ pub async fn revocations(
 const DIRECTORY_TTL: Duration = Duration::from_secs(60);
 
 pub async fn key_directory(accept: Format, state: Arc<AppState>) -> Response {
-    let now = state.now();
     let keys = state.issuer.keys();
-    {
-        let cached = match state.directory.lock() {
-            Ok(c) => c.clone(),
-            Err(p) => p.into_inner().clone(),
-        };
-        // Signed from the keyring served now, not one a rotation has replaced meanwhile.
-        if let Some((at, signed_by, directory)) = cached {
-            if now < at.saturating_add(DIRECTORY_TTL) && now >= at && Arc::ptr_eq(&signed_by, &keys)
-            {
-                return reply(&directory, accept);
-            }
-        }
+    if let Some(directory) = state.cached_directory(state.now(), &keys, DIRECTORY_TTL) {
+        return reply(&*directory, accept);
     }
-    let mut rng = request_rng();
-    match keys.signed_directory(now, &mut rng) {
-        Ok(directory) => {
-            let entry = Some((now, keys, directory.clone()));
-            match state.directory.lock() {
-                Ok(mut c) => *c = entry,
-                Err(p) => *p.into_inner() = entry,
-            }
-            reply(&directory, accept)
-        }
+    match state
+        .sign_directory(keys, DIRECTORY_TTL, &mut request_rng())
+        .await
+    {
+        Ok(directory) => reply(&*directory, accept),
         Err(e) => ApiError::from(e).into_response(),
     }
 }

@@ -48,6 +48,13 @@ use crate::{
     RecordedDemoFunding, Result,
 };
 
+/// The signed key directory served: when it was signed, from which keyring, and itself.
+type CachedDirectory = (
+    Timestamp,
+    Arc<Keyring>,
+    Arc<scrip_tokens::SignedKeyDirectory>,
+);
+
 /// The store backend the server runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreKind {
@@ -314,9 +321,10 @@ pub struct AppState {
     _locks: Vec<DirectoryLock>,
     /// The signed key directory served, when it was signed, and the keyring it was signed
     /// from (a rotation replaces the keyring: the cache is then stale).
-    #[allow(clippy::type_complexity)]
-    directory:
-        std::sync::Mutex<Option<(Timestamp, Arc<Keyring>, scrip_tokens::SignedKeyDirectory)>>,
+    directory: std::sync::Mutex<Option<CachedDirectory>>,
+    /// Held while the key directory is signed again, so that requests finding the cache
+    /// stale together wait for one signature instead of each making its own.
+    directory_signing: tokio::sync::Mutex<()>,
     /// This server's membership of a cluster (cluster mode only).
     pub(crate) cluster: Option<cluster::ClusterNode>,
     /// The signed revocation lists served.
@@ -378,10 +386,49 @@ impl AppState {
 
     /// Drops the cached signed key directory (after the keyring changed).
     pub(crate) fn forget_directory(&self) {
+        self.replace_directory(None);
+    }
+
+    fn replace_directory(&self, entry: Option<CachedDirectory>) {
         match self.directory.lock() {
-            Ok(mut c) => *c = None,
-            Err(p) => *p.into_inner() = None,
+            Ok(mut c) => *c = entry,
+            Err(p) => *p.into_inner() = entry,
         }
+    }
+
+    /// The cached signed key directory, if it was signed from `keys` (the keyring served
+    /// now, not one a rotation has replaced) less than `ttl` before `now`.
+    pub(crate) fn cached_directory(
+        &self,
+        now: Timestamp,
+        keys: &Arc<Keyring>,
+        ttl: Duration,
+    ) -> Option<Arc<scrip_tokens::SignedKeyDirectory>> {
+        let cached = match self.directory.lock() {
+            Ok(c) => c.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let (at, signed_by, directory) = cached?;
+        (now < at.saturating_add(ttl) && now >= at && Arc::ptr_eq(&signed_by, keys))
+            .then_some(directory)
+    }
+
+    /// Signs the key directory of `keys` at `now` and caches it, unless a request that
+    /// held the signing lock before this one already did.
+    pub(crate) async fn sign_directory<G: rand::CryptoRng + ?Sized>(
+        &self,
+        keys: Arc<Keyring>,
+        ttl: Duration,
+        rng: &mut G,
+    ) -> Result<Arc<scrip_tokens::SignedKeyDirectory>> {
+        let _signing = self.directory_signing.lock().await;
+        let now = self.now();
+        if let Some(directory) = self.cached_directory(now, &keys, ttl) {
+            return Ok(directory);
+        }
+        let directory = Arc::new(keys.signed_directory(now, rng)?);
+        self.replace_directory(Some((now, keys, Arc::clone(&directory))));
+        Ok(directory)
     }
 
     /// Whether `presented` is the operator token (compared in constant time).
@@ -704,6 +751,7 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
         )),
         _locks: locks,
         directory: std::sync::Mutex::new(None),
+        directory_signing: tokio::sync::Mutex::new(()),
         cluster,
         revocations: revocations::PublishedRevocations::default(),
     });
