@@ -40,9 +40,15 @@ use super::metrics::Metrics;
 /// connection is closed without an answer (the answer is a courtesy, not a duty).
 const REFUSALS_IN_FLIGHT: usize = 64;
 
-/// File descriptors kept for everything but client connections and refusals: the
-/// listener, the store's files or database connections, key and payout files, logs.
+/// File descriptors kept, beyond those open at start and the database pool, for files
+/// opened later: a file store's compaction, the disk-space probe, key and payout files.
 const RESERVED_DESCRIPTORS: u64 = 128;
+
+/// How many file descriptors the process has open, from `/proc/self/fd` (Linux).
+pub(super) fn open_descriptors() -> Option<u64> {
+    let entries = std::fs::read_dir("/proc/self/fd").ok()?;
+    u64::try_from(entries.count()).ok()
+}
 
 /// The process's soft limit on open files, read from `/proc/self/limits` (Linux); `None`
 /// where it cannot be read or is unlimited.
@@ -61,15 +67,18 @@ fn parse_open_files_limit(limits: &str) -> Option<u64> {
 }
 
 /// The connection cap that fits under the open-files limit `limit`: `configured`,
-/// lowered so that the connections, the refusals being answered and
-/// [`RESERVED_DESCRIPTORS`] fit. At the descriptor limit `accept` fails, so the cap could
-/// never answer `503 busy`, and the store could not open a file (a compaction, a space
-/// probe) while clients hold every descriptor: the cap must be reached first.
-pub(super) fn connection_cap(configured: usize, limit: Option<u64>) -> usize {
+/// lowered so that the connections, the refusals being answered, the `in_use`
+/// descriptors and [`RESERVED_DESCRIPTORS`] fit. At the descriptor limit `accept` fails,
+/// so the cap could never answer `503 busy`, and the store could not open a file (a
+/// compaction, a space probe) while clients hold every descriptor: the cap must be
+/// reached first. Never below one connection.
+pub(super) fn connection_cap(configured: usize, limit: Option<u64>, in_use: u64) -> usize {
     let Some(limit) = limit else {
         return configured.max(1);
     };
-    let room = limit.saturating_sub(RESERVED_DESCRIPTORS + REFUSALS_IN_FLIGHT as u64);
+    let room = limit
+        .saturating_sub(in_use)
+        .saturating_sub(RESERVED_DESCRIPTORS + REFUSALS_IN_FLIGHT as u64);
     configured
         .min(usize::try_from(room).unwrap_or(usize::MAX))
         .max(1)
@@ -333,13 +342,21 @@ Max locked memory         8388608              8388608              bytes     \n
     fn the_connection_cap_leaves_descriptors_for_the_store_and_refusals() {
         let reserved = (RESERVED_DESCRIPTORS + REFUSALS_IN_FLIGHT as u64) as usize;
         // Debian's and systemd's default soft limit: 1024 connections would exhaust it.
-        assert_eq!(connection_cap(1024, Some(1024)), 1024 - reserved);
+        assert_eq!(connection_cap(1024, Some(1024), 0), 1024 - reserved);
+        // What is open already and a database pool of 200 come off too.
+        assert_eq!(
+            connection_cap(1024, Some(1024), 20 + 200),
+            1024 - 220 - reserved
+        );
         // A raised limit leaves the configured cap alone; an unreadable one too.
-        assert_eq!(connection_cap(1024, Some(65_536)), 1024);
-        assert_eq!(connection_cap(1024, None), 1024);
+        assert_eq!(connection_cap(1024, Some(65_536), 220), 1024);
+        assert_eq!(connection_cap(1024, None, 220), 1024);
         // Never below one connection, whatever the limit.
-        assert_eq!(connection_cap(1024, Some(10)), 1);
-        assert_eq!(connection_cap(0, None), 1);
+        assert_eq!(connection_cap(1024, Some(10), 0), 1);
+        assert_eq!(connection_cap(1024, Some(1024), u64::MAX), 1);
+        assert_eq!(connection_cap(0, None, 0), 1);
+        #[cfg(target_os = "linux")]
+        assert!(open_descriptors().is_some_and(|n| n >= 3));
     }
 
     #[test]

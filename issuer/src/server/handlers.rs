@@ -64,7 +64,7 @@ pub async fn key_directory(accept: Format, state: Arc<AppState>) -> Response {
         return reply(&*directory, accept);
     }
     match state
-        .sign_directory(keys, DIRECTORY_TTL, &mut request_rng())
+        .sign_directory(DIRECTORY_TTL, &mut request_rng())
         .await
     {
         Ok(directory) => reply(&*directory, accept),

@@ -210,8 +210,9 @@ pub struct ServerConfig {
     /// request_timeout`), so slow senders cannot hold connections forever.
     pub read_timeout: Duration,
     /// Most connections served at once; more are answered `503 busy` and closed. Lowered
-    /// at start (with a warning) to fit the process's open-files limit, less descriptors
-    /// kept for the store and for answering refusals.
+    /// at start (with a warning) to fit the process's open-files limit, less the
+    /// descriptors open then, the database pool and descriptors kept for files the store
+    /// opens later and for answering refusals.
     pub max_connections: usize,
     /// Largest request head (request line and headers) a connection may buffer; larger
     /// heads get `431 headers_too_large`.
@@ -413,15 +414,17 @@ impl AppState {
             .then_some(directory)
     }
 
-    /// Signs the key directory of `keys` at `now` and caches it, unless a request that
-    /// held the signing lock before this one already did.
+    /// Signs the key directory of the keyring served now and caches it, unless a request
+    /// that held the signing lock before this one already did. The keyring is read after
+    /// the lock is taken: a request that waited through a rotation signs the new keys, not
+    /// the ones the rotation withdrew.
     pub(crate) async fn sign_directory<G: rand::CryptoRng + ?Sized>(
         &self,
-        keys: Arc<Keyring>,
         ttl: Duration,
         rng: &mut G,
     ) -> Result<Arc<scrip_tokens::SignedKeyDirectory>> {
         let _signing = self.directory_signing.lock().await;
+        let keys = self.issuer.keys();
         let now = self.now();
         if let Some(directory) = self.cached_directory(now, &keys, ttl) {
             return Ok(directory);
@@ -759,12 +762,22 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer> {
     let (stop, stopped) = oneshot::channel::<()>();
     let routes = filters::routes(Arc::clone(&state));
     let open_files = connections::open_files_limit();
-    let max_connections = connections::connection_cap(config.max_connections, open_files);
+    // Descriptors open now, and the database pool's, which opens connections as it needs.
+    let pool = if cluster_mode {
+        config.database_connections
+    } else {
+        0
+    };
+    let in_use = connections::open_descriptors()
+        .unwrap_or(0)
+        .saturating_add(u64::try_from(pool).unwrap_or(u64::MAX));
+    let max_connections = connections::connection_cap(config.max_connections, open_files, in_use);
     if max_connections < config.max_connections {
         tracing::warn!(
             configured = config.max_connections,
             serving = max_connections,
             open_files_limit = open_files,
+            descriptors_in_use = in_use,
             "max_connections lowered to fit the open-files limit; raise the limit \
              (ulimit -n, systemd LimitNOFILE) to serve more"
         );

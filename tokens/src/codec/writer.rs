@@ -170,9 +170,7 @@ impl<'a> ser::Serializer for &mut Writer<'a> {
         Ok(self)
     }
 
-    #[inline]
-    fn serialize_tuple(self, len: usize) -> Result<Self> {
-        self.out.reserve(len);
+    fn serialize_tuple(self, _len: usize) -> Result<Self> {
         Ok(self)
     }
 
