@@ -665,6 +665,59 @@ pub async fn later_units_of_one_call_see_earlier_ones<H: Harness>(h: H) {
     assert_eq!(store.balance(&merchant_account(1), EUR).await.unwrap(), 2);
 }
 
+pub async fn a_refused_unit_leaves_every_claim_as_it_was<H: Harness>(h: H) {
+    let store = h.open();
+    assert_eq!(
+        store.commit(redemption(1, [60, 61], 1)).await.unwrap(),
+        CommitOutcome::Committed
+    );
+    let held = store.claims(&[coin(60), coin(61)]).await.unwrap();
+    // One call: a conflict (62 free, 61 held), merchant 1's unit again (later, so a value
+    // left behind would carry another time), an overdraft that claims 63, then merchant 3
+    // claiming 62 and 63, which the refused units must have left free.
+    let overdraft = Unit::new(merchant(4), at(3))
+        .claim(coin(63), digest(63))
+        .post(Posting::transfer(customer(9), outstanding(), eur(1), "pay"))
+        .floor(Floor::non_negative(customer(9), EUR));
+    let outcomes = store
+        .commit_many(vec![
+            redemption(2, [62, 61], 2),
+            redemption(1, [60, 61], 7),
+            overdraft,
+            redemption(3, [62, 63], 4),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcomes[0], CommitOutcome::Conflict(_)),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes[1],
+        CommitOutcome::Repeated {
+            first_claimed_at: at(1)
+        }
+    );
+    assert!(
+        matches!(outcomes[2], CommitOutcome::InsufficientFunds { .. }),
+        "{outcomes:?}"
+    );
+    assert_eq!(outcomes[3], CommitOutcome::Committed);
+    // The held claims are exactly as before: holder, time and digest.
+    assert_eq!(store.claims(&[coin(60), coin(61)]).await.unwrap(), held);
+    let taken = store.claims(&[coin(62), coin(63)]).await.unwrap();
+    for (claim, id) in taken.iter().zip([62u64, 63]) {
+        let claim = claim.as_ref().unwrap();
+        assert_eq!(
+            (claim.claimant.clone(), claim.claimed_at, claim.digest),
+            (merchant(3), at(4), digest(id))
+        );
+    }
+    assert_eq!(store.balance(&merchant_account(2), EUR).await.unwrap(), 0);
+    assert_eq!(store.balance(&merchant_account(1), EUR).await.unwrap(), 2);
+    assert_eq!(store.balance(&customer(9), EUR).await.unwrap(), 0);
+}
+
 pub async fn documents_are_stored_scanned_and_deleted<H: Harness>(h: H) {
     let store = h.open();
     let other = Collection::new("conformance-other");
@@ -882,6 +935,7 @@ macro_rules! store_conformance {
             floors_refuse_overdrafts_atomically,
             malformed_units_are_refused_before_anything_is_applied,
             later_units_of_one_call_see_earlier_ones,
+            a_refused_unit_leaves_every_claim_as_it_was,
             documents_are_stored_scanned_and_deleted,
             ledgers_and_balances_paginate,
             everything_survives_close_and_reopen,

@@ -2,8 +2,11 @@
 //! how a unit is checked and applied, how keys are laid out, how queries read.
 //!
 //! A backend supplies ordered byte tables ([`KvGet`], [`KvPut`], [`KvRead`]) with the
-//! isolation the engine needs: while [`apply_unit`] runs, nothing else writes, and reads
-//! see the unit's own earlier writes and those of earlier units of the same batch.
+//! isolation the engine needs: while [`apply_unit`] runs, nothing else reads or writes
+//! them (a refused unit's claims exist until it undoes them), and the unit sees its own
+//! earlier writes and those of earlier units of the same batch. If `apply_unit` fails,
+//! the durable backends discard the whole batch (the memory store, which writes in
+//! place, fails only on data it could not have stored).
 
 use scrip_tokens::{codec, Currency};
 
@@ -68,6 +71,32 @@ pub(crate) trait KvGet {
 pub(crate) trait KvPut: KvGet {
     fn put(&mut self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>)
         -> Result<(), StoreError>;
+
+    /// Writes `value` under `key` and returns the value it replaced. A backend whose
+    /// insert already finds the old value (redb's B-tree, a hash map) overrides this, so a
+    /// fresh claim costs one walk instead of a lookup and then an insert.
+    fn replace(
+        &mut self,
+        table: Table,
+        key: &[u8],
+        value: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let old = self.get(table, key)?;
+        self.put(table, key.to_vec(), Some(value))?;
+        Ok(old)
+    }
+
+    /// Undoes a [`KvPut::replace`] that returned `old`, leaving `key` as it was found. A
+    /// backend that records changes (the file store's overlay) overrides this, so that an
+    /// undone write leaves no change behind to make durable.
+    fn restore(
+        &mut self,
+        table: Table,
+        key: Vec<u8>,
+        old: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        self.put(table, key, old)
+    }
 }
 
 /// Ordered range reads.
@@ -158,19 +187,47 @@ fn read_next_seq(kv: &impl KvGet) -> Result<u64, StoreError> {
     }
 }
 
-/// Checks and applies one unit. Reads everything it needs first and writes only once the
-/// outcome is `Committed`, so a unit is never half-applied. The caller has run
-/// [`Unit::validate`].
-pub(crate) fn apply_unit(kv: &mut impl KvPut, unit: &Unit) -> Result<CommitOutcome, StoreError> {
-    // 1. Claims.
-    let mut keys = Vec::with_capacity(unit.claims.len());
+/// What [`claim_and_check`] found: the unit holds (its balance slots: key, before,
+/// after), or is refused with this outcome.
+enum Checked {
+    Holds(Vec<(Vec<u8>, i128, i128)>),
+    Refused(CommitOutcome),
+}
+
+/// Step 1 and 2 of [`apply_unit`]: writes the unit's claims (recording in `replaced` what
+/// each write replaced, for the caller to put back if the unit is refused), then checks
+/// that no id was held and that every floor holds after the postings.
+fn claim_and_check(
+    kv: &mut impl KvPut,
+    unit: &Unit,
+    replaced: &mut Vec<(Vec<u8>, Option<Vec<u8>>)>,
+) -> Result<Checked, StoreError> {
+    // 1. Claims. Once one id turns out held, the unit will not commit: the rest are only
+    // read, so a retried batch (every unit a repeat) writes one claim per unit, not all.
     let mut existing = Vec::with_capacity(unit.claims.len());
+    let mut refused = false;
     for claim in &unit.claims {
         let key = claim.id.key_bytes();
-        existing.push(read_claim(kv, &key)?);
-        keys.push(key);
+        let old = if refused {
+            kv.get(Table::Claims, &key)?
+        } else {
+            let value = ExistingClaim {
+                claimant: unit.claimant.clone(),
+                claimed_at: unit.at,
+                digest: claim.digest,
+            };
+            let bytes = codec::encode(&value).map_err(|e| corrupted("encoding a claim", e))?;
+            let old = kv.replace(Table::Claims, &key, bytes)?;
+            refused = old.is_some();
+            replaced.push((key, old.clone()));
+            old
+        };
+        existing.push(
+            old.map(|v| codec::decode::<ExistingClaim>(&v).map_err(|e| corrupted("claim", e)))
+                .transpose()?,
+        );
     }
-    if existing.iter().any(Option::is_some) {
+    if refused {
         let repeat = existing.iter().zip(&unit.claims).all(|(held, claim)| {
             held.as_ref()
                 .is_some_and(|h| h.claimant == unit.claimant && h.digest == claim.digest)
@@ -182,7 +239,9 @@ pub(crate) fn apply_unit(kv: &mut impl KvPut, unit: &Unit) -> Result<CommitOutco
                 .map(|h| h.claimed_at)
                 .min()
                 .unwrap_or(unit.at);
-            return Ok(CommitOutcome::Repeated { first_claimed_at });
+            return Ok(Checked::Refused(CommitOutcome::Repeated {
+                first_claimed_at,
+            }));
         }
         let report = unit
             .claims
@@ -190,7 +249,7 @@ pub(crate) fn apply_unit(kv: &mut impl KvPut, unit: &Unit) -> Result<CommitOutco
             .map(|c| c.id.clone())
             .zip(existing)
             .collect();
-        return Ok(CommitOutcome::Conflict(report));
+        return Ok(Checked::Refused(CommitOutcome::Conflict(report)));
     }
 
     // 2. Balances after the postings, and the floors on them.
@@ -219,25 +278,54 @@ pub(crate) fn apply_unit(kv: &mut impl KvPut, unit: &Unit) -> Result<CommitOutco
             None => read_balance(kv, &key)?,
         };
         if after < f.min {
-            return Ok(CommitOutcome::InsufficientFunds {
+            return Ok(Checked::Refused(CommitOutcome::InsufficientFunds {
                 account: f.account.clone(),
                 currency: f.currency,
                 balance_after: after,
                 min: f.min,
-            });
+            }));
         }
     }
 
-    // 3. Everything holds: write.
-    for (claim, key) in unit.claims.iter().zip(keys) {
-        let value = ExistingClaim {
-            claimant: unit.claimant.clone(),
-            claimed_at: unit.at,
-            digest: claim.digest,
-        };
-        let bytes = codec::encode(&value).map_err(|e| corrupted("encoding a claim", e))?;
-        kv.put(Table::Claims, key, Some(bytes))?;
+    Ok(Checked::Holds(balances))
+}
+
+/// Undoes [`claim_and_check`]'s writes: newest first, so each key ends as it was found.
+fn put_back(
+    kv: &mut impl KvPut,
+    replaced: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+) -> Result<(), StoreError> {
+    for (key, old) in replaced.into_iter().rev() {
+        kv.restore(Table::Claims, key, old)?;
     }
+    Ok(())
+}
+
+/// Checks and applies one unit; a unit that does not commit leaves nothing behind. The
+/// caller has run [`Unit::validate`] (so no id is claimed twice in the unit).
+///
+/// Claims are written first, each write returning what it replaced: an id that was held
+/// comes back with its holder. A unit refused after that (an id held, a floor broken, or
+/// an error) puts every replaced value back before it returns, while the batch's writer
+/// still holds the tables (redb's write transaction, the file store's overlay, the memory
+/// store's write lock), so no read and no later unit ever sees its claims. Everything
+/// else is written only once the outcome is `Committed`.
+pub(crate) fn apply_unit(kv: &mut impl KvPut, unit: &Unit) -> Result<CommitOutcome, StoreError> {
+    let mut replaced: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(unit.claims.len());
+    let balances = match claim_and_check(kv, unit, &mut replaced) {
+        Ok(Checked::Holds(balances)) => balances,
+        Ok(Checked::Refused(outcome)) => {
+            put_back(kv, replaced)?;
+            return Ok(outcome);
+        }
+        Err(e) => {
+            // The error is what the caller needs. Where the undo matters (the memory
+            // store, which writes in place) it cannot fail; the others discard the batch.
+            let _undone = put_back(kv, replaced);
+            return Err(e);
+        }
+    };
+
     if !unit.postings.is_empty() {
         let mut seq = read_next_seq(kv)?;
         let mut running: Vec<(Vec<u8>, i128)> = balances
@@ -394,6 +482,58 @@ pub(crate) fn check_format(kv: &mut impl KvPut) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Claimant;
+    use crate::tables::{MemTables, Overlay};
+    use scrip_tokens::{CoinSpendId, ContentDigest, MerchantId, Timestamp};
+
+    fn claiming(merchant: u128, coins: &[u8]) -> Unit {
+        coins.iter().fold(
+            Unit::new(
+                Claimant::Merchant(MerchantId(uuid::Uuid::from_u128(merchant))),
+                Timestamp::from_unix_millis(1_767_225_600_000),
+            ),
+            |unit, n| {
+                unit.claim(
+                    ClaimId::Coin(CoinSpendId([*n; 32])),
+                    ContentDigest::of(&[*n]),
+                )
+            },
+        )
+    }
+
+    #[test]
+    fn a_refused_unit_leaves_no_change_for_the_file_store_to_write() {
+        let mut base = MemTables::default();
+        assert_eq!(
+            apply_unit(&mut base, &claiming(1, &[1])).unwrap(),
+            CommitOutcome::Committed
+        );
+        let mut overlay = Overlay::new(&base);
+        assert!(matches!(
+            apply_unit(&mut overlay, &claiming(2, &[2, 1])).unwrap(),
+            CommitOutcome::Conflict(_)
+        ));
+        assert!(matches!(
+            apply_unit(&mut overlay, &claiming(1, &[1])).unwrap(),
+            CommitOutcome::Repeated { .. }
+        ));
+        assert!(overlay.into_changes().is_empty());
+
+        // A conflict on a claim made earlier in the same batch keeps that claim.
+        let mut overlay = Overlay::new(&base);
+        assert_eq!(
+            apply_unit(&mut overlay, &claiming(3, &[3])).unwrap(),
+            CommitOutcome::Committed
+        );
+        let committed = overlay.into_changes();
+        let mut overlay = Overlay::new(&base);
+        apply_unit(&mut overlay, &claiming(3, &[3])).unwrap();
+        assert!(matches!(
+            apply_unit(&mut overlay, &claiming(4, &[4, 3])).unwrap(),
+            CommitOutcome::Conflict(_)
+        ));
+        assert_eq!(overlay.into_changes(), committed);
+    }
 
     #[test]
     fn prefix_end_is_the_first_key_past_the_prefix() {

@@ -62,43 +62,50 @@ pub enum ClaimId {
 }
 
 impl ClaimId {
+    /// The first byte of [`ClaimId::key_bytes`]: which kind of id this is.
+    pub(crate) fn kind(&self) -> u8 {
+        match self {
+            ClaimId::LegacyCoinId(_) => 1,
+            ClaimId::Record(_) => 2,
+            ClaimId::DeviceSequence { .. } => 3,
+            ClaimId::Deposit(_) => 4,
+            ClaimId::Certificate(_) => 5,
+            ClaimId::Idempotency { .. } => 6,
+            ClaimId::Custom { .. } => 7,
+            ClaimId::Coin(_) => 8,
+        }
+    }
+
     /// The key bytes stores index by: a kind byte, then the fields (length-prefixed where
     /// variable), so distinct ids never share bytes.
     pub fn key_bytes(&self) -> Vec<u8> {
         let mut k = Vec::with_capacity(41);
+        k.push(self.kind());
         match self {
             ClaimId::LegacyCoinId(id) => {
-                k.push(1);
                 k.extend_from_slice(id.as_bytes());
             }
             ClaimId::Coin(spend_id) => {
-                k.push(8);
                 k.extend_from_slice(spend_id.as_bytes());
             }
             ClaimId::Record(id) => {
-                k.push(2);
                 k.extend_from_slice(id.as_bytes());
             }
             ClaimId::DeviceSequence { device, sequence } => {
-                k.push(3);
                 k.extend_from_slice(device.as_bytes());
                 k.extend_from_slice(&sequence.to_be_bytes());
             }
             ClaimId::Deposit(id) => {
-                k.push(4);
                 k.extend_from_slice(id.as_bytes());
             }
             ClaimId::Certificate(serial) => {
-                k.push(5);
                 k.extend_from_slice(serial.as_bytes());
             }
             ClaimId::Idempotency { scope, key } => {
-                k.push(6);
                 k.extend_from_slice(scope.as_bytes());
                 k.extend_from_slice(key);
             }
             ClaimId::Custom { namespace, key } => {
-                k.push(7);
                 push_len_prefixed(&mut k, namespace.as_bytes());
                 push_len_prefixed(&mut k, key);
             }

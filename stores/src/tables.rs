@@ -85,6 +85,20 @@ impl KvPut for MemTables {
         self.apply(table, key, value);
         Ok(())
     }
+
+    fn replace(
+        &mut self,
+        table: Table,
+        key: &[u8],
+        value: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if table == Table::Claims {
+            return Ok(self.claims.insert(key.to_vec(), value));
+        }
+        let old = self.get(table, key)?;
+        self.apply(table, key.to_vec(), Some(value));
+        Ok(old)
+    }
 }
 
 impl KvRead for MemTables {
@@ -157,6 +171,22 @@ impl KvPut for Overlay<'_> {
         value: Option<Vec<u8>>,
     ) -> Result<(), StoreError> {
         self.changes.insert((table, key), value);
+        Ok(())
+    }
+
+    /// Where `old` is what the base holds, the undone write's change is dropped rather
+    /// than replaced by one that writes `old` again: a refused unit adds nothing to the log.
+    fn restore(
+        &mut self,
+        table: Table,
+        key: Vec<u8>,
+        old: Option<Vec<u8>>,
+    ) -> Result<(), StoreError> {
+        if self.base.get(table, &key)? == old {
+            self.changes.remove(&(table, key));
+        } else {
+            self.changes.insert((table, key), old);
+        }
         Ok(())
     }
 }
