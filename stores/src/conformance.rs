@@ -180,13 +180,22 @@ impl Harness for FileHarness {
 #[cfg(feature = "redb")]
 pub struct RedbHarness {
     dir: tempfile::TempDir,
+    limits: crate::ClaimsIndexLimits,
 }
 
 #[cfg(feature = "redb")]
 impl RedbHarness {
     pub fn new() -> Self {
+        Self::with_limits(crate::ClaimsIndexLimits::default())
+    }
+
+    /// A harness whose claims index writes its log out as a run after `log_max` claims,
+    /// merges `fan_in` runs, `chunk` claims a step (tiny ones exercise runs, filters and
+    /// compactions in the middle of every test).
+    pub fn with_limits(limits: crate::ClaimsIndexLimits) -> Self {
         RedbHarness {
             dir: tempfile::tempdir().unwrap(),
+            limits,
         }
     }
 }
@@ -203,7 +212,7 @@ impl Harness for RedbHarness {
     type Store = RedbStore;
     const DURABLE: bool = true;
     fn open(&self) -> RedbStore {
-        RedbStore::open(self.dir.path().join("scrip.redb")).unwrap()
+        RedbStore::open_with_limits(self.dir.path().join("scrip.redb"), self.limits).unwrap()
     }
 }
 

@@ -207,5 +207,6 @@ fn writer_loop(
                 }
             }
         }
+        committer.maintain();
     }
 }

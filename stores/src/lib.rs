@@ -2,6 +2,11 @@
 // Without a backend's feature, its links in the README point at the feature table.
 #![cfg_attr(not(feature = "file"), doc = "", doc = "[`FileStore`]: #features")]
 #![cfg_attr(not(feature = "redb"), doc = "", doc = "[`RedbStore`]: #features")]
+#![cfg_attr(
+    not(feature = "redb"),
+    doc = "",
+    doc = "[`ClaimsIndexLimits`]: #features"
+)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 // Parts of the engine serve only the durable backends (format version, overlay, writer
 // probes). A build without one of them leaves those unused; the full build (default
@@ -43,7 +48,7 @@ pub use model::{
     MAX_ITEMS_PER_UNIT, MAX_KEY_LEN, MAX_VALUE_LEN,
 };
 #[cfg(feature = "redb")]
-pub use redb::RedbStore;
+pub use redb::{ClaimsIndexLimits, RedbStore};
 
 /// Counters a store keeps about its commits (for metrics and for showing group commit at
 /// work).

@@ -1,11 +1,13 @@
 //! `RedbStore`: the embedded default. Each group-committed batch is one redb write
 //! transaction (durability `Immediate`: fsynced before commit returns); the engine's checks
 //! run inside that transaction. Reads use redb's MVCC read transactions and never block
-//! writes. The file is opened for this process alone (redb's exclusive open), which
-//! [`ClaimKinds`] relies on.
+//! writes. Claims live in a log-structured index ([`claims`], store format 2), so that a
+//! claim costs an append rather than its own B-tree leaf. The file is opened for this
+//! process alone (redb's exclusive open), which the index's in-memory parts rely on.
+
+mod claims;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use redb::{
@@ -13,15 +15,29 @@ use redb::{
     WriteTransaction,
 };
 
-use crate::engine::{apply_unit, check_format, KvGet, KvPut, KvRead, Pairs, Table};
+use crate::engine::{apply_unit, KvGet, KvPut, KvRead, Pairs, Table};
 use crate::model::{CommitOutcome, Unit};
 use crate::store::{Backend, BatchCommitter, Store};
 use crate::{Result, StoreError};
+pub use claims::IndexLimits as ClaimsIndexLimits;
+use claims::{ClaimsIndex, ClaimsRead, ClaimsWrite, IndexWriter};
 
 type Bytes = &'static [u8];
 
+/// The tables kept as plain B-trees: all but the claims, which [`claims`] indexes.
+const STORED: [Table; 4] = [
+    Table::Balances,
+    Table::Entries,
+    Table::Documents,
+    Table::Meta,
+];
+
 fn definition(table: Table) -> TableDefinition<'static, Bytes, Bytes> {
     TableDefinition::new(table.name())
+}
+
+fn meta_definition() -> TableDefinition<'static, Bytes, Bytes> {
+    definition(Table::Meta)
 }
 
 fn backend(e: impl Into<redb::Error>) -> StoreError {
@@ -32,185 +48,182 @@ fn backend(e: impl Into<redb::Error>) -> StoreError {
     }
 }
 
-/// The claim kinds (a claim key's first byte, [`ClaimId::key_bytes`]) the file holds at
-/// least one claim of. A lookup of a claim whose kind the file has never held is answered
-/// without walking the B-tree. In a store that scrip 0.1 never wrote, that is every coin's
-/// bare-id claim ([`ClaimId::LegacyCoinId`]), which the issuer reads beside each spend id:
-/// one B-tree walk per redeemed coin saved.
-///
-/// Sound because this process is the file's only writer while it holds the file (redb's
-/// exclusive open): the kinds are read from the file at open, and again when the store
-/// reopens it after a failed write (it was unlocked in between), and a batch marks its
-/// claims' kinds before its transaction commits, so no read can see a claim whose kind is
-/// unmarked. Kinds are never unmarked: a refused unit or a failed batch leaves its kinds
-/// marked, which costs a lookup, never a missed claim.
-///
-/// [`ClaimId::key_bytes`]: crate::ClaimId::key_bytes
-/// [`ClaimId::LegacyCoinId`]: crate::ClaimId::LegacyCoinId
-#[derive(Debug, Default)]
-pub(crate) struct ClaimKinds([AtomicU64; 4]);
-
-impl ClaimKinds {
-    fn slot(&self, kind: u8) -> (Option<&AtomicU64>, u64) {
-        (self.0.get(usize::from(kind / 64)), 1u64 << (kind % 64))
-    }
-
-    fn mark(&self, kind: u8) {
-        if let (Some(word), bit) = self.slot(kind) {
-            word.fetch_or(bit, Ordering::Release);
-        }
-    }
-
-    /// Marks every kind `other` holds.
-    fn add(&self, other: &ClaimKinds) {
-        for (word, theirs) in self.0.iter().zip(&other.0) {
-            word.fetch_or(theirs.load(Ordering::Acquire), Ordering::Release);
-        }
-    }
-
-    /// Every kind marked: for a transaction that runs before the kinds are read.
-    fn all() -> Self {
-        ClaimKinds([(); 4].map(|()| AtomicU64::new(u64::MAX)))
-    }
-
-    /// Whether the file may hold a claim under `key`.
-    fn may_hold(&self, key: &[u8]) -> bool {
-        let Some(&kind) = key.first() else {
-            return true;
-        };
-        match self.slot(kind) {
-            (Some(word), bit) => word.load(Ordering::Acquire) & bit != 0,
-            (None, _) => true,
-        }
-    }
-
-    /// The kinds `claims` holds: one seek per kind present, whatever the table's size.
-    fn read(claims: &impl ReadableTable<Bytes, Bytes>) -> Result<Self> {
-        let kinds = ClaimKinds::default();
-        let mut from: Vec<u8> = Vec::new();
-        loop {
-            let Some(first) = claims
-                .range::<&[u8]>(from.as_slice()..)
-                .map_err(backend)?
-                .next()
-            else {
-                return Ok(kinds);
-            };
-            let (key, _) = first.map_err(backend)?;
-            let Some(&kind) = key.value().first() else {
-                // An empty key is of no kind; go on with the kinds after it.
-                from = vec![0];
-                continue;
-            };
-            kinds.mark(kind);
-            match kind.checked_add(1) {
-                Some(next) => from = vec![next],
-                None => return Ok(kinds),
-            }
-        }
-    }
-}
-
-/// Every table of one transaction, open at once, indexed by [`Table`], and the claim kinds
-/// the file holds.
-pub(crate) struct OpenTables<T> {
+/// Every table of one transaction, open at once: the plain tables in [`STORED`] order,
+/// and the claims index.
+pub(crate) struct OpenTables<T, C> {
     tables: Vec<T>,
-    kinds: Arc<ClaimKinds>,
+    claims: C,
 }
 
 /// The tables of a write transaction.
-type WriteTables<'txn> = OpenTables<redb::Table<'txn, Bytes, Bytes>>;
+type WriteTables<'txn> = OpenTables<redb::Table<'txn, Bytes, Bytes>, ClaimsWrite<'txn>>;
 
 /// The tables of a read transaction.
-pub(crate) type ReadTables = OpenTables<ReadOnlyTable<Bytes, Bytes>>;
+pub(crate) type ReadTables = OpenTables<ReadOnlyTable<Bytes, Bytes>, ClaimsRead>;
 
-impl<T> OpenTables<T> {
+impl<T, C> OpenTables<T, C> {
     fn table(&self, table: Table) -> Result<&T> {
-        self.tables
-            .get(table as usize)
+        STORED
+            .iter()
+            .position(|t| *t == table)
+            .and_then(|i| self.tables.get(i))
             .ok_or(StoreError::Corrupted("missing table".into()))
     }
 }
 
+fn open_stored(txn: &WriteTransaction) -> Result<Vec<redb::Table<'_, Bytes, Bytes>>> {
+    STORED
+        .iter()
+        .map(|t| txn.open_table(definition(*t)).map_err(backend))
+        .collect()
+}
+
 impl<'txn> WriteTables<'txn> {
-    fn open(txn: &'txn WriteTransaction, kinds: Arc<ClaimKinds>) -> Result<Self> {
-        let tables = Table::ALL
+    fn open(txn: &'txn WriteTransaction, index: Arc<ClaimsIndex>, next_seq: u64) -> Result<Self> {
+        Ok(OpenTables {
+            tables: open_stored(txn)?,
+            claims: ClaimsWrite::open(txn, index, next_seq)?,
+        })
+    }
+
+    fn table_mut(&mut self, table: Table) -> Result<&mut redb::Table<'txn, Bytes, Bytes>> {
+        STORED
             .iter()
-            .map(|t| txn.open_table(definition(*t)).map_err(backend))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(OpenTables { tables, kinds })
+            .position(|t| *t == table)
+            .and_then(|i| self.tables.get_mut(i))
+            .ok_or(StoreError::Corrupted("missing table".into()))
     }
 }
 
 impl ReadTables {
-    fn open(txn: &ReadTransaction, kinds: Arc<ClaimKinds>) -> Result<Self> {
-        let tables = Table::ALL
+    /// The tables as the snapshot `txn` sees them, with the claims index's `layout` taken
+    /// with it.
+    fn open(
+        txn: &ReadTransaction,
+        index: &Arc<ClaimsIndex>,
+        layout: Arc<claims::Layout>,
+    ) -> Result<Self> {
+        let tables = STORED
             .iter()
             .map(|t| txn.open_table(definition(*t)).map_err(backend))
             .collect::<Result<Vec<_>>>()?;
-        Ok(OpenTables { tables, kinds })
-    }
-}
-
-impl<T: ReadableTable<Bytes, Bytes>> KvGet for OpenTables<T> {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if table == Table::Claims && !self.kinds.may_hold(key) {
-            return Ok(None);
-        }
-        Ok(self
-            .table(table)?
-            .get(key)
-            .map_err(backend)?
-            .map(|v| v.value().to_vec()))
-    }
-}
-
-impl<'txn> WriteTables<'txn> {
-    fn table_mut(&mut self, table: Table) -> Result<&mut redb::Table<'txn, Bytes, Bytes>> {
-        self.tables
-            .get_mut(table as usize)
+        let generation = STORED
+            .iter()
+            .position(|t| *t == Table::Meta)
+            .and_then(|i| tables.get(i))
             .ok_or(StoreError::Corrupted("missing table".into()))
+            .and_then(claims::snapshot_generation)?;
+        Ok(OpenTables {
+            tables,
+            claims: ClaimsRead::open(txn, index, layout, generation)?,
+        })
+    }
+}
+
+fn get_stored(table: &impl ReadableTable<Bytes, Bytes>, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    Ok(table.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
+}
+
+fn range_stored(
+    table: &impl ReadableTable<Bytes, Bytes>,
+    start: &[u8],
+    end: Option<&[u8]>,
+    limit: usize,
+) -> Result<Pairs> {
+    let iter = match end {
+        Some(end) => table.range::<&[u8]>(start..end),
+        None => table.range::<&[u8]>(start..),
+    }
+    .map_err(backend)?;
+    iter.take(limit)
+        .map(|item| {
+            let (k, v) = item.map_err(backend)?;
+            Ok((k.value().to_vec(), v.value().to_vec()))
+        })
+        .collect()
+}
+
+impl KvGet for ReadTables {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match table {
+            Table::Claims => self.claims.get(key),
+            other => get_stored(self.table(other)?, key),
+        }
+    }
+}
+
+impl KvRead for ReadTables {
+    fn range(&self, table: Table, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs> {
+        match table {
+            Table::Claims => self.claims.range(start, end, limit),
+            other => range_stored(self.table(other)?, start, end, limit),
+        }
+    }
+}
+
+impl KvGet for WriteTables<'_> {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match table {
+            Table::Claims => self.claims.get(key),
+            other => get_stored(self.table(other)?, key),
+        }
+    }
+}
+
+impl KvRead for WriteTables<'_> {
+    fn range(&self, table: Table, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs> {
+        match table {
+            Table::Claims => self.claims.range(start, end, limit),
+            other => range_stored(self.table(other)?, start, end, limit),
+        }
     }
 }
 
 impl KvPut for WriteTables<'_> {
     fn put(&mut self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<()> {
-        let t = self.table_mut(table)?;
-        match value {
-            Some(v) => {
-                t.insert(key.as_slice(), v.as_slice()).map_err(backend)?;
+        match (table, value) {
+            // Claims are only ever made (`replace`) and undone (`restore`).
+            (Table::Claims, Some(v)) => match self.claims.claim(&key, v)? {
+                None => Ok(()),
+                Some(_) => Err(StoreError::InvalidUnit("a claim is never overwritten")),
+            },
+            (Table::Claims, None) => self.claims.unclaim(&key),
+            (other, Some(v)) => {
+                self.table_mut(other)?
+                    .insert(key.as_slice(), v.as_slice())
+                    .map_err(backend)?;
+                Ok(())
             }
-            None => {
-                t.remove(key.as_slice()).map_err(backend)?;
+            (other, None) => {
+                self.table_mut(other)?
+                    .remove(key.as_slice())
+                    .map_err(backend)?;
+                Ok(())
             }
         }
-        Ok(())
     }
 
-    /// redb's insert walks the tree once and hands back the value it replaced.
+    /// A claim is appended to the log unless its id is held; a held id's claim is left
+    /// as it is (and handed back), which is what writing it and undoing the write leaves.
     fn replace(&mut self, table: Table, key: &[u8], value: Vec<u8>) -> Result<Option<Vec<u8>>> {
-        Ok(self
-            .table_mut(table)?
-            .insert(key, value.as_slice())
-            .map_err(backend)?
-            .map(|old| old.value().to_vec()))
-    }
-}
-
-impl<T: ReadableTable<Bytes, Bytes>> KvRead for OpenTables<T> {
-    fn range(&self, table: Table, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs> {
-        let t = self.table(table)?;
-        let iter = match end {
-            Some(end) => t.range::<&[u8]>(start..end),
-            None => t.range::<&[u8]>(start..),
+        match table {
+            Table::Claims => self.claims.claim(key, value),
+            other => Ok(self
+                .table_mut(other)?
+                .insert(key, value.as_slice())
+                .map_err(backend)?
+                .map(|old| old.value().to_vec())),
         }
-        .map_err(backend)?;
-        iter.take(limit)
-            .map(|item| {
-                let (k, v) = item.map_err(backend)?;
-                Ok((k.value().to_vec(), v.value().to_vec()))
-            })
-            .collect()
+    }
+
+    /// Undoes a [`KvPut::replace`]: a claim this transaction appended is taken out of the
+    /// log again; a held claim was never touched.
+    fn restore(&mut self, table: Table, key: Vec<u8>, old: Option<Vec<u8>>) -> Result<()> {
+        match (table, old) {
+            (Table::Claims, None) => self.claims.unclaim(&key),
+            (Table::Claims, Some(_)) => Ok(()),
+            (other, old) => self.put(other, key, old),
+        }
     }
 }
 
@@ -253,7 +266,9 @@ const REOPEN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct RedbCommitter {
     slot: Arc<RwLock<Slot>>,
-    kinds: Arc<ClaimKinds>,
+    index: Arc<ClaimsIndex>,
+    claims: IndexWriter,
+    limits: ClaimsIndexLimits,
     open: Opener,
     has_space: SpaceCheck,
     /// A write failed: redb latches its handle after an I/O error (every later write
@@ -301,11 +316,11 @@ impl RedbCommitter {
             }
         }
         let db = (self.open)()?;
-        // The file was unlocked in between: take in whatever kinds it holds now.
-        let txn = db.begin_read().map_err(backend)?;
-        let claims = txn.open_table(definition(Table::Claims)).map_err(backend)?;
-        self.kinds.add(&ClaimKinds::read(&claims)?);
-        drop((claims, txn));
+        // The file was unlocked in between, and the failed write may or may not have
+        // landed: load the claims index again from what the file holds now.
+        let (loaded, writer) = load_index(&db, self.limits)?;
+        self.index.replace_with(loaded)?;
+        self.claims = writer;
         *self.slot.write().map_err(|_| StoreError::Poisoned)? = Slot::Open(Arc::new(db));
         self.needs_reopen = false;
         tracing::info!("redb store reopened after a failed write");
@@ -372,23 +387,57 @@ impl BatchCommitter for RedbCommitter {
     fn commit_batch(&mut self, units: &[Unit]) -> Result<Vec<CommitOutcome>> {
         // Before anything commits, so that no read sees a claim of an unmarked kind.
         for claim in units.iter().flat_map(|unit| &unit.claims) {
-            self.kinds.mark(claim.id.kind());
+            self.index.kinds.mark(claim.id.kind());
         }
-        let kinds = Arc::clone(&self.kinds);
-        self.write(|db| {
+        // A reopen loads the index again (its log's next sequence number included), so it
+        // comes before anything is read from the index.
+        if self.needs_reopen {
+            self.reopen_when_space()?;
+        }
+        self.claims.check_room(&self.index)?;
+        let index = Arc::clone(&self.index);
+        let next_seq = self.claims.next_seq();
+        let (outcomes, staged) = self.write(|db| {
             let txn = db.begin_write().map_err(backend)?;
-            let outcomes = {
-                let mut tables = WriteTables::open(&txn, kinds)?;
-                units
+            let (outcomes, staged) = {
+                let mut tables = WriteTables::open(&txn, index, next_seq)?;
+                let outcomes = units
                     .iter()
                     .map(|unit| apply_unit(&mut tables, unit))
-                    .collect::<Result<Vec<_>>>()?
+                    .collect::<Result<Vec<_>>>()?;
+                (outcomes, tables.claims.finish())
             };
             // Nothing of the batch is visible (or durable) before this returns `Ok`; an
             // error anywhere above drops the transaction, which aborts it.
             txn.commit().map_err(backend)?;
-            Ok(outcomes)
-        })
+            Ok((outcomes, staged))
+        })?;
+        // Readers find the batch's claims from here on, before its submitters hear back.
+        if let Err(e) = self.claims.committed(&self.index, staged) {
+            // Committed, but not in memory: load the index from the file before the next
+            // write.
+            self.needs_reopen = true;
+            return Err(e);
+        }
+        Ok(outcomes)
+    }
+
+    /// The claims index's upkeep the last batch made due (writing a full log out as a
+    /// run, chunks of a compaction), after the batch's submitters have their answers.
+    fn maintain(&mut self) {
+        if self.needs_reopen {
+            return;
+        }
+        let Ok(db) = database(&self.slot) else {
+            return;
+        };
+        if let Err(e) = self.claims.upkeep(&db, &self.index) {
+            // Whatever failed, the index in memory may no longer be the file's (a commit
+            // may have landed, a compaction's state is gone): load it again from the file
+            // before the next write, which also deletes a compaction's partial output.
+            self.needs_reopen = true;
+            tracing::warn!(error = %e, "claims index upkeep failed; the store reloads it before the next write");
+        }
     }
 
     fn probe(&mut self) -> Result<()> {
@@ -421,7 +470,7 @@ pub type RedbStore = Store<RedbBackend>;
 /// transactions that never block the writer.
 pub struct RedbBackend {
     slot: Arc<RwLock<Slot>>,
-    kinds: Arc<ClaimKinds>,
+    index: Arc<ClaimsIndex>,
 }
 
 impl Backend for RedbBackend {
@@ -429,8 +478,8 @@ impl Backend for RedbBackend {
 
     fn read<T>(&self, read: impl FnOnce(&ReadTables) -> Result<T>) -> Result<T> {
         let db = database(&self.slot)?;
-        let txn = db.begin_read().map_err(backend)?;
-        read(&ReadTables::open(&txn, Arc::clone(&self.kinds))?)
+        let (txn, layout) = self.index.snapshot(|| db.begin_read().map_err(backend))?;
+        read(&ReadTables::open(&txn, &self.index, layout)?)
     }
 
     fn release(&self) {
@@ -459,40 +508,67 @@ impl RedbStore {
         )
     }
 
+    /// [`RedbStore::open`] with other sizes for the claims index than the defaults (a
+    /// smaller log for a small device, tiny ones in tests).
+    pub fn open_with_limits(path: impl AsRef<Path>, limits: ClaimsIndexLimits) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) => parent.to_path_buf(),
+            None => std::path::PathBuf::from("."),
+        };
+        Self::open_with_both(
+            move || Database::create(&path).map_err(backend),
+            move || has_space(&dir),
+            limits,
+        )
+    }
+
     /// Opens the store on a database that `open` makes, and makes again to recover after
     /// a failed write, once `has_space` says the storage can take writes again: for
     /// instance on a custom [`redb::StorageBackend`]
     /// (`redb::Builder::new().create_with_backend(..)`), which is how the full-disk tests
     /// inject write failures. `open` must open the database in redb's default
     /// `ConcurrencyMode::ExclusiveWriter` (redb does not let this be checked; it is the
-    /// caller's duty): the store keeps in memory which claim kinds the file holds, which
-    /// no other process may change while the store holds the file.
+    /// caller's duty): the store keeps its claims index's log and filters in memory,
+    /// which no other process may change while the store holds the file.
     pub fn open_with(
         open: impl Fn() -> Result<Database> + Send + 'static,
         has_space: impl Fn() -> bool + Send + 'static,
     ) -> Result<Self> {
+        Self::open_with_both(open, has_space, ClaimsIndexLimits::default())
+    }
+
+    fn open_with_both(
+        open: impl Fn() -> Result<Database> + Send + 'static,
+        has_space: impl Fn() -> bool + Send + 'static,
+        limits: ClaimsIndexLimits,
+    ) -> Result<Self> {
         let db = open()?;
-        let kinds = {
-            let txn = db.begin_write().map_err(backend)?;
-            let kinds = {
-                let mut tables = WriteTables::open(&txn, Arc::new(ClaimKinds::all()))?;
-                check_format(&mut tables)?;
-                ClaimKinds::read(tables.table(Table::Claims)?)?
-            };
-            txn.commit().map_err(backend)?;
-            Arc::new(kinds)
-        };
+        let (index, claims) = load_index(&db, limits)?;
+        let index = Arc::new(index);
         let slot = Arc::new(RwLock::new(Slot::Open(Arc::new(db))));
         let committer = RedbCommitter {
             slot: Arc::clone(&slot),
-            kinds: Arc::clone(&kinds),
+            index: Arc::clone(&index),
+            claims,
+            limits,
             open: Box::new(open),
             has_space: Box::new(has_space),
             needs_reopen: false,
             last_reopen_attempt: None,
         };
-        Store::group_committed("redb", RedbBackend { slot, kinds }, committer)
+        Store::group_committed("redb", RedbBackend { slot, index }, committer)
     }
+}
+
+/// Checks (or migrates) the file's format, creates the plain tables, and loads the
+/// claims index, in one write transaction.
+fn load_index(db: &Database, limits: ClaimsIndexLimits) -> Result<(ClaimsIndex, IndexWriter)> {
+    let txn = db.begin_write().map_err(backend)?;
+    let loaded = claims::load(&txn, meta_definition(), limits)?;
+    drop(open_stored(&txn)?);
+    txn.commit().map_err(backend)?;
+    Ok(loaded)
 }
 
 #[cfg(test)]
@@ -516,11 +592,12 @@ mod tests {
         let db = Database::create(dir.path().join("kinds.redb")).unwrap();
         let txn = db.begin_write().unwrap();
         {
-            let mut claims = txn.open_table(definition(Table::Claims)).unwrap();
+            let mut run = txn.open_table(definition(Table::Claims)).unwrap();
             for key in [&b""[..], &[2, 1, 2], &[2, 9], &[8; 33], &[255]] {
-                claims.insert(key, &b"v"[..]).unwrap();
+                run.insert(key, &b"v"[..]).unwrap();
             }
-            let kinds = ClaimKinds::read(&claims).unwrap();
+            let kinds = claims::ClaimKinds::default();
+            kinds.read(&run).unwrap();
             for kind in 0..=255u8 {
                 assert_eq!(
                     kinds.may_hold(&[kind, 0]),
@@ -597,5 +674,343 @@ mod tests {
         );
         assert!(store.claims(&[deposit]).await.unwrap()[0].is_some());
         store.close().await.unwrap();
+    }
+
+    /// A coin's claim whose spend id is `n`'s bytes.
+    fn coin(n: u64) -> ClaimId {
+        let mut id = [0u8; 32];
+        id[..8].copy_from_slice(&n.to_be_bytes());
+        // Not in key order of `n`: claims arrive in no order.
+        id[8..16].copy_from_slice(&n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+        ClaimId::Coin(scrip_tokens::CoinSpendId(id))
+    }
+
+    const TINY: ClaimsIndexLimits = ClaimsIndexLimits {
+        log_max: 3,
+        fan_in: 2,
+        chunk: 2,
+    };
+
+    fn table_names(path: &Path) -> Vec<String> {
+        use redb::TableHandle;
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let mut names: Vec<String> = txn
+            .list_tables()
+            .unwrap()
+            .map(|t| t.name().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Every claim in `0..n`: held by the store, and refused when claimed again.
+    async fn assert_all_held(store: &RedbStore, n: u64) {
+        let ids: Vec<ClaimId> = (0..n).map(coin).collect();
+        let found = store.claims(&ids).await.unwrap();
+        for (i, claim) in found.iter().enumerate() {
+            assert!(claim.is_some(), "claim {i} of {n} not found");
+        }
+        for i in [0, n / 2, n.saturating_sub(1)] {
+            assert!(
+                matches!(
+                    store.commit(claim_unit(coin(i))).await.unwrap(),
+                    CommitOutcome::Repeated { .. }
+                ),
+                "claim {i} taken again"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn claims_stay_held_through_flushes_compactions_and_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scrip.redb");
+        let store = RedbStore::open_with_limits(&path, TINY).unwrap();
+        for n in 0..300 {
+            assert_eq!(
+                store.commit(claim_unit(coin(n))).await.unwrap(),
+                CommitOutcome::Committed
+            );
+            if n % 37 == 0 {
+                assert_all_held(&store, n + 1).await;
+            }
+        }
+        assert_all_held(&store, 300).await;
+        assert_eq!(store.claims(&[coin(300)]).await.unwrap(), vec![None]);
+        {
+            let layout = store.backend().index.layout_for_tests();
+            let deepest = layout.iter().map(|(level, _)| *level).max().unwrap();
+            // 300 claims in runs of 3, merged two at a time: several levels deep, and the
+            // merging keeps the number of runs logarithmic.
+            assert!(deepest >= 4, "{layout:?}");
+            assert!(
+                layout.len() <= 2 * TINY.fan_in * (usize::from(deepest) + 1),
+                "{layout:?}"
+            );
+            let held: u64 = layout.iter().map(|(_, claims)| claims).sum();
+            assert!((300 - 3..=300).contains(&held), "{layout:?}");
+        }
+        store.close().await.unwrap();
+
+        let store = RedbStore::open_with_limits(&path, TINY).unwrap();
+        assert_all_held(&store, 300).await;
+        assert_eq!(store.claims(&[coin(300)]).await.unwrap(), vec![None]);
+        store.close().await.unwrap();
+        // And with the default sizes: the sizes are not part of the format.
+        let store = RedbStore::open(&path).unwrap();
+        assert_all_held(&store, 300).await;
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reads_during_flushes_and_compactions_see_every_committed_claim() {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(RedbStore::open_with_limits(dir.path().join("s.redb"), TINY).unwrap());
+        let committed = Arc::new(AtomicU64::new(0));
+        let done = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, committed, done) = (
+                    Arc::clone(&store),
+                    Arc::clone(&committed),
+                    Arc::clone(&done),
+                );
+                tokio::spawn(async move {
+                    let mut reads = 0u64;
+                    while !done.load(Ordering::Acquire) {
+                        let n = committed.load(Ordering::Acquire);
+                        let ids: Vec<ClaimId> = (0..n).map(coin).collect();
+                        for (i, claim) in store.claims(&ids).await.unwrap().iter().enumerate() {
+                            assert!(claim.is_some(), "committed claim {i} of {n} not seen");
+                        }
+                        reads += 1;
+                        tokio::task::yield_now().await;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for n in 0..400 {
+            assert_eq!(
+                store.commit(claim_unit(coin(n))).await.unwrap(),
+                CommitOutcome::Committed
+            );
+            committed.store(n + 1, Ordering::Release);
+        }
+        done.store(true, Ordering::Release);
+        for reader in readers {
+            assert!(reader.await.unwrap() > 0);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_left_by_an_interrupted_compaction_is_removed_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scrip.redb");
+        let store = RedbStore::open_with_limits(&path, TINY).unwrap();
+        for n in 0..20 {
+            store.commit(claim_unit(coin(n))).await.unwrap();
+        }
+        store.close().await.unwrap();
+        {
+            // What a crash in the middle of a compaction leaves: an output run the
+            // manifest does not name (here holding a claim no unit ever made), and its
+            // filter.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(TableDefinition::<Bytes, Bytes>::new("claims-run-999"))
+                .unwrap()
+                .insert(coin(1_000).key_bytes().as_slice(), &b"not a claim"[..])
+                .unwrap();
+            let mut key = 999u64.to_be_bytes().to_vec();
+            key.extend_from_slice(&0u32.to_be_bytes());
+            txn.open_table(TableDefinition::<Bytes, Bytes>::new("claims-filters"))
+                .unwrap()
+                .insert(key.as_slice(), &[0xff; 8][..])
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open_with_limits(&path, TINY).unwrap();
+        assert_all_held(&store, 20).await;
+        assert_eq!(store.claims(&[coin(1_000)]).await.unwrap(), vec![None]);
+        store.close().await.unwrap();
+        assert!(!table_names(&path).contains(&"claims-run-999".to_string()));
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let filters = txn
+            .open_table(TableDefinition::<Bytes, Bytes>::new("claims-filters"))
+            .unwrap();
+        let mut from = 999u64.to_be_bytes().to_vec();
+        from.extend_from_slice(&0u32.to_be_bytes());
+        let left = filters.range::<&[u8]>(from.as_slice()..).unwrap().next();
+        assert!(left.is_none(), "the filter of run 999 is left");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_format_1_file_is_migrated_and_its_claims_table_merged_away() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scrip.redb");
+        let held = crate::model::ExistingClaim {
+            claimant: Claimant::Merchant(MerchantId(uuid::Uuid::from_u128(1))),
+            claimed_at: Timestamp::from_unix_millis(1_767_225_600_000),
+            digest: ContentDigest::of(b"payment"),
+        };
+        {
+            // As format 1 left it: every claim in one `claims` B-tree, format 1 in meta.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            let mut claims = txn.open_table(definition(Table::Claims)).unwrap();
+            for n in 0..10 {
+                claims
+                    .insert(
+                        coin(n).key_bytes().as_slice(),
+                        scrip_tokens::codec::encode(&held).unwrap().as_slice(),
+                    )
+                    .unwrap();
+            }
+            drop(claims);
+            txn.open_table(definition(Table::Meta))
+                .unwrap()
+                .insert(crate::engine::META_FORMAT, 1u16.to_le_bytes().as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open_with_limits(&path, TINY).unwrap();
+        assert_eq!(store.claims(&[coin(3)]).await.unwrap(), vec![Some(held)]);
+        assert_all_held(&store, 10).await;
+        for n in 10..100 {
+            store.commit(claim_unit(coin(n))).await.unwrap();
+        }
+        assert_all_held(&store, 100).await;
+        store.close().await.unwrap();
+        assert!(
+            !table_names(&path).contains(&"claims".to_string()),
+            "format 1's table was merged into a run and deleted"
+        );
+        let db = Database::create(&path).unwrap();
+        let format = db
+            .begin_read()
+            .unwrap()
+            .open_table(definition(Table::Meta))
+            .unwrap()
+            .get(crate::engine::META_FORMAT)
+            .unwrap()
+            .map(|v| v.value().to_vec());
+        assert_eq!(
+            format,
+            Some(claims::REDB_FORMAT_VERSION.to_le_bytes().to_vec())
+        );
+        drop(db);
+        let store = RedbStore::open_with_limits(&path, TINY).unwrap();
+        assert_all_held(&store, 100).await;
+        store.close().await.unwrap();
+    }
+
+    #[test]
+    fn a_file_of_a_later_format_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scrip.redb");
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(definition(Table::Meta))
+                .unwrap()
+                .insert(crate::engine::META_FORMAT, 3u16.to_le_bytes().as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        assert!(matches!(
+            RedbStore::open(&path),
+            Err(StoreError::UnsupportedFormat {
+                found: 3,
+                supported: 2
+            })
+        ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_log_position_never_overwrites_a_logged_claim() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scrip.redb");
+        let store = RedbStore::open(&path).unwrap();
+        for n in 0..3 {
+            store.commit(claim_unit(coin(n))).await.unwrap();
+        }
+        store.close().await.unwrap();
+        {
+            // A writer that believes the log empty (as one did after a failed commit that
+            // landed all the same) appends a claim: it must go after the logged ones.
+            let db = Database::create(&path).unwrap();
+            let (index, _) = load_index(&db, ClaimsIndexLimits::default()).unwrap();
+            let txn = db.begin_write().unwrap();
+            let mut claims = ClaimsWrite::open(&txn, Arc::new(index), 0).unwrap();
+            let held = crate::model::ExistingClaim {
+                claimant: Claimant::Merchant(MerchantId(uuid::Uuid::from_u128(1))),
+                claimed_at: Timestamp::from_unix_millis(1_767_225_600_000),
+                digest: ContentDigest::of(b"payment"),
+            };
+            let value = scrip_tokens::codec::encode(&held).unwrap();
+            assert_eq!(claims.claim(&coin(3).key_bytes(), value).unwrap(), None);
+            drop(claims);
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(&path).unwrap();
+        assert_all_held(&store, 3).await;
+        assert!(store.claims(&[coin(3)]).await.unwrap()[0].is_some());
+        store.close().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_file_with_a_claims_index_but_no_format_is_refused_not_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scrip.redb");
+        let store = RedbStore::open_with_limits(&path, TINY).unwrap();
+        for n in 0..10 {
+            store.commit(claim_unit(coin(n))).await.unwrap();
+        }
+        store.close().await.unwrap();
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(definition(Table::Meta))
+                .unwrap()
+                .remove(crate::engine::META_FORMAT)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let before = table_names(&path);
+        assert!(matches!(
+            RedbStore::open_with_limits(&path, TINY),
+            Err(StoreError::Corrupted(_))
+        ));
+        // Nothing was migrated away.
+        assert_eq!(table_names(&path), before);
+    }
+
+    #[test]
+    fn a_log_four_times_its_size_refuses_new_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::create(dir.path().join("scrip.redb")).unwrap();
+        let limits = ClaimsIndexLimits {
+            log_max: 3,
+            ..ClaimsIndexLimits::default()
+        };
+        let (index, writer) = load_index(&db, limits).unwrap();
+        assert!(writer.check_room(&index).is_ok());
+        // A log its flushes never emptied (they kept failing).
+        let txn = db.begin_write().unwrap();
+        let mut claims = ClaimsWrite::open(&txn, Arc::new(index), 0).unwrap();
+        for n in 0..12 {
+            claims.claim(&coin(n).key_bytes(), b"v".to_vec()).unwrap();
+        }
+        drop(claims);
+        txn.commit().unwrap();
+        let (index, writer) = load_index(&db, limits).unwrap();
+        assert!(matches!(
+            writer.check_room(&index),
+            Err(StoreError::Io { source, .. }) if source.kind() == std::io::ErrorKind::StorageFull
+        ));
     }
 }

@@ -52,6 +52,11 @@ pub(crate) trait BatchCommitter: Send + 'static {
     /// it unusable): how a store that failed to write finds out it can write again.
     fn probe(&mut self) -> Result<()>;
 
+    /// Background upkeep the backend wants done on its writer thread (redb's claims
+    /// index); called after each batch once its submitters have their answers, so it must
+    /// do a bounded amount of work per call.
+    fn maintain(&mut self) {}
+
     /// Called once when a group-committed store closes, after the last batch.
     fn close(&mut self) -> Result<()> {
         Ok(())
@@ -190,11 +195,10 @@ impl<B: Backend> RecordStore for Store<B> {
         match &self.writer {
             Writer::Inline(committer) => {
                 let started = Instant::now();
-                let result = committer
-                    .lock()
-                    .map_err(|_| StoreError::Poisoned)?
-                    .commit_batch(&units);
+                let mut committer = committer.lock().map_err(|_| StoreError::Poisoned)?;
+                let result = committer.commit_batch(&units);
                 self.counters.record_batch(units.len(), started, &result);
+                committer.maintain();
                 result
             }
             #[cfg(any(feature = "file", feature = "redb"))]

@@ -23,6 +23,20 @@ mod redb {
     scrip_stores::store_conformance!(scrip_stores::conformance::RedbHarness::new());
 }
 
+/// The redb backend with a tiny claims index: the log is written out as a run every three
+/// claims, and two runs of a level merge two claims per step, so lookups in the middle of
+/// every test cross the log, several runs and a compaction under way.
+#[cfg(feature = "redb")]
+mod redb_small_runs {
+    scrip_stores::store_conformance!(scrip_stores::conformance::RedbHarness::with_limits(
+        scrip_stores::ClaimsIndexLimits {
+            log_max: 3,
+            fan_in: 2,
+            chunk: 2,
+        }
+    ));
+}
+
 #[cfg(feature = "postgres")]
 mod postgres {
     scrip_stores::store_conformance!(scrip_stores::conformance::PostgresHarness::new());

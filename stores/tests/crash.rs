@@ -21,8 +21,8 @@ use scrip_stores::conformance::{
     at, coin, customer, digest, merchant, merchant_account, outstanding, redemption,
 };
 use scrip_stores::{
-    ClaimId, Collection, CommitOutcome, FileStore, FileStoreOptions, Posting, RecordStore,
-    RedbStore, StoreError, Unit, Write,
+    ClaimId, ClaimsIndexLimits, Collection, CommitOutcome, FileStore, FileStoreOptions, Posting,
+    RecordStore, RedbStore, StoreError, Unit, Write,
 };
 use scrip_tokens::{Amount, Currency};
 
@@ -71,7 +71,7 @@ fn open_file(dir: &Path, options: FileStoreOptions) -> Result<FileStore, StoreEr
 }
 
 fn open_redb(path: &Path) -> Result<RedbStore, StoreError> {
-    retry_locked(|| RedbStore::open(path))
+    retry_locked(|| RedbStore::open_with_limits(path, KILL_REDB_LIMITS))
 }
 
 // ---- the log tests: units committed one by one, one frame each ----------------------------
@@ -600,6 +600,13 @@ const CHILD_DEADLINE: Duration = Duration::from_secs(30);
 const KILL_FILE_OPTIONS: FileStoreOptions = FileStoreOptions {
     compact_after_bytes: 64 << 10,
 };
+/// So does redb's claims index: its log becomes a run every 60 claims and runs merge
+/// 40 claims a step, so kills land in flushes and in the middle of compactions.
+const KILL_REDB_LIMITS: ClaimsIndexLimits = ClaimsIndexLimits {
+    log_max: 60,
+    fan_in: 3,
+    chunk: 40,
+};
 
 /// The unit task `task` of child run `run` commits as its `counter`th.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -723,7 +730,10 @@ fn crash_child() {
                 let store = FileStore::open_with(&dir, KILL_FILE_OPTIONS).unwrap();
                 child_loop(store, run).await;
             }
-            "redb" => child_loop(RedbStore::open(dir.join("scrip.redb")).unwrap(), run).await,
+            "redb" => {
+                let store = RedbStore::open_with_limits(dir.join("scrip.redb"), KILL_REDB_LIMITS);
+                child_loop(store.unwrap(), run).await;
+            }
             other => panic!("unknown backend {other}"),
         }
     });

@@ -1,0 +1,1462 @@
+//! `RedbStore`'s claims index (store format 2): log-structured, so that a claim costs an
+//! append instead of its own random B-tree leaf. The plan and the measurements that led
+//! to it are in `stores/design/claims-index.md`.
+//!
+//! Everything lives in the one redb file, so a batch's claims commit atomically with the
+//! rest of its unit, and redb's crash safety covers every step below:
+//!
+//! - **The log** (`claims-log`): sequence number → claim key and value. A batch appends
+//!   its claims, one dirty leaf per few dozen claims. Its claims are also held in memory
+//!   ([`Layout::recent`], rebuilt by a scan at open), so that looking one up costs a hash
+//!   probe.
+//! - **Runs** (`claims-run-<n>`, and format 1's `claims` table as run 0): immutable sorted
+//!   tables. When the log holds [`IndexLimits::log_max`] claims it is written out as a new
+//!   run in one transaction and emptied.
+//! - **Filters** (`claims-filters`): each run's Bloom filter (10 bits per claim, 7 probes,
+//!   about 1 % false positives), loaded at open, so that a fresh coin's lookup touches no
+//!   run's tree in 99 cases out of 100.
+//! - **Compaction**: when [`IndexLimits::fan_in`] runs share a level, they are merged
+//!   into one run of the next level, [`IndexLimits::chunk`] claims per transaction,
+//!   between batches (the writer never waits for more than one chunk). The new run is
+//!   invisible until its last chunk's transaction names it in the manifest and deletes
+//!   its inputs.
+//! - **The manifest** (`meta/claims-manifest`): the live runs, newest first, and a
+//!   generation number bumped by every change of the set of runs. A run table the
+//!   manifest does not name is what an interrupted compaction left, deleted at open.
+//!
+//! Claims are never overwritten or deleted once committed, so runs need no tombstones
+//! and merging them is a union. Readers pair their MVCC snapshot with the in-memory
+//! layout of the same generation (see [`ClaimsRead::open`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hasher};
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use redb::{
+    ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
+    WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+use siphasher::sip128::{Hasher128, SipHasher13};
+
+use super::{backend, Bytes};
+use crate::engine::{Pairs, FORMAT_VERSION, META_FORMAT};
+use crate::{Result, StoreError};
+
+/// The redb store's format: format 1's key layout and value encodings
+/// ([`FORMAT_VERSION`]), with the claims in the log-structured index of this module.
+/// Format 1 files (and scrip 0.1's, which carry no version) are migrated at open: their
+/// `claims` table becomes run 0, nothing is rewritten. A release that reads only format 1
+/// refuses a format 2 file instead of missing the claims outside `claims`.
+pub(crate) const REDB_FORMAT_VERSION: u16 = 2;
+
+const LOG: TableDefinition<'static, u64, Bytes> = TableDefinition::new("claims-log");
+const FILTERS: TableDefinition<'static, Bytes, Bytes> = TableDefinition::new("claims-filters");
+/// Format 1's claims table, which format 2 keeps as run 0.
+const LEGACY_RUN: &str = "claims";
+const RUN_PREFIX: &str = "claims-run-";
+const META_MANIFEST: &[u8] = b"claims-manifest";
+/// The manifest's generation alone, so that a reader checks it without decoding.
+const META_GENERATION: &[u8] = b"claims-generation";
+
+/// Bloom filter bits per claim and probes per lookup: about 1 % false positives.
+const FILTER_BITS_PER_CLAIM: u64 = 10;
+const FILTER_PROBES: u64 = 7;
+/// How a filter's bits are found, recorded in the manifest: a filter read with another
+/// scheme than it was written with would answer "absent" for claims it holds. Scheme 1:
+/// SipHash-1-3 (128 bits, keyed by the file's salt) of the claim key, probe `i` at
+/// `(h1 + i * (h2 | 1)) mod bits`, [`FILTER_PROBES`] probes (pinned by a known-answer
+/// test). A release that changes any of it writes a new scheme number and rebuilds the
+/// filters of older files.
+const FILTER_SCHEME: u16 = 1;
+/// Bytes of filter per stored value.
+const FILTER_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Sizes of the index's parts. The defaults suit an issuer; tests use tiny ones so that
+/// every part of the index (flushes, compactions over several levels) runs.
+#[derive(Clone, Copy, Debug)]
+pub struct IndexLimits {
+    /// Claims the log holds before it is written out as a run (its in-memory map takes
+    /// about 150 bytes a claim).
+    pub log_max: usize,
+    /// Runs of one level merged into one of the next.
+    pub fan_in: usize,
+    /// Claims one compaction transaction copies.
+    pub chunk: usize,
+}
+
+impl IndexLimits {
+    /// The limits with each raised to the least that works.
+    fn normalized(self) -> Self {
+        IndexLimits {
+            log_max: self.log_max.max(1),
+            fan_in: self.fan_in.max(2),
+            chunk: self.chunk.max(1),
+        }
+    }
+}
+
+impl Default for IndexLimits {
+    fn default() -> Self {
+        IndexLimits {
+            log_max: 32 * 1024,
+            fan_in: 4,
+            chunk: 16 * 1024,
+        }
+    }
+}
+
+fn corrupted(what: &str) -> StoreError {
+    StoreError::Corrupted(format!("claims index: {what}"))
+}
+
+fn encode<T: scrip_tokens::Message>(value: &T) -> Result<Vec<u8>> {
+    scrip_tokens::codec::encode(value).map_err(|e| StoreError::Corrupted(e.to_string()))
+}
+
+fn run_table_name(id: u64) -> String {
+    if id == 0 {
+        LEGACY_RUN.to_string()
+    } else {
+        format!("{RUN_PREFIX}{id}")
+    }
+}
+
+fn filter_key(run: u64, chunk: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&run.to_be_bytes());
+    key[8..].copy_from_slice(&chunk.to_be_bytes());
+    key
+}
+
+/// A log entry: key length (u16 LE), key, value.
+fn log_entry(key: &[u8], value: &[u8]) -> Result<Vec<u8>> {
+    let len =
+        u16::try_from(key.len()).map_err(|_| StoreError::InvalidUnit("claim key too long"))?;
+    let mut entry = Vec::with_capacity(2 + key.len() + value.len());
+    entry.extend_from_slice(&len.to_le_bytes());
+    entry.extend_from_slice(key);
+    entry.extend_from_slice(value);
+    Ok(entry)
+}
+
+fn split_log_entry(entry: &[u8]) -> Result<(&[u8], &[u8])> {
+    let (len, rest) = entry
+        .split_first_chunk::<2>()
+        .ok_or_else(|| corrupted("log entry too short"))?;
+    let len = usize::from(u16::from_le_bytes(*len));
+    if rest.len() < len {
+        return Err(corrupted("log entry shorter than its key"));
+    }
+    Ok(rest.split_at(len))
+}
+
+/// The claim kinds (a claim key's first byte, [`ClaimId::key_bytes`]) the file holds at
+/// least one claim of. A lookup of a claim whose kind the file has never held is answered
+/// without touching the index. In a store that scrip 0.1 never wrote, that is every
+/// coin's bare-id claim ([`ClaimId::LegacyCoinId`]), which the issuer reads beside each
+/// spend id.
+///
+/// Sound because this process is the file's only writer while it holds the file (redb's
+/// exclusive open): the kinds are read from the file at open, and again when the store
+/// reopens it after a failed write (it was unlocked in between), and a batch marks its
+/// claims' kinds before its transaction commits, so no read can see a claim whose kind is
+/// unmarked. Kinds are never unmarked: a refused unit or a failed batch leaves its kinds
+/// marked, which costs a lookup, never a missed claim.
+///
+/// [`ClaimId::key_bytes`]: crate::ClaimId::key_bytes
+/// [`ClaimId::LegacyCoinId`]: crate::ClaimId::LegacyCoinId
+#[derive(Debug, Default)]
+pub(crate) struct ClaimKinds([AtomicU64; 4]);
+
+impl ClaimKinds {
+    fn slot(&self, kind: u8) -> (Option<&AtomicU64>, u64) {
+        (self.0.get(usize::from(kind / 64)), 1u64 << (kind % 64))
+    }
+
+    pub(crate) fn mark(&self, kind: u8) {
+        if let (Some(word), bit) = self.slot(kind) {
+            word.fetch_or(bit, Ordering::Release);
+        }
+    }
+
+    fn mark_key(&self, key: &[u8]) {
+        if let Some(&kind) = key.first() {
+            self.mark(kind);
+        }
+    }
+
+    /// Marks every kind `other` holds.
+    fn add(&self, other: &ClaimKinds) {
+        for (word, theirs) in self.0.iter().zip(&other.0) {
+            word.fetch_or(theirs.load(Ordering::Acquire), Ordering::Release);
+        }
+    }
+
+    /// Whether the file may hold a claim under `key`.
+    pub(crate) fn may_hold(&self, key: &[u8]) -> bool {
+        let Some(&kind) = key.first() else {
+            return true;
+        };
+        match self.slot(kind) {
+            (Some(word), bit) => word.load(Ordering::Acquire) & bit != 0,
+            (None, _) => true,
+        }
+    }
+
+    /// Marks the kinds `run` holds: one seek per kind present, whatever the run's size.
+    pub(crate) fn read(&self, run: &impl ReadableTable<Bytes, Bytes>) -> Result<()> {
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let Some(first) = run
+                .range::<&[u8]>(from.as_slice()..)
+                .map_err(backend)?
+                .next()
+            else {
+                return Ok(());
+            };
+            let (key, _) = first.map_err(backend)?;
+            let Some(&kind) = key.value().first() else {
+                // An empty key is of no kind; go on with the kinds after it.
+                from = vec![0];
+                continue;
+            };
+            self.mark(kind);
+            match kind.checked_add(1) {
+                Some(next) => from = vec![next],
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+/// A claim key's two filter hashes, keyed by the file's salt (so that no one can choose
+/// coins that defeat the filters of a file they have not seen).
+#[derive(Clone, Copy)]
+struct KeyHash {
+    h1: u64,
+    h2: u64,
+}
+
+impl KeyHash {
+    fn of(salt: [u64; 2], key: &[u8]) -> Self {
+        let mut hasher = SipHasher13::new_with_keys(salt[0], salt[1]);
+        hasher.write(key);
+        let hash = hasher.finish128();
+        // Odd, so that no probe step is zero (every probe on one bit).
+        KeyHash {
+            h1: hash.h1,
+            h2: hash.h2 | 1,
+        }
+    }
+}
+
+/// A run's Bloom filter.
+struct Bloom {
+    words: Vec<u64>,
+}
+
+impl Bloom {
+    fn for_claims(claims: u64) -> Self {
+        let bits = claims.saturating_mul(FILTER_BITS_PER_CLAIM).max(64);
+        let words = usize::try_from(bits.div_ceil(64)).unwrap_or(usize::MAX / 64);
+        Bloom {
+            words: vec![0; words],
+        }
+    }
+
+    fn bits(&self) -> u64 {
+        (self.words.len() as u64) * 64
+    }
+
+    fn probes(&self, hash: KeyHash) -> impl Iterator<Item = (usize, u64)> {
+        let bits = self.bits();
+        (0..FILTER_PROBES).map(move |i| {
+            let bit = hash.h1.wrapping_add(i.wrapping_mul(hash.h2)) % bits;
+            ((bit / 64) as usize, 1u64 << (bit % 64))
+        })
+    }
+
+    fn insert(&mut self, hash: KeyHash) {
+        for (word, mask) in self.probes(hash) {
+            if let Some(w) = self.words.get_mut(word) {
+                *w |= mask;
+            }
+        }
+    }
+
+    fn may_contain(&self, hash: KeyHash) -> bool {
+        self.probes(hash)
+            .all(|(word, mask)| self.words.get(word).is_some_and(|w| w & mask != 0))
+    }
+
+    fn write(&self, run: u64, filters: &mut redb::Table<'_, Bytes, Bytes>) -> Result<()> {
+        let bytes: Vec<u8> = self.words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        for (n, chunk) in bytes.chunks(FILTER_CHUNK_BYTES).enumerate() {
+            let n = u32::try_from(n).map_err(|_| corrupted("filter too large"))?;
+            filters
+                .insert(filter_key(run, n).as_slice(), chunk)
+                .map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    fn read(run: &RunMeta, filters: &impl ReadableTable<Bytes, Bytes>) -> Result<Self> {
+        let mut bytes = Vec::new();
+        let start = filter_key(run.id, 0);
+        let end = filter_key(run.id.wrapping_add(1), 0);
+        let range = if run.id == u64::MAX {
+            filters.range::<&[u8]>(start.as_slice()..)
+        } else {
+            filters.range::<&[u8]>(start.as_slice()..end.as_slice())
+        }
+        .map_err(backend)?;
+        for item in range {
+            let (_, chunk) = item.map_err(backend)?;
+            bytes.extend_from_slice(chunk.value());
+        }
+        if run.filter_bits < 64
+            || !run.filter_bits.is_multiple_of(64)
+            || bytes.len() as u64 != run.filter_bits / 8
+        {
+            return Err(corrupted("a run's filter does not have its recorded size"));
+        }
+        let words = bytes
+            .chunks_exact(8)
+            .map(|w| {
+                w.try_into()
+                    .map(u64::from_le_bytes)
+                    .map_err(|_| corrupted("filter word"))
+            })
+            .collect::<Result<Vec<u64>>>()?;
+        Ok(Bloom { words })
+    }
+
+    fn delete(run: u64, filters: &mut redb::Table<'_, Bytes, Bytes>) -> Result<()> {
+        let start = filter_key(run, 0);
+        let end = filter_key(run.wrapping_add(1), 0);
+        let keys: Vec<Vec<u8>> = if run == u64::MAX {
+            filters.range::<&[u8]>(start.as_slice()..)
+        } else {
+            filters.range::<&[u8]>(start.as_slice()..end.as_slice())
+        }
+        .map_err(backend)?
+        .map(|item| item.map(|(k, _)| k.value().to_vec()).map_err(backend))
+        .collect::<Result<_>>()?;
+        for key in keys {
+            filters.remove(key.as_slice()).map_err(backend)?;
+        }
+        Ok(())
+    }
+}
+
+/// One run, as the manifest records it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct RunMeta {
+    id: u64,
+    level: u8,
+    claims: u64,
+    filter_bits: u64,
+}
+
+/// The live runs and the file's filter salt.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Manifest {
+    /// [`FILTER_SCHEME`] when the filters were written.
+    filter_scheme: u16,
+    salt: [u64; 2],
+    generation: u64,
+    /// The id the next run will get.
+    next_run: u64,
+    /// Newest first.
+    runs: Vec<RunMeta>,
+}
+
+impl Manifest {
+    /// Refuses a manifest this release cannot use safely: another filter scheme, or
+    /// numbers no writer of this format produces (duplicate runs, an id at or past the
+    /// next one, an empty run, a filter of no bits).
+    fn validate(&self) -> Result<()> {
+        if self.filter_scheme != FILTER_SCHEME {
+            return Err(StoreError::UnsupportedFormat {
+                found: self.filter_scheme,
+                supported: FILTER_SCHEME,
+            });
+        }
+        if self.generation == 0 {
+            return Err(corrupted("manifest generation 0"));
+        }
+        for (i, run) in self.runs.iter().enumerate() {
+            if run.id >= self.next_run || self.runs[..i].iter().any(|r| r.id == run.id) {
+                return Err(corrupted("manifest run ids"));
+            }
+            if run.claims == 0 || run.filter_bits < 64 || !run.filter_bits.is_multiple_of(64) {
+                return Err(corrupted("manifest run sizes"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl scrip_tokens::Message for Manifest {
+    const TAG: &'static str = "scrip/store/claims-manifest/v1";
+    // The codec refuses other versions: a later layout migrates instead of misreading.
+    const VERSION: u16 = 1;
+}
+
+/// A run in memory: what the manifest says of it, and its filter.
+struct Run {
+    meta: RunMeta,
+    name: String,
+    filter: Bloom,
+}
+
+/// Committed claims still in the log, by key.
+type Recent = RwLock<HashMap<Vec<u8>, Vec<u8>>>;
+
+/// What a lookup consults, of one generation of the manifest.
+pub(crate) struct Layout {
+    generation: u64,
+    salt: [u64; 2],
+    /// The log's committed claims. Shared by the layouts of one log: a compaction does
+    /// not change it, a flush starts a new one.
+    recent: Arc<Recent>,
+    /// Newest first.
+    runs: Vec<Arc<Run>>,
+}
+
+impl Layout {
+    /// The claim under `key`: the log first, then each run whose filter may hold it
+    /// (`run_get(i, key)` reads run `i`'s table).
+    fn find(
+        &self,
+        key: &[u8],
+        run_get: impl Fn(usize, &[u8]) -> Result<Option<Vec<u8>>>,
+    ) -> Result<Option<Vec<u8>>> {
+        if let Some(value) = self
+            .recent
+            .read()
+            .map_err(|_| StoreError::Poisoned)?
+            .get(key)
+        {
+            return Ok(Some(value.clone()));
+        }
+        if self.runs.is_empty() {
+            return Ok(None);
+        }
+        let hash = KeyHash::of(self.salt, key);
+        for (i, run) in self.runs.iter().enumerate() {
+            if run.filter.may_contain(hash) {
+                if let Some(value) = run_get(i, key)? {
+                    return Ok(Some(value));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Claims with `start <= key < end`, ascending, at most `limit`: the engine never
+    /// scans claims, but the answer is right if something does. `extra` (a write
+    /// transaction's own claims) comes first.
+    fn range<T: ReadableTable<Bytes, Bytes>>(
+        &self,
+        tables: &[T],
+        extra: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Pairs> {
+        let within = |k: &[u8]| k >= start && end.is_none_or(|end| k < end);
+        let mut found: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for (k, v) in extra.filter(|(k, _)| within(k)) {
+            found.entry(k).or_insert(v);
+        }
+        for (k, v) in self
+            .recent
+            .read()
+            .map_err(|_| StoreError::Poisoned)?
+            .iter()
+            .filter(|(k, _)| within(k))
+        {
+            found.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+        for table in tables {
+            let iter = match end {
+                Some(end) => table.range::<&[u8]>(start..end),
+                None => table.range::<&[u8]>(start..),
+            }
+            .map_err(backend)?;
+            for item in iter.take(limit) {
+                let (k, v) = item.map_err(backend)?;
+                found
+                    .entry(k.value().to_vec())
+                    .or_insert_with(|| v.value().to_vec());
+            }
+        }
+        Ok(found.into_iter().take(limit).collect())
+    }
+}
+
+/// The index as readers and the writer share it: the claim kinds and the current layout.
+pub(crate) struct ClaimsIndex {
+    pub(crate) kinds: ClaimKinds,
+    layout: RwLock<Arc<Layout>>,
+}
+
+impl ClaimsIndex {
+    fn layout(&self) -> Result<Arc<Layout>> {
+        Ok(Arc::clone(
+            &*self.layout.read().map_err(|_| StoreError::Poisoned)?,
+        ))
+    }
+
+    /// Commits `txn`, a change of runs, and publishes `layout`, its result, as one step
+    /// for readers: the layout's lock is held across both, so a reader that begins its
+    /// snapshot under the lock ([`ClaimsIndex::snapshot`]) gets the layout of the same
+    /// generation. Nothing that can fail comes after the commit.
+    fn commit_runs(&self, txn: WriteTransaction, layout: Layout) -> Result<()> {
+        let mut current = self.layout.write().map_err(|_| StoreError::Poisoned)?;
+        txn.commit().map_err(backend)?;
+        *current = Arc::new(layout);
+        Ok(())
+    }
+
+    /// Begins a read snapshot (`begin`) and takes the layout of its generation. Waits
+    /// only while a change of runs commits (see [`ClaimsIndex::commit_runs`]).
+    pub(crate) fn snapshot<T>(
+        &self,
+        begin: impl FnOnce() -> Result<T>,
+    ) -> Result<(T, Arc<Layout>)> {
+        let current = self.layout.read().map_err(|_| StoreError::Poisoned)?;
+        let snapshot = begin()?;
+        Ok((snapshot, Arc::clone(&current)))
+    }
+
+    /// The live runs, newest first: (level, claims).
+    #[cfg(test)]
+    pub(crate) fn layout_for_tests(&self) -> Vec<(u8, u64)> {
+        self.layout()
+            .map(|l| {
+                l.runs
+                    .iter()
+                    .map(|r| (r.meta.level, r.meta.claims))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Takes in what `loaded` (the index loaded again from the file) holds.
+    pub(crate) fn replace_with(&self, loaded: ClaimsIndex) -> Result<()> {
+        self.kinds.add(&loaded.kinds);
+        let layout = loaded
+            .layout
+            .into_inner()
+            .map_err(|_| StoreError::Poisoned)?;
+        *self.layout.write().map_err(|_| StoreError::Poisoned)? = layout;
+        Ok(())
+    }
+
+    /// Makes a committed batch's claims visible (after its transaction committed).
+    pub(crate) fn publish_claims(&self, staged: StagedClaims) -> Result<()> {
+        if staged.claims.is_empty() {
+            return Ok(());
+        }
+        let layout = self.layout()?;
+        let mut recent = layout.recent.write().map_err(|_| StoreError::Poisoned)?;
+        recent.extend(staged.claims);
+        Ok(())
+    }
+}
+
+/// A compaction under way: `inputs` (ids, newest first, all of `level - 1`) are being
+/// merged into run `output`, every key up to `after` written already. Kept in memory
+/// only: after a restart the partial output is deleted and the merge starts again.
+struct Compaction {
+    inputs: Vec<u64>,
+    level: u8,
+    output: u64,
+    after: Option<Vec<u8>>,
+    written: u64,
+    filter: Bloom,
+}
+
+/// What only the writer thread keeps: the manifest as committed, the log's next sequence
+/// number, and the compactions under way (at most one per level, lowest level first, so
+/// that a long merge of large runs does not hold up the merging of small ones).
+pub(crate) struct IndexWriter {
+    manifest: Manifest,
+    next_seq: u64,
+    compactions: Vec<Compaction>,
+    limits: IndexLimits,
+    /// Claims the upkeep owes copies of: every committed claim is copied about once per
+    /// level over its life, so each batch adds its claims times the levels, and
+    /// [`IndexWriter::upkeep`] works until it is paid. That keeps the runs few however
+    /// the batches and the limits compare.
+    debt: u64,
+}
+
+/// A fresh random salt for a new file's filters.
+fn fresh_salt() -> [u64; 2] {
+    // `RandomState` is seeded from the operating system's randomness.
+    let state = std::collections::hash_map::RandomState::new();
+    [state.hash_one(0x5c21_u64), state.hash_one(0xc1a1_u64)]
+}
+
+/// The smallest level whose runs hold at least `claims` (a log holds `log_max`, level
+/// `n + 1` runs `fan_in` times those of level `n`).
+fn level_for(claims: u64, limits: IndexLimits) -> u8 {
+    let mut capacity = limits.log_max.max(1) as u64;
+    let fan_in = limits.fan_in.max(2) as u64;
+    let mut level = 0u8;
+    while claims > capacity && level < u8::MAX {
+        capacity = capacity.saturating_mul(fan_in);
+        level += 1;
+    }
+    level
+}
+
+fn read_meta(meta: &impl ReadableTable<Bytes, Bytes>, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    Ok(meta.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
+}
+
+fn write_manifest(meta: &mut redb::Table<'_, Bytes, Bytes>, manifest: &Manifest) -> Result<()> {
+    meta.insert(META_MANIFEST, encode(manifest)?.as_slice())
+        .map_err(backend)?;
+    meta.insert(
+        META_GENERATION,
+        manifest.generation.to_le_bytes().as_slice(),
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+/// The generation a read snapshot's manifest has.
+pub(crate) fn snapshot_generation(meta: &impl ReadableTable<Bytes, Bytes>) -> Result<u64> {
+    let raw = read_meta(meta, META_GENERATION)?.ok_or_else(|| corrupted("no generation"))?;
+    let raw: [u8; 8] = raw
+        .as_slice()
+        .try_into()
+        .map_err(|_| corrupted("generation is not 8 bytes"))?;
+    Ok(u64::from_le_bytes(raw))
+}
+
+/// Opens the index of the file `txn` writes to: checks (or migrates) the store format,
+/// deletes what an interrupted compaction left, loads the filters and the log. Run in the
+/// store's first write transaction, and again after a reopen.
+pub(crate) fn load(
+    txn: &WriteTransaction,
+    meta_table: TableDefinition<'static, Bytes, Bytes>,
+    limits: IndexLimits,
+) -> Result<(ClaimsIndex, IndexWriter)> {
+    let limits = limits.normalized();
+    let mut meta = txn.open_table(meta_table).map_err(backend)?;
+    let format = read_meta(&meta, META_FORMAT)?;
+    let manifest = match format {
+        None => migrate(txn, &mut meta, limits)?,
+        Some(v) if v.as_slice() == FORMAT_VERSION.to_le_bytes() => migrate(txn, &mut meta, limits)?,
+        Some(v) if v.as_slice() == REDB_FORMAT_VERSION.to_le_bytes() => {
+            let raw = read_meta(&meta, META_MANIFEST)?.ok_or_else(|| corrupted("no manifest"))?;
+            let manifest = scrip_tokens::codec::decode::<Manifest>(&raw)
+                .map_err(|e| corrupted(&format!("manifest: {e}")))?;
+            manifest.validate()?;
+            manifest
+        }
+        Some(v) => {
+            return Err(StoreError::UnsupportedFormat {
+                found: v
+                    .as_slice()
+                    .try_into()
+                    .map(u16::from_le_bytes)
+                    .unwrap_or(u16::MAX),
+                supported: REDB_FORMAT_VERSION,
+            })
+        }
+    };
+    drop(meta);
+    remove_leftovers(txn, &manifest)?;
+
+    let kinds = ClaimKinds::default();
+    let filters = txn.open_table(FILTERS).map_err(backend)?;
+    let mut runs = Vec::with_capacity(manifest.runs.len());
+    for meta in &manifest.runs {
+        let name = run_table_name(meta.id);
+        let table = open_run(txn, &name)?;
+        kinds.read(&table)?;
+        runs.push(Arc::new(Run {
+            meta: meta.clone(),
+            filter: Bloom::read(meta, &filters)?,
+            name,
+        }));
+    }
+    drop(filters);
+
+    let log = txn.open_table(LOG).map_err(backend)?;
+    let mut recent = HashMap::new();
+    let mut next_seq = 0;
+    for item in log.iter().map_err(backend)? {
+        let (seq, entry) = item.map_err(backend)?;
+        let (key, value) = split_log_entry(entry.value())?;
+        kinds.mark_key(key);
+        recent.insert(key.to_vec(), value.to_vec());
+        next_seq = seq
+            .value()
+            .checked_add(1)
+            .ok_or_else(|| corrupted("log sequence exhausted"))?;
+    }
+    let layout = Layout {
+        generation: manifest.generation,
+        salt: manifest.salt,
+        recent: Arc::new(RwLock::new(recent)),
+        runs,
+    };
+    Ok((
+        ClaimsIndex {
+            kinds,
+            layout: RwLock::new(Arc::new(layout)),
+        },
+        IndexWriter {
+            manifest,
+            next_seq,
+            compactions: Vec::new(),
+            limits,
+            debt: 0,
+        },
+    ))
+}
+
+/// Format 1 (or scrip 0.1's unversioned file) to format 2: the `claims` table, if it
+/// holds anything, becomes run 0 (its filter built by one scan); nothing is rewritten.
+fn migrate(
+    txn: &WriteTransaction,
+    meta: &mut redb::Table<'_, Bytes, Bytes>,
+    limits: IndexLimits,
+) -> Result<Manifest> {
+    // A file with any part of the index is of format 2 whatever its format key says:
+    // migrating it would drop its runs.
+    let index_tables = txn.list_tables().map_err(backend)?.any(|t| {
+        let name = t.name();
+        name == LOG.name() || name == FILTERS.name() || name.starts_with(RUN_PREFIX)
+    });
+    if index_tables || read_meta(meta, META_MANIFEST)?.is_some() {
+        return Err(corrupted(
+            "a claims index in a file that is not of format 2",
+        ));
+    }
+    let salt = fresh_salt();
+    let mut runs = Vec::new();
+    let legacy = TableDefinition::<Bytes, Bytes>::new(LEGACY_RUN);
+    let has_legacy = txn
+        .list_tables()
+        .map_err(backend)?
+        .any(|t| t.name() == LEGACY_RUN);
+    if has_legacy {
+        let table = txn.open_table(legacy).map_err(backend)?;
+        let claims = table.len().map_err(backend)?;
+        if claims > 0 {
+            let mut filter = Bloom::for_claims(claims);
+            for item in table.iter().map_err(backend)? {
+                let (key, _) = item.map_err(backend)?;
+                filter.insert(KeyHash::of(salt, key.value()));
+            }
+            let mut filters = txn.open_table(FILTERS).map_err(backend)?;
+            filter.write(0, &mut filters)?;
+            runs.push(RunMeta {
+                id: 0,
+                level: level_for(claims, limits),
+                claims,
+                filter_bits: filter.bits(),
+            });
+        }
+    }
+    let manifest = Manifest {
+        filter_scheme: FILTER_SCHEME,
+        salt,
+        generation: 1,
+        next_run: 1,
+        runs,
+    };
+    write_manifest(meta, &manifest)?;
+    meta.insert(META_FORMAT, REDB_FORMAT_VERSION.to_le_bytes().as_slice())
+        .map_err(backend)?;
+    Ok(manifest)
+}
+
+/// Opens a run the manifest names, in a write transaction, where opening a missing table
+/// would create it empty: a run is never empty, so an empty one is a run that is missing.
+fn open_run<'txn>(
+    txn: &'txn WriteTransaction,
+    name: &str,
+) -> Result<redb::Table<'txn, Bytes, Bytes>> {
+    let table = txn
+        .open_table(TableDefinition::<Bytes, Bytes>::new(name))
+        .map_err(backend)?;
+    if table.is_empty().map_err(backend)? {
+        return Err(corrupted("a run the manifest names is missing"));
+    }
+    Ok(table)
+}
+
+/// Deletes the run tables and filters the manifest does not name: an interrupted
+/// compaction's output. Refuses a `claims` table that holds claims the manifest does not
+/// know of (only a format 1 release could have written them, and it refuses this file).
+fn remove_leftovers(txn: &WriteTransaction, manifest: &Manifest) -> Result<()> {
+    let live = |id: u64| manifest.runs.iter().any(|r| r.id == id);
+    let names: Vec<String> = txn
+        .list_tables()
+        .map_err(backend)?
+        .map(|t| t.name().to_string())
+        .collect();
+    for name in names {
+        let id = if name == LEGACY_RUN {
+            0
+        } else if let Some(id) = name.strip_prefix(RUN_PREFIX) {
+            id.parse::<u64>()
+                .map_err(|_| corrupted("a run table's name"))?
+        } else {
+            continue;
+        };
+        if live(id) {
+            continue;
+        }
+        let definition = TableDefinition::<Bytes, Bytes>::new(&name);
+        if id == 0
+            && !txn
+                .open_table(definition)
+                .map_err(backend)?
+                .is_empty()
+                .map_err(backend)?
+        {
+            return Err(corrupted("the claims table holds claims outside the index"));
+        }
+        txn.delete_table(definition).map_err(backend)?;
+    }
+    let mut filters = txn.open_table(FILTERS).map_err(backend)?;
+    let mut dead = Vec::new();
+    for item in filters.iter().map_err(backend)? {
+        let (key, _) = item.map_err(backend)?;
+        let id = key
+            .value()
+            .first_chunk::<8>()
+            .map(|b| u64::from_be_bytes(*b))
+            .ok_or_else(|| corrupted("a filter key"))?;
+        if !live(id) && dead.last() != Some(&id) {
+            dead.push(id);
+        }
+    }
+    for id in dead {
+        Bloom::delete(id, &mut filters)?;
+    }
+    Ok(())
+}
+
+/// A batch's claims, staged in its write transaction.
+pub(crate) struct StagedClaims {
+    claims: Vec<(Vec<u8>, Vec<u8>)>,
+    next_seq: u64,
+}
+
+/// The index inside a batch's write transaction.
+pub(crate) struct ClaimsWrite<'txn> {
+    index: Arc<ClaimsIndex>,
+    layout: Arc<Layout>,
+    log: redb::Table<'txn, u64, Bytes>,
+    runs: Vec<redb::Table<'txn, Bytes, Bytes>>,
+    /// This transaction's claims: key → (log sequence number, value).
+    staged: HashMap<Vec<u8>, (u64, Vec<u8>)>,
+    next_seq: u64,
+}
+
+impl<'txn> ClaimsWrite<'txn> {
+    pub(crate) fn open(
+        txn: &'txn WriteTransaction,
+        index: Arc<ClaimsIndex>,
+        next_seq: u64,
+    ) -> Result<Self> {
+        let layout = index.layout()?;
+        let runs = layout
+            .runs
+            .iter()
+            .map(|run| open_run(txn, &run.name))
+            .collect::<Result<Vec<_>>>()?;
+        let log = txn.open_table(LOG).map_err(backend)?;
+        // Past every entry the log holds, whatever the caller believes: an entry
+        // overwritten would be a claim lost at the next load.
+        let after_last = match log.last().map_err(backend)? {
+            Some((seq, _)) => seq
+                .value()
+                .checked_add(1)
+                .ok_or_else(|| corrupted("log sequence exhausted"))?,
+            None => 0,
+        };
+        Ok(ClaimsWrite {
+            index,
+            layout,
+            log,
+            runs,
+            staged: HashMap::new(),
+            next_seq: next_seq.max(after_last),
+        })
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if !self.index.kinds.may_hold(key) {
+            return Ok(None);
+        }
+        if let Some((_, value)) = self.staged.get(key) {
+            return Ok(Some(value.clone()));
+        }
+        self.layout.find(key, |i, key| {
+            let table = self.runs.get(i).ok_or_else(|| corrupted("run not open"))?;
+            Ok(table.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    /// Claims `key` unless it is held, and returns its holder if it is (then nothing is
+    /// written: claims are never overwritten, and the caller undoes a claim it refuses).
+    pub(crate) fn claim(&mut self, key: &[u8], value: Vec<u8>) -> Result<Option<Vec<u8>>> {
+        if let Some(held) = self.get(key)? {
+            return Ok(Some(held));
+        }
+        let seq = self.next_seq;
+        self.next_seq = seq
+            .checked_add(1)
+            .ok_or_else(|| corrupted("log sequence exhausted"))?;
+        let replaced = self
+            .log
+            .insert(seq, log_entry(key, &value)?.as_slice())
+            .map_err(backend)?
+            .is_some();
+        if replaced {
+            return Err(corrupted("a log entry would be overwritten"));
+        }
+        self.staged.insert(key.to_vec(), (seq, value));
+        Ok(None)
+    }
+
+    /// Undoes this transaction's claim of `key`, if it made one.
+    pub(crate) fn unclaim(&mut self, key: &[u8]) -> Result<()> {
+        if let Some((seq, _)) = self.staged.remove(key) {
+            self.log.remove(seq).map_err(backend)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn range(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs> {
+        let staged = self.staged.iter().map(|(k, (_, v))| (k.clone(), v.clone()));
+        self.layout.range(&self.runs, staged, start, end, limit)
+    }
+
+    /// The claims to publish once the transaction commits.
+    pub(crate) fn finish(self) -> StagedClaims {
+        StagedClaims {
+            claims: self
+                .staged
+                .into_iter()
+                .map(|(key, (_, value))| (key, value))
+                .collect(),
+            next_seq: self.next_seq,
+        }
+    }
+}
+
+/// The index inside a read transaction.
+pub(crate) struct ClaimsRead {
+    index: Arc<ClaimsIndex>,
+    layout: Arc<Layout>,
+    runs: Vec<redb::ReadOnlyTable<Bytes, Bytes>>,
+}
+
+impl ClaimsRead {
+    /// The index as the snapshot `txn` sees it: `layout` was taken with the snapshot
+    /// ([`ClaimsIndex::snapshot`]), so its generation is the snapshot manifest's; a
+    /// mismatch means the file changed behind the store's back.
+    pub(crate) fn open(
+        txn: &ReadTransaction,
+        index: &Arc<ClaimsIndex>,
+        layout: Arc<Layout>,
+        snapshot_generation: u64,
+    ) -> Result<Self> {
+        if layout.generation != snapshot_generation {
+            return Err(corrupted("the snapshot and the index in memory differ"));
+        }
+        let runs = layout
+            .runs
+            .iter()
+            .map(|run| {
+                txn.open_table(TableDefinition::<Bytes, Bytes>::new(&run.name))
+                    .map_err(backend)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ClaimsRead {
+            index: Arc::clone(index),
+            layout,
+            runs,
+        })
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if !self.index.kinds.may_hold(key) {
+            return Ok(None);
+        }
+        self.layout.find(key, |i, key| {
+            let table = self.runs.get(i).ok_or_else(|| corrupted("run not open"))?;
+            Ok(table.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    pub(crate) fn range(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs> {
+        self.layout
+            .range(&self.runs, std::iter::empty(), start, end, limit)
+    }
+}
+
+impl IndexWriter {
+    /// The log sequence number the next batch starts at.
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Refuses a batch while the log holds four times [`IndexLimits::log_max`] claims:
+    /// its flush keeps failing (a full disk), and the log's memory must stay bounded.
+    pub(crate) fn check_room(&self, index: &ClaimsIndex) -> Result<()> {
+        let layout = index.layout()?;
+        let held = layout
+            .recent
+            .read()
+            .map_err(|_| StoreError::Poisoned)?
+            .len();
+        if held >= self.limits.log_max.saturating_mul(4) {
+            return Err(StoreError::io(
+                "writing the claims log out (it is full and its flush keeps failing)",
+                std::io::ErrorKind::StorageFull.into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Takes in a committed batch's claims.
+    pub(crate) fn committed(&mut self, index: &ClaimsIndex, staged: StagedClaims) -> Result<()> {
+        self.next_seq = self.next_seq.max(staged.next_seq);
+        let levels = self
+            .manifest
+            .runs
+            .iter()
+            .map(|r| u64::from(r.level))
+            .max()
+            .unwrap_or(0);
+        self.debt = self
+            .debt
+            .saturating_add((staged.claims.len() as u64).saturating_mul(levels + 2));
+        index.publish_claims(staged)
+    }
+
+    /// The upkeep a batch owes (see [`IndexWriter::debt`]), in steps of one transaction
+    /// each: at least one step if any is due, more after a large batch.
+    pub(crate) fn upkeep(&mut self, db: &redb::Database, index: &ClaimsIndex) -> Result<()> {
+        loop {
+            match self.step(db, index)? {
+                None => {
+                    self.debt = 0;
+                    return Ok(());
+                }
+                Some(copied) => {
+                    self.debt = self.debt.saturating_sub(copied.max(1));
+                    if self.debt == 0 {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// One bounded piece of upkeep, in its own transaction: writes a full log out as a
+    /// run, or copies one chunk of the lowest level's compaction (starting compactions
+    /// where a level is full). Returns the claims copied, or `None` if nothing was due.
+    fn step(&mut self, db: &redb::Database, index: &ClaimsIndex) -> Result<Option<u64>> {
+        let layout = index.layout()?;
+        let log_len = layout
+            .recent
+            .read()
+            .map_err(|_| StoreError::Poisoned)?
+            .len();
+        if log_len >= self.limits.log_max {
+            return self.flush(db, index, &layout).map(Some);
+        }
+        while let Some(compaction) = self.plan()? {
+            self.compactions.push(compaction);
+            self.compactions.sort_by_key(|c| c.level);
+        }
+        if self.compactions.is_empty() {
+            return Ok(None);
+        }
+        let compaction = self.compactions.remove(0);
+        self.compact(db, index, &layout, compaction).map(Some)
+    }
+
+    /// The oldest `fan_in` runs of the lowest level that has that many runs no compaction
+    /// is merging, to be merged into a run with a fresh id.
+    fn plan(&mut self) -> Result<Option<Compaction>> {
+        let fan_in = self.limits.fan_in;
+        let merging = |id: u64| self.compactions.iter().any(|c| c.inputs.contains(&id));
+        let idle: Vec<&RunMeta> = self
+            .manifest
+            .runs
+            .iter()
+            .filter(|r| !merging(r.id))
+            .collect();
+        let mut levels: Vec<u8> = idle.iter().map(|r| r.level).collect();
+        levels.sort_unstable();
+        levels.dedup();
+        let Some(level) = levels
+            .into_iter()
+            .find(|level| idle.iter().filter(|r| r.level == *level).count() >= fan_in)
+        else {
+            return Ok(None);
+        };
+        let mut inputs: Vec<&RunMeta> = idle
+            .iter()
+            .rev()
+            .filter(|r| r.level == level)
+            .take(fan_in)
+            .copied()
+            .collect();
+        inputs.reverse();
+        let claims = inputs
+            .iter()
+            .try_fold(0u64, |sum, r| sum.checked_add(r.claims))
+            .ok_or_else(|| corrupted("run sizes overflow"))?;
+        let inputs = inputs.iter().map(|r| r.id).collect();
+        Ok(Some(Compaction {
+            inputs,
+            level: level.saturating_add(1),
+            output: self.take_run_id()?,
+            after: None,
+            written: 0,
+            filter: Bloom::for_claims(claims),
+        }))
+    }
+
+    /// Writes the log out as a run and empties it, in one transaction. The run is made
+    /// from the log's claims in memory (reading the table back would cost a third of the
+    /// flush), after checking that the table holds as many: the map only ever receives
+    /// claims whose batch committed, so a map as large as the table is the table, and
+    /// one that missed a batch (its publishing failed) is caught here, not dropped.
+    fn flush(&mut self, db: &redb::Database, index: &ClaimsIndex, layout: &Layout) -> Result<u64> {
+        let started = std::time::Instant::now();
+        let id = self.take_run_id()?;
+        let mut manifest = self.manifest.clone();
+        let name = run_table_name(id);
+        let txn = db.begin_write().map_err(backend)?;
+        let (claims, filter) = {
+            let mut claims: Vec<(Vec<u8>, Vec<u8>)> = layout
+                .recent
+                .read()
+                .map_err(|_| StoreError::Poisoned)?
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let logged = txn
+                .open_table(LOG)
+                .map_err(backend)?
+                .len()
+                .map_err(backend)?;
+            if claims.is_empty() || claims.len() as u64 != logged {
+                return Err(corrupted("the log and its claims in memory differ"));
+            }
+            claims.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            let mut filter = Bloom::for_claims(claims.len() as u64);
+            let mut run = txn
+                .open_table(TableDefinition::<Bytes, Bytes>::new(&name))
+                .map_err(backend)?;
+            for (key, value) in &claims {
+                let replaced = run
+                    .insert(key.as_slice(), value.as_slice())
+                    .map_err(backend)?
+                    .is_some();
+                if replaced {
+                    return Err(corrupted("a claim twice in the log"));
+                }
+                filter.insert(KeyHash::of(manifest.salt, key));
+            }
+            filter.write(id, &mut txn.open_table(FILTERS).map_err(backend)?)?;
+            (claims.len() as u64, filter)
+        };
+        // redb frees the log's pages wholesale; the next batch creates it again.
+        txn.delete_table(LOG).map_err(backend)?;
+        let meta = RunMeta {
+            id,
+            level: 0,
+            claims,
+            filter_bits: filter.bits(),
+        };
+        manifest.runs.insert(0, meta.clone());
+        manifest.generation = next_generation(manifest.generation)?;
+        write_manifest(
+            &mut txn.open_table(super::meta_definition()).map_err(backend)?,
+            &manifest,
+        )?;
+        let mut runs = vec![Arc::new(Run { meta, name, filter })];
+        runs.extend(layout.runs.iter().cloned());
+        let published = Layout {
+            generation: manifest.generation,
+            salt: manifest.salt,
+            recent: Arc::new(RwLock::new(HashMap::new())),
+            runs,
+        };
+        index.commit_runs(txn, published)?;
+        self.manifest = manifest;
+        tracing::debug!(run = id, claims, elapsed = ?started.elapsed(), "claims log written out as a run");
+        Ok(claims)
+    }
+
+    /// A run id no table has. Taken in memory at once, so that a flush during a
+    /// compaction cannot reuse its output's id; the manifest that names the run records
+    /// it, and a table of an id taken before a restart and never named is deleted at open.
+    fn take_run_id(&mut self) -> Result<u64> {
+        let id = self.manifest.next_run;
+        self.manifest.next_run = id
+            .checked_add(1)
+            .ok_or_else(|| corrupted("run ids exhausted"))?;
+        Ok(id)
+    }
+
+    /// Copies one chunk of `compaction` into its output; the last chunk's transaction
+    /// also puts the output in its inputs' place.
+    fn compact(
+        &mut self,
+        db: &redb::Database,
+        index: &ClaimsIndex,
+        layout: &Layout,
+        mut compaction: Compaction,
+    ) -> Result<u64> {
+        let txn = db.begin_write().map_err(backend)?;
+        let output_name = run_table_name(compaction.output);
+        let (copied, done) = self.copy_chunk(&txn, &output_name, &mut compaction)?;
+        if !done {
+            txn.commit().map_err(backend)?;
+            self.compactions.push(compaction);
+            self.compactions.sort_by_key(|c| c.level);
+            return Ok(copied);
+        }
+        if compaction.written == 0 {
+            return Err(corrupted("a compaction of empty runs"));
+        }
+
+        let mut manifest = self.manifest.clone();
+        let meta = RunMeta {
+            id: compaction.output,
+            level: compaction.level,
+            claims: compaction.written,
+            filter_bits: compaction.filter.bits(),
+        };
+        let at = manifest
+            .runs
+            .iter()
+            .position(|r| compaction.inputs.contains(&r.id))
+            .ok_or_else(|| corrupted("compaction inputs not in the manifest"))?;
+        manifest.runs.retain(|r| !compaction.inputs.contains(&r.id));
+        manifest
+            .runs
+            .insert(at.min(manifest.runs.len()), meta.clone());
+        manifest.generation = next_generation(manifest.generation)?;
+        {
+            let mut filters = txn.open_table(FILTERS).map_err(backend)?;
+            compaction.filter.write(compaction.output, &mut filters)?;
+            for id in &compaction.inputs {
+                Bloom::delete(*id, &mut filters)?;
+            }
+        }
+        for id in &compaction.inputs {
+            txn.delete_table(TableDefinition::<Bytes, Bytes>::new(&run_table_name(*id)))
+                .map_err(backend)?;
+        }
+        write_manifest(
+            &mut txn.open_table(super::meta_definition()).map_err(backend)?,
+            &manifest,
+        )?;
+        let output = Arc::new(Run {
+            meta,
+            name: output_name,
+            filter: compaction.filter,
+        });
+        let mut runs: Vec<Arc<Run>> = Vec::with_capacity(manifest.runs.len());
+        for live in &manifest.runs {
+            if live.id == output.meta.id {
+                runs.push(Arc::clone(&output));
+            } else {
+                runs.push(
+                    layout
+                        .runs
+                        .iter()
+                        .find(|r| r.meta.id == live.id)
+                        .cloned()
+                        .ok_or_else(|| corrupted("a live run not in memory"))?,
+                );
+            }
+        }
+        let published = Layout {
+            generation: manifest.generation,
+            salt: manifest.salt,
+            recent: Arc::clone(&layout.recent),
+            runs,
+        };
+        index.commit_runs(txn, published)?;
+        self.manifest = manifest;
+        Ok(copied)
+    }
+
+    /// Copies up to [`IndexLimits::chunk`] claims of `compaction`'s inputs, in key order
+    /// after its cursor, into its output. Returns the claims copied and whether the
+    /// inputs are exhausted.
+    fn copy_chunk(
+        &self,
+        txn: &WriteTransaction,
+        output_name: &str,
+        compaction: &mut Compaction,
+    ) -> Result<(u64, bool)> {
+        let inputs = compaction
+            .inputs
+            .iter()
+            .map(|id| open_run(txn, &run_table_name(*id)))
+            .collect::<Result<Vec<_>>>()?;
+        let mut output = txn
+            .open_table(TableDefinition::<Bytes, Bytes>::new(output_name))
+            .map_err(backend)?;
+        let lower = match &compaction.after {
+            Some(after) => Bound::Excluded(after.as_slice()),
+            None => Bound::Unbounded,
+        };
+        let mut cursors = inputs
+            .iter()
+            .map(|t| {
+                t.range::<&[u8]>((lower, Bound::Unbounded))
+                    .map(|r| r.peekable())
+                    .map_err(backend)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut copied = 0u64;
+        while copied < self.limits.chunk as u64 {
+            // The smallest key any input has next; on a tie the newest input's value.
+            let mut smallest: Option<(Vec<u8>, Vec<u8>)> = None;
+            for cursor in cursors.iter_mut() {
+                match cursor.peek() {
+                    None => {}
+                    Some(Err(_)) => {
+                        return Err(match cursor.next() {
+                            Some(Err(e)) => backend(e),
+                            _ => corrupted("compaction input"),
+                        })
+                    }
+                    Some(Ok((k, v)))
+                        if smallest
+                            .as_ref()
+                            .is_none_or(|(s, _)| k.value() < s.as_slice()) =>
+                    {
+                        smallest = Some((k.value().to_vec(), v.value().to_vec()));
+                    }
+                    Some(Ok(_)) => {}
+                }
+            }
+            let Some((key, value)) = smallest else {
+                return Ok((copied, true));
+            };
+            for cursor in cursors.iter_mut() {
+                if let Some(Ok((k, _))) = cursor.peek() {
+                    if k.value() == key.as_slice() {
+                        cursor.next();
+                    }
+                }
+            }
+            output
+                .insert(key.as_slice(), value.as_slice())
+                .map_err(backend)?;
+            compaction
+                .filter
+                .insert(KeyHash::of(self.manifest.salt, &key));
+            compaction.written = compaction
+                .written
+                .checked_add(1)
+                .ok_or_else(|| corrupted("run size overflows"))?;
+            copied += 1;
+            compaction.after = Some(key);
+        }
+        // The chunk may have ended exactly at the end of every input.
+        let done = cursors.iter_mut().all(|c| c.peek().is_none());
+        Ok((copied, done))
+    }
+}
+
+fn next_generation(generation: u64) -> Result<u64> {
+    generation
+        .checked_add(1)
+        .ok_or_else(|| corrupted("generations exhausted"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Filters written by one release are read by the next: the hash and the probe
+    /// positions of [`FILTER_SCHEME`] 1 must never change (change the scheme instead).
+    #[test]
+    fn filter_scheme_1_hashes_and_probes_as_it_always_has() {
+        let hash = KeyHash::of([1, 2], b"scrip claim key");
+        let filter = Bloom::for_claims(100);
+        assert_eq!(filter.bits(), 1024);
+        assert_eq!(
+            (hash.h1, hash.h2),
+            (0xb558_fda3_eea6_1780, 0xb927_6423_6f61_5b65)
+        );
+        let bits: Vec<u64> = filter
+            .probes(hash)
+            .map(|(word, mask)| word as u64 * 64 + u64::from(mask.trailing_zeros()))
+            .collect();
+        assert_eq!(bits, [896, 741, 586, 431, 276, 121, 990]);
+        assert_eq!((FILTER_SCHEME, FILTER_PROBES), (1, 7));
+    }
+
+    #[test]
+    fn a_filter_holds_every_key_put_in_and_few_others() {
+        let salt = fresh_salt();
+        let mut filter = Bloom::for_claims(10_000);
+        for n in 0..10_000u32 {
+            filter.insert(KeyHash::of(salt, &n.to_le_bytes()));
+        }
+        for n in 0..10_000u32 {
+            assert!(filter.may_contain(KeyHash::of(salt, &n.to_le_bytes())));
+        }
+        let false_positives = (10_000..110_000u32)
+            .filter(|n| filter.may_contain(KeyHash::of(salt, &n.to_le_bytes())))
+            .count();
+        // 10 bits a key, 7 probes: about 0.8 %.
+        assert!(false_positives < 2_000, "{false_positives} of 100 000");
+    }
+
+    #[test]
+    fn levels_grow_by_the_fan_in() {
+        let limits = IndexLimits {
+            log_max: 100,
+            fan_in: 4,
+            chunk: 10,
+        };
+        assert_eq!(level_for(0, limits), 0);
+        assert_eq!(level_for(100, limits), 0);
+        assert_eq!(level_for(101, limits), 1);
+        assert_eq!(level_for(400, limits), 1);
+        assert_eq!(level_for(1_600, limits), 2);
+        assert_eq!(level_for(1_601, limits), 3);
+    }
+
+    #[test]
+    fn a_log_entry_splits_into_its_key_and_value_and_a_short_one_is_refused() {
+        let entry = log_entry(b"key", b"value").unwrap();
+        assert_eq!(
+            split_log_entry(&entry).unwrap(),
+            (&b"key"[..], &b"value"[..])
+        );
+        assert!(split_log_entry(&entry[..4]).is_err());
+        assert!(split_log_entry(&[1]).is_err());
+    }
+}
