@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use redb::{
     ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle,
@@ -392,7 +392,14 @@ impl Manifest {
             if run.id >= self.next_run || self.runs[..i].iter().any(|r| r.id == run.id) {
                 return Err(corrupted("manifest run ids"));
             }
-            if run.claims == 0 || run.filter_bits < 64 || !run.filter_bits.is_multiple_of(64) {
+            // A filter has at least 10 bits a claim, and its size is checked against the
+            // file when it is read, so no count here can exceed what the file holds.
+            let least_bits = run.claims.checked_mul(FILTER_BITS_PER_CLAIM);
+            if run.claims == 0
+                || run.filter_bits < 64
+                || !run.filter_bits.is_multiple_of(64)
+                || least_bits.is_none_or(|least| least > run.filter_bits)
+            {
                 return Err(corrupted("manifest run sizes"));
             }
         }
@@ -508,7 +515,7 @@ pub(crate) struct ClaimsIndex {
 impl ClaimsIndex {
     fn layout(&self) -> Result<Arc<Layout>> {
         Ok(Arc::clone(
-            &*self.layout.read().map_err(|_| StoreError::Poisoned)?,
+            &*self.layout.read().unwrap_or_else(PoisonError::into_inner),
         ))
     }
 
@@ -517,7 +524,9 @@ impl ClaimsIndex {
     /// snapshot under the lock ([`ClaimsIndex::snapshot`]) gets the layout of the same
     /// generation. Nothing that can fail comes after the commit.
     fn commit_runs(&self, txn: WriteTransaction, layout: Layout) -> Result<()> {
-        let mut current = self.layout.write().map_err(|_| StoreError::Poisoned)?;
+        // The lock guards a pointer swap, never left half done: a panic elsewhere while
+        // it was held (in redb's commit) does not make the layout unusable.
+        let mut current = self.layout.write().unwrap_or_else(PoisonError::into_inner);
         txn.commit().map_err(backend)?;
         *current = Arc::new(layout);
         Ok(())
@@ -529,7 +538,7 @@ impl ClaimsIndex {
         &self,
         begin: impl FnOnce() -> Result<T>,
     ) -> Result<(T, Arc<Layout>)> {
-        let current = self.layout.read().map_err(|_| StoreError::Poisoned)?;
+        let current = self.layout.read().unwrap_or_else(PoisonError::into_inner);
         let snapshot = begin()?;
         Ok((snapshot, Arc::clone(&current)))
     }
@@ -553,8 +562,8 @@ impl ClaimsIndex {
         let layout = loaded
             .layout
             .into_inner()
-            .map_err(|_| StoreError::Poisoned)?;
-        *self.layout.write().map_err(|_| StoreError::Poisoned)? = layout;
+            .unwrap_or_else(PoisonError::into_inner);
+        *self.layout.write().unwrap_or_else(PoisonError::into_inner) = layout;
         Ok(())
     }
 
@@ -574,6 +583,9 @@ impl ClaimsIndex {
 /// merged into run `output`, every key up to `after` written already. Kept in memory
 /// only: after a restart the partial output is deleted and the merge starts again.
 struct Compaction {
+    /// Every input copied and the output's filter written (by an earlier transaction, so
+    /// that the last one, which readers wait for, writes little).
+    copied: bool,
     inputs: Vec<u64>,
     level: u8,
     output: u64,
@@ -683,6 +695,11 @@ pub(crate) fn load(
     for meta in &manifest.runs {
         let name = run_table_name(meta.id);
         let table = open_run(txn, &name)?;
+        if table.len().map_err(backend)? != meta.claims {
+            return Err(corrupted(
+                "a run does not hold the claims the manifest says",
+            ));
+        }
         kinds.read(&table)?;
         runs.push(Arc::new(Run {
             meta: meta.clone(),
@@ -1109,10 +1126,14 @@ impl IndexWriter {
         let mut levels: Vec<u8> = idle.iter().map(|r| r.level).collect();
         levels.sort_unstable();
         levels.dedup();
-        let Some(level) = levels
-            .into_iter()
-            .find(|level| idle.iter().filter(|r| r.level == *level).count() >= fan_in)
-        else {
+        let busy = |level: u8| {
+            self.compactions
+                .iter()
+                .any(|c| c.level == level.saturating_add(1))
+        };
+        let Some(level) = levels.into_iter().find(|level| {
+            !busy(*level) && idle.iter().filter(|r| r.level == *level).count() >= fan_in
+        }) else {
             return Ok(None);
         };
         let mut inputs: Vec<&RunMeta> = idle
@@ -1129,6 +1150,7 @@ impl IndexWriter {
             .ok_or_else(|| corrupted("run sizes overflow"))?;
         let inputs = inputs.iter().map(|r| r.id).collect();
         Ok(Some(Compaction {
+            copied: false,
             inputs,
             level: level.saturating_add(1),
             output: self.take_run_id()?,
@@ -1233,16 +1255,24 @@ impl IndexWriter {
     ) -> Result<u64> {
         let txn = db.begin_write().map_err(backend)?;
         let output_name = run_table_name(compaction.output);
-        let (copied, done) = self.copy_chunk(&txn, &output_name, &mut compaction)?;
-        if !done {
+        if !compaction.copied {
+            let (copied, done) = self.copy_chunk(&txn, &output_name, &mut compaction)?;
+            if done {
+                if compaction.written == 0 {
+                    return Err(corrupted("a compaction of empty runs"));
+                }
+                // An unnamed run's filter, like the run, is deleted at open if the last
+                // transaction never comes.
+                let mut filters = txn.open_table(FILTERS).map_err(backend)?;
+                compaction.filter.write(compaction.output, &mut filters)?;
+            }
             txn.commit().map_err(backend)?;
+            compaction.copied = done;
             self.compactions.push(compaction);
             self.compactions.sort_by_key(|c| c.level);
             return Ok(copied);
         }
-        if compaction.written == 0 {
-            return Err(corrupted("a compaction of empty runs"));
-        }
+        let copied = 0;
 
         let mut manifest = self.manifest.clone();
         let meta = RunMeta {
@@ -1263,7 +1293,6 @@ impl IndexWriter {
         manifest.generation = next_generation(manifest.generation)?;
         {
             let mut filters = txn.open_table(FILTERS).map_err(backend)?;
-            compaction.filter.write(compaction.output, &mut filters)?;
             for id in &compaction.inputs {
                 Bloom::delete(*id, &mut filters)?;
             }
