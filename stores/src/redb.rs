@@ -143,7 +143,7 @@ fn range_stored(
         .collect()
 }
 
-impl KvGet for ReadTables {
+impl<T: ReadableTable<Bytes, Bytes>, C: claims::ClaimsView> KvGet for OpenTables<T, C> {
     fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match table {
             Table::Claims => self.claims.get(key),
@@ -152,25 +152,7 @@ impl KvGet for ReadTables {
     }
 }
 
-impl KvRead for ReadTables {
-    fn range(&self, table: Table, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs> {
-        match table {
-            Table::Claims => self.claims.range(start, end, limit),
-            other => range_stored(self.table(other)?, start, end, limit),
-        }
-    }
-}
-
-impl KvGet for WriteTables<'_> {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match table {
-            Table::Claims => self.claims.get(key),
-            other => get_stored(self.table(other)?, key),
-        }
-    }
-}
-
-impl KvRead for WriteTables<'_> {
+impl<T: ReadableTable<Bytes, Bytes>, C: claims::ClaimsView> KvRead for OpenTables<T, C> {
     fn range(&self, table: Table, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs> {
         match table {
             Table::Claims => self.claims.range(start, end, limit),

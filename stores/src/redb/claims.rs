@@ -303,17 +303,20 @@ impl Bloom {
         Ok(())
     }
 
+    /// The stored chunks of run `run`'s filter, in order.
+    fn chunks<'t>(
+        run: u64,
+        filters: &'t impl ReadableTable<Bytes, Bytes>,
+    ) -> Result<redb::Range<'t, Bytes, Bytes>> {
+        let (first, last) = (filter_key(run, 0), filter_key(run, u32::MAX));
+        filters
+            .range::<&[u8]>(first.as_slice()..=last.as_slice())
+            .map_err(backend)
+    }
+
     fn read(run: &RunMeta, filters: &impl ReadableTable<Bytes, Bytes>) -> Result<Self> {
         let mut bytes = Vec::new();
-        let start = filter_key(run.id, 0);
-        let end = filter_key(run.id.wrapping_add(1), 0);
-        let range = if run.id == u64::MAX {
-            filters.range::<&[u8]>(start.as_slice()..)
-        } else {
-            filters.range::<&[u8]>(start.as_slice()..end.as_slice())
-        }
-        .map_err(backend)?;
-        for item in range {
+        for item in Bloom::chunks(run.id, filters)? {
             let (_, chunk) = item.map_err(backend)?;
             bytes.extend_from_slice(chunk.value());
         }
@@ -335,16 +338,9 @@ impl Bloom {
     }
 
     fn delete(run: u64, filters: &mut redb::Table<'_, Bytes, Bytes>) -> Result<()> {
-        let start = filter_key(run, 0);
-        let end = filter_key(run.wrapping_add(1), 0);
-        let keys: Vec<Vec<u8>> = if run == u64::MAX {
-            filters.range::<&[u8]>(start.as_slice()..)
-        } else {
-            filters.range::<&[u8]>(start.as_slice()..end.as_slice())
-        }
-        .map_err(backend)?
-        .map(|item| item.map(|(k, _)| k.value().to_vec()).map_err(backend))
-        .collect::<Result<_>>()?;
+        let keys: Vec<Vec<u8>> = Bloom::chunks(run, filters)?
+            .map(|item| item.map(|(k, _)| k.value().to_vec()).map_err(backend))
+            .collect::<Result<_>>()?;
         for key in keys {
             filters.remove(key.as_slice()).map_err(backend)?;
         }
@@ -435,6 +431,11 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
+    /// Claims in the log.
+    fn log_len(&self) -> Result<usize> {
+        Ok(self.recent.read().map_err(|_| StoreError::Poisoned)?.len())
+    }
+
     /// The claim under `key`: the log first, then each run whose filter may hold it
     /// (`run_get(i, key)` reads run `i`'s table).
     fn find(
@@ -874,6 +875,49 @@ pub(crate) struct StagedClaims {
     next_seq: u64,
 }
 
+/// Point and range reads of the claims, in a batch's write transaction or a read.
+pub(crate) trait ClaimsView {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    fn range(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs>;
+}
+
+impl ClaimsView for ClaimsWrite<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if !self.index.kinds.may_hold(key) {
+            return Ok(None);
+        }
+        if let Some((_, value)) = self.staged.get(key) {
+            return Ok(Some(value.clone()));
+        }
+        self.layout.find(key, |i, key| {
+            let table = self.runs.get(i).ok_or_else(|| corrupted("run not open"))?;
+            Ok(table.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    fn range(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs> {
+        let staged = self.staged.iter().map(|(k, (_, v))| (k.clone(), v.clone()));
+        self.layout.range(&self.runs, staged, start, end, limit)
+    }
+}
+
+impl ClaimsView for ClaimsRead {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if !self.index.kinds.may_hold(key) {
+            return Ok(None);
+        }
+        self.layout.find(key, |i, key| {
+            let table = self.runs.get(i).ok_or_else(|| corrupted("run not open"))?;
+            Ok(table.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
+        })
+    }
+
+    fn range(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs> {
+        self.layout
+            .range(&self.runs, std::iter::empty(), start, end, limit)
+    }
+}
+
 /// The index inside a batch's write transaction.
 pub(crate) struct ClaimsWrite<'txn> {
     index: Arc<ClaimsIndex>,
@@ -917,19 +961,6 @@ impl<'txn> ClaimsWrite<'txn> {
         })
     }
 
-    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if !self.index.kinds.may_hold(key) {
-            return Ok(None);
-        }
-        if let Some((_, value)) = self.staged.get(key) {
-            return Ok(Some(value.clone()));
-        }
-        self.layout.find(key, |i, key| {
-            let table = self.runs.get(i).ok_or_else(|| corrupted("run not open"))?;
-            Ok(table.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
-        })
-    }
-
     /// Claims `key` unless it is held, and returns its holder if it is (then nothing is
     /// written: claims are never overwritten, and the caller undoes a claim it refuses).
     pub(crate) fn claim(&mut self, key: &[u8], value: Vec<u8>) -> Result<Option<Vec<u8>>> {
@@ -958,11 +989,6 @@ impl<'txn> ClaimsWrite<'txn> {
             self.log.remove(seq).map_err(backend)?;
         }
         Ok(())
-    }
-
-    pub(crate) fn range(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs> {
-        let staged = self.staged.iter().map(|(k, (_, v))| (k.clone(), v.clone()));
-        self.layout.range(&self.runs, staged, start, end, limit)
     }
 
     /// The claims to publish once the transaction commits.
@@ -1012,21 +1038,6 @@ impl ClaimsRead {
             runs,
         })
     }
-
-    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        if !self.index.kinds.may_hold(key) {
-            return Ok(None);
-        }
-        self.layout.find(key, |i, key| {
-            let table = self.runs.get(i).ok_or_else(|| corrupted("run not open"))?;
-            Ok(table.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
-        })
-    }
-
-    pub(crate) fn range(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs> {
-        self.layout
-            .range(&self.runs, std::iter::empty(), start, end, limit)
-    }
 }
 
 impl IndexWriter {
@@ -1038,13 +1049,7 @@ impl IndexWriter {
     /// Refuses a batch while the log holds four times [`IndexLimits::log_max`] claims:
     /// its flush keeps failing (a full disk), and the log's memory must stay bounded.
     pub(crate) fn check_room(&self, index: &ClaimsIndex) -> Result<()> {
-        let layout = index.layout()?;
-        let held = layout
-            .recent
-            .read()
-            .map_err(|_| StoreError::Poisoned)?
-            .len();
-        if held >= self.limits.log_max.saturating_mul(4) {
+        if index.layout()?.log_len()? >= self.limits.log_max.saturating_mul(4) {
             return Err(StoreError::io(
                 "writing the claims log out (it is full and its flush keeps failing)",
                 std::io::ErrorKind::StorageFull.into(),
@@ -1093,12 +1098,7 @@ impl IndexWriter {
     /// where a level is full). Returns the claims copied, or `None` if nothing was due.
     fn step(&mut self, db: &redb::Database, index: &ClaimsIndex) -> Result<Option<u64>> {
         let layout = index.layout()?;
-        let log_len = layout
-            .recent
-            .read()
-            .map_err(|_| StoreError::Poisoned)?
-            .len();
-        if log_len >= self.limits.log_max {
+        if layout.log_len()? >= self.limits.log_max {
             return self.flush(db, index, &layout).map(Some);
         }
         while let Some(compaction) = self.plan()? {
