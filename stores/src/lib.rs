@@ -3,6 +3,11 @@
 #![cfg_attr(not(feature = "file"), doc = "", doc = "[`FileStore`]: #features")]
 #![cfg_attr(not(feature = "redb"), doc = "", doc = "[`RedbStore`]: #features")]
 #![cfg_attr(
+    not(feature = "postgres"),
+    doc = "",
+    doc = "[`PostgresStore`]: #features"
+)]
+#![cfg_attr(
     not(feature = "redb"),
     doc = "",
     doc = "[`ClaimsIndexLimits`]: #features"
