@@ -17,16 +17,16 @@
 //!   run's tree in 99 cases out of 100.
 //! - **Compaction**: when [`IndexLimits::fan_in`] runs share a level, they are merged
 //!   into one run of the next level, [`IndexLimits::chunk`] claims per transaction,
-//!   between batches (the writer never waits for more than one chunk). The new run is
-//!   invisible until its last chunk's transaction names it in the manifest and deletes
-//!   its inputs.
+//!   between batches (a batch waits for at most the upkeep its predecessor made due). The
+//!   new run is invisible until a last, small transaction (its filter was written with
+//!   its last chunk) names it in the manifest and deletes its inputs.
 //! - **The manifest** (`meta/claims-manifest`): the live runs, newest first, and a
 //!   generation number bumped by every change of the set of runs. A run table the
 //!   manifest does not name is what an interrupted compaction left, deleted at open.
 //!
 //! Claims are never overwritten or deleted once committed, so runs need no tombstones
 //! and merging them is a union. Readers pair their MVCC snapshot with the in-memory
-//! layout of the same generation (see [`ClaimsRead::open`]).
+//! layout of the same generation ([`ClaimsIndex::snapshot`], [`ClaimsIndex::commit_runs`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
