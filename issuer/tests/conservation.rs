@@ -2270,3 +2270,201 @@ proptest! {
         );
     }
 }
+
+/// Found once by `money_is_conserved_in_redb` in CI (2026-11-30) and shrunk by proptest;
+/// fails the same way on every backend, the memory store included, so it is older than
+/// the redb claims index: at step 25 a swap of an identified coin is refused
+/// `DeviceRevoked` (its holding device was revoked and the coin is not in
+/// `revoked-coins`) where the model expects it to pass. Not yet known whether the issuer's
+/// revoke/reissue flow or the model is wrong; ignored until that is settled.
+#[test]
+#[ignore = "fails: a revoke/swap disagreement between issuer and model, not yet settled"]
+fn a_swap_after_two_revocations_shrunk_2026_11_30() {
+    let ops = vec![
+        Op::Deposit {
+            w: 0,
+            amount: 500,
+            retry: false,
+        },
+        Op::Deposit {
+            w: 1,
+            amount: 500,
+            retry: false,
+        },
+        Op::Deposit {
+            w: 2,
+            amount: 500,
+            retry: false,
+        },
+        Op::Deposit {
+            w: 3,
+            amount: 500,
+            retry: false,
+        },
+        Op::WithdrawIdentified {
+            w: 0,
+            amounts: vec![1, 1, 1],
+            retry: Retry::Fresh,
+        },
+        Op::SpendCoins {
+            w: 0,
+            m: 0,
+            count: 1,
+            duplicate: false,
+        },
+        Op::Deposit {
+            w: 0,
+            amount: 1,
+            retry: false,
+        },
+        Op::SpendCoins {
+            w: 0,
+            m: 0,
+            count: 1,
+            duplicate: false,
+        },
+        Op::Certificate {
+            w: 0,
+            requested: Some(3),
+            lock: 1,
+            hand_in: 171,
+            retry: false,
+        },
+        Op::Swap {
+            w: 3,
+            count: 3,
+            spent: 1,
+            again: true,
+        },
+        Op::Sync {
+            m: 0,
+            twice: false,
+            resend: false,
+        },
+        Op::Refund {
+            m: 1,
+            pick: 3,
+            part: 3,
+            again: false,
+        },
+        Op::Pay {
+            w: 3,
+            m: 2,
+            amount: 1222,
+            cheat: Cheat::ReuseSequence,
+            pick: 3,
+        },
+        Op::Refund {
+            m: 0,
+            pick: 4,
+            part: 2,
+            again: false,
+        },
+        Op::WithdrawIdentified {
+            w: 3,
+            amounts: vec![1, 5, 10, 1],
+            retry: Retry::SameKey,
+        },
+        Op::Revoke { w: 0 },
+        Op::Pay {
+            w: 3,
+            m: 2,
+            amount: 625,
+            cheat: Cheat::Honest,
+            pick: 4,
+        },
+        Op::Pay {
+            w: 1,
+            m: 3,
+            amount: 708,
+            cheat: Cheat::Honest,
+            pick: 3,
+        },
+        Op::Pay {
+            w: 1,
+            m: 3,
+            amount: 315,
+            cheat: Cheat::Honest,
+            pick: 7,
+        },
+        Op::Swap {
+            w: 2,
+            count: 1,
+            spent: 0,
+            again: false,
+        },
+        Op::Take { m: 1, again: true },
+        Op::Certificate {
+            w: 3,
+            requested: Some(384),
+            lock: 2,
+            hand_in: 171,
+            retry: true,
+        },
+        Op::SpendCoins {
+            w: 1,
+            m: 0,
+            count: 2,
+            duplicate: false,
+        },
+        Op::Certificate {
+            w: 0,
+            requested: Some(407),
+            lock: 8,
+            hand_in: 157,
+            retry: false,
+        },
+        Op::Swap {
+            w: 2,
+            count: 1,
+            spent: 1,
+            again: false,
+        },
+        Op::Deposit {
+            w: 1,
+            amount: 712,
+            retry: false,
+        },
+        Op::DoubleSpend {
+            w: 0,
+            m: 0,
+            count: 1,
+            fresh: 0,
+        },
+        Op::Pay {
+            w: 0,
+            m: 2,
+            amount: 523,
+            cheat: Cheat::Honest,
+            pick: 4,
+        },
+        Op::Payout {
+            m: 1,
+            share: 3543,
+            fault: PayoutFault::Unavailable,
+        },
+        Op::Certificate {
+            w: 1,
+            requested: None,
+            lock: 3,
+            hand_in: 146,
+            retry: false,
+        },
+        Op::Advance { hours: 25 },
+        Op::Certificate {
+            w: 0,
+            requested: Some(3945),
+            lock: 8,
+            hand_in: 71,
+            retry: false,
+        },
+        Op::Revoke { w: 2 },
+        Op::Swap {
+            w: 1,
+            count: 3,
+            spent: 1,
+            again: true,
+        },
+    ];
+    run(MemoryHarness, 0, &ops);
+}
