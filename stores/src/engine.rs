@@ -468,14 +468,16 @@ pub(crate) fn check_format(kv: &mut impl KvPut) -> Result<(), StoreError> {
             Some(FORMAT_VERSION.to_le_bytes().to_vec()),
         ),
         Some(v) if v.as_slice() == FORMAT_VERSION.to_le_bytes() => Ok(()),
-        Some(v) => Err(StoreError::UnsupportedFormat {
-            found: v
-                .as_slice()
-                .try_into()
-                .map(u16::from_le_bytes)
-                .unwrap_or(u16::MAX),
-            supported: FORMAT_VERSION,
-        }),
+        Some(v) => Err(unsupported_format(&v, FORMAT_VERSION)),
+    }
+}
+
+/// The error for a stored format version `found` (u16 little-endian; `u16::MAX` if it is
+/// not two bytes) that this release, which reads `supported`, does not read.
+pub(crate) fn unsupported_format(found: &[u8], supported: u16) -> StoreError {
+    StoreError::UnsupportedFormat {
+        found: found.try_into().map(u16::from_le_bytes).unwrap_or(u16::MAX),
+        supported,
     }
 }
 

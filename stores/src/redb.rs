@@ -475,19 +475,7 @@ impl RedbStore {
     /// Opens (or creates) the store at `path` (a file). Blocking: run it before serving,
     /// or in `spawn_blocking`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError::io("creating the store directory", e))?;
-        }
-        let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            Some(parent) => parent.to_path_buf(),
-            None => std::path::PathBuf::from("."),
-        };
-        Self::open_with(
-            move || Database::create(&path).map_err(backend),
-            move || has_space(&dir),
-        )
+        Self::open_with_limits(path, ClaimsIndexLimits::default())
     }
 
     /// [`RedbStore::open`] with other sizes for the claims index than the defaults (a
@@ -498,6 +486,8 @@ impl RedbStore {
             Some(parent) => parent.to_path_buf(),
             None => std::path::PathBuf::from("."),
         };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::io("creating the store directory", e))?;
         Self::open_with_both(
             move || Database::create(&path).map_err(backend),
             move || has_space(&dir),

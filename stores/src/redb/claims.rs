@@ -676,16 +676,7 @@ pub(crate) fn load(
             manifest.validate()?;
             manifest
         }
-        Some(v) => {
-            return Err(StoreError::UnsupportedFormat {
-                found: v
-                    .as_slice()
-                    .try_into()
-                    .map(u16::from_le_bytes)
-                    .unwrap_or(u16::MAX),
-                supported: REDB_FORMAT_VERSION,
-            })
-        }
+        Some(v) => return Err(crate::engine::unsupported_format(&v, REDB_FORMAT_VERSION)),
     };
     drop(meta);
     remove_leftovers(txn, &manifest)?;
