@@ -330,13 +330,20 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             .await?;
         // Blind signing costs a millisecond per coin: refuse what cannot be paid before
         // signing anything (the commit still checks both atomically).
-        self.check_refundable(
-            voucher.merchant_id,
-            voucher.request_id,
-            &paid,
-            voucher.amount,
-        )
-        .await?;
+        if let Err(refusal) = self
+            .check_refundable(
+                voucher.merchant_id,
+                voucher.request_id,
+                &paid,
+                voucher.amount,
+            )
+            .await
+        {
+            let doc = self
+                .committed_copy_or(voucher.merchant_id, voucher.refund_id, identity, refusal)
+                .await?;
+            return voucher_answer(doc, coins, voucher.refund_id);
+        }
         let answer = BlindWithdrawalResponse {
             keyset_id: set.keyset.id(),
             signatures: sign_blinded(set, &request.coins, rng)?,
@@ -477,7 +484,15 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     async fn try_refund(&self, refund: &Refund, now: Timestamp) -> Result<Attempt> {
         let m = refund.merchant;
         let total = self.refunded(m, refund.request_id).await?;
-        let counter = next_total(total.as_ref(), &refund.paid, refund.amount)?;
+        let counter = match next_total(total.as_ref(), &refund.paid, refund.amount) {
+            Ok(counter) => counter,
+            Err(refusal) => {
+                return self
+                    .committed_copy_or(m, refund.refund_id, refund.identity, refusal)
+                    .await
+                    .map(Attempt::Done)
+            }
+        };
         let doc = RefundDoc {
             request_id: refund.request_id,
             identity: refund.identity,
@@ -513,10 +528,15 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             ));
         match self.store.commit(unit).await? {
             CommitOutcome::Committed => Ok(Attempt::Done(doc)),
-            CommitOutcome::InsufficientFunds { .. } => Err(IssuerError::MerchantBalanceShort {
-                merchant: m,
-                requested: refund.amount,
-            }),
+            CommitOutcome::InsufficientFunds { .. } => {
+                let refusal = IssuerError::MerchantBalanceShort {
+                    merchant: m,
+                    requested: refund.amount,
+                };
+                self.committed_copy_or(m, refund.refund_id, refund.identity, refusal)
+                    .await
+                    .map(Attempt::Done)
+            }
             CommitOutcome::Repeated { .. } => self.stored_refund(refund).await.map(Attempt::Done),
             CommitOutcome::Conflict(report) => {
                 let held = report
@@ -532,6 +552,23 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                     None => Ok(Attempt::Raced),
                 }
             }
+        }
+    }
+
+    /// The refund a copy of this request committed, else `refusal`. A copy that commits
+    /// between this request's first look and its read of the payment's counter (or of the
+    /// merchant's balance) is what used the payment up; it stored its record in the same
+    /// write as the counter, so a read after the counter's finds it.
+    async fn committed_copy_or(
+        &self,
+        merchant: MerchantId,
+        refund: RefundId,
+        identity: ContentDigest,
+        refusal: IssuerError,
+    ) -> Result<RefundDoc> {
+        match self.refund_done(merchant, refund, identity).await? {
+            Some(doc) => Ok(doc),
+            None => Err(refusal),
         }
     }
 
