@@ -254,13 +254,14 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     }
 
     /// Refuses identified coins held by a revoked device (`device_revoked`, naming that
-    /// device): revoking a lost device hands its coins to the operator's reissue, and
-    /// another device of the account (one a thief enrolled with the lost device, say) must
-    /// not take them first. Coins of the account held by an active device may be swapped
-    /// by any active device of it. A coin already reissued is let through: it is spent
-    /// (the reissue claimed it), and the swap answers `double_spent`, so the wallet drops
-    /// it instead of keeping a coin every later swap would be refused for. Each holding
-    /// device is looked up once.
+    /// device) while they are unspent: revoking a lost device hands its coins to the
+    /// operator's reissue, and another device of the account (one a thief enrolled with the
+    /// lost device, say) must not take them first. Coins of the account held by an active
+    /// device may be swapped by any active device of it. A coin already spent, by the
+    /// reissue (which claims it) or by a payment before the device was lost, is let
+    /// through: the swap answers `double_spent`, so the wallet drops it instead of keeping
+    /// a coin every later swap would be refused for. A spent coin cannot become unspent, so
+    /// the swap's own claim settles any race. Each holding device is looked up once.
     async fn check_holding_devices(&self, request: &SwapRequest) -> Result<()> {
         let mut active: HashSet<DeviceId> = HashSet::new();
         for coin in request.coins.iter().filter(|c| c.holder().is_some()) {
@@ -274,7 +275,14 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             }
             if self.revoked(holding).await?.is_none() {
                 active.insert(holding);
-            } else if self.revoked_coin(coin.id()).await?.is_none() {
+                continue;
+            }
+            let spent_claims = [
+                ClaimId::Coin(coin.spend_id()?),
+                ClaimId::LegacyCoinId(coin.id()),
+            ];
+            let spent = self.held_claims(&spent_claims).await?;
+            if spent.iter().all(Option::is_none) {
                 return Err(IssuerError::DeviceRevoked(holding));
             }
         }

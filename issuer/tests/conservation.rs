@@ -2271,14 +2271,12 @@ proptest! {
     }
 }
 
-/// Found once by `money_is_conserved_in_redb` in CI (2026-11-30) and shrunk by proptest;
-/// fails the same way on every backend, the memory store included, so it is older than
-/// the redb claims index: at step 25 a swap of an identified coin is refused
-/// `DeviceRevoked` (its holding device was revoked and the coin is not in
-/// `revoked-coins`) where the model expects it to pass. Not yet known whether the issuer's
-/// revoke/reissue flow or the model is wrong; ignored until that is settled.
+/// Found once by `money_is_conserved_in_redb` in CI (2026-11-30) and shrunk by proptest:
+/// after its device is revoked, a wallet swaps coins with one of the lost device's coins
+/// that it had given to a shop (redeemed before the revocation, so never reissued). The
+/// issuer refused the whole swap `DeviceRevoked`; it now answers `double_spent` for the
+/// spent coin, as for a reissued one, so the wallet can drop it.
 #[test]
-#[ignore = "fails: a revoke/swap disagreement between issuer and model, not yet settled"]
 fn a_swap_after_two_revocations_shrunk_2026_11_30() {
     let ops = vec![
         Op::Deposit {

@@ -553,7 +553,7 @@ async fn identified_coins_are_swapped_only_by_their_holders_device<H: Harness>(h
 /// then swaps the lost device's identified coins with the second one once the owner has
 /// had the lost device revoked: refused (`device_revoked`), nothing claimed, and the
 /// operator's reissue still hands the coins to the owner's new device; the old coin is
-/// then `double_spent`. While the first device was active, the account's other device
+/// then `double_spent`, as is at once a coin spent before the revocation. While the first device was active, the account's other device
 /// could swap its coins.
 async fn a_lost_devices_coins_wait_for_reissue_and_no_other_device_swaps_them<H: Harness>(h: H) {
     let mut rng = rng(8);
@@ -572,6 +572,26 @@ async fn a_lost_devices_coins_wait_for_reissue_and_no_other_device_swaps_them<H:
     issuer.revoke_device(owner.device_id, NOW).await.unwrap();
     let (taken, _) = swap_request(&keyset, vec![coins[0].clone()], &[10], &mut rng);
     let signed = enrolled.device_swap(taken, NOW, &mut rng);
+    let refused = issuer
+        .device_swap(&signed, NOW, &mut rng)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), ReasonCode::DeviceRevoked, "{refused}");
+    assert_eq!(claim_of(issuer.store(), &coins[0]).await, None);
+
+    // A coin the lost device's account spent before the revocation is gone, not waiting
+    // for reissue: alone it is `double_spent` (the wallet drops it); beside an unspent
+    // coin of the lost device the swap is still refused, and nothing is claimed.
+    let (spent, _) = swap_request(&keyset, vec![coins[1].clone()], &[5], &mut rng);
+    let signed = enrolled.device_swap(spent, NOW, &mut rng);
+    let answer = issuer.device_swap(&signed, NOW, &mut rng).await.unwrap();
+    assert!(
+        matches!(answer.outcome, SwapOutcome::DoubleSpent { .. }),
+        "{:?}",
+        answer.outcome
+    );
+    let (both, _) = swap_request(&keyset, coins.clone(), &[10, 5], &mut rng);
+    let signed = enrolled.device_swap(both, NOW, &mut rng);
     let refused = issuer
         .device_swap(&signed, NOW, &mut rng)
         .await
