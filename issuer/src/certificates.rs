@@ -297,7 +297,15 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         }
         for _ in 0..RETRIES {
             let balance = self.balance(payload.account_id, payload.currency).await?;
-            let terms = certificate_terms(payload, balance, &self.config, now)?;
+            let terms = match certificate_terms(payload, balance, &self.config, now) {
+                Ok(terms) => terms,
+                // A copy of this request that reserved since the look above is what the
+                // balance read here lacks: its certificate is the answer.
+                Err(refusal) => {
+                    let certificate = self.answered_or(&idempotent, refusal).await?;
+                    return Ok((certificate, report));
+                }
+            };
             let first_sequence = self.next_sequence(payload.device_id).await?;
             let certificate = self.sign_certificate(payload, terms, first_sequence, now, rng)?;
             let unit = reservation_unit(&certificate, now)?;

@@ -167,16 +167,6 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         let payload = &request.payload;
         self.check_active(device, payload.account_id, now).await?;
         self.check_coin_count(payload.coins.len())?;
-        let keys = self.keys();
-        let set = issuing_keyset(&keys, payload.keyset_id, now)?;
-        let keyset = &set.keyset;
-        let total = Amount::checked_sum(
-            keyset.currency(),
-            payload
-                .coins
-                .iter()
-                .map(|(v, _)| Amount::new(*v, keyset.currency())),
-        )?;
         let identity = WithdrawalIdentity::Blind {
             keyset_id: payload.keyset_id,
             coins: payload
@@ -187,12 +177,27 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         };
         let idempotent =
             identity.idempotency(payload.account_id, payload.idempotency_key, BLIND_RESPONSE)?;
+        // The stored answer before any check that depends on the time or the keyring: a
+        // retry after the keyset stopped issuing still gets the coins it paid for.
         if let Some(answer) = self.previous_answer(&idempotent).await? {
             return Ok(answer);
         }
+        let keys = self.keys();
+        let set = issuing_keyset(&keys, payload.keyset_id, now)?;
+        let keyset = &set.keyset;
+        let total = Amount::checked_sum(
+            keyset.currency(),
+            payload
+                .coins
+                .iter()
+                .map(|(v, _)| Amount::new(*v, keyset.currency())),
+        )?;
         // Blind signing costs a millisecond per coin: refuse what cannot be paid before
-        // signing anything (the commit still checks the balance atomically).
-        self.check_spendable(payload.account_id, total).await?;
+        // signing anything (the commit still checks the balance atomically). A copy of
+        // this request that committed since the look above is what spent the balance.
+        if let Err(refusal) = self.check_spendable(payload.account_id, total).await {
+            return self.answered_or(&idempotent, refusal).await;
+        }
         let signatures = sign_blinded(set, &payload.coins, rng)?;
         let answer = BlindWithdrawalResponse {
             keyset_id: keyset.id(),
@@ -248,6 +253,20 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         let payload = &request.payload;
         self.check_active(device, payload.account_id, now).await?;
         self.check_coin_count(payload.amounts.len())?;
+        let identity = WithdrawalIdentity::Identified {
+            currency: payload.currency,
+            amounts: payload.amounts.clone(),
+        };
+        let idempotent = identity.idempotency(
+            payload.account_id,
+            payload.idempotency_key,
+            IDENTIFIED_RESPONSE,
+        )?;
+        // Before the keyring's checks, as for blind coins: a retry after a rotation still
+        // gets its coins.
+        if let Some(answer) = self.previous_answer(&idempotent).await? {
+            return Ok(answer);
+        }
         let keys = self.keys();
         let keyset = keys
             .current_keyset(payload.currency, now)
@@ -262,18 +281,6 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 .iter()
                 .map(|v| Amount::new(*v, payload.currency)),
         )?;
-        let identity = WithdrawalIdentity::Identified {
-            currency: payload.currency,
-            amounts: payload.amounts.clone(),
-        };
-        let idempotent = identity.idempotency(
-            payload.account_id,
-            payload.idempotency_key,
-            IDENTIFIED_RESPONSE,
-        )?;
-        if let Some(answer) = self.previous_answer(&idempotent).await? {
-            return Ok(answer);
-        }
         let account = self.account(payload.account_id).await?;
         let signer = &keys.identified_coin_issuer.current(now)?.key;
         let coins = payload

@@ -198,6 +198,13 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         let keys = self.keys();
         for _ in 0..RETRIES {
             coins = self.unspent_coins(coins).await?;
+            if coins.is_empty() {
+                // A concurrent call may have reissued every coin since the look above:
+                // its answer stands, and a unit without claims would overwrite it.
+                if let Some(coins) = self.reissued(&answer_key).await? {
+                    return Ok(coins);
+                }
+            }
             let signer = &keys.identified_coin_issuer.current(now)?.key;
             let reissue = reissue(&coins, to, &answer_key, signer, now, rng)?;
             if self.store.commit(reissue.unit).await? == CommitOutcome::Committed {

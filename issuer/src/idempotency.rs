@@ -94,6 +94,22 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         }
     }
 
+    /// The stored answer to `request` if a copy of it was done, else `refusal`. For a
+    /// refusal by a check whose input a concurrent copy changes (the balance its debit
+    /// lowered): the copy stored its answer in the same unit as that change, so a read
+    /// after the check's finds it, and the copy sent second gets the first's answer, as a
+    /// retry after it would, instead of being refused for the first's own effect.
+    pub(crate) async fn answered_or<T: Message>(
+        &self,
+        request: &Idempotent,
+        refusal: IssuerError,
+    ) -> Result<T> {
+        match self.previous_answer(request).await? {
+            Some(answer) => Ok(answer),
+            None => Err(refusal),
+        }
+    }
+
     /// Commits `unit` together with the request's claim and `answer` stored under it.
     pub(crate) async fn commit_answered<T: Message>(
         &self,

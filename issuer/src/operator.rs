@@ -113,7 +113,15 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         for _ in 0..RETRIES {
             let generation = self.freeze_generation(account).await?;
             let Some(frozen) = self.frozen(account).await? else {
-                return Err(IssuerError::AccountNotFrozen(account));
+                // Lifted since the generation was read: by a concurrent unfreeze of this
+                // freeze, whose record is the answer, or the account was never frozen.
+                return match self
+                    .doc(UNFREEZES, &unfreeze_key(account, generation))
+                    .await?
+                {
+                    Some(done) => Ok(done),
+                    None => Err(IssuerError::AccountNotFrozen(account)),
+                };
             };
             let next = generation
                 .checked_add(1)

@@ -435,7 +435,14 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                     format!("payout {} declined", doc.payout_id),
                 )
             }
-            Err(e) => return Err(IssuerError::Payout(e)),
+            // A concurrent copy may have settled it while this one asked the sink.
+            Err(e) => {
+                let now_stored = self.payout_doc(doc.payout_id).await?;
+                return match now_stored.progress {
+                    PayoutProgress::Done(_) => Ok(now_stored),
+                    PayoutProgress::Pending => Err(IssuerError::Payout(e)),
+                };
+            }
         };
         let done = PayoutDoc {
             progress: PayoutProgress::Done(state),

@@ -13,6 +13,7 @@ mod cluster_postgres;
 mod coin_identity;
 mod common;
 mod conservation;
+mod copies;
 mod demo_funding;
 mod flows;
 mod keyring;

@@ -16,7 +16,8 @@ use rand::rngs::StdRng;
 use scrip_issuer::server::{self, KeySource, OperatorToken, RunningServer, ServerConfig};
 use scrip_issuer::{
     coins_outstanding_account, funding_account, paid_out_account, payouts_pending_account,
-    InMemoryPayouts, IssuerError, PayoutError, PayoutProgress,
+    InMemoryPayouts, IssuerError, Payout, PayoutConfirmation, PayoutError, PayoutProgress,
+    PayoutSink,
 };
 use scrip_stores::{LedgerAccount, MemoryStore, RecordStore, RedbStore};
 use scrip_tokens::fixtures::NOW;
@@ -253,6 +254,63 @@ async fn concurrent_copies_of_one_payout_pay_once() {
         balance(&issuer, &LedgerAccount::Merchant(shop.id())).await,
         1_400
     );
+    assert_eq!(balance(&issuer, &paid_out_account()).await, 600);
+    assert_eq!(balance(&issuer, &payouts_pending_account()).await, 0);
+    assert_conserved(&issuer).await;
+}
+
+/// A bank that pays the first of two calls only once the second has arrived, and fails the
+/// second (unreachable) once told to: two copies of one payout both reach it, one settles
+/// the payout, then the other's call fails.
+struct PaysFirstOfTwo {
+    calls: std::sync::atomic::AtomicUsize,
+    both_arrived: tokio::sync::Barrier,
+    fail_second: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl PayoutSink for PaysFirstOfTwo {
+    async fn pay(&self, payout: &Payout) -> Result<PayoutConfirmation, PayoutError> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.both_arrived.wait().await;
+        if n == 0 {
+            return Ok(PayoutConfirmation {
+                reference: format!("transfer {}", payout.payout_id),
+            });
+        }
+        self.fail_second.notified().await;
+        Err(PayoutError::Unavailable("the bank went away".into()))
+    }
+}
+
+/// The copy whose bank call fails after the other copy settled the payout answers the
+/// settlement (paid), not `unavailable`: the money is out, and a terminal told otherwise
+/// would ask again or tell the shop it was not paid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_whose_bank_call_fails_after_its_twin_paid_answers_paid() {
+    let issuer = Arc::new(issuer(MemoryStore::new()));
+    let sink = Arc::new(PaysFirstOfTwo {
+        calls: Default::default(),
+        both_arrived: tokio::sync::Barrier::new(2),
+        fail_second: tokio::sync::Notify::new(),
+    });
+    let mut rng = rng(14);
+    let shop = credited_shop(&issuer, 1_000, &mut rng).await;
+    let id = PayoutId::random(&mut rng);
+    let (done, mut answers) = tokio::sync::mpsc::unbounded_channel();
+    for n in 0..2 {
+        let request = payout_request(&shop, id, 600, at(1 + n), &mut rng);
+        let (issuer, sink, done) = (Arc::clone(&issuer), Arc::clone(&sink), done.clone());
+        tokio::spawn(async move {
+            let _ = done.send(issuer.payout(&request, &*sink, at(5)).await);
+        });
+    }
+    // The copy the bank paid answers first: the other waits for the bank's failure.
+    let paid = answers.recv().await.unwrap().unwrap();
+    assert!(matches!(paid.state, PayoutState::Paid { .. }), "{paid:?}");
+    sink.fail_second.notify_one();
+    let other = answers.recv().await.unwrap();
+    assert_eq!(other.unwrap().state, paid.state);
     assert_eq!(balance(&issuer, &paid_out_account()).await, 600);
     assert_eq!(balance(&issuer, &payouts_pending_account()).await, 0);
     assert_conserved(&issuer).await;

@@ -184,7 +184,7 @@ async fn balance<S: RecordStore>(issuer: &TestIssuer<S>, account: LedgerAccount)
     issuer.store().balance(&account, EUR).await.unwrap()
 }
 
-fn signed_refund(
+pub(crate) fn signed_refund(
     shop: &Shop,
     refund_id: RefundId,
     request_id: RequestId,
