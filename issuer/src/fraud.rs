@@ -11,7 +11,7 @@ use scrip_tokens::{
 
 use crate::schema::{
     device_coin_key, parse_device_coin_key, FraudEntry, IdentifiedCoinDoc, Mark, RevokedCoinDoc,
-    DEVICE_COINS, FRAUD_LOG, IDENTIFIED_COINS, REISSUE_RESPONSE, RESPONSES, REVOKED_COINS,
+    DEVICE_COINS, FRAUD_LOG, IDENTIFIED_COINS, REISSUE, REISSUE_RESPONSE, RESPONSES, REVOKED_COINS,
     REVOKED_DEVICES, REVOKE_DEVICE,
 };
 use crate::{encode, FundingSource, Issuer, IssuerError, Result, RETRIES};
@@ -61,16 +61,22 @@ struct Reissue {
 
 /// Revokes `coins` and issues their values again to `to`: the same holder, fresh ids. An
 /// old coin is claimed by the issuer, so whoever spends it later is refused
-/// (`DoubleSpent`). The answer is stored in the same unit, under `answer_key`.
+/// (`DoubleSpent`). The answer is stored in the same unit, under `answer_key`, with the
+/// claim of the reissue of `lost`: a concurrent reissue whose unit read other coins (or
+/// none left) conflicts on it instead of storing its answer over this one.
 fn reissue<G: CryptoRng + ?Sized>(
     coins: &[IssuedCoin],
+    lost: DeviceId,
     to: DeviceId,
     answer_key: &[u8],
     signer: &SigningKey<IdentifiedCoinIssuer>,
     now: Timestamp,
     rng: &mut G,
 ) -> Result<Reissue> {
-    let mut unit = Unit::new(Claimant::Issuer, now);
+    let mut unit = Unit::new(Claimant::Issuer, now).claim(
+        REISSUE.claim(lost.as_bytes().to_vec()),
+        ContentDigest::of(lost.as_bytes()),
+    );
     let mut fresh = Vec::with_capacity(coins.len());
     for old in coins {
         let old_coin = &old.doc.coin;
@@ -198,15 +204,8 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         let keys = self.keys();
         for _ in 0..RETRIES {
             coins = self.unspent_coins(coins).await?;
-            if coins.is_empty() {
-                // A concurrent call may have reissued every coin since the look above:
-                // its answer stands, and a unit without claims would overwrite it.
-                if let Some(coins) = self.reissued(&answer_key).await? {
-                    return Ok(coins);
-                }
-            }
             let signer = &keys.identified_coin_issuer.current(now)?.key;
-            let reissue = reissue(&coins, to, &answer_key, signer, now, rng)?;
+            let reissue = reissue(&coins, device_id, to, &answer_key, signer, now, rng)?;
             if self.store.commit(reissue.unit).await? == CommitOutcome::Committed {
                 return Ok(reissue.coins);
             }
@@ -317,6 +316,7 @@ mod tests {
         let heir = DeviceId(uuid::Uuid::from_u128(9));
         let done = reissue(
             std::slice::from_ref(&old),
+            DeviceId(uuid::Uuid::from_u128(8)),
             heir,
             b"answer",
             &signer,

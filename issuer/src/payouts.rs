@@ -435,14 +435,16 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                     format!("payout {} declined", doc.payout_id),
                 )
             }
-            // A concurrent copy may have settled it while this one asked the sink.
-            Err(e) => {
+            // A concurrent copy may have settled it while this one's call failed to reach
+            // the bank. Other errors (a sink that knows the payout otherwise) stand.
+            Err(e @ PayoutError::Unavailable(_)) => {
                 let now_stored = self.payout_doc(doc.payout_id).await?;
                 return match now_stored.progress {
                     PayoutProgress::Done(_) => Ok(now_stored),
                     PayoutProgress::Pending => Err(IssuerError::Payout(e)),
                 };
             }
+            Err(e) => return Err(IssuerError::Payout(e)),
         };
         let done = PayoutDoc {
             progress: PayoutProgress::Done(state),

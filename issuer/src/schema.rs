@@ -82,6 +82,10 @@ pub(crate) const SEQUENCE_RANGE: ClaimNamespace = ClaimNamespace::new("sequence-
 pub(crate) const RELEASE: ClaimNamespace = ClaimNamespace::new("release");
 /// A revoked device (key: device id): the first revocation time stands.
 pub(crate) const REVOKE_DEVICE: ClaimNamespace = ClaimNamespace::new("revoke-device");
+/// The reissue of a revoked device's identified coins (key: device id): taken by the unit
+/// that stores the reissue's answer, so a concurrent reissue that read other coins cannot
+/// store another answer over it.
+pub(crate) const REISSUE: ClaimNamespace = ClaimNamespace::new("reissue");
 /// A record whose id another record took first (key: record id ‖ digest): kept as
 /// evidence next to the first.
 pub(crate) const REUSED_RECORD_ID: ClaimNamespace = ClaimNamespace::new("reused-record-id");
@@ -589,6 +593,7 @@ mod tests {
             PAYOUT_OUTCOME,
             REFUND,
             REFUND_SLOT,
+            REISSUE,
         ]
         .map(|ns| ns.name());
         assert_eq!(
@@ -611,6 +616,7 @@ mod tests {
                 "payout-outcome",
                 "refund",
                 "refund-slot",
+                "reissue",
             ]
         );
     }

@@ -25,7 +25,7 @@ use scrip_tokens::*;
 use tokio::sync::watch;
 
 use crate::common::*;
-use crate::refunds::signed_refund;
+use crate::refunds::{scene_over, signed_refund};
 
 /// The read of the second copy that must see the first copy's commit.
 #[derive(Clone, Copy, Debug)]
@@ -337,4 +337,27 @@ async fn copies_of_one_refund_get_its_receipt_though_the_first_used_the_payment_
     let [first, second] = answers.map(|a| a.unwrap());
     assert_eq!(first, second);
     assert_eq!(first.refunded_total, Amount::new(250, EUR));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_of_one_voucher_withdrawal_get_its_coins_though_the_first_took_the_balance() {
+    let store = Interleaved::new(MemoryStore::new());
+    let mut s = scene_over(Arc::clone(&store), 66).await;
+    // The shop holds 17; the voucher is for 12: a second payment of it would not be covered.
+    let request = s.paid_by_coins(&[10, 5, 2]).await;
+    let voucher = s.voucher(request, 12);
+    let (withdrawal, _, _) = s.voucher_withdrawal(&voucher, &[10, 2]);
+    let (customer, merchant, outstanding) = s.money().await;
+    let answers = two_copies(&store, Read::Balance, |n| {
+        let (issuer, withdrawal) = (Arc::clone(&s.issuer), withdrawal.clone());
+        async move {
+            issuer
+                .withdraw_voucher(&withdrawal, NOW, &mut crate::common::rng(n))
+                .await
+        }
+    })
+    .await;
+    let [first, second] = answers.map(|a| a.unwrap());
+    assert_eq!(first, second);
+    assert_eq!(s.money().await, (customer, merchant - 12, outstanding + 12));
 }

@@ -6,6 +6,7 @@
 use crate::common;
 
 use common::*;
+use rand::Rng;
 use scrip_issuer::IssuerError;
 use scrip_issuer::{coins_outstanding_account, funding_account};
 use scrip_stores::{LedgerAccount, MemoryStore, RecordStore};
@@ -403,4 +404,47 @@ async fn a_deposit_retried_with_a_fresh_signature_is_credited_once() {
     let again = issuer.deposit(&resigned, NOW, &mut rng).await.unwrap();
     assert_eq!(again, first);
     assert_eq!(issuer.balance(wallet.account_id, EUR).await.unwrap(), 2_500);
+}
+
+/// A withdrawal retried after the keyring changed under it (its keyset withdrawn from
+/// issuing) still gets the coins it was charged for: the stored answer is looked up before
+/// the keyring's checks, while a new withdrawal under that keyset is refused.
+#[tokio::test]
+async fn a_withdrawal_retried_after_its_keyset_left_the_keyring_gets_its_coins() {
+    let mut rng = rng(71);
+    let issuer = issuer(MemoryStore::new());
+    let wallet = RawWallet::open(&issuer, 1, &mut rng).await;
+    wallet.deposit(&issuer, 100, &mut rng).await;
+    let old = keyset(&directory(&issuer));
+    let mut key = [0u8; 32];
+    rng.fill_bytes(&mut key);
+    let (request, _) = wallet.blind_request(&old, &[10, 5], key, &mut rng);
+    let first = issuer
+        .withdraw_blind(&request, NOW, &mut rng)
+        .await
+        .unwrap();
+
+    let mut keyring = fixture_keyring();
+    let config = scrip_issuer::KeyringConfig {
+        denominations: Vec::new(),
+        key_lifetime: DAY * 365,
+        keyset_issue_period: DAY * 200,
+        keyset_redeem_grace: DAY * 30,
+        rsa_bits: scrip_tokens::keys::DEFAULT_RSA_BITS,
+    };
+    keyring
+        .add_keyset(EUR, &[1, 20], &config, NOW, &mut rng)
+        .unwrap();
+    keyring.keysets.retain(|set| set.keyset.id() != old.id());
+    issuer.replace_keyring(keyring);
+
+    rng.fill_bytes(&mut key);
+    let (fresh, _) = wallet.blind_request(&old, &[10], key, &mut rng);
+    assert!(issuer.withdraw_blind(&fresh, NOW, &mut rng).await.is_err());
+    let again = issuer
+        .withdraw_blind(&request, NOW, &mut rng)
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(issuer.balance(wallet.account_id, EUR).await.unwrap(), 85);
 }

@@ -8,7 +8,6 @@
 mod backends;
 mod binary;
 mod certificates;
-mod cluster;
 mod cluster_postgres;
 mod coin_identity;
 mod common;

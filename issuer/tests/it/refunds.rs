@@ -22,16 +22,16 @@ const DEPOSITED: u64 = 10_000;
 
 /// A funded account with a certificate, a shop that takes its payments, and a second shop
 /// where refunded coins are spent.
-struct Scene<S: RecordStore> {
-    issuer: Arc<TestIssuer<S>>,
+pub(crate) struct Scene<S: RecordStore> {
+    pub(crate) issuer: Arc<TestIssuer<S>>,
     wallet: RawWallet,
     shop: Shop,
     other_shop: Shop,
     cert: BalanceCertificate,
-    rng: StdRng,
+    pub(crate) rng: StdRng,
 }
 
-async fn scene_over<S: RecordStore>(store: S, seed: u64) -> Scene<S> {
+pub(crate) async fn scene_over<S: RecordStore>(store: S, seed: u64) -> Scene<S> {
     let issuer = issuer(store);
     let mut rng = rng(seed);
     let mut wallet = RawWallet::open(&issuer, 1, &mut rng).await;
@@ -79,7 +79,7 @@ impl<S: RecordStore> Scene<S> {
 
     /// The wallet withdraws coins of `values` and pays them to the shop, which uploads the
     /// payment. The request paid.
-    async fn paid_by_coins(&mut self, values: &[u64]) -> RequestId {
+    pub(crate) async fn paid_by_coins(&mut self, values: &[u64]) -> RequestId {
         let coins = self
             .wallet
             .withdraw_blind(&*self.issuer, values, &mut self.rng)
@@ -119,7 +119,7 @@ impl<S: RecordStore> Scene<S> {
         self.refund_request(refund_id, request, amount)
     }
 
-    fn voucher(&mut self, request: RequestId, amount: u64) -> RefundVoucher {
+    pub(crate) fn voucher(&mut self, request: RequestId, amount: u64) -> RefundVoucher {
         signed_voucher(
             &self.shop.key,
             self.shop.id(),
@@ -130,7 +130,7 @@ impl<S: RecordStore> Scene<S> {
     }
 
     /// A withdrawal against `voucher` of coins of `values`, and the coins to finalize.
-    fn voucher_withdrawal(
+    pub(crate) fn voucher_withdrawal(
         &mut self,
         voucher: &RefundVoucher,
         values: &[u64],
@@ -171,7 +171,7 @@ impl<S: RecordStore> Scene<S> {
     }
 
     /// (customer, merchant, coins outstanding).
-    async fn money(&self) -> (i128, i128, i128) {
+    pub(crate) async fn money(&self) -> (i128, i128, i128) {
         (
             self.customer().await,
             self.merchant().await,

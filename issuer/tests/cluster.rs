@@ -3,6 +3,9 @@
 //! `cluster_postgres.rs` runs these start-up rules against the real one): what a server
 //! refuses at start, how it follows the published keyring, that one server leads the
 //! periodic jobs, and that the demo funding source is the cluster's, not a process's.
+//!
+//! Its own test binary, not a module of `tests/it/`: it times a leader's failover, which
+//! tests of other modules running beside it on the same cores would slow.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 

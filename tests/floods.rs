@@ -5,7 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::common;
+// Its own test binary, not a module of `tests/it/`: it asserts latencies under a flood,
+// which tests of other modules running beside it on the same cores would skew.
+#[path = "it/common/mod.rs"]
+mod common;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -229,12 +232,7 @@ async fn slow_uploads_of_the_largest_bodies_keep_memory_bounded_and_genuine_clie
         .unwrap()
         .port();
     let mut child: Child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "floods::flood_server_child",
-            "--ignored",
-            "--nocapture",
-        ])
+        .args(["--exact", "flood_server_child", "--ignored", "--nocapture"])
         .env(CHILD_ENV, format!("{port}:{}", dir.path().display()))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
