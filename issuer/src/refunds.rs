@@ -574,9 +574,9 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
 
     async fn stored_refund(&self, refund: &Refund) -> Result<RefundDoc> {
         // The unit that claimed the refund stored it in the same write.
-        self.refund_done(refund.merchant, refund.refund_id, refund.identity)
-            .await?
-            .ok_or_else(|| IssuerError::Corrupted("a refund claimed without its record".into()))
+        let missing = IssuerError::Corrupted("a refund claimed without its record".into());
+        self.committed_copy_or(refund.merchant, refund.refund_id, refund.identity, missing)
+            .await
     }
 }
 
