@@ -779,13 +779,18 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
                 Err(e) => outcomes[item] = Some(invalid(&self.explain_unknown_keyset(e, now))),
             }
         }
-        let coin_units = self
+        let mut coin_units = self
             .settle_legacy_claims(coin_units, merchant_id, now, outcomes)
             .await?;
-        let results = self
-            .store
-            .commit_many(coin_units.iter().map(|c| c.unit.clone()).collect())
-            .await?;
+        // The store takes the units; what answers each payment stays in its `CoinUnit`.
+        let units = coin_units
+            .iter_mut()
+            .map(|c| {
+                let emptied = Unit::new(c.unit.claimant.clone(), c.unit.at);
+                std::mem::replace(&mut c.unit, emptied)
+            })
+            .collect();
+        let results = self.store.commit_many(units).await?;
         for (coin_unit, result) in coin_units.iter().zip(results) {
             outcomes[coin_unit.item] = Some(coin_unit.outcome(result, now)?);
         }

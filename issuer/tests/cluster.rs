@@ -170,6 +170,7 @@ fn node(
         data_dir,
         OperatorToken::Given(TOKEN.into()),
     );
+    config.issuer.backend = scrip_testkit::backend();
     config.store = StoreKind::Memory;
     let store: Arc<dyn RecordStore> = store.clone();
     config.custom_store = Some(store);
@@ -270,6 +271,7 @@ async fn a_cluster_server_refuses_a_per_node_operator_token_and_a_missing_databa
         &data,
         OperatorToken::Given(TOKEN.into()),
     );
+    config.issuer.backend = scrip_testkit::backend();
     config.store = StoreKind::Postgres;
     assert!(matches!(
         server::start(config).await.err(),

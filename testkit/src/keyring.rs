@@ -8,7 +8,7 @@ use scrip_issuer::{
 use scrip_stores::{MemoryStore, RecordStore};
 use scrip_tokens::fixtures::{self, NOW};
 use scrip_tokens::keys::{DirectoryRoot, IssuerRole};
-use scrip_tokens::{KeyDirectory, Keyset, SigningKey, Timestamp, Validity, VerifyingKey};
+use scrip_tokens::{Backend, KeyDirectory, Keyset, SigningKey, Timestamp, Validity, VerifyingKey};
 
 use crate::EUR;
 
@@ -51,16 +51,28 @@ pub fn fixture_keyring(validity: Validity) -> Keyring {
 /// store unless said otherwise.
 pub type TestIssuer<S = MemoryStore> = Issuer<S, InMemoryFunding>;
 
+/// The crypto backend the tests run issuers and servers on: the one named by
+/// `SCRIP_CRYPTO_BACKEND` (the variable `scrip-server` reads for `--crypto-backend`), else
+/// the fastest compiled in, as the server runs. The workspace's test command runs the
+/// issuer's tests on the fast backend; CI runs the same test binaries again with
+/// `SCRIP_CRYPTO_BACKEND=rustcrypto`, on the pure-Rust one (`.ci/run`).
+pub fn backend() -> Backend {
+    match std::env::var("SCRIP_CRYPTO_BACKEND") {
+        Ok(name) => name
+            .parse()
+            .unwrap_or_else(|e| panic!("SCRIP_CRYPTO_BACKEND: {e}")),
+        Err(_) => Backend::fastest(),
+    }
+}
+
 /// An issuer core over `store` with the fixture keys valid for `validity` and default
-/// limits, on the fastest crypto backend compiled in, as the server runs: the workspace's
-/// test command runs the issuer's tests on the fast backend, and CI runs them again
-/// without the feature `fast`, on the pure-Rust one (`.ci/run`).
+/// limits, on the tests' crypto backend ([`backend`]).
 pub fn issuer<S: RecordStore>(store: S, validity: Validity) -> TestIssuer<S> {
     issuer_with(
         store,
         validity,
         IssuerConfig {
-            backend: scrip_tokens::Backend::fastest(),
+            backend: backend(),
             ..IssuerConfig::default()
         },
     )

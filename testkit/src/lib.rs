@@ -15,7 +15,8 @@ use rand::{Rng, SeedableRng};
 use scrip_tokens::{Amount, Currency, Nonce, Timestamp};
 
 pub use keyring::{
-    directory, fixture_keyring, issuer, issuer_with, keyset, root, validity_around, TestIssuer,
+    backend, directory, fixture_keyring, issuer, issuer_with, keyset, root, validity_around,
+    TestIssuer,
 };
 pub use phone::{up_to, Phone};
 pub use raw_wallet::{finalize, registration, swap_request, RawWallet};

@@ -89,8 +89,10 @@ pub fn decode_with_limit<T: Message>(bytes: &[u8], limit: usize) -> Result<T> {
     }
     // One value, one encoding: signatures and content digests are computed over
     // re-encoded values, so an alternative spelling of the same value must not exist.
-    let reencoded = encode(&value)?;
-    if reencoded != bytes {
+    // The re-encoding is compared with the input as it is written, not buffered.
+    let mut reencoded = writer::Comparing::new(body);
+    writer::write(&value, &mut reencoded).map_err(|e| Error::Encoding(e.to_string()))?;
+    if !reencoded.matched_all() {
         return Err(Error::NonCanonical);
     }
     Ok(value)
@@ -123,7 +125,88 @@ pub fn peek_tag(bytes: &[u8]) -> Option<&str> {
     std::str::from_utf8(tag).ok()
 }
 
-/// SHA-256 of the canonical encoding of `value`.
+/// SHA-256 of the canonical encoding of `value` (hashed as it is encoded: no buffer of
+/// the encoding's size is made).
 pub fn digest<T: Message>(value: &T) -> Result<ContentDigest> {
-    Ok(ContentDigest::of(&encode(value)?))
+    let mut hashing = writer::Hashing::new();
+    writer::Sink::put(&mut hashing, T::TAG.as_bytes());
+    writer::Sink::put(&mut hashing, &[0]);
+    writer::Sink::put(&mut hashing, &T::VERSION.to_le_bytes());
+    writer::write(value, &mut hashing).map_err(|e| Error::Encoding(e.to_string()))?;
+    Ok(ContentDigest(hashing.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Deserializer, Serialize};
+
+    use super::{decode, digest, encode, Message};
+    use crate::{ContentDigest, Error};
+
+    /// Small fields around a byte string, so the hashed encoding's writes straddle the
+    /// hashing sink's buffer at every length tried.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Blob {
+        head: u8,
+        #[serde(with = "crate::bytes::vec")]
+        bytes: Vec<u8>,
+        parts: Vec<(u16, [u8; 3])>,
+        tail: u64,
+    }
+
+    impl Message for Blob {
+        const TAG: &'static str = "scrip/test-blob/v1";
+        const VERSION: u16 = 1;
+    }
+
+    #[test]
+    fn a_digest_is_the_sha256_of_the_encoding_at_every_length() {
+        for len in [0, 1, 31, 1000, 1013, 1014, 1024, 1025, 2047, 2048, 5000] {
+            let blob = Blob {
+                head: 7,
+                bytes: (0..len).map(|i| i as u8).collect(),
+                parts: (0..len % 97).map(|i| (i as u16, [i as u8; 3])).collect(),
+                tail: u64::MAX - len as u64,
+            };
+            let encoded = match encode(&blob) {
+                Ok(bytes) => bytes,
+                Err(e) => panic!("encode: {e}"),
+            };
+            assert_eq!(
+                digest(&blob),
+                Ok(ContentDigest::of(&encoded)),
+                "{len} bytes"
+            );
+        }
+    }
+
+    /// Reads any byte and keeps only its lowest bit: a decoder that accepts more than one
+    /// spelling of a value, as a careless `Deserialize` would.
+    #[derive(Debug, PartialEq, Serialize)]
+    struct Lenient(u8);
+
+    impl<'de> Deserialize<'de> for Lenient {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            u8::deserialize(d).map(|b| Lenient(b & 1))
+        }
+    }
+
+    impl Message for Lenient {
+        const TAG: &'static str = "scrip/test-lenient/v1";
+        const VERSION: u16 = 1;
+    }
+
+    #[test]
+    fn an_input_that_is_not_the_values_encoding_is_refused() {
+        let canonical = match encode(&Lenient(1)) {
+            Ok(bytes) => bytes,
+            Err(e) => panic!("encode: {e}"),
+        };
+        assert_eq!(decode::<Lenient>(&canonical), Ok(Lenient(1)));
+        let mut other_spelling = canonical.clone();
+        if let Some(last) = other_spelling.last_mut() {
+            *last = 3;
+        }
+        assert_eq!(decode::<Lenient>(&other_spelling), Err(Error::NonCanonical));
+    }
 }

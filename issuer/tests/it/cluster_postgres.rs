@@ -38,6 +38,7 @@ fn node(data_dir: &Path, keys_dir: &Path, url: &str) -> ServerConfig {
         data_dir,
         OperatorToken::Given(TOKEN.into()),
     );
+    config.issuer.backend = scrip_testkit::backend();
     config.store = StoreKind::Postgres;
     config.database_url = Some(url.to_owned());
     config.database_connections = 4;

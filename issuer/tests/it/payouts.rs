@@ -680,6 +680,7 @@ async fn serve(
         dir,
         OperatorToken::Given("operator".into()),
     );
+    config.issuer.backend = scrip_testkit::backend();
     config.store = server::StoreKind::Memory;
     let store: Arc<dyn RecordStore> = store;
     config.custom_store = Some(store);

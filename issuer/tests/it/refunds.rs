@@ -632,6 +632,7 @@ async fn server_over(
         dir.join("data"),
         OperatorToken::Given("operator".into()),
     );
+    config.issuer.backend = scrip_testkit::backend();
     config.store = StoreKind::Memory;
     let store: Arc<dyn RecordStore> = store;
     config.custom_store = Some(store);
@@ -639,7 +640,10 @@ async fn server_over(
         dir: dir.join("keys"),
         generate: Default::default(),
     };
-    config.issuer = http_config();
+    config.issuer = IssuerConfig {
+        backend: scrip_testkit::backend(),
+        ..http_config()
+    };
     server::start(config).await.unwrap()
 }
 

@@ -355,6 +355,7 @@ async fn the_server_publishes_after_operator_actions_and_serves_signed_lists_and
     let wall = server::now();
     let keyring = scrip_testkit::fixture_keyring(validity_around(wall, DAY, DAY));
     let mut config = ServerConfig::new(([127, 0, 0, 1], 0).into(), dir.path(), TOKEN.to_owned());
+    config.issuer.backend = scrip_testkit::backend();
     config.store = StoreKind::Memory;
     config.keys = KeySource::Provided(Box::new(keyring));
     config.revocation_publish_interval = Duration::from_millis(100);

@@ -1,6 +1,7 @@
 //! The encoder behind [`super::encode`]: a serde `Serializer` that writes exactly what
 //! bincode 2 writes under [`super::config`] (little-endian, fixed-width integers), straight
-//! into a `Vec<u8>`.
+//! into a [`Sink`]: a `Vec<u8>`, a SHA-256 ([`Hashing`]), or the bytes a decoder was given
+//! ([`Comparing`]).
 //!
 //! Why not bincode itself: every signature check re-encodes what it verifies, and decoding
 //! re-encodes to prove the input canonical, so a redemption batch is encoded three times.
@@ -20,6 +21,7 @@
 use std::fmt;
 
 use serde::ser::{self, Serialize};
+use sha2::{Digest as _, Sha256};
 
 /// Why a value has no canonical encoding.
 #[derive(Debug)]
@@ -40,27 +42,125 @@ impl ser::Error for WriteError {
 }
 
 /// Appends the canonical encoding of `value` to `out`.
-pub(super) fn write<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result {
+pub(super) fn write<T: Serialize + ?Sized, S: Sink>(value: &T, out: &mut S) -> Result {
     value.serialize(&mut Writer { out })
 }
 
-struct Writer<'a> {
-    out: &'a mut Vec<u8>,
+/// Where the encoder's bytes go. Hashing and comparing take them as they come, so a
+/// digest or a canonical-encoding check of a large batch needs no buffer of its size
+/// (growing one took a redeeming server's allocator and page faults, BENCHMARKS.md).
+pub(super) trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+
+    #[inline]
+    fn push(&mut self, byte: u8) {
+        self.put(&[byte]);
+    }
+}
+
+impl Sink for Vec<u8> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+
+    #[inline]
+    fn push(&mut self, byte: u8) {
+        Vec::push(self, byte);
+    }
+}
+
+/// SHA-256 of what is written. The encoder writes a few bytes at a time; they are
+/// gathered here and handed to the hash a kilobyte at a time.
+pub(super) struct Hashing {
+    hasher: Sha256,
+    buffer: [u8; 1024],
+    filled: usize,
+}
+
+impl Hashing {
+    pub(super) fn new() -> Self {
+        Hashing {
+            hasher: Sha256::new(),
+            buffer: [0; 1024],
+            filled: 0,
+        }
+    }
+
+    pub(super) fn finish(mut self) -> [u8; 32] {
+        self.hasher.update(&self.buffer[..self.filled]);
+        self.hasher.finalize().into()
+    }
+}
+
+impl Sink for Hashing {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.filled + bytes.len();
+        if let Some(room) = self.buffer.get_mut(self.filled..end) {
+            room.copy_from_slice(bytes);
+            self.filled = end;
+            return;
+        }
+        self.hasher.update(&self.buffer[..self.filled]);
+        self.filled = 0;
+        if bytes.len() >= self.buffer.len() {
+            self.hasher.update(bytes);
+        } else {
+            self.buffer[..bytes.len()].copy_from_slice(bytes);
+            self.filled = bytes.len();
+        }
+    }
+}
+
+/// Whether what is written is exactly `expected`: how a decoder proves its input was the
+/// canonical encoding without encoding it again into a buffer.
+pub(super) struct Comparing<'e> {
+    rest: &'e [u8],
+    differs: bool,
+}
+
+impl<'e> Comparing<'e> {
+    pub(super) fn new(expected: &'e [u8]) -> Self {
+        Comparing {
+            rest: expected,
+            differs: false,
+        }
+    }
+
+    /// True when everything written matched and nothing of `expected` is left over.
+    pub(super) fn matched_all(&self) -> bool {
+        !self.differs && self.rest.is_empty()
+    }
+}
+
+impl Sink for Comparing<'_> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        match self.rest.strip_prefix(bytes) {
+            Some(rest) if !self.differs => self.rest = rest,
+            _ => self.differs = true,
+        }
+    }
+}
+
+struct Writer<'a, S> {
+    out: &'a mut S,
 }
 
 type Result<T = ()> = std::result::Result<T, WriteError>;
 
-impl Writer<'_> {
+impl<S: Sink> Writer<'_, S> {
     #[inline]
     fn len(&mut self, len: Option<usize>) -> Result {
         let len = len.ok_or_else(|| WriteError("a sequence or map must know its length".into()))?;
-        self.out.extend_from_slice(&(len as u64).to_le_bytes());
+        self.out.put(&(len as u64).to_le_bytes());
         Ok(())
     }
 
     #[inline]
     fn variant(&mut self, index: u32) {
-        self.out.extend_from_slice(&index.to_le_bytes());
+        self.out.put(&index.to_le_bytes());
     }
 }
 
@@ -69,14 +169,14 @@ macro_rules! little_endian {
         $(
             #[inline]
             fn $method(self, v: $ty) -> Result {
-                self.out.extend_from_slice(&v.to_le_bytes());
+                self.out.put(&v.to_le_bytes());
                 Ok(())
             }
         )*
     };
 }
 
-impl<'a> ser::Serializer for &mut Writer<'a> {
+impl<'a, S: Sink> ser::Serializer for &mut Writer<'a, S> {
     type Ok = ();
     type Error = WriteError;
     type SerializeSeq = Self;
@@ -107,8 +207,7 @@ impl<'a> ser::Serializer for &mut Writer<'a> {
 
     fn serialize_char(self, v: char) -> Result {
         let mut buf = [0u8; 4];
-        self.out
-            .extend_from_slice(v.encode_utf8(&mut buf).as_bytes());
+        self.out.put(v.encode_utf8(&mut buf).as_bytes());
         Ok(())
     }
 
@@ -119,7 +218,7 @@ impl<'a> ser::Serializer for &mut Writer<'a> {
     #[inline]
     fn serialize_bytes(self, v: &[u8]) -> Result {
         self.len(Some(v.len()))?;
-        self.out.extend_from_slice(v);
+        self.out.put(v);
         Ok(())
     }
 
@@ -217,7 +316,7 @@ impl<'a> ser::Serializer for &mut Writer<'a> {
 macro_rules! elements {
     ($($trait:ident :: $method:ident),* $(,)?) => {
         $(
-            impl<'a> ser::$trait for &mut Writer<'a> {
+            impl<'a, S: Sink> ser::$trait for &mut Writer<'a, S> {
                 type Ok = ();
                 type Error = WriteError;
 
@@ -242,7 +341,7 @@ elements! {
     SerializeTupleVariant::serialize_field,
 }
 
-impl<'a> ser::SerializeMap for &mut Writer<'a> {
+impl<'a, S: Sink> ser::SerializeMap for &mut Writer<'a, S> {
     type Ok = ();
     type Error = WriteError;
 
@@ -262,7 +361,7 @@ impl<'a> ser::SerializeMap for &mut Writer<'a> {
 macro_rules! fields {
     ($($trait:ident),* $(,)?) => {
         $(
-            impl<'a> ser::$trait for &mut Writer<'a> {
+            impl<'a, S: Sink> ser::$trait for &mut Writer<'a, S> {
                 type Ok = ();
                 type Error = WriteError;
 

@@ -27,7 +27,8 @@ use std::sync::{Arc, OnceLock};
 
 use blind_rsa_signatures::{Randomized, Sha384, PSS};
 use rand_core::CryptoRng;
-use rsa::signature::{RandomizedSigner, SignatureEncoding, Verifier as _};
+use rsa::signature::hazmat::PrehashVerifier as _;
+use rsa::signature::{RandomizedSigner, SignatureEncoding};
 use rsa::traits::PublicKeyParts;
 use rsa::{BoxedUint, RsaPrivateKey, RsaPublicKey};
 use sha2::Sha256;
@@ -76,9 +77,12 @@ pub trait BlindSigner: Send + Sync {
 /// The public-key operations of one key, parsed once: the two PSS verifications scrip
 /// uses and the raw public operation of the fault check. Stateless and shared.
 pub trait Verifier: Send + Sync {
-    /// RSASSA-PSS-VERIFY with SHA-256, MGF1-SHA-256 and a 32-byte salt. The signature is
-    /// exactly modulus-sized (checked by the caller).
-    fn verify_pss_sha256(&self, message: &[u8], signature: &[u8]) -> Result<()>;
+    /// RSASSA-PSS-VERIFY with SHA-256, MGF1-SHA-256 and a 32-byte salt, of a message whose
+    /// SHA-256 is `digest` (EMSA-PSS-VERIFY starts with `mHash = Hash(M)`, RFC 8017
+    /// §9.1.2 step 2: the caller hashes, so a large signed batch is hashed as it is
+    /// encoded, never buffered). The signature is exactly modulus-sized (checked by the
+    /// caller).
+    fn verify_pss_sha256_digest(&self, digest: &[u8; 32], signature: &[u8]) -> Result<()>;
 
     /// RFC 9474 `Verify` (RSABSSA-SHA384-PSS-Randomized): RSASSA-PSS-VERIFY with SHA-384,
     /// MGF1-SHA-384 and a 48-byte salt over `randomizer || message`.
@@ -235,7 +239,7 @@ impl RustCryptoVerifier {
 }
 
 impl Verifier for RustCryptoVerifier {
-    fn verify_pss_sha256(&self, message: &[u8], signature: &[u8]) -> Result<()> {
+    fn verify_pss_sha256_digest(&self, digest: &[u8; 32], signature: &[u8]) -> Result<()> {
         // RFC 8017 §8.1.2 step 2c: the encoded message is RSAVP1's output as `emLen`
         // octets. Where the modulus has 8·k + 1 bits, `emLen` is one octet short of the
         // modulus, so that output's leading octet must be zero. The `rsa` crate skips the
@@ -247,7 +251,7 @@ impl Verifier for RustCryptoVerifier {
         }
         let sig = rsa::pss::Signature::try_from(signature).map_err(|_| Error::BadSignature)?;
         self.pss
-            .verify(message, &sig)
+            .verify_prehash(digest, &sig)
             .map_err(|_| Error::BadSignature)
     }
 

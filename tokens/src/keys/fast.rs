@@ -10,6 +10,7 @@
 
 use std::sync::OnceLock;
 
+use aws_lc_rs::digest::{Digest, SHA256};
 use aws_lc_rs::signature::{ParsedPublicKey, RSA_PSS_2048_8192_SHA256, RSA_PSS_2048_8192_SHA384};
 use openssl::hash::MessageDigest;
 use openssl::pkey::{PKey, Private, Public};
@@ -47,9 +48,10 @@ impl FastVerifier {
 }
 
 impl Verifier for FastVerifier {
-    fn verify_pss_sha256(&self, message: &[u8], signature: &[u8]) -> Result<()> {
+    fn verify_pss_sha256_digest(&self, digest: &[u8; 32], signature: &[u8]) -> Result<()> {
+        let digest = Digest::import_less_safe(digest, &SHA256).map_err(|_| Error::BadSignature)?;
         self.pss_sha256
-            .verify_sig(message, signature)
+            .verify_digest_sig(&digest, signature)
             .map_err(|_| Error::BadSignature)
     }
 

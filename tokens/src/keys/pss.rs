@@ -188,6 +188,12 @@ impl PublicKey {
 
     /// RSA-PSS-SHA256 verification of `signature` over exactly `message`.
     pub(crate) fn verify_pss(&self, message: &[u8], signature: &Signature) -> Result<()> {
+        use sha2::Digest as _;
+        self.verify_pss_digest(&sha2::Sha256::digest(message).into(), signature)
+    }
+
+    /// [`Self::verify_pss`] of the message whose SHA-256 is `digest`.
+    pub(crate) fn verify_pss_digest(&self, digest: &[u8; 32], signature: &Signature) -> Result<()> {
         // Exactly modulus-sized (RFC 8017 8.1.2 step 1): the rsa crate also accepts
         // signatures with leading zero bytes stripped, which would give one signed object
         // two encodings and two content digests.
@@ -195,7 +201,7 @@ impl PublicKey {
             return Err(Error::BadSignature);
         }
         self.verifier()
-            .verify_pss_sha256(message, signature.as_bytes())
+            .verify_pss_sha256_digest(digest, signature.as_bytes())
     }
 }
 
@@ -273,6 +279,11 @@ impl<R: Role> VerifyingKey<R> {
 
     pub(crate) fn verify_raw(&self, message: &[u8], signature: &Signature) -> Result<()> {
         self.key.verify_pss(message, signature)
+    }
+
+    /// [`Self::verify_raw`] of the message whose SHA-256 is `digest`.
+    pub(crate) fn verify_raw_digest(&self, digest: &[u8; 32], signature: &Signature) -> Result<()> {
+        self.key.verify_pss_digest(digest, signature)
     }
 }
 
