@@ -24,6 +24,8 @@ use crate::{ContentDigest, Error, Result};
 
 mod writer;
 
+use writer::Sink;
+
 /// Default upper bound on an encoded message accepted by [`decode`]: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE_LEN: usize = 1 << 20;
 
@@ -58,11 +60,21 @@ fn header_len<T: Message>() -> usize {
 /// Encodes `value` as `tag || 0x00 || version || bincode(value)`.
 pub fn encode<T: Message>(value: &T) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(header_len::<T>() + 256);
-    out.extend_from_slice(T::TAG.as_bytes());
-    out.push(0);
-    out.extend_from_slice(&T::VERSION.to_le_bytes());
-    writer::write(value, &mut out).map_err(|e| Error::Encoding(e.to_string()))?;
+    write_message(value, &mut out)?;
     Ok(out)
+}
+
+/// Writes the encoding of [`encode`] to `out`, whatever it is (a buffer, a hash).
+fn write_message<T: Message, S: Sink>(value: &T, out: &mut S) -> Result<()> {
+    out.put(T::TAG.as_bytes());
+    out.push(0);
+    out.put(&T::VERSION.to_le_bytes());
+    write_value(value, out)
+}
+
+/// Writes the bincode part of an encoding (no header) to `out`.
+fn write_value<T: Serialize + ?Sized, S: Sink>(value: &T, out: &mut S) -> Result<()> {
+    writer::write(value, out).map_err(|e| Error::Encoding(e.to_string()))
 }
 
 /// Decodes a message produced by [`encode`], accepting at most
@@ -91,7 +103,7 @@ pub fn decode_with_limit<T: Message>(bytes: &[u8], limit: usize) -> Result<T> {
     // re-encoded values, so an alternative spelling of the same value must not exist.
     // The re-encoding is compared with the input as it is written, not buffered.
     let mut reencoded = writer::Comparing::new(body);
-    writer::write(&value, &mut reencoded).map_err(|e| Error::Encoding(e.to_string()))?;
+    write_value(&value, &mut reencoded)?;
     if !reencoded.matched_all() {
         return Err(Error::NonCanonical);
     }
@@ -129,10 +141,7 @@ pub fn peek_tag(bytes: &[u8]) -> Option<&str> {
 /// the encoding's size is made).
 pub fn digest<T: Message>(value: &T) -> Result<ContentDigest> {
     let mut hashing = writer::Hashing::new();
-    writer::Sink::put(&mut hashing, T::TAG.as_bytes());
-    writer::Sink::put(&mut hashing, &[0]);
-    writer::Sink::put(&mut hashing, &T::VERSION.to_le_bytes());
-    writer::write(value, &mut hashing).map_err(|e| Error::Encoding(e.to_string()))?;
+    write_message(value, &mut hashing)?;
     Ok(ContentDigest(hashing.finish()))
 }
 
