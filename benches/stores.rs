@@ -8,6 +8,11 @@
 //! - `redemption_batch/<backend>/1024`: one `commit_many` of 64 units of 16 claims, the
 //!   shape of a merchant's upload of 64 payments of 16 coins.
 //!
+//! - `redb_filled/<n>`: 33 `commit_many`s of 50 units of 20 claims (the `scrip load`
+//!   shape 20 × 50) into a `RedbStore` that already holds `n` claims: what the claims
+//!   index's upkeep (flushing its log, merging its runs) costs once the store is large.
+//!   Each iteration adds 33 000 claims, so the store grows by the measurement's work.
+//!
 //! Throughput is reported in claims (elements) per second. Run with
 //! `cargo bench --bench stores`; `BENCH_QUICK=1` shortens measurement for CI smoke runs.
 
@@ -135,5 +140,52 @@ fn redemption_batch(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, unit_size, concurrent_tasks, redemption_batch);
+/// Batches of 50 units of 20 claims into a redb store prefilled with `n` claims (see the
+/// module doc). An iteration is 33 batches, a little more than the log holds
+/// (`ClaimsIndexLimits::default().log_max`, 32 Ki claims), so that every iteration pays
+/// about one flush and its share of merging, and samples compare.
+fn redb_filled(c: &mut Criterion) {
+    const UNITS: u64 = 50;
+    const CLAIMS: u64 = 20;
+    const BATCHES: u64 = 33;
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut group = c.benchmark_group("redb_filled");
+    let (measure, _) = settings();
+    group
+        .sampling_mode(criterion::SamplingMode::Flat)
+        .measurement_time(measure * 2)
+        .warm_up_time(measure / 3)
+        .sample_size(10)
+        .throughput(Throughput::Elements(BATCHES * UNITS * CLAIMS));
+    let batch = || (0..UNITS).map(|_| unit(CLAIMS)).collect::<Vec<_>>();
+    for filled in [0u64, 1_000_000] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = scrip_stores::RedbStore::open(dir.path().join("scrip.redb")).unwrap();
+        runtime.block_on(async {
+            for _ in 0..filled / (UNITS * CLAIMS) {
+                store.commit_many(batch()).await.unwrap();
+            }
+        });
+        group.bench_function(BenchmarkId::new("redb", filled), |b| {
+            b.to_async(&runtime).iter(|| async {
+                for _ in 0..BATCHES {
+                    let outcomes = store.commit_many(batch()).await.unwrap();
+                    assert!(outcomes
+                        .iter()
+                        .all(|o| *o == scrip_stores::CommitOutcome::Committed));
+                }
+            });
+        });
+        runtime.block_on(store.close()).unwrap();
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    unit_size,
+    concurrent_tasks,
+    redemption_batch,
+    redb_filled
+);
 criterion_main!(benches);

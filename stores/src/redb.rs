@@ -1,7 +1,7 @@
 //! `RedbStore`: the embedded default. Each group-committed batch is one redb write
 //! transaction (durability `Immediate`: fsynced before commit returns); the engine's checks
 //! run inside that transaction. Reads use redb's MVCC read transactions and never block
-//! writes. Claims live in a log-structured index ([`claims`], store format 2), so that a
+//! writes. Claims live in a log-structured index ([`claims`], store format 3), so that a
 //! claim costs an append rather than its own B-tree leaf. The file is opened for this
 //! process alone (redb's exclusive open), which the index's in-memory parts rely on.
 
@@ -558,31 +558,6 @@ mod tests {
         .claim(id, ContentDigest::of(b"payment"))
     }
 
-    #[test]
-    fn claim_kinds_read_from_a_file_are_exactly_the_kinds_it_holds() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::create(dir.path().join("kinds.redb")).unwrap();
-        let txn = db.begin_write().unwrap();
-        {
-            let mut run = txn.open_table(definition(Table::Claims)).unwrap();
-            for key in [&b""[..], &[2, 1, 2], &[2, 9], &[8; 33], &[255]] {
-                run.insert(key, &b"v"[..]).unwrap();
-            }
-            let kinds = claims::ClaimKinds::default();
-            kinds.read(&run).unwrap();
-            for kind in 0..=255u8 {
-                assert_eq!(
-                    kinds.may_hold(&[kind, 0]),
-                    [2, 8, 255].contains(&kind),
-                    "kind {kind}"
-                );
-            }
-            // Nothing is ever skipped for a key that has no kind.
-            assert!(kinds.may_hold(b""));
-        }
-        txn.commit().unwrap();
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_claim_written_before_the_store_opened_its_file_is_found() {
         // As scrip 0.1 left it: a coin claimed under its bare id.
@@ -792,7 +767,7 @@ mod tests {
             // filter.
             let db = Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
-            txn.open_table(TableDefinition::<Bytes, Bytes>::new("claims-run-999"))
+            txn.open_table(TableDefinition::<Bytes, Bytes>::new("claims-blocks-999"))
                 .unwrap()
                 .insert(coin(1_000).key_bytes().as_slice(), &b"not a claim"[..])
                 .unwrap();
@@ -808,7 +783,7 @@ mod tests {
         assert_all_held(&store, 20).await;
         assert_eq!(store.claims(&[coin(1_000)]).await.unwrap(), vec![None]);
         store.close().await.unwrap();
-        assert!(!table_names(&path).contains(&"claims-run-999".to_string()));
+        assert!(!table_names(&path).contains(&"claims-blocks-999".to_string()));
         let db = Database::create(&path).unwrap();
         let txn = db.begin_read().unwrap();
         let filters = txn
@@ -880,6 +855,57 @@ mod tests {
         store.close().await.unwrap();
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_format_2_file_is_migrated_and_its_entry_runs_merged_into_block_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("scrip.redb");
+        let held = crate::model::ExistingClaim {
+            claimant: Claimant::Merchant(MerchantId(uuid::Uuid::from_u128(1))),
+            claimed_at: Timestamp::from_unix_millis(1_767_225_600_000),
+            digest: ContentDigest::of(b"payment"),
+        };
+        {
+            // As format 2 left it: a run of one table entry per claim.
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            let value = scrip_tokens::codec::encode(&held).unwrap();
+            let claims: Vec<(Vec<u8>, Vec<u8>)> = (0..40)
+                .map(|n| (coin(n).key_bytes(), value.clone()))
+                .collect();
+            claims::write_format_2_for_tests(&txn, definition(Table::Meta), &claims).unwrap();
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open_with_limits(&path, TINY).unwrap();
+        assert_eq!(store.claims(&[coin(7)]).await.unwrap(), vec![Some(held)]);
+        assert_all_held(&store, 40).await;
+        for n in 40..200 {
+            store.commit(claim_unit(coin(n))).await.unwrap();
+        }
+        assert_all_held(&store, 200).await;
+        store.close().await.unwrap();
+        let names = table_names(&path);
+        assert!(
+            !names.iter().any(|n| n.starts_with("claims-run-")),
+            "format 2's run was merged into block runs and deleted: {names:?}"
+        );
+        assert!(names.iter().any(|n| n.starts_with("claims-blocks-")));
+        let db = Database::create(&path).unwrap();
+        let format = db
+            .begin_read()
+            .unwrap()
+            .open_table(definition(Table::Meta))
+            .unwrap()
+            .get(crate::engine::META_FORMAT)
+            .unwrap()
+            .map(|v| v.value().to_vec());
+        assert_eq!(format, Some(3u16.to_le_bytes().to_vec()));
+        drop(db);
+        let store = RedbStore::open_with_limits(&path, TINY).unwrap();
+        assert_all_held(&store, 200).await;
+        assert_eq!(store.claims(&[coin(200)]).await.unwrap(), vec![None]);
+        store.close().await.unwrap();
+    }
+
     #[test]
     fn a_file_of_a_later_format_is_refused() {
         let dir = tempfile::tempdir().unwrap();
@@ -889,15 +915,15 @@ mod tests {
             let txn = db.begin_write().unwrap();
             txn.open_table(definition(Table::Meta))
                 .unwrap()
-                .insert(crate::engine::META_FORMAT, 3u16.to_le_bytes().as_slice())
+                .insert(crate::engine::META_FORMAT, 4u16.to_le_bytes().as_slice())
                 .unwrap();
             txn.commit().unwrap();
         }
         assert!(matches!(
             RedbStore::open(&path),
             Err(StoreError::UnsupportedFormat {
-                found: 3,
-                supported: 2
+                found: 4,
+                supported: 3
             })
         ));
     }

@@ -1,4 +1,4 @@
-//! `RedbStore`'s claims index (store format 2): log-structured, so that a claim costs an
+//! `RedbStore`'s claims index (store format 3): log-structured, so that a claim costs an
 //! append instead of its own random B-tree leaf. The plan and the measurements that led
 //! to it are in `stores/design/claims-index.md`.
 //!
@@ -9,9 +9,12 @@
 //!   its claims, one dirty leaf per few dozen claims. Its claims are also held in memory
 //!   ([`Layout::recent`], rebuilt by a scan at open), so that looking one up costs a hash
 //!   probe.
-//! - **Runs** (`claims-run-<n>`, and format 1's `claims` table as run 0): immutable sorted
-//!   tables. When the log holds [`IndexLimits::log_max`] claims it is written out as a new
-//!   run in one transaction and emptied.
+//! - **Runs** (`claims-blocks-<n>`): immutable sorted runs of claims, stored as blocks of
+//!   about [`BLOCK_BYTES`] (a block's first key → the block), so that writing a run costs
+//!   a B-tree insert per block, not per claim. When the log holds
+//!   [`IndexLimits::log_max`] claims it is written out as a new run in one transaction
+//!   and emptied. Format 2's runs (`claims-run-<n>`) and format 1's `claims` table (run
+//!   0) hold one table entry per claim; they are read as they are and merged away.
 //! - **Filters** (`claims-filters`): each run's Bloom filter (10 bits per claim, 7 probes,
 //!   about 1 % false positives), loaded at open, so that a fresh coin's lookup touches no
 //!   run's tree in 99 cases out of 100.
@@ -30,7 +33,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
-use std::ops::Bound;
+use std::ops::{Bound, Range};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -46,17 +49,26 @@ use crate::engine::{Pairs, FORMAT_VERSION, META_FORMAT};
 use crate::{Result, StoreError};
 
 /// The redb store's format: format 1's key layout and value encodings
-/// ([`FORMAT_VERSION`]), with the claims in the log-structured index of this module.
-/// Format 1 files (and scrip 0.1's, which carry no version) are migrated at open: their
-/// `claims` table becomes run 0, nothing is rewritten. A release that reads only format 1
-/// refuses a format 2 file instead of missing the claims outside `claims`.
-pub(crate) const REDB_FORMAT_VERSION: u16 = 2;
+/// ([`FORMAT_VERSION`]), with the claims in the log-structured index of this module, its
+/// runs stored as blocks. Older files are migrated at open without rewriting a claim:
+/// format 1's `claims` table (and scrip 0.1's, whose file carries no version) becomes run
+/// 0, format 2's runs stay as they are; both hold one table entry per claim, are read as
+/// such, and are merged into block runs by compaction. A release that reads only an
+/// older format refuses a format 3 file instead of missing the claims it cannot read.
+pub(crate) const REDB_FORMAT_VERSION: u16 = 3;
+/// Format 2: the same index, every run one table entry per claim.
+const ENTRY_RUNS_FORMAT_VERSION: u16 = 2;
 
 const LOG: TableDefinition<'static, u64, Bytes> = TableDefinition::new("claims-log");
 const FILTERS: TableDefinition<'static, Bytes, Bytes> = TableDefinition::new("claims-filters");
 /// Format 1's claims table, which format 2 keeps as run 0.
 const LEGACY_RUN: &str = "claims";
-const RUN_PREFIX: &str = "claims-run-";
+/// Format 2's runs, one table entry per claim.
+const ENTRY_RUN_PREFIX: &str = "claims-run-";
+const BLOCK_RUN_PREFIX: &str = "claims-blocks-";
+/// A block run's blocks close once they reach this size: a lookup that a filter lets
+/// through reads one block, and writing a run inserts one B-tree entry per block.
+const BLOCK_BYTES: usize = 8 * 1024;
 const META_MANIFEST: &[u8] = b"claims-manifest";
 /// The manifest's generation alone, so that a reader checks it without decoding.
 const META_GENERATION: &[u8] = b"claims-generation";
@@ -116,12 +128,17 @@ fn encode<T: scrip_tokens::Message>(value: &T) -> Result<Vec<u8>> {
     scrip_tokens::codec::encode(value).map_err(|e| StoreError::Corrupted(e.to_string()))
 }
 
-fn run_table_name(id: u64) -> String {
-    if id == 0 {
-        LEGACY_RUN.to_string()
-    } else {
-        format!("{RUN_PREFIX}{id}")
+/// The table of the run `meta` describes.
+fn run_table_name(meta: &RunMeta) -> String {
+    match meta.format {
+        RunFormat::Entries if meta.id == 0 => LEGACY_RUN.to_string(),
+        RunFormat::Entries => format!("{ENTRY_RUN_PREFIX}{}", meta.id),
+        RunFormat::Blocks { .. } => block_run_name(meta.id),
     }
+}
+
+fn block_run_name(id: u64) -> String {
+    format!("{BLOCK_RUN_PREFIX}{id}")
 }
 
 fn filter_key(run: u64, chunk: u32) -> [u8; 12] {
@@ -151,6 +168,244 @@ fn split_log_entry(entry: &[u8]) -> Result<(&[u8], &[u8])> {
         return Err(corrupted("log entry shorter than its key"));
     }
     Ok(rest.split_at(len))
+}
+
+/// Appends a block entry: key length (u16 LE), value length (u32 LE), key, value.
+fn put_block_entry(block: &mut Vec<u8>, key: &[u8], value: &[u8]) -> Result<()> {
+    let key_len =
+        u16::try_from(key.len()).map_err(|_| StoreError::InvalidUnit("claim key too long"))?;
+    let value_len =
+        u32::try_from(value.len()).map_err(|_| StoreError::InvalidUnit("claim value too long"))?;
+    block.extend_from_slice(&key_len.to_le_bytes());
+    block.extend_from_slice(&value_len.to_le_bytes());
+    block.extend_from_slice(key);
+    block.extend_from_slice(value);
+    Ok(())
+}
+
+/// The block entry at `at`: its key's and value's ranges in `block`, and where the next
+/// entry starts.
+fn block_entry_at(block: &[u8], at: usize) -> Result<(Range<usize>, Range<usize>, usize)> {
+    let header = block
+        .get(at..)
+        .and_then(|rest| rest.first_chunk::<6>())
+        .ok_or_else(|| corrupted("a block entry's header"))?;
+    let key_len = usize::from(u16::from_le_bytes([header[0], header[1]]));
+    let value_len = u32::from_le_bytes([header[2], header[3], header[4], header[5]]);
+    let key_start = at + 6;
+    let value_start = key_start + key_len;
+    let end = usize::try_from(value_len)
+        .ok()
+        .and_then(|len| value_start.checked_add(len))
+        .filter(|end| *end <= block.len())
+        .ok_or_else(|| corrupted("a block entry longer than its block"))?;
+    Ok((key_start..value_start, value_start..end, end))
+}
+
+/// Writes a sorted stream of claims as a block run: blocks of about [`BLOCK_BYTES`],
+/// each stored under its first key. Keys must come strictly ascending.
+struct BlockWriter {
+    block: Vec<u8>,
+    first: Vec<u8>,
+    last: Vec<u8>,
+    pushed: bool,
+    blocks: u64,
+}
+
+impl BlockWriter {
+    fn new() -> Self {
+        BlockWriter {
+            block: Vec::with_capacity(BLOCK_BYTES + 256),
+            first: Vec::new(),
+            last: Vec::new(),
+            pushed: false,
+            blocks: 0,
+        }
+    }
+
+    fn push(
+        &mut self,
+        table: &mut redb::Table<'_, Bytes, Bytes>,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<()> {
+        if self.pushed && key <= self.last.as_slice() {
+            return Err(corrupted("a run's claims out of order"));
+        }
+        if !self.block.is_empty() && self.block.len() + 6 + key.len() + value.len() > BLOCK_BYTES {
+            self.finish_block(table)?;
+        }
+        if self.block.is_empty() {
+            self.first.clear();
+            self.first.extend_from_slice(key);
+        }
+        put_block_entry(&mut self.block, key, value)?;
+        self.last.clear();
+        self.last.extend_from_slice(key);
+        self.pushed = true;
+        Ok(())
+    }
+
+    /// Stores the block being filled, if any (the next claim starts a new one).
+    fn finish_block(&mut self, table: &mut redb::Table<'_, Bytes, Bytes>) -> Result<()> {
+        if self.block.is_empty() {
+            return Ok(());
+        }
+        let replaced = table
+            .insert(self.first.as_slice(), self.block.as_slice())
+            .map_err(backend)?
+            .is_some();
+        if replaced {
+            return Err(corrupted("two blocks of a run under one key"));
+        }
+        self.blocks += 1;
+        self.block.clear();
+        Ok(())
+    }
+}
+
+/// A run's table, read as its format says: one entry per claim, or blocks.
+struct RunReader<T> {
+    table: T,
+    blocks: bool,
+}
+
+impl<T: ReadableTable<Bytes, Bytes>> RunReader<T> {
+    fn new(table: T, format: &RunFormat) -> Self {
+        RunReader {
+            table,
+            blocks: matches!(format, RunFormat::Blocks { .. }),
+        }
+    }
+
+    /// The value under `key`, if the run holds it.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if !self.blocks {
+            return Ok(self
+                .table
+                .get(key)
+                .map_err(backend)?
+                .map(|v| v.value().to_vec()));
+        }
+        let Some(item) = self
+            .table
+            .range::<&[u8]>(..=key)
+            .map_err(backend)?
+            .next_back()
+        else {
+            return Ok(None);
+        };
+        let (_, block) = item.map_err(backend)?;
+        let block = block.value();
+        let mut at = 0;
+        while at < block.len() {
+            let (k, v, next) = block_entry_at(block, at)?;
+            match block[k].cmp(key) {
+                std::cmp::Ordering::Less => at = next,
+                std::cmp::Ordering::Equal => return Ok(Some(block[v].to_vec())),
+                std::cmp::Ordering::Greater => return Ok(None),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The run's claims in key order, from `from` on.
+    fn scan(&self, from: Bound<&[u8]>) -> Result<RunScan<'_>> {
+        let source = if self.blocks {
+            // The block that holds `from` starts at or before it.
+            let start = match from {
+                Bound::Included(key) | Bound::Excluded(key) => self
+                    .table
+                    .range::<&[u8]>(..=key)
+                    .map_err(backend)?
+                    .next_back()
+                    .transpose()
+                    .map_err(backend)?
+                    .map(|(first, _)| first.value().to_vec()),
+                Bound::Unbounded => None,
+            };
+            match start {
+                Some(first) => self.table.range::<&[u8]>(first.as_slice()..),
+                None => self.table.range::<&[u8]>(..),
+            }
+        } else {
+            self.table.range::<&[u8]>((from, Bound::Unbounded))
+        }
+        .map_err(backend)?;
+        Ok(RunScan {
+            source,
+            blocks: self.blocks,
+            from: match from {
+                Bound::Included(k) => Bound::Included(k.to_vec()),
+                Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+                Bound::Unbounded => Bound::Unbounded,
+            },
+            block: Vec::new(),
+            at: 0,
+            current: None,
+        })
+    }
+}
+
+/// A run's claims in key order ([`RunReader::scan`]). An entry run's claims are read
+/// into the same buffer as a block's, one at a time.
+struct RunScan<'a> {
+    source: redb::Range<'a, Bytes, Bytes>,
+    blocks: bool,
+    /// Claims before this bound are skipped (in the first block read).
+    from: Bound<Vec<u8>>,
+    block: Vec<u8>,
+    at: usize,
+    /// The current claim's key and value in `block`, and where the next one starts.
+    current: Option<(Range<usize>, Range<usize>, usize)>,
+}
+
+impl RunScan<'_> {
+    /// The current claim, reading on as far as needed; `None` at the end of the run.
+    fn peek(&mut self) -> Result<Option<(&[u8], &[u8])>> {
+        while self.current.is_none() {
+            if self.at >= self.block.len() {
+                let Some(item) = self.source.next() else {
+                    return Ok(None);
+                };
+                let (key, value) = item.map_err(backend)?;
+                self.block.clear();
+                self.at = 0;
+                if self.blocks {
+                    self.block.extend_from_slice(value.value());
+                } else {
+                    put_block_entry(&mut self.block, key.value(), value.value())?;
+                }
+            }
+            let (k, v, next) = block_entry_at(&self.block, self.at)?;
+            let before = match &self.from {
+                Bound::Included(from) => self.block[k.clone()] < *from.as_slice(),
+                Bound::Excluded(from) => self.block[k.clone()] <= *from.as_slice(),
+                Bound::Unbounded => false,
+            };
+            if before {
+                self.at = next;
+            } else {
+                self.from = Bound::Unbounded;
+                self.current = Some((k, v, next));
+            }
+        }
+        Ok(self.current())
+    }
+
+    /// The claim [`RunScan::peek`] last found, if it has not moved past it.
+    fn current(&self) -> Option<(&[u8], &[u8])> {
+        self.current
+            .as_ref()
+            .map(|(k, v, _)| (&self.block[k.clone()], &self.block[v.clone()]))
+    }
+
+    /// Moves past the current claim.
+    fn advance(&mut self) {
+        if let Some((_, _, next)) = self.current.take() {
+            self.at = next;
+        }
+    }
 }
 
 /// The claim kinds (a claim key's first byte, [`ClaimId::key_bytes`]) the file holds at
@@ -207,18 +462,14 @@ impl ClaimKinds {
     }
 
     /// Marks the kinds `run` holds: one seek per kind present, whatever the run's size.
-    pub(crate) fn read(&self, run: &impl ReadableTable<Bytes, Bytes>) -> Result<()> {
+    fn read<T: ReadableTable<Bytes, Bytes>>(&self, run: &RunReader<T>) -> Result<()> {
         let mut from: Vec<u8> = Vec::new();
         loop {
-            let Some(first) = run
-                .range::<&[u8]>(from.as_slice()..)
-                .map_err(backend)?
-                .next()
-            else {
+            let mut scan = run.scan(Bound::Included(from.as_slice()))?;
+            let Some((key, _)) = scan.peek()? else {
                 return Ok(());
             };
-            let (key, _) = first.map_err(backend)?;
-            let Some(&kind) = key.value().first() else {
+            let Some(&kind) = key.first() else {
                 // An empty key is of no kind; go on with the kinds after it.
                 from = vec![0];
                 continue;
@@ -348,6 +599,16 @@ impl Bloom {
     }
 }
 
+/// How a run's table holds its claims.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+enum RunFormat {
+    /// One table entry per claim: format 2's runs and format 1's `claims` table. Read,
+    /// never written.
+    Entries,
+    /// Blocks of claims, each under its first key ([`BlockWriter`]).
+    Blocks { blocks: u64 },
+}
+
 /// One run, as the manifest records it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 struct RunMeta {
@@ -355,6 +616,40 @@ struct RunMeta {
     level: u8,
     claims: u64,
     filter_bits: u64,
+    format: RunFormat,
+}
+
+impl RunMeta {
+    /// The entries the run's table holds.
+    fn table_entries(&self) -> u64 {
+        match self.format {
+            RunFormat::Entries => self.claims,
+            RunFormat::Blocks { blocks } => blocks,
+        }
+    }
+}
+
+/// Format 2's manifest, migrated at open ([`Manifest::from_format_2`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct ManifestV1 {
+    filter_scheme: u16,
+    salt: [u64; 2],
+    generation: u64,
+    next_run: u64,
+    runs: Vec<RunMetaV1>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct RunMetaV1 {
+    id: u64,
+    level: u8,
+    claims: u64,
+    filter_bits: u64,
+}
+
+impl scrip_tokens::Message for ManifestV1 {
+    const TAG: &'static str = "scrip/store/claims-manifest/v1";
+    const VERSION: u16 = 1;
 }
 
 /// The live runs and the file's filter salt.
@@ -371,6 +666,27 @@ struct Manifest {
 }
 
 impl Manifest {
+    /// Format 2's manifest: the same runs, each one table entry per claim.
+    fn from_format_2(old: ManifestV1) -> Self {
+        Manifest {
+            filter_scheme: old.filter_scheme,
+            salt: old.salt,
+            generation: old.generation,
+            next_run: old.next_run,
+            runs: old
+                .runs
+                .into_iter()
+                .map(|r| RunMeta {
+                    id: r.id,
+                    level: r.level,
+                    claims: r.claims,
+                    filter_bits: r.filter_bits,
+                    format: RunFormat::Entries,
+                })
+                .collect(),
+        }
+    }
+
     /// Refuses a manifest this release cannot use safely: another filter scheme, or
     /// numbers no writer of this format produces (duplicate runs, an id at or past the
     /// next one, an empty run, a filter of no bits).
@@ -391,7 +707,12 @@ impl Manifest {
             // A filter has at least 10 bits a claim, and its size is checked against the
             // file when it is read, so no count here can exceed what the file holds.
             let least_bits = run.claims.checked_mul(FILTER_BITS_PER_CLAIM);
+            let blocks_fit = match run.format {
+                RunFormat::Entries => true,
+                RunFormat::Blocks { blocks } => blocks >= 1 && blocks <= run.claims,
+            };
             if run.claims == 0
+                || !blocks_fit
                 || run.filter_bits < 64
                 || !run.filter_bits.is_multiple_of(64)
                 || least_bits.is_none_or(|least| least > run.filter_bits)
@@ -406,7 +727,8 @@ impl Manifest {
 impl scrip_tokens::Message for Manifest {
     const TAG: &'static str = "scrip/store/claims-manifest/v1";
     // The codec refuses other versions: a later layout migrates instead of misreading.
-    const VERSION: u16 = 1;
+    // Version 2 (store format 3) records each run's format.
+    const VERSION: u16 = 2;
 }
 
 /// A run in memory: what the manifest says of it, and its filter.
@@ -470,7 +792,7 @@ impl Layout {
     /// transaction's own claims) comes first.
     fn range<T: ReadableTable<Bytes, Bytes>>(
         &self,
-        tables: &[T],
+        runs: &[RunReader<T>],
         extra: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
         start: &[u8],
         end: Option<&[u8]>,
@@ -490,17 +812,19 @@ impl Layout {
         {
             found.entry(k.clone()).or_insert_with(|| v.clone());
         }
-        for table in tables {
-            let iter = match end {
-                Some(end) => table.range::<&[u8]>(start..end),
-                None => table.range::<&[u8]>(start..),
-            }
-            .map_err(backend)?;
-            for item in iter.take(limit) {
-                let (k, v) = item.map_err(backend)?;
-                found
-                    .entry(k.value().to_vec())
-                    .or_insert_with(|| v.value().to_vec());
+        for run in runs {
+            let mut scan = run.scan(Bound::Included(start))?;
+            let mut taken = 0;
+            while taken < limit {
+                let Some((k, v)) = scan.peek()? else {
+                    break;
+                };
+                if !within(k) {
+                    break;
+                }
+                found.entry(k.to_vec()).or_insert_with(|| v.to_vec());
+                taken += 1;
+                scan.advance();
             }
         }
         Ok(found.into_iter().take(limit).collect())
@@ -592,6 +916,8 @@ struct Compaction {
     output: u64,
     after: Option<Vec<u8>>,
     written: u64,
+    /// Blocks of the output written so far.
+    blocks: u64,
     filter: Bloom,
 }
 
@@ -669,6 +995,19 @@ pub(crate) fn load(
     let manifest = match format {
         None => migrate(txn, &mut meta, limits)?,
         Some(v) if v.as_slice() == FORMAT_VERSION.to_le_bytes() => migrate(txn, &mut meta, limits)?,
+        Some(v) if v.as_slice() == ENTRY_RUNS_FORMAT_VERSION.to_le_bytes() => {
+            // Format 2: its runs stay as they are, read entry by entry until compaction
+            // merges them into block runs. Only the manifest and the format change.
+            let raw = read_meta(&meta, META_MANIFEST)?.ok_or_else(|| corrupted("no manifest"))?;
+            let old = scrip_tokens::codec::decode::<ManifestV1>(&raw)
+                .map_err(|e| corrupted(&format!("manifest: {e}")))?;
+            let manifest = Manifest::from_format_2(old);
+            manifest.validate()?;
+            write_manifest(&mut meta, &manifest)?;
+            meta.insert(META_FORMAT, REDB_FORMAT_VERSION.to_le_bytes().as_slice())
+                .map_err(backend)?;
+            manifest
+        }
         Some(v) if v.as_slice() == REDB_FORMAT_VERSION.to_le_bytes() => {
             let raw = read_meta(&meta, META_MANIFEST)?.ok_or_else(|| corrupted("no manifest"))?;
             let manifest = scrip_tokens::codec::decode::<Manifest>(&raw)
@@ -685,14 +1024,14 @@ pub(crate) fn load(
     let filters = txn.open_table(FILTERS).map_err(backend)?;
     let mut runs = Vec::with_capacity(manifest.runs.len());
     for meta in &manifest.runs {
-        let name = run_table_name(meta.id);
+        let name = run_table_name(meta);
         let table = open_run(txn, &name)?;
-        if table.len().map_err(backend)? != meta.claims {
+        if table.len().map_err(backend)? != meta.table_entries() {
             return Err(corrupted(
                 "a run does not hold the claims the manifest says",
             ));
         }
-        kinds.read(&table)?;
+        kinds.read(&RunReader::new(table, &meta.format))?;
         runs.push(Arc::new(Run {
             meta: meta.clone(),
             filter: Bloom::read(meta, &filters)?,
@@ -735,23 +1074,24 @@ pub(crate) fn load(
     ))
 }
 
-/// Format 1 (or scrip 0.1's unversioned file) to format 2: the `claims` table, if it
+/// Format 1 (or scrip 0.1's unversioned file) to format 3: the `claims` table, if it
 /// holds anything, becomes run 0 (its filter built by one scan); nothing is rewritten.
 fn migrate(
     txn: &WriteTransaction,
     meta: &mut redb::Table<'_, Bytes, Bytes>,
     limits: IndexLimits,
 ) -> Result<Manifest> {
-    // A file with any part of the index is of format 2 whatever its format key says:
-    // migrating it would drop its runs.
+    // A file with any part of the index is of format 2 or 3 whatever its format key
+    // says: migrating it would drop its runs.
     let index_tables = txn.list_tables().map_err(backend)?.any(|t| {
         let name = t.name();
-        name == LOG.name() || name == FILTERS.name() || name.starts_with(RUN_PREFIX)
+        name == LOG.name()
+            || name == FILTERS.name()
+            || name.starts_with(ENTRY_RUN_PREFIX)
+            || name.starts_with(BLOCK_RUN_PREFIX)
     });
     if index_tables || read_meta(meta, META_MANIFEST)?.is_some() {
-        return Err(corrupted(
-            "a claims index in a file that is not of format 2",
-        ));
+        return Err(corrupted("a claims index in a file that says it has none"));
     }
     let salt = fresh_salt();
     let mut runs = Vec::new();
@@ -776,6 +1116,7 @@ fn migrate(
                 level: level_for(claims, limits),
                 claims,
                 filter_bits: filter.bits(),
+                format: RunFormat::Entries,
             });
         }
     }
@@ -812,25 +1153,23 @@ fn open_run<'txn>(
 /// know of (only a format 1 release could have written them, and it refuses this file).
 fn remove_leftovers(txn: &WriteTransaction, manifest: &Manifest) -> Result<()> {
     let live = |id: u64| manifest.runs.iter().any(|r| r.id == id);
+    let live_name = |name: &str| manifest.runs.iter().any(|r| run_table_name(r) == name);
     let names: Vec<String> = txn
         .list_tables()
         .map_err(backend)?
         .map(|t| t.name().to_string())
         .collect();
     for name in names {
-        let id = if name == LEGACY_RUN {
-            0
-        } else if let Some(id) = name.strip_prefix(RUN_PREFIX) {
-            id.parse::<u64>()
-                .map_err(|_| corrupted("a run table's name"))?
-        } else {
-            continue;
-        };
-        if live(id) {
+        let is_run = name == LEGACY_RUN
+            || [ENTRY_RUN_PREFIX, BLOCK_RUN_PREFIX].iter().any(|prefix| {
+                name.strip_prefix(prefix)
+                    .is_some_and(|id| id.parse::<u64>().is_ok())
+            });
+        if !is_run || live_name(&name) {
             continue;
         }
         let definition = TableDefinition::<Bytes, Bytes>::new(&name);
-        if id == 0
+        if name == LEGACY_RUN
             && !txn
                 .open_table(definition)
                 .map_err(backend)?
@@ -881,8 +1220,10 @@ impl ClaimsView for ClaimsWrite<'_> {
             return Ok(Some(value.clone()));
         }
         self.layout.find(key, |i, key| {
-            let table = self.runs.get(i).ok_or_else(|| corrupted("run not open"))?;
-            Ok(table.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
+            self.runs
+                .get(i)
+                .ok_or_else(|| corrupted("run not open"))?
+                .get(key)
         })
     }
 
@@ -898,8 +1239,10 @@ impl ClaimsView for ClaimsRead {
             return Ok(None);
         }
         self.layout.find(key, |i, key| {
-            let table = self.runs.get(i).ok_or_else(|| corrupted("run not open"))?;
-            Ok(table.get(key).map_err(backend)?.map(|v| v.value().to_vec()))
+            self.runs
+                .get(i)
+                .ok_or_else(|| corrupted("run not open"))?
+                .get(key)
         })
     }
 
@@ -914,7 +1257,7 @@ pub(crate) struct ClaimsWrite<'txn> {
     index: Arc<ClaimsIndex>,
     layout: Arc<Layout>,
     log: redb::Table<'txn, u64, Bytes>,
-    runs: Vec<redb::Table<'txn, Bytes, Bytes>>,
+    runs: Vec<RunReader<redb::Table<'txn, Bytes, Bytes>>>,
     /// This transaction's claims: key → (log sequence number, value).
     staged: HashMap<Vec<u8>, (u64, Vec<u8>)>,
     next_seq: u64,
@@ -930,7 +1273,7 @@ impl<'txn> ClaimsWrite<'txn> {
         let runs = layout
             .runs
             .iter()
-            .map(|run| open_run(txn, &run.name))
+            .map(|run| Ok(RunReader::new(open_run(txn, &run.name)?, &run.meta.format)))
             .collect::<Result<Vec<_>>>()?;
         let log = txn.open_table(LOG).map_err(backend)?;
         // Past every entry the log holds, whatever the caller believes: an entry
@@ -999,7 +1342,7 @@ impl<'txn> ClaimsWrite<'txn> {
 pub(crate) struct ClaimsRead {
     index: Arc<ClaimsIndex>,
     layout: Arc<Layout>,
-    runs: Vec<redb::ReadOnlyTable<Bytes, Bytes>>,
+    runs: Vec<RunReader<redb::ReadOnlyTable<Bytes, Bytes>>>,
 }
 
 impl ClaimsRead {
@@ -1020,6 +1363,7 @@ impl ClaimsRead {
             .iter()
             .map(|run| {
                 txn.open_table(TableDefinition::<Bytes, Bytes>::new(&run.name))
+                    .map(|table| RunReader::new(table, &run.meta.format))
                     .map_err(backend)
             })
             .collect::<Result<Vec<_>>>()?;
@@ -1147,29 +1491,27 @@ impl IndexWriter {
             output: self.take_run_id()?,
             after: None,
             written: 0,
+            blocks: 0,
             filter: Bloom::for_claims(claims),
         }))
     }
 
-    /// Writes the log out as a run and empties it, in one transaction. The run is made
-    /// from the log's claims in memory (reading the table back would cost a third of the
-    /// flush), after checking that the table holds as many: the map only ever receives
-    /// claims whose batch committed, so a map as large as the table is the table, and
-    /// one that missed a batch (its publishing failed) is caught here, not dropped.
+    /// Writes the log out as a block run and empties it, in one transaction. The run is
+    /// made from the log's claims in memory (reading the table back would cost a third
+    /// of the flush), after checking that the table holds as many: the map only ever
+    /// receives claims whose batch committed, so a map as large as the table is the
+    /// table, and one that missed a batch (its publishing failed) is caught here, not
+    /// dropped.
     fn flush(&mut self, db: &redb::Database, index: &ClaimsIndex, layout: &Layout) -> Result<u64> {
         let started = std::time::Instant::now();
         let id = self.take_run_id()?;
         let mut manifest = self.manifest.clone();
-        let name = run_table_name(id);
+        let name = block_run_name(id);
         let txn = db.begin_write().map_err(backend)?;
-        let (claims, filter) = {
-            let mut claims: Vec<(Vec<u8>, Vec<u8>)> = layout
-                .recent
-                .read()
-                .map_err(|_| StoreError::Poisoned)?
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+        let (claims, blocks, filter) = {
+            // Only this thread writes the map; readers share the lock meanwhile.
+            let recent = layout.recent.read().map_err(|_| StoreError::Poisoned)?;
+            let mut claims: Vec<(&Vec<u8>, &Vec<u8>)> = recent.iter().collect();
             let logged = txn
                 .open_table(LOG)
                 .map_err(backend)?
@@ -1178,23 +1520,19 @@ impl IndexWriter {
             if claims.is_empty() || claims.len() as u64 != logged {
                 return Err(corrupted("the log and its claims in memory differ"));
             }
-            claims.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            claims.sort_unstable_by(|a, b| a.0.cmp(b.0));
             let mut filter = Bloom::for_claims(claims.len() as u64);
             let mut run = txn
                 .open_table(TableDefinition::<Bytes, Bytes>::new(&name))
                 .map_err(backend)?;
+            let mut writer = BlockWriter::new();
             for (key, value) in &claims {
-                let replaced = run
-                    .insert(key.as_slice(), value.as_slice())
-                    .map_err(backend)?
-                    .is_some();
-                if replaced {
-                    return Err(corrupted("a claim twice in the log"));
-                }
+                writer.push(&mut run, key, value)?;
                 filter.insert(KeyHash::of(manifest.salt, key));
             }
+            writer.finish_block(&mut run)?;
             filter.write(id, &mut txn.open_table(FILTERS).map_err(backend)?)?;
-            (claims.len() as u64, filter)
+            (claims.len() as u64, writer.blocks, filter)
         };
         // redb frees the log's pages wholesale; the next batch creates it again.
         txn.delete_table(LOG).map_err(backend)?;
@@ -1203,6 +1541,7 @@ impl IndexWriter {
             level: 0,
             claims,
             filter_bits: filter.bits(),
+            format: RunFormat::Blocks { blocks },
         };
         manifest.runs.insert(0, meta.clone());
         manifest.generation = next_generation(manifest.generation)?;
@@ -1220,7 +1559,7 @@ impl IndexWriter {
         };
         index.commit_runs(txn, published)?;
         self.manifest = manifest;
-        tracing::debug!(run = id, claims, elapsed = ?started.elapsed(), "claims log written out as a run");
+        tracing::debug!(run = id, claims, blocks, elapsed = ?started.elapsed(), "claims log written out as a run");
         Ok(claims)
     }
 
@@ -1245,7 +1584,7 @@ impl IndexWriter {
         mut compaction: Compaction,
     ) -> Result<u64> {
         let txn = db.begin_write().map_err(backend)?;
-        let output_name = run_table_name(compaction.output);
+        let output_name = block_run_name(compaction.output);
         if !compaction.copied {
             let (copied, done) = self.copy_chunk(&txn, &output_name, &mut compaction)?;
             if done {
@@ -1271,6 +1610,9 @@ impl IndexWriter {
             level: compaction.level,
             claims: compaction.written,
             filter_bits: compaction.filter.bits(),
+            format: RunFormat::Blocks {
+                blocks: compaction.blocks,
+            },
         };
         let at = manifest
             .runs
@@ -1288,8 +1630,13 @@ impl IndexWriter {
                 Bloom::delete(*id, &mut filters)?;
             }
         }
-        for id in &compaction.inputs {
-            txn.delete_table(TableDefinition::<Bytes, Bytes>::new(&run_table_name(*id)))
+        for input in self
+            .manifest
+            .runs
+            .iter()
+            .filter(|r| compaction.inputs.contains(&r.id))
+        {
+            txn.delete_table(TableDefinition::<Bytes, Bytes>::new(&run_table_name(input)))
                 .map_err(backend)?;
         }
         write_manifest(
@@ -1339,7 +1686,18 @@ impl IndexWriter {
         let inputs = compaction
             .inputs
             .iter()
-            .map(|id| open_run(txn, &run_table_name(*id)))
+            .map(|id| {
+                let meta = self
+                    .manifest
+                    .runs
+                    .iter()
+                    .find(|r| r.id == *id)
+                    .ok_or_else(|| corrupted("compaction input not in the manifest"))?;
+                Ok(RunReader::new(
+                    open_run(txn, &run_table_name(meta))?,
+                    &meta.format,
+                ))
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut output = txn
             .open_table(TableDefinition::<Bytes, Bytes>::new(output_name))
@@ -1348,50 +1706,38 @@ impl IndexWriter {
             Some(after) => Bound::Excluded(after.as_slice()),
             None => Bound::Unbounded,
         };
-        let mut cursors = inputs
+        // Inputs newest first: on a tie the newest input's value is kept.
+        let mut scans = inputs
             .iter()
-            .map(|t| {
-                t.range::<&[u8]>((lower, Bound::Unbounded))
-                    .map(|r| r.peekable())
-                    .map_err(backend)
-            })
+            .map(|run| run.scan(lower))
             .collect::<Result<Vec<_>>>()?;
+        let mut writer = BlockWriter::new();
+        let mut key = Vec::new();
         let mut copied = 0u64;
+        let mut done = false;
         while copied < self.limits.chunk as u64 {
-            // The smallest key any input has next; on a tie the newest input's value.
-            let mut smallest: Option<(Vec<u8>, Vec<u8>)> = None;
-            for cursor in cursors.iter_mut() {
-                match cursor.peek() {
-                    None => {}
-                    Some(Err(_)) => {
-                        return Err(match cursor.next() {
-                            Some(Err(e)) => backend(e),
-                            _ => corrupted("compaction input"),
-                        })
-                    }
-                    Some(Ok((k, v)))
-                        if smallest
-                            .as_ref()
-                            .is_none_or(|(s, _)| k.value() < s.as_slice()) =>
-                    {
-                        smallest = Some((k.value().to_vec(), v.value().to_vec()));
-                    }
-                    Some(Ok(_)) => {}
+            // The input with the smallest key next.
+            for scan in scans.iter_mut() {
+                scan.peek()?;
+            }
+            let mut smallest: Option<(&[u8], &[u8])> = None;
+            for (k, v) in scans.iter().filter_map(RunScan::current) {
+                if smallest.is_none_or(|(s, _)| k < s) {
+                    smallest = Some((k, v));
                 }
             }
-            let Some((key, value)) = smallest else {
-                return Ok((copied, true));
+            let Some((k, v)) = smallest else {
+                done = true;
+                break;
             };
-            for cursor in cursors.iter_mut() {
-                if let Some(Ok((k, _))) = cursor.peek() {
-                    if k.value() == key.as_slice() {
-                        cursor.next();
-                    }
+            key.clear();
+            key.extend_from_slice(k);
+            writer.push(&mut output, k, v)?;
+            for scan in scans.iter_mut() {
+                if scan.peek()?.is_some_and(|(k, _)| k == key.as_slice()) {
+                    scan.advance();
                 }
             }
-            output
-                .insert(key.as_slice(), value.as_slice())
-                .map_err(backend)?;
             compaction
                 .filter
                 .insert(KeyHash::of(self.manifest.salt, &key));
@@ -1400,12 +1746,69 @@ impl IndexWriter {
                 .checked_add(1)
                 .ok_or_else(|| corrupted("run size overflows"))?;
             copied += 1;
+        }
+        writer.finish_block(&mut output)?;
+        compaction.blocks = compaction
+            .blocks
+            .checked_add(writer.blocks)
+            .ok_or_else(|| corrupted("run size overflows"))?;
+        if copied > 0 {
             compaction.after = Some(key);
         }
-        // The chunk may have ended exactly at the end of every input.
-        let done = cursors.iter_mut().all(|c| c.peek().is_none());
+        if !done {
+            // The chunk may have ended exactly at the end of every input.
+            let mut exhausted = true;
+            for scan in scans.iter_mut() {
+                exhausted &= scan.peek()?.is_none();
+            }
+            done = exhausted;
+        }
         Ok((copied, done))
     }
+}
+
+/// Writes `claims` into `txn`'s file as format 2 left them: one run of one table entry
+/// per claim, its filter, a version 1 manifest, format 2 in the meta table.
+#[cfg(test)]
+pub(crate) fn write_format_2_for_tests(
+    txn: &WriteTransaction,
+    meta_table: TableDefinition<'static, Bytes, Bytes>,
+    claims: &[(Vec<u8>, Vec<u8>)],
+) -> Result<()> {
+    let salt = fresh_salt();
+    let mut filter = Bloom::for_claims(claims.len() as u64);
+    let mut run = txn
+        .open_table(TableDefinition::<Bytes, Bytes>::new("claims-run-1"))
+        .map_err(backend)?;
+    for (key, value) in claims {
+        run.insert(key.as_slice(), value.as_slice())
+            .map_err(backend)?;
+        filter.insert(KeyHash::of(salt, key));
+    }
+    filter.write(1, &mut txn.open_table(FILTERS).map_err(backend)?)?;
+    let manifest = ManifestV1 {
+        filter_scheme: FILTER_SCHEME,
+        salt,
+        generation: 2,
+        next_run: 2,
+        runs: vec![RunMetaV1 {
+            id: 1,
+            level: 0,
+            claims: claims.len() as u64,
+            filter_bits: filter.bits(),
+        }],
+    };
+    let mut meta = txn.open_table(meta_table).map_err(backend)?;
+    meta.insert(META_MANIFEST, encode(&manifest)?.as_slice())
+        .map_err(backend)?;
+    meta.insert(META_GENERATION, 2u64.to_le_bytes().as_slice())
+        .map_err(backend)?;
+    meta.insert(
+        META_FORMAT,
+        ENTRY_RUNS_FORMAT_VERSION.to_le_bytes().as_slice(),
+    )
+    .map_err(backend)?;
+    Ok(())
 }
 
 fn next_generation(generation: u64) -> Result<u64> {
@@ -1467,6 +1870,141 @@ mod tests {
         assert_eq!(level_for(400, limits), 1);
         assert_eq!(level_for(1_600, limits), 2);
         assert_eq!(level_for(1_601, limits), 3);
+    }
+
+    /// Sorted keys of many lengths (1 to 40 bytes, so some of the `n` coincide), each
+    /// with a value of its own.
+    fn sorted_claims(n: u32) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        (0..n)
+            .map(|i| {
+                let mut key = vec![(i % 3) as u8 * 7];
+                key.extend_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+                key.resize(1 + (i as usize % 40), 0xa5);
+                (key, format!("value of {i}").into_bytes())
+            })
+            .collect()
+    }
+
+    /// The same claims as a run of each format, in tables of one write transaction.
+    fn with_runs_of_both_formats(
+        claims: &BTreeMap<Vec<u8>, Vec<u8>>,
+        check: impl Fn(&RunReader<redb::Table<'_, Bytes, Bytes>>, &str),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("runs.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let mut entries = txn
+            .open_table(TableDefinition::<Bytes, Bytes>::new("entries"))
+            .unwrap();
+        let mut blocks = txn
+            .open_table(TableDefinition::<Bytes, Bytes>::new("blocks"))
+            .unwrap();
+        let mut writer = BlockWriter::new();
+        for (key, value) in claims {
+            entries.insert(key.as_slice(), value.as_slice()).unwrap();
+            writer.push(&mut blocks, key, value).unwrap();
+        }
+        writer.finish_block(&mut blocks).unwrap();
+        let written = writer.blocks;
+        assert_eq!(blocks.len().unwrap(), written);
+        check(&RunReader::new(entries, &RunFormat::Entries), "entries");
+        check(
+            &RunReader::new(blocks, &RunFormat::Blocks { blocks: written }),
+            "blocks",
+        );
+    }
+
+    #[test]
+    fn a_run_of_either_format_finds_every_claim_it_holds_and_no_other() {
+        let claims = sorted_claims(5_000);
+        with_runs_of_both_formats(&claims, |run, format| {
+            for (key, value) in &claims {
+                assert_eq!(run.get(key).unwrap().as_ref(), Some(value), "{format}");
+                // Keys around it that the run does not hold.
+                let mut longer = key.clone();
+                longer.push(0);
+                if !claims.contains_key(&longer) {
+                    assert_eq!(run.get(&longer).unwrap(), None, "{format}");
+                }
+            }
+            assert_eq!(run.get(b"").unwrap(), None, "{format}");
+            assert_eq!(run.get(&[0xff; 41]).unwrap(), None, "{format}");
+        });
+    }
+
+    #[test]
+    fn a_scan_of_either_format_starts_at_its_bound_and_yields_the_claims_in_order() {
+        let claims = sorted_claims(3_000);
+        let keys: Vec<&Vec<u8>> = claims.keys().collect();
+        with_runs_of_both_formats(&claims, |run, format| {
+            let mut starts: Vec<Bound<&[u8]>> = vec![Bound::Unbounded];
+            let last = keys.len() - 1;
+            for i in [0, 1, 17, last / 2, last - 1, last] {
+                starts.push(Bound::Included(keys[i].as_slice()));
+                starts.push(Bound::Excluded(keys[i].as_slice()));
+            }
+            starts.push(Bound::Included(&[0x01][..]));
+            starts.push(Bound::Excluded(&[0xff; 50][..]));
+            for from in starts {
+                let expected: Vec<(&Vec<u8>, &Vec<u8>)> =
+                    claims.range::<[u8], _>((from, Bound::Unbounded)).collect();
+                let mut scan = run.scan(from).unwrap();
+                let mut found = Vec::new();
+                while let Some((k, v)) = scan.peek().unwrap() {
+                    found.push((k.to_vec(), v.to_vec()));
+                    scan.advance();
+                }
+                assert_eq!(found.len(), expected.len(), "{format} from {from:?}");
+                for ((k, v), (ek, ev)) in found.iter().zip(expected) {
+                    assert_eq!((k, v), (ek, ev), "{format} from {from:?}");
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn claim_kinds_read_from_a_run_of_either_format_are_exactly_the_kinds_it_holds() {
+        let claims: BTreeMap<Vec<u8>, Vec<u8>> = [&b""[..], &[2, 1, 2], &[2, 9], &[8; 33], &[255]]
+            .into_iter()
+            .map(|k| (k.to_vec(), b"v".to_vec()))
+            .collect();
+        with_runs_of_both_formats(&claims, |run, format| {
+            let kinds = ClaimKinds::default();
+            kinds.read(run).unwrap();
+            for kind in 0..=255u8 {
+                assert_eq!(
+                    kinds.may_hold(&[kind, 0]),
+                    [2, 8, 255].contains(&kind),
+                    "{format}: kind {kind}"
+                );
+            }
+            // Nothing is ever skipped for a key that has no kind.
+            assert!(kinds.may_hold(b""));
+        });
+    }
+
+    #[test]
+    fn a_block_writer_refuses_claims_out_of_order_and_a_damaged_block_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("runs.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        let mut table = txn
+            .open_table(TableDefinition::<Bytes, Bytes>::new("blocks"))
+            .unwrap();
+        let mut writer = BlockWriter::new();
+        writer.push(&mut table, b"b", b"1").unwrap();
+        assert!(writer.push(&mut table, b"b", b"2").is_err());
+        assert!(writer.push(&mut table, b"a", b"2").is_err());
+        let mut block = Vec::new();
+        put_block_entry(&mut block, b"key", b"value").unwrap();
+        let (k, v, next) = block_entry_at(&block, 0).unwrap();
+        assert_eq!(
+            (&block[k], &block[v], next),
+            (&b"key"[..], &b"value"[..], 14)
+        );
+        for cut in 0..block.len() {
+            assert!(block_entry_at(&block[..cut], 0).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]
