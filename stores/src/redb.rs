@@ -387,7 +387,7 @@ impl BatchCommitter for RedbCommitter {
                     .iter()
                     .map(|unit| apply_unit(&mut tables, unit))
                     .collect::<Result<Vec<_>>>()?;
-                (outcomes, tables.claims.finish())
+                (outcomes, tables.claims.finish()?)
             };
             // Nothing of the batch is visible (or durable) before this returns `Ok`; an
             // error anywhere above drops the transaction, which aborts it.
@@ -869,24 +869,38 @@ mod tests {
             let db = Database::create(&path).unwrap();
             let txn = db.begin_write().unwrap();
             let value = scrip_tokens::codec::encode(&held).unwrap();
-            let claims: Vec<(Vec<u8>, Vec<u8>)> = (0..40)
-                .map(|n| (coin(n).key_bytes(), value.clone()))
-                .collect();
-            claims::write_format_2_for_tests(&txn, definition(Table::Meta), &claims).unwrap();
+            let claims = |range: std::ops::Range<u64>| -> Vec<(Vec<u8>, Vec<u8>)> {
+                range
+                    .map(|n| (coin(n).key_bytes(), value.clone()))
+                    .collect()
+            };
+            // 40 claims in a run, 2 still in the log (fewer than TINY's `log_max`).
+            claims::write_format_2_for_tests(
+                &txn,
+                definition(Table::Meta),
+                &claims(0..40),
+                &claims(40..42),
+            )
+            .unwrap();
             txn.commit().unwrap();
         }
         let store = RedbStore::open_with_limits(&path, TINY).unwrap();
-        assert_eq!(store.claims(&[coin(7)]).await.unwrap(), vec![Some(held)]);
-        assert_all_held(&store, 40).await;
-        for n in 40..200 {
+        assert_eq!(
+            store.claims(&[coin(7), coin(41)]).await.unwrap(),
+            vec![Some(held.clone()), Some(held)]
+        );
+        assert_all_held(&store, 42).await;
+        for n in 42..200 {
             store.commit(claim_unit(coin(n))).await.unwrap();
         }
         assert_all_held(&store, 200).await;
         store.close().await.unwrap();
         let names = table_names(&path);
         assert!(
-            !names.iter().any(|n| n.starts_with("claims-run-")),
-            "format 2's run was merged into block runs and deleted: {names:?}"
+            !names
+                .iter()
+                .any(|n| n.starts_with("claims-run-") || n == "claims-log"),
+            "format 2's run was merged into block runs and its log emptied: {names:?}"
         );
         assert!(names.iter().any(|n| n.starts_with("claims-blocks-")));
         let db = Database::create(&path).unwrap();
@@ -951,7 +965,7 @@ mod tests {
             };
             let value = scrip_tokens::codec::encode(&held).unwrap();
             assert_eq!(claims.claim(&coin(3).key_bytes(), value).unwrap(), None);
-            drop(claims);
+            claims.finish().unwrap();
             txn.commit().unwrap();
         }
         let store = RedbStore::open(&path).unwrap();
@@ -1003,7 +1017,7 @@ mod tests {
         for n in 0..12 {
             claims.claim(&coin(n).key_bytes(), b"v".to_vec()).unwrap();
         }
-        drop(claims);
+        claims.finish().unwrap();
         txn.commit().unwrap();
         let (index, writer) = load_index(&db, limits).unwrap();
         assert!(matches!(

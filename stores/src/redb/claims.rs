@@ -5,10 +5,11 @@
 //! Everything lives in the one redb file, so a batch's claims commit atomically with the
 //! rest of its unit, and redb's crash safety covers every step below:
 //!
-//! - **The log** (`claims-log`): sequence number → claim key and value. A batch appends
-//!   its claims, one dirty leaf per few dozen claims. Its claims are also held in memory
-//!   ([`Layout::recent`], rebuilt by a scan at open), so that looking one up costs a hash
-//!   probe.
+//! - **The log** (`claims-log-batches`): batch sequence number → the batch's claims as
+//!   one block of entries, so a batch adds one B-tree entry however many claims it
+//!   makes. Its claims are also held in memory ([`Layout::recent`], rebuilt by a scan at
+//!   open), so that looking one up costs a hash probe. Format 2's log (`claims-log`, one
+//!   entry per claim) is read at open and emptied by the next flush.
 //! - **Runs** (`claims-blocks-<n>`): immutable sorted runs of claims, stored as blocks of
 //!   about [`BLOCK_BYTES`] (a block's first key → the block), so that writing a run costs
 //!   a B-tree insert per block, not per claim. When the log holds
@@ -59,7 +60,10 @@ pub(crate) const REDB_FORMAT_VERSION: u16 = 3;
 /// Format 2: the same index, every run one table entry per claim.
 const ENTRY_RUNS_FORMAT_VERSION: u16 = 2;
 
-const LOG: TableDefinition<'static, u64, Bytes> = TableDefinition::new("claims-log");
+/// Format 2's log, one entry per claim: read at open, emptied by the next flush.
+const ENTRY_LOG: TableDefinition<'static, u64, Bytes> = TableDefinition::new("claims-log");
+/// The log: one entry per committed batch, its claims as one block ([`put_block_entry`]).
+const LOG: TableDefinition<'static, u64, Bytes> = TableDefinition::new("claims-log-batches");
 const FILTERS: TableDefinition<'static, Bytes, Bytes> = TableDefinition::new("claims-filters");
 /// Format 1's claims table, which format 2 keeps as run 0.
 const LEGACY_RUN: &str = "claims";
@@ -148,7 +152,8 @@ fn filter_key(run: u64, chunk: u32) -> [u8; 12] {
     key
 }
 
-/// A log entry: key length (u16 LE), key, value.
+/// A format 2 log entry: key length (u16 LE), key, value.
+#[cfg(test)]
 fn log_entry(key: &[u8], value: &[u8]) -> Result<Vec<u8>> {
     let len =
         u16::try_from(key.len()).map_err(|_| StoreError::InvalidUnit("claim key too long"))?;
@@ -200,6 +205,18 @@ fn block_entry_at(block: &[u8], at: usize) -> Result<(Range<usize>, Range<usize>
         .filter(|end| *end <= block.len())
         .ok_or_else(|| corrupted("a block entry longer than its block"))?;
     Ok((key_start..value_start, value_start..end, end))
+}
+
+/// Calls `f` with each entry of `block`, in order; returns how many there were.
+fn for_each_in_block(block: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<u64> {
+    let (mut at, mut entries) = (0, 0u64);
+    while at < block.len() {
+        let (key, value, next) = block_entry_at(block, at)?;
+        f(&block[key], &block[value])?;
+        at = next;
+        entries += 1;
+    }
+    Ok(entries)
 }
 
 /// Writes a sorted stream of claims as a block run: blocks of about [`BLOCK_BYTES`],
@@ -1040,14 +1057,28 @@ pub(crate) fn load(
     }
     drop(filters);
 
-    let log = txn.open_table(LOG).map_err(backend)?;
     let mut recent = HashMap::new();
-    let mut next_seq = 0;
-    for item in log.iter().map_err(backend)? {
-        let (seq, entry) = item.map_err(backend)?;
-        let (key, value) = split_log_entry(entry.value())?;
+    let mut remember = |key: &[u8], value: &[u8]| {
         kinds.mark_key(key);
         recent.insert(key.to_vec(), value.to_vec());
+        Ok(())
+    };
+    // Format 2's log, until the next flush empties it.
+    for item in txn
+        .open_table(ENTRY_LOG)
+        .map_err(backend)?
+        .iter()
+        .map_err(backend)?
+    {
+        let (_, entry) = item.map_err(backend)?;
+        let (key, value) = split_log_entry(entry.value())?;
+        remember(key, value)?;
+    }
+    let log = txn.open_table(LOG).map_err(backend)?;
+    let mut next_seq = 0;
+    for item in log.iter().map_err(backend)? {
+        let (seq, batch) = item.map_err(backend)?;
+        for_each_in_block(batch.value(), &mut remember)?;
         next_seq = seq
             .value()
             .checked_add(1)
@@ -1086,6 +1117,7 @@ fn migrate(
     let index_tables = txn.list_tables().map_err(backend)?.any(|t| {
         let name = t.name();
         name == LOG.name()
+            || name == ENTRY_LOG.name()
             || name == FILTERS.name()
             || name.starts_with(ENTRY_RUN_PREFIX)
             || name.starts_with(BLOCK_RUN_PREFIX)
@@ -1216,7 +1248,7 @@ impl ClaimsView for ClaimsWrite<'_> {
         if !self.index.kinds.may_hold(key) {
             return Ok(None);
         }
-        if let Some((_, value)) = self.staged.get(key) {
+        if let Some(value) = self.staged.get(key) {
             return Ok(Some(value.clone()));
         }
         self.layout.find(key, |i, key| {
@@ -1228,7 +1260,7 @@ impl ClaimsView for ClaimsWrite<'_> {
     }
 
     fn range(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs> {
-        let staged = self.staged.iter().map(|(k, (_, v))| (k.clone(), v.clone()));
+        let staged = self.staged.iter().map(|(k, v)| (k.clone(), v.clone()));
         self.layout.range(&self.runs, staged, start, end, limit)
     }
 }
@@ -1258,8 +1290,8 @@ pub(crate) struct ClaimsWrite<'txn> {
     layout: Arc<Layout>,
     log: redb::Table<'txn, u64, Bytes>,
     runs: Vec<RunReader<redb::Table<'txn, Bytes, Bytes>>>,
-    /// This transaction's claims: key → (log sequence number, value).
-    staged: HashMap<Vec<u8>, (u64, Vec<u8>)>,
+    /// This transaction's claims, logged by [`ClaimsWrite::finish`].
+    staged: HashMap<Vec<u8>, Vec<u8>>,
     next_seq: u64,
 }
 
@@ -1301,40 +1333,53 @@ impl<'txn> ClaimsWrite<'txn> {
         if let Some(held) = self.get(key)? {
             return Ok(Some(held));
         }
-        let seq = self.next_seq;
-        self.next_seq = seq
-            .checked_add(1)
-            .ok_or_else(|| corrupted("log sequence exhausted"))?;
-        let replaced = self
-            .log
-            .insert(seq, log_entry(key, &value)?.as_slice())
-            .map_err(backend)?
-            .is_some();
-        if replaced {
-            return Err(corrupted("a log entry would be overwritten"));
+        if u16::try_from(key.len()).is_err() || u32::try_from(value.len()).is_err() {
+            return Err(StoreError::InvalidUnit("claim key or value too long"));
         }
-        self.staged.insert(key.to_vec(), (seq, value));
+        self.staged.insert(key.to_vec(), value);
         Ok(None)
     }
 
     /// Undoes this transaction's claim of `key`, if it made one.
     pub(crate) fn unclaim(&mut self, key: &[u8]) -> Result<()> {
-        if let Some((seq, _)) = self.staged.remove(key) {
-            self.log.remove(seq).map_err(backend)?;
-        }
+        self.staged.remove(key);
         Ok(())
     }
 
-    /// The claims to publish once the transaction commits.
-    pub(crate) fn finish(self) -> StagedClaims {
-        StagedClaims {
-            claims: self
-                .staged
-                .into_iter()
-                .map(|(key, (_, value))| (key, value))
-                .collect(),
-            next_seq: self.next_seq,
+    /// Logs this transaction's claims, as one entry, and returns them, to publish once the
+    /// transaction commits. Must come before the commit: claims not logged here are not
+    /// written at all.
+    pub(crate) fn finish(mut self) -> Result<StagedClaims> {
+        let mut claims: Vec<(Vec<u8>, Vec<u8>)> = self.staged.into_iter().collect();
+        if claims.is_empty() {
+            return Ok(StagedClaims {
+                claims,
+                next_seq: self.next_seq,
+            });
         }
+        // In key order: the entry is then the same for the same claims, whatever the
+        // hash map's order was.
+        claims.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let size = claims.iter().map(|(k, v)| 6 + k.len() + v.len()).sum();
+        let mut batch = Vec::with_capacity(size);
+        for (key, value) in &claims {
+            put_block_entry(&mut batch, key, value)?;
+        }
+        let seq = self.next_seq;
+        let replaced = self
+            .log
+            .insert(seq, batch.as_slice())
+            .map_err(backend)?
+            .is_some();
+        if replaced {
+            return Err(corrupted("a log entry would be overwritten"));
+        }
+        Ok(StagedClaims {
+            claims,
+            next_seq: seq
+                .checked_add(1)
+                .ok_or_else(|| corrupted("log sequence exhausted"))?,
+        })
     }
 }
 
@@ -1512,11 +1557,20 @@ impl IndexWriter {
             // Only this thread writes the map; readers share the lock meanwhile.
             let recent = layout.recent.read().map_err(|_| StoreError::Poisoned)?;
             let mut claims: Vec<(&Vec<u8>, &Vec<u8>)> = recent.iter().collect();
-            let logged = txn
-                .open_table(LOG)
+            let mut logged = txn
+                .open_table(ENTRY_LOG)
                 .map_err(backend)?
                 .len()
                 .map_err(backend)?;
+            for item in txn
+                .open_table(LOG)
+                .map_err(backend)?
+                .iter()
+                .map_err(backend)?
+            {
+                let (_, batch) = item.map_err(backend)?;
+                logged += for_each_in_block(batch.value(), |_, _| Ok(()))?;
+            }
             if claims.is_empty() || claims.len() as u64 != logged {
                 return Err(corrupted("the log and its claims in memory differ"));
             }
@@ -1536,6 +1590,7 @@ impl IndexWriter {
         };
         // redb frees the log's pages wholesale; the next batch creates it again.
         txn.delete_table(LOG).map_err(backend)?;
+        txn.delete_table(ENTRY_LOG).map_err(backend)?;
         let meta = RunMeta {
             id,
             level: 0,
@@ -1767,14 +1822,21 @@ impl IndexWriter {
     }
 }
 
-/// Writes `claims` into `txn`'s file as format 2 left them: one run of one table entry
-/// per claim, its filter, a version 1 manifest, format 2 in the meta table.
+/// Writes claims into `txn`'s file as format 2 left them: `claims` in one run of one
+/// table entry per claim with its filter, `logged` in its log of one entry per claim, a
+/// version 1 manifest, format 2 in the meta table.
 #[cfg(test)]
 pub(crate) fn write_format_2_for_tests(
     txn: &WriteTransaction,
     meta_table: TableDefinition<'static, Bytes, Bytes>,
     claims: &[(Vec<u8>, Vec<u8>)],
+    logged: &[(Vec<u8>, Vec<u8>)],
 ) -> Result<()> {
+    let mut log = txn.open_table(ENTRY_LOG).map_err(backend)?;
+    for (seq, (key, value)) in logged.iter().enumerate() {
+        log.insert(seq as u64, log_entry(key, value)?.as_slice())
+            .map_err(backend)?;
+    }
     let salt = fresh_salt();
     let mut filter = Bloom::for_claims(claims.len() as u64);
     let mut run = txn
