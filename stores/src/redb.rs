@@ -638,6 +638,24 @@ mod tests {
         chunk: 2,
     };
 
+    /// A claim as a merchant's payment holds it.
+    fn held_claim() -> crate::model::ExistingClaim {
+        crate::model::ExistingClaim {
+            claimant: Claimant::Merchant(MerchantId(uuid::Uuid::from_u128(1))),
+            claimed_at: Timestamp::from_unix_millis(1_767_225_600_000),
+            digest: ContentDigest::of(b"payment"),
+        }
+    }
+
+    /// The store format the file at `path` says it has.
+    fn stored_format(path: &Path) -> Option<u16> {
+        let db = Database::create(path).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(definition(Table::Meta)).unwrap();
+        let raw = meta.get(crate::engine::META_FORMAT).unwrap()?;
+        Some(u16::from_le_bytes(raw.value().try_into().unwrap()))
+    }
+
     fn table_names(path: &Path) -> Vec<String> {
         use redb::TableHandle;
         let db = Database::create(path).unwrap();
@@ -799,11 +817,7 @@ mod tests {
     async fn a_format_1_file_is_migrated_and_its_claims_table_merged_away() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("scrip.redb");
-        let held = crate::model::ExistingClaim {
-            claimant: Claimant::Merchant(MerchantId(uuid::Uuid::from_u128(1))),
-            claimed_at: Timestamp::from_unix_millis(1_767_225_600_000),
-            digest: ContentDigest::of(b"payment"),
-        };
+        let held = held_claim();
         {
             // As format 1 left it: every claim in one `claims` B-tree, format 1 in meta.
             let db = Database::create(&path).unwrap();
@@ -836,20 +850,7 @@ mod tests {
             !table_names(&path).contains(&"claims".to_string()),
             "format 1's table was merged into a run and deleted"
         );
-        let db = Database::create(&path).unwrap();
-        let format = db
-            .begin_read()
-            .unwrap()
-            .open_table(definition(Table::Meta))
-            .unwrap()
-            .get(crate::engine::META_FORMAT)
-            .unwrap()
-            .map(|v| v.value().to_vec());
-        assert_eq!(
-            format,
-            Some(claims::REDB_FORMAT_VERSION.to_le_bytes().to_vec())
-        );
-        drop(db);
+        assert_eq!(stored_format(&path), Some(claims::REDB_FORMAT_VERSION));
         let store = RedbStore::open_with_limits(&path, TINY).unwrap();
         assert_all_held(&store, 100).await;
         store.close().await.unwrap();
@@ -859,11 +860,7 @@ mod tests {
     async fn a_format_2_file_is_migrated_and_its_entry_runs_merged_into_block_runs() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("scrip.redb");
-        let held = crate::model::ExistingClaim {
-            claimant: Claimant::Merchant(MerchantId(uuid::Uuid::from_u128(1))),
-            claimed_at: Timestamp::from_unix_millis(1_767_225_600_000),
-            digest: ContentDigest::of(b"payment"),
-        };
+        let held = held_claim();
         {
             // As format 2 left it: a run of one table entry per claim.
             let db = Database::create(&path).unwrap();
@@ -903,17 +900,7 @@ mod tests {
             "format 2's run was merged into block runs and its log emptied: {names:?}"
         );
         assert!(names.iter().any(|n| n.starts_with("claims-blocks-")));
-        let db = Database::create(&path).unwrap();
-        let format = db
-            .begin_read()
-            .unwrap()
-            .open_table(definition(Table::Meta))
-            .unwrap()
-            .get(crate::engine::META_FORMAT)
-            .unwrap()
-            .map(|v| v.value().to_vec());
-        assert_eq!(format, Some(3u16.to_le_bytes().to_vec()));
-        drop(db);
+        assert_eq!(stored_format(&path), Some(3));
         let store = RedbStore::open_with_limits(&path, TINY).unwrap();
         assert_all_held(&store, 200).await;
         assert_eq!(store.claims(&[coin(200)]).await.unwrap(), vec![None]);
@@ -958,12 +945,7 @@ mod tests {
             let (index, _) = load_index(&db, ClaimsIndexLimits::default()).unwrap();
             let txn = db.begin_write().unwrap();
             let mut claims = ClaimsWrite::open(&txn, Arc::new(index), 0).unwrap();
-            let held = crate::model::ExistingClaim {
-                claimant: Claimant::Merchant(MerchantId(uuid::Uuid::from_u128(1))),
-                claimed_at: Timestamp::from_unix_millis(1_767_225_600_000),
-                digest: ContentDigest::of(b"payment"),
-            };
-            let value = scrip_tokens::codec::encode(&held).unwrap();
+            let value = scrip_tokens::codec::encode(&held_claim()).unwrap();
             assert_eq!(claims.claim(&coin(3).key_bytes(), value).unwrap(), None);
             claims.finish().unwrap();
             txn.commit().unwrap();

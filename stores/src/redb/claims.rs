@@ -1058,32 +1058,11 @@ pub(crate) fn load(
     drop(filters);
 
     let mut recent = HashMap::new();
-    let mut remember = |key: &[u8], value: &[u8]| {
+    let (_, next_seq) = read_log(txn, |key, value| {
         kinds.mark_key(key);
         recent.insert(key.to_vec(), value.to_vec());
         Ok(())
-    };
-    // Format 2's log, until the next flush empties it.
-    for item in txn
-        .open_table(ENTRY_LOG)
-        .map_err(backend)?
-        .iter()
-        .map_err(backend)?
-    {
-        let (_, entry) = item.map_err(backend)?;
-        let (key, value) = split_log_entry(entry.value())?;
-        remember(key, value)?;
-    }
-    let log = txn.open_table(LOG).map_err(backend)?;
-    let mut next_seq = 0;
-    for item in log.iter().map_err(backend)? {
-        let (seq, batch) = item.map_err(backend)?;
-        for_each_in_block(batch.value(), &mut remember)?;
-        next_seq = seq
-            .value()
-            .checked_add(1)
-            .ok_or_else(|| corrupted("log sequence exhausted"))?;
-    }
+    })?;
     let layout = Layout {
         generation: manifest.generation,
         salt: manifest.salt,
@@ -1163,6 +1142,41 @@ fn migrate(
     meta.insert(META_FORMAT, REDB_FORMAT_VERSION.to_le_bytes().as_slice())
         .map_err(backend)?;
     Ok(manifest)
+}
+
+/// Calls `f` with every claim the log holds (format 2's log of one entry per claim, then
+/// the batches). Returns how many there were and the sequence number after the last batch.
+fn read_log(
+    txn: &WriteTransaction,
+    mut f: impl FnMut(&[u8], &[u8]) -> Result<()>,
+) -> Result<(u64, u64)> {
+    let mut claims = 0u64;
+    for item in txn
+        .open_table(ENTRY_LOG)
+        .map_err(backend)?
+        .iter()
+        .map_err(backend)?
+    {
+        let (_, entry) = item.map_err(backend)?;
+        let (key, value) = split_log_entry(entry.value())?;
+        f(key, value)?;
+        claims += 1;
+    }
+    let mut next_seq = 0;
+    for item in txn
+        .open_table(LOG)
+        .map_err(backend)?
+        .iter()
+        .map_err(backend)?
+    {
+        let (seq, batch) = item.map_err(backend)?;
+        claims += for_each_in_block(batch.value(), &mut f)?;
+        next_seq = seq
+            .value()
+            .checked_add(1)
+            .ok_or_else(|| corrupted("log sequence exhausted"))?;
+    }
+    Ok((claims, next_seq))
 }
 
 /// Opens a run the manifest names, in a write transaction, where opening a missing table
@@ -1557,20 +1571,7 @@ impl IndexWriter {
             // Only this thread writes the map; readers share the lock meanwhile.
             let recent = layout.recent.read().map_err(|_| StoreError::Poisoned)?;
             let mut claims: Vec<(&Vec<u8>, &Vec<u8>)> = recent.iter().collect();
-            let mut logged = txn
-                .open_table(ENTRY_LOG)
-                .map_err(backend)?
-                .len()
-                .map_err(backend)?;
-            for item in txn
-                .open_table(LOG)
-                .map_err(backend)?
-                .iter()
-                .map_err(backend)?
-            {
-                let (_, batch) = item.map_err(backend)?;
-                logged += for_each_in_block(batch.value(), |_, _| Ok(()))?;
-            }
+            let (logged, _) = read_log(&txn, |_, _| Ok(()))?;
             if claims.is_empty() || claims.len() as u64 != logged {
                 return Err(corrupted("the log and its claims in memory differ"));
             }
