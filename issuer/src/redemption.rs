@@ -181,18 +181,18 @@ pub(crate) fn payment_index(
     ))
 }
 
-/// The unit that redeems `payment` for `merchant_id`: the merchant is credited the total
-/// from `coins-outstanding`, and every coin is claimed under its spend id with the digest
-/// of the payment it was spent in, so a retry of this payment is a repeat and the coin in
+/// The unit that redeems `payment` (with `digest`, its `codec::digest`, from
+/// [`check_coin_payment`]) for `merchant_id`: the merchant is credited the total from
+/// `coins-outstanding`, and every coin is claimed under its spend id with the digest of
+/// the payment it was spent in, so a retry of this payment is a repeat and the coin in
 /// any other payment (even by this merchant) is a double spend.
 fn coin_unit(
     item: usize,
-    payment: &CoinPayment,
+    (payment, digest): (&CoinPayment, ContentDigest),
     merchant_id: MerchantId,
     now: Timestamp,
 ) -> Result<CoinUnit> {
     let total = payment.total()?;
-    let digest = codec::digest(payment)?;
     let mut unit = Unit::new(Claimant::Merchant(merchant_id), now)
         .post(Posting::transfer(
             coins_outstanding_account(),
@@ -313,15 +313,16 @@ fn double_spent(spent: Vec<SpentCoin>, now: Timestamp) -> RedemptionOutcome {
 }
 
 /// Every check of a coin payment: the merchant's endorsement, its certification when it
-/// took the payment, and the payment itself.
+/// took the payment, and the payment itself. Returns the payment and its digest (what
+/// its coins are claimed under), taken in the same encoding pass as the endorsement's.
 pub(crate) fn check_coin_payment<'b>(
     merchant: &MerchantDoc,
     endorsed: &'b EndorsedCoinPayment,
     directory: &KeyDirectory,
     now: Timestamp,
-) -> Result<&'b CoinPayment> {
+) -> Result<(&'b CoinPayment, ContentDigest)> {
     let certificate = &merchant.certificate.payload;
-    let p = endorsed.verify(certificate)?;
+    let (p, digest) = endorsed.verify_with_payment_digest(certificate)?;
     // The merchant must have been certified when it took the payment: at the times it
     // signed (request and endorsement), not at upload time, so a sale made just before
     // expiry is still paid.
@@ -329,7 +330,7 @@ pub(crate) fn check_coin_payment<'b>(
         .validity
         .check(p.payment.request.payload.created_at)?;
     certificate.validity.check(p.endorsed_at)?;
-    Ok(p.payment.verify(certificate, directory, now)?)
+    Ok((p.payment.verify(certificate, directory, now)?, digest))
 }
 
 /// What identifies a copy of a record, and its claims: the same for every copy.

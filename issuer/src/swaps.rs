@@ -422,14 +422,13 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         let mut writes = Vec::with_capacity(payload.payments.len());
         let mut input: Option<Amount> = None;
         for endorsed in &payload.payments {
-            let payment = check_coin_payment(merchant, endorsed, &directory, now)
+            let (payment, digest) = check_coin_payment(merchant, endorsed, &directory, now)
                 .map_err(|e| self.explain_unknown_keyset(e, now))?;
             let total = payment.total()?;
             input = Some(match input {
                 None => total,
                 Some(sum) => sum.checked_add(total)?,
             });
-            let digest = codec::digest(payment)?;
             let request_id = payment.request.payload.request_id;
             writes.push(payment_index(
                 merchant_id,

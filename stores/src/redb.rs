@@ -5,6 +5,7 @@
 //! claim costs an append rather than its own B-tree leaf. The file is opened for this
 //! process alone (redb's exclusive open), which the index's in-memory parts rely on.
 
+mod claim_map;
 mod claims;
 
 use std::path::Path;

@@ -66,10 +66,15 @@ pub fn encode<T: Message>(value: &T) -> Result<Vec<u8>> {
 
 /// Writes the encoding of [`encode`] to `out`, whatever it is (a buffer, a hash).
 fn write_message<T: Message, S: Sink>(value: &T, out: &mut S) -> Result<()> {
+    write_header::<T, S>(out);
+    write_value(value, out)
+}
+
+/// Writes `tag || 0x00 || version` of `T`.
+fn write_header<T: Message, S: Sink>(out: &mut S) {
     out.put(T::TAG.as_bytes());
     out.push(0);
     out.put(&T::VERSION.to_le_bytes());
-    write_value(value, out)
 }
 
 /// Writes the bincode part of an encoding (no header) to `out`.
@@ -143,6 +148,25 @@ pub fn digest<T: Message>(value: &T) -> Result<ContentDigest> {
     let mut hashing = writer::Hashing::new();
     write_message(value, &mut hashing)?;
     Ok(ContentDigest(hashing.finish()))
+}
+
+/// The digests of `outer` and of `leading`, from one pass over `leading`'s encoding:
+/// `outer`'s encoding must be `leading`'s value followed by `rest` (a tuple of `outer`'s
+/// other fields in order, which encodes as those fields one after the other). A receiver
+/// that needs both, such as the issuer checking a merchant's endorsement of a payment and
+/// claiming the payment's coins under its digest, then encodes the payment once, not
+/// twice. The callers' tests compare both digests with [`digest`].
+pub(crate) fn digest_with_leading<T: Message, U: Message, R: Serialize>(
+    leading: &U,
+    rest: &R,
+) -> Result<(ContentDigest, ContentDigest)> {
+    let mut outer = writer::Hashing::new();
+    let mut inner = writer::Hashing::new();
+    write_header::<T, _>(&mut outer);
+    write_header::<U, _>(&mut inner);
+    write_value(leading, &mut writer::Both(&mut outer, &mut inner))?;
+    write_value(rest, &mut outer)?;
+    Ok((ContentDigest(outer.finish()), ContentDigest(inner.finish())))
 }
 
 #[cfg(test)]

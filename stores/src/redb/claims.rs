@@ -32,7 +32,7 @@
 //! and merging them is a union. Readers pair their MVCC snapshot with the in-memory
 //! layout of the same generation ([`ClaimsIndex::snapshot`], [`ClaimsIndex::commit_runs`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::ops::{Bound, Range};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,6 +45,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use siphasher::sip128::{Hasher128, SipHasher13};
 
+use super::claim_map::ClaimMap;
 use super::{backend, Bytes};
 use crate::engine::{Pairs, FORMAT_VERSION, META_FORMAT};
 use crate::{Result, StoreError};
@@ -756,7 +757,7 @@ struct Run {
 }
 
 /// Committed claims still in the log, by key.
-type Recent = RwLock<HashMap<Vec<u8>, Vec<u8>>>;
+type Recent = RwLock<ClaimMap>;
 
 /// What a lookup consults, of one generation of the manifest.
 pub(crate) struct Layout {
@@ -780,15 +781,16 @@ impl Layout {
     fn find(
         &self,
         key: &[u8],
+        key_hash: u64,
         run_get: impl Fn(usize, &[u8]) -> Result<Option<Vec<u8>>>,
     ) -> Result<Option<Vec<u8>>> {
         if let Some(value) = self
             .recent
             .read()
             .map_err(|_| StoreError::Poisoned)?
-            .get(key)
+            .get(key_hash, key)
         {
-            return Ok(Some(value.clone()));
+            return Ok(Some(value.to_vec()));
         }
         if self.runs.is_empty() {
             return Ok(None);
@@ -820,14 +822,14 @@ impl Layout {
         for (k, v) in extra.filter(|(k, _)| within(k)) {
             found.entry(k).or_insert(v);
         }
-        for (k, v) in self
+        for (_, k, v) in self
             .recent
             .read()
             .map_err(|_| StoreError::Poisoned)?
             .iter()
-            .filter(|(k, _)| within(k))
+            .filter(|(_, k, _)| within(k))
         {
-            found.entry(k.clone()).or_insert_with(|| v.clone());
+            found.entry(k.to_vec()).or_insert_with(|| v.to_vec());
         }
         for run in runs {
             let mut scan = run.scan(Bound::Included(start))?;
@@ -916,7 +918,7 @@ impl ClaimsIndex {
         }
         let layout = self.layout()?;
         let mut recent = layout.recent.write().map_err(|_| StoreError::Poisoned)?;
-        recent.extend(staged.claims);
+        recent.extend_from(&staged.claims)?;
         Ok(())
     }
 }
@@ -1057,10 +1059,10 @@ pub(crate) fn load(
     }
     drop(filters);
 
-    let mut recent = HashMap::new();
+    let mut recent = ClaimMap::new();
     let (_, next_seq) = read_log(txn, |key, value| {
         kinds.mark_key(key);
-        recent.insert(key.to_vec(), value.to_vec());
+        recent.insert(ClaimMap::hash(key), key, value)?;
         Ok(())
     })?;
     let layout = Layout {
@@ -1247,7 +1249,7 @@ fn remove_leftovers(txn: &WriteTransaction, manifest: &Manifest) -> Result<()> {
 
 /// A batch's claims, staged in its write transaction.
 pub(crate) struct StagedClaims {
-    claims: Vec<(Vec<u8>, Vec<u8>)>,
+    claims: ClaimMap,
     next_seq: u64,
 }
 
@@ -1259,23 +1261,30 @@ pub(crate) trait ClaimsView {
 
 impl ClaimsView for ClaimsWrite<'_> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.get_hashed(key, ClaimMap::hash(key))
+    }
+
+    fn range(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs> {
+        let staged = self.staged.iter().map(|(_, k, v)| (k.to_vec(), v.to_vec()));
+        self.layout.range(&self.runs, staged, start, end, limit)
+    }
+}
+
+impl ClaimsWrite<'_> {
+    /// [`ClaimsView::get`] with the key's [`ClaimMap::hash`] already known.
+    fn get_hashed(&self, key: &[u8], key_hash: u64) -> Result<Option<Vec<u8>>> {
         if !self.index.kinds.may_hold(key) {
             return Ok(None);
         }
-        if let Some(value) = self.staged.get(key) {
-            return Ok(Some(value.clone()));
+        if let Some(value) = self.staged.get(key_hash, key) {
+            return Ok(Some(value.to_vec()));
         }
-        self.layout.find(key, |i, key| {
+        self.layout.find(key, key_hash, |i, key| {
             self.runs
                 .get(i)
                 .ok_or_else(|| corrupted("run not open"))?
                 .get(key)
         })
-    }
-
-    fn range(&self, start: &[u8], end: Option<&[u8]>, limit: usize) -> Result<Pairs> {
-        let staged = self.staged.iter().map(|(k, v)| (k.clone(), v.clone()));
-        self.layout.range(&self.runs, staged, start, end, limit)
     }
 }
 
@@ -1284,7 +1293,7 @@ impl ClaimsView for ClaimsRead {
         if !self.index.kinds.may_hold(key) {
             return Ok(None);
         }
-        self.layout.find(key, |i, key| {
+        self.layout.find(key, ClaimMap::hash(key), |i, key| {
             self.runs
                 .get(i)
                 .ok_or_else(|| corrupted("run not open"))?
@@ -1305,7 +1314,7 @@ pub(crate) struct ClaimsWrite<'txn> {
     log: redb::Table<'txn, u64, Bytes>,
     runs: Vec<RunReader<redb::Table<'txn, Bytes, Bytes>>>,
     /// This transaction's claims, logged by [`ClaimsWrite::finish`].
-    staged: HashMap<Vec<u8>, Vec<u8>>,
+    staged: ClaimMap,
     next_seq: u64,
 }
 
@@ -1336,7 +1345,7 @@ impl<'txn> ClaimsWrite<'txn> {
             layout,
             log,
             runs,
-            staged: HashMap::new(),
+            staged: ClaimMap::new(),
             next_seq: next_seq.max(after_last),
         })
     }
@@ -1344,19 +1353,18 @@ impl<'txn> ClaimsWrite<'txn> {
     /// Claims `key` unless it is held, and returns its holder if it is (then nothing is
     /// written: claims are never overwritten, and the caller undoes a claim it refuses).
     pub(crate) fn claim(&mut self, key: &[u8], value: Vec<u8>) -> Result<Option<Vec<u8>>> {
-        if let Some(held) = self.get(key)? {
+        let key_hash = ClaimMap::hash(key);
+        if let Some(held) = self.get_hashed(key, key_hash)? {
             return Ok(Some(held));
         }
-        if u16::try_from(key.len()).is_err() || u32::try_from(value.len()).is_err() {
-            return Err(StoreError::InvalidUnit("claim key or value too long"));
-        }
-        self.staged.insert(key.to_vec(), value);
+        // Refuses a key or value too long for a log entry now, before the unit goes on.
+        self.staged.insert(key_hash, key, &value)?;
         Ok(None)
     }
 
     /// Undoes this transaction's claim of `key`, if it made one.
     pub(crate) fn unclaim(&mut self, key: &[u8]) -> Result<()> {
-        self.staged.remove(key);
+        self.staged.remove(ClaimMap::hash(key), key);
         Ok(())
     }
 
@@ -1364,21 +1372,23 @@ impl<'txn> ClaimsWrite<'txn> {
     /// transaction commits. Must come before the commit: claims not logged here are not
     /// written at all.
     pub(crate) fn finish(mut self) -> Result<StagedClaims> {
-        let mut claims: Vec<(Vec<u8>, Vec<u8>)> = self.staged.into_iter().collect();
-        if claims.is_empty() {
+        if self.staged.is_empty() {
             return Ok(StagedClaims {
-                claims,
+                claims: self.staged,
                 next_seq: self.next_seq,
             });
         }
-        // In key order: the entry is then the same for the same claims, whatever the
-        // hash map's order was.
-        claims.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let size = claims.iter().map(|(k, v)| 6 + k.len() + v.len()).sum();
-        let mut batch = Vec::with_capacity(size);
-        for (key, value) in &claims {
-            put_block_entry(&mut batch, key, value)?;
-        }
+        // In key order: the entry is then the same for the same claims, whatever order
+        // the units claimed them in.
+        let batch = {
+            let claims = self.staged.sorted();
+            let size = claims.iter().map(|(k, v)| 6 + k.len() + v.len()).sum();
+            let mut batch = Vec::with_capacity(size);
+            for (key, value) in &claims {
+                put_block_entry(&mut batch, key, value)?;
+            }
+            batch
+        };
         let seq = self.next_seq;
         let replaced = self
             .log
@@ -1389,7 +1399,7 @@ impl<'txn> ClaimsWrite<'txn> {
             return Err(corrupted("a log entry would be overwritten"));
         }
         Ok(StagedClaims {
-            claims,
+            claims: self.staged,
             next_seq: seq
                 .checked_add(1)
                 .ok_or_else(|| corrupted("log sequence exhausted"))?,
@@ -1570,12 +1580,11 @@ impl IndexWriter {
         let (claims, blocks, filter) = {
             // Only this thread writes the map; readers share the lock meanwhile.
             let recent = layout.recent.read().map_err(|_| StoreError::Poisoned)?;
-            let mut claims: Vec<(&Vec<u8>, &Vec<u8>)> = recent.iter().collect();
             let (logged, _) = read_log(&txn, |_, _| Ok(()))?;
-            if claims.is_empty() || claims.len() as u64 != logged {
+            if recent.is_empty() || recent.len() as u64 != logged {
                 return Err(corrupted("the log and its claims in memory differ"));
             }
-            claims.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let claims = recent.sorted();
             let mut filter = Bloom::for_claims(claims.len() as u64);
             let mut run = txn
                 .open_table(TableDefinition::<Bytes, Bytes>::new(&name))
@@ -1610,7 +1619,7 @@ impl IndexWriter {
         let published = Layout {
             generation: manifest.generation,
             salt: manifest.salt,
-            recent: Arc::new(RwLock::new(HashMap::new())),
+            recent: Arc::new(RwLock::new(ClaimMap::new())),
             runs,
         };
         index.commit_runs(txn, published)?;

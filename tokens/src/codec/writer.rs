@@ -113,6 +113,23 @@ impl Sink for Hashing {
     }
 }
 
+/// Both sinks get every byte: two digests from one encoding pass.
+pub(super) struct Both<'a, A, B>(pub(super) &'a mut A, pub(super) &'a mut B);
+
+impl<A: Sink, B: Sink> Sink for Both<'_, A, B> {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.0.put(bytes);
+        self.1.put(bytes);
+    }
+
+    #[inline]
+    fn push(&mut self, byte: u8) {
+        self.0.push(byte);
+        self.1.push(byte);
+    }
+}
+
 /// Whether what is written is exactly `expected`: how a decoder proves its input was the
 /// canonical encoding without encoding it again into a buffer.
 pub(super) struct Comparing<'e> {

@@ -195,8 +195,21 @@ fn verify_coin_payment(w: &World, b: &[u8]) -> Result<()> {
 
 fn verify_endorsed(w: &World, b: &[u8]) -> Result<()> {
     let endorsed = codec::decode::<EndorsedCoinPayment>(b)?;
-    let payload = endorsed.verify(w.merchant_payload())?;
-    check_coin_payment(w, &payload.payment)
+    // The issuer's check (both digests from one encoding pass) must answer as `verify`
+    // does, for the object as signed and for every alteration of it.
+    let payload = endorsed.verify(w.merchant_payload());
+    match (
+        &payload,
+        endorsed.verify_with_payment_digest(w.merchant_payload()),
+    ) {
+        (Ok(plain), Ok((fused, digest))) => {
+            assert_eq!(*plain, fused);
+            assert_eq!(digest, codec::digest(&plain.payment)?);
+        }
+        (Err(plain), Err(fused)) => assert_eq!(*plain, fused),
+        (plain, fused) => panic!("verify gave {plain:?}, the fused check {fused:?}"),
+    }
+    check_coin_payment(w, &payload?.payment)
 }
 
 fn verify_directory(w: &World, b: &[u8]) -> Result<()> {
