@@ -472,9 +472,7 @@ impl EndorsedCoinPayment {
         merchant: &MerchantCertificatePayload,
     ) -> Result<(&EndorsedCoinPaymentPayload, ContentDigest)> {
         let key = &merchant.merchant_key;
-        if self.key_id != key.key_id() {
-            return Err(Error::UnknownKey(self.key_id));
-        }
+        self.check_key_id(key)?;
         let payload = &self.payload;
         // The payload's encoding is its fields in order: the payment, then the rest.
         let (endorsement, payment) = codec::digest_with_leading::<EndorsedCoinPaymentPayload, _, _>(

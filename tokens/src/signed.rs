@@ -68,13 +68,20 @@ impl<P: SignedPayload> Signed<P> {
     /// Each token type also has a `verify` method that adds what its receiver must check
     /// (validity window, account and device binding, merchant binding); use that one.
     pub fn verify_signature(&self, key: &VerifyingKey<P::Signer>) -> Result<&P> {
-        if self.key_id != key.key_id() {
-            return Err(Error::UnknownKey(self.key_id));
-        }
+        self.check_key_id(key)?;
         // The payload is hashed as it is encoded: a redemption batch of a thousand coins
         // is never copied into a buffer just to be hashed.
         key.verify_raw_digest(&codec::digest(&self.payload)?.0, &self.signature)?;
         Ok(&self.payload)
+    }
+
+    /// Fails with [`Error::UnknownKey`] if the object names another key than `key`: checked
+    /// before any hashing, by every way of verifying a signed object.
+    pub(crate) fn check_key_id(&self, key: &VerifyingKey<P::Signer>) -> Result<()> {
+        if self.key_id != key.key_id() {
+            return Err(Error::UnknownKey(self.key_id));
+        }
+        Ok(())
     }
 
     /// Canonical encoding of the whole signed object (see [`codec::encode`]).
