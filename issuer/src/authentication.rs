@@ -12,9 +12,10 @@
 use async_trait::async_trait;
 use scrip_stores::RecordStore;
 use scrip_tokens::{
-    BalanceCertificateRequest, BlindWithdrawalRequest, DepositConfirmation, DepositRequest,
-    DeviceRegistration, DeviceSwapRequest, IdentifiedWithdrawalRequest, MerchantRegistration,
-    RedemptionBatch, RefundRequest, StatementRequest, SyncRequest, VoucherWithdrawalRequest,
+    codec, BalanceCertificateRequest, BlindWithdrawalRequest, ContentDigest, DepositConfirmation,
+    DepositRequest, DeviceRegistration, DeviceSwapRequest, IdentifiedWithdrawalRequest,
+    MerchantRegistration, Message, RedemptionBatch, RefundRequest, StatementRequest, SyncRequest,
+    VoucherWithdrawalRequest,
 };
 
 use crate::api::DeviceEnrollment;
@@ -33,12 +34,14 @@ pub trait SignedRequest: sealed::Sealed + Send + Sync + Sized {
     /// a self-signed registration.
     type Signer: Send + Sync;
 
-    /// Looks up the signer the request names and checks the signature under its key.
+    /// Looks up the signer the request names and checks the signature under its key;
+    /// also returns `codec::digest` of the request where checking the signature took it
+    /// in the same pass.
     #[doc(hidden)]
     async fn signer<S: RecordStore, F: FundingSource>(
         &self,
         issuer: &Issuer<S, F>,
-    ) -> Result<Self::Signer>;
+    ) -> Result<(Self::Signer, Option<ContentDigest>)>;
 }
 
 /// A request whose signature verified under the key of the signer it names. Only
@@ -46,6 +49,7 @@ pub trait SignedRequest: sealed::Sealed + Send + Sync + Sized {
 pub struct Authenticated<'r, R: SignedRequest> {
     request: &'r R,
     signer: R::Signer,
+    digest: Option<ContentDigest>,
 }
 
 impl<'r, R: SignedRequest> Authenticated<'r, R> {
@@ -60,6 +64,18 @@ impl<'r, R: SignedRequest> Authenticated<'r, R> {
     }
 }
 
+impl<R: SignedRequest + Message> Authenticated<'_, R> {
+    /// `codec::digest` of the request, what an answer names it by: taken while its
+    /// signature was checked where the request is one signed object (a batch of a
+    /// thousand coins is then encoded once, not twice), computed here otherwise.
+    pub fn request_digest(&self) -> Result<ContentDigest> {
+        match self.digest {
+            Some(digest) => Ok(digest),
+            None => Ok(codec::digest(self.request)?),
+        }
+    }
+}
+
 impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     /// Checks `request`'s signature under the key of the signer it names (a store read
     /// and one signature verification, no write). Unknown signers and bad signatures
@@ -69,8 +85,12 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         &self,
         request: &'r R,
     ) -> Result<Authenticated<'r, R>> {
-        let signer = request.signer(self).await?;
-        Ok(Authenticated { request, signer })
+        let (signer, digest) = request.signer(self).await?;
+        Ok(Authenticated {
+            request,
+            signer,
+            digest,
+        })
     }
 }
 
@@ -85,10 +105,11 @@ macro_rules! signed_by_device {
             async fn signer<S: RecordStore, F: FundingSource>(
                 &self,
                 issuer: &Issuer<S, F>,
-            ) -> Result<DeviceDoc> {
+            ) -> Result<(DeviceDoc, Option<ContentDigest>)> {
                 let device = issuer.device(self.payload.device_id).await?;
-                self.verify_signature(&device.certificate.payload.device_key)?;
-                Ok(device)
+                let (_, digest) =
+                    self.verify_signature_with_digest(&device.certificate.payload.device_key)?;
+                Ok((device, Some(digest)))
             }
         }
     )*};
@@ -118,10 +139,11 @@ macro_rules! signed_by_merchant {
             async fn signer<S: RecordStore, F: FundingSource>(
                 &self,
                 issuer: &Issuer<S, F>,
-            ) -> Result<MerchantDoc> {
+            ) -> Result<(MerchantDoc, Option<ContentDigest>)> {
                 let merchant = issuer.merchant(self.payload.merchant_id).await?;
-                self.verify_signature(&merchant.certificate.payload.merchant_key)?;
-                Ok(merchant)
+                let (_, digest) = self
+                    .verify_signature_with_digest(&merchant.certificate.payload.merchant_key)?;
+                Ok((merchant, Some(digest)))
             }
         }
     )*};
@@ -143,10 +165,10 @@ impl SignedRequest for RefundRequest {
     async fn signer<S: RecordStore, F: FundingSource>(
         &self,
         issuer: &Issuer<S, F>,
-    ) -> Result<MerchantDoc> {
+    ) -> Result<(MerchantDoc, Option<ContentDigest>)> {
         let merchant = issuer.merchant(self.payload.merchant_id).await?;
         self.verify(&merchant.certificate.payload)?;
-        Ok(merchant)
+        Ok((merchant, None))
     }
 }
 
@@ -161,10 +183,10 @@ impl SignedRequest for VoucherWithdrawalRequest {
     async fn signer<S: RecordStore, F: FundingSource>(
         &self,
         issuer: &Issuer<S, F>,
-    ) -> Result<MerchantDoc> {
+    ) -> Result<(MerchantDoc, Option<ContentDigest>)> {
         let merchant = issuer.merchant(self.voucher.payload.merchant_id).await?;
         self.voucher.verify(&merchant.certificate.payload)?;
-        Ok(merchant)
+        Ok((merchant, None))
     }
 }
 
@@ -181,9 +203,9 @@ macro_rules! self_signed {
             async fn signer<S: RecordStore, F: FundingSource>(
                 &self,
                 _issuer: &Issuer<S, F>,
-            ) -> Result<()> {
+            ) -> Result<((), Option<ContentDigest>)> {
                 self.verify()?;
-                Ok(())
+                Ok(((), None))
             }
         }
     )*};
@@ -202,13 +224,13 @@ impl SignedRequest for DeviceEnrollment {
     async fn signer<S: RecordStore, F: FundingSource>(
         &self,
         issuer: &Issuer<S, F>,
-    ) -> Result<DeviceDoc> {
+    ) -> Result<(DeviceDoc, Option<ContentDigest>)> {
         self.registration.verify()?;
         let approver = issuer
             .device(self.approval.payload.approving_device)
             .await?;
         self.approval
             .verify_signature(&approver.certificate.payload.device_key)?;
-        Ok(approver)
+        Ok((approver, None))
     }
 }

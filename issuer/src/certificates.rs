@@ -264,7 +264,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         rng: &mut G,
     ) -> Result<(BalanceCertificate, SyncReportPayload)> {
         let device = request.signer();
-        let request_digest = codec::digest(request.request())?;
+        let request_digest = request.request_digest()?;
         let payload = &request.request().payload;
         // A frozen account gets no certificate, but its device's hand-ins are still
         // recorded first: they settle merchants and are evidence.
@@ -401,7 +401,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         now: Timestamp,
     ) -> Result<SyncReportPayload> {
         let device = request.signer();
-        let request_digest = codec::digest(request.request())?;
+        let request_digest = request.request_digest()?;
         let payload = &request.request().payload;
         self.check_unrevoked(device, payload.account_id, now)
             .await?;

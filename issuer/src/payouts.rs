@@ -243,7 +243,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         request: Authenticated<'_, MerchantStatementRequest>,
         now: Timestamp,
     ) -> Result<MerchantStatementPayload> {
-        let request_digest = codec::digest(request.request())?;
+        let request_digest = request.request_digest()?;
         let payload = &request.request().payload;
         self.check_merchant_unrevoked(payload.merchant_id).await?;
         let account = LedgerAccount::Merchant(payload.merchant_id);
@@ -296,7 +296,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         sink: &P,
         now: Timestamp,
     ) -> Result<PayoutReceiptPayload> {
-        let request_digest = codec::digest(request.request())?;
+        let request_digest = request.request_digest()?;
         let payload = &request.request().payload;
         let doc = self.take_payout(request, now).await?;
         let doc = self.finish_payout(doc, sink, now).await?;

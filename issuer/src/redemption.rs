@@ -73,8 +73,8 @@ use scrip_stores::{
     Unit, Write,
 };
 use scrip_tokens::{
-    codec, AccountId, Amount, BalanceCertificate, BalanceCertificatePayload, CertificateSerial,
-    Coin, CoinId, CoinPayment, CoinSpendId, ContentDigest, CountersignedRecord, DeviceId,
+    AccountId, Amount, BalanceCertificate, BalanceCertificatePayload, CertificateSerial, Coin,
+    CoinId, CoinPayment, CoinSpendId, ContentDigest, CountersignedRecord, DeviceId,
     EndorsedCoinPayment, KeyDirectory, MerchantId, Message, RecordId, RedemptionBatch,
     RedemptionItem, RedemptionOutcome, RedemptionReportPayload, RejectReason, RequestId, Timestamp,
     WithdrawalRecord,
@@ -733,6 +733,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         now: Timestamp,
     ) -> Result<RedemptionReportPayload> {
         let merchant = batch.signer();
+        let batch_digest = batch.request_digest()?;
         let batch = batch.request();
         // A revoked merchant's batch is refused whole: nothing in it is redeemed (what it
         // redeemed before stays settled).
@@ -753,7 +754,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             .await?;
         Ok(RedemptionReportPayload {
             merchant_id: batch.payload.merchant_id,
-            batch_digest: codec::digest(batch)?,
+            batch_digest,
             answered_at: now,
             outcomes: every_outcome(outcomes, "item"),
         })

@@ -33,7 +33,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         now: Timestamp,
     ) -> Result<StatementPayload> {
         let device = request.signer();
-        let request_digest = scrip_tokens::codec::digest(request.request())?;
+        let request_digest = request.request_digest()?;
         let payload = &request.request().payload;
         self.check_unrevoked(device, payload.account_id, now)
             .await?;

@@ -389,6 +389,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         rng: &mut G,
     ) -> Result<SwapReceiptPayload> {
         let merchant: &MerchantDoc = request.signer();
+        let request_digest = request.request_digest()?;
         let request = request.request();
         // The signature was checked under the key of the merchant the payload names.
         request.check_shape()?;
@@ -405,7 +406,6 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             digest: codec::digest(payload)?,
             answers: RESPONSES,
         };
-        let request_digest = codec::digest(request)?;
         let answered = |outcome| SwapReceiptPayload {
             request_digest,
             outcome,

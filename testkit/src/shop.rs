@@ -192,11 +192,12 @@ impl Shop {
         now: Timestamp,
         rng: &mut StdRng,
     ) -> Vec<RedemptionOutcome> {
-        issuer
-            .redeem(&self.batch(items, rng), now)
-            .await
-            .unwrap()
-            .outcomes
+        let batch = self.batch(items, rng);
+        let report = issuer.redeem(&batch, now).await.unwrap();
+        // The report names the batch it answers: what the merchant checks before it
+        // trusts the outcomes.
+        assert_eq!(report.batch_digest, codec::digest(&batch).unwrap());
+        report.outcomes
     }
 }
 

@@ -361,12 +361,18 @@ impl Coin {
             CoinVariant::Blind => 0,
             CoinVariant::Identified => 1,
         };
-        let digest = Sha256::new()
+        let hasher = Sha256::new()
             .chain_update(SPEND_ID_TAG.as_bytes())
             .chain_update([0u8, variant])
-            .chain_update(self.key_id().as_bytes())
-            .chain_update(self.signed_bytes()?)
-            .finalize();
+            .chain_update(self.key_id().as_bytes());
+        // The signed bytes, hashed in their two parts rather than joined in a buffer.
+        let digest = match self {
+            Coin::Blind(c) => hasher
+                .chain_update(c.randomizer)
+                .chain_update(codec::encode(&c.message())?),
+            Coin::Identified(c) => hasher.chain_update(c.signed_bytes()?),
+        }
+        .finalize();
         Ok(CoinSpendId(digest.into()))
     }
 }

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::codec::{self, Message};
 use crate::keys::{IssuerRole, Role, Signature, SigningKey, VerifyingKey};
-use crate::{Error, KeyDirectory, KeyId, Result, Timestamp};
+use crate::{ContentDigest, Error, KeyDirectory, KeyId, Result, Timestamp};
 
 pub(crate) mod sealed {
     pub trait Sealed {}
@@ -73,6 +73,26 @@ impl<P: SignedPayload> Signed<P> {
         // is never copied into a buffer just to be hashed.
         key.verify_raw_digest(&codec::digest(&self.payload)?.0, &self.signature)?;
         Ok(&self.payload)
+    }
+
+    /// [`Self::verify_signature`], also returning [`codec::digest`] of the whole signed
+    /// object: what an answer names the request by (a redemption report's
+    /// `batch_digest`, a receipt's `request_digest`). Both digests come from one
+    /// encoding pass over the payload, where checking the signature and then naming the
+    /// request would encode a thousand-coin batch twice.
+    pub fn verify_signature_with_digest(
+        &self,
+        key: &VerifyingKey<P::Signer>,
+    ) -> Result<(&P, ContentDigest)> {
+        self.check_key_id(key)?;
+        // The object's encoding is its fields in order: the payload, then the key id and
+        // the signature.
+        let (whole, payload) = codec::digest_with_leading::<Self, P, _>(
+            &self.payload,
+            &(&self.key_id, &self.signature),
+        )?;
+        key.verify_raw_digest(&payload.0, &self.signature)?;
+        Ok((&self.payload, whole))
     }
 
     /// Fails with [`Error::UnknownKey`] if the object names another key than `key`: checked

@@ -94,6 +94,19 @@ impl Hashing {
 }
 
 impl Sink for Hashing {
+    /// A byte at a time is how every fixed-size array (ids, digests) arrives, so the
+    /// common case, a free slot in the buffer, skips `put`'s slice arithmetic.
+    #[inline]
+    fn push(&mut self, byte: u8) {
+        match self.buffer.get_mut(self.filled) {
+            Some(slot) => {
+                *slot = byte;
+                self.filled += 1;
+            }
+            None => self.put(&[byte]),
+        }
+    }
+
     #[inline]
     fn put(&mut self, bytes: &[u8]) {
         let end = self.filled + bytes.len();

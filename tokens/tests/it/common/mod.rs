@@ -139,10 +139,30 @@ fn verify_balance_cert(w: &World, b: &[u8]) -> Result<()> {
         .map(|_| ())
 }
 
+/// The issuer's fused check (the signature and the whole object's digest from one
+/// encoding pass) must answer as `verify_signature` does, for the object as signed and
+/// for every alteration of it, and its digest must be `codec::digest` of the object.
+fn check_fused<P: SignedPayload + PartialEq + std::fmt::Debug>(
+    signed: &Signed<P>,
+    key: &VerifyingKey<P::Signer>,
+) {
+    match (
+        signed.verify_signature(key),
+        signed.verify_signature_with_digest(key),
+    ) {
+        (Ok(plain), Ok((fused, digest))) => {
+            assert_eq!(plain, fused);
+            assert_eq!(digest, codec::digest(signed).unwrap());
+        }
+        (Err(plain), Err(fused)) => assert_eq!(plain, fused),
+        (plain, fused) => panic!("verify_signature gave {plain:?}, the fused check {fused:?}"),
+    }
+}
+
 fn verify_request(w: &World, b: &[u8]) -> Result<()> {
-    codec::decode::<PaymentRequest>(b)?
-        .verify(w.merchant_payload())
-        .map(|_| ())
+    let request = codec::decode::<PaymentRequest>(b)?;
+    check_fused(&request, &w.merchant_payload().merchant_key);
+    request.verify(w.merchant_payload()).map(|_| ())
 }
 
 fn check_record(w: &World, record: &WithdrawalRecord) -> Result<()> {
@@ -157,6 +177,7 @@ fn verify_record(w: &World, b: &[u8]) -> Result<()> {
 
 fn verify_countersigned(w: &World, b: &[u8]) -> Result<()> {
     let receipt = codec::decode::<CountersignedRecord>(b)?;
+    check_fused(&receipt, &w.merchant_payload().merchant_key);
     let payload = receipt.verify(w.merchant_payload())?;
     check_record(w, &payload.record)
 }
@@ -195,6 +216,7 @@ fn verify_coin_payment(w: &World, b: &[u8]) -> Result<()> {
 
 fn verify_endorsed(w: &World, b: &[u8]) -> Result<()> {
     let endorsed = codec::decode::<EndorsedCoinPayment>(b)?;
+    check_fused(&endorsed, &w.merchant_payload().merchant_key);
     // The issuer's check (both digests from one encoding pass) must answer as `verify`
     // does, for the object as signed and for every alteration of it.
     let payload = endorsed.verify(w.merchant_payload());
