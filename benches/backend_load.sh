@@ -4,7 +4,10 @@
 # (blinding is the wallet's work, done before anything is timed) and is pinned to CPU 1
 # (`taskset -a -p`) as soon as it prints "redeeming", so the timed uploads never take the
 # server's core; `--server-cores 1` makes `fraction_of_verify_limit` redemptions per second
-# over one core's coin verifications per second (measured by the tool on the fast backend).
+# over one core's coin verifications per second (measured by the tool on the fast backend,
+# before the timed phase and again after it, and averaged: this VM's speed drifts by 10-20 %
+# within a run; its two vCPUs verify at the same rate, so where the tool runs does not
+# matter).
 # Issuance (blind withdrawals over HTTP) is timed by the tool apart from the blinding, on
 # the same pinned server. Needs the release binaries (`cargo build --release --bins`) and
 # `taskset` (util-linux). Prints one line per run: backend, store, shape, server binary

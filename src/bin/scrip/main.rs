@@ -253,7 +253,8 @@ async fn run_load(
     let (report, _) = scrip::load::run_across(&servers, &root, &config).await?;
     eprintln!(
         "redeemed {} coins in {:.1} s: {:.0} redemptions/s, {:.0} payments/s, batch latency \
-         p50 {:.1} ms p99 {:.1} ms; one core verifies {:.0} coins/s ({}; {} server cores: \
+         p50 {:.1} ms p99 {:.1} ms; one core verifies {:.0} coins/s (mean of {:.0} before and \
+         {:.0} after; {}; {} server cores: \
          {:.0}% of cores x verify); issued {:.0} coins/s in {:.1} blind withdrawals/s; {}; {} \
          retried uploads, {} unexpected outcomes",
         report.coins_redeemed,
@@ -263,6 +264,8 @@ async fn run_load(
         report.batch_latency.p50_ms,
         report.batch_latency.p99_ms,
         report.single_core_verify_per_s,
+        report.verify_per_s_before,
+        report.verify_per_s_after,
         report.verify_backend,
         report.cores,
         report.fraction_of_verify_limit * 100.0,
