@@ -522,11 +522,11 @@ fn single_core_verify_rate(coins: &[BlindCoin], directory: &KeyDirectory, time: 
 
 /// [`single_core_verify_rate`] of `sample` off the async runtime.
 async fn measure_verify_rate(
-    sample: &(Vec<BlindCoin>, KeyDirectory),
+    sample: &Arc<(Vec<BlindCoin>, KeyDirectory)>,
     time: Duration,
 ) -> Result<f64, Error> {
-    let (coins, directory) = sample.clone();
-    tokio::task::spawn_blocking(move || single_core_verify_rate(&coins, &directory, time))
+    let sample = sample.clone();
+    tokio::task::spawn_blocking(move || single_core_verify_rate(&sample.0, &sample.1, time))
         .await
         .map_err(|e| Error::Demo(format!("verify measurement: {e}")))
 }
@@ -625,7 +625,7 @@ pub struct Prepared {
     /// The backend `verify_rate` was measured on.
     pub verify_backend: Backend,
     /// The coins and keys it was measured with, to measure again after the timed phase.
-    verify_sample: (Vec<BlindCoin>, KeyDirectory),
+    verify_sample: Arc<(Vec<BlindCoin>, KeyDirectory)>,
     /// The blind withdrawals that minted the coins, timed.
     pub issuance: Issuance,
     /// The swaps of the minted coins, timed.
@@ -675,7 +675,7 @@ pub async fn prepare(
     let sample: Vec<BlindCoin> = coins.iter().take(256).cloned().collect();
     let measure = config.verify_measurement;
     let on_backend = directory.on_backend(backend);
-    let verify_sample = (sample, on_backend);
+    let verify_sample = Arc::new((sample, on_backend));
     let verify_rate = measure_verify_rate(&verify_sample, measure).await?;
     say(
         config.progress,

@@ -64,6 +64,15 @@ pub fn encode<T: Message>(value: &T) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// `prefix` followed by [`encode`] of `value`, in one buffer: for signed bytes that put
+/// something before an encoding (a blind coin's randomizer).
+pub(crate) fn encode_after<T: Message>(prefix: &[u8], value: &T) -> Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(prefix.len() + header_len::<T>() + 256);
+    out.extend_from_slice(prefix);
+    write_message(value, &mut out)?;
+    Ok(out)
+}
+
 /// Writes the encoding of [`encode`] to `out`, whatever it is (a buffer, a hash).
 fn write_message<T: Message, S: Sink>(value: &T, out: &mut S) -> Result<()> {
     write_header::<T, S>(out);

@@ -339,10 +339,7 @@ impl Coin {
     /// for an identified one.
     pub fn signed_bytes(&self) -> Result<Vec<u8>> {
         match self {
-            Coin::Blind(c) => {
-                let message = codec::encode(&c.message())?;
-                Ok([c.randomizer.as_slice(), &message].concat())
-            }
+            Coin::Blind(c) => codec::encode_after(&c.randomizer, &c.message()),
             Coin::Identified(c) => c.signed_bytes(),
         }
     }
@@ -361,18 +358,12 @@ impl Coin {
             CoinVariant::Blind => 0,
             CoinVariant::Identified => 1,
         };
-        let hasher = Sha256::new()
+        let digest = Sha256::new()
             .chain_update(SPEND_ID_TAG.as_bytes())
             .chain_update([0u8, variant])
-            .chain_update(self.key_id().as_bytes());
-        // The signed bytes, hashed in their two parts rather than joined in a buffer.
-        let digest = match self {
-            Coin::Blind(c) => hasher
-                .chain_update(c.randomizer)
-                .chain_update(codec::encode(&c.message())?),
-            Coin::Identified(c) => hasher.chain_update(c.signed_bytes()?),
-        }
-        .finalize();
+            .chain_update(self.key_id().as_bytes())
+            .chain_update(self.signed_bytes()?)
+            .finalize();
         Ok(CoinSpendId(digest.into()))
     }
 }
