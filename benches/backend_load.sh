@@ -20,7 +20,8 @@
 # round, for a before/after comparison on this noisy machine. Each line also gives the
 # server's CPU time over the timed phase (utime + stime from /proc, in clock ticks; every
 # minted coin is redeemed before the 60 s are up), which depends less on what the
-# machine's other tenants do than redemptions per second.
+# machine's other tenants do than redemptions per second, and the size of the server's
+# data directory once it has stopped (`data_dir_bytes`: keys and store, in bytes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 T=${T:-target/release}
@@ -60,7 +61,8 @@ run() { # server backend store cpp ppb
   local cpu=$(($(ticks "$server") - started))
   kill "$server"
   wait "$server" 2>/dev/null || true
-  echo "backend=$backend store=$store shape=${cpp}x${ppb} server=$binary server_cpu_ticks=$cpu $(tail -1 "$dir.json")"
+  local bytes=$(du -sb "$dir" | cut -f1)
+  echo "backend=$backend store=$store shape=${cpp}x${ppb} server=$binary server_cpu_ticks=$cpu data_dir_bytes=$bytes $(tail -1 "$dir.json")"
 }
 for _ in $(seq "$ROUNDS"); do
   for store in $STORES; do

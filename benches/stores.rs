@@ -12,6 +12,8 @@
 //!   shape 20 × 50) into a `RedbStore` that already holds `n` claims: what the claims
 //!   index's upkeep (flushing its log, merging its runs) costs once the store is large.
 //!   Each iteration adds 33 000 claims, so the store grows by the measurement's work.
+//!   Prints the prefilled store's file size and the bytes the process wrote filling it
+//!   (`wchar` of `/proc/self/io`, Linux): `redb_filled: <n> claims take ...`.
 //!
 //! Throughput is reported in claims (elements) per second. Run with
 //! `cargo bench --bench stores`; `BENCH_QUICK=1` shortens measurement for CI smoke runs.
@@ -161,11 +163,25 @@ fn redb_filled(c: &mut Criterion) {
     for filled in [0u64, 1_000_000] {
         let dir = tempfile::tempdir().unwrap();
         let store = scrip_stores::RedbStore::open(dir.path().join("scrip.redb")).unwrap();
+        let written_before = bytes_written();
         runtime.block_on(async {
             for _ in 0..filled / (UNITS * CLAIMS) {
                 store.commit_many(batch()).await.unwrap();
             }
         });
+        if filled > 0 {
+            let bytes = std::fs::metadata(dir.path().join("scrip.redb"))
+                .unwrap()
+                .len();
+            let written = bytes_written().zip(written_before).map(|(a, b)| a - b);
+            println!(
+                "redb_filled: {filled} claims take {bytes} bytes on disk ({:.0} a claim); \
+                 writing them wrote {} bytes ({} a claim)",
+                bytes as f64 / filled as f64,
+                written.map_or("?".into(), |w| w.to_string()),
+                written.map_or("?".into(), |w| format!("{:.0}", w as f64 / filled as f64)),
+            );
+        }
         group.bench_function(BenchmarkId::new("redb", filled), |b| {
             b.to_async(&runtime).iter(|| async {
                 for _ in 0..BATCHES {
@@ -179,6 +195,16 @@ fn redb_filled(c: &mut Criterion) {
         runtime.block_on(store.close()).unwrap();
     }
     group.finish();
+}
+
+/// Bytes this process has passed to `write` and `pwrite` so far (Linux; `None` elsewhere).
+fn bytes_written() -> Option<u64> {
+    let io = std::fs::read_to_string("/proc/self/io").ok()?;
+    io.lines()
+        .find_map(|line| line.strip_prefix("wchar:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 criterion_group!(

@@ -11,8 +11,8 @@
 //!   open), so that looking one up costs a hash probe. Format 2's log (`claims-log`, one
 //!   entry per claim) is read at open and emptied by the next flush.
 //! - **Runs** (`claims-blocks-<n>`): immutable sorted runs of claims, stored as blocks of
-//!   about [`BLOCK_BYTES`] (a block's first key → the block), so that writing a run costs
-//!   a B-tree insert per block, not per claim. When the log holds
+//!   just under 8 KiB ([`BLOCK_LEAF_BYTES`]; a block's first key → the block), so that
+//!   writing a run costs a B-tree insert per block, not per claim. When the log holds
 //!   [`IndexLimits::log_max`] claims it is written out as a new run in one transaction
 //!   and emptied. Format 2's runs (`claims-run-<n>`) and format 1's `claims` table (run
 //!   0) hold one table entry per claim; they are read as they are and merged away.
@@ -71,9 +71,15 @@ const LEGACY_RUN: &str = "claims";
 /// Format 2's runs, one table entry per claim.
 const ENTRY_RUN_PREFIX: &str = "claims-run-";
 const BLOCK_RUN_PREFIX: &str = "claims-blocks-";
-/// A block run's blocks close once they reach this size: a lookup that a filter lets
-/// through reads one block, and writing a run inserts one B-tree entry per block.
-const BLOCK_BYTES: usize = 8 * 1024;
+/// A block run's blocks close before their redb leaf (the block, its first key and
+/// [`REDB_LEAF_HEADER`]) outgrows this: a lookup that a filter lets through reads one
+/// block, and writing a run inserts one B-tree entry per block. redb gives a leaf a power
+/// of two of its 4 KiB pages, so a leaf a byte over 8 KiB takes 16 KiB on disk, and is
+/// zeroed and written whole by every flush and merge: blocks of 8 KiB of claims did that.
+const BLOCK_LEAF_BYTES: usize = 8 * 1024;
+/// What redb adds to a leaf that holds one pair: a 4-byte header and the key's and the
+/// value's lengths (4 bytes each).
+const REDB_LEAF_HEADER: usize = 12;
 const META_MANIFEST: &[u8] = b"claims-manifest";
 /// The manifest's generation alone, so that a reader checks it without decoding.
 const META_GENERATION: &[u8] = b"claims-generation";
@@ -88,8 +94,10 @@ const FILTER_PROBES: u64 = 7;
 /// test). A release that changes any of it writes a new scheme number and rebuilds the
 /// filters of older files.
 const FILTER_SCHEME: u16 = 1;
-/// Bytes of filter per stored value.
-const FILTER_CHUNK_BYTES: usize = 64 * 1024;
+/// Bytes of filter per stored value: whole words, so that the chunk, its 12-byte key and
+/// [`REDB_LEAF_HEADER`] fit a 64 KiB leaf (see [`BLOCK_LEAF_BYTES`]). Readers join the
+/// chunks in key order, whatever size they were written in.
+const FILTER_CHUNK_BYTES: usize = 64 * 1024 - 32;
 
 /// Sizes of the index's parts. The defaults suit an issuer; tests use tiny ones so that
 /// every part of the index (flushes, compactions over several levels) runs.
@@ -220,7 +228,7 @@ fn for_each_in_block(block: &[u8], mut f: impl FnMut(&[u8], &[u8]) -> Result<()>
     Ok(entries)
 }
 
-/// Writes a sorted stream of claims as a block run: blocks of about [`BLOCK_BYTES`],
+/// Writes a sorted stream of claims as a block run: blocks of just under 8 KiB,
 /// each stored under its first key. Keys must come strictly ascending.
 struct BlockWriter {
     block: Vec<u8>,
@@ -233,7 +241,7 @@ struct BlockWriter {
 impl BlockWriter {
     fn new() -> Self {
         BlockWriter {
-            block: Vec::with_capacity(BLOCK_BYTES + 256),
+            block: Vec::with_capacity(BLOCK_LEAF_BYTES),
             first: Vec::new(),
             last: Vec::new(),
             pushed: false,
@@ -250,7 +258,8 @@ impl BlockWriter {
         if self.pushed && key <= self.last.as_slice() {
             return Err(corrupted("a run's claims out of order"));
         }
-        if !self.block.is_empty() && self.block.len() + 6 + key.len() + value.len() > BLOCK_BYTES {
+        let room = BLOCK_LEAF_BYTES.saturating_sub(REDB_LEAF_HEADER + self.first.len());
+        if !self.block.is_empty() && self.block.len() + 6 + key.len() + value.len() > room {
             self.finish_block(table)?;
         }
         if self.block.is_empty() {
@@ -2053,6 +2062,55 @@ mod tests {
             // Nothing is ever skipped for a key that has no kind.
             assert!(kinds.may_hold(b""));
         });
+    }
+
+    /// redb gives a leaf a power of two of 4 KiB pages: a run's blocks and a filter's
+    /// chunks must leave room for their key and the leaf header, or each takes twice its
+    /// size on disk (and in every flush's and merge's writes).
+    #[test]
+    fn a_run_and_its_filter_fill_the_pages_redb_gives_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("runs.redb")).unwrap();
+        // Claims shaped like a coin's: a 33-byte key, an 83-byte value.
+        let claims: BTreeMap<Vec<u8>, Vec<u8>> = (0..40_000u32)
+            .map(|i| {
+                let mut key = vec![8u8; 33];
+                key[1..5].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_be_bytes());
+                (key, vec![i as u8; 83])
+            })
+            .collect();
+        let salt = fresh_salt();
+        let txn = db.begin_write().unwrap();
+        let mut blocks = txn
+            .open_table(TableDefinition::<Bytes, Bytes>::new("blocks"))
+            .unwrap();
+        let mut filters = txn.open_table(FILTERS).unwrap();
+        let mut writer = BlockWriter::new();
+        let mut filter = Bloom::for_claims(claims.len() as u64 * 4);
+        for (key, value) in &claims {
+            writer.push(&mut blocks, key, value).unwrap();
+            filter.insert(KeyHash::of(salt, key));
+        }
+        writer.finish_block(&mut blocks).unwrap();
+        filter.write(1, &mut filters).unwrap();
+        for item in blocks.iter().unwrap() {
+            let (key, block) = item.unwrap();
+            let leaf = REDB_LEAF_HEADER + key.value().len() + block.value().len();
+            assert!(leaf <= BLOCK_LEAF_BYTES, "a block's leaf of {leaf} bytes");
+        }
+        let chunks = Bloom::chunks(1, &filters).unwrap().count();
+        assert!(chunks > 1, "the filter fills more than one chunk");
+        // Pages allocated but not filled: under 2 % of the blocks here; when blocks
+        // filled 8 KiB and chunks 64 KiB, as much as was stored.
+        for (table, stats) in [("blocks", blocks.stats()), ("filters", filters.stats())] {
+            let stats = stats.unwrap();
+            assert!(
+                stats.fragmented_bytes() * 10 < stats.stored_bytes(),
+                "{table}: {} bytes stored, {} unused in their pages",
+                stats.stored_bytes(),
+                stats.fragmented_bytes()
+            );
+        }
     }
 
     #[test]
