@@ -765,6 +765,51 @@ pub async fn run_across(
     redeem_across(servers, prepared, config, &mut rng, Arc::default()).await
 }
 
+/// What [`run_handing_over`] prints on stderr (always, progress bar or not) once the setup
+/// is done and it starts waiting for the redeeming servers: the cue for a driver script
+/// to stop the minting server and start the redeeming one on the same data directory.
+pub const HANDING_OVER: &str = "setup done, handing over: waiting for";
+
+/// [`run_across`] with the setup and the timed phase on different servers of one issuer:
+/// coins are minted and merchants registered on `mint`; then, once `redeem` all answer
+/// `/healthz` (polled for up to `wait`), the timed uploads are spread over them as
+/// [`redeem_across`] does.
+///
+/// For a benchmark of one pinned core: blind signing (about 0.5 ms a coin) and the
+/// wallet's blinding make minting a hundred thousand coins take minutes on one core, and
+/// redeeming them seconds. A driver runs the minting server on every core, and on
+/// [`HANDING_OVER`] stops it and starts the server to measure, pinned, on the same data
+/// directory (`benches/scaling_load.sh`).
+pub async fn run_handing_over(
+    mint: &HttpClient,
+    redeem: &[HttpClient],
+    root: &VerifyingKey<DirectoryRoot>,
+    config: &LoadConfig,
+    wait: Duration,
+) -> Result<(LoadReport, Acknowledged), Error> {
+    if redeem.is_empty() {
+        return Err(Error::Usage("no server to redeem on".into()));
+    }
+    let mut rng = StdRng::from_rng(&mut rand::rng());
+    let prepared = prepare(mint, root, config, &mut rng).await?;
+    let names: Vec<&str> = redeem.iter().map(HttpClient::base_url).collect();
+    eprintln!("{HANDING_OVER} {}", names.join(", "));
+    let until = Instant::now() + wait;
+    for server in redeem {
+        while let Err(e) = server.health().await {
+            if Instant::now() >= until {
+                return Err(Error::Demo(format!(
+                    "{} did not answer within {} s: {e}",
+                    server.base_url(),
+                    wait.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    redeem_across(redeem, prepared, config, &mut rng, Arc::default()).await
+}
+
 /// The timed phase: every merchant uploads its batches one at a time, each until it is
 /// acknowledged, until `config.duration` has passed, `stop` is set, or the batches are
 /// all uploaded.

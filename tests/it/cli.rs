@@ -230,3 +230,89 @@ async fn a_wallet_swaps_its_coins_from_the_command_line() {
     });
     server.shutdown().await.unwrap();
 }
+
+/// `scrip load --redeem-server`, as benches/scaling_load.sh uses it to time one pinned
+/// core: the coins are minted on one server; on the tool's hand-over line that server
+/// stops and another starts on its data directory; every coin is then redeemed on the
+/// successor, none refused or lost across the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrip_load_hands_over_from_the_minting_server_to_its_successor() {
+    use std::io::BufRead;
+
+    let data = tempfile::tempdir().unwrap();
+    let minting = common::start(StoreKind::Redb, data.path()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let successor_url = format!("http://127.0.0.1:{port}");
+    let mut load = Command::new(env!("CARGO_BIN_EXE_scrip"))
+        .args([
+            "load",
+            "--server",
+            &minting.url(),
+            "--redeem-server",
+            &successor_url,
+            "--data-dir",
+            path(data.path()),
+            "--operator-token",
+            common::OPERATOR_TOKEN,
+            "--coins",
+            "120",
+            "--merchants",
+            "3",
+            "--coins-per-payment",
+            "4",
+            "--payments-per-batch",
+            "5",
+            "--duration",
+            "60",
+            "--mint-concurrency",
+            "2",
+            "--no-swap",
+            "--bincode",
+            "--quiet",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    // Stderr is read on a thread until it closes; the hand-over line is passed on.
+    let stderr = load.stderr.take().unwrap();
+    let (handed_over, on_hand_over) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if line.contains(scrip::load::HANDING_OVER) {
+                handed_over.send(line.clone()).unwrap();
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let line = tokio::task::block_in_place(|| {
+        on_hand_over.recv_timeout(std::time::Duration::from_secs(120))
+    })
+    .unwrap_or_else(|e| panic!("no hand-over line: {e}"));
+    assert!(line.ends_with(&successor_url), "{line}");
+
+    minting.shutdown().await.unwrap();
+    let successor = common::start_on(StoreKind::Redb, data.path(), port).await;
+    let output = tokio::task::block_in_place(|| load.wait_with_output()).unwrap();
+    let stderr = reader.join().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "scrip load failed\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    let report = json(stdout.lines().last().unwrap_or_default());
+    assert_eq!(report["server"], serde_json::json!(successor_url));
+    assert_eq!(report["coins_redeemed"], 120, "{report}");
+    assert_eq!(report["unexpected_outcomes"], 0, "{report}");
+    assert_eq!(report["issuance"]["coins"], 120, "{report}");
+    successor.shutdown().await.unwrap();
+}

@@ -60,6 +60,16 @@ enum Command {
             value_delimiter = ','
         )]
         server: Vec<String>,
+        /// Servers for the timed phase, when it is not `--server`: coins are minted and
+        /// merchants registered on `--server`; then the tool prints "setup done, handing
+        /// over" and waits up to `--handover-wait` seconds for these to answer. A driver
+        /// stops the minting server there and starts the one to measure on its data
+        /// directory (e.g. minting on every core, redeeming on one pinned core).
+        #[arg(long, value_delimiter = ',')]
+        redeem_server: Vec<String>,
+        /// Seconds to wait for `--redeem-server` to answer after the setup.
+        #[arg(long, default_value_t = 120)]
+        handover_wait: u64,
         /// Concurrent merchants.
         #[arg(long, default_value_t = 8)]
         merchants: usize,
@@ -69,6 +79,10 @@ enum Command {
         /// Coins minted beforehand (the run stops early when all are redeemed).
         #[arg(long, default_value_t = 20_000)]
         coins: usize,
+        /// Blind withdrawals in flight at once while minting (each of up to 100 coins;
+        /// more keep more of a many-core server's cores signing).
+        #[arg(long, default_value_t = 4)]
+        mint_concurrency: usize,
         /// Coins per payment (one redemption item).
         #[arg(long, default_value_t = 5)]
         coins_per_payment: usize,
@@ -140,9 +154,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Demo { server, trust } => run_demo(server, trust).await,
         Command::Load {
             server,
+            redeem_server,
+            handover_wait,
             merchants,
             duration,
             coins,
+            mint_concurrency,
             coins_per_payment,
             payments_per_batch,
             denomination,
@@ -156,6 +173,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 merchants,
                 duration: std::time::Duration::from_secs(duration),
                 coins,
+                mint_concurrency: mint_concurrency.max(1),
                 coins_per_payment,
                 payments_per_batch,
                 denomination,
@@ -164,7 +182,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 swap: !no_swap,
                 ..scrip::load::LoadConfig::default()
             };
-            run_load(&server, bincode, trust, config).await
+            let handover = (!redeem_server.is_empty())
+                .then(|| (redeem_server, std::time::Duration::from_secs(handover_wait)));
+            run_load(&server, handover, bincode, trust, config).await
         }
         Command::Wallet { dir, step } => {
             let _lock = files::lock_state_dir(&dir)?;
@@ -222,6 +242,7 @@ async fn run_demo(server_url: Option<String>, trust: Trust) -> Result<(), Error>
 
 async fn run_load(
     server_urls: &[String],
+    handover: Option<(Vec<String>, std::time::Duration)>,
     bincode: bool,
     trust: Trust,
     config: scrip::load::LoadConfig,
@@ -233,14 +254,18 @@ async fn run_load(
                 .into(),
         )
     })?;
-    let mut servers = Vec::with_capacity(server_urls.len());
-    for url in server_urls {
-        let mut client = HttpClient::new(url)?.with_operator_token(token.clone());
-        if bincode {
-            client = client.with_format(scrip::client::WireFormat::Bincode);
-        }
-        servers.push(client);
-    }
+    let client = |url: &String| -> Result<HttpClient, Error> {
+        let client = HttpClient::new(url)?.with_operator_token(token.clone());
+        Ok(if bincode {
+            client.with_format(scrip::client::WireFormat::Bincode)
+        } else {
+            client
+        })
+    };
+    let servers = server_urls
+        .iter()
+        .map(client)
+        .collect::<Result<Vec<_>, _>>()?;
     let first = servers
         .first()
         .ok_or_else(|| Error::Usage("--server: give at least one server".into()))?;
@@ -250,7 +275,13 @@ async fn run_load(
         &mut std::io::stderr(),
     )
     .await?;
-    let (report, _) = scrip::load::run_across(&servers, &root, &config).await?;
+    let (report, _) = match handover {
+        None => scrip::load::run_across(&servers, &root, &config).await?,
+        Some((urls, wait)) => {
+            let redeem = urls.iter().map(client).collect::<Result<Vec<_>, _>>()?;
+            scrip::load::run_handing_over(first, &redeem, &root, &config, wait).await?
+        }
+    };
     eprintln!(
         "redeemed {} coins in {:.1} s: {:.0} redemptions/s, {:.0} payments/s, batch latency \
          p50 {:.1} ms p99 {:.1} ms; one core verifies {:.0} coins/s (mean of {:.0} before and \

@@ -36,6 +36,11 @@ pub fn fixture_keyring() -> Keyring {
 /// of the throwaway PostgreSQL server (its URL kept in `<data_dir>/database-url`, so a
 /// restart finds the same database) and publishes the keys there.
 pub async fn start(kind: StoreKind, data_dir: &Path) -> RunningServer {
+    start_on(kind, data_dir, 0).await
+}
+
+/// [`start`] listening on 127.0.0.1:`port` (0: any free port).
+pub async fn start_on(kind: StoreKind, data_dir: &Path, port: u16) -> RunningServer {
     let keys = data_dir.join("keys");
     if !keys.join("keyring.json").exists() {
         scrip::issuer::keyring_files::save(&fixture_keyring(), &keys).unwrap();
@@ -57,12 +62,12 @@ pub async fn start(kind: StoreKind, data_dir: &Path) -> RunningServer {
                 url
             }
         };
-        return server::start(cluster_node_config(&url, &keys, data_dir, 0))
+        return server::start(cluster_node_config(&url, &keys, data_dir, port))
             .await
             .unwrap();
     }
     let mut config = ServerConfig::new(
-        ([127, 0, 0, 1], 0).into(),
+        ([127, 0, 0, 1], port).into(),
         data_dir,
         OPERATOR_TOKEN.to_owned(),
     );
