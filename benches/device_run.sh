@@ -15,15 +15,18 @@
 #   cp /usr/bin/openssl /usr/bin/taskset .
 #   cp /lib/x86_64-linux-gnu/{libssl.so.3,libcrypto.so.3,libgcc_s.so.1,libm.so.6,libc.so.6} \
 #      /lib64/ld-linux-x86-64.so.2 lib/
-# ROUNDS (3) one-CPU redb runs, COINS (300000) per one-CPU run, FOUR (1: one run on four
-# CPUs with FOUR_COINS coins, default 4 x COINS), ISSUANCE (1: a run without handover, the server on one CPU
-# throughout, for issuance on one core), RSA (1) adjust it.
+# ROUNDS (3) one-CPU redb runs, COINS (200000) per one-CPU run, FOUR (1: one run on four
+# CPUs with FOUR_COINS coins, default 2 x COINS), ISSUANCE (1: a run without handover, the
+# server on one CPU throughout, for issuance on one core), RSA (1) adjust it. On the
+# 16-vCPU device of 2026-11-30 a 200 000-coin round took about 45 s (setup included) and
+# the defaults about 5.5 min; 300 000-coin rounds with a 1 200 000-coin four-CPU round
+# did not fit 8 min.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 B=$(realpath "${B:-target/devbins}")
 L=$B/lib
 OUT=${OUT:-/tmp/scrip-device}
-ROUNDS=${ROUNDS:-3} COINS=${COINS:-300000} FOUR=${FOUR:-1} FOUR_COINS=${FOUR_COINS:-$((4 * ${COINS:-300000}))} ISSUANCE=${ISSUANCE:-1} RSA=${RSA:-1}
+ROUNDS=${ROUNDS:-3} COINS=${COINS:-200000} FOUR=${FOUR:-1} FOUR_COINS=${FOUR_COINS:-$((2 * ${COINS:-200000}))} ISSUANCE=${ISSUANCE:-1} RSA=${RSA:-1}
 mkdir -p "$OUT"
 X=("$L/ld-linux-x86-64.so.2" --library-path "$L")
 

@@ -316,3 +316,24 @@ async fn scrip_load_hands_over_from_the_minting_server_to_its_successor() {
     assert_eq!(report["issuance"]["coins"], 120, "{report}");
     successor.shutdown().await.unwrap();
 }
+
+/// `--redeem-server` mints on one server: further `--server` URLs would go unused, so the
+/// command refuses them before it contacts anything.
+#[test]
+fn scrip_load_refuses_to_hand_over_from_several_minting_servers() {
+    let output = Command::new(env!("CARGO_BIN_EXE_scrip"))
+        .args([
+            "load",
+            "--server",
+            "http://127.0.0.1:9,http://127.0.0.1:10",
+            "--redeem-server",
+            "http://127.0.0.1:11",
+            "--operator-token",
+            common::OPERATOR_TOKEN,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("give one --server to mint on"), "{stderr}");
+}

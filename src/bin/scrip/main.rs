@@ -61,7 +61,7 @@ enum Command {
         )]
         server: Vec<String>,
         /// Servers for the timed phase, when it is not `--server`: coins are minted and
-        /// merchants registered on `--server`; then the tool prints "setup done, handing
+        /// merchants registered on `--server` (one URL); then the tool prints "setup done, handing
         /// over" and waits up to `--handover-wait` seconds for these to answer. A driver
         /// stops the minting server there and starts the one to measure on its data
         /// directory (e.g. minting on every core, redeeming on one pinned core).
@@ -254,6 +254,13 @@ async fn run_load(
                 .into(),
         )
     })?;
+    if handover.is_some() && server_urls.len() > 1 {
+        return Err(Error::Usage(
+            "--redeem-server: give one --server to mint on (the timed phase goes to the \
+             --redeem-server URLs)"
+                .into(),
+        ));
+    }
     let client = |url: &String| -> Result<HttpClient, Error> {
         let client = HttpClient::new(url)?.with_operator_token(token.clone());
         Ok(if bincode {
