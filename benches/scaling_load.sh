@@ -4,8 +4,8 @@
 # of server CPUs. Prints one line per run like benches/backend_load.sh (label, store,
 # CPUs, shape, server CPU ticks over the timed phase, the tool's JSON).
 #
-# Minting is the slow part: the server blind-signs each coin (~0.5 ms) and the tool blinds
-# it (~1 ms, pure Rust), while redemption takes ~30 µs a coin. So by default each run
+# Minting is the slow part: the server blind-signs each coin (0.3-0.4 ms) and the tool
+# blinds it (~1 ms, pure Rust), while redemption takes ~30 µs a coin. So by default each run
 # hands over (`scrip load --redeem-server`): a first server on MINT_CPUS (default: every
 # CPU this shell may use) mints the coins and registers the merchants, the tool sharing those CPUs; on the
 # tool's "handing over" line the tool is pinned to LOAD_CPUS, the minting server is

@@ -775,7 +775,7 @@ pub const HANDING_OVER: &str = "setup done, handing over: waiting for";
 /// `/healthz` (polled for up to `wait`), the timed uploads are spread over them as
 /// [`redeem_across`] does.
 ///
-/// For a benchmark of one pinned core: blind signing (about 0.5 ms a coin) and the
+/// For a benchmark of one pinned core: blind signing (0.3–0.4 ms a coin) and the
 /// wallet's blinding make minting a hundred thousand coins take minutes on one core, and
 /// redeeming them seconds. A driver runs the minting server on every core, and on
 /// [`HANDING_OVER`] stops it and starts the server to measure, pinned, on the same data
