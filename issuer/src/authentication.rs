@@ -14,7 +14,7 @@ use scrip_stores::RecordStore;
 use scrip_tokens::{
     codec, BalanceCertificateRequest, BlindWithdrawalRequest, ContentDigest, DepositConfirmation,
     DepositRequest, DeviceRegistration, DeviceSwapRequest, IdentifiedWithdrawalRequest,
-    MerchantRegistration, Message, RedemptionBatch, RefundRequest, StatementRequest, SyncRequest,
+    MerchantRegistration, Message, ReceivedBatch, RefundRequest, StatementRequest, SyncRequest,
     VoucherWithdrawalRequest,
 };
 
@@ -150,11 +150,29 @@ macro_rules! signed_by_merchant {
 }
 
 signed_by_merchant!(
-    RedemptionBatch,
     scrip_tokens::MerchantSwapRequest,
     scrip_tokens::MerchantStatementRequest,
     scrip_tokens::PayoutRequest
 );
+
+impl sealed::Sealed for ReceivedBatch<'_> {}
+
+/// A redemption batch is authenticated as received: its digests were taken from the
+/// bytes the merchant sent (or by encoding it, for a batch that came otherwise).
+#[async_trait]
+impl SignedRequest for ReceivedBatch<'_> {
+    type Signer = MerchantDoc;
+
+    async fn signer<S: RecordStore, F: FundingSource>(
+        &self,
+        issuer: &Issuer<S, F>,
+    ) -> Result<(MerchantDoc, Option<ContentDigest>)> {
+        let merchant = issuer.merchant(self.batch().payload.merchant_id).await?;
+        let (_, digest) =
+            self.verify_signature_with_digest(&merchant.certificate.payload.merchant_key)?;
+        Ok((merchant, Some(digest)))
+    }
+}
 
 impl sealed::Sealed for RefundRequest {}
 

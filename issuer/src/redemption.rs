@@ -74,9 +74,9 @@ use scrip_stores::{
 };
 use scrip_tokens::{
     AccountId, Amount, BalanceCertificate, BalanceCertificatePayload, CertificateSerial, Coin,
-    CoinId, CoinPayment, CoinSpendId, ContentDigest, CountersignedRecord, DeviceId,
-    EndorsedCoinPayment, KeyDirectory, MerchantId, Message, RecordId, RedemptionBatch,
-    RedemptionItem, RedemptionOutcome, RedemptionReportPayload, RejectReason, RequestId, Timestamp,
+    CoinId, CoinPayment, CoinSpendId, ContentDigest, CountersignedRecord, DeviceId, KeyDirectory,
+    MerchantId, Message, ReceivedBatch, ReceivedPayment, RecordId, RedemptionBatch, RedemptionItem,
+    RedemptionOutcome, RedemptionReportPayload, RejectReason, RequestId, Timestamp,
     WithdrawalRecord,
 };
 
@@ -314,15 +314,15 @@ fn double_spent(spent: Vec<SpentCoin>, now: Timestamp) -> RedemptionOutcome {
 
 /// Every check of a coin payment: the merchant's endorsement, its certification when it
 /// took the payment, and the payment itself. Returns the payment and its digest (what
-/// its coins are claimed under), taken in the same encoding pass as the endorsement's.
+/// its coins are claimed under), which `received` carries with the endorsement's.
 pub(crate) fn check_coin_payment<'b>(
     merchant: &MerchantDoc,
-    endorsed: &'b EndorsedCoinPayment,
+    received: &ReceivedPayment<'b>,
     directory: &KeyDirectory,
     now: Timestamp,
 ) -> Result<(&'b CoinPayment, ContentDigest)> {
     let certificate = &merchant.certificate.payload;
-    let (p, digest) = endorsed.verify_with_payment_digest(certificate)?;
+    let (p, digest) = received.verify(certificate)?;
     // The merchant must have been certified when it took the payment: at the times it
     // signed (request and endorsement), not at upload time, so a sale made just before
     // expiry is still paid.
@@ -722,19 +722,23 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         batch: &RedemptionBatch,
         now: Timestamp,
     ) -> Result<RedemptionReportPayload> {
-        let batch = self.authenticate(batch).await?;
+        let received = ReceivedBatch::new(batch)?;
+        let batch = self.authenticate(&received).await?;
         self.redeem_authenticated(batch, now).await
     }
 
-    /// [`Self::redeem`] for a batch whose signature was checked.
+    /// [`Self::redeem`] for a batch whose signature was checked. The server decodes
+    /// batches with [`ReceivedBatch::decode_with_limit`], which takes every digest the
+    /// checks need from the bytes the merchant sent.
     pub async fn redeem_authenticated(
         &self,
-        batch: Authenticated<'_, RedemptionBatch>,
+        batch: Authenticated<'_, ReceivedBatch<'_>>,
         now: Timestamp,
     ) -> Result<RedemptionReportPayload> {
         let merchant = batch.signer();
-        let batch_digest = batch.request_digest()?;
-        let batch = batch.request();
+        let received = batch.request();
+        let batch_digest = received.digest();
+        let batch = received.batch();
         // A revoked merchant's batch is refused whole: nothing in it is redeemed (what it
         // redeemed before stays settled).
         if self
@@ -748,7 +752,7 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
             return Err(IssuerError::Unsupported("too many items in one batch"));
         }
         let mut outcomes = vec![None; batch.payload.items.len()];
-        self.redeem_coins(merchant, batch, now, &mut outcomes)
+        self.redeem_coins(merchant, received, now, &mut outcomes)
             .await?;
         self.redeem_records(merchant, batch, now, &mut outcomes)
             .await?;
@@ -765,18 +769,16 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
     async fn redeem_coins(
         &self,
         merchant: &MerchantDoc,
-        batch: &RedemptionBatch,
+        received: &ReceivedBatch<'_>,
         now: Timestamp,
         outcomes: &mut [Option<RedemptionOutcome>],
     ) -> Result<()> {
+        let batch = received.batch();
         let merchant_id = batch.payload.merchant_id;
         let directory = self.keys().directory(now)?;
         let mut coin_units = Vec::new();
-        for (item, entry) in batch.payload.items.iter().enumerate() {
-            let RedemptionItem::Coins(endorsed) = entry else {
-                continue;
-            };
-            match check_coin_payment(merchant, endorsed, &directory, now) {
+        for (item, payment) in received.coin_payments() {
+            match check_coin_payment(merchant, &payment, &directory, now) {
                 Ok(payment) => coin_units.push(coin_unit(item, payment, merchant_id, now)?),
                 Err(e) => outcomes[item] = Some(invalid(&self.explain_unknown_keyset(e, now))),
             }

@@ -73,7 +73,7 @@ use scrip_stores::{
 use scrip_tokens::{
     codec, AccountId, Amount, BlindWithdrawalResponse, BlindedMessage, Coin, CoinId, CoinSpendId,
     ContentDigest, DeviceId, DeviceSwapRequest, KeysetId, MerchantId, MerchantSwapRequest,
-    RequestId, SwapOutcome, SwapReceiptPayload, SwapRequest, Timestamp,
+    ReceivedPayment, RequestId, SwapOutcome, SwapReceiptPayload, SwapRequest, Timestamp,
 };
 
 use crate::authentication::Authenticated;
@@ -422,7 +422,8 @@ impl<S: RecordStore, F: FundingSource> Issuer<S, F> {
         let mut writes = Vec::with_capacity(payload.payments.len());
         let mut input: Option<Amount> = None;
         for endorsed in &payload.payments {
-            let (payment, digest) = check_coin_payment(merchant, endorsed, &directory, now)
+            let received = ReceivedPayment::new(endorsed)?;
+            let (payment, digest) = check_coin_payment(merchant, &received, &directory, now)
                 .map_err(|e| self.explain_unknown_keyset(e, now))?;
             let total = payment.total()?;
             input = Some(match input {

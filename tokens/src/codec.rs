@@ -178,6 +178,93 @@ pub(crate) fn digest_with_leading<T: Message, U: Message, R: Serialize>(
     Ok((ContentDigest(outer.finish()), ContentDigest(inner.finish())))
 }
 
+/// Reads the canonical encoding of a `T` one piece at a time, for a receiver that needs to
+/// know where each piece lies in the bytes: it can then hash a piece from the bytes it
+/// received instead of encoding the decoded value again (a thousand-coin redemption batch
+/// is otherwise encoded twice more just to be hashed, see [`crate::ReceivedBatch`]).
+///
+/// Reading every field of a `T` in order (a sequence as its `u64` length, then its items)
+/// and then [`Pieces::finish`] accepts what [`decode_with_limit`] accepts: the same input
+/// bound, header check, canonical check (each piece re-encoded and compared with the bytes
+/// it was read from) and no trailing bytes. bincode's allocation bound applies to each
+/// piece rather than to the whole.
+pub(crate) struct Pieces<'a> {
+    body: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Pieces<'a> {
+    /// Starts reading `bytes` as a `T`: checks the length bound and the header.
+    pub(crate) fn new<T: Message>(bytes: &'a [u8], limit: usize) -> Result<Self> {
+        if bytes.len() > limit {
+            return Err(Error::TooLarge {
+                len: bytes.len(),
+                limit,
+            });
+        }
+        Ok(Pieces {
+            body: strip_header::<T>(bytes)?,
+            at: 0,
+        })
+    }
+
+    /// Decodes the next piece as a `V`; returns it and where its encoding lies in
+    /// [`Self::body`].
+    pub(crate) fn next<V: Serialize + DeserializeOwned>(
+        &mut self,
+    ) -> Result<(V, std::ops::Range<usize>)> {
+        let rest = self.body.get(self.at..).unwrap_or_default();
+        let (value, used): (V, usize) = bincode::serde::decode_from_slice(rest, config())
+            .map_err(|e| Error::Malformed(e.to_string()))?;
+        let read = rest.get(..used).ok_or(Error::NonCanonical)?;
+        let mut reencoded = writer::Comparing::new(read);
+        write_value(&value, &mut reencoded)?;
+        if !reencoded.matched_all() {
+            return Err(Error::NonCanonical);
+        }
+        let start = self.at;
+        self.at += used;
+        Ok((value, start..self.at))
+    }
+
+    /// Bytes not read yet.
+    pub(crate) fn left(&self) -> usize {
+        self.body.len().saturating_sub(self.at)
+    }
+
+    /// The encoding after the header: what [`Self::next`]'s ranges index.
+    pub(crate) fn body(&self) -> &'a [u8] {
+        self.body
+    }
+
+    /// Fails with [`Error::TrailingBytes`] if anything is left unread.
+    pub(crate) fn finish(self) -> Result<()> {
+        match self.left() {
+            0 => Ok(()),
+            count => Err(Error::TrailingBytes { count }),
+        }
+    }
+}
+
+/// [`digest`] of a `T` whose encoding after the header is `body` (a piece of received
+/// bytes that was checked to be canonical): the header and `body` hashed, nothing encoded.
+pub(crate) fn digest_of_body<T: Message>(body: &[u8]) -> ContentDigest {
+    use sha2::{Digest as _, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(T::TAG.as_bytes());
+    hasher.update([0]);
+    hasher.update(T::VERSION.to_le_bytes());
+    hasher.update(body);
+    ContentDigest(hasher.finalize().into())
+}
+
+/// How many bytes the encoding of `value` (no header) takes.
+pub(crate) fn encoded_len<R: Serialize + ?Sized>(value: &R) -> Result<usize> {
+    let mut counting = writer::Counting(0);
+    write_value(value, &mut counting)?;
+    Ok(counting.0)
+}
+
 #[cfg(test)]
 mod tests {
     use serde::{Deserialize, Deserializer, Serialize};

@@ -24,8 +24,8 @@ use crate::keys::{
 use crate::payment::PaymentRequest;
 use crate::signed::{message, signed_token};
 use crate::{
-    Amount, CoinId, CoinSpendId, ContentDigest, Error, KeyDirectory, KeyId, Keyset, KeysetId,
-    MerchantId, Result, Timestamp, VirtualId,
+    Amount, CoinId, CoinSpendId, Error, KeyDirectory, KeyId, Keyset, KeysetId, MerchantId, Result,
+    Timestamp, VirtualId,
 };
 
 /// Domain tag of [`Coin::spend_id`].
@@ -460,28 +460,8 @@ impl EndorsedCoinPayment {
         Self::check_merchant(payload, merchant)
     }
 
-    /// [`Self::verify`], also returning the payment's digest (`codec::digest` of
-    /// `payload.payment`, what its coins are claimed under): the payment is encoded once
-    /// for both digests, where the issuer redeeming a batch would otherwise encode every
-    /// coin twice more than it verifies them.
-    pub fn verify_with_payment_digest(
-        &self,
-        merchant: &MerchantCertificatePayload,
-    ) -> Result<(&EndorsedCoinPaymentPayload, ContentDigest)> {
-        let key = &merchant.merchant_key;
-        self.check_key_id(key)?;
-        let payload = &self.payload;
-        // The payload's encoding is its fields in order: the payment, then the rest.
-        let (endorsement, payment) = codec::digest_with_leading::<EndorsedCoinPaymentPayload, _, _>(
-            &payload.payment,
-            &(&payload.merchant_id, &payload.endorsed_at),
-        )?;
-        key.verify_raw_digest(&endorsement.0, &self.signature)?;
-        Ok((Self::check_merchant(payload, merchant)?, payment))
-    }
-
     /// Both the endorsement and the paid request are `merchant`'s.
-    fn check_merchant<'p>(
+    pub(crate) fn check_merchant<'p>(
         payload: &'p EndorsedCoinPaymentPayload,
         merchant: &MerchantCertificatePayload,
     ) -> Result<&'p EndorsedCoinPaymentPayload> {

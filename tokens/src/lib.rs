@@ -18,6 +18,7 @@ mod messages;
 mod payment;
 mod payouts;
 mod reason;
+mod received;
 mod refund;
 mod revocation;
 mod signed;
@@ -80,6 +81,7 @@ pub use payouts::{
     PayoutRequestPayload, PayoutState, MAX_PAYOUT_REASON_LEN, MAX_PAYOUT_REFERENCE_LEN,
 };
 pub use reason::{ReasonCode, UnknownCode};
+pub use received::{ReceivedBatch, ReceivedPayment};
 pub use refund::{
     RefundReceipt, RefundReceiptPayload, RefundRequest, RefundRequestPayload, RefundVoucher,
     RefundVoucherPayload, VoucherWithdrawalRequest,

@@ -236,10 +236,11 @@ pub fn routes(
         handlers::withdraw_identified,
     ))
     .unify()
-    .or(signed(
+    .or(signed_decoding(
         s,
         warp::path!("v1" / "redemptions").boxed(),
         Access::Signed,
+        Body::received_batch,
         handlers::redeem,
     ))
     .unify()
@@ -507,6 +508,24 @@ where
     H: Fn(Arc<AppState>, Req, Timestamp) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<Resp, ApiError>> + Send + 'static,
 {
+    signed_decoding(state, path, access, Body::decode::<Req>, handler)
+}
+
+/// [`signed`] with the body decoded by `decode`: a redemption batch is decoded as a
+/// [`scrip_tokens::ReceivedBatch`], whose digests come from the bytes received.
+fn signed_decoding<Req, Resp, H, Fut>(
+    state: &Arc<AppState>,
+    path: BoxedFilter<()>,
+    access: Access,
+    decode: fn(&Body) -> Result<Req, ApiError>,
+    handler: H,
+) -> BoxedFilter<(Response,)>
+where
+    Req: Send + 'static,
+    Resp: Message + Serialize + Send + 'static,
+    H: Fn(Arc<AppState>, Req, Timestamp) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Resp, ApiError>> + Send + 'static,
+{
     path.and(warp::post())
         .and(body(state))
         .and(with(state))
@@ -517,7 +536,7 @@ where
                     if access == Access::Operator && !state.is_operator(operator.as_deref()) {
                         return ApiError::unauthorized_operator().into_response();
                     }
-                    let request: Req = match body.decode() {
+                    let request = match decode(&body) {
                         Ok(r) => r,
                         Err(e) => return e.into_response(),
                     };

@@ -11,7 +11,7 @@ use scrip_tokens::{
     BlindWithdrawalRequest, BlindWithdrawalResponse, CoinSpendId, DepositConfirmation,
     DepositRecord, DepositRequest, DeviceId, DeviceRegistration, DeviceSwapRequest,
     EndorsedCoinPayment, IdentifiedWithdrawalRequest, IdentifiedWithdrawalResponse,
-    MerchantCertificate, MerchantId, MerchantRegistration, MerchantSwapRequest, RedemptionBatch,
+    MerchantCertificate, MerchantId, MerchantRegistration, MerchantSwapRequest, ReceivedBatch,
     RedemptionReport, RefundReceipt, RefundRequest, StatementRequest, SwapOutcome, SwapReceipt,
     SwapReceiptPayload, SwapRequest, SyncReport, SyncRequest, Timestamp, VoucherWithdrawalRequest,
 };
@@ -416,7 +416,7 @@ pub async fn merchant_swap(
 
 pub async fn redeem(
     state: Arc<AppState>,
-    request: RedemptionBatch,
+    request: ReceivedBatch<'static>,
     now: Timestamp,
 ) -> Result<RedemptionReport, ApiError> {
     let authenticated = state.admit(&request, now).await?;
@@ -427,7 +427,7 @@ pub async fn redeem(
     let report = state.issuer.sign_answer(report, now, &mut request_rng())?;
     state.metrics.redemptions(&report.payload.outcomes);
     tracing::info!(
-        merchant = %request.payload.merchant_id,
+        merchant = %request.batch().payload.merchant_id,
         items = report.payload.outcomes.len(),
         "redemption batch"
     );

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use scrip_tokens::ReasonCode;
-use scrip_tokens::{codec, Message};
+use scrip_tokens::{codec, Message, ReceivedBatch, RedemptionBatch};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use warp::http::StatusCode;
@@ -86,14 +86,31 @@ impl Body {
         match self.content.clone()? {
             Format::Json => serde_json::from_slice(&self.bytes)
                 .map_err(|e| ApiError::malformed(format!("invalid JSON body: {e}"))),
-            Format::Bincode => codec::decode_with_limit(&self.bytes, self.limit).map_err(|e| {
-                let status = match e {
-                    scrip_tokens::Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                    _ => StatusCode::BAD_REQUEST,
-                };
-                ApiError::new(status, e.code(), format!("invalid binary body: {e}"))
-            }),
+            Format::Bincode => codec::decode_with_limit(&self.bytes, self.limit)
+                .map_err(|e| Self::binary_refused(&e)),
         }
+    }
+
+    /// Decodes the body as a redemption batch: a binary one with every digest taken from
+    /// the bytes (the same decoding rules as [`Self::decode`]), a JSON one by encoding it.
+    pub fn received_batch(&self) -> Result<ReceivedBatch<'static>, ApiError> {
+        match self.content.clone()? {
+            Format::Json => {
+                let batch: RedemptionBatch = self.decode()?;
+                ReceivedBatch::from_batch(batch)
+                    .map_err(|e| ApiError::malformed(format!("invalid JSON body: {e}")))
+            }
+            Format::Bincode => ReceivedBatch::decode_with_limit(&self.bytes, self.limit)
+                .map_err(|e| Self::binary_refused(&e)),
+        }
+    }
+
+    fn binary_refused(e: &scrip_tokens::Error) -> ApiError {
+        let status = match e {
+            scrip_tokens::Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        ApiError::new(status, e.code(), format!("invalid binary body: {e}"))
     }
 }
 

@@ -307,6 +307,16 @@ fresh_by_nonce!(
     DeviceSwapRequest => |p| p.device_id.as_bytes();
 );
 
+/// A received batch is the batch it holds.
+impl Fresh for scrip_tokens::ReceivedBatch<'_> {
+    fn created_at(&self) -> Timestamp {
+        self.batch().created_at()
+    }
+    fn replay_id(&self) -> Vec<u8> {
+        self.batch().replay_id()
+    }
+}
+
 impl Fresh for DepositRequest {
     fn created_at(&self) -> Timestamp {
         self.payload.created_at

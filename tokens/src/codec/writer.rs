@@ -174,6 +174,16 @@ impl Sink for Comparing<'_> {
     }
 }
 
+/// Counts what is written: where a piece ends in an encoding that was received.
+pub(super) struct Counting(pub(super) usize);
+
+impl Sink for Counting {
+    #[inline]
+    fn put(&mut self, bytes: &[u8]) {
+        self.0 += bytes.len();
+    }
+}
+
 struct Writer<'a, S> {
     out: &'a mut S,
 }

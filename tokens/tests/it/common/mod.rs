@@ -222,7 +222,7 @@ fn verify_endorsed(w: &World, b: &[u8]) -> Result<()> {
     let payload = endorsed.verify(w.merchant_payload());
     match (
         &payload,
-        endorsed.verify_with_payment_digest(w.merchant_payload()),
+        ReceivedPayment::new(&endorsed)?.verify(w.merchant_payload()),
     ) {
         (Ok(plain), Ok((fused, digest))) => {
             assert_eq!(*plain, fused);
