@@ -218,13 +218,42 @@ body_types!(
     DeviceSwapRequest,           // POST /v1/device-swaps
 );
 
+/// The server decodes a binary redemption batch piece by piece
+/// (`ReceivedBatch::decode_with_limit`, digests from the bytes): it must accept exactly
+/// what the codec accepts, decode the same batch, and take the digests encoding it gives.
+pub fn check_received_batch(bytes: &[u8]) {
+    let piecewise = ReceivedBatch::decode_with_limit(bytes, SERVER_MAX_BODY);
+    let whole = codec::decode_with_limit::<RedemptionBatch>(bytes, SERVER_MAX_BODY);
+    match (piecewise, whole) {
+        (Ok(received), Ok(batch)) => {
+            assert!(received.batch() == &batch, "the piecewise decoder read another batch");
+            let digest = codec::digest(&batch).unwrap_or_else(|e| panic!("digest: {e}"));
+            assert!(received.digest() == digest, "the batch digest from the bytes differs");
+            let encoded = ReceivedBatch::new(&batch).unwrap_or_else(|e| panic!("digests: {e}"));
+            assert!(
+                received.coin_payments().eq(encoded.coin_payments()),
+                "a payment's digests from the bytes differ"
+            );
+        }
+        (Err(_), Err(_)) => {}
+        (piecewise, whole) => panic!(
+            "piecewise decoding {:?} but the codec {:?}",
+            piecewise.map(|_| ()),
+            whole.map(|_| ())
+        ),
+    }
+}
+
 /// The `http_bodies` target: first byte picks the body type, the rest is the body.
 pub fn http_bodies(data: &[u8]) {
     let Some((selector, rest)) = data.split_first() else {
         return;
     };
-    let (_, check) = BODY_TYPES[usize::from(*selector) % BODY_TYPES.len()];
+    let (tag, check) = BODY_TYPES[usize::from(*selector) % BODY_TYPES.len()];
     check(rest);
+    if tag == RedemptionBatch::TAG {
+        check_received_batch(rest);
+    }
 }
 
 // ---------------------------------------------------------------------------------------

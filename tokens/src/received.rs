@@ -217,7 +217,7 @@ fn encoded_digests(endorsed: &EndorsedCoinPayment) -> Result<PaymentDigests> {
 
 /// A merchant-endorsed coin payment with the digests of its endorsement and payment,
 /// from a [`ReceivedBatch`] or [`ReceivedPayment::new`].
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ReceivedPayment<'p> {
     endorsed: &'p EndorsedCoinPayment,
     digests: PaymentDigests,
