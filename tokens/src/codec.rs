@@ -99,28 +99,9 @@ pub fn decode<T: Message>(bytes: &[u8]) -> Result<T> {
 
 /// Decodes a message produced by [`encode`], accepting at most `limit` bytes.
 pub fn decode_with_limit<T: Message>(bytes: &[u8], limit: usize) -> Result<T> {
-    if bytes.len() > limit {
-        return Err(Error::TooLarge {
-            len: bytes.len(),
-            limit,
-        });
-    }
-    let body = strip_header::<T>(bytes)?;
-    let (value, used): (T, usize) = bincode::serde::decode_from_slice(body, config())
-        .map_err(|e| Error::Malformed(e.to_string()))?;
-    if used != body.len() {
-        return Err(Error::TrailingBytes {
-            count: body.len() - used,
-        });
-    }
-    // One value, one encoding: signatures and content digests are computed over
-    // re-encoded values, so an alternative spelling of the same value must not exist.
-    // The re-encoding is compared with the input as it is written, not buffered.
-    let mut reencoded = writer::Comparing::new(body);
-    write_value(&value, &mut reencoded)?;
-    if !reencoded.matched_all() {
-        return Err(Error::NonCanonical);
-    }
+    let mut pieces = Pieces::new::<T>(bytes, limit)?;
+    let (value, _) = pieces.next::<T>()?;
+    pieces.finish()?;
     Ok(value)
 }
 
@@ -183,11 +164,11 @@ pub(crate) fn digest_with_leading<T: Message, U: Message, R: Serialize>(
 /// received instead of encoding the decoded value again (a thousand-coin redemption batch
 /// is otherwise encoded twice more just to be hashed, see [`crate::ReceivedBatch`]).
 ///
-/// Reading every field of a `T` in order (a sequence as its `u64` length, then its items)
-/// and then [`Pieces::finish`] accepts what [`decode_with_limit`] accepts: the same input
-/// bound, header check, canonical check (each piece re-encoded and compared with the bytes
-/// it was read from) and no trailing bytes. bincode's allocation bound applies to each
-/// piece rather than to the whole.
+/// [`decode_with_limit`] reads its `T` as one piece. Reading every field of a `T` in order
+/// instead (a sequence as its `u64` length, then its items), then [`Pieces::finish`],
+/// accepts the same inputs: the same input bound, header check, canonical check (each
+/// piece re-encoded and compared with the bytes it was read from) and no trailing bytes;
+/// bincode's allocation bound then applies to each piece rather than to the whole.
 pub(crate) struct Pieces<'a> {
     body: &'a [u8],
     at: usize,
@@ -217,6 +198,10 @@ impl<'a> Pieces<'a> {
         let (value, used): (V, usize) = bincode::serde::decode_from_slice(rest, config())
             .map_err(|e| Error::Malformed(e.to_string()))?;
         let read = rest.get(..used).ok_or(Error::NonCanonical)?;
+        // One value, one encoding: signatures and content digests are computed over
+        // re-encoded values (or, by `ReceivedBatch`, over these bytes), so an alternative
+        // spelling of the same value must not exist. The re-encoding is compared with the
+        // input as it is written, not buffered.
         let mut reencoded = writer::Comparing::new(read);
         write_value(&value, &mut reencoded)?;
         if !reencoded.matched_all() {

@@ -62,6 +62,12 @@ impl ReceivedBatch<'static> {
 
     /// Decodes a batch from untrusted bytes, accepting what [`codec::decode_with_limit`]
     /// accepts, and takes every digest from the bytes. This does not verify anything.
+    ///
+    /// The digests are taken here, before anyone checks the batch signature: four SHA-256
+    /// passes, linear in the bytes received like the decoding itself and bounded by the
+    /// body limit. Before `ReceivedBatch` an unsigned batch cost its decoding and one
+    /// encoding pass into two hashes; now it costs its decoding and four hashes of the
+    /// bytes, about a fifth more per byte in the pinned server's profile.
     pub fn decode_with_limit(bytes: &[u8], limit: usize) -> Result<Self> {
         let mut pieces = Pieces::new::<RedemptionBatch>(bytes, limit)?;
         let body = pieces.body();
