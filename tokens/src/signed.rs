@@ -95,6 +95,18 @@ impl<P: SignedPayload> Signed<P> {
         Ok((&self.payload, whole))
     }
 
+    /// [`Self::verify_signature`] for a receiver that already holds the payload's digest
+    /// (taken from the bytes it received, see [`crate::ReceivedBatch`]).
+    pub(crate) fn verify_signature_over(
+        &self,
+        key: &VerifyingKey<P::Signer>,
+        payload_digest: &ContentDigest,
+    ) -> Result<&P> {
+        self.check_key_id(key)?;
+        key.verify_raw_digest(&payload_digest.0, &self.signature)?;
+        Ok(&self.payload)
+    }
+
     /// Fails with [`Error::UnknownKey`] if the object names another key than `key`: checked
     /// before any hashing, by every way of verifying a signed object.
     pub(crate) fn check_key_id(&self, key: &VerifyingKey<P::Signer>) -> Result<()> {
