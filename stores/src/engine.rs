@@ -8,7 +8,7 @@
 //! the durable backends discard the whole batch (the memory store, which writes in
 //! place, fails only on data it could not have stored).
 
-use scrip_tokens::{codec, Currency};
+use scrip_tokens::{codec, ContentDigest, Currency};
 
 use crate::model::{ClaimId, CommitOutcome, ExistingClaim, LedgerAccount, LedgerEntry, Unit};
 use crate::{Collection, StoreError};
@@ -79,10 +79,10 @@ pub(crate) trait KvPut: KvGet {
         &mut self,
         table: Table,
         key: &[u8],
-        value: Vec<u8>,
+        value: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
         let old = self.get(table, key)?;
-        self.put(table, key.to_vec(), Some(value))?;
+        self.put(table, key.to_vec(), Some(value.to_vec()))?;
         Ok(old)
     }
 
@@ -206,17 +206,27 @@ fn claim_and_check(
     // read, so a retried batch (every unit a repeat) writes one claim per unit, not all.
     let mut existing = Vec::with_capacity(unit.claims.len());
     let mut refused = false;
+    // A claim's value differs from the unit's other claims only by its digest, and a
+    // payment's coins all share one: encoded once per run of equal digests.
+    let mut encoded: Option<(ContentDigest, Vec<u8>)> = None;
     for claim in &unit.claims {
         let key = claim.id.key_bytes();
         let old = if refused {
             kv.get(Table::Claims, &key)?
         } else {
-            let value = ExistingClaim {
-                claimant: unit.claimant.clone(),
-                claimed_at: unit.at,
-                digest: claim.digest,
+            let bytes = match &encoded {
+                Some((digest, bytes)) if *digest == claim.digest => bytes,
+                _ => {
+                    let value = ExistingClaim {
+                        claimant: unit.claimant.clone(),
+                        claimed_at: unit.at,
+                        digest: claim.digest,
+                    };
+                    let bytes =
+                        codec::encode(&value).map_err(|e| corrupted("encoding a claim", e))?;
+                    &encoded.insert((claim.digest, bytes)).1
+                }
             };
-            let bytes = codec::encode(&value).map_err(|e| corrupted("encoding a claim", e))?;
             let old = kv.replace(Table::Claims, &key, bytes)?;
             refused = old.is_some();
             replaced.push((key, old.clone()));
@@ -535,6 +545,36 @@ mod tests {
             CommitOutcome::Conflict(_)
         ));
         assert_eq!(overlay.into_changes(), committed);
+    }
+
+    #[test]
+    fn each_claim_is_stored_with_its_own_digest_when_digests_change_within_a_unit() {
+        let digests = [1u8, 1, 2, 1, 3, 3];
+        let unit = digests.iter().enumerate().fold(
+            Unit::new(
+                Claimant::Merchant(MerchantId(uuid::Uuid::from_u128(5))),
+                Timestamp::from_unix_millis(1_767_225_600_000),
+            ),
+            |unit, (i, d)| {
+                unit.claim(
+                    ClaimId::Coin(CoinSpendId([i as u8 + 10; 32])),
+                    ContentDigest::of(&[*d]),
+                )
+            },
+        );
+        let mut tables = MemTables::default();
+        assert_eq!(
+            apply_unit(&mut tables, &unit).unwrap(),
+            CommitOutcome::Committed
+        );
+        let ids: Vec<ClaimId> = unit.claims.iter().map(|c| c.id.clone()).collect();
+        let held = claims(&tables, &ids).unwrap();
+        for ((held, claim), d) in held.iter().zip(&unit.claims).zip(digests) {
+            let held = held.as_ref().unwrap();
+            assert_eq!(held.digest, ContentDigest::of(&[d]));
+            assert_eq!(held.digest, claim.digest);
+            assert_eq!(held.claimant, unit.claimant);
+        }
     }
 
     #[test]

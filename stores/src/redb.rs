@@ -20,6 +20,7 @@ use crate::engine::{apply_unit, KvGet, KvPut, KvRead, Pairs, Table};
 use crate::model::{CommitOutcome, Unit};
 use crate::store::{Backend, BatchCommitter, Store};
 use crate::{Result, StoreError};
+use claim_map::ClaimMap;
 pub use claims::IndexLimits as ClaimsIndexLimits;
 use claims::{ClaimsIndex, ClaimsRead, ClaimsWrite, IndexWriter};
 
@@ -80,10 +81,15 @@ fn open_stored(txn: &WriteTransaction) -> Result<Vec<redb::Table<'_, Bytes, Byte
 }
 
 impl<'txn> WriteTables<'txn> {
-    fn open(txn: &'txn WriteTransaction, index: Arc<ClaimsIndex>, next_seq: u64) -> Result<Self> {
+    fn open(
+        txn: &'txn WriteTransaction,
+        index: Arc<ClaimsIndex>,
+        next_seq: u64,
+        stage: ClaimMap,
+    ) -> Result<Self> {
         Ok(OpenTables {
             tables: open_stored(txn)?,
-            claims: ClaimsWrite::open(txn, index, next_seq)?,
+            claims: ClaimsWrite::open(txn, index, next_seq, stage)?,
         })
     }
 
@@ -166,7 +172,7 @@ impl KvPut for WriteTables<'_> {
     fn put(&mut self, table: Table, key: Vec<u8>, value: Option<Vec<u8>>) -> Result<()> {
         match (table, value) {
             // Claims are only ever made (`replace`) and undone (`restore`).
-            (Table::Claims, Some(v)) => match self.claims.claim(&key, v)? {
+            (Table::Claims, Some(v)) => match self.claims.claim(&key, &v)? {
                 None => Ok(()),
                 Some(_) => Err(StoreError::InvalidUnit("a claim is never overwritten")),
             },
@@ -188,12 +194,12 @@ impl KvPut for WriteTables<'_> {
 
     /// A claim is appended to the log unless its id is held; a held id's claim is left
     /// as it is (and handed back), which is what writing it and undoing the write leaves.
-    fn replace(&mut self, table: Table, key: &[u8], value: Vec<u8>) -> Result<Option<Vec<u8>>> {
+    fn replace(&mut self, table: Table, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>> {
         match table {
             Table::Claims => self.claims.claim(key, value),
             other => Ok(self
                 .table_mut(other)?
-                .insert(key, value.as_slice())
+                .insert(key, value)
                 .map_err(backend)?
                 .map(|old| old.value().to_vec())),
         }
@@ -380,10 +386,11 @@ impl BatchCommitter for RedbCommitter {
         self.claims.check_room(&self.index)?;
         let index = Arc::clone(&self.index);
         let next_seq = self.claims.next_seq();
+        let stage = self.claims.take_stage();
         let (outcomes, staged) = self.write(|db| {
             let txn = db.begin_write().map_err(backend)?;
             let (outcomes, staged) = {
-                let mut tables = WriteTables::open(&txn, index, next_seq)?;
+                let mut tables = WriteTables::open(&txn, index, next_seq, stage)?;
                 let outcomes = units
                     .iter()
                     .map(|unit| apply_unit(&mut tables, unit))
@@ -945,9 +952,9 @@ mod tests {
             let db = Database::create(&path).unwrap();
             let (index, _) = load_index(&db, ClaimsIndexLimits::default()).unwrap();
             let txn = db.begin_write().unwrap();
-            let mut claims = ClaimsWrite::open(&txn, Arc::new(index), 0).unwrap();
+            let mut claims = ClaimsWrite::open(&txn, Arc::new(index), 0, ClaimMap::new()).unwrap();
             let value = scrip_tokens::codec::encode(&held_claim()).unwrap();
-            assert_eq!(claims.claim(&coin(3).key_bytes(), value).unwrap(), None);
+            assert_eq!(claims.claim(&coin(3).key_bytes(), &value).unwrap(), None);
             claims.finish().unwrap();
             txn.commit().unwrap();
         }
@@ -996,9 +1003,9 @@ mod tests {
         assert!(writer.check_room(&index).is_ok());
         // A log its flushes never emptied (they kept failing).
         let txn = db.begin_write().unwrap();
-        let mut claims = ClaimsWrite::open(&txn, Arc::new(index), 0).unwrap();
+        let mut claims = ClaimsWrite::open(&txn, Arc::new(index), 0, ClaimMap::new()).unwrap();
         for n in 0..12 {
-            claims.claim(&coin(n).key_bytes(), b"v".to_vec()).unwrap();
+            claims.claim(&coin(n).key_bytes(), b"v").unwrap();
         }
         claims.finish().unwrap();
         txn.commit().unwrap();

@@ -90,13 +90,13 @@ impl KvPut for MemTables {
         &mut self,
         table: Table,
         key: &[u8],
-        value: Vec<u8>,
+        value: &[u8],
     ) -> Result<Option<Vec<u8>>, StoreError> {
         if table == Table::Claims {
-            return Ok(self.claims.insert(key.to_vec(), value));
+            return Ok(self.claims.insert(key.to_vec(), value.to_vec()));
         }
         let old = self.get(table, key)?;
-        self.apply(table, key.to_vec(), Some(value));
+        self.apply(table, key.to_vec(), Some(value.to_vec()));
         Ok(old)
     }
 }

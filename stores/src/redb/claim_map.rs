@@ -44,6 +44,15 @@ pub(crate) struct ClaimMap {
 /// more than 5/8 of them.
 const FIRST_SLOTS: usize = 16;
 
+/// The slots that hold `claims` entries without growing.
+fn slots_for(claims: usize) -> usize {
+    let mut slots = FIRST_SLOTS;
+    while claims.saturating_add(1).saturating_mul(8) > slots.saturating_mul(5) {
+        slots = slots.saturating_mul(2);
+    }
+    slots
+}
+
 impl Default for ClaimMap {
     fn default() -> Self {
         Self::new()
@@ -58,6 +67,39 @@ impl ClaimMap {
             slots: Vec::new(),
             live: 0,
         }
+    }
+
+    /// An empty map with room for `claims` claims of `bytes` key and value bytes in all,
+    /// so that filling it to that grows nothing: no copy of the arena, no rehash, and
+    /// each page of it touched once.
+    pub(crate) fn with_capacity(claims: usize, bytes: usize) -> Self {
+        ClaimMap {
+            arena: Vec::with_capacity(bytes),
+            entries: Vec::with_capacity(claims),
+            slots: vec![0; slots_for(claims)],
+            live: 0,
+        }
+    }
+
+    /// A map sized for as many claims, and bytes of them, as this one holds.
+    pub(crate) fn with_capacity_of(&self) -> Self {
+        Self::with_capacity(self.entries.len(), self.arena.len())
+    }
+
+    /// Empties the map and keeps its memory, for a batch's stage to be used again by the
+    /// next batch: a fresh one grows from nothing again (its arena copied at each
+    /// doubling, its table rehashed), into memory the allocator may have handed back to
+    /// the kernel in between, to be faulted in and zeroed again.
+    pub(crate) fn clear(&mut self) {
+        self.arena.clear();
+        self.entries.clear();
+        self.slots.fill(0);
+        self.live = 0;
+    }
+
+    /// Slots in its table: what [`ClaimMap::clear`] keeps and refills.
+    pub(crate) fn slot_count(&self) -> usize {
+        self.slots.len()
     }
 
     /// The hash every map of this process files `key` under.
@@ -283,6 +325,40 @@ mod tests {
             log.get(ClaimMap::hash(&last), &last),
             reference.get(&last).map(Vec::as_slice)
         );
+    }
+
+    #[test]
+    fn a_cleared_stage_holds_only_the_next_batch_and_a_presized_map_never_grows() {
+        let mut stage = ClaimMap::new();
+        for n in 0..1_000u32 {
+            let k = key(n);
+            stage
+                .insert(ClaimMap::hash(&k), &k, b"first batch")
+                .unwrap();
+        }
+        let presized = stage.with_capacity_of();
+        let slots = stage.slot_count();
+        stage.clear();
+        assert_eq!(stage.slot_count(), slots, "a cleared stage keeps its table");
+        assert!(stage.is_empty());
+        for n in 500..1_500u32 {
+            let k = key(n);
+            // Claimed by the first batch, which is not this stage's any more.
+            assert!(stage.insert(ClaimMap::hash(&k), &k, b"second").unwrap());
+        }
+        assert_eq!(stage.len(), 1_000);
+        assert_eq!(stage.get(ClaimMap::hash(&key(1)), &key(1)), None);
+        assert_eq!(
+            stage.get(ClaimMap::hash(&key(700)), &key(700)),
+            Some(&b"second"[..])
+        );
+        assert_eq!(stage.iter().count(), 1_000);
+
+        let mut log = presized;
+        let slots = log.slot_count();
+        assert_eq!(log.extend_from(&stage).unwrap(), 1_000);
+        assert_eq!(log.slot_count(), slots, "sized for as many claims");
+        assert_eq!(log.len(), 1_000);
     }
 
     #[test]

@@ -921,7 +921,7 @@ impl ClaimsIndex {
     }
 
     /// Makes a committed batch's claims visible (after its transaction committed).
-    pub(crate) fn publish_claims(&self, staged: StagedClaims) -> Result<()> {
+    pub(crate) fn publish_claims(&self, staged: &StagedClaims) -> Result<()> {
         if staged.claims.is_empty() {
             return Ok(());
         }
@@ -962,7 +962,13 @@ pub(crate) struct IndexWriter {
     /// [`IndexWriter::upkeep`] works until it is paid. That keeps the runs few however
     /// the batches and the limits compare.
     debt: u64,
+    /// The last committed batch's stage, for the next batch to stage its claims in.
+    stage: ClaimMap,
 }
+
+/// A stage with more slots than this (a batch of over 40 Ki claims) is not kept for the
+/// next batch: the memory of one rare huge batch is not held for good.
+const STAGE_SLOTS_KEPT: usize = 64 * 1024;
 
 /// A fresh random salt for a new file's filters.
 fn fresh_salt() -> [u64; 2] {
@@ -1091,6 +1097,7 @@ pub(crate) fn load(
             compactions: Vec::new(),
             limits,
             debt: 0,
+            stage: ClaimMap::new(),
         },
     ))
 }
@@ -1328,11 +1335,15 @@ pub(crate) struct ClaimsWrite<'txn> {
 }
 
 impl<'txn> ClaimsWrite<'txn> {
+    /// The index in `txn`, staging the batch's claims in `stage`, emptied first (one an
+    /// earlier batch used keeps its memory, see [`IndexWriter::take_stage`]).
     pub(crate) fn open(
         txn: &'txn WriteTransaction,
         index: Arc<ClaimsIndex>,
         next_seq: u64,
+        mut stage: ClaimMap,
     ) -> Result<Self> {
+        stage.clear();
         let layout = index.layout()?;
         let runs = layout
             .runs
@@ -1354,20 +1365,20 @@ impl<'txn> ClaimsWrite<'txn> {
             layout,
             log,
             runs,
-            staged: ClaimMap::new(),
+            staged: stage,
             next_seq: next_seq.max(after_last),
         })
     }
 
     /// Claims `key` unless it is held, and returns its holder if it is (then nothing is
     /// written: claims are never overwritten, and the caller undoes a claim it refuses).
-    pub(crate) fn claim(&mut self, key: &[u8], value: Vec<u8>) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn claim(&mut self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>> {
         let key_hash = ClaimMap::hash(key);
         if let Some(held) = self.get_hashed(key, key_hash)? {
             return Ok(Some(held));
         }
         // Refuses a key or value too long for a log entry now, before the unit goes on.
-        self.staged.insert(key_hash, key, &value)?;
+        self.staged.insert(key_hash, key, value)?;
         Ok(None)
     }
 
@@ -1459,6 +1470,12 @@ impl IndexWriter {
         self.next_seq
     }
 
+    /// A map for the next batch to stage its claims in ([`ClaimsWrite::open`] empties
+    /// it): the last committed batch's, which keeps its memory.
+    pub(crate) fn take_stage(&mut self) -> ClaimMap {
+        std::mem::take(&mut self.stage)
+    }
+
     /// Refuses a batch while the log holds four times [`IndexLimits::log_max`] claims:
     /// its flush keeps failing (a full disk), and the log's memory must stay bounded.
     pub(crate) fn check_room(&self, index: &ClaimsIndex) -> Result<()> {
@@ -1484,7 +1501,11 @@ impl IndexWriter {
         self.debt = self
             .debt
             .saturating_add((staged.claims.len() as u64).saturating_mul(levels + 2));
-        index.publish_claims(staged)
+        index.publish_claims(&staged)?;
+        if staged.claims.slot_count() <= STAGE_SLOTS_KEPT {
+            self.stage = staged.claims;
+        }
+        Ok(())
     }
 
     /// The upkeep a batch owes (see [`IndexWriter::debt`]), in steps of one transaction
@@ -1586,6 +1607,7 @@ impl IndexWriter {
         let mut manifest = self.manifest.clone();
         let name = block_run_name(id);
         let txn = db.begin_write().map_err(backend)?;
+        let next_log;
         let (claims, blocks, filter) = {
             // Only this thread writes the map; readers share the lock meanwhile.
             let recent = layout.recent.read().map_err(|_| StoreError::Poisoned)?;
@@ -1593,6 +1615,8 @@ impl IndexWriter {
             if recent.is_empty() || recent.len() as u64 != logged {
                 return Err(corrupted("the log and its claims in memory differ"));
             }
+            // The next log will most likely fill up like this one.
+            next_log = recent.with_capacity_of();
             let claims = recent.sorted();
             let mut filter = Bloom::for_claims(claims.len() as u64);
             let mut run = txn
@@ -1628,7 +1652,7 @@ impl IndexWriter {
         let published = Layout {
             generation: manifest.generation,
             salt: manifest.salt,
-            recent: Arc::new(RwLock::new(ClaimMap::new())),
+            recent: Arc::new(RwLock::new(next_log)),
             runs,
         };
         index.commit_runs(txn, published)?;
